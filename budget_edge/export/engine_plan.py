@@ -1,0 +1,130 @@
+"""What `build-engines` builds, decided without TensorRT or a GPU.
+
+Everything here is plain Python so it is tested on any machine: the settings
+a user may pass, the builder flags per precision, the optimisation-profile
+shapes per input, and where each engine and cache file goes. The TensorRT
+calls that act on these decisions live in `trt_engine.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from budget_edge.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_DIR = "engines"
+TIMING_CACHE = "timing.cache"
+CALIB_DIR = "calibration"
+DEFAULT_OPT_BATCH = 8
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """The user's choices for one `build-engines` run."""
+
+    precision: str
+    max_batch: int
+    opt_batch: int
+    workspace_mib: int
+    calib_batch: int = 32
+
+
+def make_settings(
+    precision: str,
+    max_batch: int = 8,
+    workspace_mib: int = 1024,
+    opt_batch: int | None = None,
+    calib_batch: int = 32,
+) -> BuildSettings:
+    """Validate the options; the optimum batch defaults to min(8, max batch)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
+    if workspace_mib < 1:
+        raise ConfigError(f"--workspace must be at least 1 MiB, got {workspace_mib}")
+    if calib_batch < 1:
+        raise ConfigError(f"the calibration batch must be at least 1, got {calib_batch}")
+    opt = min(DEFAULT_OPT_BATCH, max_batch) if opt_batch is None else opt_batch
+    if not 1 <= opt <= max_batch:
+        raise ConfigError(f"the optimum batch {opt} must lie in 1..{max_batch} (the --max-batch)")
+    return BuildSettings(precision, max_batch, opt, workspace_mib, calib_batch)
+
+
+@dataclass(frozen=True)
+class FlagPlan:
+    """BuilderFlag names to set and to clear for one precision."""
+
+    set: tuple[str, ...]
+    clear: tuple[str, ...]
+
+
+def builder_flags(precision: str) -> FlagPlan:
+    """fp32 is true fp32 (TF32 off, so engines match ONNX Runtime to ~1e-5);
+    fp16 lets TensorRT pick half kernels; int8 keeps fp16 as the fallback for
+    layers without int8 kernels, as `trtexec --int8 --fp16` does."""
+    if precision == "fp32":
+        return FlagPlan(set=(), clear=("TF32",))
+    if precision == "fp16":
+        return FlagPlan(set=("FP16",), clear=())
+    if precision == "int8":
+        return FlagPlan(set=("FP16", "INT8"), clear=())
+    raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ProfileShapes:
+    min: Shape
+    opt: Shape
+    max: Shape
+
+
+def profile_shapes(name: str, shape: Sequence[int], settings: BuildSettings) -> ProfileShapes:
+    """Batch 1..max for an input whose first axis is dynamic (-1) and the rest fixed.
+
+    Exported graphs have exactly one dynamic axis, the batch; anything else
+    means the graph was not written by `budget-edge export`.
+    """
+    dims = tuple(int(d) for d in shape)
+    if not dims or dims[0] != -1:
+        raise ConfigError(
+            f"input {name!r} has shape {list(dims)}: expected a dynamic batch axis first; "
+            "re-export the checkpoint with `budget-edge export`"
+        )
+    if any(d < 1 for d in dims[1:]):
+        raise ConfigError(
+            f"input {name!r} has shape {list(dims)}: only the batch axis may be dynamic; "
+            "re-export the checkpoint with `budget-edge export`"
+        )
+    rest = dims[1:]
+    return ProfileShapes(
+        min=(1, *rest), opt=(settings.opt_batch, *rest), max=(settings.max_batch, *rest)
+    )
+
+
+def calibration_shape(shape: Sequence[int], settings: BuildSettings) -> Shape:
+    """TensorRT calibrates at one fixed batch size: min = opt = max."""
+    return (settings.calib_batch, *(int(d) for d in shape[1:]))
+
+
+def engine_file(graph_file: str, precision: str) -> str:
+    """engines/<precision>/<graph file without .onnx>.engine, relative to the artifact dir.
+
+    One folder per precision so fp16 and int8 engines can sit side by side.
+    """
+    stem = graph_file[: -len(".onnx")] if graph_file.endswith(".onnx") else graph_file
+    return f"{ENGINE_DIR}/{precision}/{stem.replace('/', '__')}.engine"
+
+
+def timing_cache_file() -> str:
+    """One timing cache per artifact dir, reused by every later build on the same GPU."""
+    return f"{ENGINE_DIR}/{TIMING_CACHE}"
+
+
+def calibration_cache_file(graph_name: str) -> str:
+    return f"{ENGINE_DIR}/{CALIB_DIR}/{graph_name}.cache"

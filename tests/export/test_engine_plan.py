@@ -1,0 +1,71 @@
+"""Decisions of build-engines that need no GPU: settings, flags, profiles, file names."""
+
+import pytest
+
+from budget_edge.errors import ConfigError
+from budget_edge.export.engine_plan import (
+    builder_flags,
+    calibration_cache_file,
+    calibration_shape,
+    engine_file,
+    make_settings,
+    profile_shapes,
+    timing_cache_file,
+)
+
+
+def test_optimum_batch_defaults_to_min_of_eight_and_max():
+    assert make_settings("fp16", max_batch=32).opt_batch == 8
+    assert make_settings("fp16", max_batch=4).opt_batch == 4
+    assert make_settings("fp16", max_batch=32, opt_batch=16).opt_batch == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"precision": "bf16"}, "fp32, fp16, int8"),
+        ({"precision": "fp16", "max_batch": 0}, "--max-batch"),
+        ({"precision": "fp16", "workspace_mib": 0}, "--workspace"),
+        ({"precision": "fp16", "max_batch": 4, "opt_batch": 5}, "1..4"),
+        ({"precision": "int8", "calib_batch": 0}, "calibration batch"),
+    ],
+)
+def test_bad_settings_are_config_errors(kwargs, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        make_settings(**kwargs)
+
+
+def test_flags_per_precision():
+    assert builder_flags("fp32").set == () and builder_flags("fp32").clear == ("TF32",)
+    assert builder_flags("fp16").set == ("FP16",)
+    assert set(builder_flags("int8").set) == {"INT8", "FP16"}
+    with pytest.raises(ConfigError):
+        builder_flags("fp8")
+
+
+def test_profile_spans_batch_one_to_max_with_fixed_rest():
+    settings = make_settings("fp32", max_batch=16)
+    shapes = profile_shapes("x", [-1, 16, 32, 32], settings)
+    assert shapes.min == (1, 16, 32, 32)
+    assert shapes.opt == (8, 16, 32, 32)
+    assert shapes.max == (16, 16, 32, 32)
+    # The policy's budget input is (N, 1).
+    assert profile_shapes("budget", [-1, 1], settings).max == (16, 1)
+
+
+@pytest.mark.parametrize("shape", [[1, 3, 32, 32], [-1, 3, -1, 32], []])
+def test_profile_refuses_graphs_without_exactly_a_dynamic_batch(shape):
+    with pytest.raises(ConfigError, match="re-export"):
+        profile_shapes("x", shape, make_settings("fp32"))
+
+
+def test_calibration_shape_is_fixed_at_the_calibration_batch():
+    settings = make_settings("int8", calib_batch=16)
+    assert calibration_shape([-1, 3, 28, 28], settings) == (16, 3, 28, 28)
+
+
+def test_file_names_live_under_engines_per_precision():
+    assert engine_file("blocks/block_003.onnx", "fp16") == "engines/fp16/blocks__block_003.engine"
+    assert engine_file("stem.onnx", "int8") == "engines/int8/stem.engine"
+    assert timing_cache_file() == "engines/timing.cache"
+    assert calibration_cache_file("stem") == "engines/calibration/stem.cache"
