@@ -1,0 +1,27 @@
+"""Request errors of the inference server, each carrying the HTTP status it answers with.
+
+They subclass `InputError`: a bad request is bad input to inference, and the
+server turns every one into `{"error": "<message>"}` with `status`.
+"""
+
+from __future__ import annotations
+
+from budget_edge.errors import InputError
+
+
+class RequestError(InputError):
+    """The request is malformed or does not fit the model (HTTP 400)."""
+
+    status = 400
+
+
+class NotFoundError(RequestError):
+    """The model or route named in the request does not exist (HTTP 404)."""
+
+    status = 404
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body is larger than the server's limit (HTTP 413)."""
+
+    status = 413
