@@ -1,0 +1,31 @@
+"""Backbones whose components (blocks or ResNeXt paths) can be dropped per image.
+
+    from budget_edge.models import build_backbone
+    net = build_backbone("resnet110", num_classes=10)
+    logits = net(images, mask)   # mask (N, K) of 0/1, K = net.num_components
+"""
+
+from budget_edge.models import cifar_resnet as cifar_resnet
+from budget_edge.models.backbone import (
+    Backbone,
+    BlockFlops,
+    Component,
+    FlopsTable,
+    ResidualBlock,
+)
+from budget_edge.models.registry import build_backbone, list_backbones, register_backbone
+
+# --- checkpoint API (budget_edge/models/checkpoint.py, written separately) ---
+# from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+# --- end checkpoint API ---
+
+__all__ = [
+    "Backbone",
+    "BlockFlops",
+    "Component",
+    "FlopsTable",
+    "ResidualBlock",
+    "build_backbone",
+    "list_backbones",
+    "register_backbone",
+]
