@@ -1,0 +1,206 @@
+"""The manifest schema: round trip, validation naming the field, file checksums."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from budget_edge.errors import ManifestError
+from budget_edge.runtime.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    TensorRTSpec,
+    sha256_file,
+    verify_files,
+    write_manifest,
+)
+
+
+def _data(path: Path) -> dict[str, Any]:
+    return json.loads((path / MANIFEST_NAME).read_text())
+
+
+def test_round_trip(resnet_artifact: Any) -> None:
+    loaded = Manifest.load(resnet_artifact.path)
+    assert loaded.to_dict() == resnet_artifact.manifest.to_dict()
+    assert loaded.num_components == 3
+    assert loaded.graph("stem").file == "stem.onnx"
+    assert loaded.role("policy") is not None
+    assert loaded.block_components(1) == [1]
+    assert loaded.full_flops == loaded.base_flops + sum(c.flops for c in loaded.components)
+    assert loaded.blocks[1].fixed_flops > 0  # the 1x1 shortcut conv
+    assert loaded.blocks[0].skip is None and loaded.blocks[1].skip == "block1_skip"
+
+
+def test_resnext_variants(resnext_artifact: Any) -> None:
+    m = Manifest.load(resnext_artifact.path)
+    assert [b.variant_scheme for b in m.blocks] == ["all", "prefix", "single"]
+    assert len(m.blocks[0].variants) == 7  # 2^3 - 1 path subsets
+    assert [v.paths for v in m.blocks[1].variants] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3],
+                                                       [0, 1, 2, 3, 4]]
+    assert m.num_components == 3 + 5 + 1
+
+
+def test_every_file_hashed(resnet_artifact: Any) -> None:
+    m = resnet_artifact.manifest
+    assert set(m.files) == {g.file for g in m.graphs}
+    for name, digest in m.files.items():
+        assert sha256_file(resnet_artifact.path / name) == digest
+    assert verify_files(resnet_artifact.path).files == m.files
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation that sets a dotted path (list indices as numbers) in the manifest dict."""
+    def mutate(d: Any) -> None:
+        keys: list[Any] = [int(k) if k.isdigit() else k for k in path.split(".")]
+        for k in keys[:-1]:
+            d = d[k]
+        if value is _DELETE:
+            del d[keys[-1]]
+        else:
+            d[keys[-1]] = value
+    return mutate
+
+
+_DELETE = object()
+
+BAD_FIELDS = [
+    ("schema_version", _set("schema_version", 2), "schema_version"),
+    ("missing num_classes", _set("num_classes", _DELETE), "num_classes"),
+    ("class names", _set("class_names", ["a"]), "class_names"),
+    ("string flops", _set("components.0.flops", "many"), "components[0].flops"),
+    ("bool as int", _set("blocks.0.num_paths", True), "blocks[0].num_paths"),
+    ("component order", _set("components.1.index", 2), "components[1].index"),
+    ("component block", _set("components.0.block", 7), "components[0].block"),
+    ("component stage", _set("components.0.stage", 3), "components[0].stage"),
+    ("layout", _set("preprocessing.layout", "NHWC"), "preprocessing.layout"),
+    ("mean length", _set("preprocessing.mean", [0.5]), "preprocessing.mean"),
+    ("std zero", _set("preprocessing.std", [1.0, 0.0, 1.0]), "preprocessing.std"),
+    ("channels", _set("preprocessing.channels", 1), "preprocessing.channels"),
+    ("input size", _set("preprocessing.input_size", [3, 8]), "preprocessing.input_size"),
+    ("no batch axis", _set("graphs.0.inputs.0.shape", [1, 3, 8, 8]), "graphs[0].inputs[0].shape"),
+    ("dtype", _set("graphs.0.outputs.0.dtype", "int8"), "graphs[0].outputs[0].dtype"),
+    ("absolute file", _set("graphs.0.file", "/etc/passwd"), "graphs[0].file"),
+    ("escaping file", _set("graphs.0.file", "../stem.onnx"), "graphs[0].file"),
+    ("unknown variant graph", _set("blocks.0.variants.0.graph", "nope"), "blocks[0].variants[0]"),
+    ("variant paths", _set("blocks.0.variants.0.paths", [1]), "blocks[0].variants"),
+    ("scheme", _set("blocks.0.variant_scheme", "all"), "blocks[0].variant_scheme"),
+    ("identity skip on downsample", _set("blocks.1.skip", None), "blocks[1].skip"),
+    ("unknown skip", _set("blocks.1.skip", "nope"), "blocks[1].skip"),
+    ("missing stem role", _set("roles.stem", None), "roles.stem"),
+    ("unknown role", _set("roles.extra", "stem"), "roles.extra"),
+    ("policy flops", _set("flops.policy", None), "flops.policy"),
+    ("bad hash", lambda d: d["files"].update({"stem.onnx": "abc"}), "files['stem.onnx']"),
+    ("hash missing", _set("files", {}), "files"),
+    ("missing opset", _set("versions.opset", _DELETE), "versions.opset"),
+    ("hot mask", _set("hot_policies", [{"mask": [1, 2, 0], "graph": "full"}]), "hot_policies[0]"),
+    ("trt precision", _set("tensorrt", {"version": "10.3", "gpu": "Orin", "precision": "fp8",
+                                        "max_batch": 8, "engines": {}}), "tensorrt.precision"),
+    ("trt engine graph", _set("tensorrt", {"version": "10.3", "gpu": "Orin", "precision": "fp16",
+                                           "max_batch": 8, "engines": {"nope": "x.engine"}}),
+     "tensorrt.engines"),
+    ("not an object", _set("blocks.0", 3), "blocks[0]"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,field", BAD_FIELDS, ids=[c[0] for c in BAD_FIELDS])
+def test_invalid_field_is_named(resnet_artifact: Any, case: str,
+                                mutate: Callable[[dict[str, Any]], None], field: str) -> None:
+    data = copy.deepcopy(_data(resnet_artifact.path))
+    mutate(data)
+    with pytest.raises(ManifestError, match=field.replace("[", r"\[").replace(".", r"\.")):
+        m = Manifest.from_dict(data)
+        m.validate()
+
+
+def test_shape_chain_checked(resnet_artifact: Any) -> None:
+    data = _data(resnet_artifact.path)
+    head = next(g for g in data["graphs"] if g["name"] == "head")
+    head["inputs"][0]["shape"] = ["batch", 5, 4, 4]
+    with pytest.raises(ManifestError, match="roles.head"):
+        Manifest.from_dict(data).validate()
+
+
+def test_multipath_block_needs_skip_graph(resnext_artifact: Any) -> None:
+    data = _data(resnext_artifact.path)
+    data["blocks"][0]["skip"] = None
+    with pytest.raises(ManifestError, match=r"blocks\[0\]\.skip.*multi-path"):
+        Manifest.from_dict(data).validate()
+
+
+def test_prefix_needs_equal_path_flops(resnext_artifact: Any) -> None:
+    data = _data(resnext_artifact.path)
+    data["components"][3]["flops"] += 1  # block 1, path 0
+    with pytest.raises(ManifestError, match="same FLOPs"):
+        Manifest.from_dict(data).validate()
+
+
+def test_numpy_values_from_an_exporter_are_named(resnet_artifact: Any) -> None:
+    m = copy.deepcopy(resnet_artifact.manifest)
+    m.components[2].flops = np.int64(5)  # type: ignore[assignment]
+    with pytest.raises(ManifestError, match=r"components\[2\]\.flops"):
+        m.validate()
+    m = copy.deepcopy(resnet_artifact.manifest)
+    m.backbone_config = {"weights": np.zeros(2)}
+    with pytest.raises(ManifestError, match="plain JSON"):
+        m.validate()
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="does not exist"):
+        Manifest.load(tmp_path / "nope")
+    with pytest.raises(ManifestError, match="manifest.json is missing"):
+        Manifest.load(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.load(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("[1, 2]")
+    with pytest.raises(ManifestError, match="must be an object"):
+        Manifest.load(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "edited"])
+def test_verify_files_names_the_file(fresh_artifact: Any, damage: str) -> None:
+    target = fresh_artifact.path / "block1_p0.onnx"
+    data = target.read_bytes()
+    if damage == "missing":
+        target.unlink()
+    elif damage == "truncated":
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        edited = bytearray(data)
+        edited[-1] ^= 0x01
+        target.write_bytes(bytes(edited))
+    expected = "missing" if damage == "missing" else "does not match its SHA-256"
+    with pytest.raises(ManifestError, match=f"block1_p0.onnx.*{expected}"):
+        verify_files(fresh_artifact.path)
+
+
+def test_write_manifest_hashes_extra_files_and_engines(fresh_artifact: Any) -> None:
+    root = fresh_artifact.path
+    (root / "engines").mkdir()
+    (root / "engines" / "stem.engine").write_bytes(b"engine bytes")
+    (root / "timing.cache").write_bytes(b"cache")
+    m = dataclasses.replace(
+        fresh_artifact.manifest,
+        tensorrt=TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "engines/stem.engine"}, "8.7"),
+        files={**fresh_artifact.manifest.files, "timing.cache": "0" * 64})
+    written = write_manifest(root, m)
+    assert written.files["engines/stem.engine"] == sha256_file(root / "engines" / "stem.engine")
+    assert written.files["timing.cache"] == sha256_file(root / "timing.cache")
+    loaded = verify_files(root)
+    assert loaded.tensorrt == m.tensorrt
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_write_manifest_refuses_missing_file(fresh_artifact: Any) -> None:
+    (fresh_artifact.path / "head.onnx").unlink()
+    with pytest.raises(ManifestError, match="head.onnx.*missing"):
+        write_manifest(fresh_artifact.path, fresh_artifact.manifest)
