@@ -24,7 +24,7 @@ _BUILDERS: dict[str, Callable[..., Backbone]] = {}
 # modules, and the family modules can import this one without a cycle.
 _FAMILY_MODULES = (
     "budget_edge.models.cifar_resnet",
-    # "budget_edge.models.resnext",
+    "budget_edge.models.resnext",
     # "budget_edge.models.torchvision_resnet",
 )
 
