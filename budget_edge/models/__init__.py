@@ -5,7 +5,6 @@
     logits = net(images, mask)   # mask (N, K) of 0/1, K = net.num_components
 """
 
-from budget_edge.models import cifar_resnet as cifar_resnet
 from budget_edge.models.backbone import (
     Backbone,
     BlockFlops,
@@ -13,19 +12,19 @@ from budget_edge.models.backbone import (
     FlopsTable,
     ResidualBlock,
 )
+from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from budget_edge.models.registry import build_backbone, list_backbones, register_backbone
-
-# --- checkpoint API (budget_edge/models/checkpoint.py, written separately) ---
-# from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
-# --- end checkpoint API ---
 
 __all__ = [
     "Backbone",
     "BlockFlops",
     "Component",
     "FlopsTable",
+    "LoadedCheckpoint",
     "ResidualBlock",
     "build_backbone",
     "list_backbones",
+    "load_checkpoint",
     "register_backbone",
+    "save_checkpoint",
 ]

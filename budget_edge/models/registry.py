@@ -25,7 +25,7 @@ _BUILDERS: dict[str, Callable[..., Backbone]] = {}
 _FAMILY_MODULES = (
     "budget_edge.models.cifar_resnet",
     "budget_edge.models.resnext",
-    # "budget_edge.models.torchvision_resnet",
+    "budget_edge.models.torchvision_resnet",
 )
 
 

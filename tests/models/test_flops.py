@@ -4,25 +4,18 @@ import pytest
 import torch
 from torch import nn
 
+from budget_edge.errors import ConfigError
 from budget_edge.models import build_backbone, list_backbones
-from budget_edge.models.flops import conv2d_flops, counted_flops, linear_flops
-
-# Torchvision-layout nets are measured at 64x64 to keep the test fast.
-SMALL_SIZE = {"cifar": (3, 32, 32), "imagenet": (3, 64, 64)}
-
-
-def _size(name: str) -> tuple[int, int, int]:
-    net_kind = "imagenet" if name.startswith(("resnet18", "resnet34", "resnet50",
-                                              "resnet101", "resnext50")) else "cifar"
-    return SMALL_SIZE[net_kind]
+from budget_edge.models.flops import conv2d_flops, counted_flops, linear_flops, pool_output_hw
 
 
 @pytest.mark.parametrize("name", list_backbones())
 def test_analytic_flops_match_counted(name):
-    size = _size(name)
     torch.manual_seed(0)
-    net = build_backbone(name, input_size=size).eval()
-    table = net.flops()
+    net = build_backbone(name).eval()
+    # ImageNet-style nets (default 224x224) are measured at 64x64 to stay fast.
+    size = (3, 64, 64) if net.input_size[1] > 32 else net.input_size
+    table = net.flops(size)
     x = torch.randn(1, *size)
     with torch.no_grad():
         assert counted_flops(net, x) == table.total
@@ -41,3 +34,9 @@ def test_conv_and_linear_helpers():
     assert flops == counted_flops(conv, torch.randn(1, 8, 15, 15))
     linear = nn.Linear(5, 3)
     assert linear_flops(linear) == counted_flops(linear, torch.randn(1, 5))
+
+
+def test_window_larger_than_input_is_a_config_error():
+    with pytest.raises(ConfigError, match="input_size too small"):
+        pool_output_hw((2, 2), kernel=5, stride=1)
+    assert pool_output_hw((7, 7), kernel=3, stride=2, padding=1) == (4, 4)
