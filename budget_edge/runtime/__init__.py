@@ -1,0 +1,28 @@
+"""The torch-free runtime: load an exported artifact and run it under a budget.
+
+    from budget_edge.runtime import BudgetRuntime
+    rt = BudgetRuntime.load("artifacts/resnet56")
+    result = rt.infer(images_uint8_nhwc, budget=0.5)
+    result.classes, result.mask, result.flops, result.latency_ms
+
+Needs numpy plus onnxruntime (or TensorRT and cuda-python); never torch.
+"""
+
+from budget_edge.runtime.manifest import (
+    SCHEMA_VERSION,
+    Manifest,
+    ManifestError,
+    verify_files,
+    write_manifest,
+)
+from budget_edge.runtime.runtime import BudgetRuntime, InferResult
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BudgetRuntime",
+    "InferResult",
+    "Manifest",
+    "ManifestError",
+    "verify_files",
+    "write_manifest",
+]

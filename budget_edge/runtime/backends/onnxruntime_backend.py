@@ -1,0 +1,130 @@
+"""ONNX Runtime backend: one InferenceSession per graph, created on first use.
+
+Sessions are created lazily: a ResNeXt artifact holds a graph per kept-path
+variant of every block, and a policy rarely uses all of them, so loading only
+what runs keeps resident memory close to that of the static model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from budget_edge.errors import BackendError, ManifestError
+from budget_edge.runtime.manifest import Manifest
+
+INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
+# Preferred order when onnxruntime-gpu is installed and `providers` is not given.
+# The TensorRT execution provider is opt-in (providers=["TensorrtExecutionProvider",
+# ...]): it builds an engine per session at load time, minutes for a ResNeXt artifact.
+DEFAULT_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendError(f"ONNX Runtime is not installed: {INSTALL_HINT}") from exc
+    return onnxruntime
+
+
+def choose_providers(available: Sequence[str], requested: Sequence[Any] | None) -> list[Any]:
+    """Execution providers for every session; CPU always last as the fallback."""
+    if requested is None:
+        chosen: list[Any] = [p for p in DEFAULT_GPU_PROVIDERS if p in available]
+    else:
+        chosen = list(requested)
+        for p in chosen:
+            name = p[0] if isinstance(p, tuple) else p
+            if name not in available:
+                raise BackendError(f"execution provider {name!r} is not available in this "
+                                   f"onnxruntime (available: {', '.join(available)}): install "
+                                   "onnxruntime-gpu for CUDA/TensorRT, or leave providers unset")
+    names = [p[0] if isinstance(p, tuple) else p for p in chosen]
+    if "CPUExecutionProvider" not in names:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def default_threads() -> int:
+    """Threads per session: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(ort: Any, threads: int | None) -> Any:
+    """Options for every session, chosen by measurement.
+
+    The runtime runs many small sessions one after another (stem, a graph per
+    block, head), never two at once. Measured with
+    `python benchmarks/ort_session_options.py` (ResNet-56 shaped chain, 2-core
+    CPU, median ms per image batch; see the numbers in that script's docstring):
+    a per-session intra-op pool that spins after each run keeps the cores busy
+    while the *next* session starts, and 29 spinning pools fight over 2 cores.
+    With spinning off, the chain of sessions runs as fast as the one static
+    graph; intra-op threads still help batch 8. So: intra_op_num_threads =
+    cores (or `threads`), allow_spinning = 0, inter_op = 1, sequential.
+    """
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    return so
+
+
+class OnnxRuntimeBackend:
+    """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, directory: Path, threads: int | None = None,
+                 providers: Sequence[Any] | None = None) -> None:
+        self._ort = import_onnxruntime()
+        self._manifest = manifest
+        self._dir = Path(directory)
+        self.providers = choose_providers(self._ort.get_available_providers(), providers)
+        self._options = session_options(self._ort, threads)
+        self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
+
+    def _session(self, graph: str) -> tuple[Any, list[str], list[str]]:
+        entry = self._sessions.get(graph)
+        if entry is None:
+            spec = self._manifest.graph(graph)
+            path = self._dir / spec.file
+            try:
+                sess = self._ort.InferenceSession(str(path), sess_options=self._options,
+                                                  providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ManifestError(f"ONNX Runtime cannot load graph {graph!r} from {path} "
+                                    f"({exc}): re-export the model") from exc
+            names = [t.name for t in sess.get_inputs()]
+            wanted = [t.name for t in spec.inputs]
+            if names != wanted:
+                raise ManifestError(f"graph {graph!r} in {path} has inputs {names} but the "
+                                    f"manifest says {wanted}: re-export the model")
+            entry = (sess, wanted, [t.name for t in spec.outputs])
+            self._sessions[graph] = entry
+        return entry
+
+    def load(self, graphs: Sequence[str]) -> None:
+        """Create the sessions of these graphs now rather than on first use."""
+        for g in graphs:
+            self._session(g)
+
+    def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        sess, in_names, out_names = self._session(graph)
+        outputs: list[np.ndarray] = sess.run(out_names, dict(zip(in_names, inputs, strict=True)))
+        return outputs
+
+    def close(self) -> None:
+        self._sessions.clear()

@@ -1,0 +1,130 @@
+"""Checking and normalising what a caller hands to `BudgetRuntime.infer`.
+
+Device software must never be surprised by its input: every malformed image
+batch, budget or mask raises InputError saying what was wrong and what to pass
+instead, before any graph runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from budget_edge.errors import InputError
+from budget_edge.runtime.manifest import Preprocessing
+
+
+def prepare_images(images: Any, pre: Preprocessing) -> np.ndarray:
+    """Return a contiguous float32 NCHW batch.
+
+    float32 (N, C, H, W) is taken as already preprocessed. uint8 (N, H, W, C),
+    or (N, H, W) / (H, W) for one channel, is normalised as
+    (pixel / 255 - mean) / std per channel.
+    """
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"images must be a numpy array, got {type(images).__name__}: "
+                         "pass np.asarray(images) as uint8 NHWC or float32 NCHW")
+    c, h, w = pre.input_size
+    if images.dtype == np.uint8:
+        x = _uint8_to_nhwc(images, c)
+        if x.shape[1:3] != (h, w):
+            raise InputError(f"images are {x.shape[1]}x{x.shape[2]} pixels but the model takes "
+                             f"{h}x{w}: resize them first")
+        _check_batch(x.shape[0])
+        return _normalise(x, pre)
+    if images.dtype == np.float32:
+        if images.ndim != 4:
+            raise InputError(f"float32 images must be a preprocessed NCHW batch of rank 4, got "
+                             f"shape {images.shape}: add a batch axis (images[None]) or pass "
+                             "uint8 pixels")
+        if images.shape[1] != c:
+            raise InputError(f"float32 images are read as NCHW with {c} channel(s), got shape "
+                             f"{images.shape}: expected (N, {c}, {h}, {w}); for NHWC pixels "
+                             "pass uint8")
+        if images.shape[2:] != (h, w):
+            raise InputError(f"images are {images.shape[2]}x{images.shape[3]} but the model "
+                             f"takes {h}x{w}: resize them first")
+        _check_batch(images.shape[0])
+        if not np.isfinite(images).all():
+            raise InputError("images contain NaN or inf: check the preprocessing that made them")
+        return np.ascontiguousarray(images)
+    raise InputError(f"images have dtype {images.dtype}; pass uint8 pixels (NHWC) or float32 "
+                     "preprocessed NCHW (for example images.astype(np.float32))")
+
+
+def _uint8_to_nhwc(images: np.ndarray, c: int) -> np.ndarray:
+    if images.ndim == 4:
+        if images.shape[3] != c:
+            raise InputError(f"uint8 images are read as NHWC with {c} channel(s), got shape "
+                             f"{images.shape}")
+        return images
+    if images.ndim in (2, 3):
+        if c != 1:
+            raise InputError(f"uint8 images of rank {images.ndim} (shape {images.shape}) are "
+                             f"read as one-channel HW/NHW, but the model takes {c} channels: "
+                             "pass an NHWC batch (add a batch axis with images[None])")
+        x = images if images.ndim == 3 else images[None]
+        return x[..., None]
+    raise InputError(f"uint8 images must have rank 4 (NHWC), or 3 (NHW) / 2 (HW) for one "
+                     f"channel; got shape {images.shape}")
+
+
+def _check_batch(n: int) -> None:
+    if n == 0:
+        raise InputError("the batch is empty: pass at least one image")
+
+
+def _normalise(x: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    # One multiply-add per pixel: (p / 255 - mean) / std = p * a + b
+    std = np.asarray(pre.std, np.float32)
+    a = 1.0 / (255.0 * std)
+    b = -np.asarray(pre.mean, np.float32) / std
+    out = x.astype(np.float32) * a + b
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def prepare_budget(budget: Any, n: int) -> np.ndarray:
+    """A float or one value per image, each in [0, 1] -> float32 (n,)."""
+    if budget is None:
+        raise InputError("a budget is needed to run the policy: pass budget=0.5 (a float in "
+                         "[0, 1], or one per image), or give an explicit mask")
+    if isinstance(budget, (bool, np.bool_)):
+        raise InputError("budget must be a number in [0, 1], got a bool")
+    try:
+        b = np.asarray(budget, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"budget must be a number in [0, 1] or a list of them, got "
+                         f"{budget!r}") from exc
+    if b.ndim == 0:
+        b = np.full(n, float(b))
+    if b.ndim != 1 or b.shape[0] != n:
+        raise InputError(f"budget has shape {b.shape} for {n} image(s): pass one float, or one "
+                         "value per image")
+    if not np.isfinite(b).all():
+        raise InputError("budget contains NaN or inf: pass values in [0, 1]")
+    if (b < 0).any() or (b > 1).any():
+        bad = b[(b < 0) | (b > 1)][0]
+        raise InputError(f"budget {bad:g} is outside [0, 1]: it is the fraction of the model "
+                         "to use")
+    return b.astype(np.float32)
+
+
+def prepare_mask(mask: Any, n: int, k: int) -> np.ndarray:
+    """A (K,) mask for every image or an (N, K) mask, of 0/1 or bools -> uint8 (n, k)."""
+    try:
+        m = np.asarray(mask)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"mask must be an array of 0/1 of shape ({n}, {k})") from exc
+    if m.ndim == 1 and m.shape[0] == k:
+        m = np.broadcast_to(m, (n, k))
+    if m.shape != (n, k):
+        raise InputError(f"mask has shape {m.shape} but {n} image(s) and {k} components need "
+                         f"({n}, {k}) or ({k},)")
+    if m.dtype == np.bool_:
+        return m.astype(np.uint8)
+    if m.dtype.kind not in "iuf":
+        raise InputError(f"mask must hold 0/1 or bools, got dtype {m.dtype}")
+    if not np.isin(m, (0, 1)).all():
+        raise InputError("mask must hold only 0 and 1 (1: run the component, 0: skip it)")
+    return m.astype(np.uint8)

@@ -1,0 +1,116 @@
+"""From the policy's probabilities to the mask that runs.
+
+- ``greedy``: keep a component when its probability is >= 0.5, as the BlockDrop
+  and BudgetNet reference test code does (``policy[policy < 0.5] = 0;
+  policy[policy >= 0.5] = 1``).
+- ``sample``: draw each component from Bernoulli(p) (the exploration-free sampled
+  mask), reproducible with a seed.
+- ``cap``: make the budget a hard ceiling by dropping the kept components with
+  the lowest probability until the cost is within c.
+- ``project_to_variants``: blocks exported with only prefix path sets (large
+  cardinality) run the prefix with the same number of kept paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from budget_edge.errors import InputError
+from budget_edge.runtime.manifest import Manifest
+
+MODES = ("greedy", "sample")
+CAPS = ("components", "flops")
+
+
+def choose(probs: np.ndarray, mode: str, seed: int | None) -> np.ndarray:
+    """uint8 (N, K) mask from probabilities (N, K)."""
+    if mode == "greedy":
+        return (probs >= 0.5).astype(np.uint8)
+    if mode == "sample":
+        rng = np.random.default_rng(seed)
+        return (rng.random(probs.shape) < probs).astype(np.uint8)
+    raise InputError(f"mode {mode!r} is not one of {MODES}")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """cost(mask) = (base + mask @ weights) / total; the cap keeps it <= c."""
+
+    weights: np.ndarray  # (K,)
+    base: float
+    total: float
+
+    @classmethod
+    def for_cap(cls, cap: str, manifest: Manifest) -> CostModel:
+        if cap == "components":
+            return cls(np.ones(manifest.num_components), 0.0, float(manifest.num_components))
+        if cap == "flops":
+            flops = np.array([c.flops for c in manifest.components], np.float64)
+            return cls(flops, float(manifest.base_flops), float(manifest.full_flops))
+        raise InputError(f"cap {cap!r} is not one of {CAPS} (or None for no ceiling)")
+
+    def cost(self, mask: np.ndarray) -> np.ndarray:
+        return (self.base + mask @ self.weights) / self.total
+
+
+def cap(mask: np.ndarray, probs: np.ndarray, budget: np.ndarray, model: CostModel) -> np.ndarray:
+    """Drop kept components, least probable first, until cost <= budget per image.
+
+    With the FLOPs cap the stem, head and shortcut convolutions always run, so a
+    budget below ``base / total`` leaves every component dropped and the cost at
+    that floor (`BudgetRuntime.min_flops_fraction`).
+    """
+    out = mask.copy()
+    tol = 1e-9 * model.total  # so c * K = 2.0000000001 still allows 2 components
+    for i in range(mask.shape[0]):
+        excess = model.base + out[i] @ model.weights - budget[i] * model.total
+        if excess <= tol:
+            continue
+        kept = np.flatnonzero(out[i])
+        order = kept[np.argsort(probs[i, kept], kind="stable")]
+        freed = np.cumsum(model.weights[order])
+        enough = np.flatnonzero(freed >= excess - tol)
+        drop = order if enough.size == 0 else order[: enough[0] + 1]
+        out[i, drop] = 0
+    return out
+
+
+def prefix_blocks(manifest: Manifest) -> list[list[int]]:
+    """Component indices of each block exported with the 'prefix' variant scheme."""
+    return [manifest.block_components(b.index) for b in manifest.blocks
+            if b.variant_scheme == "prefix"]
+
+
+def project_to_variants(mask: np.ndarray, manifest: Manifest) -> np.ndarray:
+    """Map kept-path sets of prefix-scheme blocks to the prefix of the same size.
+
+    Paths of such a block have equal FLOPs (the manifest checks it), so the
+    cost of the mask is unchanged.
+    """
+    blocks = prefix_blocks(manifest)
+    if not blocks:
+        return mask
+    out = mask.copy()
+    for idx in blocks:
+        counts = out[:, idx].sum(axis=1)
+        out[:, idx] = (np.arange(len(idx))[None, :] < counts[:, None]).astype(np.uint8)
+    return out
+
+
+def check_variants(mask: np.ndarray, manifest: Manifest) -> None:
+    """An explicit mask must ask only for path sets that have a graph."""
+    for idx in prefix_blocks(manifest):
+        part = mask[:, idx]
+        counts = part.sum(axis=1)
+        prefix = np.arange(len(idx))[None, :] < counts[:, None]
+        bad = np.flatnonzero((part != prefix).any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            block = manifest.components[idx[0]].block
+            paths = np.flatnonzero(part[i]).tolist()
+            raise InputError(
+                f"mask row {i} keeps paths {paths} of block {block}, but this {len(idx)}-path "
+                f"block was exported with prefix path sets only (paths 0..m-1): keep the "
+                f"first m paths of the block (components {idx[0]}..{idx[-1]})")

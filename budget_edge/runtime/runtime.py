@@ -1,0 +1,316 @@
+"""BudgetRuntime: run an exported BudgetNet artifact with numpy and ONNX Runtime or TensorRT.
+
+One call of :meth:`BudgetRuntime.infer` does, for a batch of images::
+
+    policy(image, budget) -> probabilities -> mask (greedy / sample, optional cap)
+    stem on the whole batch
+    for each block: gather the images that keep it (grouped by kept-path variant
+                    for ResNeXt), run that variant's graph, scatter back; images
+                    that drop the block take its skip output (identity or skip graph)
+    head -> logits
+
+Images whose mask equals an exported hot policy (or all ones, when the static
+`full` graph exists) run as one graph instead. No torch anywhere.
+
+Masks and variants. Component k of a mask is manifest.components[k]. A block
+exported with every kept-path subset ('single' and 'all' schemes) runs any
+mask. A block exported with prefix path sets only ('prefix', large
+cardinality) runs paths 0..m-1: a mask the policy chose is mapped to the
+prefix with the same number of kept paths (same cost; `InferResult.mask` is
+the mask that ran), and an explicit `mask=` that asks for another path set is
+an InputError.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from budget_edge.errors import InputError
+from budget_edge.runtime import masks as masklib
+from budget_edge.runtime.backends import Backend, create_backend
+from budget_edge.runtime.inputs import prepare_budget, prepare_images, prepare_mask
+from budget_edge.runtime.manifest import Manifest, verify_files
+
+LATENCY_KEYS = ("policy", "stem", "blocks", "head", "hot", "total")
+
+
+@dataclass
+class InferResult:
+    """What one `infer` call gives back; arrays have one row per image."""
+
+    logits: np.ndarray  # (N, num_classes) float32
+    classes: np.ndarray  # (N,) int64, argmax of logits
+    mask: np.ndarray  # (N, K) uint8, the mask that ran
+    probs: np.ndarray | None  # (N, K) float32 policy probabilities; None with an explicit mask
+    flops: np.ndarray  # (N,) int64 executed backbone FLOPs (policy not included)
+    latency_ms: dict[str, float]  # policy, stem, blocks, head, hot (whole-mask graphs), total
+    policy_flops: int = 0  # per image; 0 when the policy did not run
+    full_flops: int = 1  # FLOPs of the unmasked backbone
+
+    @property
+    def usage(self) -> np.ndarray:
+        """Fraction of components run, per image."""
+        return self.mask.mean(axis=1)
+
+    @property
+    def flops_share(self) -> np.ndarray:
+        """Executed FLOPs as a share of the full model, per image."""
+        return self.flops / self.full_flops
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """How to run one block: variant graph per kept-path tuple, skip graph, shapes."""
+
+    components: np.ndarray  # mask indices of this block
+    variants: dict[tuple[int, ...], str]
+    skip: str | None  # None: identity
+    out_shape: tuple[int, ...]  # without the batch axis
+    same_shape: bool
+
+
+class BudgetRuntime:
+    """An artifact directory loaded for inference. Build with :meth:`load`."""
+
+    def __init__(self, manifest: Manifest, directory: Path, backend: Backend) -> None:
+        self.manifest = manifest
+        self.directory = Path(directory)
+        self.backend = backend
+        self._plans = [self._plan(b.index) for b in manifest.blocks]
+        self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
+        # Whole-mask graphs: the hot policies, and the static model for the all-ones mask.
+        self._whole: dict[bytes, str] = {
+            bytes(np.asarray(h.mask, np.uint8)): h.graph for h in manifest.hot_policies}
+        full = manifest.roles.get("full")
+        if full is not None:
+            self._whole.setdefault(bytes(np.ones(self.num_components, np.uint8)), full)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
+             threads: int | None = None, providers: Sequence[Any] | None = None
+             ) -> BudgetRuntime:
+        """Validate the manifest and every file's SHA-256, then set up the backend.
+
+        backend: "auto" (TensorRT when the artifact has engines and TensorRT runs
+        here, else ONNX Runtime), "onnxruntime" or "tensorrt". threads: intra-op
+        threads per ONNX Runtime session (default: the cores this process may
+        use). providers: ONNX Runtime execution providers, for example
+        ["CUDAExecutionProvider"] (default: CUDA when onnxruntime-gpu has it).
+        """
+        root = Path(directory)
+        manifest = Manifest.load(root)
+        verify_files(root, manifest)
+        return cls(manifest, root, create_backend(backend, manifest, root, threads, providers))
+
+    # ---- facts ------------------------------------------------------------------
+
+    @property
+    def num_components(self) -> int:
+        return self.manifest.num_components
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.class_names)
+
+    @property
+    def has_policy(self) -> bool:
+        return self.manifest.roles.get("policy") is not None
+
+    @property
+    def full_flops(self) -> int:
+        return self.manifest.full_flops
+
+    @property
+    def min_flops_fraction(self) -> float:
+        """The FLOPs share that runs whatever the mask (stem, head, shortcut convs)."""
+        return self.manifest.base_flops / self.manifest.full_flops
+
+    # ---- inference ----------------------------------------------------------------
+
+    def infer(self, images: Any, budget: Any = None, mask: Any = None, mode: str = "greedy",
+              seed: int | None = None, cap: str | None = None) -> InferResult:
+        """Classify a batch under a budget (or an explicit mask).
+
+        images: uint8 NHWC pixels (NHW or HW for one channel), normalised with the
+        manifest's preprocessing, or float32 NCHW already preprocessed.
+        budget: a float in [0, 1] or one per image; needed when the policy runs.
+        mask: (N, K) or (K,) of 0/1: run exactly these components, no policy.
+        mode: "greedy" (keep p >= 0.5) or "sample" (Bernoulli(p), seeded by `seed`).
+        cap: None, "components" or "flops": drop the least probable kept
+        components until the cost is at most the budget.
+        """
+        t_start = time.perf_counter()
+        latency = dict.fromkeys(LATENCY_KEYS, 0.0)
+        if mode not in masklib.MODES:
+            raise InputError(f"mode {mode!r} is not one of {masklib.MODES}")
+        if cap is not None and cap not in masklib.CAPS:
+            raise InputError(f"cap {cap!r} is not one of {masklib.CAPS} (or None)")
+        x = prepare_images(images, self.manifest.preprocessing)
+        n = x.shape[0]
+        probs: np.ndarray | None = None
+        if mask is not None:
+            if budget is not None:
+                prepare_budget(budget, n)  # still a mistake worth reporting
+            if cap is not None:
+                raise InputError("cap needs the policy's probabilities: pass a budget "
+                                 "without a mask, or drop cap")
+            run_mask = prepare_mask(mask, n, self.num_components)
+            masklib.check_variants(run_mask, self.manifest)
+        else:
+            if not self.has_policy:
+                raise InputError("this artifact has no policy graph (it was exported without "
+                                 "an agent): pass mask= with the components to run")
+            b = prepare_budget(budget, n)
+            t = time.perf_counter()
+            probs = self._policy(x, b)
+            latency["policy"] = _ms(t)
+            run_mask = masklib.choose(probs, mode, seed)
+            if cap is not None:
+                run_mask = masklib.cap(run_mask, probs, b,
+                                       masklib.CostModel.for_cap(cap, self.manifest))
+            run_mask = masklib.project_to_variants(run_mask, self.manifest)
+        logits = self._backbone(x, run_mask, latency)
+        latency["total"] = _ms(t_start)
+        flops = self.manifest.base_flops + run_mask.astype(np.int64) @ self._comp_flops
+        return InferResult(
+            logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
+            probs=probs, flops=flops, latency_ms=latency,
+            policy_flops=int(self.manifest.flops.policy or 0) if probs is not None else 0,
+            full_flops=self.full_flops)
+
+    def run_policy(self, images: Any, budget: Any) -> np.ndarray:
+        """The policy's probabilities (N, K) alone (a benchmark baseline)."""
+        if not self.has_policy:
+            raise InputError("this artifact has no policy graph (exported without an agent)")
+        x = prepare_images(images, self.manifest.preprocessing)
+        return self._policy(x, prepare_budget(budget, x.shape[0]))
+
+    def run_full(self, images: Any) -> np.ndarray:
+        """Logits of the static, unmasked `full` graph (the baseline to compare with)."""
+        name = self.manifest.roles.get("full")
+        if name is None:
+            raise InputError("this artifact has no `full` graph: re-export it with the static "
+                             "model, or run infer(mask=np.ones(K))")
+        x = prepare_images(images, self.manifest.preprocessing)
+        return self.backend.run(name, [x])[0]
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> BudgetRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- dispatch -------------------------------------------------------------------
+
+    def _policy(self, x: np.ndarray, budget: np.ndarray) -> np.ndarray:
+        spec = self.manifest.role("policy")
+        assert spec is not None
+        b = budget.reshape(-1, 1) if len(spec.inputs[1].shape) == 2 else budget
+        probs = self.backend.run(spec.name, [x, b])[0]
+        return np.asarray(probs, np.float32).reshape(x.shape[0], self.num_components)
+
+    def _backbone(self, x: np.ndarray, mask: np.ndarray, latency: dict[str, float]
+                  ) -> np.ndarray:
+        n = x.shape[0]
+        logits = np.empty((n, self.num_classes), np.float32)
+        rest = np.arange(n)
+        if self._whole:
+            t = time.perf_counter()
+            rest = self._run_whole(x, mask, logits)
+            latency["hot"] = _ms(t)
+        if rest.size == 0:
+            return logits
+        xs, ms = (x, mask) if rest.size == n else (x[rest], mask[rest])
+        t = time.perf_counter()
+        h = self.backend.run(str(self.manifest.roles["stem"]), [xs])[0]
+        latency["stem"] = _ms(t)
+        t = time.perf_counter()
+        for plan in self._plans:
+            h = self._run_block(plan, h, ms[:, plan.components])
+        latency["blocks"] = _ms(t)
+        t = time.perf_counter()
+        out = self.backend.run(str(self.manifest.roles["head"]), [h])[0]
+        latency["head"] = _ms(t)
+        if rest.size == n:
+            return np.asarray(out, np.float32)
+        logits[rest] = out
+        return logits
+
+    def _run_whole(self, x: np.ndarray, mask: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Run images whose mask has a whole-mask graph; return the other rows."""
+        groups: dict[str, list[int]] = {}
+        rest = []
+        for i in range(x.shape[0]):
+            graph = self._whole.get(mask[i].tobytes())
+            if graph is None:
+                rest.append(i)
+            else:
+                groups.setdefault(graph, []).append(i)
+        for graph, rows in groups.items():
+            xs = x if len(rows) == x.shape[0] else x[rows]
+            logits[rows] = self.backend.run(graph, [xs])[0]
+        return np.asarray(rest, np.int64)
+
+    def _run_block(self, plan: _BlockPlan, h: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Gather the images of each kept-path variant, run its graph, scatter back."""
+        n = h.shape[0]
+        if kept.shape[1] == 1:  # one-path block: no need for np.unique
+            keep = kept[:, 0].astype(bool)
+            patterns = [(0,), ()]
+            rows = [np.flatnonzero(keep), np.flatnonzero(~keep)]
+        else:
+            uniq, inverse = np.unique(kept, axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            patterns = [tuple(np.flatnonzero(u).tolist()) for u in uniq]
+            rows = [np.flatnonzero(inverse == j) for j in range(len(uniq))]
+        groups = [(p, r) for p, r in zip(patterns, rows, strict=True) if r.size]
+        if len(groups) == 1:  # the whole batch runs one graph: no gather or scatter
+            graph = self._graph_for(plan, groups[0][0])
+            return h if graph is None else self.backend.run(graph, [h])[0]
+        # Same shape: write kept rows in place; dropped rows (identity) stay as they are.
+        out = h if plan.same_shape else np.empty((n, *plan.out_shape), np.float32)
+        for paths, r in groups:
+            graph = self._graph_for(plan, paths)
+            if graph is not None:
+                out[r] = self.backend.run(graph, [h[r]])[0]
+            elif out is not h:  # identity skip on a shape change: the manifest forbids it
+                out[r] = h[r]
+        return out
+
+    @staticmethod
+    def _graph_for(plan: _BlockPlan, paths: tuple[int, ...]) -> str | None:
+        if not paths:
+            return plan.skip
+        graph = plan.variants.get(paths)
+        if graph is None:  # masks are checked before dispatch; this is an internal error
+            raise InputError(f"no graph for kept paths {list(paths)}: the artifact does not "
+                             "export this variant")
+        return graph
+
+    def _plan(self, b: int) -> _BlockPlan:
+        block = self.manifest.blocks[b]
+        first = self.manifest.graph(block.variants[0].graph)
+        in_shape = tuple(int(v) for v in first.inputs[0].shape[1:])
+        out_shape = tuple(int(v) for v in first.outputs[0].shape[1:])
+        return _BlockPlan(
+            components=np.asarray(self.manifest.block_components(b), np.int64),
+            variants={tuple(v.paths): v.graph for v in block.variants},
+            skip=block.skip, out_shape=out_shape, same_shape=in_shape == out_shape)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
