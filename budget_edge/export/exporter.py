@@ -1,0 +1,346 @@
+"""`export_checkpoint`: a checkpoint -> an artifact directory the runtime can load.
+
+    manifest = export_checkpoint("runs/r20/model.pt", "artifacts/r20")
+
+writes `graphs/*.onnx` (stem, one graph per block variant, skips, head, policy,
+the static `full` model, and `--fuse-top` whole-mask graphs) and
+`manifest.json` through the runtime's schema. The model passed in is never
+changed: everything is exported from a deep copy in eval mode.
+
+Graph names: `stem`, `head`, `policy`, `full`; block b's graphs are
+`block{b:03d}` (ResNet), `block{b:03d}_v{i:02d}` (the i-th ResNeXt variant in
+the manifest's list) and `block{b:03d}_skip`; hot masks are `hot{i:02d}`.
+
+ResNeXt variants (the manifest's `variant_scheme`): with C <= 4 paths every
+non-empty subset of paths has a graph ("all", 2^C - 1 graphs); with more,
+only the prefixes 0..m-1 of the fixed path order ("prefix", C graphs), which
+keeps the file count linear; the runtime then runs m kept paths as the prefix
+of size m (same count, same FLOPs, since a block's paths are equally wide).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor, nn
+
+import budget_edge
+from budget_edge.agent.policy import PolicyNet
+from budget_edge.errors import ConfigError
+from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
+from budget_edge.export.engine_plan import ENGINE_DIR
+from budget_edge.export.graph_modules import (
+    ChainGraph,
+    block_module,
+    head_module,
+    is_identity_skip,
+    stem_module,
+)
+from budget_edge.export.hot_policies import most_frequent_masks, policy_masks
+from budget_edge.export.onnx_export import (
+    DEFAULT_OPSET,
+    GraphExporter,
+    check_graph,
+    save_model,
+    tensor_specs,
+)
+from budget_edge.models.backbone import Backbone, ResidualBlock
+from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from budget_edge.runtime.manifest import (
+    MANIFEST_NAME,
+    BlockSpec,
+    ComponentSpec,
+    FlopsSpec,
+    GraphSpec,
+    HotPolicySpec,
+    Manifest,
+    Preprocessing,
+    VariantSpec,
+    write_manifest,
+)
+
+GRAPH_DIR = "graphs"
+MAX_ALL_SUBSETS = 4  # C <= 4: every path subset gets a graph; above: prefixes only
+EXAMPLE_BATCH = 2  # not 1: the exporter would specialise a batch of 1 to a constant
+
+
+def variant_scheme(num_paths: int) -> str:
+    if num_paths == 1:
+        return "single"
+    return "all" if num_paths <= MAX_ALL_SUBSETS else "prefix"
+
+
+def variant_path_sets(num_paths: int) -> list[list[int]]:
+    """The kept-path sets that get a graph, in manifest order (by size, then paths)."""
+    scheme = variant_scheme(num_paths)
+    if scheme == "single":
+        return [[0]]
+    if scheme == "prefix":
+        return [list(range(m)) for m in range(1, num_paths + 1)]
+    return [
+        list(subset)
+        for size in range(1, num_paths + 1)
+        for subset in itertools.combinations(range(num_paths), size)
+    ]
+
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class _Writer:
+    """Exports modules into `out/graphs/` and remembers their manifest entries."""
+
+    out: Path
+    exporter: GraphExporter
+    progress: Progress | None = None
+    graphs: list[GraphSpec] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        module: nn.Module,
+        example: Sequence[Tensor],
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        reuse: bool = True,
+    ) -> None:
+        model = self.exporter.export(module, example, inputs, outputs, reuse=reuse)
+        check_graph(model, name)
+        file = f"{GRAPH_DIR}/{name}.onnx"
+        save_model(model, self.out / file)
+        self.graphs.append(
+            GraphSpec(name, file, tensor_specs(model.graph.input), tensor_specs(model.graph.output))
+        )
+        if self.progress is not None:
+            self.progress(name)
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
+    out_dir: str | os.PathLike[str],
+    opset: int = DEFAULT_OPSET,
+    fuse_top: int = 0,
+    calib_data: str | np.ndarray | None = None,
+    calib_count: int = DEFAULT_COUNT,
+    class_names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Export a checkpoint (path or loaded) to `out_dir`; return the written manifest.
+
+    `fuse_top` K > 0 also exports the K masks the policy picks most often on
+    `calib_data` (a dataset spec such as "fashion-mnist" or "cifar10:PATH", or
+    preprocessed float32 NCHW images) as whole-mask graphs.
+    """
+    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+    # Deep copies in eval mode: exporting never touches the caller's modules.
+    net = copy.deepcopy(loaded.backbone).eval()
+    agent = None if loaded.agent is None else copy.deepcopy(loaded.agent).eval()
+    preprocessing = _preprocessing(loaded.meta, net)
+    names = _class_names(class_names, loaded.meta, net.num_classes)
+    hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing)
+    out = _prepare_out_dir(out_dir)
+
+    writer = _Writer(out, GraphExporter(opset), progress)
+    with torch.no_grad():
+        blocks, full_modules = _export_backbone(writer, net)
+        if agent is not None:
+            _export_policy(writer, agent, net)
+        stem, head = stem_module(net), head_module(net)
+        image = torch.randn(EXAMPLE_BATCH, *net.input_size)
+        writer.add("full", ChainGraph(stem, full_modules, head), (image,), ["image"], ["logits"],
+                   reuse=False)
+        hot = []
+        for i, mask in enumerate(hot_masks):
+            chain = ChainGraph(stem, _mask_modules(net, mask), head)
+            writer.add(f"hot{i:02d}", chain, (image,), ["image"], ["logits"], reuse=False)
+            hot.append(HotPolicySpec(list(mask), f"hot{i:02d}"))
+
+    table = net.flops()
+    manifest = Manifest(
+        backbone=str(net.config["name"]),
+        backbone_config=_plain(net.config),
+        num_classes=net.num_classes,
+        class_names=names,
+        preprocessing=preprocessing,
+        components=[
+            ComponentSpec(c.index, c.stage, c.block, c.path, int(c.flops)) for c in net.components
+        ],
+        blocks=blocks,
+        graphs=writer.graphs,
+        roles={"stem": "stem", "head": "head", "policy": "policy" if agent else None,
+               "full": "full"},
+        flops=FlopsSpec(
+            stem=int(table.stem),
+            head=int(table.head),
+            policy=None if agent is None else int(agent.flops(net.input_size)),
+        ),
+        versions=_versions(opset),
+        hot_policies=hot,
+    )
+    return write_manifest(out, manifest)
+
+
+def _export_backbone(writer: _Writer, net: Backbone) -> tuple[list[BlockSpec], list[nn.Module]]:
+    """Stem, every block's variants and skip, head; returns block specs and full blocks."""
+    table = net.flops()
+    stem = stem_module(net)
+    image = torch.randn(EXAMPLE_BATCH, *net.input_size)
+    writer.add("stem", stem, (image,), ["image"], ["features"])
+    x = stem(image)
+    specs: list[BlockSpec] = []
+    full_modules: list[nn.Module] = []
+    for b, block in enumerate(net.blocks):
+        spec, full = _export_block(writer, b, block, x, net, table.blocks[b].fixed)
+        specs.append(spec)
+        full_modules.append(full)
+        x = full(x)
+    writer.add("head", head_module(net), (x,), ["features"], ["logits"])
+    return specs, full_modules
+
+
+def _export_block(
+    writer: _Writer, b: int, block: ResidualBlock, x: Tensor, net: Backbone, fixed_flops: int
+) -> tuple[BlockSpec, nn.Module]:
+    scheme = variant_scheme(block.num_paths)
+    variants: list[VariantSpec] = []
+    full: nn.Module | None = None
+    for i, paths in enumerate(variant_path_sets(block.num_paths)):
+        name = f"block{b:03d}" if scheme == "single" else f"block{b:03d}_v{i:02d}"
+        module = block_module(block, paths)
+        writer.add(name, module, (x,), ["x"], ["y"])
+        variants.append(VariantSpec(paths, name))
+        if len(paths) == block.num_paths:
+            full = module
+    skip: str | None = None
+    if not is_identity_skip(block, x):
+        skip = f"block{b:03d}_skip"
+        writer.add(skip, block_module(block, []), (x,), ["x"], ["y"])
+    assert full is not None  # every scheme includes the set of all paths
+    stage = net.components[net.block_components(b)[0]].stage
+    spec = BlockSpec(b, stage, block.num_paths, int(fixed_flops), variants, skip, scheme)
+    return spec, full
+
+
+def _export_policy(writer: _Writer, agent: PolicyNet, net: Backbone) -> None:
+    if tuple(agent.input_size) != tuple(net.input_size):
+        raise ConfigError(
+            f"the agent takes images of {tuple(agent.input_size)} but the backbone "
+            f"{tuple(net.input_size)}; the checkpoint mixes two models"
+        )
+    image = torch.randn(EXAMPLE_BATCH, *net.input_size)
+    budget = torch.rand(EXAMPLE_BATCH)
+    writer.add("policy", agent, (image, budget), ["image", "budget"], ["probs", "value"],
+               reuse=False)
+
+
+def _mask_modules(net: Backbone, mask: Sequence[int]) -> list[nn.Module]:
+    """The folded block modules that run mask `mask` (a dropped block is its skip)."""
+    modules = []
+    for b, block in enumerate(net.blocks):
+        kept = [p for p, k in enumerate(net.block_components(b)) if mask[k]]
+        modules.append(block_module(block, kept))
+    return modules
+
+
+def _hot_masks(
+    agent: PolicyNet | None,
+    fuse_top: int,
+    calib_data: str | np.ndarray | None,
+    calib_count: int,
+    preprocessing: Preprocessing,
+) -> list[tuple[int, ...]]:
+    if fuse_top < 0:
+        raise ConfigError(f"--fuse-top must be 0 or more, got {fuse_top}")
+    if fuse_top == 0:
+        return []
+    if agent is None:
+        raise ConfigError("--fuse-top needs a policy, but the checkpoint has no agent: "
+                          "train one with `budget-edge train`, or drop --fuse-top")
+    if calib_data is None:
+        raise ConfigError("--fuse-top needs --calib-data to find the frequent masks, e.g. "
+                          "--calib-data fashion-mnist")
+    if isinstance(calib_data, str):
+        images = calibration_images(calib_data, preprocessing.mean, preprocessing.std,
+                                    preprocessing.input_size, calib_count)
+    else:
+        images = np.asarray(calib_data, dtype=np.float32)
+    return most_frequent_masks(policy_masks(agent, images), fuse_top)
+
+
+def _preprocessing(meta: dict[str, Any], net: Backbone) -> Preprocessing:
+    pre = meta.get("preprocessing")
+    if not isinstance(pre, dict) or "mean" not in pre or "std" not in pre:
+        raise ConfigError(
+            "the checkpoint's meta has no preprocessing (mean, std): save it with "
+            "save_checkpoint(..., meta={'preprocessing': {'mean': [...], 'std': [...], "
+            "'input_size': [C, H, W]}}) so the runtime normalises images like training did"
+        )
+    size = [int(v) for v in pre.get("input_size", net.input_size)]
+    if tuple(size) != tuple(net.input_size):
+        raise ConfigError(
+            f"the checkpoint's preprocessing input_size {size} differs from the backbone's "
+            f"{list(net.input_size)}; fix the checkpoint meta"
+        )
+    return Preprocessing(
+        mean=[float(v) for v in pre["mean"]],
+        std=[float(v) for v in pre["std"]],
+        input_size=size,
+        layout=str(pre.get("layout", "NCHW")),
+    )
+
+
+def _class_names(given: Sequence[str] | None, meta: dict[str, Any], num_classes: int) -> list[str]:
+    names = given if given is not None else meta.get("class_names")
+    if names is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    names = [str(n) for n in names]
+    if len(names) != num_classes:
+        raise ConfigError(f"{len(names)} class names given for a model with {num_classes} "
+                          "classes: give one name per class")
+    return names
+
+
+def _prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """A new or empty folder, or a previous (maybe unfinished) export to overwrite.
+
+    Anything else in it means the user pointed at the wrong folder: refuse
+    rather than mix our files with theirs.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a directory")
+    ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if foreign:
+        raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
+                          "give a new or empty directory, or a previous export to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of a config (tuples become lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _versions(opset: int) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": opset,
+        "budget_edge": budget_edge.__version__,
+    }
