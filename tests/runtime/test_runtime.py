@@ -292,9 +292,13 @@ import sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np
 from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.budget import BatteryBudget, LatencyBudget, min_of
 rt = BudgetRuntime.load(sys.argv[1])
 x = np.zeros((2, 8, 8, 3), np.uint8)
-r = rt.infer(x, budget=0.5, cap="flops")
+control = min_of(BatteryBudget([(50, 1.0), (0, 0.5)]),
+                 LatencyBudget(50.0, [(0.5, 1.0), (1.0, 2.0)]))
+r = rt.infer(x, budget=control.budget(), cap="flops")
+control.observe(r.latency_ms["total"])
 print(r.classes.tolist(), sorted(k for k in sys.modules if k.split(".")[0] == "torch"))
 """
 
