@@ -11,7 +11,8 @@ Two choices, both ending in a global average pool:
 - ``light``: a 2x average pool of the image, then four narrow 3x3 conv-BN-ReLU
   layers (16, 32, 32, 64 channels). About 9.5x fewer FLOPs than ``resnet8`` at
   any input size (2.6 MFLOPs vs 24.5 MFLOPs at 32x32), for devices where the
-  agent's cost matters next to a small backbone.
+  agent's cost matters next to a small backbone: at 32x32 ``resnet8`` adds 30%
+  to resnet20's 81 MFLOPs, ``light`` 3% (resnet110, 506 MFLOPs: 4.8% vs 0.5%).
 
 Both give 64 features. FLOPs follow the project convention (2 x MACs of
 convolutions and linear layers) and are computed analytically, so they can be
@@ -34,6 +35,8 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+# Kept here rather than shared with budget_edge.models.flops: importing the
+# models package would import checkpoint.py, which imports this package.
 def conv2d_flops(conv: nn.Conv2d, height: int, width: int) -> tuple[int, int, int]:
     """FLOPs (2 x MACs) of ``conv`` on an input of ``height x width``; also the output size."""
     kh, kw = conv.kernel_size
