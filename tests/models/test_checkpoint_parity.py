@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from budget_edge.models.checkpoint import load_checkpoint
+from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import BLOCKDROP_AGENT_NOTE, CIFAR_MEAN, CIFAR_STD
 
 M = TypeVar("M", bound=nn.Module)
@@ -381,6 +381,16 @@ def test_blockdrop_resnet32_and_agent_match_the_reference(
     assert loaded.meta["preprocessing"]["mean"] == CIFAR_MEAN
     assert loaded.meta["source"] == {"format": "blockdrop", "epoch": 10, "reward": 0.5,
                                      "acc": 0.25}
+
+    # Re-saved in our format, the import keeps its outputs and meta.
+    resaved = load_checkpoint(
+        save_checkpoint(tmp_path / "ours.pt", loaded.backbone, loaded.agent, loaded.meta)
+    )
+    assert resaved.format == "budget-edge" and resaved.meta == loaded.meta
+    assert resaved.agent is not None
+    with torch.no_grad():
+        assert torch.equal(resaved.backbone(x, mask), ours)
+        assert torch.equal(resaved.agent(x, 0.3)[0], loaded.agent(x, 0.3)[0])
 
 
 def test_blockdrop_legacy_agent_file_and_unnormalised_model(
