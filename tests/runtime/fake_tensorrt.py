@@ -1,0 +1,175 @@
+"""Stand-ins for `tensorrt` and cuda-python's `cudart`, for tests on machines without a GPU.
+
+They follow the TensorRT 10 call protocol the backend relies on (tensor names
+and modes, optimisation profile, set_input_shape / set_tensor_address /
+execute_async_v3) and check it: an engine refuses a batch above its profile,
+runs only once every tensor has an address, and writes only inside the buffer
+it was given. "Device" memory is host memory; an engine file is a small JSON
+naming the ONNX graph, which ONNX Runtime executes. This exercises the
+backend's bookkeeping (buffers, chunking, copies, ordering), never TensorRT.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+
+class FakeCudart:
+    """Host-memory imitation of the cuda-python runtime calls the backend uses."""
+
+    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def __init__(self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7),
+                 devices: int = 1) -> None:
+        self.gpu, self.cc, self.devices = gpu, cc, devices
+        self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}
+        self.freed: list[int] = []
+        self.streams = 0
+
+    def cudaGetDeviceCount(self) -> tuple[int, int]:
+        return (0, self.devices)
+
+    def cudaGetDevice(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple[int, Any]:
+        return (0, types.SimpleNamespace(name=self.gpu, major=self.cc[0], minor=self.cc[1]))
+
+    def cudaStreamCreate(self) -> tuple[int, int]:
+        self.streams += 1
+        return (0, 1000 + self.streams)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        self.streams -= 1
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,)
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+        buf = ctypes.create_string_buffer(nbytes)
+        self.buffers[ctypes.addressof(buf)] = buf
+        return (0, ctypes.addressof(buf))
+
+    def cudaFree(self, ptr: int) -> tuple[int]:
+        del self.buffers[ptr]
+        self.freed.append(ptr)
+        return (0,)
+
+    def size_of(self, ptr: int) -> int:
+        return len(self.buffers[ptr])
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int
+                        ) -> tuple[int]:
+        device = dst if kind == 1 else src
+        assert device in self.buffers and count <= self.size_of(device), "copy past a buffer"
+        ctypes.memmove(dst, src, count)
+        return (0,)
+
+
+class _Context:
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.runs = 0
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        if shape[0] > self.engine.max_batch or shape[0] < 1:
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        e = self.engine
+        assert isinstance(stream_handle, int)
+        assert set(self.addresses) == set(e.inputs) | set(e.outputs), "tensor without address"
+        feeds = {}
+        for name in e.inputs:
+            shape = self.shapes[name]
+            count = int(np.prod(shape))
+            raw = (ctypes.c_float * count).from_address(self.addresses[name])
+            feeds[name] = np.ctypeslib.as_array(raw).reshape(shape).copy()
+        outputs = e.session.run(e.outputs, feeds)
+        for name, value in zip(e.outputs, outputs, strict=True):
+            value = np.ascontiguousarray(value, np.float32)
+            assert value.nbytes <= e.cudart.size_of(self.addresses[name]), "output overflow"
+            ctypes.memmove(self.addresses[name], value.ctypes.data, value.nbytes)
+        self.runs += 1
+        return True
+
+
+class _Engine:
+    def __init__(self, spec: dict[str, Any], root: Path, cudart: FakeCudart) -> None:
+        self.session = ort.InferenceSession(str(root / spec["onnx"]),
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.max_batch = int(spec["max_batch"])
+        self.onnx = spec["onnx"]
+        self.cudart = cudart
+        self.contexts: list[_Context] = []
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, i: int) -> str:
+        return [*self.inputs, *self.outputs][i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name in self.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "FLOAT"
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
+        return [[1], [self.max_batch], [self.max_batch]]
+
+    def create_execution_context(self) -> _Context:
+        self.contexts.append(_Context(self))
+        return self.contexts[-1]
+
+
+def make_fake_tensorrt(root: Path, cudart: FakeCudart, version: str = "10.3.0"
+                       ) -> types.ModuleType:
+    """A `tensorrt` module whose engines are JSON files {"onnx": ..., "max_batch": ...}."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version  # type: ignore[attr-defined]
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
+    trt.nptype = lambda dtype: {"FLOAT": np.float32}[dtype]  # type: ignore[attr-defined]
+    engines: list[_Engine] = []
+    trt.engines = engines  # type: ignore[attr-defined]
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity: int) -> None:
+            self.severity = severity
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes) -> _Engine | None:
+            try:
+                spec = json.loads(data)
+            except ValueError:
+                return None  # what TensorRT does with a foreign or corrupt engine
+            engines.append(_Engine(spec, root, cudart))
+            return engines[-1]
+
+    trt.Logger = Logger  # type: ignore[attr-defined]
+    trt.Runtime = Runtime  # type: ignore[attr-defined]
+    return trt

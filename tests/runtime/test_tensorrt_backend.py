@@ -1,0 +1,254 @@
+"""TensorRT backend without a GPU: compatibility decisions, bookkeeping, import errors,
+the call protocol against stand-in modules, and type-checking against tensorrt-stubs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from budget_edge.errors import BackendError, ManifestError
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.backends import tensorrt_backend as tb
+from budget_edge.runtime.manifest import GraphSpec, TensorRTSpec, TensorSpec, write_manifest
+
+from .fake_tensorrt import FakeCudart, make_fake_tensorrt
+
+SPEC = TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}, "8.7")
+
+
+def test_matching_engines_are_accepted() -> None:
+    tb.check_engine_compat(SPEC, "10.3.0.26", "Orin", "8.7")
+    tb.check_engine_compat(TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}), "10.3.0.26",
+                           "Orin", "8.7")  # no capability recorded: the name decides
+
+
+@pytest.mark.parametrize("version,gpu,cc,message", [
+    ("10.0.1.6", "Orin", "8.7", "built with TensorRT 10.3.0.26 but TensorRT 10.0.1.6"),
+    ("10.3.0.26", "NVIDIA GeForce RTX 4090", "8.9", "built on a Orin but this GPU is a NVIDIA"),
+    ("10.3.0.26", "Orin", "8.6", "compute capability 8.7 but this GPU has 8.6"),
+])
+def test_foreign_engines_are_refused(version: str, gpu: str, cc: str, message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        tb.check_engine_compat(SPEC, version, gpu, cc)
+
+
+def test_bookkeeping_helpers() -> None:
+    assert tb.batch_chunks(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert tb.batch_chunks(3, 8) == [(0, 3)]
+    with pytest.raises(BackendError, match="profile"):
+        tb.batch_chunks(3, 0)
+    assert tb.buffer_nbytes(["batch", 16, 32, 32], 8, 4) == 8 * 16 * 32 * 32 * 4
+    assert tb.buffer_nbytes(["batch"], 8, 4) == 32
+    assert tb.profile_max_batch([[1, 3], [4, 3], [16, 3]]) == 16
+    with pytest.raises(BackendError, match="optimisation profile"):
+        tb.profile_max_batch([])
+    assert tb.decode_gpu_name(b"Orin\x00\x00garbage") == "Orin"
+    assert tb.decode_gpu_name("NVIDIA H100") == "NVIDIA H100"
+
+
+def test_cuda_call_unpacks_and_raises() -> None:
+    assert tb.cuda_call((0,)) is None
+    assert tb.cuda_call((0, 5)) == 5
+    assert tb.cuda_call((0, 5, 6)) == (5, 6)
+    with pytest.raises(BackendError, match="CUDA call failed"):
+        tb.cuda_call((2, None))
+
+
+def test_check_io() -> None:
+    spec = GraphSpec("policy", "policy.onnx",
+                     [TensorSpec("image", ["batch", 3, 8, 8]), TensorSpec("budget", ["batch"])],
+                     [TensorSpec("probs", ["batch", 3]), TensorSpec("value", ["batch", 1])])
+    tb.check_io(spec, ["image", "budget"], ["value", "probs"])  # output order may differ
+    with pytest.raises(BackendError, match="rebuild the engines"):
+        tb.check_io(spec, ["budget", "image"], ["probs", "value"])
+    with pytest.raises(BackendError, match="rebuild the engines"):
+        tb.check_io(spec, ["image", "budget"], ["probs"])
+
+
+def test_engine_coverage(resnet_artifact: Any) -> None:
+    m = resnet_artifact.manifest
+    names = tb.graphs_to_run(m)
+    assert {"stem", "head", "policy", "full", "hot0", "block1_skip", "block2_p0"} <= set(names)
+    m2 = _with_trt(m, {g: f"{g}.engine" for g in names if g != "block1_skip"})
+    with pytest.raises(BackendError, match="no TensorRT engine for graph.*block1_skip"):
+        tb.check_engine_coverage(m2)
+    tb.check_engine_coverage(_with_trt(m, {g: f"{g}.engine" for g in names}))
+
+
+def _with_trt(m: Any, engines: dict[str, str]) -> Any:
+    import copy
+
+    m2 = copy.deepcopy(m)
+    m2.tensorrt = TensorRTSpec("10.3.0", "Fake GPU", "fp32", 4, engines, "8.7")
+    return m2
+
+
+def test_missing_tensorrt_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendError, match="pip install tensorrt cuda-python.*JetPack"):
+        tb.import_tensorrt()
+    assert "pip install tensorrt" in str(tb.tensorrt_unavailable())
+
+
+def test_stub_only_tensorrt_is_not_mistaken_for_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tensorrt-stubs alone makes `import tensorrt` succeed as an empty namespace."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    with pytest.raises(BackendError, match="only type stubs"):
+        tb.import_tensorrt()
+
+
+def test_cudart_import_locations(monkeypatch: pytest.MonkeyPatch) -> None:
+    new = types.ModuleType("cuda.bindings.runtime")
+    old = types.ModuleType("cuda.cudart")
+    cuda = types.ModuleType("cuda")
+    cuda.cudart = old  # type: ignore[attr-defined]
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = new  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", new)
+    assert tb.import_cudart() is new
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", old)
+    assert tb.import_cudart() is old  # cuda-python before 12.6
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    with pytest.raises(BackendError, match="cuda-python is not installed"):
+        tb.import_cudart()
+
+
+# ---- the call protocol, with stand-ins for tensorrt and cudart --------------------------
+
+
+@pytest.fixture
+def fake_trt(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[Any, FakeCudart, types.ModuleType]:
+    """The artifact with an 'engine' (JSON naming the ONNX graph) per graph, max batch 4."""
+    root = fresh_artifact.path
+    (root / "engines").mkdir()
+    engines = {}
+    for g in fresh_artifact.manifest.graphs:
+        path = root / "engines" / f"{g.name}.engine"
+        path.write_text(json.dumps({"onnx": g.file, "max_batch": 4}))
+        engines[g.name] = f"engines/{g.name}.engine"
+    fresh_artifact.manifest.tensorrt = TensorRTSpec("10.3.0", "Fake GPU", "fp16", 4, engines,
+                                                    "8.7")
+    write_manifest(root, fresh_artifact.manifest)
+    cudart = FakeCudart()
+    trt = make_fake_tensorrt(root, cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "import_cudart", lambda: cudart)
+    return fresh_artifact, cudart, trt
+
+
+def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.ModuleType]
+                                      ) -> None:
+    artifact, cudart, trt = fake_trt
+    assert tb.tensorrt_unavailable() is None
+    rt = BudgetRuntime.load(artifact.path)  # auto: engines + TensorRT available
+    assert rt.backend.name == "tensorrt"
+    net = artifact.net
+    x = np.random.default_rng(0).standard_normal((10, *net.input_size)).astype(np.float32)
+    mask = (np.random.default_rng(1).random((10, 3)) < 0.5).astype(np.uint8)
+    mask[:6] = [0, 1, 1]  # 6 images through blocks 1, 2: chunks of 4 + 2
+    result = rt.infer(x, mask=mask)
+    np.testing.assert_allclose(result.logits, net.np_forward(x, mask), atol=1e-4, rtol=1e-4)
+    policy = rt.infer(x, budget=0.5)  # two inputs (image, budget), two outputs
+    assert policy.probs is not None
+    np.testing.assert_allclose(policy.probs, net.np_policy(x, np.full(10, 0.5)), atol=1e-5)
+    stem = next(e for e in trt.engines if e.onnx == "stem.onnx")  # type: ignore[attr-defined]
+    before = stem.contexts[0].runs
+    (features,) = rt.backend.run("stem", [x])
+    assert stem.contexts[0].runs - before == 3  # 10 images in chunks of 4, 4, 2
+    np.testing.assert_allclose(features[8:], rt.backend.run("stem", [x[8:]])[0])
+    buffers = set(cudart.buffers)
+    assert buffers
+    rt.close()
+    assert not cudart.buffers and set(cudart.freed) >= buffers and cudart.streams == 0
+
+
+def test_tensorrt_refuses_foreign_engines(fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    artifact, cudart, trt = fake_trt
+    trt.__version__ = "10.7.0"  # type: ignore[attr-defined]
+    with pytest.raises(BackendError, match="TensorRT 10.3.0 but TensorRT 10.7.0"):
+        BudgetRuntime.load(artifact.path, backend="tensorrt")
+    trt.__version__ = "10.3.0"  # type: ignore[attr-defined]
+    cudart.gpu = b"Jetson AGX Thor\x00"
+    with pytest.raises(BackendError, match="built on a Fake GPU but this GPU is a Jetson AGX"):
+        BudgetRuntime.load(artifact.path, backend="tensorrt")
+    cudart.devices = 0
+    with pytest.raises(BackendError, match="no CUDA GPU"):
+        BudgetRuntime.load(artifact.path, backend="tensorrt")
+    assert BudgetRuntime.load(artifact.path).backend.name == "onnxruntime"  # auto falls back
+
+
+def test_undeserialisable_engine(fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    artifact, _, _ = fake_trt
+    (artifact.path / "engines" / "stem.engine").write_bytes(b"\x00 not an engine")
+    write_manifest(artifact.path, artifact.manifest)
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    with pytest.raises(ManifestError, match="could not deserialise.*stem.engine"):
+        rt.infer(np.zeros((1, 3, 8, 8), np.float32), mask=[0, 1, 0])
+
+
+# ---- static typing against tensorrt-stubs --------------------------------------------------
+
+# tensorrt-stubs 10.13 ships .pyi files without py.typed (so mypy ignores them) and with
+# a few lines that are not valid Python; this test repairs a copy and checks against it.
+_STUB_FIXES = [
+    (re.compile(r"\((self(?:: IPluginV3)?), in: "), r"(\1, in_: "),
+    (re.compile(r"power: Weights = None, channel_axis: int\)"),
+     "power: Weights = None, channel_axis: int = ...)"),
+]
+
+_REMOVED_API = """
+import tensorrt as trt
+
+def use_removed_api(engine: trt.ICudaEngine, context: trt.IExecutionContext) -> None:
+    context.execute_async_v2([], 0)
+"""
+
+
+def test_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
+    spec = importlib.util.find_spec("tensorrt_stubs")
+    if spec is None or spec.origin is None or importlib.util.find_spec("mypy") is None:
+        pytest.skip("tensorrt-stubs or mypy not installed")
+    site = Path(spec.origin).parent.parent
+    if not (site / "tensorrt_bindings" / "tensorrt.pyi").exists():
+        pytest.skip("tensorrt-stubs layout not recognised")
+    stubs = tmp_path / "stubs"
+    for pkg in ("tensorrt", "tensorrt_bindings"):
+        shutil.copytree(site / pkg, stubs / pkg)
+    pyi = stubs / "tensorrt_bindings" / "tensorrt.pyi"
+    text = pyi.read_text()
+    for pattern, repl in _STUB_FIXES:
+        text = pattern.sub(repl, text)
+    pyi.write_text(text)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\npython_version = 3.10\nignore_missing_imports = True\n"
+        "[mypy-tensorrt.*]\nignore_errors = True\n[mypy-tensorrt_bindings.*]\n"
+        "ignore_errors = True\n")
+    control = tmp_path / "removed_api.py"
+    control.write_text(_REMOVED_API)
+    backend = Path(tb.__file__)
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
+         "--cache-dir", str(tmp_path / "cache"), "--no-incremental", str(backend), str(control)],
+        capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(stubs)}, timeout=300)
+    lines = [ln for ln in out.stdout.splitlines() if ": error:" in ln]
+    # The control proves the stubs are really consulted: the removed v2 call is caught.
+    assert any("removed_api.py" in ln and "execute_async_v2" in ln for ln in lines), out.stdout
+    assert not [ln for ln in lines if "tensorrt_backend.py" in ln], out.stdout
