@@ -1,0 +1,71 @@
+"""`budget-edge serve`: an artifact dir behind the Open Inference Protocol (v2) over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("serve")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: any free port, printed at start).")
+@click.option("--uds", type=click.Path(dir_okay=False),
+              help="Listen on this Unix socket instead of TCP.")
+@click.option("--budget", "budget_spec", default="fixed:1.0", show_default=True,
+              help="Budget of requests that give none: fixed:C, battery:PATH (sysfs capacity "
+                   "file) or latency:MS (keep p95 latency under MS).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
+              default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads per ONNX Runtime session (default: the usable cores).")
+@click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=16.0,
+              show_default=True, help="Larger request bodies get HTTP 413.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
+            backend: str, threads: int | None, model_name: str | None, max_body_mb: float,
+            log_level: str) -> None:
+    """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
+
+    Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
+    /v2/models/NAME/ready; POST /v2/models/NAME/infer. SIGTERM or Ctrl+C
+    answers the requests in flight, then exits. See docs/protocol.md.
+
+    \b
+    Example:
+      budget-edge serve artifacts/r20 --port 8000 --budget fixed:0.5
+      curl -s localhost:8000/v2/models/resnet20
+    """
+    from budget_edge.errors import BackendError
+    from budget_edge.runtime import BudgetRuntime
+
+    try:
+        from budget_edge.serve.app import create_app
+        from budget_edge.serve.controller import parse_budget_spec
+        from budget_edge.serve.model import ServedModel
+        from budget_edge.serve.server import address_of, bind_tcp, bind_unix, make_server, run
+    except ImportError as exc:
+        raise BackendError(f"serving needs Starlette and uvicorn ({exc}): "
+                           "pip install 'budget-edge[serve]'") from exc
+
+    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads)
+    controller = parse_budget_spec(budget_spec, runtime)
+    model = ServedModel(runtime, controller, name=model_name)
+    app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    server = make_server(app, log_level=log_level)
+    sock = bind_unix(uds) if uds else bind_tcp(host, port)
+    url = address_of(sock)
+    route = f"/v2/models/{model.name}"
+    example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
+               else f"curl {url}{route}")
+    click.echo(f"serving model {model.name!r} ({model.platform}) on {url} with budget "
+               f"{budget_spec}; try: {example}", err=True)
+    try:
+        run(server, sock)
+    finally:
+        runtime.close()

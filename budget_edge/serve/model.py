@@ -1,0 +1,271 @@
+"""One BudgetNet artifact as a v2 model: its metadata, and inference requests to runtime calls.
+
+Inputs (exactly one of IMAGE and INPUT; BUDGET and MASK optional):
+
+- IMAGE  UINT8 [-1, H, W, C]  raw pixels, normalised with the manifest's preprocessing
+- INPUT  FP32  [-1, C, H, W]  already preprocessed
+- BUDGET FP32  [-1]           one budget in [0, 1] per image
+- MASK   BOOL  [-1, K]        run exactly these components (no policy)
+
+Outputs: LOGITS FP32 [-1, classes], CLASS INT64 [-1], MASK BOOL [-1, K] (the mask
+that ran), PROBS FP32 [-1, K] (the policy's probabilities; absent with a MASK
+input), FLOPS INT64 [-1] (executed backbone FLOPs).
+
+Request parameters: `budget` (one budget for every image), `mode` ("greedy" or
+"sample"), `seed` (for "sample") and `cap` ("components" or "flops": the budget
+as a hard ceiling). Without BUDGET, `budget` or MASK the server's budget
+controller decides.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from budget_edge.runtime.budget import BudgetController
+from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime, InferResult
+from budget_edge.serve.errors import RequestError
+from budget_edge.serve.request import InferRequest, RequestedOutput, parse_request
+from budget_edge.serve.tensors import Tensor, encode_body, encode_output
+
+IMAGE_INPUTS = ("IMAGE", "INPUT")
+PARAMETERS = ("budget", "mode", "seed", "cap")
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor as model metadata describes it; -1 is the batch axis."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class RuntimeCall:
+    """The arguments of one `BudgetRuntime.infer` call, taken from a request."""
+
+    images: np.ndarray
+    budget: float | np.ndarray | None  # None: the policy needs the server's budget
+    mask: np.ndarray | None
+    mode: str
+    seed: int | None
+    cap: str | None
+
+
+class ServedModel:
+    """A loaded runtime behind the v2 protocol.
+
+    One request at a time runs the model (like one Triton model instance): a
+    TensorRT execution context must not be shared by two threads, the budget
+    controllers keep state, and latency fed back to a controller is only
+    meaningful when calls do not compete for the cores. Parsing and encoding run
+    in parallel, outside the lock.
+    """
+
+    def __init__(
+        self,
+        runtime: BudgetRuntime,
+        controller: BudgetController,
+        name: str | None = None,
+        version: str = "1",
+    ) -> None:
+        self.runtime = runtime
+        self.controller = controller
+        self.name = name or runtime.manifest.backbone
+        self.version = version
+        self.platform = f"budget-edge_{runtime.backend.name}"
+        self.inputs, self.outputs = _signature(runtime)
+        self._lock = threading.Lock()
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 model metadata object."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [t.as_json() for t in self.inputs.values()],
+            "outputs": [t.as_json() for t in self.outputs.values()],
+        }
+
+    def infer_body(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        """Answer one request body: the response body and its JSON header length, if binary."""
+        request = parse_request(body, header_length)
+        wanted = self._wanted_outputs(request)
+        call = self._runtime_call(request)
+        if call.mask is not None and any(out.name == "PROBS" for out in request.outputs or []):
+            raise RequestError("output PROBS exists only when the policy runs: drop the MASK input")
+        result, budget = self.run(call)
+        arrays = _output_arrays(result)
+        # Without a policy run there are no PROBS; a request that did not name them gets the rest.
+        encoded = [encode_output(o.name, arrays[o.name], o.binary) for o in wanted
+                   if o.name in arrays]
+        header: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
+        if request.id is not None:
+            header["id"] = request.id
+        header["parameters"] = _response_parameters(result, budget)
+        header["outputs"] = [entry for entry, _ in encoded]
+        return encode_body(header, [section for _, section in encoded])
+
+    def run(self, call: RuntimeCall) -> tuple[InferResult, float | None]:
+        """Run the model; also return the budget the server chose (None: the request gave one)."""
+        with self._lock:
+            chosen = None
+            budget = call.budget
+            if budget is None and call.mask is None:
+                chosen = budget = self.controller.budget()
+            result = self.runtime.infer(
+                call.images, budget=budget, mask=call.mask, mode=call.mode, seed=call.seed,
+                cap=call.cap,
+            )
+            observe = getattr(self.controller, "observe", None)
+            # Latency tables are per image: only single-image calls steer a controller.
+            if chosen is not None and observe is not None and call.images.shape[0] == 1:
+                observe(result.latency_ms["total"], chosen)
+        return result, chosen
+
+    # ---- request -> runtime call ---------------------------------------------------
+
+    def _wanted_outputs(self, request: InferRequest) -> list[RequestedOutput]:
+        if request.outputs is None:
+            return [RequestedOutput(name, request.binary_output) for name in self.outputs]
+        for out in request.outputs:
+            if out.name not in self.outputs:
+                raise RequestError(
+                    f"unknown output {out.name!r}: model {self.name!r} has outputs "
+                    f"{', '.join(self.outputs)}"
+                )
+        return request.outputs
+
+    def _runtime_call(self, request: InferRequest) -> RuntimeCall:
+        for tensor in request.inputs.values():
+            self._check_tensor(tensor)
+        images_given = [name for name in IMAGE_INPUTS if name in request.inputs]
+        if len(images_given) != 1:
+            raise RequestError(
+                "send exactly one image input: IMAGE (UINT8 pixels, NHWC) or INPUT "
+                f"(FP32 preprocessed, NCHW); got {images_given or 'none'}"
+            )
+        images = request.inputs[images_given[0]].array
+        n = images.shape[0]
+        for name in ("BUDGET", "MASK"):
+            if name in request.inputs and request.inputs[name].array.shape[0] != n:
+                raise RequestError(
+                    f"input {name} has {request.inputs[name].array.shape[0]} rows for "
+                    f"{n} image(s): send one per image"
+                )
+        parameters = request.parameters
+        for key in parameters:
+            if key not in PARAMETERS:
+                raise RequestError(
+                    f"unknown parameter {key!r}: this model takes {', '.join(PARAMETERS)}"
+                )
+        budget = _budget(request)
+        mask = request.inputs["MASK"].array if "MASK" in request.inputs else None
+        return RuntimeCall(
+            images=images,
+            budget=budget,
+            mask=mask,
+            mode=_string_parameter(parameters, "mode") or "greedy",
+            seed=_seed(parameters),
+            cap=_string_parameter(parameters, "cap"),
+        )
+
+    def _check_tensor(self, tensor: Tensor) -> None:
+        meta = self.inputs.get(tensor.name)
+        if meta is None:
+            raise RequestError(
+                f"unknown input {tensor.name!r}: model {self.name!r} has inputs "
+                f"{', '.join(self.inputs)}"
+            )
+        if tensor.datatype != meta.datatype:
+            raise RequestError(
+                f"input {tensor.name} must be {meta.datatype}, got {tensor.datatype}"
+            )
+        shape = tensor.array.shape
+        fits = len(shape) == len(meta.shape) and all(
+            want in (-1, got) for want, got in zip(meta.shape, shape, strict=True)
+        )
+        if not fits:
+            raise RequestError(
+                f"input {tensor.name} has shape {list(shape)} but the model takes "
+                f"{list(meta.shape)} (-1: any batch size)"
+            )
+
+
+def _signature(runtime: BudgetRuntime) -> tuple[dict[str, TensorMeta], dict[str, TensorMeta]]:
+    """The model's inputs and outputs, from the manifest."""
+    c, h, w = runtime.manifest.preprocessing.input_size
+    k = runtime.num_components
+    inputs = [
+        TensorMeta("IMAGE", "UINT8", (-1, h, w, c)),
+        TensorMeta("INPUT", "FP32", (-1, c, h, w)),
+        TensorMeta("MASK", "BOOL", (-1, k)),
+    ]
+    outputs = [
+        TensorMeta("LOGITS", "FP32", (-1, runtime.num_classes)),
+        TensorMeta("CLASS", "INT64", (-1,)),
+        TensorMeta("MASK", "BOOL", (-1, k)),
+        TensorMeta("FLOPS", "INT64", (-1,)),
+    ]
+    if runtime.has_policy:  # without a policy only explicit masks run
+        inputs.insert(2, TensorMeta("BUDGET", "FP32", (-1,)))
+        outputs.insert(3, TensorMeta("PROBS", "FP32", (-1, k)))
+    return {t.name: t for t in inputs}, {t.name: t for t in outputs}
+
+
+def _budget(request: InferRequest) -> float | np.ndarray | None:
+    tensor = request.inputs.get("BUDGET")
+    value = request.parameters.get("budget")
+    if tensor is not None and value is not None:
+        raise RequestError("send the budget once: as the BUDGET input or the budget parameter")
+    if tensor is not None:
+        return tensor.array
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"parameter budget must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _string_parameter(parameters: dict[str, Any], key: str) -> str | None:
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"parameter {key} must be a string, got {value!r}")
+    return value
+
+
+def _seed(parameters: dict[str, Any]) -> int | None:
+    seed = parameters.get("seed")
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RequestError(f"parameter seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def _output_arrays(result: InferResult) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {
+        "LOGITS": np.asarray(result.logits, np.float32),
+        "CLASS": np.asarray(result.classes, np.int64),
+        "MASK": np.asarray(result.mask).astype(bool),
+        "FLOPS": np.asarray(result.flops, np.int64),
+    }
+    if result.probs is not None:
+        arrays["PROBS"] = np.asarray(result.probs, np.float32)
+    return arrays
+
+
+def _response_parameters(result: InferResult, budget: float | None) -> dict[str, Any]:
+    parameters: dict[str, Any] = {
+        f"latency_ms_{key}": round(result.latency_ms.get(key, 0.0), 4) for key in LATENCY_KEYS
+    }
+    if budget is not None:
+        parameters["budget"] = budget
+    return parameters

@@ -1,0 +1,118 @@
+"""Running the app: bind the socket ourselves, serve it with uvicorn, stop gracefully.
+
+Binding before uvicorn starts turns a busy port or a bad socket path into a
+project error with advice (uvicorn would log and exit 1), lets `--port 0` report
+the port the system chose, and queues clients from the moment the address is
+printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import stat
+import threading
+from typing import Any
+
+import uvicorn
+
+from budget_edge.errors import ConfigError
+
+BACKLOG = 128
+# How long SIGTERM waits for in-flight requests before cancelling them: the
+# server always stops by itself.
+GRACEFUL_TIMEOUT_S = 30
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free port)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, "
+            "stop the program using it, or check --host"
+        ) from exc
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix socket at `path`; a stale socket file left by a crash is replaced."""
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ConfigError(f"{path} exists and is not a socket: choose another --uds path")
+        if _answers(path):
+            raise ConfigError(
+                f"another server is listening on {path}: stop it or choose another --uds path"
+            )
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on Unix socket {path} ({exc.strerror or exc}): check that its "
+            "folder exists and is writable"
+        ) from exc
+    return sock
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def address_of(sock: socket.socket) -> str:
+    """The URL clients use to reach a bound socket."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def make_server(app: Any, log_level: str = "info") -> uvicorn.Server:
+    """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown."""
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def run(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on `sock` until SIGINT, SIGTERM or `server.should_exit`; in-flight requests finish.
+
+    The socket is closed (and a Unix socket's file removed) when it returns.
+    """
+    # After its graceful shutdown uvicorn restores the handler it found and raises
+    # the caught signal again. With SIGTERM's default handler the process would
+    # then die by the signal; this no-op lets a requested stop exit with status 0.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stopped) if main else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                os.unlink(sock.getsockname())
+        sock.close()
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    """SIGTERM after the server has already shut down: nothing left to do."""
