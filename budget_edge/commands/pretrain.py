@@ -1,0 +1,170 @@
+"""`budget-edge pretrain`: train a backbone on a dataset."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+# The defaults train ResNet-20 on Fashion-MNIST past 92% test accuracy in well
+# under an hour on 2 CPU cores (see docs/pretrain.md for the measurements).
+DEFAULTS = {
+    "epochs": 15,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "drop_prob": 0.0,
+    "seed": 0,
+    "precision": "fp32",
+}
+
+
+def command_line(params: dict[str, Any]) -> str:
+    """The full command, every option spelled out, for the checkpoint's meta."""
+    words = ["budget-edge", "pretrain"]
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+@click.command("pretrain")
+@click.option(
+    "--backbone",
+    default="resnet20",
+    show_default=True,
+    help="Backbone name: resnet20/32/44/56/110, resnext29, resnext56, ...",
+)
+@click.option(
+    "--data",
+    "dataset",
+    default="fashion-mnist",
+    show_default=True,
+    help="Dataset: fashion-mnist, cifar10, cifar100 or folder.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Where the dataset lives (fashion-mnist: /usr/share/datasets/fashion-mnist; "
+    "cifar: the python .tar.gz or its folder; folder: ROOT/<class>/*.png).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder: last.pt every epoch, best.pt, history.json.",
+)
+@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=DEFAULTS["batch_size"],
+    show_default=True,
+    help="Images per step and process.",
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=DEFAULTS["lr"],
+    show_default=True,
+    help="Initial learning rate; cosine to 0, stepped every batch.",
+)
+@click.option("--momentum", type=float, default=DEFAULTS["momentum"], show_default=True)
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option(
+    "--drop-prob",
+    type=float,
+    default=DEFAULTS["drop_prob"],
+    show_default=True,
+    help="Stochastic depth: drop probability of the last block (linear in depth).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default=DEFAULTS["precision"],
+    show_default=True,
+    help="bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs).",
+)
+@click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from last.pt, exactly where it stopped.",
+)
+@click.option("--limit-train", type=int, help="Use only the first N training images.")
+@click.option("--limit-test", type=int, help="Use only the first N test images.")
+@click.option(
+    "--workers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes (augmentation is batched; 0 is usually best).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: the GPU if there is one.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="CPU threads per process; 0: the cores shared among local processes.",
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def command(
+    data_dir: Path | None,
+    out: Path,
+    resume: bool,
+    workers: int,
+    device: str,
+    threads: int,
+    quiet: bool,
+    **settings: Any,
+) -> None:
+    """Train a backbone with SGD, a cosine learning rate and optional stochastic depth.
+
+    Evaluates after every epoch and writes OUT/last.pt (resumable with
+    --resume), OUT/best.pt and OUT/history.json. Under torchrun it trains with
+    DistributedDataParallel (gloo on CPU, NCCL on GPU); rank 0 writes.
+
+    \b
+    Example:
+      budget-edge pretrain --backbone resnet20 --data fashion-mnist --epochs 15 --out runs/r20
+      torchrun --standalone --nproc_per_node 2 -m budget_edge.cli pretrain --out runs/r20
+    """
+    from budget_edge.data import load_arrays
+    from budget_edge.errors import ConfigError
+    from budget_edge.train.pretrain import PretrainConfig, RunOptions, pretrain
+
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {threads}")
+    config = PretrainConfig(**settings)
+    config.check()
+    ctx = click.get_current_context()
+    # Declaration order, so the same options always give the same line.
+    params = {p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}
+    options = RunOptions(
+        device=device,
+        workers=workers,
+        threads=threads,
+        progress=not quiet,
+        command=command_line(params),
+    )
+    train = load_arrays(config.dataset, data_dir, "train")
+    test = load_arrays(config.dataset, data_dir, "test")
+    pretrain(config, train, test, out, resume=resume, options=options)

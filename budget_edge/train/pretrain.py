@@ -1,0 +1,603 @@
+"""Backbone pretraining: the network BudgetNet later learns to cut down.
+
+Plain supervised training, read top to bottom:
+
+- SGD with momentum and weight decay; the learning rate follows a cosine from
+  `lr` to 0, stepped after every batch (per iteration, so short runs and
+  long runs anneal equally smoothly).
+- Optional stochastic depth (`drop_prob` > 0): each image drops component k
+  with probability drop_prob * (b + 1) / B, b the component's block and B the
+  number of blocks (linear in depth, Huang et al. 2016). Dropped components
+  take the backbone's real skip path (gather/scatter), so the trained network
+  already tolerates what the agent will do to it.
+- Evaluation after every epoch; `last.pt` (with everything --resume needs:
+  optimizer, scheduler, epoch, every rank's RNG states) and `best.pt` are
+  written atomically in the project's checkpoint format, plus `history.json`.
+- Under `torchrun`: DistributedDataParallel, a DistributedSampler, results
+  summed over ranks; only rank 0 prints and writes.
+
+Resuming restores the model, optimizer, scheduler, epoch counter and the
+torch/numpy/python RNG states saved at the end of the last finished epoch, so
+a killed run continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from budget_edge.data.arrays import DatasetInfo, ImageArrays
+from budget_edge.data.torch_dataset import build_loaders
+from budget_edge.errors import CheckpointError, ConfigError
+from budget_edge.models import Backbone, build_backbone
+from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
+from budget_edge.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    cpu_threads,
+    init_distributed,
+    shutdown,
+    sync_buffers,
+)
+from budget_edge.train.progress import TrainDisplay
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that decides the trained weights. A resumed run must match it."""
+
+    backbone: str = "resnet20"
+    dataset: str = "fashion-mnist"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    drop_prob: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def check(self) -> None:
+        """Refuse hyperparameters that cannot train, with what to give instead."""
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not self.weight_decay >= 0:
+            problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.drop_prob < 1:
+            problems.append(f"--drop-prob must be in [0, 1), got {self.drop_prob}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the run executes; none of this changes the result."""
+
+    device: str = "auto"
+    workers: int = 0
+    threads: int = 0  # 0: the cores available, shared among local ranks
+    progress: bool = True  # print (and draw bars on a terminal) on rank 0
+    command: str = ""  # recorded in the checkpoint meta
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    images_per_s: float
+    train_s: float
+    eval_s: float
+
+
+@dataclass
+class PretrainResult:
+    backbone: Backbone
+    history: list[EpochStats]
+    out_dir: Path
+    best_accuracy: float
+    best_epoch: int
+    train_wall_s: float
+
+    @property
+    def last_accuracy(self) -> float:
+        return self.history[-1].test_accuracy if self.history else float("nan")
+
+
+@dataclass
+class RunState:
+    """What changes epoch by epoch and survives a resume."""
+
+    epoch: int = 0
+    history: list[EpochStats] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    train_wall_s: float = 0.0
+
+
+# -- stochastic depth -----------------------------------------------------------------
+
+
+def drop_probabilities(backbone: Backbone, drop_prob: float) -> Tensor:
+    """Per-component drop probability, linear in the depth of the component's block."""
+    num_blocks = len(backbone.blocks)
+    return torch.tensor(
+        [drop_prob * (c.block + 1) / num_blocks for c in backbone.components],
+        dtype=torch.float32,
+    )
+
+
+def sample_mask(probabilities: Tensor, batch: int) -> Tensor:
+    """A (batch, K) keep-mask: each image keeps component k with prob 1 - p_k."""
+    return torch.rand(batch, probabilities.shape[0]) >= probabilities
+
+
+# -- reproducibility ------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """RNG states as tensors and plain values (what a weights-only load reads back)."""
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    kind, keys, pos, has_gauss, cached = legacy
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- building blocks ------------------------------------------------------------------
+
+
+def build_model(config: PretrainConfig, info: DatasetInfo) -> Backbone:
+    """The backbone for this dataset's classes and input size (ConfigError if unknown)."""
+    channels = info.input_size[0]
+    return build_backbone(
+        config.backbone,
+        num_classes=info.num_classes,
+        in_channels=channels,
+        input_size=info.input_size,
+    )
+
+
+def make_optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine from the initial lr to 0 over every batch of the run."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def preprocessing_meta(info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "input_size": list(info.input_size),
+        "layout": "NCHW",
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+# -- one epoch ------------------------------------------------------------------------
+
+
+@dataclass
+class StepContext:
+    """What the train and eval loops need besides the model."""
+
+    ctx: DistContext
+    config: PretrainConfig
+    display: TrainDisplay
+    drop: Tensor | None  # per-component drop probabilities, None: no stochastic depth
+
+    def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        non_blocking = self.ctx.device.type == "cuda"
+        images = images.to(self.ctx.device, non_blocking=non_blocking)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.ctx.device, non_blocking=non_blocking)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.ctx.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader[tuple[Tensor, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: StepContext,
+    epoch: int,
+) -> tuple[float, float, float, float]:
+    """One pass over the training data: (loss, accuracy, images/s, seconds), over all ranks."""
+    model.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=step.ctx.device)  # loss, correct, seen
+    start = time.perf_counter()
+    with step.display.bar(f"epoch {epoch}/{step.config.epochs}", len(loader)) as update:
+        for i, (images, labels) in enumerate(loader):
+            images, labels = step.to_device(images, labels)
+            mask = None
+            if step.drop is not None:
+                mask = sample_mask(step.drop, images.shape[0]).to(step.ctx.device)
+            with step.autocast():
+                logits = model(images, mask)
+                loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            totals += torch.stack(
+                [
+                    loss.detach().double() * labels.shape[0],
+                    (logits.argmax(1) == labels).sum().double(),
+                    torch.tensor(labels.shape[0], dtype=torch.float64, device=labels.device),
+                ]
+            )
+            if update.active and (i % 10 == 0 or i == len(loader) - 1):
+                loss_sum, correct, seen = totals.tolist()
+                rate = seen * step.ctx.world_size / (time.perf_counter() - start)
+                update(
+                    i + 1, f"loss {loss_sum / seen:.3f} acc {correct / seen:6.2%} {rate:5.0f} img/s"
+                )
+    seconds = time.perf_counter() - start
+    loss_sum, correct, seen = all_reduce_sum(totals, step.ctx).tolist()
+    return loss_sum / seen, correct / seen, seen / seconds, seconds
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: DataLoader[tuple[Tensor, Tensor]], step: StepContext
+) -> tuple[float, float]:
+    """Test loss and accuracy with every component kept, summed over all ranks."""
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=step.ctx.device)
+    for images, labels in loader:
+        images, labels = step.to_device(images, labels)
+        with step.autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        totals[0] += loss.double()
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += labels.shape[0]
+    loss_sum, correct, seen = all_reduce_sum(totals, step.ctx).tolist()
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+# -- checkpoints ----------------------------------------------------------------------
+
+
+def checkpoint_meta(
+    config: PretrainConfig, info: DatasetInfo, state: RunState, options: RunOptions, world: int
+) -> dict[str, Any]:
+    last = state.history[-1]
+    return {
+        "preprocessing": preprocessing_meta(info),
+        "class_names": list(info.class_names),
+        "dataset": info.name,
+        "epoch": state.epoch,
+        "epochs": config.epochs,
+        "test_accuracy": last.test_accuracy,
+        "best_test_accuracy": state.best_accuracy,
+        "best_epoch": state.best_epoch,
+        "train_wall_s": state.train_wall_s,
+        "command": options.command,
+        "pretrain": asdict(config),
+        "world_size": world,
+    }
+
+
+def save_run(
+    out_dir: Path,
+    backbone: Backbone,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: PretrainConfig,
+    info: DatasetInfo,
+    state: RunState,
+    options: RunOptions,
+    ctx: DistContext,
+) -> None:
+    """Write last.pt (and best.pt when this epoch is the best) and history.json.
+
+    Every rank sends its RNG state; rank 0 alone writes.
+    """
+    rng_states = all_gather_objects(capture_rng(), ctx)
+    if not ctx.is_main:
+        return
+    meta = checkpoint_meta(config, info, state, options, ctx.world_size)
+    train_state = {
+        "epoch": state.epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states,
+        "config": asdict(config),
+        "history": [asdict(h) for h in state.history],
+        "best_accuracy": state.best_accuracy,
+        "best_epoch": state.best_epoch,
+        "train_wall_s": state.train_wall_s,
+    }
+    save_checkpoint(out_dir / "last.pt", backbone, meta=meta, train_state=train_state)
+    if state.best_epoch == state.epoch:
+        save_checkpoint(out_dir / "best.pt", backbone, meta=meta)
+    history = {"config": asdict(config), "meta": meta, "epochs": train_state["history"]}
+    write_json_atomic(out_dir / "history.json", history)
+
+
+def resume_from(
+    path: Path,
+    backbone: Backbone,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: PretrainConfig,
+    ctx: DistContext,
+    display: TrainDisplay,
+) -> RunState:
+    """Load last.pt into the fresh model/optimizer/scheduler; restore this rank's RNG."""
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: there is no checkpoint at {path}; run without --resume to start "
+            "a new run, or point --out at the run to continue"
+        )
+    loaded = load_checkpoint(path, format="budget-edge")
+    saved = loaded.train_state
+    if saved is None:
+        raise CheckpointError(
+            f"{path} has no training state (optimizer, epoch, RNG) to resume from; "
+            "start a new run in another --out"
+        )
+    if loaded.backbone.config.get("name") != backbone.config.get("name"):
+        raise ConfigError(
+            f"--resume: {path} holds a {loaded.backbone.config.get('name')} backbone, not "
+            f"{config.backbone}; pass --backbone {loaded.backbone.config.get('name')} or "
+            "choose another --out"
+        )
+    differences = [
+        f"{f.name}: checkpoint {saved['config'].get(f.name)!r}, now {getattr(config, f.name)!r}"
+        for f in fields(config)
+        if saved["config"].get(f.name) != getattr(config, f.name)
+    ]
+    if differences:
+        raise ConfigError(
+            f"--resume: {path} was trained with other settings ({'; '.join(differences)}); "
+            "rerun with the same options or choose another --out"
+        )
+    backbone.load_state_dict(loaded.backbone.state_dict())
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng = saved["rng"]
+    if len(rng) == ctx.world_size:
+        restore_rng(rng[ctx.rank])
+    else:
+        # Other shards, other random streams: the run goes on but not bit for bit.
+        display.log(
+            f"warning: {path} was saved by {len(rng)} process(es), this run has "
+            f"{ctx.world_size}; continuing with fresh random streams"
+        )
+    history = [EpochStats(**h) for h in saved["history"]]
+    display.log(f"resuming {path} after epoch {saved['epoch']}/{config.epochs}")
+    return RunState(
+        epoch=int(saved["epoch"]),
+        history=history,
+        best_accuracy=float(saved["best_accuracy"]),
+        best_epoch=int(saved["best_epoch"]),
+        train_wall_s=float(saved["train_wall_s"]),
+    )
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    if not resume and (out_dir / "last.pt").exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run (last.pt); pass --resume to continue it or "
+            "choose another --out"
+        )
+
+
+def pretrain(
+    config: PretrainConfig,
+    train_arrays: ImageArrays,
+    test_arrays: ImageArrays,
+    out_dir: str | Path,
+    resume: bool = False,
+    options: RunOptions | None = None,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> PretrainResult:
+    """Train `config.backbone` on the arrays; checkpoints go to `out_dir`.
+
+    Runs in one process or, under torchrun, in each rank (the arrays are read
+    by every rank; each trains on its shard). `on_epoch_end` runs on every
+    rank after the epoch's checkpoint is written.
+    """
+    options = options or RunOptions()
+    config.check()
+    if train_arrays.info.name != config.dataset:
+        raise ConfigError(
+            f"config.dataset is {config.dataset!r} but the arrays are {train_arrays.info.name!r}"
+        )
+    out = Path(out_dir)
+    check_out_dir(out, resume)
+    ctx = init_distributed(options.device)
+    try:
+        return run(config, train_arrays, test_arrays, out, resume, options, on_epoch_end, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def run(
+    config: PretrainConfig,
+    train_arrays: ImageArrays,
+    test_arrays: ImageArrays,
+    out: Path,
+    resume: bool,
+    options: RunOptions,
+    on_epoch_end: Callable[[EpochStats], None] | None,
+    ctx: DistContext,
+) -> PretrainResult:
+    """The body of `pretrain`, in a process that has joined its process group."""
+    torch.set_num_threads(cpu_threads(ctx, options.threads))
+    display = TrainDisplay(enabled=options.progress and ctx.is_main)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    seed_everything(config.seed + ctx.rank)
+    info = train_arrays.info
+    backbone = build_model(config, info).to(ctx.device)
+    if config.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    loaders = build_loaders(
+        train_arrays.subset(config.limit_train),
+        test_arrays.subset(config.limit_test),
+        config.batch_size,
+        workers=options.workers,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=config.seed,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    optimizer = make_optimizer(backbone, config)
+    scheduler = make_scheduler(optimizer, config.epochs * len(loaders.train))
+    state = RunState()
+    if resume:
+        state = resume_from(out / "last.pt", backbone, optimizer, scheduler, config, ctx, display)
+
+    model: nn.Module = backbone
+    if ctx.distributed:
+        # Stochastic depth leaves whole blocks without gradient in some steps.
+        model = DistributedDataParallel(
+            backbone,
+            device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=config.drop_prob > 0,
+        )
+    drop = drop_probabilities(backbone, config.drop_prob) if config.drop_prob > 0 else None
+    step = StepContext(ctx, config, display, drop)
+    if state.epoch == 0:
+        display.log(
+            f"pretraining {config.backbone} on {info.name}: {len(loaders.train.dataset)} "  # type: ignore[arg-type]
+            f"train / {len(loaders.test.dataset)} test images, {config.epochs} epochs, "  # type: ignore[arg-type]
+            f"{ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s)"
+        )
+
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        sampler = loaders.train.sampler
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        loss, accuracy, rate, train_s = train_one_epoch(
+            model, loaders.train, optimizer, scheduler, step, epoch
+        )
+        sync_buffers(backbone, ctx)
+        eval_start = time.perf_counter()
+        test_loss, test_accuracy = evaluate(backbone, loaders.test, step)
+        stats = EpochStats(
+            epoch=epoch,
+            lr=lr,
+            train_loss=loss,
+            train_accuracy=accuracy,
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+            images_per_s=rate,
+            train_s=train_s,
+            eval_s=time.perf_counter() - eval_start,
+        )
+        state.epoch = epoch
+        state.history.append(stats)
+        state.train_wall_s += stats.train_s + stats.eval_s
+        if test_accuracy > state.best_accuracy:
+            state.best_accuracy, state.best_epoch = test_accuracy, epoch
+        display.log(
+            f"epoch {epoch}/{config.epochs}  lr {lr:.4f}  train loss {loss:.4f} "
+            f"acc {accuracy:.2%}  test loss {test_loss:.4f} acc {test_accuracy:.2%}  "
+            f"{stats.images_per_s:.0f} img/s  {train_s:.0f}+{stats.eval_s:.0f}s"
+        )
+        save_run(out, backbone, optimizer, scheduler, config, info, state, options, ctx)
+        barrier(ctx)
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+
+    result = PretrainResult(
+        backbone=backbone,
+        history=state.history,
+        out_dir=out,
+        best_accuracy=state.best_accuracy,
+        best_epoch=state.best_epoch,
+        train_wall_s=state.train_wall_s,
+    )
+    display.log(
+        f"final test accuracy {result.last_accuracy:.2%} after {state.epoch} epochs "
+        f"(best {result.best_accuracy:.2%} at epoch {result.best_epoch}); "
+        f"{state.train_wall_s / 60:.1f} min; checkpoints in {out}"
+    )
+    return result

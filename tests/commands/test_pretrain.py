@@ -1,0 +1,142 @@
+"""`budget-edge pretrain` end to end on tiny generated Fashion-MNIST files."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budget_edge.cli import main
+from budget_edge.commands.pretrain import command_line
+from budget_edge.models.checkpoint import load_checkpoint
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def fmnist(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fmnist"
+    folder.mkdir()
+    for prefix, n in (("train", 24), ("t10k", 12)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return folder
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(["pretrain", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tiny(fmnist: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data-dir", str(fmnist), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+        "--limit-train", "16", "--limit-test", "8", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_trains_and_prints_the_final_accuracy(fmnist: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = cli(tiny(fmnist, out), capsys)
+    assert code == 0, stderr
+    assert "final test accuracy" in stdout
+    assert "epoch 1/1" in stdout
+    assert "\x1b[" not in stdout  # no progress bar escapes outside a terminal
+    loaded = load_checkpoint(out / "last.pt")
+    assert loaded.meta["dataset"] == "fashion-mnist"
+    assert loaded.meta["class_names"][0] == "T-shirt/top"
+    assert loaded.meta["preprocessing"]["input_size"] == [1, 28, 28]
+    assert loaded.meta["command"].startswith("budget-edge pretrain --backbone resnet20")
+    assert "--limit-train 16" in loaded.meta["command"]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epochs"]) == 1
+
+
+def test_quiet_prints_nothing(fmnist: Path, tmp_path: Path, capsys):
+    code, stdout, _ = cli(tiny(fmnist, tmp_path / "run", "--quiet"), capsys)
+    assert code == 0 and stdout == ""
+
+
+def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert cli(tiny(fmnist, out), capsys)[0] == 0
+    code, stdout, _ = cli(tiny(fmnist, out, "--resume"), capsys)
+    assert code == 0
+    assert "resuming" in stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backbone", "resnet7"], "error: unknown backbone 'resnet7'"),
+        (["--data", "mnist"], "error: unknown dataset 'mnist'"),
+        (["--lr", "-0.1"], "error: --lr must be positive, got -0.1"),
+        (["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
+        (["--drop-prob", "1.5"], r"error: --drop-prob must be in [0, 1), got 1.5"),
+        (["--workers", "-1"], "error: --workers must be >= 0"),
+        (["--resume"], "error: --resume: there is no checkpoint at"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(
+    fmnist: Path, tmp_path: Path, capsys, extra: list[str], message: str
+):
+    code, _, stderr = cli(tiny(fmnist, tmp_path / "run", *extra), capsys)
+    assert code == 2
+    assert stderr.startswith(message)
+    assert stderr.count("\n") == 1
+
+
+def test_resume_with_another_backbone_is_refused(fmnist: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert cli(tiny(fmnist, out), capsys)[0] == 0
+    code, _, stderr = cli(tiny(fmnist, out, "--resume", "--backbone", "resnet32"), capsys)
+    assert code == 2
+    assert "holds a resnet20 backbone, not resnet32" in stderr
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path: Path, capsys):
+    code, _, stderr = cli(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert "apt-get install dataset-fashion-mnist" in stderr
+
+
+def test_command_line_spells_out_every_option():
+    line = command_line(
+        {
+            "backbone": "resnet20",
+            "resume": True,
+            "quiet": False,
+            "data_dir": None,
+            "lr": 0.1,
+            "out": Path("runs/a b"),
+        }
+    )
+    assert line == "budget-edge pretrain --backbone resnet20 --resume --lr 0.1 --out 'runs/a b'"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(fmnist: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "budget_edge.cli", "pretrain", *tiny(fmnist, out, "--device", "cpu"),
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("final test accuracy") == 1  # rank 0 alone prints
+    assert "2 process(es)" in proc.stdout
+    assert load_checkpoint(out / "last.pt").meta["world_size"] == 2
