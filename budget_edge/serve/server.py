@@ -101,6 +101,7 @@ def run(server: uvicorn.Server, sock: socket.socket) -> None:
     # After its graceful shutdown uvicorn restores the handler it found and raises
     # the caught signal again. With SIGTERM's default handler the process would
     # then die by the signal; this no-op lets a requested stop exit with status 0.
+    unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stopped) if main else None
     try:
@@ -108,10 +109,10 @@ def run(server: uvicorn.Server, sock: socket.socket) -> None:
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-        if sock.family == socket.AF_UNIX:
+        sock.close()  # uvicorn closes it on a clean shutdown, but not on every failure
+        if unix_path:
             with contextlib.suppress(OSError):
-                os.unlink(sock.getsockname())
-        sock.close()
+                os.unlink(unix_path)
 
 
 def _stopped(signum: int, frame: Any) -> None:

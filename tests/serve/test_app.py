@@ -1,0 +1,236 @@
+"""HTTP routes on a live loopback server: health, metadata, inference, errors as JSON."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from budget_edge.serve.app import create_app
+from budget_edge.serve.server import bind_unix, make_server, run
+
+from .conftest import (
+    Served,
+    image_input,
+    infer_json,
+    load_model,
+    random_images,
+    request,
+    serving,
+)
+
+
+def assert_error(response: Any, status: int, *fragments: str) -> None:
+    assert response.status == status, response.body
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_health_and_server_metadata(served: Served) -> None:
+    assert request(served.url, "GET", "/v2/health/live").json() == {"live": True}
+    assert request(served.url, "GET", "/v2/health/ready").json() == {"ready": True}
+    meta = request(served.url, "GET", "/v2").json()
+    assert meta["name"] == "budget-edge"
+    assert "binary_tensor_data" in meta["extensions"]
+
+
+@pytest.mark.parametrize("prefix", ["/v2/models/{name}", "/v2/models/{name}/versions/1"])
+def test_model_metadata_and_readiness(served: Served, prefix: str) -> None:
+    base = prefix.format(name=served.name)
+    meta = request(served.url, "GET", base)
+    assert meta.status == 200
+    assert meta.json() == served.model.metadata()
+    ready = request(served.url, "GET", base + "/ready")
+    assert ready.status == 200
+    assert ready.json() == {"name": served.name, "ready": True}
+
+
+def test_infer_over_http_matches_the_runtime(served: Served, rng: np.random.Generator) -> None:
+    images = random_images(rng, 3, served.input_size)
+    response = infer_json(served.url, served.name, {"inputs": [image_input(images)],
+                                                    "parameters": {"budget": 0.4}})
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    assert "inference-header-content-length" not in response.headers
+    logits = next(o for o in response.json()["outputs"] if o["name"] == "LOGITS")
+    want = served.runtime.infer(images, budget=0.4)
+    np.testing.assert_allclose(np.reshape(logits["data"], logits["shape"]), want.logits,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_binary_request_gets_a_binary_answer_with_its_header_length(
+    served: Served, rng: np.random.Generator
+) -> None:
+    images = random_images(rng, 2, served.input_size)
+    header = json.dumps({
+        "inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": list(images.shape),
+                    "parameters": {"binary_data_size": images.nbytes}}],
+        "outputs": [{"name": "CLASS", "parameters": {"binary_data": True}}],
+    }).encode()
+    response = request(served.url, "POST", f"/v2/models/{served.name}/infer",
+                       header + images.tobytes(),
+                       {"Inference-Header-Content-Length": str(len(header))})
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    outputs = json.loads(response.body[:length])["outputs"]
+    assert outputs[0]["parameters"]["binary_data_size"] == 16
+    classes = np.frombuffer(response.body[length:], "<i8")
+    np.testing.assert_array_equal(classes, served.runtime.infer(images, budget=0.5).classes)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fragment"),
+    [
+        ("GET", "/v2/models/other", 404, "unknown model 'other'"),
+        ("GET", "/v2/models/other/ready", 404, "unknown model 'other'"),
+        ("POST", "/v2/models/other/infer", 404, "unknown model 'other'"),
+        ("GET", "/v2/models/{name}/versions/2", 404, "unknown version '2'"),
+        ("GET", "/v1/models", 404, "the v2 routes are"),
+        ("GET", "/v2/models/{name}/infer", 405, "Method Not Allowed"),
+        ("DELETE", "/v2", 405, "Method Not Allowed"),
+    ],
+)
+def test_unknown_models_and_routes_answer_json_errors(
+    served: Served, method: str, path: str, status: int, fragment: str
+) -> None:
+    response = request(served.url, method, path.format(name=served.name), b"{}")
+    assert_error(response, status, fragment)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "fragment"),
+    [
+        (b"{not json", {}, "not valid JSON"),
+        (b'{"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [1], "data": [NaN]}]}',
+         {}, "NaN is not allowed"),
+        (b'{"inputs": []}', {}, "non-empty list"),
+        (b'{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1], "data": [1]}]}', {},
+         "unknown input 'X'"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "99"}, "Inference-Header"),
+        (b'{"inputs": []}', {"Content-Encoding": "gzip"}, "Content-Encoding 'gzip'"),
+    ],
+)
+def test_malformed_requests_get_400_and_the_server_keeps_serving(
+    served: Served, body: bytes, headers: dict[str, str], fragment: str
+) -> None:
+    response = request(served.url, "POST", f"/v2/models/{served.name}/infer", body, headers)
+    assert_error(response, 400, fragment)
+    assert request(served.url, "GET", "/v2/health/live").status == 200
+
+
+def test_bad_budget_gets_400(served: Served, rng: np.random.Generator) -> None:
+    images = random_images(rng, 1, served.input_size)
+    response = infer_json(served.url, served.name, {"inputs": [image_input(images)],
+                                                    "parameters": {"budget": 3}})
+    assert_error(response, 400, "budget 3 is outside [0, 1]")
+
+
+@pytest.fixture(scope="module")
+def small_server(tiny_artifact: Path) -> Any:
+    """A server that takes bodies of at most 4096 bytes."""
+    model = load_model(tiny_artifact)
+    with serving(model, max_body_bytes=4096) as url:
+        yield url, model.name
+    model.runtime.close()
+
+
+def test_body_over_the_limit_gets_413_from_its_declared_length(small_server: Any) -> None:
+    url, name = small_server
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        # Announce 1 GB and send none of it: the answer must not wait for the body.
+        sock.sendall(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 1000000000\r\n\r\n".encode())
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 413
+        assert "exceeds the server's limit of 4096 bytes" in json.loads(answer.read())["error"]
+
+
+def test_chunked_body_over_the_limit_gets_413(small_server: Any) -> None:
+    url, name = small_server
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        chunks = iter([b"x" * 3000, b"y" * 3000])  # no Content-Length: sent chunked
+        conn.request("POST", f"/v2/models/{name}/infer", body=chunks,
+                     headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        answer = conn.getresponse()
+        assert answer.status == 413
+        assert "exceeds the server's limit" in json.loads(answer.read())["error"]
+    finally:
+        conn.close()
+    assert request(url, "GET", "/v2/health/ready").status == 200
+
+
+def test_body_within_the_limit_is_served(small_server: Any) -> None:
+    url, name = small_server
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    header = json.dumps({"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 8, 8, 3],
+                                     "parameters": {"binary_data_size": images.nbytes}}]})
+    response = request(url, "POST", f"/v2/models/{name}/infer",
+                       header.encode() + images.tobytes(),
+                       {"Inference-Header-Content-Length": str(len(header))})
+    assert response.status == 200
+
+
+def test_internal_failures_get_500_as_json_and_the_server_keeps_serving(
+    tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_model(tiny_artifact)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(model.runtime, "infer", broken)
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    with serving(model) as url:
+        response = infer_json(url, model.name, {"inputs": [image_input(images)]})
+        assert_error(response, 500, "RuntimeError: backend exploded")
+        assert request(url, "GET", "/v2/health/live").status == 200
+    model.runtime.close()
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
+
+
+def test_unix_socket_serves_the_same_protocol(tiny_artifact: Path, tmp_path: Path) -> None:
+    model = load_model(tiny_artifact)
+    path = str(tmp_path / "serve.sock")
+    server = make_server(create_app(model, 1 << 20), log_level="warning")
+    thread = threading.Thread(target=run, args=(server, bind_unix(path)), daemon=True)
+    thread.start()
+    try:
+        conn = UnixConnection(path)
+        images = np.zeros((1, 8, 8, 3), np.uint8)
+        conn.request("POST", f"/v2/models/{model.name}/infer",
+                     body=json.dumps({"inputs": [image_input(images)]}))
+        answer = conn.getresponse()
+        assert answer.status == 200
+        names = [o["name"] for o in json.loads(answer.read())["outputs"]]
+        assert names == ["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS"]
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=40)
+        model.runtime.close()
+    assert not Path(path).exists()  # the socket file goes with the server

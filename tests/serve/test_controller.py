@@ -1,0 +1,77 @@
+"""`--budget` specs: fixed, battery (a sysfs-like file), latency (calibrated at startup)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from budget_edge.errors import ConfigError
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.budget import BatteryBudget, FixedBudget, LatencyBudget
+from budget_edge.serve.controller import CALIBRATION_BUDGETS, calibrate, parse_budget_spec
+
+from .conftest import artifacts
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_artifact: Path) -> Iterator[BudgetRuntime]:
+    rt = BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1)
+    yield rt
+    rt.close()
+
+
+def test_fixed_spec(runtime: BudgetRuntime) -> None:
+    controller = parse_budget_spec("fixed:0.25", runtime)
+    assert isinstance(controller, FixedBudget)
+    assert controller.budget() == 0.25
+
+
+def test_battery_spec_reads_the_capacity_file(runtime: BudgetRuntime, tmp_path: Path) -> None:
+    capacity = tmp_path / "capacity"
+    capacity.write_text("85\n")
+    full = parse_budget_spec(f"battery:{capacity}", runtime)
+    assert isinstance(full, BatteryBudget)
+    assert full.budget() == 1.0
+    capacity.write_text("12\n")
+    low = parse_budget_spec(f"battery:{capacity}", runtime)
+    assert low.budget() == 0.3
+
+
+def test_latency_spec_starts_from_a_table_timed_on_this_machine(runtime: BudgetRuntime) -> None:
+    table = calibrate(runtime)
+    assert [b for b, _ in table] == list(CALIBRATION_BUDGETS)
+    assert all(ms > 0 for _, ms in table)
+    generous = parse_budget_spec("latency:100000", runtime)
+    assert isinstance(generous, LatencyBudget)
+    assert generous.budget() == 1.0  # every budget meets a 100 s deadline
+    impossible = parse_budget_spec("latency:0.000001", runtime)
+    assert impossible.budget() == 0.0  # none does: the least compute
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("0.5", "is not understood"),
+        ("fixed:", "is not understood"),
+        ("fixed:half", "'half' is not a finite number"),
+        ("fixed:nan", "'nan' is not a finite number"),
+        ("fixed:1.5", "must be a number in [0, 1]"),
+        ("battery:/no/such/capacity", "is not a file"),
+        ("latency:-5", "must be a positive number of ms"),
+        ("latency:inf", "is not a finite number"),
+        ("thermal:40", "unknown kind 'thermal'"),
+    ],
+)
+def test_bad_specs_are_config_errors(runtime: BudgetRuntime, spec: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_budget_spec(spec, runtime)
+    assert message in str(info.value)
+
+
+def test_latency_spec_without_a_policy_is_refused(tmp_path: Path) -> None:
+    artifacts.write_artifact(artifacts.make_net("resnet"), tmp_path, policy=False)
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt, \
+            pytest.raises(ConfigError, match="has no policy"):
+        parse_budget_spec("latency:20", rt)
