@@ -5,7 +5,9 @@ and modes, optimisation profile, set_input_shape / set_tensor_address /
 execute_async_v3) and check it: an engine refuses a batch above its profile,
 runs only once every tensor has an address, and writes only inside the buffer
 it was given. "Device" memory is host memory; an engine file is a small JSON
-naming the ONNX graph, which ONNX Runtime executes. This exercises the
+naming the ONNX graph, which ONNX Runtime executes on the host (reading and
+writing the engine's buffers: host memory with FakeCudart, or real device
+buffers through cuda-python with DeviceMemory on a GPU machine). This exercises the
 backend's bookkeeping (buffers, chunking, copies, ordering), never TensorRT.
 """
 
@@ -73,6 +75,36 @@ class FakeCudart:
         ctypes.memmove(dst, src, count)
         return (0,)
 
+    # -- what the stand-in engines use to reach "device" memory
+    def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
+        count = int(np.prod(shape))
+        assert count * 4 <= self.size_of(ptr), "input read past its buffer"
+        raw = (ctypes.c_float * count).from_address(ptr)
+        return np.ctypeslib.as_array(raw).reshape(shape).copy()
+
+    def write(self, ptr: int, value: np.ndarray) -> None:
+        assert value.nbytes <= self.size_of(ptr), "output overflow"
+        ctypes.memmove(ptr, value.ctypes.data, value.nbytes)
+
+
+class DeviceMemory:
+    """Engine access to real device buffers through cuda-python (for a GPU machine)."""
+
+    def __init__(self, cudart: Any) -> None:
+        self.cudart = cudart
+
+    def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
+        host = np.empty(shape, np.float32)
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        err, *_ = self.cudart.cudaMemcpy(host.ctypes.data, ptr, host.nbytes, kind)
+        assert int(err) == 0, err
+        return host
+
+    def write(self, ptr: int, value: np.ndarray) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        err, *_ = self.cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes, kind)
+        assert int(err) == 0, err
+
 
 class _Context:
     def __init__(self, engine: _Engine) -> None:
@@ -95,30 +127,24 @@ class _Context:
         e = self.engine
         assert isinstance(stream_handle, int)
         assert set(self.addresses) == set(e.inputs) | set(e.outputs), "tensor without address"
-        feeds = {}
-        for name in e.inputs:
-            shape = self.shapes[name]
-            count = int(np.prod(shape))
-            raw = (ctypes.c_float * count).from_address(self.addresses[name])
-            feeds[name] = np.ctypeslib.as_array(raw).reshape(shape).copy()
+        feeds = {name: e.memory.read(self.addresses[name], self.shapes[name])
+                 for name in e.inputs}
         outputs = e.session.run(e.outputs, feeds)
         for name, value in zip(e.outputs, outputs, strict=True):
-            value = np.ascontiguousarray(value, np.float32)
-            assert value.nbytes <= e.cudart.size_of(self.addresses[name]), "output overflow"
-            ctypes.memmove(self.addresses[name], value.ctypes.data, value.nbytes)
+            e.memory.write(self.addresses[name], np.ascontiguousarray(value, np.float32))
         self.runs += 1
         return True
 
 
 class _Engine:
-    def __init__(self, spec: dict[str, Any], root: Path, cudart: FakeCudart) -> None:
+    def __init__(self, spec: dict[str, Any], root: Path, memory: Any) -> None:
         self.session = ort.InferenceSession(str(root / spec["onnx"]),
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.max_batch = int(spec["max_batch"])
         self.onnx = spec["onnx"]
-        self.cudart = cudart
+        self.memory = memory
         self.contexts: list[_Context] = []
 
     @property
@@ -142,9 +168,10 @@ class _Engine:
         return self.contexts[-1]
 
 
-def make_fake_tensorrt(root: Path, cudart: FakeCudart, version: str = "10.3.0"
-                       ) -> types.ModuleType:
-    """A `tensorrt` module whose engines are JSON files {"onnx": ..., "max_batch": ...}."""
+def make_fake_tensorrt(root: Path, memory: Any, version: str = "10.3.0") -> types.ModuleType:
+    """A `tensorrt` module whose engines are JSON files {"onnx": ..., "max_batch": ...}.
+
+    memory: FakeCudart (host memory) or DeviceMemory (a real GPU's buffers)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
@@ -167,7 +194,7 @@ def make_fake_tensorrt(root: Path, cudart: FakeCudart, version: str = "10.3.0"
                 spec = json.loads(data)
             except ValueError:
                 return None  # what TensorRT does with a foreign or corrupt engine
-            engines.append(_Engine(spec, root, cudart))
+            engines.append(_Engine(spec, root, memory))
             return engines[-1]
 
     trt.Logger = Logger  # type: ignore[attr-defined]

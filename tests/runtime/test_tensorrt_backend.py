@@ -22,7 +22,7 @@ from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.backends import tensorrt_backend as tb
 from budget_edge.runtime.manifest import GraphSpec, TensorRTSpec, TensorSpec, write_manifest
 
-from .fake_tensorrt import FakeCudart, make_fake_tensorrt
+from .fake_tensorrt import DeviceMemory, FakeCudart, make_fake_tensorrt
 
 SPEC = TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}, "8.7")
 
@@ -132,20 +132,24 @@ def test_cudart_import_locations(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- the call protocol, with stand-ins for tensorrt and cudart --------------------------
 
 
-@pytest.fixture
-def fake_trt(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
-             ) -> tuple[Any, FakeCudart, types.ModuleType]:
-    """The artifact with an 'engine' (JSON naming the ONNX graph) per graph, max batch 4."""
-    root = fresh_artifact.path
+def _add_engines(artifact: Any, gpu: str, cc: str) -> None:
+    """An 'engine' (JSON naming the ONNX graph) per graph, max batch 4, in the manifest."""
+    root = artifact.path
     (root / "engines").mkdir()
     engines = {}
-    for g in fresh_artifact.manifest.graphs:
+    for g in artifact.manifest.graphs:
         path = root / "engines" / f"{g.name}.engine"
         path.write_text(json.dumps({"onnx": g.file, "max_batch": 4}))
         engines[g.name] = f"engines/{g.name}.engine"
-    fresh_artifact.manifest.tensorrt = TensorRTSpec("10.3.0", "Fake GPU", "fp16", 4, engines,
-                                                    "8.7")
-    write_manifest(root, fresh_artifact.manifest)
+    artifact.manifest.tensorrt = TensorRTSpec("10.3.0", gpu, "fp16", 4, engines, cc)
+    write_manifest(root, artifact.manifest)
+
+
+@pytest.fixture
+def fake_trt(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[Any, FakeCudart, types.ModuleType]:
+    root = fresh_artifact.path
+    _add_engines(fresh_artifact, "Fake GPU", "8.7")
     cudart = FakeCudart()
     trt = make_fake_tensorrt(root, cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -177,6 +181,36 @@ def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.Mod
     assert buffers
     rt.close()
     assert not cudart.buffers and set(cudart.freed) >= buffers and cudart.streams == 0
+
+
+def _real_cudart() -> Any:
+    try:
+        cudart = tb.import_cudart()
+        return cudart if tb.cuda_call(cudart.cudaGetDeviceCount()) else None
+    except BackendError:
+        return None
+
+
+def test_cuda_buffers_on_a_real_gpu(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
+                                    ) -> None:
+    """Real cuda-python buffers, stream and copies; only the engines are stand-ins."""
+    cudart = _real_cudart()
+    if cudart is None:
+        pytest.skip("needs cuda-python and a CUDA GPU")
+    props = tb.cuda_call(cudart.cudaGetDeviceProperties(tb.cuda_call(cudart.cudaGetDevice())))
+    _add_engines(fresh_artifact, tb.decode_gpu_name(props.name), f"{props.major}.{props.minor}")
+    monkeypatch.setitem(sys.modules, "tensorrt",
+                        make_fake_tensorrt(fresh_artifact.path, DeviceMemory(cudart)))
+    rt = BudgetRuntime.load(fresh_artifact.path, backend="tensorrt")
+    net = fresh_artifact.net
+    x = np.random.default_rng(0).standard_normal((10, *net.input_size)).astype(np.float32)
+    mask = (np.random.default_rng(1).random((10, 3)) < 0.5).astype(np.uint8)
+    result = rt.infer(x, mask=mask)
+    np.testing.assert_allclose(result.logits, net.np_forward(x, mask), atol=1e-4, rtol=1e-4)
+    policy = rt.infer(x, budget=0.5)
+    assert policy.probs is not None
+    np.testing.assert_allclose(policy.probs, net.np_policy(x, np.full(10, 0.5)), atol=1e-5)
+    rt.close()
 
 
 def test_tensorrt_refuses_foreign_engines(fake_trt: tuple[Any, FakeCudart, types.ModuleType],
