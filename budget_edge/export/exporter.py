@@ -39,7 +39,6 @@ from budget_edge.errors import ConfigError
 from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
 from budget_edge.export.engine_plan import ENGINE_DIR
 from budget_edge.export.graph_modules import (
-    ChainGraph,
     block_module,
     head_module,
     is_identity_skip,
@@ -49,6 +48,7 @@ from budget_edge.export.hot_policies import most_frequent_masks, policy_masks
 from budget_edge.export.onnx_export import (
     DEFAULT_OPSET,
     GraphExporter,
+    chain_graphs,
     check_graph,
     save_model,
     tensor_specs,
@@ -104,6 +104,7 @@ class _Writer:
     exporter: GraphExporter
     progress: Progress | None = None
     graphs: list[GraphSpec] = field(default_factory=list)
+    models: dict[str, onnx.ModelProto] = field(default_factory=dict)
 
     def add(
         self,
@@ -114,13 +115,16 @@ class _Writer:
         outputs: Sequence[str],
         reuse: bool = True,
     ) -> None:
-        model = self.exporter.export(module, example, inputs, outputs, reuse=reuse)
+        self.write(name, self.exporter.export(module, example, inputs, outputs, reuse=reuse))
+
+    def write(self, name: str, model: onnx.ModelProto) -> None:
         check_graph(model, name)
         file = f"{GRAPH_DIR}/{name}.onnx"
         save_model(model, self.out / file)
         self.graphs.append(
             GraphSpec(name, file, tensor_specs(model.graph.input), tensor_specs(model.graph.output))
         )
+        self.models[name] = model
         if self.progress is not None:
             self.progress(name)
 
@@ -134,12 +138,15 @@ def export_checkpoint(
     calib_count: int = DEFAULT_COUNT,
     class_names: Sequence[str] | None = None,
     progress: Progress | None = None,
+    exporter: GraphExporter | None = None,
 ) -> Manifest:
     """Export a checkpoint (path or loaded) to `out_dir`; return the written manifest.
 
     `fuse_top` K > 0 also exports the K masks the policy picks most often on
     `calib_data` (a dataset spec such as "fashion-mnist" or "cifar10:PATH", or
-    preprocessed float32 NCHW images) as whole-mask graphs.
+    preprocessed float32 NCHW images) as whole-mask graphs. Passing the same
+    `exporter` to several exports (checkpoints of one architecture, say) lets
+    them share its traced graphs.
     """
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     # Deep copies in eval mode: exporting never touches the caller's modules.
@@ -150,19 +157,18 @@ def export_checkpoint(
     hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing)
     out = _prepare_out_dir(out_dir)
 
-    writer = _Writer(out, GraphExporter(opset), progress)
+    if exporter is not None and exporter.opset != opset:
+        raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
+    writer = _Writer(out, exporter or GraphExporter(opset), progress)
     with torch.no_grad():
-        blocks, full_modules = _export_backbone(writer, net)
+        blocks, block_inputs = _export_backbone(writer, net)
         if agent is not None:
             _export_policy(writer, agent, net)
-        stem, head = stem_module(net), head_module(net)
-        image = torch.randn(EXAMPLE_BATCH, *net.input_size)
-        writer.add("full", ChainGraph(stem, full_modules, head), (image,), ["image"], ["logits"],
-                   reuse=False)
+        all_kept = [1] * net.num_components
+        writer.write("full", _mask_chain(writer, net, blocks, block_inputs, all_kept))
         hot = []
         for i, mask in enumerate(hot_masks):
-            chain = ChainGraph(stem, _mask_modules(net, mask), head)
-            writer.add(f"hot{i:02d}", chain, (image,), ["image"], ["logits"], reuse=False)
+            writer.write(f"hot{i:02d}", _mask_chain(writer, net, blocks, block_inputs, mask))
             hot.append(HotPolicySpec(list(mask), f"hot{i:02d}"))
 
     table = net.flops()
@@ -190,22 +196,22 @@ def export_checkpoint(
     return write_manifest(out, manifest)
 
 
-def _export_backbone(writer: _Writer, net: Backbone) -> tuple[list[BlockSpec], list[nn.Module]]:
-    """Stem, every block's variants and skip, head; returns block specs and full blocks."""
+def _export_backbone(writer: _Writer, net: Backbone) -> tuple[list[BlockSpec], list[Tensor]]:
+    """Stem, every block's variants and skip, head; returns block specs and block inputs."""
     table = net.flops()
     stem = stem_module(net)
     image = torch.randn(EXAMPLE_BATCH, *net.input_size)
     writer.add("stem", stem, (image,), ["image"], ["features"])
     x = stem(image)
     specs: list[BlockSpec] = []
-    full_modules: list[nn.Module] = []
+    inputs: list[Tensor] = []
     for b, block in enumerate(net.blocks):
+        inputs.append(x)
         spec, full = _export_block(writer, b, block, x, net, table.blocks[b].fixed)
         specs.append(spec)
-        full_modules.append(full)
         x = full(x)
     writer.add("head", head_module(net), (x,), ["features"], ["logits"])
-    return specs, full_modules
+    return specs, inputs
 
 
 def _export_block(
@@ -243,13 +249,33 @@ def _export_policy(writer: _Writer, agent: PolicyNet, net: Backbone) -> None:
                reuse=False)
 
 
-def _mask_modules(net: Backbone, mask: Sequence[int]) -> list[nn.Module]:
-    """The folded block modules that run mask `mask` (a dropped block is its skip)."""
-    modules = []
-    for b, block in enumerate(net.blocks):
+def _mask_chain(
+    writer: _Writer,
+    net: Backbone,
+    blocks: Sequence[BlockSpec],
+    block_inputs: Sequence[Tensor],
+    mask: Sequence[int],
+) -> onnx.ModelProto:
+    """image -> logits for one fixed mask, joined from the graphs already exported.
+
+    A kept-path set with no graph of its own (a non-prefix set of a "prefix"
+    block) is exported here from its module, without a file.
+    """
+    parts = [writer.models["stem"]]
+    for b, block in enumerate(blocks):
         kept = [p for p, k in enumerate(net.block_components(b)) if mask[k]]
-        modules.append(block_module(block, kept))
-    return modules
+        if not kept:
+            if block.skip is not None:
+                parts.append(writer.models[block.skip])
+            continue
+        graph = next((v.graph for v in block.variants if v.paths == kept), None)
+        if graph is not None:
+            parts.append(writer.models[graph])
+        else:
+            module = block_module(net.blocks[b], kept)
+            parts.append(writer.exporter.export(module, (block_inputs[b],), ["x"], ["y"]))
+    parts.append(writer.models["head"])
+    return chain_graphs(parts, "image", "logits")
 
 
 def _hot_masks(

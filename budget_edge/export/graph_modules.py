@@ -163,22 +163,6 @@ def head_module(net: Backbone) -> nn.Module:
     return fold_batchnorms(HeadGraph(net))
 
 
-class ChainGraph(nn.Module):
-    """image -> logits through given stem, block and head modules (full or hot mask)."""
-
-    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], head: nn.Module) -> None:
-        super().__init__()
-        self.stem = stem
-        self.blocks = nn.ModuleList(blocks)
-        self.head = head
-
-    def forward(self, image: Tensor) -> Tensor:
-        x = self.stem(image)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
-
-
 def is_identity_skip(block: ResidualBlock, example: Tensor) -> bool:
     """A one-path block whose dropped output is its input (no graph needed)."""
     if block.num_paths != 1:

@@ -12,6 +12,7 @@ have 5 (by kept-path count).
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -104,6 +105,23 @@ def with_weights(template: onnx.ModelProto, module: nn.Module) -> onnx.ModelProt
     return model if replaced == len(state) else None
 
 
+def _random_twin(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every float weight drawn from U(0.5, 1.5).
+
+    The exporter's optimiser looks at weight values (it drops an all-zero conv
+    bias, say), so a graph traced from real weights may not fit other weights.
+    Traced from weights that are never 0 or 1, the graph keeps every weight as
+    its own initializer, and any block's weights can be put in by name.
+    """
+    twin = copy.deepcopy(module)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in twin.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+    return twin
+
+
 class GraphExporter:
     """Exports modules to ONNX, tracing each distinct structure only once."""
 
@@ -121,18 +139,73 @@ class GraphExporter:
         output_names: Sequence[str],
         reuse: bool = True,
     ) -> onnx.ModelProto:
+        """The graph of `module`. With `reuse`, the module must keep its weights as
+        plain named parameters (BatchNorm already folded); the graph is then traced
+        once per structure and filled with this module's weights."""
+        if not reuse:
+            self.traced += 1
+            return trace_to_onnx(module, example, input_names, output_names, self.opset)
         key = f"{structure_key(module, example)}\n{list(input_names)}->{list(output_names)}"
-        template = self._templates.get(key) if reuse else None
-        if template is not None:
-            model = with_weights(template, module)
-            if model is not None:
-                self.reused += 1
-                return model
-        model = trace_to_onnx(module, example, input_names, output_names, self.opset)
-        self.traced += 1
-        if reuse and with_weights(model, module) is not None:
-            self._templates[key] = model
+        template = self._templates.get(key)
+        if template is None:
+            twin = _random_twin(module)
+            template = trace_to_onnx(twin, example, input_names, output_names, self.opset)
+            self._templates[key] = template
+            self.traced += 1
+        else:
+            self.reused += 1
+        model = with_weights(template, module)
+        if model is None:
+            raise RuntimeError(
+                f"the traced graph of {type(module).__name__} does not keep its weights by "
+                "name; export it with reuse=False"
+            )
         return model
+
+
+def chain_graphs(
+    parts: Sequence[onnx.ModelProto], input_name: str, output_name: str
+) -> onnx.ModelProto:
+    """One graph that runs single-input single-output graphs one after another.
+
+    The static `full` model and the hot-policy graphs are chains of graphs
+    already exported (stem, block variants, head): joining them in ONNX costs
+    milliseconds where tracing the whole network again costs seconds, and
+    gives exactly the operators and weights of the parts.
+    """
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    value_info: list[onnx.ValueInfoProto] = []
+    previous = input_name
+    for i, part in enumerate(parts):
+        if len(part.graph.input) != 1 or len(part.graph.output) != 1:
+            raise ValueError("chain_graphs takes graphs with one input and one output")
+        part = onnx.compose.add_prefix(part, f"p{i:03d}_")
+        start, end = part.graph.input[0].name, part.graph.output[0].name
+        last = i == len(parts) - 1
+        rename = {start: previous, **({end: output_name} if last else {})}
+        for node in part.graph.node:
+            node.input[:] = [rename.get(n, n) for n in node.input]
+            node.output[:] = [rename.get(n, n) for n in node.output]
+            nodes.append(node)
+        initializers.extend(part.graph.initializer)
+        value_info.extend(v for v in part.graph.value_info if v.name not in rename)
+        if not last:
+            middle = onnx.ValueInfoProto()
+            middle.CopyFrom(part.graph.output[0])
+            value_info.append(middle)
+        previous = end
+    first_input = onnx.ValueInfoProto()
+    first_input.CopyFrom(parts[0].graph.input[0])
+    first_input.name = input_name
+    last_output = onnx.ValueInfoProto()
+    last_output.CopyFrom(parts[-1].graph.output[0])
+    last_output.name = output_name
+    graph = onnx.helper.make_graph(nodes, "chain", [first_input], [last_output],
+                                   initializer=initializers, value_info=value_info)
+    model = onnx.helper.make_model(graph, opset_imports=parts[0].opset_import)
+    model.ir_version = parts[0].ir_version
+    return model
 
 
 def check_graph(model: onnx.ModelProto, name: str) -> None:

@@ -1,0 +1,90 @@
+"""Shared pieces for the export tests: realistic tiny models, reference-layout files,
+one GraphExporter for the whole session (so exports of similar models share traces),
+and the ONNX Runtime helpers the parity checks use."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from budget_edge.export.onnx_export import GraphExporter
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def realistic(net: nn.Module, seed: int = 0, batches: int = 2, agent: bool = False) -> nn.Module:
+    """Random BN affine parameters and running statistics measured on random input.
+
+    Fresh BatchNorms are identities in eval mode and would hide folding
+    mistakes; measured statistics keep activations O(1) so 1e-4 is a real bar.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(bn.num_features, generator=gen) * 0.2)
+            bn.momentum = None  # cumulative average over the batches below
+        net.train()
+        size = getattr(net, "input_size", (3, 32, 32))
+        for _ in range(batches):
+            x = torch.randn(8, *size, generator=gen)
+            if agent:
+                net(x, torch.rand(8, generator=gen))
+            else:
+                net(x)
+        for bn in bns:
+            bn.momentum = 0.1
+    return net.eval()
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_graph(path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
+    s = session(path)
+    feeds = {i.name: np.ascontiguousarray(x, np.float32)
+             for i, x in zip(s.get_inputs(), inputs, strict=True)}
+    return s.run(None, feeds)
+
+
+def close(actual: np.ndarray, expected: torch.Tensor | np.ndarray) -> None:
+    """The parity bar: fp32 equal to 1e-4."""
+    want = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
+    np.testing.assert_allclose(actual, want, rtol=1e-4, atol=1e-4)
+
+
+def fashion_mnist_images(n: int, channels: int, size: int) -> np.ndarray | None:
+    """Real test images (zero-padded to `size`, repeated to `channels`), or None when absent."""
+    path = FMNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    if not path.is_file():
+        return None
+    with gzip.open(path, "rb") as f:
+        raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    x = raw.astype(np.float32) / 255.0
+    pad = (size - 28) // 2
+    x = np.pad(x, ((0, 0), (pad, size - 28 - pad), (pad, size - 28 - pad)))
+    x = (x - 0.286) / 0.353
+    return np.ascontiguousarray(np.repeat(x[:, None], channels, axis=1))
+
+
+def random_masks(n: int, k: int, seed: int) -> np.ndarray:
+    """0/1 masks; row 0 drops everything, row 1 keeps everything."""
+    mask = (np.random.default_rng(seed).random((n, k)) < 0.5).astype(np.float32)
+    mask[0] = 0
+    mask[1] = 1
+    return mask
+
+
+@pytest.fixture(scope="session")
+def exporter() -> GraphExporter:
+    return GraphExporter()
