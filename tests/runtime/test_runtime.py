@@ -282,6 +282,19 @@ def test_auto_falls_back_when_tensorrt_cannot_run(fresh_artifact: Any) -> None:
         BudgetRuntime.load(root, backend="tensorrt")
 
 
+def test_concurrent_calls_from_threads(resnext_artifact: Any) -> None:
+    """A server calls infer from a thread pool; lazily created sessions are shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = BudgetRuntime.load(resnext_artifact.path, backend="onnxruntime", threads=1)
+    net = resnext_artifact.net
+    jobs = [(_images(net, 4, seed=s), _valid_masks(rt, 4, seed=s)) for s in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda job: rt.infer(job[0], mask=job[1]), jobs))
+    for (x, mask), result in zip(jobs, results, strict=True):
+        np.testing.assert_allclose(result.logits, net.np_forward(x, mask), atol=ATOL, rtol=1e-4)
+
+
 def test_manifest_file_is_plain_json(resnet_artifact: Any) -> None:
     data = json.loads((resnet_artifact.path / MANIFEST_NAME).read_text())
     assert data["schema_version"] == 1 and data["roles"]["policy"] == "policy"

@@ -8,6 +8,7 @@ what runs keeps resident memory close to that of the static model.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,24 @@ def session_options(ort: Any, threads: int | None) -> Any:
     """Options for every session, chosen by measurement.
 
     The runtime runs many small sessions one after another (stem, a graph per
-    block, head), never two at once. Measured with
-    `python benchmarks/ort_session_options.py` (ResNet-56 shaped chain, 2-core
-    CPU, median ms per image batch; see the numbers in that script's docstring):
-    a per-session intra-op pool that spins after each run keeps the cores busy
-    while the *next* session starts, and 29 spinning pools fight over 2 cores.
-    With spinning off, the chain of sessions runs as fast as the one static
-    graph; intra-op threads still help batch 8. So: intra_op_num_threads =
-    cores (or `threads`), allow_spinning = 0, inter_op = 1, sequential.
+    block, head), never two at once. `python benchmarks/ort_session_options.py`
+    times a ResNet-56 shaped chain of 29 sessions against the one static graph
+    (onnxruntime 1.32, the 2-core dev VM while other jobs ran, load ~8, so
+    treat small differences as noise; median ms):
+
+        options                          batch 1: chain / static   batch 8: chain / static
+        default (per-session spinning)             205  / 1.9              846 / 39
+        intra 2, inter 1, sequential, spinning     207  / 1.8              725 / 25
+        the same with allow_spinning = 0           3.0  / 2.0              15  / 16
+        intra 1                                    2.4  / 1.9              34  / 29
+
+    Each session's pool spins after its run while the next session wants the
+    cores, so spinning pools are ~70x slower in a chain. Without spinning the
+    chain matches the static graph at batch 8; one thread per session is a
+    little faster at batch 1 but half as fast at batch 8. So: intra-op threads
+    = cores (or `threads`), allow_spinning = 0, inter-op 1, sequential.
+    IO binding with pre-allocated outputs measured the same as `run` on CPU
+    (87 us vs 87 us per block call), so plain `run` is used.
     """
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or default_threads()
@@ -95,8 +106,16 @@ class OnnxRuntimeBackend:
         self.providers = choose_providers(self._ort.get_available_providers(), providers)
         self._options = session_options(self._ort, threads)
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
+        self._lock = threading.Lock()  # session.run is thread-safe; creating them is ours
 
     def _session(self, graph: str) -> tuple[Any, list[str], list[str]]:
+        entry = self._sessions.get(graph)
+        if entry is not None:
+            return entry
+        with self._lock:
+            return self._create(graph)
+
+    def _create(self, graph: str) -> tuple[Any, list[str], list[str]]:
         entry = self._sessions.get(graph)
         if entry is None:
             spec = self._manifest.graph(graph)

@@ -18,6 +18,7 @@ of each block's activations.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,9 @@ class TensorRTBackend:
         self._runtime: trt.Runtime = trt.Runtime(self._logger)
         self._stream = cuda_call(cudart.cudaStreamCreate())
         self._engines: dict[str, _Engine] = {}
+        # One stream, one context and one set of buffers per engine: calls from
+        # several threads (a server) take turns.
+        self._lock = threading.Lock()
 
     def _engine(self, graph: str) -> _Engine:
         entry = self._engines.get(graph)
@@ -255,14 +259,16 @@ class TensorRTBackend:
 
     def load(self, graphs: Sequence[str]) -> None:
         """Deserialise these engines now rather than on first use."""
-        for g in graphs:
-            self._engine(g)
+        with self._lock:
+            for g in graphs:
+                self._engine(g)
 
     def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        e = self._engine(graph)
         n = int(inputs[0].shape[0])
-        chunks = [self._run_chunk(graph, e, inputs, start, stop)
-                  for start, stop in batch_chunks(n, e.max_batch)]
+        with self._lock:
+            e = self._engine(graph)
+            chunks = [self._run_chunk(graph, e, inputs, start, stop)
+                      for start, stop in batch_chunks(n, e.max_batch)]
         if len(chunks) == 1:
             return chunks[0]
         return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
@@ -291,10 +297,11 @@ class TensorRTBackend:
         return [o if o.dtype == np.float32 else o.astype(np.float32) for o in outs]
 
     def close(self) -> None:
-        for e in self._engines.values():
-            for ptr in e.buffers:
-                cuda_call(self._cudart.cudaFree(ptr))
-        self._engines.clear()
-        if self._stream is not None:
-            cuda_call(self._cudart.cudaStreamDestroy(self._stream))
-            self._stream = None
+        with self._lock:
+            for e in self._engines.values():
+                for ptr in e.buffers:
+                    cuda_call(self._cudart.cudaFree(ptr))
+            self._engines.clear()
+            if self._stream is not None:
+                cuda_call(self._cudart.cudaStreamDestroy(self._stream))
+                self._stream = None
