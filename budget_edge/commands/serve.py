@@ -54,18 +54,18 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
                            "pip install 'budget-edge[serve]'") from exc
 
     runtime = BudgetRuntime.load(directory, backend=backend, threads=threads)
-    controller = parse_budget_spec(budget_spec, runtime)
-    model = ServedModel(runtime, controller, name=model_name)
-    app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024))
-    server = make_server(app, log_level=log_level)
-    sock = bind_unix(uds) if uds else bind_tcp(host, port)
-    url = address_of(sock)
-    route = f"/v2/models/{model.name}"
-    example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
-               else f"curl {url}{route}")
-    click.echo(f"serving model {model.name!r} ({model.platform}) on {url} with budget "
-               f"{budget_spec}; try: {example}", err=True)
     try:
+        controller = parse_budget_spec(budget_spec, runtime)
+        model = ServedModel(runtime, controller, name=model_name)
+        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024))
+        server = make_server(app, log_level=log_level)
+        sock = bind_unix(uds) if uds else bind_tcp(host, port)
+        url = address_of(sock)
+        route = f"/v2/models/{model.name}"
+        example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
+                   else f"curl {url}{route}")
+        click.echo(f"serving model {model.name!r} ({model.platform}) on {url} with budget "
+                   f"{budget_spec}; try: {example}", err=True)
         run(server, sock)
     finally:
         runtime.close()

@@ -1,0 +1,170 @@
+"""`budget-edge serve` as a real process: start, answer, SIGTERM mid-request, exit 0; CLI errors."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budget_edge.cli import main
+from budget_edge.runtime import BudgetRuntime
+
+from .conftest import image_input
+
+STARTUP_S = 60  # the process imports numpy and onnxruntime and checks every file
+
+
+class Process:
+    """A `budget-edge serve` child whose stderr lines are collected by a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "budget_edge.cli", "serve", *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stderr is not None
+        for line in self.popen.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = STARTUP_S) -> re.Match[str]:
+        """The first stderr line (from now on) matching `pattern`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.popen.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n"
+                             + "".join(self.seen))
+
+
+@contextmanager
+def serve_process(args: list[str]) -> Iterator[Process]:
+    process = Process(args)
+    try:
+        yield process
+    finally:
+        if process.popen.poll() is None:
+            process.popen.kill()
+        process.popen.wait(timeout=30)
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Bytes up to the end of one response head (the 100 Continue is all there is yet)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, "connection closed"
+        head += chunk
+    return head
+
+
+def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path) -> None:
+    with serve_process([str(tiny_artifact), "--port", "0", "--budget", "fixed:0.5",
+                        "--model-name", "tiny"]) as process:
+        url = process.wait_for(r"serving model 'tiny' .* on (http://\S+) with budget").group(1)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        images = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+        body = json.dumps({"inputs": [image_input(images)]}).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            # With Expect: 100-continue the server says "100 Continue" once the handler
+            # reads the body: from then on the request is surely in flight.
+            sock.sendall(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {host}\r\n"
+                         f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+                         .encode())
+            assert read_head(sock).startswith(b"HTTP/1.1 100")
+            sock.sendall(body[:100])
+            process.popen.send_signal(signal.SIGTERM)
+            process.wait_for("Shutting down", timeout=30)
+            sock.sendall(body[100:])
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            assert answer.status == 200
+            outputs = {o["name"]: o for o in json.loads(answer.read())["outputs"]}
+        assert process.popen.wait(timeout=40) == 0
+        with pytest.raises(OSError):  # it no longer listens
+            socket.create_connection((host, int(port)), timeout=5).close()
+    with BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1) as rt:
+        want = rt.infer(images, budget=0.5)
+    assert outputs["CLASS"]["data"] == want.classes.tolist()
+    np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_unix_socket_process_serves_and_cleans_up(tiny_artifact: Path, tmp_path: Path) -> None:
+    path = tmp_path / "be.sock"
+    with serve_process([str(tiny_artifact), "--uds", str(path)]) as process:
+        process.wait_for(rf"on unix:{re.escape(str(path))} ")
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(30)
+        client.connect(str(path))
+        client.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = http.client.HTTPResponse(client)
+        answer.begin()
+        assert answer.status == 200
+        assert json.loads(answer.read()) == {"ready": True}
+        client.close()
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(timeout=40) == 0
+    assert not path.exists()
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", *args])
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def test_busy_port_exits_2_with_advice(
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, err = run_cli([str(tiny_artifact), "--port", str(port)], capsys)
+    assert code == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}" in err
+    assert "--port" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--budget", "fixed:2"], "must be a number in [0, 1]"),
+        (["--budget", "battery:/no/such/file"], "is not a file"),
+    ],
+)
+def test_bad_budget_exits_2(
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, err = run_cli([str(tiny_artifact), "--port", "0", *extra], capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_missing_artifact_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli([str(tmp_path / "nothing"), "--port", "0"], capsys)
+    assert code == 2
+    assert "does not exist" in err
