@@ -504,6 +504,12 @@ def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
         _check(len(h.mask) == m.num_components and all(v in (0, 1) for v in h.mask),
                f"{where}.mask", f"must be {m.num_components} values of 0 or 1")
         _check(tuple(h.mask) not in seen, f"{where}.mask", "is listed twice")
+        for b in m.blocks:
+            if b.variant_scheme == "prefix":
+                part = [h.mask[k] for k in m.block_components(b.index)]
+                _check(part == sorted(part, reverse=True), f"{where}.mask",
+                       f"keeps a non-prefix path set of block {b.index} (scheme 'prefix'), "
+                       "which the runtime never runs")
         seen.add(tuple(h.mask))
         _check(h.graph in graphs, f"{where}.graph", f"names unknown graph {h.graph!r}")
         g = graphs[h.graph]

@@ -135,6 +135,17 @@ def test_multipath_block_needs_skip_graph(resnext_artifact: Any) -> None:
         Manifest.from_dict(data).validate()
 
 
+def test_hot_mask_must_be_runnable(resnext_artifact: Any) -> None:
+    data = _data(resnext_artifact.path)
+    mask = [1] * 9
+    mask[3] = 0  # block 1 ('prefix') without its path 0
+    data["hot_policies"] = [{"mask": mask, "graph": "full"}]
+    with pytest.raises(ManifestError, match=r"hot_policies\[0\]\.mask.*non-prefix"):
+        Manifest.from_dict(data).validate()
+    mask[3], mask[7] = 1, 0  # paths 0..3 of block 1: a prefix
+    Manifest.from_dict(data).validate()
+
+
 def test_prefix_needs_equal_path_flops(resnext_artifact: Any) -> None:
     data = _data(resnext_artifact.path)
     data["components"][3]["flops"] += 1  # block 1, path 0
