@@ -1,0 +1,100 @@
+"""`budget-edge bench`: latency, throughput, usage, FLOPs and accuracy per budget (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("bench")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--budgets", default="0.25,0.5,0.75,1.0", show_default=True,
+              help="Comma list, or start:stop:step (stop included).")
+@click.option("--batch", "batch_text", default="1,8", show_default=True,
+              help="Batch sizes to time, comma list.")
+@click.option("--data", "data_spec", default="random", show_default=True,
+              help="random (pixels, no accuracy) or a test set: fashion-mnist, cifar10, "
+                   "cifar100, folder; NAME:PATH or --data-dir for where it lives.")
+@click.option("--data-dir", help="Folder (or CIFAR .tar.gz) of the dataset.")
+@click.option("--eval-images", type=int,
+              help="Images for usage/FLOPs/accuracy (default: the whole test set; 256 "
+                   "for random).")
+@click.option("--warmup", type=int, default=10, show_default=True,
+              help="Untimed calls per row before timing.")
+@click.option("--iterations", type=int, default=100, show_default=True,
+              help="Timed calls per row (budget x batch size).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads per ONNX Runtime session (default: the usable cores).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
+              default="auto", show_default=True)
+@click.option("--mode", type=click.Choice(["greedy", "sample"]), default="greedy",
+              show_default=True, help="Mask from the probabilities: p >= 0.5, or sampled.")
+@click.option("--cap", type=click.Choice(["none", "components", "flops"]), default="none",
+              show_default=True, help="Make the budget a hard ceiling on components or FLOPs.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of random pixels and sampled masks.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write CSV here.")
+@click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write Markdown here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Write a PNG plot here (needs matplotlib).")
+def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
+            data_dir: str | None, eval_images: int | None, warmup: int, iterations: int,
+            threads: int | None, backend: str, mode: str, cap: str, seed: int,
+            json_path: Path | None, csv_path: Path | None, md_path: Path | None,
+            plot_path: Path | None) -> None:
+    """Time the runtime per budget and batch size, next to the static model and the policy.
+
+    Latency is trtexec's min/mean/median/p90/p95/p99 in ms per batch, end to
+    end (uint8 pixels in, logits out); throughput in images/s. Usage, executed
+    FLOPs share and accuracy are over the evaluation images.
+
+    \b
+    Example:
+      budget-edge bench artifacts/r20 --data fashion-mnist --budgets 0.25,0.5,0.75,1.0 \\
+          --batch 1,8 --json bench.json --md bench.md --plot bench.png
+    """
+    from rich.console import Console
+
+    from budget_edge.runtime import BudgetRuntime
+    from budget_edge.runtime import bench_report as report
+    from budget_edge.runtime.bench import (
+        BenchSettings,
+        load_bench_data,
+        parse_batches,
+        parse_budgets,
+        run_bench,
+    )
+
+    # Every option is checked before the artifact loads: a typo fails in a second.
+    settings = BenchSettings(budgets=parse_budgets(budgets), batches=parse_batches(batch_text),
+                             warmup=warmup, iterations=iterations, mode=mode,
+                             cap=None if cap == "none" else cap, seed=seed)
+    settings.check()
+    outputs = ((json_path, report.write_json), (csv_path, report.write_csv),
+               (md_path, report.write_markdown), (plot_path, report.write_plot))
+    for path, _ in outputs:
+        if path is not None:
+            report.check_writable(path)
+    if plot_path is not None:
+        report.import_pyplot()  # fail now, not after minutes of timing
+    console = Console(stderr=True)
+    rt = BudgetRuntime.load(directory, backend=backend, threads=threads)
+    try:
+        data = load_bench_data(data_spec, rt, data_dir, eval_images, seed)
+        with console.status("bench") as status:
+            result = run_bench(rt, data, settings, threads=threads,
+                               progress=lambda msg: status.update(msg))
+    finally:
+        rt.close()
+    out = Console()
+    if not out.is_terminal:  # piped to a file: no terminal width to respect
+        out = Console(width=160)
+    out.print(report.rich_table(result))
+    written = []
+    for path, write in outputs:
+        if path is not None:
+            written.append(str(write(result, path)))
+    if written:
+        console.print(f"wrote {', '.join(written)}")

@@ -1,0 +1,439 @@
+"""Measure an artifact with the runtime: latency, throughput, usage, FLOPs and accuracy per budget.
+
+What `budget-edge bench` runs. Torch-free (numpy, the runtime and the numpy
+data readers), so it works on a device that has only the runtime installed.
+
+For every budget c, over the evaluation images (the first `eval_images` of
+the test set, or random pixels):
+
+- mean component usage, executed FLOPs as a share of the full backbone, and
+  accuracy when the data has labels (the policy picks every image's mask).
+
+For every budget c and batch size n, latency of `rt.infer(batch, budget=c)`
+end to end (uint8 pixels in: normalisation, policy, mask, stem, blocks,
+head), on batches of n consecutive evaluation images, in trtexec's terms: min,
+mean, median, p90, p95, p99 in ms per batch, and throughput in images/s
+(n / mean latency). Baselines timed in the same run on the same batches: the
+static `full` graph (every component, one graph) and the policy alone.
+
+Fair timing on a shared machine: before timing, every batch of a row's pool
+runs once (ONNX Runtime creates a variant's session on first use; that is
+start-up, not steady state), then `warmup` untimed calls; the timed calls of
+all rows are interleaved in `rounds` rounds, so a change of machine load
+spreads over every row instead of landing on one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from budget_edge.errors import ConfigError, DataError
+from budget_edge.runtime import masks as masklib
+from budget_edge.runtime.machine import load_average, machine_info, peak_rss_mib, usable_cores
+from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
+
+RANDOM_DATA = "random"
+DEFAULT_RANDOM_IMAGES = 256
+MAX_POOL_BATCHES = 64  # distinct batches timed per row; more calls cycle through them
+POLICY_BUDGET = 1.0  # the policy's cost does not depend on the budget value
+
+Progress = Callable[[str], None]
+
+
+# ---- parsing the command line's lists --------------------------------------------
+
+
+def parse_budgets(text: str) -> list[float]:
+    """'0.25,0.5,1' or start:stop:step with stop included ('0.1:1.0:0.1')."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            if not step > 0 or start > stop:
+                raise ValueError
+            count = int(math.floor((stop - start) / step + 1e-6)) + 1
+            budgets = [round(start + i * step, 10) for i in range(count)]
+        else:
+            budgets = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--budgets {text!r} not understood: give a comma list such as "
+                          "0.25,0.5,0.75,1.0 or start:stop:step with step > 0 and start <= "
+                          "stop, such as 0.1:1.0:0.1") from None
+    bad = [b for b in budgets if not (math.isfinite(b) and 0.0 <= b <= 1.0)]
+    if bad:
+        raise ConfigError(f"--budgets {text!r}: budget {bad[0]:g} is outside [0, 1] (it is "
+                          "the fraction of the model to use)")
+    return list(dict.fromkeys(budgets))
+
+
+def parse_batches(text: str) -> list[int]:
+    """'1,8' -> [1, 8]: batch sizes to time, each at least 1."""
+    try:
+        batches = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--batch {text!r} not understood: give batch sizes as a comma "
+                          "list of whole numbers, such as 1,8") from None
+    if any(b < 1 for b in batches):
+        raise ConfigError(f"--batch {text!r}: every batch size must be at least 1")
+    return list(dict.fromkeys(batches))
+
+
+# ---- settings and data ----------------------------------------------------------------
+
+
+@dataclass
+class BenchSettings:
+    """What to measure and how long."""
+
+    budgets: list[float]
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    warmup: int = 10
+    iterations: int = 100
+    rounds: int = 5
+    mode: str = "greedy"
+    cap: str | None = None
+    seed: int = 0
+    eval_batch: int = 64
+
+    def check(self) -> None:
+        if not self.budgets:
+            raise ConfigError("no budgets to measure: pass --budgets, e.g. 0.25,0.5,1.0")
+        if not self.batches or min(self.batches) < 1:
+            raise ConfigError("batch sizes must be at least 1, e.g. --batch 1,8")
+        if self.warmup < 0 or self.iterations < 1:
+            raise ConfigError(f"--warmup must be >= 0 and --iterations >= 1 (got warmup "
+                              f"{self.warmup}, iterations {self.iterations})")
+        if self.rounds < 1 or self.eval_batch < 1:
+            raise ConfigError(f"rounds and eval_batch must be at least 1 (got {self.rounds}, "
+                              f"{self.eval_batch})")
+        if self.mode not in masklib.MODES:
+            raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(masklib.MODES)}")
+        if self.cap is not None and self.cap not in masklib.CAPS:
+            raise ConfigError(f"--cap {self.cap!r} is not one of none, "
+                              f"{', '.join(masklib.CAPS)}")
+
+
+@dataclass
+class BenchData:
+    """The evaluation images (uint8 NHWC) and their labels (None for random pixels)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray | None
+
+
+def split_data_spec(spec: str, data_dir: str | None) -> tuple[str, str | None]:
+    """'cifar10:PATH' or 'cifar10' with --data-dir PATH -> (name, root)."""
+    name, sep, path = spec.partition(":")
+    if not sep:
+        return spec, data_dir
+    if data_dir is not None:
+        raise ConfigError(f"--data {spec!r} names a path and --data-dir gives another: "
+                          "pass the path once")
+    if not path:
+        raise ConfigError(f"--data {spec!r} has an empty path after ':'")
+    return name, path
+
+
+def load_bench_data(spec: str, rt: BudgetRuntime, data_dir: str | None = None,
+                    eval_images: int | None = None, seed: int = 0) -> BenchData:
+    """`random` pixels, or the test split of a dataset checked against the model."""
+    if eval_images is not None and eval_images < 1:
+        raise ConfigError(f"--eval-images must be at least 1, got {eval_images}")
+    c, h, w = rt.manifest.preprocessing.input_size
+    if spec == RANDOM_DATA:
+        if data_dir is not None:
+            raise ConfigError("--data random takes no --data-dir: drop it, or name a dataset")
+        count = eval_images or DEFAULT_RANDOM_IMAGES
+        pixels = np.random.default_rng(seed).integers(0, 256, (count, h, w, c), dtype=np.uint8)
+        return BenchData(RANDOM_DATA, pixels, None)
+    from budget_edge.data.registry import load_arrays  # numpy-only readers
+
+    name, root = split_data_spec(spec, data_dir)
+    arrays = load_arrays(name, root, "test").subset(eval_images)
+    size = tuple(arrays.info.input_size)
+    if size != (c, h, w):
+        raise DataError(f"{name} images are (C, H, W) = {size} but the model takes "
+                        f"{(c, h, w)}: pick the dataset the model was trained on")
+    if arrays.info.num_classes != rt.num_classes:
+        raise DataError(f"{name} has {arrays.info.num_classes} classes but the model "
+                        f"predicts {rt.num_classes}: pick the dataset the model was trained on")
+    return BenchData(name, arrays.images, arrays.labels)
+
+
+# ---- latency statistics ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """trtexec's latency summary, ms per batch (percentiles by linear interpolation)."""
+
+    min: float
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def of(cls, times_ms: list[float]) -> LatencyStats:
+        t = np.asarray(times_ms, np.float64)
+        if t.size == 0:
+            raise ValueError("no latencies measured")
+        p = np.percentile(t, [50, 90, 95, 99])
+        return cls(float(t.min()), float(t.mean()), float(p[0]), float(p[1]), float(p[2]),
+                   float(p[3]))
+
+
+@dataclass
+class BenchRow:
+    """One measured configuration: a budget (or a baseline) at one batch size.
+
+    kind: "budget" (the runtime under budget c), "static" (the `full` graph),
+    "policy" (the policy graph alone). usage, flops_share and accuracy are over
+    the evaluation images (None where they do not apply); breakdown_ms is the
+    runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
+    """
+
+    kind: str
+    batch: int
+    budget: float | None
+    latency: LatencyStats
+    throughput: float
+    usage: float | None = None
+    flops_share: float | None = None
+    accuracy: float | None = None
+    breakdown_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"c={self.budget:g}" if self.kind == "budget" else self.kind
+
+
+@dataclass
+class BenchResult:
+    """Everything `budget-edge bench` reports; `to_dict` is the JSON file."""
+
+    rows: list[BenchRow]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "data": self.data,
+            "settings": self.settings,
+            "environment": self.environment,
+            "rows": [{"label": r.label, **asdict(r)} for r in self.rows],
+        }
+
+    def row(self, kind: str, batch: int, budget: float | None = None) -> BenchRow:
+        for r in self.rows:
+            if r.kind == kind and r.batch == batch and r.budget == budget:
+                return r
+        raise KeyError((kind, batch, budget))
+
+
+# ---- measuring ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Quality:
+    usage: float | None
+    flops_share: float | None
+    accuracy: float | None
+
+
+@dataclass
+class _Job:
+    """One row's timed calls: a function of a batch, its pool of batches, its samples."""
+
+    kind: str
+    batch: int
+    budget: float | None
+    call: Callable[[np.ndarray], dict[str, float] | None]
+    pool: list[np.ndarray]
+    times: list[float] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
+
+    def run(self, i: int, timed: bool) -> None:
+        x = self.pool[i % len(self.pool)]
+        t = time.perf_counter()
+        breakdown = self.call(x)
+        elapsed = (time.perf_counter() - t) * 1e3
+        if not timed:
+            return
+        self.times.append(elapsed)
+        self.calls += 1
+        for k, v in (breakdown or {}).items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
+
+
+def timing_pool(images: np.ndarray, batch: int, iterations: int) -> list[np.ndarray]:
+    """Batches of `batch` consecutive images, wrapping around; at most MAX_POOL_BATCHES."""
+    count = min(iterations, MAX_POOL_BATCHES, max(1, math.ceil(len(images) / batch)))
+    n = len(images)
+    return [np.ascontiguousarray(images[(np.arange(batch) + i * batch) % n]) for i in range(count)]
+
+
+def _calls(rt: BudgetRuntime, s: BenchSettings
+           ) -> dict[str, Callable[..., dict[str, float] | None]]:
+    """What each kind of row times; only `infer` reports a latency breakdown."""
+
+    def static(x: np.ndarray) -> None:
+        rt.run_full(x)
+
+    def policy(x: np.ndarray) -> None:
+        rt.run_policy(x, POLICY_BUDGET)
+
+    def budget(x: np.ndarray, c: float) -> dict[str, float]:
+        return rt.infer(x, budget=c, mode=s.mode, seed=s.seed, cap=s.cap).latency_ms
+
+    return {"static": static, "policy": policy, "budget": budget}
+
+
+def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings) -> list[_Job]:
+    calls = _calls(rt, s)
+    jobs = []
+    for n in s.batches:
+        pool = timing_pool(data.images, n, s.iterations)
+        if rt.manifest.roles.get("full") is not None:
+            jobs.append(_Job("static", n, None, calls["static"], pool))
+        jobs.append(_Job("policy", n, None, calls["policy"], pool))
+        jobs += [_Job("budget", n, c, functools.partial(calls["budget"], c=c), pool)
+                 for c in s.budgets]
+    return jobs
+
+
+def time_jobs(jobs: list[_Job], warmup: int, iterations: int, rounds: int) -> None:
+    """Prime and warm every job, then time `iterations` calls each, interleaved in rounds."""
+    for job in jobs:
+        for i in range(len(job.pool)):
+            job.run(i, timed=False)
+        for i in range(warmup):
+            job.run(i, timed=False)
+    rounds = min(rounds, iterations)
+    for r in range(rounds):
+        # Split the iterations as evenly as rounds allow: the first rounds take the rest.
+        count = iterations // rounds + (1 if r < iterations % rounds else 0)
+        for job in jobs:
+            for _ in range(count):
+                job.run(job.calls, timed=True)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
+                    s: BenchSettings) -> _Quality:
+    """Usage, FLOPs share and accuracy over the evaluation images (budget None: static)."""
+    correct = 0
+    usage = flops = 0.0
+    for sl in _chunks(len(data.images), s.eval_batch):
+        x = data.images[sl]
+        if budget is None:
+            classes = rt.run_full(x).argmax(axis=1)
+        else:
+            out = rt.infer(x, budget=budget, mode=s.mode, seed=s.seed, cap=s.cap)
+            classes = out.classes
+            usage += float(out.usage.sum())
+            flops += float(out.flops_share.sum())
+        if data.labels is not None:
+            correct += int((classes == data.labels[sl]).sum())
+    n = len(data.images)
+    accuracy = correct / n if data.labels is not None else None
+    if budget is None:
+        return _Quality(1.0, 1.0, accuracy)
+    return _Quality(usage / n, flops / n, accuracy)
+
+
+def _eval_batch(rt: BudgetRuntime, s: BenchSettings) -> int:
+    """TensorRT engines take at most the batch they were built for."""
+    trt = rt.manifest.tensorrt
+    if rt.backend.name == "tensorrt" and trt is not None:
+        too_big = [n for n in s.batches if n > trt.max_batch]
+        if too_big:
+            raise ConfigError(f"--batch {too_big[0]} exceeds the engines' max batch "
+                              f"{trt.max_batch}: rebuild the engines with a larger --max-batch")
+        return min(s.eval_batch, trt.max_batch)
+    return s.eval_batch
+
+
+def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
+              threads: int | None = None, progress: Progress | None = None) -> BenchResult:
+    """Measure every budget and baseline at every batch size; see the module docstring."""
+    settings.check()
+    if not rt.has_policy:
+        raise ConfigError("this artifact has no policy graph (it was exported without an "
+                          "agent), so no budget can choose masks: export a trained checkpoint")
+    s = dataclasses.replace(settings, eval_batch=_eval_batch(rt, settings))
+    say = progress or (lambda _msg: None)
+    load_before = load_average()
+    quality: dict[float | None, _Quality] = {}
+    if rt.manifest.roles.get("full") is not None:
+        say("evaluating the static model")
+        quality[None] = measure_quality(rt, data, None, s)
+    for c in s.budgets:
+        say(f"evaluating budget {c:g}")
+        quality[c] = measure_quality(rt, data, c, s)
+    jobs = _jobs(rt, data, s)
+    say(f"timing {len(jobs)} rows x {s.iterations} calls")
+    time_jobs(jobs, s.warmup, s.iterations, s.rounds)
+    rows = [_row(rt, job, quality) for job in jobs]
+    return BenchResult(
+        rows=rows,
+        model=_model_facts(rt),
+        data={"name": data.name, "eval_images": len(data.images),
+              "labelled": data.labels is not None},
+        settings=asdict(s),
+        environment={
+            **machine_info(),
+            "backend": rt.backend.name,
+            "threads": threads,
+            "threads_effective": threads or usable_cores(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "peak_rss_mib": peak_rss_mib(),
+        },
+    )
+
+
+def _row(rt: BudgetRuntime, job: _Job, quality: dict[float | None, _Quality]) -> BenchRow:
+    stats = LatencyStats.of(job.times)
+    row = BenchRow(job.kind, job.batch, job.budget, stats,
+                   throughput=job.batch / (stats.mean / 1e3))
+    if job.kind == "policy":
+        row.flops_share = (rt.manifest.flops.policy or 0) / rt.full_flops
+        return row
+    q = quality[job.budget]
+    row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
+    if job.kind == "budget":
+        row.breakdown_ms = {k: job.parts.get(k, 0.0) / job.calls for k in LATENCY_KEYS}
+    return row
+
+
+def _model_facts(rt: BudgetRuntime) -> dict[str, Any]:
+    m = rt.manifest
+    return {
+        "directory": str(rt.directory),
+        "backbone": m.backbone,
+        "num_components": m.num_components,
+        "full_flops": m.full_flops,
+        "base_flops": m.base_flops,
+        "policy_flops": m.flops.policy,
+        "has_full_graph": m.roles.get("full") is not None,
+        "hot_policies": len(m.hot_policies),
+        "artifact_versions": m.versions,
+    }

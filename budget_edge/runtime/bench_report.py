@@ -1,0 +1,221 @@
+"""Bench results as a rich table, JSON, CSV, Markdown and a PNG plot.
+
+Torch-free. matplotlib is imported only by :func:`write_plot` (it is the
+`plot` extra, not something a device needs). Every file is written to a
+temporary name and renamed, so a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from budget_edge.errors import BackendError, ConfigError
+from budget_edge.runtime.bench import BenchResult, BenchRow
+from budget_edge.runtime.runtime import LATENCY_KEYS
+
+STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
+CSV_FIELDS = (
+    ["label", "kind", "budget", "batch"]
+    + [f"{f}_ms" for f in STAT_FIELDS]
+    + ["throughput_ips", "usage", "flops_share", "accuracy"]
+    + [f"{k}_ms" for k in LATENCY_KEYS]
+)
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """A report path must be a file name in an existing folder (checked before timing)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory: give a file name for the report")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
+    return out
+
+
+def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+    out = check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def table_rows(result: BenchResult) -> list[list[str]]:
+    """The rows every human-readable view shows, in the JSON's order."""
+    out = []
+    for r in result.rows:
+        lat = r.latency
+        out.append([r.label, str(r.batch)]
+                   + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
+                   + [f"{r.throughput:.1f}", _pct(r.usage), _pct(r.flops_share),
+                      _pct(r.accuracy)])
+    return out
+
+
+# Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
+HEADERS = ["row", "batch", *STAT_FIELDS, "img/s", "usage", "FLOPs", "accuracy"]
+
+
+def rich_table(result: BenchResult) -> Any:
+    """A rich Table of every row (rich is a base dependency)."""
+    from rich import box
+    from rich.table import Table
+
+    env = result.environment
+    table = Table(title=f"{result.model['backbone']} on {env['cpu']} · {env['backend']}, "
+                        f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
+                  caption="latency in ms per batch", box=box.SIMPLE_HEAD)
+    for i, h in enumerate(HEADERS):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+    for cells in table_rows(result):
+        table.add_row(*cells)
+    return table
+
+
+def markdown(result: BenchResult) -> str:
+    env, model, data = result.environment, result.model, result.data
+    lines = [
+        f"# budget-edge bench: {model['backbone']}",
+        "",
+        f"- artifact: `{model['directory']}` ({model['num_components']} components, "
+        f"{model['full_flops'] / 1e6:.1f} MFLOPs full model, policy "
+        f"{_fmt(model['policy_flops'] and model['policy_flops'] / 1e6, '.2f')} MFLOPs)",
+        f"- machine: {env['cpu']}, {env['cpu_count']} cores ({env['usable_cores']} usable), "
+        f"{env['os']}",
+        f"- backend: {env['backend']}, threads {env['threads_effective']}; load average "
+        f"before {env['load_average_before']}, after {env['load_average_after']}",
+        f"- data: {data['name']}, {data['eval_images']} evaluation images"
+        + ("" if data["labelled"] else " (no labels: no accuracy)"),
+        f"- timing: {result.settings['iterations']} calls per row after "
+        f"{result.settings['warmup']} warm-up calls, interleaved in "
+        f"{result.settings['rounds']} rounds; latency columns in ms per batch",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def csv_records(result: BenchResult) -> list[dict[str, Any]]:
+    records = []
+    for r in result.rows:
+        rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "budget": r.budget,
+                               "batch": r.batch, "throughput_ips": r.throughput,
+                               "usage": r.usage, "flops_share": r.flops_share,
+                               "accuracy": r.accuracy}
+        rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
+        rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})
+        records.append(rec)
+    return records
+
+
+def write_json(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    text = json.dumps(result.to_dict(), indent=1) + "\n"
+    return _atomic_write(path, text.encode())
+
+
+def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_records(result))
+    return _atomic_write(path, buf.getvalue().encode())
+
+
+def write_markdown(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    return _atomic_write(path, markdown(result).encode())
+
+
+def import_pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display on a device or in CI
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise BackendError(f"--plot needs matplotlib ({exc}): pip install 'budget-edge[plot]', "
+                           "or drop --plot") from exc
+    return plt
+
+
+def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    """Median latency (p90 as error bar) and accuracy (or FLOPs share) against the budget,
+    with the static model as a horizontal line of the same colour."""
+    plt = import_pyplot()
+    fig, (ax_lat, ax_q) = plt.subplots(1, 2, figsize=(11, 4.2))
+    batches = sorted({r.batch for r in result.rows})
+    for i, n in enumerate(batches):
+        color = f"C{i}"
+        rows = sorted((r for r in result.rows if r.kind == "budget" and r.batch == n),
+                      key=lambda r: r.budget or 0.0)
+        xs = [r.budget for r in rows]
+        med = [r.latency.median for r in rows]
+        up = [r.latency.p90 - r.latency.median for r in rows]
+        ax_lat.errorbar(xs, med, yerr=[[0.0] * len(rows), up], marker="o", color=color,
+                        capsize=3, label=f"runtime, batch {n} (median, p90)")
+        static = _find(result.rows, "static", n)
+        if static is not None:
+            ax_lat.axhline(static.latency.median, color=color, linestyle="--",
+                           label=f"static full graph, batch {n}")
+    ax_lat.set_xlabel("budget c")
+    ax_lat.set_ylabel("latency (ms per batch)")
+    ax_lat.set_ylim(bottom=0)
+    ax_lat.grid(alpha=0.3)
+    ax_lat.legend(fontsize=8)
+    _quality_panel(ax_q, result, batches[0])
+    env = result.environment
+    fig.suptitle(f"{result.model['backbone']} · {env['cpu']} · {env['backend']}, "
+                 f"{env['threads_effective']} thread(s)", fontsize=10)
+    fig.tight_layout()
+    png = io.BytesIO()
+    try:
+        fig.savefig(png, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    return _atomic_write(path, png.getvalue())
+
+
+def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
+    """Accuracy when the data has labels, else the executed FLOPs share."""
+    rows = sorted((r for r in result.rows if r.kind == "budget" and r.batch == batch),
+                  key=lambda r: r.budget or 0.0)
+    static = _find(result.rows, "static", batch)
+    labelled = result.data["labelled"]
+    attr, name = ("accuracy", "accuracy") if labelled else ("flops_share", "executed FLOPs share")
+    ax.plot([r.budget for r in rows], [getattr(r, attr) for r in rows], marker="o",
+            color="C0", label=f"runtime ({name})")
+    if labelled and static is not None and static.accuracy is not None:
+        ax.axhline(static.accuracy, color="C0", linestyle="--", label="static full graph")
+    if not labelled:
+        ax.plot([r.budget for r in rows], [r.usage for r in rows], marker="s", color="C1",
+                label="component usage")
+        ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="usage = budget")
+    ax.set_xlabel("budget c")
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _find(rows: list[BenchRow], kind: str, batch: int) -> BenchRow | None:
+    return next((r for r in rows if r.kind == kind and r.batch == batch), None)

@@ -1,0 +1,115 @@
+"""`budget-edge bench`: a whole run on a tiny artifact, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from runtime.conftest import make_net, write_artifact  # the torch-free tiny artifact
+
+from budget_edge import cli as cli_module
+
+QUICK = ["--iterations", "3", "--warmup", "1", "--eval-images", "6", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench-artifact")
+    write_artifact(make_net("resnet"), path)
+    return path
+
+
+def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
+    out = {ext: tmp_path / f"bench.{ext}" for ext in ("json", "csv", "md", "png")}
+    args = ["bench", str(artifact), "--budgets", "0.5:1.0:0.5", "--batch", "1,2", *QUICK,
+            "--json", str(out["json"]), "--csv", str(out["csv"]), "--md", str(out["md"]),
+            "--plot", str(out["png"])]
+    result = CliRunner().invoke(cli_module.cli, args)
+    assert result.exit_code == 0, result.output
+    assert "static" in result.output and "c=0.5" in result.output
+    data = json.loads(out["json"].read_text())
+    assert [(r["kind"], r["batch"]) for r in data["rows"]] == [
+        ("static", 1), ("policy", 1), ("budget", 1), ("budget", 1),
+        ("static", 2), ("policy", 2), ("budget", 2), ("budget", 2)]
+    assert data["settings"]["iterations"] == 3 and data["environment"]["threads"] == 1
+    assert len(out["csv"].read_text().splitlines()) == 1 + 8
+    assert "| c=1 | 2 |" in out["md"].read_text()
+    assert out["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_with_a_capped_budget_and_sampled_masks(artifact: Path, tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    args = ["bench", str(artifact), "--budgets", "0.34", "--batch", "1", "--cap", "components",
+            "--mode", "sample", "--seed", "3", *QUICK, "--json", str(path)]
+    result = CliRunner().invoke(cli_module.cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert data["settings"]["cap"] == "components" and data["settings"]["mode"] == "sample"
+    budget_row = next(r for r in data["rows"] if r["kind"] == "budget")
+    assert budget_row["usage"] <= 0.34
+
+
+def _fail(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run through cli.main (which turns project errors into exit 2); return stderr."""
+    with pytest.raises(SystemExit) as info:
+        cli_module.main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_artifact_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(["bench", str(tmp_path / "nope")], capsys)
+    assert err.startswith("error: artifact directory") and "does not exist" in err
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--budgets", "0.5,2", "outside [0, 1]"),
+    ("--budgets", "1:0:0.1", "not understood"),
+    ("--batch", "1,x", "not understood"),
+    ("--batch", "0", "at least 1"),
+    ("--iterations", "0", "--iterations"),
+])
+def test_bad_options_fail_before_loading(artifact: Path, option: str, value: str, match: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(["bench", str(artifact), option, value], capsys)
+    assert err.startswith("error: --") and match in err
+
+
+def test_missing_data(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                      ) -> None:
+    err = _fail(["bench", str(artifact), "--data", "cifar10", "--data-dir",
+                 str(tmp_path / "none"), *QUICK], capsys)
+    assert err.startswith("error: ") and "cifar" in err.lower()
+
+
+def test_report_folder_missing_fails_before_timing(artifact: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(["bench", str(artifact), "--json", str(tmp_path / "no" / "b.json")], capsys)
+    assert "does not exist" in err
+
+
+def test_unknown_cap_is_a_usage_error(artifact: Path) -> None:
+    result = CliRunner().invoke(cli_module.cli, ["bench", str(artifact), "--cap", "watts"])
+    assert result.exit_code == 2
+    assert "'watts' is not one of" in result.output
+
+
+def test_bench_runs_without_torch_or_matplotlib(artifact: Path, tmp_path: Path) -> None:
+    # A device installs only the runtime: bench must not import torch (nor matplotlib
+    # unless --plot asks for it).
+    path = tmp_path / "b.json"
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['matplotlib'] = None\n"
+        "from budget_edge.cli import main\n"
+        f"main(['bench', {str(artifact)!r}, '--budgets', '0.5', '--batch', '1', "
+        f"'--iterations', '2', '--warmup', '0', '--eval-images', '2', '--json', {str(path)!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(path.read_text())["rows"]

@@ -1,0 +1,254 @@
+"""bench: option parsing, data checks, latency statistics, and what run_bench measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from budget_edge.errors import ConfigError, DataError
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.bench import (
+    BenchData,
+    BenchSettings,
+    LatencyStats,
+    load_bench_data,
+    parse_batches,
+    parse_budgets,
+    run_bench,
+    split_data_spec,
+    time_jobs,
+    timing_pool,
+)
+
+from .conftest import make_net, write_artifact
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def rt(resnet_artifact: Any) -> BudgetRuntime:
+    return BudgetRuntime.load(resnet_artifact.path, backend="onnxruntime", threads=1)
+
+
+def _pixels(rt: BudgetRuntime, n: int, seed: int = 0) -> np.ndarray:
+    c, h, w = rt.manifest.preprocessing.input_size
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# ---- parsing ------------------------------------------------------------------------
+
+
+def test_parse_budgets_lists_and_ranges() -> None:
+    assert parse_budgets("0.25,0.5,0.75,1.0") == [0.25, 0.5, 0.75, 1.0]
+    assert parse_budgets("0.5") == [0.5]
+    assert parse_budgets("0.2:1.0:0.2") == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert parse_budgets("0.5,0.5,1") == [0.5, 1.0]  # duplicates would time a row twice
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "0.5,", "1:0:0.1", "0:1:0", "0:1", "0:1:-1",
+                                  "0.1:0.5:0.1:2"])
+def test_parse_budgets_rejects_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(ConfigError, match="not understood"):
+        parse_budgets(text)
+
+
+@pytest.mark.parametrize("text", ["1.5", "-0.1,0.5", "0.5,nan", "0.5:1.5:0.5"])
+def test_parse_budgets_rejects_budgets_outside_0_1(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"outside \[0, 1\]"):
+        parse_budgets(text)
+
+
+def test_parse_batches() -> None:
+    assert parse_batches("1,8") == [1, 8]
+    assert parse_batches(" 4 ") == [4]
+    for bad in ("", "1,,8", "one", "1.5"):
+        with pytest.raises(ConfigError, match="not understood"):
+            parse_batches(bad)
+    for bad in ("0", "8,-1"):
+        with pytest.raises(ConfigError, match="at least 1"):
+            parse_batches(bad)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"budgets": []}, "no budgets"), ({"batches": [0]}, "at least 1"),
+    ({"iterations": 0}, "--iterations"), ({"warmup": -1}, "--warmup"),
+    ({"mode": "best"}, "--mode"), ({"cap": "watts"}, "--cap"), ({"rounds": 0}, "rounds")])
+def test_settings_check(change: dict[str, Any], match: str) -> None:
+    settings = BenchSettings(budgets=[0.5], **change) if "budgets" not in change else \
+        BenchSettings(**change)
+    with pytest.raises(ConfigError, match=match):
+        settings.check()
+
+
+# ---- statistics and timing pools ------------------------------------------------------
+
+
+def test_latency_stats_follow_trtexec_fields() -> None:
+    stats = LatencyStats.of([float(v) for v in range(100, 0, -1)])  # order must not matter
+    assert stats.min == 1.0 and stats.mean == 50.5 and stats.median == 50.5
+    assert stats.p90 == pytest.approx(90.1)
+    assert stats.p95 == pytest.approx(95.05)
+    assert stats.p99 == pytest.approx(99.01)
+    with pytest.raises(ValueError):
+        LatencyStats.of([])
+
+
+def test_timing_pool_takes_consecutive_images_and_wraps() -> None:
+    images = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1)
+    pool = timing_pool(images, batch=2, iterations=100)
+    assert len(pool) == 3  # ceil(5 / 2) distinct batches cover every image
+    assert [p.ravel().tolist() for p in pool] == [[0, 1], [2, 3], [4, 0]]
+    assert len(timing_pool(images, batch=1, iterations=2)) == 2
+    assert len(timing_pool(np.zeros((1000, 1, 1, 1), np.uint8), 1, 1000)) == 64
+
+
+def test_time_jobs_times_exactly_the_iterations_in_rounds() -> None:
+    from budget_edge.runtime.bench import _Job
+
+    order: list[str] = []
+    pool = [np.zeros(1)] * 3
+
+    def call(name: str) -> Any:
+        return lambda x: order.append(name)
+
+    jobs = [_Job("static", 1, None, call("a"), pool), _Job("budget", 1, 0.5, call("b"), pool)]
+    time_jobs(jobs, warmup=2, iterations=7, rounds=3)
+    assert [len(j.times) for j in jobs] == [7, 7]
+    # Priming (3 pool batches) and warmup (2) first, then rounds of 3, 2, 2 calls.
+    assert order[:10] == ["a"] * 5 + ["b"] * 5
+    assert order[10:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
+
+
+# ---- data ---------------------------------------------------------------------------
+
+
+def test_random_data_has_the_model_shape_and_no_labels(rt: BudgetRuntime) -> None:
+    data = load_bench_data("random", rt, eval_images=12, seed=3)
+    c, h, w = rt.manifest.preprocessing.input_size
+    assert data.images.shape == (12, h, w, c) and data.images.dtype == np.uint8
+    assert data.labels is None
+    again = load_bench_data("random", rt, eval_images=12, seed=3)
+    np.testing.assert_array_equal(data.images, again.images)
+    assert len(load_bench_data("random", rt).images) == 256
+
+
+def test_data_spec_errors(rt: BudgetRuntime, tmp_path: Path) -> None:
+    assert split_data_spec("cifar10:/x", None) == ("cifar10", "/x")
+    assert split_data_spec("cifar10", "/y") == ("cifar10", "/y")
+    with pytest.raises(ConfigError, match="pass the path once"):
+        split_data_spec("cifar10:/x", "/y")
+    with pytest.raises(ConfigError, match="empty path"):
+        split_data_spec("cifar10:", None)
+    with pytest.raises(ConfigError, match="no --data-dir"):
+        load_bench_data("random", rt, data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="--eval-images"):
+        load_bench_data("random", rt, eval_images=0)
+    with pytest.raises(DataError):
+        load_bench_data("cifar10", rt, data_dir=str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_bench_data("imagenet-22k", rt)
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST is not installed")
+def test_dataset_that_does_not_fit_the_model_is_refused(rt: BudgetRuntime) -> None:
+    with pytest.raises(DataError, match=r"\(1, 28, 28\) but the model takes"):
+        load_bench_data("fashion-mnist", rt, eval_images=5)
+
+
+def _folder_dataset(root: Path, rt: BudgetRuntime, per_class: int, classes: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    _, h, w = rt.manifest.preprocessing.input_size
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{k}" / f"{i}.png")
+    return root
+
+
+def test_folder_dataset_with_the_wrong_class_count_is_refused(rt: BudgetRuntime,
+                                                               tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "imgs", rt, per_class=1, classes=3)
+    with pytest.raises(DataError, match="3 classes but the model predicts 5"):
+        load_bench_data(f"folder:{root}", rt)
+
+
+def test_folder_dataset_is_loaded_with_labels(rt: BudgetRuntime, tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "imgs", rt, per_class=2, classes=5)
+    data = load_bench_data("folder", rt, data_dir=str(root), eval_images=7)
+    assert data.images.shape[0] == 7 and data.labels is not None
+    assert data.labels.tolist() == [0, 0, 1, 1, 2, 2, 3]
+
+
+# ---- run_bench -----------------------------------------------------------------------
+
+
+def _settings(**change: Any) -> BenchSettings:
+    base: dict[str, Any] = {"budgets": [0.3, 1.0], "batches": [1, 3], "warmup": 1,
+                            "iterations": 4, "rounds": 2, "eval_batch": 5}
+    return BenchSettings(**(base | change))
+
+
+def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
+    images = _pixels(rt, 11)
+    # Labels the static model gets right by construction: its own predictions.
+    labels = rt.run_full(images).argmax(axis=1).astype(np.int64)
+    data = BenchData("synthetic", images, labels)
+    result = run_bench(rt, data, _settings(), threads=1)
+
+    kinds = [(r.kind, r.batch, r.budget) for r in result.rows]
+    assert kinds == [("static", 1, None), ("policy", 1, None), ("budget", 1, 0.3),
+                     ("budget", 1, 1.0), ("static", 3, None), ("policy", 3, None),
+                     ("budget", 3, 0.3), ("budget", 3, 1.0)]
+    static = result.row("static", 3)
+    assert static.accuracy == 1.0 and static.usage == 1.0 and static.flops_share == 1.0
+    for c in (0.3, 1.0):
+        direct = rt.infer(images, budget=c)
+        row = result.row("budget", 1, c)
+        assert row.usage == pytest.approx(float(direct.usage.mean()))
+        assert row.flops_share == pytest.approx(float(direct.flops_share.mean()))
+        assert row.accuracy == pytest.approx(float((direct.classes == labels).mean()))
+        assert set(row.breakdown_ms) == {"policy", "stem", "blocks", "head", "hot", "total"}
+        assert row.breakdown_ms["policy"] > 0
+    policy = result.row("policy", 1)
+    assert policy.accuracy is None and policy.usage is None
+    assert policy.flops_share == pytest.approx((rt.manifest.flops.policy or 0) / rt.full_flops)
+    for r in result.rows:
+        lat = r.latency
+        assert 0 < lat.min <= lat.median <= lat.p90 <= lat.p95 <= lat.p99
+        assert r.throughput == pytest.approx(r.batch / (lat.mean / 1e3))
+    env = result.environment
+    assert env["backend"] == "onnxruntime" and env["threads_effective"] == 1
+    assert env["cpu"] and env["versions"]["onnxruntime"]
+    assert result.data == {"name": "synthetic", "eval_images": 11, "labelled": True}
+    assert result.model["num_components"] == rt.num_components
+
+
+def test_run_bench_without_labels_has_no_accuracy(rt: BudgetRuntime) -> None:
+    data = load_bench_data("random", rt, eval_images=6)
+    result = run_bench(rt, data, _settings(budgets=[0.5], batches=[2], cap="components"))
+    assert all(r.accuracy is None for r in result.rows)
+    # The component cap makes the budget a ceiling.
+    usage = result.row("budget", 2, 0.5).usage
+    assert usage is not None and usage <= 0.5
+
+
+def test_run_bench_needs_a_policy(tmp_path: Path) -> None:
+    write_artifact(make_net("resnet"), tmp_path, policy=False)
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as no_policy:
+        data = load_bench_data("random", no_policy, eval_images=2)
+        with pytest.raises(ConfigError, match="no policy graph"):
+            run_bench(no_policy, data, _settings())
+
+
+def test_run_bench_without_full_graph_has_no_static_row(tmp_path: Path) -> None:
+    write_artifact(make_net("resnet"), tmp_path, full=False)
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt_nofull:
+        data = load_bench_data("random", rt_nofull, eval_images=3)
+        result = run_bench(rt_nofull, data, _settings(budgets=[1.0], batches=[1]))
+    assert [r.kind for r in result.rows] == ["policy", "budget"]

@@ -1,0 +1,103 @@
+"""bench reports: JSON, CSV, Markdown, PNG and the rich table, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from budget_edge.errors import BackendError, ConfigError
+from budget_edge.runtime import bench_report as report
+from budget_edge.runtime.bench import BenchResult, BenchRow, LatencyStats
+
+
+def _result(labelled: bool = True) -> BenchResult:
+    def stats(ms: float) -> LatencyStats:
+        return LatencyStats(ms * 0.9, ms, ms, ms * 1.1, ms * 1.2, ms * 1.3)
+
+    rows = []
+    for n in (1, 8):
+        acc = 0.9 if labelled else None
+        rows.append(BenchRow("static", n, None, stats(2.0 * n), 1e3 / 2.0, 1.0, 1.0, acc))
+        rows.append(BenchRow("policy", n, None, stats(0.1 * n), 1e4, flops_share=0.01))
+        for c in (0.5, 1.0):
+            rows.append(BenchRow("budget", n, c, stats(2.0 * c * n), n / (2e-3 * c * n), c,
+                                 c * 0.95, 0.8 * c if labelled else None,
+                                 {"policy": 0.1, "stem": 0.2, "blocks": 1.0, "head": 0.1,
+                                  "hot": 0.0, "total": 1.4}))
+    return BenchResult(
+        rows=rows,
+        model={"directory": "artifacts/r56", "backbone": "resnet56", "num_components": 27,
+               "full_flops": 251_000_000, "base_flops": 1_000_000, "policy_flops": 2_580_000},
+        data={"name": "cifar10" if labelled else "random", "eval_images": 100,
+              "labelled": labelled},
+        settings={"iterations": 100, "warmup": 10, "rounds": 5},
+        environment={"cpu": "Test CPU", "cpu_count": 2, "usable_cores": 2, "os": "Linux",
+                     "backend": "onnxruntime", "threads_effective": 2,
+                     "load_average_before": [0.5, 0.5, 0.5], "load_average_after": [0.6, 0.5, 0.5],
+                     "versions": {"numpy": "2.0"}},
+    )
+
+
+def test_json_round_trips_every_row(tmp_path: Path) -> None:
+    path = report.write_json(_result(), tmp_path / "bench.json")
+    data = json.loads(path.read_text())
+    assert [r["label"] for r in data["rows"]] == ["static", "policy", "c=0.5", "c=1"] * 2
+    first = data["rows"][2]
+    assert first["latency"]["p99"] == pytest.approx(1.3) and first["budget"] == 0.5
+    assert data["environment"]["cpu"] == "Test CPU"
+    assert not list(tmp_path.glob(".bench.json.*"))  # no temporary file left behind
+
+
+def test_csv_has_one_line_per_row_with_trtexec_fields(tmp_path: Path) -> None:
+    path = report.write_csv(_result(), tmp_path / "bench.csv")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert list(rows[0])[:10] == ["label", "kind", "budget", "batch", "min_ms", "mean_ms",
+                                  "median_ms", "p90_ms", "p95_ms", "p99_ms"]
+    assert rows[3]["label"] == "c=1" and float(rows[3]["blocks_ms"]) == 1.0
+    assert rows[1]["accuracy"] == "" and rows[1]["blocks_ms"] == ""
+
+
+def test_markdown_names_the_machine_and_has_the_table(tmp_path: Path) -> None:
+    text = report.write_markdown(_result(labelled=False), tmp_path / "bench.md").read_text()
+    assert "Test CPU" in text and "onnxruntime, threads 2" in text
+    assert "no labels" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 8
+    assert table[3].startswith("| policy | 1 | 0.09 | 0.10 |")
+
+
+def test_rich_table_has_every_row() -> None:
+    console = Console(width=200, record=True)
+    console.print(report.rich_table(_result()))
+    text = console.export_text()
+    for label in ("static", "policy", "c=0.5", "c=1"):
+        assert label in text
+    assert "80.0%" in text  # accuracy at c=1.0
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_plot_is_a_png(tmp_path: Path, labelled: bool) -> None:
+    path = report.write_plot(_result(labelled), tmp_path / "bench.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(BackendError, match=r"pip install 'budget-edge\[plot\]'"):
+        report.write_plot(_result(), tmp_path / "bench.png")
+    assert not (tmp_path / "bench.png").exists()
+
+
+def test_reports_refuse_missing_folders_and_directories(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        report.write_json(_result(), tmp_path / "no" / "bench.json")
+    with pytest.raises(ConfigError, match="is a directory"):
+        report.write_csv(_result(), tmp_path)

@@ -1,0 +1,29 @@
+"""machine: the facts a bench result records about where it ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from budget_edge.runtime import machine
+
+
+def test_cpu_model_reads_x86_and_arm_cpuinfo(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon Gold\n")
+    assert machine.cpu_model(x86) == "Intel Xeon Gold"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 62.50\n\nModel\t: NVIDIA Jetson AGX Orin\n")
+    assert machine.cpu_model(arm) == "NVIDIA Jetson AGX Orin"
+
+
+def test_cpu_model_falls_back_when_cpuinfo_is_missing(tmp_path: Path) -> None:
+    assert machine.cpu_model(tmp_path / "missing") != ""
+
+
+def test_machine_info_records_cores_os_load_and_versions() -> None:
+    info = machine.machine_info()
+    assert info["cpu"] and info["os"]
+    assert 1 <= info["usable_cores"] <= info["cpu_count"]
+    assert info["load_average"] is None or len(info["load_average"]) == 3
+    assert info["versions"]["numpy"] and info["versions"]["budget_edge"]
+    assert machine.peak_rss_mib() > 10  # a Python process with numpy loaded
