@@ -237,6 +237,11 @@ class BenchResult:
             "rows": [{"label": r.label, **asdict(r)} for r in self.rows],
         }
 
+    def latency_table(self, batch: int) -> list[tuple[float, float]]:
+        """(budget, p95 ms) at one batch size: the starting table of `LatencyBudget`."""
+        return [(r.budget, r.latency.p95) for r in self.rows
+                if r.kind == "budget" and r.batch == batch and r.budget is not None]
+
     def row(self, kind: str, batch: int, budget: float | None = None) -> BenchRow:
         for r in self.rows:
             if r.kind == kind and r.batch == batch and r.budget == budget:

@@ -227,6 +227,8 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
     assert env["cpu"] and env["versions"]["onnxruntime"]
     assert result.data == {"name": "synthetic", "eval_images": 11, "labelled": True}
     assert result.model["num_components"] == rt.num_components
+    assert result.latency_table(3) == [(0.3, result.row("budget", 3, 0.3).latency.p95),
+                                       (1.0, result.row("budget", 3, 1.0).latency.p95)]
 
 
 def test_run_bench_without_labels_has_no_accuracy(rt: BudgetRuntime) -> None:
