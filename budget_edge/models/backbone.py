@@ -112,7 +112,11 @@ class ResidualBlock(nn.Module):
         raise NotImplementedError
 
     def forward_masked(self, x: Tensor, keep: Tensor) -> Tensor:
-        """Run on a batch where image i keeps path j iff `keep[i, j]` (bool)."""
+        """Run on a batch where image i keeps path j iff `keep[i, j]` (bool).
+
+        `keep` is best on the CPU (Backbone.forward puts it there): counting and
+        finding the kept rows then never waits for the GPU.
+        """
         raise NotImplementedError
 
     def flops(self, hw: HW) -> tuple[BlockFlops, HW]:
@@ -163,7 +167,7 @@ class WholeBlock(ResidualBlock):
         return self.shortcut(x)
 
     def forward_masked(self, x: Tensor, keep: Tensor) -> Tensor:
-        keep_rows = keep[:, 0]
+        keep_rows = keep[:, 0].cpu()
         kept = int(keep_rows.sum())
         if kept == x.shape[0]:
             return self.forward(x)
@@ -171,7 +175,7 @@ class WholeBlock(ResidualBlock):
         short = self.shortcut(x)
         if kept == 0:
             return short
-        index = keep_rows.nonzero().squeeze(1)
+        index = kept_rows(keep_rows, x.device)
         out = F.relu(self.branch(x.index_select(0, index)) + short.index_select(0, index))
         return short.index_copy(0, index, out)
 
@@ -179,6 +183,15 @@ class WholeBlock(ResidualBlock):
         branch, out_hw = chain_conv_flops(self.branch_convs(), hw)
         fixed = sum(chain_conv_flops([conv], hw)[0] for conv in self.shortcut_convs())
         return BlockFlops(fixed=fixed, paths=(branch,)), out_hw
+
+
+def kept_rows(keep_column: Tensor, device: torch.device) -> Tensor:
+    """Indices of the images that keep a component, as a tensor on `device`.
+
+    Found on the CPU and copied without blocking, so a masked forward on a GPU
+    synchronises once per batch (when the mask moves to the CPU), not per block.
+    """
+    return keep_column.cpu().nonzero().squeeze(1).to(device, non_blocking=True)
 
 
 def check_input_size(input_size: Sequence[int] | None, in_channels: int, default_hw: int) -> tuple[
@@ -323,7 +336,11 @@ class Backbone(nn.Module):
             )
 
     def _check_mask(self, mask: Any, x: Tensor) -> Tensor:
-        """Validate a mask and return it as a bool tensor on the images' device."""
+        """Validate a mask and return it as a bool tensor on the CPU.
+
+        Blocks count and index kept images on the CPU; one copy here is the only
+        GPU synchronisation a masked forward needs.
+        """
         expected = (x.shape[0], self.num_components)
         if not isinstance(mask, Tensor):
             raise InputError(
@@ -335,11 +352,12 @@ class Backbone(nn.Module):
                 f"image, one 0/1 column per component ({self.config.get('name')} has "
                 f"{self.num_components})"
             )
+        mask = mask.detach().cpu()
         if mask.dtype == torch.bool:
-            return mask.to(x.device)
+            return mask
         if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
             raise InputError("mask values must be 0 or 1 (bool, int or float tensor)")
-        return (mask != 0).to(x.device)
+        return mask != 0
 
     def flops(self, input_size: Sequence[int] | None = None) -> FlopsTable:
         """Analytic FLOPs per part for one image of `input_size` (default: own)."""

@@ -36,6 +36,7 @@ from budget_edge.models.backbone import (
     ResidualBlock,
     check_input_size,
     check_positive,
+    kept_rows,
 )
 from budget_edge.models.flops import HW, chain_conv_flops, conv2d_flops, linear_flops
 from budget_edge.models.registry import register_backbone
@@ -96,6 +97,7 @@ class ResNeXtBlock(ResidualBlock):
 
     def forward_masked(self, x: Tensor, keep: Tensor) -> Tensor:
         n = x.shape[0]
+        keep = keep.cpu()
         counts = keep.sum(dim=0).tolist()
         if all(c == n for c in counts):
             return self.forward(x)
@@ -106,7 +108,7 @@ class ResNeXtBlock(ResidualBlock):
                 total = total + self.path[p](x)
             elif count > 0:
                 # Run the path only on the images that keep it, add into their rows.
-                index = keep[:, p].nonzero().squeeze(1)
+                index = kept_rows(keep[:, p], x.device)
                 total = total.index_add(0, index, self.path[p](x.index_select(0, index)))
         return F.relu(short + self.bn(total))
 

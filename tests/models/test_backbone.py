@@ -1,5 +1,7 @@
 """The shared Backbone machinery: masks, components, blocks, gradients."""
 
+import functools
+
 import pytest
 import torch
 
@@ -113,3 +115,46 @@ def test_flops_scale_with_input_size(net):
         net.flops((1, 32, 32))
     with pytest.raises(ConfigError, match="input_size"):
         net.flops((3, 32))
+
+
+@functools.cache
+def _export_cases():
+    """(label, block, (channels, size), paths), built once for all cases."""
+    torch.manual_seed(0)
+    cifar_a = build_backbone("resnet20", shortcut="A").eval()
+    cifar_b = build_backbone("resnet20", shortcut="B").eval()
+    resnext = build_backbone("resnext29", cardinality=2, base_width=4).eval()
+    tv = build_backbone("resnet50", input_size=(3, 64, 64)).eval()
+    return [
+        ("A shortcut block", cifar_a.blocks[3], (16, 32), None),
+        ("A shortcut skip", cifar_a.blocks[3], (16, 32), []),
+        ("B shortcut block", cifar_b.blocks[6], (32, 16), None),
+        ("ResNeXt one path", resnext.blocks[3], (64, 32), [1]),
+        ("ResNeXt no path", resnext.blocks[3], (64, 32), []),
+        ("torchvision bottleneck", tv.blocks[3], (256, 16), None),
+    ]
+
+
+class _Variant(torch.nn.Module):
+    """One exported graph: a block with a fixed list of kept paths."""
+
+    def __init__(self, block, paths):
+        super().__init__()
+        self.block = block
+        self.paths = paths
+
+    def forward(self, x):
+        return self.block(x, paths=self.paths)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_block_variants_export_with_free_batch_size(case):
+    """forward(x, paths) / skip(x) export with torch.export (what the ONNX exporter
+    uses) with a dynamic batch dimension: no data-dependent python on the way."""
+    _, block, (channels, size), paths = _export_cases()[case]
+    x = torch.randn(2, channels, size, size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(_Variant(block, paths), (x,), dynamic_shapes=({0: batch},))
+    other = torch.randn(5, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(other), block(other, paths=paths))
