@@ -87,9 +87,9 @@ class ResNeXtBlock(ResidualBlock):
 
     def forward(self, x: Tensor, paths: Sequence[int] | None = None) -> Tensor:
         short = self.shortcut(x)
-        total = torch.zeros_like(short)
-        for p in self.check_paths(paths):
-            total = total + self.path[p](x)
+        outputs = [self.path[p](x) for p in self.check_paths(paths)]
+        # No kept path: the block BN still runs, on zeros.
+        total = sum(outputs[1:], outputs[0]) if outputs else torch.zeros_like(short)
         return F.relu(short + self.bn(total))
 
     def skip(self, x: Tensor) -> Tensor:
