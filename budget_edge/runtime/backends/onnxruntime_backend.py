@@ -1,8 +1,9 @@
 """ONNX Runtime backend: one InferenceSession per graph, created on first use.
 
 Sessions are created lazily: a ResNeXt artifact holds a graph per kept-path
-variant of every block, and a policy rarely uses all of them, so loading only
-what runs keeps resident memory close to that of the static model.
+variant of every block, and a policy rarely uses all of them, so only the
+variants that run take memory (each session costs roughly 1 MB beyond its
+weights here; call `load(names)` to pay the creation time up front).
 """
 
 from __future__ import annotations
