@@ -88,3 +88,26 @@ def random_masks(n: int, k: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def exporter() -> GraphExporter:
     return GraphExporter()
+
+
+def budgetnet_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:
+    """A BudgetNet reference checkpoint: our ResNeXt and agent keys are the reference's."""
+    torch.save({"resnet": net.state_dict(), "agent": agent.state_dict(), "epoch": 3}, path)
+    return path
+
+
+def blockdrop_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:
+    """A BlockDrop checkpoint: FlatResNet32 keys and a budget-free Policy32 agent."""
+    resnet = {}
+    for key, value in net.state_dict().items():
+        if key.startswith("layer"):
+            stage, rest = key[len("layer"):].split(".", 1)
+            key = f"blocks.{int(stage) - 1}.{rest}"
+        elif key.startswith("linear."):
+            key = "fc." + key[len("linear."):]
+        resnet[key] = value
+    policy = dict(agent.state_dict())
+    for head in ("logit", "vnet"):
+        policy[f"{head}.weight"] = policy[f"{head}.weight"][:, :64].clone()  # no budget input
+    torch.save({"resnet": resnet, "agent": policy, "epoch": 7}, path)
+    return path
