@@ -1,0 +1,97 @@
+"""`budget-edge evaluate`: sweep budgets on a trained BudgetNet checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", help="Dataset: fashion-mnist, cifar10, cifar100, folder "
+              "(default: the one the checkpoint names).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
+@click.option("--budgets", default="0.1:1.0:0.05", show_default=True,
+              help="start:stop:step (stop included) or a comma list.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for sweep.json, sweep.csv, sweep.md and the PNG plots.")
+@click.option("--limit", type=int, help="Evaluate only the first N test images.")
+@click.option("--val-size", type=int, default=5000, show_default=True,
+              help="Last N training images: the split that ranks the static drop order.")
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--latency-images", type=int, default=50, show_default=True,
+              help="Images timed one by one per budget (PyTorch latency, information only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random masks.")
+def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: str, out: Path,
+            limit: int | None, val_size: int, batch_size: int, latency_images: int,
+            seed: int) -> None:
+    """Sweep budgets: accuracy, usage, FLOPs, unique policies, baselines and plots.
+
+    Per budget the agent picks each image's components (probability >= 0.5);
+    random masks and a static drop order run at the same usage for comparison.
+
+    \b
+    Example:
+      budget-edge evaluate runs/r20-budgetnet/budgetnet.pt --data fashion-mnist \\
+          --budgets 0.1:1.0:0.05 --out runs/r20-budgetnet/eval
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from budget_edge.data.arrays import ImageArrays
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.errors import CheckpointError, ConfigError
+    from budget_edge.evaluate import (
+        as_tensors,
+        check_data_fits,
+        machine_info,
+        markdown_table,
+        parse_budgets,
+        preprocessing_of,
+        sweep,
+        write_reports,
+    )
+    from budget_edge.models.checkpoint import load_checkpoint
+
+    budget_list = parse_budgets(budgets)  # fail on a typo before loading anything
+    if val_size < 1 or batch_size < 1 or latency_images < 0:
+        raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
+    loaded = load_checkpoint(checkpoint)
+    if loaded.agent is None:
+        raise CheckpointError(
+            f"{checkpoint} holds a backbone without an agent, so there is no policy to "
+            "evaluate; train one first: budget-edge train --checkpoint "
+            f"{checkpoint} --out RUN, then evaluate RUN/budgetnet.pt"
+        )
+    name = data or loaded.meta.get("dataset")
+    if not name:
+        raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
+    test = load_arrays(name, data_dir, "test").subset(limit)
+    train = load_arrays(name, data_dir, "train")
+    check_data_fits(test.info, loaded.backbone)
+    val = ImageArrays(train.images[-val_size:], train.labels[-val_size:], train.info)
+    mean, std = preprocessing_of(loaded.meta, test.info)
+    images, labels = as_tensors(test, mean, std)
+    val_images, val_labels = as_tensors(val, mean, std)
+
+    console = Console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("budgets", total=len(budget_list))
+        result = sweep(
+            loaded.backbone, loaded.agent, images, labels, val_images, val_labels, budget_list,
+            seed=seed, batch_size=batch_size, latency_images=latency_images,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    result.info = {
+        "checkpoint": str(checkpoint),
+        "dataset": name,
+        "split": "test",
+        "validation": f"last {len(val)} training images",
+        "backbone": loaded.backbone.config.get("name"),
+        "extractor": loaded.agent.config.get("extractor"),
+        "machine": machine_info(),
+    }
+    paths = write_reports(result, out)
+    console.print(markdown_table(result), markup=False, highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,413 @@
+"""Budget sweeps: what the agent does at each budget, next to two baselines.
+
+For each budget c the agent picks a mask per image (keep component k when its
+probability s_k >= 0.5, as the reference's test does), the backbone runs with
+it, and we record accuracy, usage (mean, std, distance to c), FLOPs per image
+(backbone plus agent), unique policies and PyTorch latency (information only).
+
+Two baselines run at the same usage, image by image (each image keeps as many
+components as the agent kept for it), so the agent's value is visible:
+- random masks: that many components chosen uniformly at random;
+- static drop order: components ranked once on a validation split by the
+  accuracy drop when each is removed alone, and dropped in that order (the
+  best single static alternative).
+
+Outputs: sweep.json, sweep.csv, sweep.md and three PNG plots in the style of
+the paper's Fig. 3/4.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from budget_edge.data.arrays import DatasetInfo, ImageArrays
+from budget_edge.data.torch_dataset import ImageDataset
+from budget_edge.errors import ConfigError, DataError
+from budget_edge.models.backbone import Backbone
+
+# A probability at or above this keeps a component (the reference's test).
+KEEP_THRESHOLD = 0.5
+
+
+def parse_budgets(text: str) -> list[float]:
+    """'0.1:1.0:0.05' (start:stop:step, stop included), '0.25,0.5,1' or '0.5'."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if step <= 0 or start > stop:
+                raise ValueError
+            count = int(math.floor((stop - start) / step + 1e-6)) + 1
+            budgets = [round(start + i * step, 10) for i in range(count)]
+        else:
+            budgets = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"budgets {text!r} not understood: give start:stop:step with step > 0 and "
+            "start <= stop (e.g. 0.1:1.0:0.05), or a comma list (e.g. 0.25,0.5,1.0)"
+        ) from None
+    if not budgets or any(not 0.0 <= b <= 1.0 for b in budgets):
+        raise ConfigError(f"budgets {text!r}: every budget must lie in [0, 1]")
+    return budgets
+
+
+def preprocessing_of(meta: dict[str, Any], info: DatasetInfo) -> tuple[list[float], list[float]]:
+    """Mean/std the backbone was trained with (checkpoint meta), else the dataset's own."""
+    prep = meta.get("preprocessing") or {}
+    return list(prep.get("mean") or info.mean), list(prep.get("std") or info.std)
+
+
+def check_data_fits(info: DatasetInfo, backbone: Backbone) -> None:
+    """The dataset must have the images and classes the backbone was built for."""
+    if tuple(info.input_size) != tuple(backbone.input_size):
+        raise DataError(
+            f"{info.name} images are {tuple(info.input_size)} (C, H, W) but the backbone was "
+            f"built for {tuple(backbone.input_size)}; use the dataset it was trained on (--data)"
+        )
+    if info.num_classes != backbone.num_classes:
+        raise DataError(
+            f"{info.name} has {info.num_classes} classes but the backbone predicts "
+            f"{backbone.num_classes}; use the dataset it was trained on (--data)"
+        )
+
+
+def as_tensors(
+    arrays: ImageArrays, mean: list[float], std: list[float]
+) -> tuple[Tensor, Tensor]:
+    """All images of a split, normalised, as one (N, C, H, W) float tensor, and the labels."""
+    dataset = ImageDataset(arrays, train=False, mean=mean, std=std)
+    return dataset.__getitems__(list(range(len(dataset))))
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def policy_masks(
+    agent: torch.nn.Module, images: Tensor, budget: float, batch_size: int = 500
+) -> Tensor:
+    """(N, K) bool: the agent's deterministic masks for every image at budget c."""
+    masks = []
+    for part in _batches(len(images), batch_size):
+        probs, _ = agent(images[part], budget)
+        masks.append(probs >= KEEP_THRESHOLD)
+    return torch.cat(masks)
+
+
+@torch.no_grad()
+def correct_under_masks(
+    backbone: Backbone, images: Tensor, labels: Tensor, masks: Tensor | None, batch_size: int = 500
+) -> Tensor:
+    """(N,) bool: whether the backbone, run with each image's mask, predicts its label."""
+    correct = []
+    for part in _batches(len(images), batch_size):
+        mask = None if masks is None else masks[part]
+        correct.append(backbone(images[part], mask).argmax(1) == labels[part])
+    return torch.cat(correct)
+
+
+def random_masks(counts: Tensor, num_components: int, generator: torch.Generator) -> Tensor:
+    """(N, K) bool: row i keeps exactly counts[i] components, chosen uniformly."""
+    scores = torch.rand(len(counts), num_components, generator=generator)
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation per row
+    return ranks < counts[:, None]
+
+
+def static_drop_order(
+    backbone: Backbone, images: Tensor, labels: Tensor, batch_size: int = 500
+) -> list[int]:
+    """Components ordered from least to most harmful to drop, measured one at a time."""
+    k = backbone.num_components
+    accuracies = []
+    for component in range(k):
+        mask = torch.ones(len(images), k, dtype=torch.bool)
+        mask[:, component] = False
+        correct = correct_under_masks(backbone, images, labels, mask, batch_size)
+        accuracies.append(correct.float().mean().item())
+    # Highest accuracy without it first; ties keep mask order (sorted is stable).
+    return sorted(range(k), key=lambda c: -accuracies[c])
+
+
+def static_masks(counts: Tensor, order: list[int], num_components: int) -> Tensor:
+    """(N, K) bool: row i drops the first K - counts[i] components of the drop order."""
+    position = torch.empty(num_components, dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(num_components)
+    return position[None, :] >= (num_components - counts)[:, None]
+
+
+@dataclass
+class BudgetRow:
+    """One budget's results; accuracies in [0, 1], FLOPs per image."""
+
+    budget: float
+    accuracy: float
+    usage_mean: float  # fraction of components kept (the paper's usage)
+    usage_std: float
+    usage_abs_error: float  # mean over images of |usage - c|
+    flops_usage_mean: float  # FLOPs of kept components / FLOPs of all components
+    flops_mean: float  # backbone + agent
+    flops_std: float
+    unique_policies: int
+    latency_ms: float  # batch 1, agent + backbone, PyTorch on this machine
+    random_accuracy: float
+    random_flops_mean: float  # backbone only: the baselines need no agent
+    static_accuracy: float
+    static_flops_mean: float
+
+
+@dataclass
+class Sweep:
+    rows: list[BudgetRow]
+    full_accuracy: float
+    full_flops: int
+    agent_flops: int
+    num_components: int
+    drop_order: list[int]
+    num_images: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _latency_ms(
+    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float
+) -> float:
+    """Mean batch-1 latency of agent + masked backbone over `images` (after one warm-up)."""
+    if len(images) == 0:
+        return float("nan")
+    with torch.no_grad():
+        backbone(images[:1], agent(images[:1], budget)[0] >= KEEP_THRESHOLD)
+        start = time.perf_counter()
+        for i in range(len(images)):
+            x = images[i : i + 1]
+            backbone(x, agent(x, budget)[0] >= KEEP_THRESHOLD)
+    return (time.perf_counter() - start) * 1000.0 / len(images)
+
+
+def evaluate_budget(
+    backbone: Backbone,
+    agent: torch.nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    budget: float,
+    drop_order: list[int],
+    generator: torch.Generator,
+    batch_size: int = 500,
+    latency_images: int = 50,
+) -> BudgetRow:
+    """Agent, random and static-order results at one budget."""
+    table = backbone.flops()
+    k = backbone.num_components
+    component_flops = torch.tensor(table.components, dtype=torch.float64)
+    agent_flops = float(agent.flops())  # type: ignore[operator]
+
+    def flops_per_image(masks: Tensor) -> Tensor:
+        return table.base + masks.double() @ component_flops
+
+    masks = policy_masks(agent, images, budget, batch_size)
+    counts = masks.sum(dim=1)
+    usage = counts.double() / k
+    flops = flops_per_image(masks) + agent_flops
+    correct = correct_under_masks(backbone, images, labels, masks, batch_size)
+    rand = random_masks(counts, k, generator)
+    stat = static_masks(counts, drop_order, k)
+    rand_correct = correct_under_masks(backbone, images, labels, rand, batch_size)
+    stat_correct = correct_under_masks(backbone, images, labels, stat, batch_size)
+    return BudgetRow(
+        budget=budget,
+        accuracy=correct.double().mean().item(),
+        usage_mean=usage.mean().item(),
+        usage_std=usage.std(unbiased=False).item(),
+        usage_abs_error=(usage - budget).abs().mean().item(),
+        flops_usage_mean=(masks.double() @ component_flops).mean().item()
+        / component_flops.sum().item(),
+        flops_mean=flops.mean().item(),
+        flops_std=flops.std(unbiased=False).item(),
+        unique_policies=len(torch.unique(masks, dim=0)),
+        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget),
+        random_accuracy=rand_correct.double().mean().item(),
+        random_flops_mean=flops_per_image(rand).mean().item(),
+        static_accuracy=stat_correct.double().mean().item(),
+        static_flops_mean=flops_per_image(stat).mean().item(),
+    )
+
+
+def sweep(
+    backbone: Backbone,
+    agent: torch.nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    val_images: Tensor,
+    val_labels: Tensor,
+    budgets: list[float],
+    seed: int = 0,
+    batch_size: int = 500,
+    latency_images: int = 50,
+    progress: Any = None,
+) -> Sweep:
+    """Evaluate every budget; the static drop order is ranked once on the validation split.
+
+    `progress(i, n)` is called after each budget when given.
+    """
+    backbone.eval()
+    agent.eval()
+    generator = torch.Generator().manual_seed(seed)
+    order = static_drop_order(backbone, val_images, val_labels, batch_size)
+    full = correct_under_masks(backbone, images, labels, None, batch_size)
+    rows = []
+    for i, budget in enumerate(budgets):
+        rows.append(
+            evaluate_budget(
+                backbone, agent, images, labels, budget, order, generator, batch_size,
+                latency_images,
+            )
+        )
+        if progress is not None:
+            progress(i + 1, len(budgets))
+    return Sweep(
+        rows=rows,
+        full_accuracy=full.double().mean().item(),
+        full_flops=backbone.flops().total,
+        agent_flops=int(agent.flops()),  # type: ignore[operator]
+        num_components=backbone.num_components,
+        drop_order=order,
+        num_images=len(images),
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured (latencies mean nothing without it)."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# -- reports -------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def sweep_as_dict(result: Sweep) -> dict[str, Any]:
+    return {
+        "full_model": {"accuracy": result.full_accuracy, "flops": result.full_flops},
+        "agent_flops": result.agent_flops,
+        "agent_flops_share": result.agent_flops / result.full_flops,
+        "num_components": result.num_components,
+        "static_drop_order": result.drop_order,
+        "num_images": result.num_images,
+        **result.info,
+        "rows": [asdict(row) for row in result.rows],
+    }
+
+
+def markdown_table(result: Sweep) -> str:
+    """The sweep as a Markdown table (accuracies in %, FLOPs in MFLOPs)."""
+    lines = [
+        f"Full model: {100 * result.full_accuracy:.2f}% at {result.full_flops / 1e6:.2f} MFLOPs; "
+        f"agent {result.agent_flops / 1e6:.2f} MFLOPs "
+        f"({100 * result.agent_flops / result.full_flops:.1f}% of the backbone); "
+        f"{result.num_images} images.",
+        "",
+        "| budget | accuracy % | usage | mean abs(usage - c) | MFLOPs | unique policies "
+        "| random % | static order % | latency ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result.rows:
+        lines.append(
+            f"| {r.budget:.2f} | {100 * r.accuracy:.2f} | {r.usage_mean:.3f} ± {r.usage_std:.3f} "
+            f"| {r.usage_abs_error:.3f} | {r.flops_mean / 1e6:.2f} | {r.unique_policies} "
+            f"| {100 * r.random_accuracy:.2f} | {100 * r.static_accuracy:.2f} "
+            f"| {r.latency_ms:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(result: Sweep, out_dir: Path) -> list[Path]:
+    """sweep.json, sweep.csv, sweep.md and the plots in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path, md_path = (out_dir / f"sweep.{ext}" for ext in ("json", "csv", "md"))
+    _atomic_write_text(json_path, json.dumps(sweep_as_dict(result), indent=2) + "\n")
+    rows = [asdict(row) for row in result.rows]
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
+    _atomic_write_text(md_path, markdown_table(result))
+    return [json_path, csv_path, md_path, *plot_sweep(result, out_dir)]
+
+
+def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
+    """Three PNGs like the paper's Fig. 3/4: accuracy vs FLOPs, usage and policies vs budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and devices
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    budgets = [r.budget for r in rows]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([r.flops_mean / 1e6 for r in rows], [100 * r.accuracy for r in rows], "o-",
+            label="BudgetNet (agent + backbone)")
+    ax.plot([r.static_flops_mean / 1e6 for r in rows], [100 * r.static_accuracy for r in rows],
+            "s--", label="static drop order")
+    ax.plot([r.random_flops_mean / 1e6 for r in rows], [100 * r.random_accuracy for r in rows],
+            "x:", label="random masks")
+    ax.plot([result.full_flops / 1e6], [100 * result.full_accuracy], "k*", markersize=12,
+            label="full model")
+    ax.set(xlabel="MFLOPs per image", ylabel="accuracy (%)", title="Accuracy vs FLOPs")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / "accuracy_vs_flops.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.errorbar(budgets, [r.usage_mean for r in rows], yerr=[r.usage_std for r in rows],
+                fmt="o-", capsize=3, label="component usage (mean ± std)")
+    ax.plot([0, 1], [0, 1], "k:", label="usage = budget")
+    ax.set(xlabel="budget c", ylabel="component usage", title="Usage vs budget",
+           xlim=(0, 1.05), ylim=(0, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / "usage_vs_budget.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(budgets, [r.unique_policies for r in rows], "o-")
+    ax.set(xlabel="budget c", ylabel="unique policies", title="Unique policies vs budget")
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, out_dir / "unique_policies_vs_budget.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,153 @@
+"""Budget sweeps, baselines, reports and plots (tiny models, generated data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from budgetnet_helpers import tiny_backbone
+from torch import Tensor, nn
+
+from budget_edge.errors import ConfigError
+from budget_edge.evaluate import (
+    evaluate_budget,
+    parse_budgets,
+    random_masks,
+    static_drop_order,
+    static_masks,
+    sweep,
+    write_reports,
+)
+
+
+def test_parse_budget_range_includes_the_stop() -> None:
+    budgets = parse_budgets("0.1:1.0:0.05")
+    assert len(budgets) == 19
+    assert budgets[0] == pytest.approx(0.1) and budgets[-1] == pytest.approx(1.0)
+    assert budgets[1] == pytest.approx(0.15)
+
+
+def test_parse_budget_list_and_single() -> None:
+    assert parse_budgets("0.25, 0.5,1") == [0.25, 0.5, 1.0]
+    assert parse_budgets("0.5") == [0.5]
+
+
+@pytest.mark.parametrize("text", ["abc", "0.5:0.1:0.1", "0:1:0", "0:1", "1.5", "", "0.1:2:0.5"])
+def test_bad_budgets_string(text: str) -> None:
+    with pytest.raises(ConfigError, match="budget"):
+        parse_budgets(text)
+
+
+def test_random_masks_keep_the_requested_count() -> None:
+    counts = torch.tensor([0, 3, 9, 5])
+    masks = random_masks(counts, 9, torch.Generator().manual_seed(0))
+    assert masks.sum(dim=1).tolist() == [0, 3, 9, 5]
+
+
+def test_static_masks_drop_in_order() -> None:
+    # Drop order 2, 0, 1, 3: keeping 2 of 4 drops components 2 and 0.
+    masks = static_masks(torch.tensor([2, 4, 0, 3]), [2, 0, 1, 3], 4)
+    assert masks.int().tolist() == [[0, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]]
+
+
+class KeyComponentNet(nn.Module):
+    """Right on every image while component `key` runs, wrong otherwise; FLOPs = 10 per kept one."""
+
+    num_components = 4
+
+    def __init__(self, key: int) -> None:
+        super().__init__()
+        self.key = key
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        labels = x[:, 0, 0, 0].long()
+        logits = torch.nn.functional.one_hot(labels, 10).float()
+        if mask is not None:
+            wrong = torch.nn.functional.one_hot((labels + 1) % 10, 10).float()
+            logits = torch.where(mask[:, self.key, None].bool(), logits, wrong)
+        return logits
+
+    def flops(self) -> object:
+        class Table:
+            base, components, total = 5, (10, 10, 10, 10), 45
+
+        return Table()
+
+
+class PrefixAgent(nn.Module):
+    """Keeps the first round(c * K) components: a policy whose numbers are known by hand."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor, budget: float) -> tuple[Tensor, Tensor]:
+        keep = (torch.arange(self.k) < round(budget * self.k)).float()
+        return keep.expand(len(x), self.k), torch.zeros(len(x))
+
+    def flops(self) -> int:
+        return 3
+
+
+def _images(n: int) -> tuple[Tensor, Tensor]:
+    labels = torch.arange(n) % 10
+    return labels.float().view(n, 1, 1, 1).expand(n, 1, 2, 2).clone(), labels
+
+
+def test_static_drop_order_puts_the_essential_component_last() -> None:
+    images, labels = _images(20)
+    order = static_drop_order(KeyComponentNet(key=1), images, labels)  # type: ignore[arg-type]
+    assert order == [0, 2, 3, 1]
+
+
+def test_evaluate_budget_by_hand() -> None:
+    images, labels = _images(20)
+    net = KeyComponentNet(key=3)
+    row = evaluate_budget(
+        net, PrefixAgent(4), images, labels, budget=0.5, drop_order=[0, 1, 2, 3],  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(0), latency_images=2,
+    )
+    # The agent keeps components 0 and 1: the key component 3 is dropped, every answer wrong.
+    assert row.accuracy == 0.0
+    assert row.usage_mean == 0.5 and row.usage_std == 0.0 and row.usage_abs_error == 0.0
+    assert row.flops_mean == 5 + 20 + 3  # base + two components + agent
+    assert row.unique_policies == 1
+    # Static order drops 0 and 1, keeps 2 and 3: all right, at the same usage.
+    assert row.static_accuracy == 1.0 and row.static_flops_mean == 25
+    assert row.random_flops_mean == 25
+    assert 0.0 <= row.random_accuracy <= 1.0
+    assert row.latency_ms > 0
+
+
+def test_sweep_and_reports(tmp_path: Path) -> None:
+    from budget_edge.agent.policy import build_agent
+
+    backbone = tiny_backbone()
+    agent = build_agent(backbone.num_components, "light", 1, (1, 28, 28))
+    images, labels = torch.randn(12, 1, 28, 28), torch.arange(12) % 10
+    result = sweep(backbone, agent, images, labels, images[:6], labels[:6], [0.2, 1.0],
+                   latency_images=1)
+    assert [r.budget for r in result.rows] == [0.2, 1.0]
+    assert sorted(result.drop_order) == list(range(backbone.num_components))
+    assert result.full_flops == backbone.flops().total
+    for row in result.rows:
+        assert row.flops_mean <= result.full_flops + result.agent_flops
+        assert 1 <= row.unique_policies <= 12
+
+    paths = write_reports(result, tmp_path / "eval")
+    names = sorted(p.name for p in paths)
+    assert names == sorted([
+        "sweep.json", "sweep.csv", "sweep.md", "accuracy_vs_flops.png",
+        "usage_vs_budget.png", "unique_policies_vs_budget.png",
+    ])
+    data = json.loads((tmp_path / "eval" / "sweep.json").read_text())
+    assert len(data["rows"]) == 2 and data["full_model"]["flops"] == result.full_flops
+    with (tmp_path / "eval" / "sweep.csv").open() as f:
+        assert [float(r["budget"]) for r in csv.DictReader(f)] == [0.2, 1.0]
+    table = (tmp_path / "eval" / "sweep.md").read_text()
+    assert "| 0.20 |" in table and "| 1.00 |" in table
+    for png in tmp_path.glob("eval/*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,157 @@
+"""The BudgetNet training loop on a tiny backbone and generated Fashion-MNIST-format data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from budgetnet_helpers import FMNIST_META, write_backbone_checkpoint, write_tiny_fashion_mnist
+
+from budget_edge.errors import CheckpointError, ConfigError, DataError
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
+from budget_edge.train.budgetnet import PRESETS, BudgetNetConfig, make_config, train_budgetnet
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("budgetnet")
+    data = write_tiny_fashion_mnist(root / "data", n_train=64, n_test=16)
+    return data, write_backbone_checkpoint(root / "backbone.pt")
+
+
+def tiny_config(data_dir: Path, **overrides: object) -> BudgetNetConfig:
+    values: dict[str, Any] = {
+        "data_dir": str(data_dir), "batch_size": 32, "eval_images": 16, "extractor": "light",
+        "curriculum_epochs": 2, "finetune_epochs": 1, "eval_budgets": (0.5, 1.0),
+    }
+    values.update(overrides)
+    return make_config(**values)
+
+
+def _states(path: Path) -> dict[str, torch.Tensor]:
+    loaded = load_checkpoint(path)
+    assert loaded.agent is not None
+    tensors = {f"backbone.{k}": v for k, v in loaded.backbone.state_dict().items()}
+    tensors.update({f"agent.{k}": v for k, v in loaded.agent.state_dict().items()})
+    return tensors
+
+
+def _optimizer_tensors(path: Path) -> list[torch.Tensor]:
+    loaded = load_checkpoint(path)
+    assert loaded.train_state is not None
+    state = loaded.train_state["optimizer"]["state"]
+    return [t for key in sorted(state) for t in state[key].values()]
+
+
+@pytest.fixture(scope="module")
+def straight(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run: 2 curriculum epochs, 1 fine-tuning epoch."""
+    data, backbone = setup
+    return train_budgetnet(tmp_path_factory.mktemp("straight"), backbone, tiny_config(data))
+
+
+@pytest.fixture(scope="module")
+def split(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same run stopped after epoch 1 and resumed: (epoch-1 checkpoint, final)."""
+    data, backbone = setup
+    out = tmp_path_factory.mktemp("split")
+    first = train_budgetnet(out, backbone, tiny_config(data), stop_after=1)
+    assert first == out / "last.pt"
+    kept = shutil.copy(first, out / "epoch1.pt")
+    return Path(kept), train_budgetnet(out, resume=True)
+
+
+def test_run_writes_agent_checkpoint_and_history(straight: Path) -> None:
+    assert straight.name == "budgetnet.pt"
+    loaded = load_checkpoint(straight)
+    assert loaded.agent is not None and loaded.agent.config["extractor"] == "light"
+    assert loaded.meta["dataset"] == "fashion-mnist"  # taken from the backbone checkpoint
+    assert loaded.meta["preprocessing"] == FMNIST_META["preprocessing"]
+    assert loaded.train_state is not None and loaded.train_state["epoch"] == 3
+    history = loaded.train_state["history"]
+    assert [h["stage"] for h in history] == ["curriculum", "curriculum", "finetune"]
+    assert set(history[-1]["test"]) == {"0.5", "1"}
+    assert (straight.parent / "history.json").exists()
+
+
+def test_curriculum_freezes_backbone_and_finetuning_changes_it(
+    setup: tuple[Path, Path], straight: Path, split: tuple[Path, Path]
+) -> None:
+    before = load_checkpoint(setup[1]).backbone.state_dict()
+    after_curriculum_epoch = load_checkpoint(split[0]).backbone.state_dict()
+    assert all(torch.equal(before[k], after_curriculum_epoch[k]) for k in before)
+    after_finetuning = load_checkpoint(straight).backbone.state_dict()
+    assert any(not torch.equal(before[k], after_finetuning[k]) for k in before)
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(
+    straight: Path, split: tuple[Path, Path]
+) -> None:
+    a, b = _states(straight), _states(split[1])
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(_optimizer_tensors(straight), _optimizer_tensors(split[1]), strict=True)
+    )
+
+
+def test_resume_without_a_run(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_budgetnet(tmp_path / "none", resume=True)
+
+
+def test_resume_of_a_foreign_checkpoint(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    _, backbone = setup
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(backbone.read_bytes())
+    with pytest.raises(CheckpointError, match="not a BudgetNet training checkpoint"):
+        train_budgetnet(tmp_path / "run", resume=True)
+
+
+def test_refuses_to_overwrite_a_run(setup: tuple[Path, Path], split: tuple[Path, Path]) -> None:
+    data, backbone = setup
+    with pytest.raises(ConfigError, match="--resume"):
+        train_budgetnet(split[0].parent, backbone, tiny_config(data))
+
+
+def test_missing_checkpoint(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = setup
+    with pytest.raises(CheckpointError, match="not found"):
+        train_budgetnet(tmp_path / "run", tmp_path / "nope.pt", tiny_config(data))
+
+
+def test_dataset_that_does_not_fit_the_backbone(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = setup
+    cifar_net = build_backbone("resnet20", num_classes=10)  # 3x32x32 images
+    path = save_checkpoint(tmp_path / "cifar.pt", cifar_net, meta={"dataset": "cifar10"})
+    with pytest.raises(DataError, match="built for"):
+        train_budgetnet(tmp_path / "run", path, tiny_config(data, data="fashion-mnist"))
+
+
+def test_presets_and_overrides() -> None:
+    assert make_config("paper").curriculum_epochs == PRESETS["paper"]["curriculum_epochs"]
+    demo = make_config("demo", batch_size=64, gamma=None)
+    assert demo.limit_train == PRESETS["demo"]["limit_train"] and demo.batch_size == 64
+    assert demo.gamma == 1.0  # None means "not given": the default stays
+    assert make_config(curriculum_epochs=8).exploration_decay == pytest.approx(1 / 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "huge"}, "unknown preset"),
+        ({"colour": 1}, "unknown training option"),
+        ({"alpha": 0.3}, "alpha"),
+        ({"usage": "blocks"}, "usage"),
+        ({"curriculum_epochs": 0, "finetune_epochs": 0}, "at least one stage"),
+        ({"lr": 0.0}, "lr must be > 0"),
+    ],
+)
+def test_bad_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config(**kwargs)
