@@ -8,10 +8,12 @@ calls that act on these decisions live in `trt_engine.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from budget_edge.errors import ConfigError
+from budget_edge.runtime.manifest import Manifest, TensorRTSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "engines"
@@ -112,13 +114,12 @@ def calibration_shape(shape: Sequence[int], settings: BuildSettings) -> Shape:
     return (settings.calib_batch, *(int(d) for d in shape[1:]))
 
 
-def engine_file(graph_file: str, precision: str) -> str:
-    """engines/<precision>/<graph file without .onnx>.engine, relative to the artifact dir.
+def engine_file(graph_name: str, precision: str) -> str:
+    """engines/<precision>/<graph name>.engine, relative to the artifact dir.
 
     One folder per precision so fp16 and int8 engines can sit side by side.
     """
-    stem = graph_file[: -len(".onnx")] if graph_file.endswith(".onnx") else graph_file
-    return f"{ENGINE_DIR}/{precision}/{stem.replace('/', '__')}.engine"
+    return f"{ENGINE_DIR}/{precision}/{graph_name}.engine"
 
 
 def timing_cache_file() -> str:
@@ -128,3 +129,78 @@ def timing_cache_file() -> str:
 
 def calibration_cache_file(graph_name: str) -> str:
     return f"{ENGINE_DIR}/{CALIB_DIR}/{graph_name}.cache"
+
+
+# What a graph computes, which says what its calibration inputs are.
+IMAGE_ROLES = ("stem", "full", "hot")
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One engine to build: graph name, its ONNX file, the engine file, and the
+    graph's role (stem, block, head, policy, full, hot) with its block index."""
+
+    graph: str
+    onnx_file: str
+    engine_file: str
+    role: str
+    block: int = -1
+
+
+def plan_engines(manifest: Manifest, precision: str) -> list[EngineJob]:
+    """One engine per graph, in chain order: stem, each block's variants and skip,
+    head, then policy, full and the hot-policy graphs.
+
+    Chain order lets INT8 calibration walk the network once, block after block.
+    """
+    files = {g.name: g.file for g in manifest.graphs}
+
+    def job(name: str, role: str, block: int = -1) -> EngineJob:
+        return EngineJob(name, files[name], engine_file(name, precision), role, block)
+
+    jobs = [job(str(manifest.roles["stem"]), "stem")]
+    for block in manifest.blocks:
+        jobs += [job(v.graph, "block", block.index) for v in block.variants]
+        if block.skip is not None:
+            jobs.append(job(block.skip, "block", block.index))
+    jobs.append(job(str(manifest.roles["head"]), "head"))
+    for role in ("policy", "full"):
+        name = manifest.roles.get(role)
+        if name is not None:
+            jobs.append(job(name, role))
+    jobs += [job(hot.graph, "hot") for hot in manifest.hot_policies]
+    planned = {j.graph for j in jobs}
+    missing = sorted(set(files) - planned)
+    if missing:
+        raise ConfigError(f"manifest graphs {missing} belong to no stem, block, head, policy, "
+                          "full or hot policy: re-export the checkpoint")
+    return jobs
+
+
+def with_engines(
+    manifest: Manifest,
+    engines: Mapping[str, str],
+    settings: BuildSettings,
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+) -> Manifest:
+    """A copy of the manifest that lists the engines and what built them.
+
+    Engines run only on the TensorRT version and GPU model that built them; the
+    runtime compares these fields before it deserialises anything.
+    """
+    updated = copy.deepcopy(manifest)
+    if manifest.tensorrt is not None:
+        # Engines of an earlier build are no longer part of the artifact.
+        stale = set(manifest.tensorrt.engines.values())
+        updated.files = {k: v for k, v in updated.files.items() if k not in stale}
+    updated.tensorrt = TensorRTSpec(
+        version=tensorrt_version,
+        gpu=gpu_name,
+        precision=settings.precision,
+        max_batch=settings.max_batch,
+        engines=dict(engines),
+        compute_capability=compute_capability,
+    )
+    return updated

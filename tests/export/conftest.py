@@ -13,7 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from budget_edge.agent.policy import build_agent
+from budget_edge.export.exporter import export_checkpoint
 from budget_edge.export.onnx_export import GraphExporter
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import LoadedCheckpoint
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -88,6 +92,37 @@ def random_masks(n: int, k: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def exporter() -> GraphExporter:
     return GraphExporter()
+
+
+CLASSES = [f"c{i}" for i in range(10)]
+META = {
+    "preprocessing": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
+                      "input_size": [3, 32, 32], "layout": "NCHW"},
+    "class_names": CLASSES,
+}
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory, exporter):
+    """resnet20 (option A) with its agent and two hot policies, exported once per session."""
+    torch.manual_seed(0)
+    net = realistic(build_backbone("resnet20", shortcut="A"), seed=1)
+    agent = realistic(build_agent(net.num_components), seed=2, agent=True)
+    # Hand over training-mode modules: a known trap is an exporter that flips them
+    # to eval (or runs them in train mode) and so updates the running statistics.
+    net.train()
+    agent.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    calib = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
+    out = tmp_path_factory.mktemp("resnet20")
+    manifest = export_checkpoint(
+        LoadedCheckpoint(net, agent, META, "budget-edge"), out, fuse_top=2, calib_data=calib,
+        exporter=exporter,
+    )
+    net.eval()
+    agent.eval()
+    return {"net": net, "agent": agent, "dir": out, "manifest": manifest, "before": before,
+            "calib": calib}
 
 
 def budgetnet_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:

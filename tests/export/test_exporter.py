@@ -11,7 +11,6 @@ import onnx
 import pytest
 import torch
 
-from budget_edge.agent.policy import build_agent
 from budget_edge.errors import ManifestError
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.export.hot_policies import policy_masks
@@ -20,36 +19,7 @@ from budget_edge.models.checkpoint import LoadedCheckpoint
 from budget_edge.runtime.manifest import Manifest, verify_files
 from budget_edge.runtime.runtime import BudgetRuntime
 
-from .conftest import close, fashion_mnist_images, random_masks, realistic, run_graph
-
-CLASSES = [f"c{i}" for i in range(10)]
-META = {
-    "preprocessing": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
-                      "input_size": [3, 32, 32], "layout": "NCHW"},
-    "class_names": CLASSES,
-}
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, exporter):
-    torch.manual_seed(0)
-    net = realistic(build_backbone("resnet20", shortcut="A"), seed=1)
-    agent = realistic(build_agent(net.num_components), seed=2, agent=True)
-    # Hand over training-mode modules: a known trap is an exporter that flips them
-    # to eval (or runs them in train mode) and so updates the running statistics.
-    net.train()
-    agent.train()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    calib = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
-    out = tmp_path_factory.mktemp("resnet20")
-    manifest = export_checkpoint(
-        LoadedCheckpoint(net, agent, META, "budget-edge"), out, fuse_top=2, calib_data=calib,
-        exporter=exporter,
-    )
-    net.eval()
-    agent.eval()
-    return {"net": net, "agent": agent, "dir": out, "manifest": manifest, "before": before,
-            "calib": calib}
+from .conftest import META, close, fashion_mnist_images, random_masks, realistic, run_graph
 
 
 def test_export_leaves_the_model_unchanged(art):
@@ -130,7 +100,7 @@ def test_manifest_records_flops_shapes_preprocessing_and_versions(art):
     assert m.flops.policy == agent.flops((3, 32, 32))
     assert [c.flops for c in m.components] == list(table.components)
     assert m.full_flops == table.total
-    assert m.class_names == CLASSES
+    assert m.class_names == META["class_names"]
     assert m.preprocessing.mean == [0.5, 0.4, 0.3] and m.preprocessing.channels == 3
     assert m.versions["torch"] == torch.__version__ and m.versions["onnx"] == onnx.__version__
     assert m.versions["opset"] == 18
