@@ -29,13 +29,30 @@ GRACEFUL_TIMEOUT_S = 30
 def bind_tcp(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0: any free port)."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        # The protocol must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on
+        # such sockets, and without it a response's head and body, written
+        # separately, wait 40 ms on the client's delayed ACK (Nagle's algorithm).
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, "
-            "stop the program using it, or check --host"
-        ) from exc
+        raise _cannot_listen(host, port, exc) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise _cannot_listen(host, port, exc) from exc
+    return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, "
+        "stop the program using it, or check --host"
+    )
 
 
 def bind_unix(path: str) -> socket.socket:

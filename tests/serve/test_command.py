@@ -168,3 +168,25 @@ def test_missing_artifact_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     code, err = run_cli([str(tmp_path / "nothing"), "--port", "0"], capsys)
     assert code == 2
     assert "does not exist" in err
+
+
+TORCH_FREE = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from budget_edge.cli import main
+try:
+    main(["serve", sys.argv[1], "--port", "0", "--budget", "fixed:7"])
+except SystemExit as exit:
+    print("exit", exit.code)
+print(sorted(k for k in sys.modules if k.split(".")[0] == "torch"))
+print("budget_edge.serve.app" in sys.modules, "budget_edge.serve.model" in sys.modules)
+"""
+
+
+def test_serve_runs_without_torch(tiny_artifact: Path) -> None:
+    # The bad budget stops the command after the runtime and server modules are loaded.
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tiny_artifact)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["exit 2", "['torch']", "True True"]
+    assert "must be a number in [0, 1]" in done.stderr

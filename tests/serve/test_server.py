@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -16,6 +17,31 @@ def test_port_zero_binds_a_free_loopback_port() -> None:
         host, port = sock.getsockname()
         assert host == "127.0.0.1" and port > 0
         assert address_of(sock) == f"http://127.0.0.1:{port}"
+
+
+def test_accepted_connections_get_tcp_nodelay_from_asyncio() -> None:
+    # Without TCP_NODELAY every answer waited 40 ms for the client's delayed ACK.
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[int] = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await loop.create_server(Probe, sock=bind_tcp("127.0.0.1", 0))
+        host, port = server.sockets[0].getsockname()[:2]
+        _, writer = await asyncio.open_connection(host, port)
+        try:
+            return await asyncio.wait_for(seen, timeout=10)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0
 
 
 def test_ipv6_loopback_address_is_bracketed() -> None:
