@@ -65,7 +65,7 @@ def test_calibration_shape_is_fixed_at_the_calibration_batch():
 
 
 def test_file_names_live_under_engines_per_precision():
-    assert engine_file("blocks/block_003.onnx", "fp16") == "engines/fp16/blocks__block_003.engine"
-    assert engine_file("stem.onnx", "int8") == "engines/int8/stem.engine"
+    assert engine_file("block003_v02", "fp16") == "engines/fp16/block003_v02.engine"
+    assert engine_file("stem", "int8") == "engines/int8/stem.engine"
     assert timing_cache_file() == "engines/timing.cache"
     assert calibration_cache_file("stem") == "engines/calibration/stem.cache"
