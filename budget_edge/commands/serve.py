@@ -17,7 +17,8 @@ import click
               help="Listen on this Unix socket instead of TCP.")
 @click.option("--budget", "budget_spec", default="fixed:1.0", show_default=True,
               help="Budget of requests that give none: fixed:C, battery:PATH (sysfs capacity "
-                   "file) or latency:MS (keep p95 latency under MS).")
+                   "file) or latency:MS[:BENCH.json] (keep the p95 latency of single images "
+                   "under MS, starting from a bench report or a short bench at startup).")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
               default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1),

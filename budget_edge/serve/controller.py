@@ -1,4 +1,4 @@
-"""The server's budget controller, from `--budget fixed:C | battery:PATH | latency:MS`.
+"""The server's budget controller, from `--budget fixed:C | battery:PATH | latency:MS[:BENCH]`.
 
 It decides the budget of every request that gives none (no BUDGET input, no
 `budget` parameter, no MASK).
@@ -6,24 +6,26 @@ It decides the budget of every request that gives none (no BUDGET input, no
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import time
-
-import numpy as np
+from typing import Any
 
 from budget_edge.errors import ConfigError
+from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
 from budget_edge.runtime.budget import BatteryBudget, BudgetController, FixedBudget, LatencyBudget
 from budget_edge.runtime.runtime import BudgetRuntime
 
 # Charge (%) -> budget: full model above 60 %, then less and less compute.
 BATTERY_SCHEDULE = [(60.0, 1.0), (30.0, 0.6), (0.0, 0.3)]
 BATTERY_SAFE_BUDGET = 0.3
-# Budgets timed at startup for `latency:MS`, and calls per budget.
-CALIBRATION_BUDGETS = (0.25, 0.5, 0.75, 1.0)
-CALIBRATION_CALLS = 20
+# The short bench `latency:MS` runs at startup when no bench JSON is given.
+CALIBRATION = BenchSettings(budgets=[0.25, 0.5, 0.75, 1.0], batches=[1], warmup=5,
+                            iterations=20, rounds=1)
+CALIBRATION_IMAGES = 32
 
-SPEC_HELP = "fixed:C (C in [0, 1]), battery:PATH (a sysfs capacity file) or latency:MS"
+SPEC_HELP = ("fixed:C (C in [0, 1]), battery:PATH (a sysfs capacity file) or latency:MS "
+             "(optionally latency:MS:BENCH.json from `budget-edge bench --json`)")
 
 
 def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
@@ -41,7 +43,8 @@ def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
             )
         return BatteryBudget(BATTERY_SCHEDULE, path=argument, safe_budget=BATTERY_SAFE_BUDGET)
     if kind == "latency":
-        deadline = _number(argument, spec)
+        deadline_text, _, bench_json = argument.partition(":")
+        deadline = _number(deadline_text, spec)
         if deadline <= 0:
             raise ConfigError(f"--budget {spec!r}: the deadline must be a positive number of ms")
         if not runtime.has_policy:
@@ -49,7 +52,8 @@ def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
                 f"--budget {spec!r}: this artifact has no policy, so requests must send MASK "
                 "and no budget is ever chosen: leave --budget out"
             )
-        return LatencyBudget(deadline_ms=deadline, table=calibrate(runtime))
+        table = read_latency_table(bench_json) if bench_json else calibrate(runtime)
+        return LatencyBudget(deadline_ms=deadline, table=table)
     raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
 
 
@@ -64,22 +68,34 @@ def _number(text: str, spec: str) -> float:
 
 
 def calibrate(runtime: BudgetRuntime) -> list[tuple[float, float]]:
-    """(budget, p95 ms) rows timed on this device at batch 1, as `LatencyBudget` starts from.
+    """(budget, p95 ms) at batch 1 from a short bench on seeded random pixels.
 
-    The images are seeded random pixels: the masks they get from the policy are
-    not those of real data, so the controller corrects the table by the
-    latencies it observes while serving.
+    Random pixels do not get the masks real data gets, so the table is only a
+    start: `LatencyBudget` rescales it by the latencies it observes while serving.
     """
-    c, h, w = runtime.manifest.preprocessing.input_size
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(CALIBRATION_CALLS, 1, h, w, c), dtype=np.uint8)
-    runtime.infer(images[0], budget=1.0)  # warm-up: first calls allocate
-    table = []
-    for budget in CALIBRATION_BUDGETS:
-        times = []
-        for image in images:
-            start = time.perf_counter()
-            runtime.infer(image, budget=budget)
-            times.append((time.perf_counter() - start) * 1e3)
-        table.append((budget, float(np.percentile(times, 95))))
+    data = load_bench_data("random", runtime, eval_images=CALIBRATION_IMAGES)
+    return run_bench(runtime, data, CALIBRATION).latency_table(1)
+
+
+def read_latency_table(path: str) -> list[tuple[float, float]]:
+    """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            report: Any = json.load(file)
+        table = [
+            (float(row["budget"]), float(row["latency"]["p95"]))
+            for row in report["rows"]
+            if row["kind"] == "budget" and row["batch"] == 1
+        ]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bench report {path} ({exc.strerror})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is not a `budget-edge bench --json` report ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not table:
+        raise ConfigError(
+            f"{path} has no budget rows at batch 1: run `budget-edge bench DIR --batch 1 --json "
+            f"{path}` on this device"
+        )
     return table

@@ -1,7 +1,8 @@
-"""`--budget` specs: fixed, battery (a sysfs-like file), latency (calibrated at startup)."""
+"""`--budget` specs: fixed, battery (a sysfs-like file), latency (bench report or startup bench)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import pytest
 
 from budget_edge.errors import ConfigError
 from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
 from budget_edge.runtime.budget import BatteryBudget, FixedBudget, LatencyBudget
-from budget_edge.serve.controller import CALIBRATION_BUDGETS, calibrate, parse_budget_spec
+from budget_edge.serve.controller import CALIBRATION, calibrate, parse_budget_spec
 
 from .conftest import artifacts
 
@@ -41,13 +43,46 @@ def test_battery_spec_reads_the_capacity_file(runtime: BudgetRuntime, tmp_path: 
 
 def test_latency_spec_starts_from_a_table_timed_on_this_machine(runtime: BudgetRuntime) -> None:
     table = calibrate(runtime)
-    assert [b for b, _ in table] == list(CALIBRATION_BUDGETS)
+    assert [b for b, _ in table] == CALIBRATION.budgets
     assert all(ms > 0 for _, ms in table)
     generous = parse_budget_spec("latency:100000", runtime)
     assert isinstance(generous, LatencyBudget)
     assert generous.budget() == 1.0  # every budget meets a 100 s deadline
     impossible = parse_budget_spec("latency:0.000001", runtime)
     assert impossible.budget() == 0.0  # none does: the least compute
+
+
+def test_latency_spec_can_start_from_a_bench_report(
+    runtime: BudgetRuntime, tmp_path: Path
+) -> None:
+    settings = BenchSettings(budgets=[0.2, 0.9], batches=[1, 2], warmup=1, iterations=3, rounds=1)
+    report = run_bench(runtime, load_bench_data("random", runtime, eval_images=4), settings)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(report.to_dict()))
+    controller = parse_budget_spec(f"latency:100000:{path}", runtime)
+    assert isinstance(controller, LatencyBudget)
+    assert [b for b, _ in controller.table] == [0.2, 0.9]  # batch-1 rows only
+    assert controller.table == report.latency_table(1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read the bench report"),
+        ("{", "is not a `budget-edge bench --json` report"),
+        ('{"rows": [{"kind": "budget"}]}', "is not a `budget-edge bench --json` report"),
+        ('{"rows": [{"kind": "static", "batch": 1}]}', "has no budget rows at batch 1"),
+    ],
+)
+def test_bad_bench_reports_are_config_errors(
+    runtime: BudgetRuntime, tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "bench.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        parse_budget_spec(f"latency:20:{path}", runtime)
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(
