@@ -1,0 +1,47 @@
+"""`budget-edge export` and `budget-edge build-engines` from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from budget_edge.cli import main
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import save_checkpoint
+from budget_edge.runtime.manifest import verify_files
+
+META = {"preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32]},
+        "class_names": [str(i) for i in range(10)]}
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_export_then_build_engines_without_tensorrt(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "r20.pt", build_backbone("resnet20"), meta=META)
+    code, out, err = cli(["export", str(ckpt), "--out", str(tmp_path / "art")], capsys)
+    assert code == 0, err
+    assert "exported resnet20 (budget-edge)" in out and "policy no" in out
+    manifest = verify_files(tmp_path / "art")
+    assert manifest.roles["policy"] is None and manifest.roles["full"] == "full"
+    # This machine has TensorRT's type stubs but not TensorRT: one line saying what to install.
+    code, _, err = cli(["build-engines", str(tmp_path / "art"), "--precision", "fp16"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and "pip install tensorrt" in err and "\n" == err[-1]
+
+
+def test_export_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    code, _, err = cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
+                       capsys)
+    assert code == 2 and "checkpoint file not found" in err and err.count("\n") == 1
