@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import socket
 import sys
 import threading
 import time
@@ -86,6 +87,16 @@ def request(url: str, method: str, path: str, body: bytes | None = None,
                         answer.read())
     finally:
         conn.close()
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Bytes up to the end of one response head (the 100 Continue is all there is yet)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, "connection closed"
+        head += chunk
+    return head
 
 
 def infer_json(url: str, model: str, header: dict[str, Any]) -> Response:

@@ -21,6 +21,7 @@ from .conftest import (
     infer_json,
     load_model,
     random_images,
+    read_head,
     request,
     serving,
 )
@@ -181,6 +182,19 @@ def test_body_within_the_limit_is_served(small_server: Any) -> None:
                        header.encode() + images.tobytes(),
                        {"Inference-Header-Content-Length": str(len(header))})
     assert response.status == 200
+
+
+def test_client_leaving_mid_body_is_not_a_server_error(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v2/models/{served.name}/infer HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert read_head(sock).startswith(b"HTTP/1.1 100")  # the handler reads the body now
+        sock.sendall(b"{")
+    assert request(served.url, "GET", "/v2/health/live").status == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_internal_failures_get_500_as_json_and_the_server_keeps_serving(

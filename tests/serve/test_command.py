@@ -22,7 +22,7 @@ import pytest
 from budget_edge.cli import main
 from budget_edge.runtime import BudgetRuntime
 
-from .conftest import image_input
+from .conftest import image_input, read_head
 
 STARTUP_S = 60  # the process imports numpy and onnxruntime and checks every file
 
@@ -70,16 +70,6 @@ def serve_process(args: list[str]) -> Iterator[Process]:
         if process.popen.poll() is None:
             process.popen.kill()
         process.popen.wait(timeout=30)
-
-
-def read_head(sock: socket.socket) -> bytes:
-    """Bytes up to the end of one response head (the 100 Continue is all there is yet)."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        chunk = sock.recv(1)
-        assert chunk, "connection closed"
-        head += chunk
-    return head
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path) -> None:

@@ -114,3 +114,12 @@ def test_errors_arrive_as_exceptions_with_status_and_message(
     with pytest.raises(InferenceServerException, match="IMAGE must be UINT8"):
         client.infer(served.name, [wrong])
     assert client.is_server_live()
+
+
+def test_versioned_routes(client: Any, served: Served, rng: np.random.Generator) -> None:
+    images = random_images(rng, 1, served.input_size)
+    result = client.infer(served.name, [image_tensor(images)], model_version="1")
+    assert result.get_response()["model_version"] == "1"
+    assert client.is_model_ready(served.name, model_version="1")
+    with pytest.raises(InferenceServerException, match="unknown version '2'"):
+        client.infer(served.name, [image_tensor(images)], model_version="2")
