@@ -189,6 +189,8 @@ def make_config(preset: str | None = None, **overrides: Any) -> BudgetNetConfig:
             raise ConfigError(f"unknown training option {key!r}")
         if value is not None:
             values[key] = value
+    if values.get("data_dir") is not None:
+        values["data_dir"] = os.fspath(values["data_dir"])  # plain str: checkpoints hold no Paths
     config = BudgetNetConfig(**values)
     config.eval_budgets = tuple(config.eval_budgets)
     config.check()
@@ -519,6 +521,11 @@ def _run(
         stage = stage_of(epoch, cfg)
         # Reseed per epoch: a resumed run replays exactly what an uninterrupted one does.
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + ctx.rank)
+        if stage == "curriculum":
+            backbone.eval().requires_grad_(False)
+        else:
+            backbone.train().requires_grad_(True)
+        agent.train()
         if optimizer is None or stage != stage_of(epoch - 1, cfg):
             optimizer = make_optimizer(stage, agent, backbone, cfg)
             if state.optimizer_state is not None and stage == stage_of(state.epoch - 1, cfg):
@@ -527,11 +534,6 @@ def _run(
             if stage == "finetune" and ctx.distributed:
                 # Blocks that no image of a batch keeps get no gradient on that rank.
                 train_backbone = DistributedDataParallel(backbone, find_unused_parameters=True)
-        if stage == "curriculum":
-            backbone.eval().requires_grad_(False)
-        else:
-            backbone.train().requires_grad_(True)
-        agent.train()
 
         loader = make_loader(data.train, cfg, epoch, ctx)
         label = f"epoch {epoch + 1}/{cfg.total_epochs} {stage}"

@@ -1,0 +1,67 @@
+"""`budget-edge evaluate`: outputs on a tiny model, and user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from budgetnet_helpers import write_backbone_checkpoint, write_tiny_fashion_mnist
+
+from budget_edge.cli import main
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(["evaluate", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_fashion_mnist(tmp_path_factory.mktemp("eval") / "data", 40, 20)
+
+
+def test_writes_json_csv_markdown_and_plots(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    out = tmp_path / "eval"
+    args = [str(checkpoint), "--data-dir", str(data), "--budgets", "0.25,0.5,1", "--out", str(out),
+            "--val-size", "20", "--latency-images", "2"]
+    code, stdout, err = cli(args, capsys)
+    assert code == 0, err
+    assert "| 0.25 |" in stdout and "| 1.00 |" in stdout
+    result = json.loads((out / "sweep.json").read_text())
+    assert [row["budget"] for row in result["rows"]] == [0.25, 0.5, 1.0]
+    assert result["dataset"] == "fashion-mnist" and result["num_images"] == 20
+    assert result["validation"] == "last 20 training images"
+    assert "cpu_count" in result["machine"]
+    for name in ("sweep.csv", "sweep.md", "accuracy_vs_flops.png", "usage_vs_budget.png",
+                 "unique_policies_vs_budget.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_checkpoint_without_agent(data: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "backbone.pt")
+    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "e")],
+                       capsys)
+    assert code == 2
+    assert "without an agent" in err and "budget-edge train" in err
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and "not found" in err
+
+
+@pytest.mark.parametrize("budgets", ["0.1:1.0", "a,b", "0.5:0.1:0.1", "2"])
+def test_bad_budgets(budgets: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli([str(tmp_path / "nope.pt"), "--budgets", budgets, "--out", str(tmp_path)],
+                       capsys)
+    assert code == 2 and "budgets" in err

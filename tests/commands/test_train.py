@@ -1,0 +1,120 @@
+"""`budget-edge train`: end to end on generated data, user errors, resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from budgetnet_helpers import write_backbone_checkpoint, write_tiny_fashion_mnist
+
+from budget_edge.cli import main
+from budget_edge.models.checkpoint import load_checkpoint
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(["train", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train_cli")
+    data = write_tiny_fashion_mnist(root / "data", n_train=64, n_test=16)
+    return data, write_backbone_checkpoint(root / "backbone.pt")
+
+
+def tiny(data: Path, checkpoint: Path, out: Path, epochs: tuple[int, int] = (1, 1)) -> list[str]:
+    return [
+        "--checkpoint", str(checkpoint), "--data-dir", str(data), "--out", str(out),
+        "--curriculum-epochs", str(epochs[0]), "--finetune-epochs", str(epochs[1]),
+        "--batch-size", "16", "--eval-images", "16", "--extractor", "light", "--threads", "1",
+    ]  # fmt: skip
+
+
+def test_trains_and_reports_each_epoch(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(tiny(*inputs, tmp_path / "run"), capsys)
+    assert code == 0, err
+    assert "epoch 1 curriculum" in out and "epoch 2 finetune" in out
+    assert "img/s" in out and "usage" in out
+    loaded = load_checkpoint(tmp_path / "run" / "budgetnet.pt")
+    assert loaded.agent is not None
+
+
+def test_needs_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "--checkpoint" in err
+
+
+def test_resume_takes_no_other_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["--out", str(tmp_path), "--resume", "--lr", "0.1"], capsys)
+    assert code == 2 and "drop the other options" in err
+
+
+def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")],
+                       capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_bad_hyperparameter(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli([*tiny(*inputs, tmp_path / "run"), "--alpha", "0.2"], capsys)
+    assert code == 2 and "alpha" in err
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "budget_edge.cli", "train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    loaded = load_checkpoint(path)
+    assert loaded.agent is not None and loaded.train_state is not None
+    out = {f"b.{k}": v for k, v in loaded.backbone.state_dict().items()}
+    out.update({f"a.{k}": v for k, v in loaded.agent.state_dict().items()})
+    for key, state in loaded.train_state["optimizer"]["state"].items():
+        out.update({f"o.{key}.{name}": v for name, v in state.items()})
+    return out
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    args = tiny(*inputs, tmp_path / "straight", epochs=(3, 1))
+    straight = _run_cli(args)
+    assert straight.wait(timeout=300) == 0, straight.stderr.read() if straight.stderr else ""
+
+    killed_out = tmp_path / "killed"
+    killed = _run_cli(tiny(*inputs, killed_out, epochs=(3, 1)))
+    deadline = time.monotonic() + 300
+    while not (killed_out / "last.pt").exists() and killed.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL  # stopped mid-run, not finished
+    assert not (killed_out / "budgetnet.pt").exists()
+    assert load_checkpoint(killed_out / "last.pt").train_state["epoch"] < 4  # type: ignore[index]
+
+    resumed = _run_cli(["--out", str(killed_out), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read() if resumed.stderr else ""
+    a = _tensors(tmp_path / "straight" / "budgetnet.pt")
+    b = _tensors(killed_out / "budgetnet.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
