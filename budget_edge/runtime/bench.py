@@ -201,6 +201,8 @@ class BenchRow:
     "policy" (the policy graph alone). usage, flops_share and accuracy are over
     the evaluation images (None where they do not apply); breakdown_ms is the
     runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
+    cpu_ms is the median CPU time of this process per call (all its threads):
+    on a machine shared with other work it moves far less than the wall clock.
     """
 
     kind: str
@@ -212,6 +214,7 @@ class BenchRow:
     flops_share: float | None = None
     accuracy: float | None = None
     breakdown_ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms: float | None = None
 
     @property
     def label(self) -> str:
@@ -260,26 +263,33 @@ class _Quality:
 
 
 @dataclass
-class _Job:
-    """One row's timed calls: a function of a batch, its pool of batches, its samples."""
+class TimedJob:
+    """One row's timed calls: a function of a batch, its pool of batches, its samples.
+
+    Public so that the scripts in benchmarks/ time every path the same way.
+    """
 
     kind: str
     batch: int
     budget: float | None
-    call: Callable[[np.ndarray], dict[str, float] | None]
-    pool: list[np.ndarray]
-    times: list[float] = field(default_factory=list)
+    call: Callable[[Any], dict[str, float] | None]  # takes one pool item
+    pool: list[Any]  # image batches (or whatever `call` takes)
+    times: list[float] = field(default_factory=list)  # wall clock, ms
+    cpu_times: list[float] = field(default_factory=list)  # this process's CPU time, ms
     parts: dict[str, float] = field(default_factory=dict)
     calls: int = 0
 
     def run(self, i: int, timed: bool) -> None:
         x = self.pool[i % len(self.pool)]
+        cpu = time.process_time()
         t = time.perf_counter()
         breakdown = self.call(x)
         elapsed = (time.perf_counter() - t) * 1e3
+        cpu_elapsed = (time.process_time() - cpu) * 1e3
         if not timed:
             return
         self.times.append(elapsed)
+        self.cpu_times.append(cpu_elapsed)
         self.calls += 1
         for k, v in (breakdown or {}).items():
             self.parts[k] = self.parts.get(k, 0.0) + v
@@ -308,20 +318,20 @@ def _calls(rt: BudgetRuntime, s: BenchSettings
     return {"static": static, "policy": policy, "budget": budget}
 
 
-def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings) -> list[_Job]:
+def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings) -> list[TimedJob]:
     calls = _calls(rt, s)
     jobs = []
     for n in s.batches:
         pool = timing_pool(data.images, n, s.iterations)
         if rt.manifest.roles.get("full") is not None:
-            jobs.append(_Job("static", n, None, calls["static"], pool))
-        jobs.append(_Job("policy", n, None, calls["policy"], pool))
-        jobs += [_Job("budget", n, c, functools.partial(calls["budget"], c=c), pool)
+            jobs.append(TimedJob("static", n, None, calls["static"], pool))
+        jobs.append(TimedJob("policy", n, None, calls["policy"], pool))
+        jobs += [TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool)
                  for c in s.budgets]
     return jobs
 
 
-def time_jobs(jobs: list[_Job], warmup: int, iterations: int, rounds: int) -> None:
+def time_jobs(jobs: list[TimedJob], warmup: int, iterations: int, rounds: int) -> None:
     """Prime and warm every job, then time `iterations` calls each, interleaved in rounds."""
     for job in jobs:
         for i in range(len(job.pool)):
@@ -415,10 +425,11 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     )
 
 
-def _row(rt: BudgetRuntime, job: _Job, quality: dict[float | None, _Quality]) -> BenchRow:
+def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[float | None, _Quality]) -> BenchRow:
     stats = LatencyStats.of(job.times)
     row = BenchRow(job.kind, job.batch, job.budget, stats,
-                   throughput=job.batch / (stats.mean / 1e3))
+                   throughput=job.batch / (stats.mean / 1e3),
+                   cpu_ms=float(np.median(job.cpu_times)))
     if job.kind == "policy":
         row.flops_share = (rt.manifest.flops.policy or 0) / rt.full_flops
         return row

@@ -23,7 +23,7 @@ STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
 CSV_FIELDS = (
     ["label", "kind", "budget", "batch"]
     + [f"{f}_ms" for f in STAT_FIELDS]
-    + ["throughput_ips", "usage", "flops_share", "accuracy"]
+    + ["throughput_ips", "usage", "flops_share", "accuracy", "cpu_ms"]
     + [f"{k}_ms" for k in LATENCY_KEYS]
 )
 
@@ -123,7 +123,7 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
         rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "budget": r.budget,
                                "batch": r.batch, "throughput_ips": r.throughput,
                                "usage": r.usage, "flops_share": r.flops_share,
-                               "accuracy": r.accuracy}
+                               "accuracy": r.accuracy, "cpu_ms": r.cpu_ms}
         rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
         rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})
         records.append(rec)

@@ -14,6 +14,7 @@ from budget_edge.runtime.bench import (
     BenchData,
     BenchSettings,
     LatencyStats,
+    TimedJob,
     load_bench_data,
     parse_batches,
     parse_budgets,
@@ -106,17 +107,17 @@ def test_timing_pool_takes_consecutive_images_and_wraps() -> None:
 
 
 def test_time_jobs_times_exactly_the_iterations_in_rounds() -> None:
-    from budget_edge.runtime.bench import _Job
-
     order: list[str] = []
     pool = [np.zeros(1)] * 3
 
     def call(name: str) -> Any:
         return lambda x: order.append(name)
 
-    jobs = [_Job("static", 1, None, call("a"), pool), _Job("budget", 1, 0.5, call("b"), pool)]
+    jobs = [TimedJob("static", 1, None, call("a"), pool),
+            TimedJob("budget", 1, 0.5, call("b"), pool)]
     time_jobs(jobs, warmup=2, iterations=7, rounds=3)
     assert [len(j.times) for j in jobs] == [7, 7]
+    assert [len(j.cpu_times) for j in jobs] == [7, 7]
     # Priming (3 pool batches) and warmup (2) first, then rounds of 3, 2, 2 calls.
     assert order[:10] == ["a"] * 5 + ["b"] * 5
     assert order[10:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
@@ -222,6 +223,7 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
         lat = r.latency
         assert 0 < lat.min <= lat.median <= lat.p90 <= lat.p95 <= lat.p99
         assert r.throughput == pytest.approx(r.batch / (lat.mean / 1e3))
+        assert r.cpu_ms is not None and r.cpu_ms >= 0
     env = result.environment
     assert env["backend"] == "onnxruntime" and env["threads_effective"] == 1
     assert env["cpu"] and env["versions"]["onnxruntime"]
