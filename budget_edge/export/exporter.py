@@ -300,6 +300,10 @@ def _hot_masks(
                                     preprocessing.input_size, calib_count)
     else:
         images = np.asarray(calib_data, dtype=np.float32)
+        if images.ndim != 4 or list(images.shape[1:]) != list(preprocessing.input_size):
+            raise ConfigError(f"calibration images have shape {images.shape}; expected "
+                              f"(N, {', '.join(map(str, preprocessing.input_size))}), "
+                              "preprocessed float32")
     return most_frequent_masks(policy_masks(agent, images), fuse_top)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -45,6 +46,8 @@ def trace_to_onnx(
 ) -> onnx.ModelProto:
     """Export `module` (in eval mode) with axis 0 of every input dynamic."""
     module.eval()
+    # The exporter logs that torchvision's detection ops are missing: not our concern.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in example)
     # The exporter prints progress and FutureWarnings of its own; keep the CLI quiet.

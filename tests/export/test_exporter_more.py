@@ -101,6 +101,9 @@ def test_fuse_top_needs_an_agent_and_data(tmp_path):
 
     with pytest.raises(ConfigError, match="--calib-data"):
         export_checkpoint(loaded(agent=build_agent(9).eval()), tmp_path, fuse_top=2)
+    with pytest.raises(ConfigError, match="preprocessed float32"):
+        export_checkpoint(loaded(agent=build_agent(9).eval()), tmp_path, fuse_top=2,
+                          calib_data=np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(ConfigError, match="0 or more"):
         export_checkpoint(loaded(), tmp_path, fuse_top=-1)
 
