@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from budget_edge.errors import BackendError
+from budget_edge.runtime.backends.tensorrt_backend import decode_gpu_name
 
 INSTALL_HINT = (
     "install cuda-python (`pip install cuda-python`, or `pip install 'budget-edge[tensorrt]'`); "
@@ -52,17 +53,12 @@ class GpuInfo:
     compute_capability: str  # "8.7" on Jetson Orin
 
 
-def _decode_name(raw: bytes | str) -> str:
-    if isinstance(raw, bytes):
-        raw = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    return raw.strip()
-
-
 def gpu_info(device: int = 0) -> GpuInfo:
     """Name and compute capability of the GPU that builds the engines."""
     rt = cudart()
     (prop,) = _check(rt, rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    return GpuInfo(name=_decode_name(prop.name), compute_capability=f"{prop.major}.{prop.minor}")
+    # The runtime's decoding, so the names compared at load time are spelt alike.
+    return GpuInfo(name=decode_gpu_name(prop.name), compute_capability=f"{prop.major}.{prop.minor}")
 
 
 class DeviceBuffer:

@@ -85,11 +85,6 @@ def test_without_cuda_python_the_error_says_what_to_install(monkeypatch):
         cuda_device.gpu_info()
 
 
-def test_gpu_names_are_decoded_from_fixed_size_buffers():
-    assert cuda_device._decode_name(b"Orin\x00\x00garbage") == "Orin"
-    assert cuda_device._decode_name("NVIDIA H100 80GB HBM3 ") == "NVIDIA H100 80GB HBM3"
-
-
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [
