@@ -22,17 +22,17 @@ DEFAULTS = {
 }
 
 
-def command_line(params: dict[str, Any]) -> str:
-    """The full command, every option spelled out, for the checkpoint's meta."""
+def command_line(options: list[tuple[str, Any]]) -> str:
+    """The full command, every option spelled out, for the checkpoint's meta.
+
+    `options` are (flag, value) pairs; None and False values are left out,
+    True values (flags) appear bare.
+    """
     words = ["budget-edge", "pretrain"]
-    for name, value in params.items():
-        flag = "--" + name.replace("_", "-")
+    for flag, value in options:
         if value is None or value is False:
             continue
-        if value is True:
-            words.append(flag)
-        else:
-            words += [flag, str(value)]
+        words += [flag] if value is True else [flag, str(value)]
     return shlex.join(words)
 
 
@@ -156,14 +156,14 @@ def command(
     config = PretrainConfig(**settings)
     config.check()
     ctx = click.get_current_context()
-    # Declaration order, so the same options always give the same line.
-    params = {p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}
+    # Declaration order and the flags as typed (--data, not the parameter name).
+    given = [(p.opts[0], ctx.params.get(p.name or "")) for p in ctx.command.params if p.opts]
     options = RunOptions(
         device=device,
         workers=workers,
         threads=threads,
         progress=not quiet,
-        command=command_line(params),
+        command=command_line(given),
     )
     train = load_arrays(config.dataset, data_dir, "train")
     test = load_arrays(config.dataset, data_dir, "test")

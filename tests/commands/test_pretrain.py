@@ -62,6 +62,7 @@ def test_trains_and_prints_the_final_accuracy(fmnist: Path, tmp_path: Path, caps
     assert loaded.meta["preprocessing"]["input_size"] == [1, 28, 28]
     assert loaded.meta["command"].startswith("budget-edge pretrain --backbone resnet20")
     assert "--limit-train 16" in loaded.meta["command"]
+    assert "--data fashion-mnist" in loaded.meta["command"]
     history = json.loads((out / "history.json").read_text())
     assert len(history["epochs"]) == 1
 
@@ -116,14 +117,14 @@ def test_missing_dataset_says_how_to_get_it(tmp_path: Path, capsys):
 
 def test_command_line_spells_out_every_option():
     line = command_line(
-        {
-            "backbone": "resnet20",
-            "resume": True,
-            "quiet": False,
-            "data_dir": None,
-            "lr": 0.1,
-            "out": Path("runs/a b"),
-        }
+        [
+            ("--backbone", "resnet20"),
+            ("--resume", True),
+            ("--quiet", False),
+            ("--data-dir", None),
+            ("--lr", 0.1),
+            ("--out", Path("runs/a b")),
+        ]
     )
     assert line == "budget-edge pretrain --backbone resnet20 --resume --lr 0.1 --out 'runs/a b'"
 
