@@ -122,7 +122,7 @@ def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: 
         import shutil
 
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench").mkdir(parents=True, exist_ok=True)  # bench writes its reports here
     (out / "demo.json").write_text(f'{{"preset": "{preset}", "backbone": "{backbone}"}}\n')
     start = time.perf_counter()
     for stage in stages:
