@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -175,7 +176,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{env['load_average_after']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
         "",
-        f"Command: `{result['command']}`. Latency in ms per batch, median (p90) over "
+        f"Command: `{result['command']}` at commit {env['git']['commit']}. Latency in ms "
+        "per batch, median (p90) over "
         f"{result['settings']['iterations']} interleaved calls; speedup = eager median / "
         "runtime median.",
         "",
@@ -197,6 +199,18 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Weights and agents:", ""]
     lines += [f"- {name}: {m['weights']}; {m['agent']}" for name, m in result["models"].items()]
     return "\n".join(lines) + "\n"
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the runtime's files differ from it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "runtime_modified": git("status", "--porcelain", "budget_edge/runtime") != ""}
 
 
 def write(path: Path, text: str) -> None:
@@ -233,7 +247,7 @@ def main() -> None:
                      "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
                      "extractor": args.extractor},
         "environment": {**machine_info(), "load_average_before": load_average(),
-                        "torch": torch.__version__},
+                        "torch": torch.__version__, "git": git_state()},
         "models": {},
     }
     for name in args.models.split(","):
