@@ -46,6 +46,7 @@ from budget_edge.agent.losses import advantage, entropy_bonus, log_prob, policy_
 from budget_edge.agent.policy import PolicyNet, build_agent
 from budget_edge.agent.reward import reward
 from budget_edge.agent.usage import USAGE_KINDS, usage, usage_weights
+from budget_edge.data.arrays import ImageArrays
 from budget_edge.data.registry import load_arrays
 from budget_edge.data.torch_dataset import ImageDataset, batch_collate
 from budget_edge.errors import CheckpointError, ConfigError
@@ -68,6 +69,7 @@ from budget_edge.train.distributed import (
     shutdown,
     sync_buffers,
 )
+from budget_edge.train.prior import PRIORS, apply_budget_prior, prior_order
 from budget_edge.train.progress import TrainDisplay
 
 LAST = "last.pt"
@@ -109,6 +111,9 @@ class BudgetNetConfig:
     value_coef: float = 1.0
     entropy_coef: float = 0.0  # optional entropy bonus (not in the paper)
     usage: str = "components"  # or "flops"
+    prior: str = "static"  # starting policy (train/prior.py): static, prefix or none (paper)
+    prior_sharpness: float | None = None  # logit slope in c of the prior; None: 2 K
+    prior_images: int = 2000  # held-out training images that rank the static order
     extractor: str = "resnet8"  # agent feature extractor: "resnet8" or "light"
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
@@ -141,6 +146,8 @@ class BudgetNetConfig:
             raise ConfigError("gamma and omega must be >= 0")
         if self.usage not in USAGE_KINDS:
             raise ConfigError(f"usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.curriculum_unit not in ("batch", "epoch"):
             raise ConfigError(
                 f"curriculum_unit must be 'batch' or 'epoch', got {self.curriculum_unit!r}"
@@ -203,8 +210,10 @@ def make_config(preset: str | None = None, **overrides: Any) -> BudgetNetConfig:
 @dataclass
 class RunData:
     train: ImageDataset
-    eval_images: Tensor
+    eval_images: Tensor  # the first test images: the check after each epoch
     eval_labels: Tensor
+    held_out_images: Tensor  # the last training images, not augmented: rank the prior
+    held_out_labels: Tensor
 
 
 def load_run_data(config: BudgetNetConfig, backbone: Backbone, meta: dict[str, Any]) -> RunData:
@@ -216,7 +225,13 @@ def load_run_data(config: BudgetNetConfig, backbone: Backbone, meta: dict[str, A
     check_data_fits(train_arrays.info, backbone)
     mean, std = preprocessing_of(meta, train_arrays.info)
     images, labels = as_tensors(test_arrays, mean, std)
-    return RunData(ImageDataset(train_arrays, train=True, mean=mean, std=std), images, labels)
+    n = min(config.prior_images, len(train_arrays))
+    held_out = ImageArrays(
+        train_arrays.images[-n:], train_arrays.labels[-n:], train_arrays.info
+    )
+    held_images, held_labels = as_tensors(held_out, mean, std)
+    train = ImageDataset(train_arrays, train=True, mean=mean, std=std)
+    return RunData(train, images, labels, held_images, held_labels)
 
 
 def make_loader(
@@ -434,16 +449,20 @@ def train_epoch(
 @torch.no_grad()
 def check_budgets(
     backbone: Backbone, agent: PolicyNet, data: RunData, budgets: tuple[float, ...],
-    weights: Tensor,
+    weights: Tensor, forced: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Test accuracy and usage of the deterministic policy at a few budgets."""
+    """Test accuracy and usage of the deterministic policy at a few budgets.
+
+    As in the reference's curriculum test, the first `forced` components stay on:
+    the actor has not learnt them yet.
+    """
     backbone.eval()
     agent.eval()
     device = next(backbone.parameters()).device
     images, labels = data.eval_images.to(device), data.eval_labels.to(device)
     results = {}
     for budget in budgets:
-        masks = policy_masks(agent, images, budget)
+        masks = force_on(policy_masks(agent, images, budget), forced)
         correct = correct_under_masks(backbone, images, labels, masks)
         results[f"{budget:g}"] = {
             "accuracy": correct.float().mean().item(),
@@ -510,6 +529,13 @@ def _run(
     flops = backbone.flops()
     weights = usage_weights(cfg.usage, flops.components).to(ctx.device)
     display.log(_describe(state, flops.total, ctx))
+    if state.epoch == 0 and cfg.prior != "none":
+        backbone.eval()
+        held_out = data.held_out_images.to(ctx.device), data.held_out_labels.to(ctx.device)
+        order = prior_order(cfg.prior, backbone, *held_out)
+        sharpness = cfg.prior_sharpness or 2.0 * backbone.num_components
+        apply_budget_prior(agent, order, sharpness)
+        display.log(f"starting policy: components dropped in the order {order}")
 
     # All agent parameters take part in every step; DDP averages their gradients.
     train_agent: nn.Module = DistributedDataParallel(agent) if ctx.distributed else agent
@@ -548,11 +574,13 @@ def _run(
         sync_buffers(agent, ctx)
         summary: dict[str, Any] = {"epoch": epoch + 1, "stage": stage}
         summary.update(_mean_over_ranks(stats.summary(), ctx))
+        forced = curriculum.forced_components(epoch + 1) if stage == "curriculum" else 0
         if stage == "curriculum":
-            summary.update(forced=curriculum.forced_components(epoch + 1),
-                           c_min=curriculum.c_min(epoch + 1))
+            summary.update(forced=forced, c_min=curriculum.c_min(epoch + 1))
         if ctx.is_main:
-            summary["test"] = check_budgets(backbone, agent, data, cfg.eval_budgets, weights)
+            summary["test"] = check_budgets(
+                backbone, agent, data, cfg.eval_budgets, weights, forced
+            )
         state.history.append(summary)
         state.epoch = epoch + 1
         if ctx.is_main:
