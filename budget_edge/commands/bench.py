@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command with every option's value, so that a report says how to measure it again."""
+    words = ["budget-edge", "bench"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
 
 
 @click.command("bench")
@@ -88,6 +103,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
                                progress=lambda msg: status.update(msg))
     finally:
         rt.close()
+    result.settings["command"] = _command_line(click.get_current_context())
     out = Console()
     if not out.is_terminal:  # piped to a file: no terminal width to respect
         out = Console(width=160)

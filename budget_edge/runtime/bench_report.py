@@ -109,6 +109,8 @@ def markdown(result: BenchResult) -> str:
         f"{result.settings['warmup']} warm-up calls, interleaved in "
         f"{result.settings['rounds']} rounds; latency columns in ms per batch",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
+        *([f"- command: `{result.settings['command']}`"] if result.settings.get("command")
+          else []),
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",

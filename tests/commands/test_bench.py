@@ -36,8 +36,11 @@ def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
         ("static", 1), ("policy", 1), ("budget", 1), ("budget", 1),
         ("static", 2), ("policy", 2), ("budget", 2), ("budget", 2)]
     assert data["settings"]["iterations"] == 3 and data["environment"]["threads"] == 1
+    assert data["settings"]["command"].startswith(f"budget-edge bench {artifact} --budgets "
+                                                  "0.5:1.0:0.5 --batch 1,2 --data random")
     assert len(out["csv"].read_text().splitlines()) == 1 + 8
     assert "| c=1 | 2 |" in out["md"].read_text()
+    assert "- command: `budget-edge bench " in out["md"].read_text()
     assert out["png"].read_bytes()[:4] == b"\x89PNG"
 
 
