@@ -17,7 +17,8 @@ EXTRACTOR_CHOICES = ("resnet8", "light")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run folder: last.pt after every epoch, budgetnet.pt at the end, history.json.")
 @click.option("--resume", is_flag=True,
-              help="Continue the run in --out from last.pt (its settings are used).")
+              help="Continue the run in --out from last.pt with its settings "
+              "(--device, --threads, --workers may change).")
 @click.option("--preset", type=click.Choice(["demo", "paper"]),
               help="demo: minutes on a subset; paper: the full schedule (options override it).")
 @click.option("--data", help="Dataset: fashion-mnist, cifar10, cifar100, folder "
@@ -69,19 +70,20 @@ def command(checkpoint: Path | None, out: Path, resume: bool, preset: str | None
       torchrun --nproc_per_node 2 -m budget_edge.cli train --checkpoint ... --out ...
     """
     from budget_edge.errors import ConfigError
-    from budget_edge.train.budgetnet import make_config, train_budgetnet
+    from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config, train_budgetnet
 
     config = None
+    overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
     if resume:
         if checkpoint is not None or preset is not None or any(
             v is not None for v in options.values()
         ):
             raise ConfigError(
                 "--resume continues the run in --out with its own settings; drop the other "
-                "options (or start a new run in another --out)"
+                f"options (only --{', --'.join(RESUME_OVERRIDES)} may change)"
             )
     else:
         if checkpoint is None:
             raise ConfigError("give the pretrained backbone with --checkpoint PATH")
-        config = make_config(preset, **options)
-    train_budgetnet(out, checkpoint, config, resume=resume)
+        config = make_config(preset, **options, **overrides)
+    train_budgetnet(out, checkpoint, config, resume=resume, resume_overrides=overrides)

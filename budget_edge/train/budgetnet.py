@@ -474,6 +474,10 @@ def check_budgets(
 # -- the run ------------------------------------------------------------------------------
 
 
+# Settings a resumed run may change: they decide where and how fast it runs, not what it learns.
+RESUME_OVERRIDES = ("device", "threads", "workers")
+
+
 def train_budgetnet(
     out_dir: str | Path,
     checkpoint: str | Path | None = None,
@@ -481,18 +485,19 @@ def train_budgetnet(
     resume: bool = False,
     display: TrainDisplay | None = None,
     stop_after: int | None = None,
+    resume_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Run (or resume) a BudgetNet training; returns the checkpoint written last.
 
     `stop_after` ends the run after that many epochs in total (tests, and a way
-    to split a long run into sessions); `resume=True` picks it up again.
+    to split a long run into sessions); `resume=True` picks it up again, with
+    the run's own settings except those in `resume_overrides` (RESUME_OVERRIDES).
     """
     out = Path(out_dir)
-    requested_device = config.device if config is not None else "auto"
-    ctx = init_distributed(requested_device)
+    state = _load_state(out, checkpoint, config, resume, resume_overrides or {})
+    ctx = init_distributed(state.config.device)
     try:
         display = display or TrainDisplay(enabled=ctx.is_main)
-        state = _load_state(out, checkpoint, config, resume)
         torch.set_num_threads(cpu_threads(ctx, state.config.threads))
         return _run(out, state, ctx, display, stop_after)
     finally:
@@ -500,14 +505,27 @@ def train_budgetnet(
 
 
 def _load_state(
-    out: Path, checkpoint: str | Path | None, config: BudgetNetConfig | None, resume: bool
+    out: Path,
+    checkpoint: str | Path | None,
+    config: BudgetNetConfig | None,
+    resume: bool,
+    overrides: dict[str, Any],
 ) -> RunState:
     if resume:
         if not (out / LAST).exists():
             raise CheckpointError(
                 f"nothing to resume: {out / LAST} does not exist; start without --resume"
             )
-        return resume_state(out / LAST)
+        state = resume_state(out / LAST)
+        for key, value in overrides.items():
+            if key not in RESUME_OVERRIDES:
+                raise ConfigError(
+                    f"a resumed run keeps its settings; only {', '.join(RESUME_OVERRIDES)} "
+                    f"may change, not {key}"
+                )
+            if value is not None:
+                setattr(state.config, key, value)
+        return state
     if checkpoint is None:
         raise ConfigError("give a pretrained backbone checkpoint (--checkpoint)")
     if (out / LAST).exists():

@@ -112,7 +112,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
     assert not (killed_out / "budgetnet.pt").exists()
     assert load_checkpoint(killed_out / "last.pt").train_state["epoch"] < 4  # type: ignore[index]
 
-    resumed = _run_cli(["--out", str(killed_out), "--resume"])
+    resumed = _run_cli(["--out", str(killed_out), "--resume", "--threads", "1"])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read() if resumed.stderr else ""
     a = _tensors(tmp_path / "straight" / "budgetnet.pt")
     b = _tensors(killed_out / "budgetnet.pt")

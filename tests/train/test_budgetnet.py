@@ -113,6 +113,11 @@ def test_resume_of_a_foreign_checkpoint(setup: tuple[Path, Path], tmp_path: Path
         train_budgetnet(tmp_path / "run", resume=True)
 
 
+def test_resume_may_change_only_where_it_runs(split: tuple[Path, Path]) -> None:
+    with pytest.raises(ConfigError, match="only device, threads, workers may change, not lr"):
+        train_budgetnet(split[0].parent, resume=True, resume_overrides={"lr": 0.1})
+
+
 def test_refuses_to_overwrite_a_run(setup: tuple[Path, Path], split: tuple[Path, Path]) -> None:
     data, backbone = setup
     with pytest.raises(ConfigError, match="--resume"):
