@@ -48,6 +48,8 @@ EXTRACTOR_CHOICES = ("resnet8", "light")
               help="Budget usage as a fraction of components (paper) or of FLOPs.")
 @click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES),
               help="Agent feature extractor: resnet8 (reference) or light (about 10x cheaper).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].")
 @click.option("--workers", type=int, help="DataLoader worker processes [0].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [auto: the GPU if there is one].")

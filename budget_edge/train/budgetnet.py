@@ -107,7 +107,7 @@ class BudgetNetConfig:
     gamma: float = 1.0  # penalty scale for wrong predictions (BlockDrop curriculum: 1)
     omega: float = 0.5  # extra penalty for going over the budget
     alpha: float = 0.8  # bound of Eq. 11 (BlockDrop)
-    beta: float | None = None  # decay of Eq. 11; None: 1 / curriculum_epochs
+    beta: float | None = None  # decay of Eq. 11; None: 1 / all epochs
     value_coef: float = 1.0
     entropy_coef: float = 0.0  # optional entropy bonus (not in the paper)
     usage: str = "components"  # or "flops"
@@ -118,6 +118,7 @@ class BudgetNetConfig:
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto, cpu or cuda
+    precision: str = "fp32"  # "bf16": autocast the forward passes (AMX CPUs, recent GPUs)
     threads: int = 0  # intra-op CPU threads per process; 0: the cores shared among processes
     eval_budgets: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 
@@ -129,7 +130,7 @@ class BudgetNetConfig:
     def exploration_decay(self) -> float:
         if self.beta is not None:
             return self.beta
-        return 1.0 / max(self.curriculum_epochs, 1)
+        return 1.0 / self.total_epochs  # exploration ends with the run
 
     def check(self) -> None:
         """Raise ConfigError for settings that cannot work."""
@@ -146,6 +147,8 @@ class BudgetNetConfig:
             raise ConfigError("gamma and omega must be >= 0")
         if self.usage not in USAGE_KINDS:
             raise ConfigError(f"usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.prior not in PRIORS:
             raise ConfigError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.curriculum_unit not in ("batch", "epoch"):
@@ -405,6 +408,10 @@ def train_epoch(
 ) -> EpochStats:
     finetune = stage == "finetune"
     k = len(weights)
+    bf16 = config.precision == "bf16"
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
     stats = EpochStats()
     steps = len(loader)
     start = time.perf_counter()
@@ -415,13 +422,15 @@ def train_epoch(
         forced = 0 if finetune else curriculum.forced_components(t)
         budgets = curriculum.sample_budgets(len(images), t).to(device)
 
-        probs, values = agent(images, budgets)  # Eq. 2, 3: s and V(x, c)
+        with autocast():
+            probs, values = agent(images, budgets)  # Eq. 2, 3: s and V(x, c)
+        probs, values = probs.float(), values.float()  # the losses in fp32
         probs = explore(probs, config.alpha, config.exploration_decay, t)  # Eq. 11: s'
         actions = force_on(torch.bernoulli(probs.detach()), forced)  # u ~ Bernoulli(s')
         controlled = controlled_components(k, forced).to(device)
 
-        with torch.set_grad_enabled(finetune):  # frozen backbone: no graph in the curriculum
-            logits = backbone(images, actions)  # masked forward: dropped parts cost nothing
+        with torch.set_grad_enabled(finetune), autocast():  # curriculum: no graph, frozen
+            logits = backbone(images, actions).float()  # masked: dropped parts cost nothing
         correct = logits.argmax(1) == labels
         used = usage(actions, weights)
         rewards = reward(used, budgets, correct, config.gamma, config.omega)  # Eq. 4

@@ -100,6 +100,15 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(
     )
 
 
+def test_bf16_autocast_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, backbone = setup
+    cfg = tiny_config(data, precision="bf16", curriculum_epochs=1, eval_budgets=(0.5,))
+    loaded = load_checkpoint(train_budgetnet(tmp_path / "run", backbone, cfg))
+    assert loaded.agent is not None
+    weights = [*loaded.agent.parameters(), *loaded.backbone.parameters()]
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights)
+
+
 def test_resume_without_a_run(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train_budgetnet(tmp_path / "none", resume=True)
@@ -143,7 +152,8 @@ def test_presets_and_overrides() -> None:
     demo = make_config("demo", batch_size=64, gamma=None)
     assert demo.limit_train == PRESETS["demo"]["limit_train"] and demo.batch_size == 64
     assert demo.gamma == 1.0  # None means "not given": the default stays
-    assert make_config(curriculum_epochs=8).exploration_decay == pytest.approx(1 / 8)
+    # Eq. 11 exploration ends with the run: 8 curriculum + 5 fine-tuning epochs.
+    assert make_config(curriculum_epochs=8).exploration_decay == pytest.approx(1 / 13)
 
 
 @pytest.mark.parametrize(
