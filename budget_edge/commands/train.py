@@ -36,16 +36,21 @@ EXTRACTOR_CHOICES = ("resnet8", "light")
               help="Move the curriculum every batch (smooth) or every epoch (the reference).")
 @click.option("--batch-size", type=int, help="Images per step and process [256].")
 @click.option("--lr", type=float, help="Agent learning rate in stage 1 [1e-3].")
-@click.option("--finetune-lr", type=float, help="Agent learning rate in stage 2 [1e-4].")
-@click.option("--backbone-lr", type=float, help="Backbone learning rate in stage 2 [1e-5].")
+@click.option("--finetune-lr", type=float, help="Agent learning rate in stage 2 [1e-3].")
+@click.option("--backbone-lr", type=float, help="Backbone learning rate in stage 2 [1e-4].")
 @click.option("--gamma", type=float, help="Eq. 4: penalty scale for wrong predictions [1.0].")
-@click.option("--omega", type=float, help="Eq. 4: extra penalty for exceeding the budget [0.5].")
+@click.option("--omega", type=float, help="Eq. 4: extra penalty for exceeding the budget [1.0].")
 @click.option("--alpha", type=float, help="Eq. 11: exploration bound [0.8].")
-@click.option("--beta", type=float, help="Eq. 11: bound decay per epoch [1/curriculum epochs].")
+@click.option("--beta", type=float, help="Eq. 11: bound decay per epoch [1/all epochs].")
 @click.option("--value-coef", type=float, help="Weight of the value loss, Eq. 9 [1.0].")
 @click.option("--entropy-coef", type=float, help="Weight of the optional entropy bonus [0].")
 @click.option("--usage", type=click.Choice(USAGE_CHOICES),
               help="Budget usage as a fraction of components (paper) or of FLOPs.")
+@click.option("--prior", type=click.Choice(["static", "prefix", "none"]),
+              help="Starting policy: static drop order (default), last blocks first, or the "
+              "paper's plain initialisation (none); see docs/budgetnet.md.")
+@click.option("--prior-sharpness", type=float,
+              help="Slope in c of the starting policy's logits [4 K].")
 @click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES),
               help="Agent feature extractor: resnet8 (reference) or light (about 10x cheaper).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),

@@ -92,7 +92,6 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(
     inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:

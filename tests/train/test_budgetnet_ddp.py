@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from budgetnet_helpers import write_backbone_checkpoint, write_tiny_fashion_mnist
 
@@ -16,7 +15,6 @@ from budget_edge.models.checkpoint import load_checkpoint
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-@pytest.mark.slow
 def test_two_processes_keep_identical_models(tmp_path: Path) -> None:
     data = write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
     checkpoint = write_backbone_checkpoint(tmp_path / "backbone.pt")
