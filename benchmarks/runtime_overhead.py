@@ -4,13 +4,13 @@ Torch-free; runs on the artifacts runtime_targets.py exports (--work). Each
 experiment prints CPU time per call (this process, one intra-op thread), which
 a shared machine's load barely moves.
 
-    .venv/bin/python benchmarks/runtime_overhead.py dispatch resnet56   # section 1
     .venv/bin/python benchmarks/runtime_overhead.py chain resnet56      # section 2
     .venv/bin/python benchmarks/runtime_overhead.py nchwc resnet56      # section 2, prototype
     .venv/bin/python benchmarks/runtime_overhead.py memory resnext29    # section 4
 
-The `dispatch` and `nchwc` prototypes read the runtime's private plan
-(`rt._plans`): they are measurements of a proposed change, not an API.
+Section 1's code-grouped dispatch and section 4's shared arena have since
+landed in the runtime; `memory` now compares the runtime with its shared
+arena turned off (`SHARED_ARENA = False`) and on.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
-
-from budget_edge.runtime import BudgetRuntime
-from budget_edge.runtime.inputs import prepare_images
 
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "budget-edge-bench"
 CAP = "components"
@@ -53,79 +50,6 @@ def cpu_ms(fn: Callable[[int], Any], count: int, repeats: int = 4) -> float:
 def _on(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> Callable[[int], Any]:
     """fn(x) as a function of the (ignored) call index, for cpu_ms."""
     return lambda _i: fn(x)
-
-
-def _runtime(args: argparse.Namespace) -> BudgetRuntime:
-    return BudgetRuntime.load(Path(args.work) / f"{args.model}-light", backend="onnxruntime",
-                              threads=1)
-
-
-def _pool(rt: BudgetRuntime, batch: int, count: int = 32) -> list[np.ndarray]:
-    pixels = np.random.default_rng(0).integers(0, 256, (batch * count, 32, 32, 3), np.uint8)
-    return [prepare_images(pixels[i * batch:(i + 1) * batch], rt.manifest.preprocessing)
-            for i in range(count)]
-
-
-class CodeDispatch:
-    """Proposed dispatch: one matmul gives every block's kept-path code, then plain Python."""
-
-    def __init__(self, rt: BudgetRuntime) -> None:
-        self.rt = rt
-        plans = rt._plans  # noqa: SLF001 (a prototype of a change to runtime.py)
-        self.weights = np.zeros((rt.num_components, len(plans)), np.int64)
-        self.blocks = []
-        for b, plan in enumerate(plans):
-            for j, k in enumerate(plan.components):
-                self.weights[k, b] = 1 << j
-            graphs: dict[int, str | None] = {0: plan.skip}
-            graphs.update({sum(1 << p for p in paths): g for paths, g in plan.variants.items()})
-            self.blocks.append((graphs, plan.same_shape, plan.out_shape))
-
-    def __call__(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        run, roles = self.rt.backend.run, self.rt.manifest.roles
-        n = x.shape[0]
-        codes = (mask.astype(np.int64) @ self.weights).T.tolist()
-        h = run(str(roles["stem"]), [x])[0]
-        for (graphs, same_shape, out_shape), column in zip(self.blocks, codes, strict=True):
-            if column.count(column[0]) == n:  # one graph for the whole batch
-                graph = graphs[column[0]]
-                h = h if graph is None else run(graph, [h])[0]
-                continue
-            groups: dict[int, list[int]] = {}
-            for i, code in enumerate(column):
-                groups.setdefault(code, []).append(i)
-            out = h if same_shape else np.empty((n, *out_shape), np.float32)
-            for code, rows in groups.items():
-                graph, r = graphs[code], np.asarray(rows)
-                if graph is not None:
-                    out[r] = run(graph, [h[r]])[0]
-            h = out
-        return np.asarray(run(str(roles["head"]), [h])[0])
-
-
-def _compare(rt: BudgetRuntime, proto: CodeDispatch, pool: list[np.ndarray], c: float,
-             static: float) -> str:
-    results = [rt.infer(x, budget=c, cap=CAP) for x in pool]
-    masks = [r.mask for r in results]
-    for x, m, r in zip(pool[:4], masks, results, strict=False):
-        np.testing.assert_allclose(proto(x, m), r.logits, atol=1e-4, rtol=1e-4)
-    ideal = float(np.mean([r.flops_share.mean() for r in results])) * static
-    now = cpu_ms(lambda i: rt.infer(pool[i], mask=masks[i]), len(pool))
-    new = cpu_ms(lambda i: proto(pool[i], masks[i]), len(pool))
-    return (f"infer(mask) {now:.2f} ms ({now / ideal:.2f}x FLOPs-proportional), code-grouped "
-            f"{new:.2f} ms ({new / ideal:.2f}x), saved {now - new:.2f} ms")
-
-
-def dispatch(args: argparse.Namespace) -> None:
-    """Section 1: the runtime's numpy dispatch against the code-grouped prototype."""
-    rt = _runtime(args)
-    proto = CodeDispatch(rt)
-    for batch in (1, 8):
-        pool = _pool(rt, batch)
-        static = cpu_ms(lambda i: rt.run_full(pool[i]), len(pool))  # noqa: B023 (used at once)
-        for c in (0.25, 0.5, 0.75):
-            print(f"{args.model} b{batch} c={c}: {_compare(rt, proto, pool, c, static)}",
-                  flush=True)
 
 
 def _options(level: Any = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -266,16 +190,7 @@ _MEMORY_CHILD = """
 import json, sys, numpy as np, onnxruntime as ort, psutil
 sys.modules['torch'] = None
 from budget_edge.runtime.backends import onnxruntime_backend as backend
-shared = sys.argv[2] == 'shared'
-if shared:
-    ort.create_and_register_allocator(ort.OrtMemoryInfo(
-        'Cpu', ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT), None)
-    plain = backend.session_options
-    def with_env_allocator(o, threads):
-        so = plain(o, threads)
-        so.add_session_config_entry('session.use_env_allocators', '1')
-        return so
-    backend.session_options = with_env_allocator
+backend.SHARED_ARENA = sys.argv[2] == 'shared'
 from budget_edge.runtime import BudgetRuntime
 rt = BudgetRuntime.load(sys.argv[1], backend='onnxruntime', threads=1)
 pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
@@ -299,13 +214,13 @@ def memory(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("experiment", choices=["dispatch", "chain", "nchwc", "memory"])
+    ap.add_argument("experiment", choices=["chain", "nchwc", "memory"])
     ap.add_argument("model", choices=["resnet56", "resnet110", "resnext29"])
     ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--blocks", type=int, default=9, help="nchwc: stage-1 blocks to chain")
     args = ap.parse_args()
     experiments: dict[str, Callable[[argparse.Namespace], None]] = {
-        "dispatch": dispatch, "chain": chain, "nchwc": nchwc, "memory": memory}
+        "chain": chain, "nchwc": nchwc, "memory": memory}
     experiments[args.experiment](args)
 
 

@@ -83,13 +83,13 @@ def prefix_blocks(manifest: Manifest) -> list[list[int]]:
             if b.variant_scheme == "prefix"]
 
 
-def project_to_variants(mask: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """Map kept-path sets of prefix-scheme blocks to the prefix of the same size.
+def project_to_variants(mask: np.ndarray, blocks: list[list[int]]) -> np.ndarray:
+    """Map kept-path sets of prefix-scheme blocks (`prefix_blocks`) to the prefix of
+    the same size.
 
     Paths of such a block have equal FLOPs (the manifest checks it), so the
     cost of the mask is unchanged.
     """
-    blocks = prefix_blocks(manifest)
     if not blocks:
         return mask
     out = mask.copy()
@@ -99,9 +99,13 @@ def project_to_variants(mask: np.ndarray, manifest: Manifest) -> np.ndarray:
     return out
 
 
-def check_variants(mask: np.ndarray, manifest: Manifest) -> None:
-    """An explicit mask must ask only for path sets that have a graph."""
-    for idx in prefix_blocks(manifest):
+def check_variants(mask: np.ndarray, manifest: Manifest,
+                   blocks: list[list[int]] | None = None) -> None:
+    """An explicit mask must ask only for path sets that have a graph.
+
+    blocks: `prefix_blocks(manifest)`, when the caller has it already.
+    """
+    for idx in prefix_blocks(manifest) if blocks is None else blocks:
         part = mask[:, idx]
         counts = part.sum(axis=1)
         prefix = np.arange(len(idx))[None, :] < counts[:, None]

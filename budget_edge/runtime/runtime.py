@@ -67,11 +67,15 @@ class InferResult:
 
 @dataclass(frozen=True)
 class _BlockPlan:
-    """How to run one block: variant graph per kept-path tuple, skip graph, shapes."""
+    """How to run one block: a graph per kept-path code, and the output shape.
 
-    components: np.ndarray  # mask indices of this block
-    variants: dict[tuple[int, ...], str]
-    skip: str | None  # None: identity
+    A kept-path code is the block's slice of the mask read as a binary number
+    (bit j set: path j kept), so one matrix product gives every block's code
+    for every image (see `BudgetRuntime._codes`). Code 0 maps to the skip
+    graph, or None for an identity skip.
+    """
+
+    graphs: dict[int, str | None]
     out_shape: tuple[int, ...]  # without the batch axis
     same_shape: bool
 
@@ -84,7 +88,13 @@ class BudgetRuntime:
         self.directory = Path(directory)
         self.backend = backend
         self._plans = [self._plan(b.index) for b in manifest.blocks]
+        self._code_weights = self._code_matrix()
         self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
+        # Cached: the manifest re-sums its components on every access.
+        self._full_flops = manifest.full_flops
+        self._base_flops = manifest.base_flops
+        self._cost_models = {c: masklib.CostModel.for_cap(c, manifest) for c in masklib.CAPS}
+        self._prefix_blocks = masklib.prefix_blocks(manifest)
         # Whole-mask graphs: the hot policies, and the static model for the all-ones mask.
         self._whole: dict[bytes, str] = {
             bytes(np.asarray(h.mask, np.uint8)): h.graph for h in manifest.hot_policies}
@@ -129,12 +139,12 @@ class BudgetRuntime:
 
     @property
     def full_flops(self) -> int:
-        return self.manifest.full_flops
+        return self._full_flops
 
     @property
     def min_flops_fraction(self) -> float:
         """The FLOPs share that runs whatever the mask (stem, head, shortcut convs)."""
-        return self.manifest.base_flops / self.manifest.full_flops
+        return self._base_flops / self._full_flops
 
     # ---- inference ----------------------------------------------------------------
 
@@ -166,7 +176,7 @@ class BudgetRuntime:
                 raise InputError("cap needs the policy's probabilities: pass a budget "
                                  "without a mask, or drop cap")
             run_mask = prepare_mask(mask, n, self.num_components)
-            masklib.check_variants(run_mask, self.manifest)
+            masklib.check_variants(run_mask, self.manifest, self._prefix_blocks)
         else:
             if not self.has_policy:
                 raise InputError("this artifact has no policy graph (it was exported without "
@@ -177,12 +187,11 @@ class BudgetRuntime:
             latency["policy"] = _ms(t)
             run_mask = masklib.choose(probs, mode, seed)
             if cap is not None:
-                run_mask = masklib.cap(run_mask, probs, b,
-                                       masklib.CostModel.for_cap(cap, self.manifest))
-            run_mask = masklib.project_to_variants(run_mask, self.manifest)
+                run_mask = masklib.cap(run_mask, probs, b, self._cost_models[cap])
+            run_mask = masklib.project_to_variants(run_mask, self._prefix_blocks)
         logits = self._backbone(x, run_mask, latency)
         latency["total"] = _ms(t_start)
-        flops = self.manifest.base_flops + run_mask.astype(np.int64) @ self._comp_flops
+        flops = self._base_flops + run_mask.astype(np.int64) @ self._comp_flops
         return InferResult(
             logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
             probs=probs, flops=flops, latency_ms=latency,
@@ -239,8 +248,8 @@ class BudgetRuntime:
         h = self.backend.run(str(self.manifest.roles["stem"]), [xs])[0]
         latency["stem"] = _ms(t)
         t = time.perf_counter()
-        for plan in self._plans:
-            h = self._run_block(plan, h, ms[:, plan.components])
+        for plan, codes in zip(self._plans, self._codes(ms), strict=True):
+            h = self._run_block(plan, h, codes)
         latency["blocks"] = _ms(t)
         t = time.perf_counter()
         out = self.backend.run(str(self.manifest.roles["head"]), [h])[0]
@@ -265,51 +274,58 @@ class BudgetRuntime:
             logits[rows] = self.backend.run(graph, [xs])[0]
         return np.asarray(rest, np.int64)
 
-    def _run_block(self, plan: _BlockPlan, h: np.ndarray, kept: np.ndarray) -> np.ndarray:
-        """Gather the images of each kept-path variant, run its graph, scatter back."""
+    def _codes(self, mask: np.ndarray) -> list[list[int]]:
+        """Every block's kept-path code for every image: one matmul, then plain lists
+        (grouping small batches in Python is faster than numpy calls per block)."""
+        codes: list[list[int]] = (mask.astype(np.int64) @ self._code_weights).T.tolist()
+        return codes
+
+    def _run_block(self, plan: _BlockPlan, h: np.ndarray, codes: list[int]) -> np.ndarray:
+        """Gather the images of each kept-path code, run its graph, scatter back."""
         n = h.shape[0]
-        if kept.shape[1] == 1:  # one-path block: no need for np.unique
-            keep = kept[:, 0].astype(bool)
-            patterns = [(0,), ()]
-            rows = [np.flatnonzero(keep), np.flatnonzero(~keep)]
-        else:
-            uniq, inverse = np.unique(kept, axis=0, return_inverse=True)
-            inverse = inverse.reshape(-1)
-            patterns = [tuple(np.flatnonzero(u).tolist()) for u in uniq]
-            rows = [np.flatnonzero(inverse == j) for j in range(len(uniq))]
-        groups = [(p, r) for p, r in zip(patterns, rows, strict=True) if r.size]
-        if len(groups) == 1:  # the whole batch runs one graph: no gather or scatter
-            graph = self._graph_for(plan, groups[0][0])
+        if codes.count(codes[0]) == n:  # the whole batch runs one graph: no gather or scatter
+            graph = self._graph_for(plan, codes[0])
             return h if graph is None else self.backend.run(graph, [h])[0]
+        groups: dict[int, list[int]] = {}
+        for i, code in enumerate(codes):
+            groups.setdefault(code, []).append(i)
         # Same shape: write kept rows in place; dropped rows (identity) stay as they are.
+        # h is always a graph's output here (the stem runs first), never the caller's array.
         out = h if plan.same_shape else np.empty((n, *plan.out_shape), np.float32)
-        for paths, r in groups:
-            graph = self._graph_for(plan, paths)
+        for code, rows in groups.items():
+            graph = self._graph_for(plan, code)
             if graph is not None:
+                r = np.asarray(rows)
                 out[r] = self.backend.run(graph, [h[r]])[0]
             elif out is not h:  # identity skip on a shape change: the manifest forbids it
-                out[r] = h[r]
+                out[rows] = h[rows]
         return out
 
     @staticmethod
-    def _graph_for(plan: _BlockPlan, paths: tuple[int, ...]) -> str | None:
-        if not paths:
-            return plan.skip
-        graph = plan.variants.get(paths)
-        if graph is None:  # masks are checked before dispatch; this is an internal error
-            raise InputError(f"no graph for kept paths {list(paths)}: the artifact does not "
-                             "export this variant")
-        return graph
+    def _graph_for(plan: _BlockPlan, code: int) -> str | None:
+        try:
+            return plan.graphs[code]
+        except KeyError:  # masks are checked before dispatch; this is an internal error
+            paths = [j for j in range(code.bit_length()) if code >> j & 1]
+            raise InputError(f"no graph for kept paths {paths}: the artifact does not "
+                             "export this variant") from None
 
     def _plan(self, b: int) -> _BlockPlan:
         block = self.manifest.blocks[b]
         first = self.manifest.graph(block.variants[0].graph)
         in_shape = tuple(int(v) for v in first.inputs[0].shape[1:])
         out_shape = tuple(int(v) for v in first.outputs[0].shape[1:])
-        return _BlockPlan(
-            components=np.asarray(self.manifest.block_components(b), np.int64),
-            variants={tuple(v.paths): v.graph for v in block.variants},
-            skip=block.skip, out_shape=out_shape, same_shape=in_shape == out_shape)
+        graphs: dict[int, str | None] = {0: block.skip}
+        graphs.update({sum(1 << p for p in v.paths): v.graph for v in block.variants})
+        return _BlockPlan(graphs=graphs, out_shape=out_shape, same_shape=in_shape == out_shape)
+
+    def _code_matrix(self) -> np.ndarray:
+        """W (K, blocks) with W[k, b] = 2**j when component k is path j of block b."""
+        weights = np.zeros((self.num_components, len(self._plans)), np.int64)
+        for b in range(len(self._plans)):
+            for j, k in enumerate(self.manifest.block_components(b)):
+                weights[k, b] = 1 << j
+        return weights
 
 
 def _ms(start: float) -> float:

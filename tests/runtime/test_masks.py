@@ -15,6 +15,7 @@ from budget_edge.runtime.masks import (
     cap,
     check_variants,
     choose,
+    prefix_blocks,
     project_to_variants,
 )
 
@@ -97,7 +98,7 @@ def test_projection_and_check_on_prefix_blocks(resnext_artifact: Any) -> None:
     mask[0, idx] = [0, 1, 0, 1, 1]
     mask[1, idx] = [0, 0, 0, 0, 0]
     mask[2, :3] = [0, 1, 0]  # the 'all' block: left alone
-    out = project_to_variants(mask, m)
+    out = project_to_variants(mask, prefix_blocks(m))
     assert out[0, idx].tolist() == [1, 1, 1, 0, 0]
     assert out[1, idx].tolist() == [0, 0, 0, 0, 0]
     assert out[2].tolist() == mask[2].tolist()
@@ -108,4 +109,5 @@ def test_projection_and_check_on_prefix_blocks(resnext_artifact: Any) -> None:
 
 def test_projection_is_a_no_op_without_prefix_blocks(resnet_artifact: Any) -> None:
     mask = np.array([[1, 0, 1]], np.uint8)
-    assert project_to_variants(mask, resnet_artifact.manifest) is mask
+    assert prefix_blocks(resnet_artifact.manifest) == []
+    assert project_to_variants(mask, []) is mask

@@ -14,6 +14,7 @@ from budget_edge.runtime.backends.onnxruntime_backend import (
     OnnxRuntimeBackend,
     choose_providers,
     import_onnxruntime,
+    register_shared_arena,
     session_options,
 )
 from budget_edge.runtime.manifest import write_manifest
@@ -42,6 +43,27 @@ def test_session_options() -> None:
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session_options(ort, None).intra_op_num_threads >= 1
+
+
+def test_sessions_share_one_arena(resnet_artifact: Any) -> None:
+    plain = session_options(ort, 1)
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry("session.use_env_allocators")
+    assert register_shared_arena(ort) and register_shared_arena(ort)  # the second is a no-op
+    backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1)
+    assert backend._options.get_session_config_entry("session.use_env_allocators") == "1"
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    shared = backend.run("stem", [x])[0]
+    alone = ort.InferenceSession(str(resnet_artifact.path / "stem.onnx"), plain,
+                                 providers=[CPU])
+    np.testing.assert_allclose(shared, alone.run(None, {"x": x})[0], atol=1e-6)
+
+
+def test_old_onnxruntime_keeps_an_arena_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    import budget_edge.runtime.backends.onnxruntime_backend as module
+
+    monkeypatch.setattr(module, "_arena_registered", False)
+    assert register_shared_arena(object()) is False  # no create_and_register_allocator
 
 
 def test_missing_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:

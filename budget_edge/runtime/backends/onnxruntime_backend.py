@@ -24,6 +24,13 @@ INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
 # The TensorRT execution provider is opt-in (providers=["TensorrtExecutionProvider",
 # ...]): it builds an engine per session at load time, minutes for a ResNeXt artifact.
 DEFAULT_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+# One CPU memory arena for every session of the process instead of one each: the
+# runtime holds a session per graph (30-60 of them), and per-session arenas made
+# its resident memory grow with the number of graphs, not the weights
+# (ResNeXt-29: 270 -> 123 MiB; benchmarks/results/runtime-findings.md, section 4).
+SHARED_ARENA = True
+_arena_lock = threading.Lock()
+_arena_registered = False
 
 
 def import_onnxruntime() -> Any:
@@ -60,7 +67,29 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(ort: Any, threads: int | None) -> Any:
+def register_shared_arena(ort: Any) -> bool:
+    """Register one CPU arena allocator with ONNX Runtime's environment, once per process.
+
+    Returns whether sessions may use it (`session.use_env_allocators`). Older
+    onnxruntime builds without the call keep an arena per session.
+    """
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered:
+            return True
+        if not hasattr(ort, "create_and_register_allocator"):
+            return False
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                 ort.OrtMemType.DEFAULT)
+        try:
+            ort.create_and_register_allocator(info, None)
+        except Exception:  # noqa: BLE001 (already registered by other code in this process)
+            pass
+        _arena_registered = True
+        return True
+
+
+def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -> Any:
     """Options for every session, chosen by measurement.
 
     The runtime runs many small sessions one after another (stem, a graph per
@@ -91,6 +120,8 @@ def session_options(ort: Any, threads: int | None) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    if shared_arena:
+        so.add_session_config_entry("session.use_env_allocators", "1")
     return so
 
 
@@ -105,7 +136,8 @@ class OnnxRuntimeBackend:
         self._manifest = manifest
         self._dir = Path(directory)
         self.providers = choose_providers(self._ort.get_available_providers(), providers)
-        self._options = session_options(self._ort, threads)
+        shared = SHARED_ARENA and register_shared_arena(self._ort)
+        self._options = session_options(self._ort, threads, shared_arena=shared)
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
         self._lock = threading.Lock()  # session.run is thread-safe; creating them is ours
 
