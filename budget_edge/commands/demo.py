@@ -29,13 +29,15 @@ class Preset:
     train_preset: str
     bench_iterations: int
     train_extra: tuple[str, ...] = ()
+    evaluate_extra: tuple[str, ...] = ()
     bench_extra: tuple[str, ...] = ()
 
 
 PRESETS = {
     # Sized to finish in about 15 minutes on a 2-core CPU.
     "demo": Preset(pretrain_epochs=3, limit_train=20000, drop_prob=0.1,
-                   train_preset="demo", bench_iterations=50),
+                   train_preset="demo", bench_iterations=50,
+                   evaluate_extra=("--val-size", "2000")),
     # The full schedule: the committed results under benchmarks/results/.
     "paper": Preset(pretrain_epochs=15, limit_train=None, drop_prob=0.1,
                     train_preset="paper", bench_iterations=200),
@@ -44,6 +46,8 @@ PRESETS = {
                     train_preset="demo", bench_iterations=3,
                     train_extra=("--limit-train", "256", "--eval-images", "128",
                                  "--curriculum-epochs", "1", "--finetune-epochs", "1"),
+                    evaluate_extra=("--limit", "128", "--val-size", "256",
+                                    "--latency-images", "2"),
                     bench_extra=("--eval-images", "128", "--warmup", "1")),
 }
 
@@ -60,6 +64,7 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
     """The stages, in order, with the exact command-line arguments of each."""
     data = ["--data", "fashion-mnist"] + (["--data-dir", data_dir] if data_dir else [])
     pre, agent, art, bench = out / "pretrain", out / "budgetnet", out / "artifact", out / "bench"
+    sweep = out / "evaluate"
     limit = ["--limit-train", str(preset.limit_train)] if preset.limit_train else []
     return [
         Stage("pretrain", pre / "done.json", pre / "last.pt",
@@ -68,6 +73,10 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
         Stage("train", agent / "budgetnet.pt", agent / "last.pt",
               ["train", "--checkpoint", str(pre / "best.pt"), *data,
                "--preset", preset.train_preset, *preset.train_extra, "--out", str(agent)]),
+        # The agent against random masks and the static drop order, in PyTorch.
+        Stage("evaluate", sweep / "sweep.json", None,
+              ["evaluate", str(agent / "budgetnet.pt"), *data, "--budgets", DEMO_BUDGETS,
+               *preset.evaluate_extra, "--out", str(sweep)]),
         Stage("export", art / "manifest.json", None,
               ["export", str(agent / "budgetnet.pt"), "--out", str(art)]),
         Stage("bench", bench / "bench.json", None,

@@ -19,11 +19,12 @@ needs_fmnist = pytest.mark.skipif(
 
 def test_plan_names_each_stage_output_in_order(tmp_path: Path) -> None:
     stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], "resnet20")
-    assert [s.name for s in stages] == ["pretrain", "train", "export", "bench"]
+    assert [s.name for s in stages] == ["pretrain", "train", "evaluate", "export", "bench"]
     # Each stage reads what the one before it wrote.
     assert str(tmp_path / "pretrain" / "best.pt") in stages[1].args
     assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[2].args
-    assert str(tmp_path / "artifact") in stages[3].args
+    assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[3].args
+    assert str(tmp_path / "artifact") in stages[4].args
 
 
 @needs_fmnist
@@ -37,12 +38,15 @@ def test_smoke_demo_runs_every_stage_then_skips_them(
     assert report["rows"], "bench wrote no rows"
     assert (out / "bench" / "bench.png").stat().st_size > 0
     assert (out / "artifact" / "manifest.json").exists()
+    sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
+    assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
+    assert (out / "evaluate" / "sweep.md").exists()
     capsys.readouterr()
 
     # A second run finds every stage done and does nothing again.
     main(["demo", "--preset", "smoke", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert printed.count("done already") == 4
+    assert printed.count("done already") == 5
 
 
 def test_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:
