@@ -589,6 +589,7 @@ def _run(
                 # Blocks that no image of a batch keeps get no gradient on that rank.
                 train_backbone = DistributedDataParallel(backbone, find_unused_parameters=True)
 
+        epoch_start = time.perf_counter()
         loader = make_loader(data.train, cfg, epoch, ctx)
         label = f"epoch {epoch + 1}/{cfg.total_epochs} {stage}"
         with display.bar(label, len(loader)) as update:
@@ -609,6 +610,7 @@ def _run(
             summary["test"] = check_budgets(
                 backbone, agent, data, cfg.eval_budgets, weights, forced
             )
+        summary["seconds"] = round(time.perf_counter() - epoch_start, 1)  # wall, with the check
         state.history.append(summary)
         state.epoch = epoch + 1
         if ctx.is_main:

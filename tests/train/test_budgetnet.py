@@ -75,6 +75,7 @@ def test_run_writes_agent_checkpoint_and_history(straight: Path) -> None:
     history = loaded.train_state["history"]
     assert [h["stage"] for h in history] == ["curriculum", "curriculum", "finetune"]
     assert set(history[-1]["test"]) == {"0.5", "1"}
+    assert all(h["seconds"] > 0 for h in history)  # wall time per epoch, for reports
     assert (straight.parent / "history.json").exists()
 
 
