@@ -38,6 +38,7 @@ from budget_edge.models.backbone import Backbone
 
 # A probability at or above this keeps a component (the reference's test).
 KEEP_THRESHOLD = 0.5
+MASK_MODES = ("greedy", "rank")
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -97,15 +98,30 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
+def masks_from_probs(probs: Tensor, budget: float, mode: str = "greedy") -> Tensor:
+    """(N, K) bool. greedy: p >= 0.5 (the paper). rank: the round(c K) most probable
+    components of each image, a tie at .5 rounding down (as the runtime's `rank`)."""
+    if mode == "greedy":
+        return probs >= KEEP_THRESHOLD
+    if mode == "rank":
+        k = probs.shape[1]
+        count = min(k, max(0, math.ceil(budget * k - 0.5 - 1e-9)))
+        keep = torch.zeros_like(probs, dtype=torch.bool)
+        keep.scatter_(1, probs.topk(count, dim=1).indices, True)
+        return keep
+    raise ConfigError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")
+
+
 @torch.no_grad()
 def policy_masks(
-    agent: torch.nn.Module, images: Tensor, budget: float, batch_size: int = 500
+    agent: torch.nn.Module, images: Tensor, budget: float, batch_size: int = 500,
+    mode: str = "greedy",
 ) -> Tensor:
     """(N, K) bool: the agent's deterministic masks for every image at budget c."""
     masks = []
     for part in _batches(len(images), batch_size):
         probs, _ = agent(images[part], budget)
-        masks.append(probs >= KEEP_THRESHOLD)
+        masks.append(masks_from_probs(probs, budget, mode))
     return torch.cat(masks)
 
 
@@ -183,17 +199,17 @@ class Sweep:
 
 
 def _latency_ms(
-    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float
+    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float, mode: str
 ) -> float:
     """Mean batch-1 latency of agent + masked backbone over `images` (after one warm-up)."""
     if len(images) == 0:
         return float("nan")
     with torch.no_grad():
-        backbone(images[:1], agent(images[:1], budget)[0] >= KEEP_THRESHOLD)
+        backbone(images[:1], masks_from_probs(agent(images[:1], budget)[0], budget, mode))
         start = time.perf_counter()
         for i in range(len(images)):
             x = images[i : i + 1]
-            backbone(x, agent(x, budget)[0] >= KEEP_THRESHOLD)
+            backbone(x, masks_from_probs(agent(x, budget)[0], budget, mode))
     return (time.perf_counter() - start) * 1000.0 / len(images)
 
 
@@ -207,6 +223,7 @@ def evaluate_budget(
     generator: torch.Generator,
     batch_size: int = 500,
     latency_images: int = 50,
+    mode: str = "greedy",
 ) -> BudgetRow:
     """Agent, random and static-order results at one budget."""
     table = backbone.flops()
@@ -217,7 +234,7 @@ def evaluate_budget(
     def flops_per_image(masks: Tensor) -> Tensor:
         return table.base + masks.double() @ component_flops
 
-    masks = policy_masks(agent, images, budget, batch_size)
+    masks = policy_masks(agent, images, budget, batch_size, mode)
     counts = masks.sum(dim=1)
     usage = counts.double() / k
     flops = flops_per_image(masks) + agent_flops
@@ -237,7 +254,7 @@ def evaluate_budget(
         flops_mean=flops.mean().item(),
         flops_std=flops.std(unbiased=False).item(),
         unique_policies=len(torch.unique(masks, dim=0)),
-        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget),
+        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget, mode),
         random_accuracy=rand_correct.double().mean().item(),
         random_flops_mean=flops_per_image(rand).mean().item(),
         static_accuracy=stat_correct.double().mean().item(),
@@ -257,11 +274,15 @@ def sweep(
     batch_size: int = 500,
     latency_images: int = 50,
     progress: Any = None,
+    mode: str = "greedy",
 ) -> Sweep:
     """Evaluate every budget; the static drop order is ranked once on the validation split.
 
-    `progress(i, n)` is called after each budget when given.
+    `progress(i, n)` is called after each budget when given; `mode` turns the
+    agent's probabilities into masks (`masks_from_probs`).
     """
+    if mode not in MASK_MODES:
+        raise ConfigError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")
     backbone.eval()
     agent.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -272,7 +293,7 @@ def sweep(
         rows.append(
             evaluate_budget(
                 backbone, agent, images, labels, budget, order, generator, batch_size,
-                latency_images,
+                latency_images, mode,
             )
         )
         if progress is not None:
@@ -285,6 +306,7 @@ def sweep(
         num_components=backbone.num_components,
         drop_order=order,
         num_images=len(images),
+        info={"mask_mode": mode},
     )
 
 
@@ -327,7 +349,7 @@ def markdown_table(result: Sweep) -> str:
         f"Full model: {100 * result.full_accuracy:.2f}% at {result.full_flops / 1e6:.2f} MFLOPs; "
         f"agent {result.agent_flops / 1e6:.2f} MFLOPs "
         f"({100 * result.agent_flops / result.full_flops:.1f}% of the backbone); "
-        f"{result.num_images} images.",
+        f"{result.num_images} images; masks: {result.info.get('mask_mode', 'greedy')}.",
         "",
         "| budget | accuracy % | usage | mean abs(usage - c) | MFLOPs | unique policies "
         "| random % | static order % | latency ms |",

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from budget_edge.errors import ConfigError
 from budget_edge.evaluate import (
     evaluate_budget,
+    masks_from_probs,
     parse_budgets,
     random_masks,
     static_drop_order,
@@ -120,6 +121,26 @@ def test_evaluate_budget_by_hand() -> None:
     assert row.random_flops_mean == 25
     assert 0.0 <= row.random_accuracy <= 1.0
     assert row.latency_ms > 0
+
+
+def test_rank_masks_keep_the_most_probable() -> None:
+    probs = torch.tensor([[0.1, 0.9, 0.3, 0.8], [0.2, 0.1, 0.7, 0.6]])
+    assert masks_from_probs(probs, 0.5, "rank").int().tolist() == [[0, 1, 0, 1], [0, 0, 1, 1]]
+    assert masks_from_probs(probs, 0.375, "rank").sum(1).tolist() == [1, 1]  # 1.5: tie down
+    assert masks_from_probs(probs, 0.5, "greedy").int().tolist() == [[0, 1, 0, 1], [0, 0, 1, 1]]
+    assert masks_from_probs(probs, 1.0, "rank").all()
+    with pytest.raises(ConfigError, match="not one of greedy, rank"):
+        masks_from_probs(probs, 0.5, "top")
+
+
+def test_evaluate_budget_rank_mode_keeps_round_c_k() -> None:
+    images, labels = _images(20)
+    row = evaluate_budget(
+        KeyComponentNet(key=3), PrefixAgent(4), images, labels, budget=0.75,  # type: ignore[arg-type]
+        drop_order=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0), latency_images=0,
+        mode="rank",
+    )
+    assert row.usage_mean == 0.75 and row.usage_abs_error == 0.0
 
 
 def test_sweep_and_reports(tmp_path: Path) -> None:

@@ -43,8 +43,9 @@ def _command_line(ctx: click.Context) -> str:
               help="Threads per ONNX Runtime session (default: the usable cores).")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
               default="auto", show_default=True)
-@click.option("--mode", type=click.Choice(["greedy", "sample"]), default="greedy",
-              show_default=True, help="Mask from the probabilities: p >= 0.5, or sampled.")
+@click.option("--mode", type=click.Choice(["greedy", "sample", "rank"]), default="greedy",
+              show_default=True, help="Mask from the probabilities: p >= 0.5, sampled, or the "
+                                      "round(c K) most probable components.")
 @click.option("--cap", type=click.Choice(["none", "components", "flops"]), default="none",
               show_default=True, help="Make the budget a hard ceiling on components or FLOPs.")
 @click.option("--seed", type=int, default=0, show_default=True,

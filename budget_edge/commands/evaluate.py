@@ -23,12 +23,16 @@ import click
 @click.option("--latency-images", type=int, default=50, show_default=True,
               help="Images timed one by one per budget (PyTorch latency, information only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random masks.")
+@click.option("--mode", type=click.Choice(["greedy", "rank"]), default="greedy", show_default=True,
+              help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
+                   "components of each image (the runtime's mode='rank').")
 def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: str, out: Path,
             limit: int | None, val_size: int, batch_size: int, latency_images: int,
-            seed: int) -> None:
+            seed: int, mode: str) -> None:
     """Sweep budgets: accuracy, usage, FLOPs, unique policies, baselines and plots.
 
-    Per budget the agent picks each image's components (probability >= 0.5);
+    Per budget the agent picks each image's components (probability >= 0.5, or with
+    --mode rank its round(c K) most probable ones);
     random masks and a static drop order run at the same usage for comparison.
 
     \b
@@ -81,9 +85,10 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
         result = sweep(
             loaded.backbone, loaded.agent, images, labels, val_images, val_labels, budget_list,
             seed=seed, batch_size=batch_size, latency_images=latency_images,
-            progress=lambda done, total: progress.update(task, completed=done),
+            progress=lambda done, total: progress.update(task, completed=done), mode=mode,
         )
     result.info = {
+        **result.info,
         "checkpoint": str(checkpoint),
         "dataset": name,
         "split": "test",

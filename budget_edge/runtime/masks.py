@@ -5,6 +5,11 @@
   policy[policy >= 0.5] = 1``).
 - ``sample``: draw each component from Bernoulli(p) (the exploration-free sampled
   mask), reproducible with a seed.
+- ``rank``: keep the round(c K) most probable components (a tie at .5 rounds
+  down). The policy still picks *which* components each image runs; the budget
+  fixes *how many*, so usage is within 0.5 / K of c at every budget. Not in the
+  paper: thresholding at 0.5 leaves usage wherever the trained sigmoids cross,
+  often a whole component below c (docs/budgetnet.md).
 - ``cap``: make the budget a hard ceiling by dropping the kept components with
   the lowest probability until the cost is within c.
 - ``project_to_variants``: blocks exported with only prefix path sets (large
@@ -20,18 +25,39 @@ import numpy as np
 from budget_edge.errors import InputError
 from budget_edge.runtime.manifest import Manifest
 
-MODES = ("greedy", "sample")
+MODES = ("greedy", "sample", "rank")
 CAPS = ("components", "flops")
 
 
-def choose(probs: np.ndarray, mode: str, seed: int | None) -> np.ndarray:
-    """uint8 (N, K) mask from probabilities (N, K)."""
+def choose(probs: np.ndarray, mode: str, seed: int | None,
+           budget: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (N, K) mask from probabilities (N, K); `rank` needs the budgets (N,)."""
     if mode == "greedy":
         return (probs >= 0.5).astype(np.uint8)
     if mode == "sample":
         rng = np.random.default_rng(seed)
         return (rng.random(probs.shape) < probs).astype(np.uint8)
+    if mode == "rank":
+        if budget is None:
+            raise InputError("mode 'rank' keeps round(budget x K) components: give a budget")
+        return rank_masks(probs, budget)
     raise InputError(f"mode {mode!r} is not one of {MODES}")
+
+
+def rank_counts(budget: np.ndarray, num_components: int) -> np.ndarray:
+    """round(c K) per image, a tie at .5 rounding down (the budget is also a ceiling)."""
+    return np.clip(np.ceil(budget * num_components - 0.5 - 1e-9), 0, num_components).astype(
+        np.int64)
+
+
+def rank_masks(probs: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Keep each image's round(c K) most probable components (ties: lower index first)."""
+    n, k = probs.shape
+    order = np.argsort(-probs, axis=1, kind="stable")
+    keep = np.arange(k)[None, :] < rank_counts(np.asarray(budget, np.float64), k)[:, None]
+    out = np.zeros((n, k), np.uint8)
+    np.put_along_axis(out, order, keep.astype(np.uint8), axis=1)
+    return out
 
 
 @dataclass(frozen=True)

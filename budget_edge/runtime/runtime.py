@@ -156,7 +156,8 @@ class BudgetRuntime:
         manifest's preprocessing, or float32 NCHW already preprocessed.
         budget: a float in [0, 1] or one per image; needed when the policy runs.
         mask: (N, K) or (K,) of 0/1: run exactly these components, no policy.
-        mode: "greedy" (keep p >= 0.5) or "sample" (Bernoulli(p), seeded by `seed`).
+        mode: "greedy" (keep p >= 0.5), "sample" (Bernoulli(p), seeded by `seed`) or
+        "rank" (keep the round(c K) most probable components).
         cap: None, "components" or "flops": drop the least probable kept
         components until the cost is at most the budget.
         """
@@ -185,7 +186,7 @@ class BudgetRuntime:
             t = time.perf_counter()
             probs = self._policy(x, b)
             latency["policy"] = _ms(t)
-            run_mask = masklib.choose(probs, mode, seed)
+            run_mask = masklib.choose(probs, mode, seed, b)
             if cap is not None:
                 run_mask = masklib.cap(run_mask, probs, b, self._cost_models[cap])
             run_mask = masklib.project_to_variants(run_mask, self._prefix_blocks)

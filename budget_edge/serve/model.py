@@ -11,8 +11,8 @@ Outputs: LOGITS FP32 [-1, classes], CLASS INT64 [-1], MASK BOOL [-1, K] (the mas
 that ran), PROBS FP32 [-1, K] (the policy's probabilities; absent with a MASK
 input), FLOPS INT64 [-1] (executed backbone FLOPs).
 
-Request parameters: `budget` (one budget for every image), `mode` ("greedy" or
-"sample"), `seed` (for "sample") and `cap` ("components" or "flops": the budget
+Request parameters: `budget` (one budget for every image), `mode` ("greedy",
+"sample" or "rank"), `seed` (for "sample") and `cap` ("components" or "flops": the budget
 as a hard ceiling). Without BUDGET, `budget` or MASK the server's budget
 controller decides.
 """

@@ -46,6 +46,20 @@ def test_writes_json_csv_markdown_and_plots(
         assert (out / name).stat().st_size > 0
 
 
+def test_rank_mode_is_recorded(data: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    out = tmp_path / "eval"
+    code, stdout, err = cli([str(checkpoint), "--data-dir", str(data), "--budgets", "0.5",
+                             "--out", str(out), "--val-size", "20", "--latency-images", "0",
+                             "--mode", "rank"], capsys)
+    assert code == 0, err
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["mask_mode"] == "rank" and "masks: rank" in stdout
+    k = result["num_components"]
+    assert abs(result["rows"][0]["usage_mean"] - round(0.5 * k - 1e-9) / k) < 1e-9
+
+
 def test_checkpoint_without_agent(data: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "backbone.pt")

@@ -17,6 +17,7 @@ from budget_edge.runtime.masks import (
     choose,
     prefix_blocks,
     project_to_variants,
+    rank_counts,
 )
 
 
@@ -34,6 +35,27 @@ def test_sample_follows_probabilities_and_seed() -> None:
     assert choose(np.ones((5, 2)), "sample", 1).min() == 1
     with pytest.raises(InputError, match="mode"):
         choose(probs, "argmax", None)
+
+
+def test_rank_keeps_the_most_probable_round_c_k() -> None:
+    probs = np.array([[0.1, 0.9, 0.3, 0.8], [0.6, 0.2, 0.7, 0.1], [0.5, 0.5, 0.5, 0.5]],
+                     np.float32)
+    budget = np.array([0.5, 0.3, 0.75])
+    # 0.5 x 4 = 2: components 1 and 3; 0.3 x 4 = 1.2 -> 1: component 2; 3 of equal ones: 0..2
+    assert choose(probs, "rank", None, budget).tolist() == [
+        [0, 1, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]]
+
+
+def test_rank_counts_round_to_nearest_with_ties_down() -> None:
+    budget = np.array([0.0, 0.05, 0.06, 0.5, 0.55, 1.0])
+    # x 9: 0, 0.45, 0.54, 4.5 (tie: down to 4), 4.95, 9
+    assert rank_counts(budget, 9).tolist() == [0, 0, 1, 4, 5, 9]
+    assert rank_counts(np.array([0.375]), 4).tolist() == [1]  # 1.5 -> 1: never over by half
+
+
+def test_rank_needs_a_budget() -> None:
+    with pytest.raises(InputError, match="give a budget"):
+        choose(np.full((1, 3), 0.5, np.float32), "rank", None)
 
 
 def test_cap_drops_least_probable_first() -> None:

@@ -175,6 +175,16 @@ def test_cap_is_a_hard_ceiling(resnext_rt: BudgetRuntime, resnext_artifact: Any,
                                atol=ATOL, rtol=1e-4)
 
 
+def test_rank_mode_follows_the_budget(resnext_rt: BudgetRuntime, resnext_artifact: Any) -> None:
+    x = _images(resnext_artifact.net, 12, seed=15)
+    budget = np.linspace(0.0, 1.0, 12)
+    result = resnext_rt.infer(x, budget=budget, mode="rank")
+    k = resnext_rt.num_components
+    assert (np.abs(result.usage - budget) <= 0.5 / k + 1e-9).all()
+    np.testing.assert_allclose(result.logits, resnext_artifact.net.np_forward(x, result.mask),
+                               atol=ATOL, rtol=1e-4)
+
+
 def test_uint8_images_are_normalised(resnext_rt: BudgetRuntime, resnext_artifact: Any) -> None:
     pixels = np.random.default_rng(14).integers(0, 256, (3, 8, 8), dtype=np.uint8)  # NHW
     pre = resnext_rt.manifest.preprocessing
