@@ -42,7 +42,7 @@ def budget_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"budget": r["budget"], "usage": r["usage_mean"],
                     "mean_abs_error": r["usage_abs_error"],
                     "error_of_mean": abs(r["usage_mean"] - r["budget"]),
-                    "met": r["usage_abs_error"] <= USAGE_TOLERANCE})
+                    "met": r["usage_abs_error"] <= USAGE_TOLERANCE + 1e-9})
     return out
 
 
