@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,6 +36,7 @@ from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.torch_dataset import ImageDataset
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.models.backbone import Backbone
+from budget_edge.runtime.masks import rank_counts
 
 # A probability at or above this keeps a component (the reference's test).
 KEEP_THRESHOLD = 0.5
@@ -105,7 +107,7 @@ def masks_from_probs(probs: Tensor, budget: float, mode: str = "greedy") -> Tens
         return probs >= KEEP_THRESHOLD
     if mode == "rank":
         k = probs.shape[1]
-        count = min(k, max(0, math.ceil(budget * k - 0.5 - 1e-9)))
+        count = int(rank_counts(np.array([budget]), k)[0])  # the runtime's rounding rule
         keep = torch.zeros_like(probs, dtype=torch.bool)
         keep.scatter_(1, probs.topk(count, dim=1).indices, True)
         return keep
