@@ -610,7 +610,7 @@ def _run(
             summary["test"] = check_budgets(
                 backbone, agent, data, cfg.eval_budgets, weights, forced
             )
-        summary["seconds"] = round(time.perf_counter() - epoch_start, 1)  # wall, with the check
+        summary["seconds"] = round(time.perf_counter() - epoch_start, 3)  # wall, with the check
         state.history.append(summary)
         state.epoch = epoch + 1
         if ctx.is_main:
