@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from types import ModuleType
 
 import click
 import pytest
+from runtime_artifacts import load_artifact_builder
 
 import budget_edge
 from budget_edge.cli import COMMANDS, cli
@@ -304,13 +304,7 @@ print("REPORT " + json.dumps({
 
 def runtime_artifacts() -> ModuleType:
     """The tiny-artifact builder of the runtime tests, loaded from its file."""
-    path = ROOT / "tests" / "runtime" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_docs_runtime_artifacts", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_artifact_builder("_docs_runtime_artifacts")
 
 
 def device_loop_code() -> str:

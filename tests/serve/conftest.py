@@ -8,21 +8,19 @@ name from here).
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from runtime_artifacts import load_artifact_builder
 
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.budget import BudgetController, FixedBudget
@@ -33,17 +31,7 @@ from budget_edge.serve.server import address_of, bind_tcp, make_server, run
 SERVER_BUDGET = 0.5  # the fixed budget of the shared server's controller
 
 
-def _load_artifact_builder() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "runtime" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_serve_runtime_artifacts", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-artifacts = _load_artifact_builder()
+artifacts = load_artifact_builder("_serve_runtime_artifacts")
 
 
 @contextmanager
