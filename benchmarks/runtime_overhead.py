@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from runtime_rss import runtime_rss
 
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "budget-edge-bench"
 CAP = "components"
@@ -186,29 +185,11 @@ def nchwc(args: argparse.Namespace) -> None:
                   f"one graph {c:.2f} ms", flush=True)
 
 
-_MEMORY_CHILD = """
-import json, sys, numpy as np, onnxruntime as ort, psutil
-sys.modules['torch'] = None
-from budget_edge.runtime.backends import onnxruntime_backend as backend
-backend.SHARED_ARENA = sys.argv[2] == 'shared'
-from budget_edge.runtime import BudgetRuntime
-rt = BudgetRuntime.load(sys.argv[1], backend='onnxruntime', threads=1)
-pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-for c in (0.25, 0.5, 0.75, 1.0):
-    for n in (1, 8):
-        for i in range(0, 64, n):
-            rt.infer(pixels[i:i + n], budget=c, cap='components')
-print(json.dumps(psutil.Process().memory_info().rss / 2**20))
-"""
-
-
 def memory(args: argparse.Namespace) -> None:
     """Section 4: runtime RSS with one arena per session and with one shared arena."""
     root = Path(args.work) / f"{args.model}-light"
     for arena in ("per-session", "shared"):
-        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(root), arena],
-                              capture_output=True, text=True, check=True)
-        rss = json.loads(proc.stdout.strip().splitlines()[-1])
+        rss = runtime_rss(root, threads=1, shared_arena=arena == "shared")["rss_mib"]
         print(f"{args.model} runtime RSS, {arena} arena: {rss:.0f} MiB", flush=True)
 
 

@@ -26,13 +26,13 @@ Writes benchmarks/results/runtime_targets.json and .md (with a README snippet).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import peer_eager
 import torch
+from runtime_rss import run_child, runtime_rss
 
 from budget_edge.runtime.bench import parse_batches, parse_budgets
 from budget_edge.runtime.machine import load_average, machine_info
@@ -44,21 +44,8 @@ POLICY_MAX = 0.05
 SPEEDUP_MIN = 4.0
 MEMORY_MAX = 1.5
 
-# Children for the memory measurement: torch made unimportable, one job each.
-_RUNTIME_CHILD = """
-import json, sys, numpy as np, psutil
-sys.modules['torch'] = None
-from budget_edge.runtime import BudgetRuntime
-rt = BudgetRuntime.load(sys.argv[1], backend='onnxruntime', threads=int(sys.argv[2]))
-c, h, w = rt.manifest.preprocessing.input_size
-pixels = np.random.default_rng(0).integers(0, 256, (64, h, w, c), dtype=np.uint8)
-for budget in (0.25, 0.5, 0.75, 1.0):
-    for n in (1, 8):
-        for i in range(0, 64, n):
-            rt.infer(pixels[i:i + n], budget=budget, cap='components')
-print(json.dumps({'rss_mib': psutil.Process().memory_info().rss / 2**20,
-                  'sessions': len(getattr(rt.backend, '_sessions', {}))}))
-"""
+# Children for the memory measurement: torch made unimportable, one job each
+# (the runtime's own is runtime_rss.py).
 _STATIC_CHILD = """
 import json, sys, numpy as np, onnxruntime as ort, psutil
 sys.modules['torch'] = None
@@ -80,19 +67,12 @@ print(json.dumps({'rss_mib': psutil.Process().memory_info().rss / 2**20}))
 """
 
 
-def _child(code: str, *args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          check=True)
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 def memory(artifact: Path, threads: int) -> dict[str, Any]:
     """RSS in MiB of the runtime, of one static session, and of the bare interpreter."""
     full = artifact / "graphs" / "full.onnx"
-    runtime = _child(_RUNTIME_CHILD, str(artifact), str(threads))
-    static = _child(_STATIC_CHILD, str(full), str(threads))
-    base = _child(_BASELINE_CHILD)
+    runtime = runtime_rss(artifact, threads)
+    static = run_child(_STATIC_CHILD, str(full), str(threads))
+    base = run_child(_BASELINE_CHILD)
     return {"runtime_rss_mib": runtime["rss_mib"], "runtime_sessions": runtime["sessions"],
             "static_rss_mib": static["rss_mib"], "interpreter_rss_mib": base["rss_mib"],
             "ratio": runtime["rss_mib"] / static["rss_mib"],
