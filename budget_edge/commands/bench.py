@@ -55,11 +55,17 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write Markdown here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Write a PNG plot here (needs matplotlib).")
+@click.option("--static-search", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Search the best static mask per budget on the last N training images "
+                   "and time it next to the policy (0: no search).")
+@click.option("--zoo", "zoo_text", default="",
+              help="Comma list of other artifact dirs (smaller models of the same task), "
+                   "each timed and evaluated with its static graph.")
 def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
             data_dir: str | None, eval_images: int | None, warmup: int, iterations: int,
             threads: int | None, backend: str, mode: str, cap: str, seed: int,
             json_path: Path | None, csv_path: Path | None, md_path: Path | None,
-            plot_path: Path | None) -> None:
+            plot_path: Path | None, static_search: int, zoo_text: str) -> None:
     """Time the runtime per budget and batch size, next to the static model and the policy.
 
     Latency is trtexec's min/mean/median/p90/p95/p99 in ms per batch, end to
@@ -69,19 +75,24 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
     \b
     Example:
       budget-edge bench artifacts/r20 --data fashion-mnist --budgets 0.25,0.5,0.75,1.0 \\
-          --batch 1,8 --json bench.json --md bench.md --plot bench.png
+          --batch 1,8 --static-search 5000 --zoo artifacts/r8,artifacts/r14 \\
+          --json bench.json --md bench.md --plot bench.png
     """
     from rich.console import Console
 
+    from budget_edge.errors import ConfigError
     from budget_edge.runtime import BudgetRuntime
     from budget_edge.runtime import bench_report as report
     from budget_edge.runtime.bench import (
+        Baselines,
         BenchSettings,
         load_bench_data,
+        load_search_data,
         parse_batches,
         parse_budgets,
         run_bench,
     )
+    from budget_edge.runtime.static_masks import search_static_masks
 
     # Every option is checked before the artifact loads: a typo fails in a second.
     settings = BenchSettings(budgets=parse_budgets(budgets), batches=parse_batches(batch_text),
@@ -95,15 +106,35 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
             report.check_writable(path)
     if plot_path is not None:
         report.import_pyplot()  # fail now, not after minutes of timing
+    zoo_dirs = [Path(p) for p in zoo_text.split(",") if p.strip()]
+    for z in zoo_dirs:
+        if not z.is_dir():
+            raise ConfigError(f"--zoo: {z} is not an artifact directory (give the folders "
+                              "that `budget-edge export` wrote, comma-separated)")
     console = Console(stderr=True)
     rt = BudgetRuntime.load(directory, backend=backend, threads=threads)
+    zoo = {}
     try:
+        for z in zoo_dirs:
+            zoo_rt = BudgetRuntime.load(z, backend=backend, threads=threads)
+            name = zoo_rt.manifest.backbone
+            zoo[name if name not in zoo else str(z)] = zoo_rt
         data = load_bench_data(data_spec, rt, data_dir, eval_images, seed)
+        search = load_search_data(data_spec, rt, data_dir, static_search) \
+            if static_search else None
         with console.status("bench") as status:
+            baselines = Baselines(zoo=zoo)
+            if search is not None:
+                assert search.labels is not None
+                status.update(f"searching static masks on {search.name}")
+                baselines.static_masks = search_static_masks(
+                    rt, search.images, search.labels, progress=lambda msg: status.update(msg))
             result = run_bench(rt, data, settings, threads=threads,
-                               progress=lambda msg: status.update(msg))
+                               progress=lambda msg: status.update(msg), baselines=baselines)
     finally:
         rt.close()
+        for zoo_rt in zoo.values():
+            zoo_rt.close()
     result.settings["command"] = _command_line(click.get_current_context())
     out = Console()
     if not out.is_terminal:  # piped to a file: no terminal width to respect

@@ -41,7 +41,7 @@ def command_line(options: list[tuple[str, Any]]) -> str:
     "--backbone",
     default="resnet20",
     show_default=True,
-    help="Backbone name: resnet20/32/44/56/110, resnext29, resnext56, ...",
+    help="Backbone name: resnet8/14/20/32/44/56/110, resnext29, resnext56, ...",
 )
 @click.option(
     "--data",

@@ -169,7 +169,9 @@ def plan_engines(manifest: Manifest, precision: str) -> list[EngineJob]:
         if name is not None:
             jobs.append(job(name, role))
     jobs += [job(hot.graph, "hot") for hot in manifest.hot_policies]
-    planned = {j.graph for j in jobs}
+    # The switch graph is for ONNX Runtime: on TensorRT the runtime dispatches an
+    # engine per block (see tensorrt_backend.graphs_to_run).
+    planned = {j.graph for j in jobs} | {manifest.roles.get("switch")}
     missing = sorted(set(files) - planned)
     if missing:
         raise ConfigError(f"manifest graphs {missing} belong to no stem, block, head, policy, "

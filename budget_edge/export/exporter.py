@@ -53,6 +53,7 @@ from budget_edge.export.onnx_export import (
     save_model,
     tensor_specs,
 )
+from budget_edge.export.switch_graph import switch_graph
 from budget_edge.models.backbone import Backbone, ResidualBlock
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime.manifest import (
@@ -166,6 +167,7 @@ def export_checkpoint(
             _export_policy(writer, agent, net)
         all_kept = [1] * net.num_components
         writer.write("full", _mask_chain(writer, net, blocks, block_inputs, all_kept))
+        writer.write("switch", switch_graph(writer.models, blocks))
         hot = []
         for i, mask in enumerate(hot_masks):
             writer.write(f"hot{i:02d}", _mask_chain(writer, net, blocks, block_inputs, mask))
@@ -184,7 +186,7 @@ def export_checkpoint(
         blocks=blocks,
         graphs=writer.graphs,
         roles={"stem": "stem", "head": "head", "policy": "policy" if agent else None,
-               "full": "full"},
+               "full": "full", "switch": "switch"},
         flops=FlopsSpec(
             stem=int(table.stem),
             head=int(table.head),

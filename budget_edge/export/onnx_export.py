@@ -34,6 +34,7 @@ DEFAULT_OPSET = 18
 ONNX_DTYPES: dict[int, str] = {
     int(onnx.TensorProto.FLOAT): "float32",
     int(onnx.TensorProto.FLOAT16): "float16",
+    int(onnx.TensorProto.INT64): "int64",  # control inputs only (the switch graph's codes)
 }
 
 
@@ -73,6 +74,8 @@ def trace_to_onnx(
 def _name_batch_axes(model: onnx.ModelProto) -> None:
     """Call the dynamic first axis of every input and output 'batch'."""
     for value in [*model.graph.input, *model.graph.output]:
+        if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            continue  # a control input with a fixed shape, not a batch
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_AXIS
@@ -219,6 +222,8 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
         raise ConfigError(f"graph {name} still has BatchNormalization nodes after folding: "
                           "export the model in eval mode")
     for value in [*model.graph.input, *model.graph.output]:
+        if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            continue  # a control input with a fixed shape, not a batch
         dims = value.type.tensor_type.shape.dim
         if not dims or dims[0].dim_param != BATCH_AXIS:
             raise ConfigError(f"graph {name}: {value.name} has no dynamic batch axis")

@@ -1,4 +1,4 @@
-"""CIFAR ResNets (He et al. 2016, Sec. 4.2): resnet20/32/44/56/110.
+"""CIFAR ResNets (He et al. 2016, Sec. 4.2): resnet8/14/20/32/44/56/110.
 
 3x3 stem with 16 channels and no max-pool, three stages of n BasicBlocks with
 16/32/64 channels (n = (depth - 2) / 6), global average pool, linear head.
@@ -152,6 +152,28 @@ def _cifar_resnet(
     shortcut: str,
 ) -> CifarResNet:
     return CifarResNet(depth, num_classes, in_channels, input_size, shortcut)
+
+
+@register_backbone
+def resnet8(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: Sequence[int] | None = None,
+    shortcut: str = "A",
+) -> CifarResNet:
+    """CIFAR ResNet-8: 3 blocks (a small model of the zoo that BudgetNet is compared with)."""
+    return _cifar_resnet(8, num_classes, in_channels, input_size, shortcut)
+
+
+@register_backbone
+def resnet14(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: Sequence[int] | None = None,
+    shortcut: str = "A",
+) -> CifarResNet:
+    """CIFAR ResNet-14: 6 blocks (a small model of the zoo)."""
+    return _cifar_resnet(14, num_classes, in_channels, input_size, shortcut)
 
 
 @register_backbone

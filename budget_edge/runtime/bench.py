@@ -39,6 +39,7 @@ from budget_edge.errors import ConfigError, DataError
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.machine import load_average, machine_info, peak_rss_mib, usable_cores
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
+from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_accuracy
 
 RANDOM_DATA = "random"
 DEFAULT_RANDOM_IMAGES = 256
@@ -159,14 +160,37 @@ def load_bench_data(spec: str, rt: BudgetRuntime, data_dir: str | None = None,
 
     name, root = split_data_spec(spec, data_dir)
     arrays = load_arrays(name, root, "test").subset(eval_images)
-    size = tuple(arrays.info.input_size)
-    if size != (c, h, w):
-        raise DataError(f"{name} images are (C, H, W) = {size} but the model takes "
-                        f"{(c, h, w)}: pick the dataset the model was trained on")
-    if arrays.info.num_classes != rt.num_classes:
-        raise DataError(f"{name} has {arrays.info.num_classes} classes but the model "
-                        f"predicts {rt.num_classes}: pick the dataset the model was trained on")
+    _check_matches(name, tuple(arrays.info.input_size), arrays.info.num_classes, rt)
     return BenchData(name, arrays.images, arrays.labels)
+
+
+def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int
+                     ) -> BenchData:
+    """The last `count` images of the training split: where static masks are searched
+    (never the test set the bench reports)."""
+    if spec == RANDOM_DATA:
+        raise ConfigError("--static-search needs labelled data: pass --data fashion-mnist "
+                          "(or the dataset the model was trained on)")
+    if count < 1:
+        raise ConfigError(f"--static-search must be at least 1 image, got {count}")
+    from budget_edge.data.registry import load_arrays  # numpy-only readers
+
+    name, root = split_data_spec(spec, data_dir)
+    arrays = load_arrays(name, root, "train")
+    _check_matches(name, tuple(arrays.info.input_size), arrays.info.num_classes, rt)
+    start = max(0, len(arrays.images) - count)
+    return BenchData(f"{name} train[{start}:]", arrays.images[start:], arrays.labels[start:])
+
+
+def _check_matches(name: str, size: tuple[int, ...], num_classes: int, rt: BudgetRuntime
+                   ) -> None:
+    want = tuple(rt.manifest.preprocessing.input_size)
+    if size != want:
+        raise DataError(f"{name} images are (C, H, W) = {size} but the model takes "
+                        f"{want}: pick the dataset the model was trained on")
+    if num_classes != rt.num_classes:
+        raise DataError(f"{name} has {num_classes} classes but the model "
+                        f"predicts {rt.num_classes}: pick the dataset the model was trained on")
 
 
 # ---- latency statistics ----------------------------------------------------------------
@@ -198,7 +222,9 @@ class BenchRow:
     """One measured configuration: a budget (or a baseline) at one batch size.
 
     kind: "budget" (the runtime under budget c), "static" (the `full` graph),
-    "policy" (the policy graph alone). usage, flops_share and accuracy are over
+    "policy" (the policy graph alone), "static-mask" (the best static mask with
+    round(c K) components, no policy), "zoo" (another artifact's static graph,
+    `name` says which). usage, flops_share and accuracy are over
     the evaluation images (None where they do not apply); breakdown_ms is the
     runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
     cpu_ms is the median CPU time of this process per call (all its threads):
@@ -215,10 +241,17 @@ class BenchRow:
     accuracy: float | None = None
     breakdown_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms: float | None = None
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return f"c={self.budget:g}" if self.kind == "budget" else self.kind
+        if self.kind == "budget":
+            return f"c={self.budget:g}"
+        if self.kind == "static-mask":
+            return f"static mask c={self.budget:g}"
+        if self.kind == "zoo":
+            return f"zoo {self.name}"
+        return self.kind
 
 
 @dataclass
@@ -230,6 +263,7 @@ class BenchResult:
     data: dict[str, Any]
     settings: dict[str, Any]
     environment: dict[str, Any]
+    static_masks: list[StaticMask] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,6 +272,7 @@ class BenchResult:
             "settings": self.settings,
             "environment": self.environment,
             "rows": [{"label": r.label, **asdict(r)} for r in self.rows],
+            "static_masks": [asdict(m) for m in self.static_masks],
         }
 
     def latency_table(self, batch: int) -> list[tuple[float, float]]:
@@ -245,11 +280,12 @@ class BenchResult:
         return [(r.budget, r.latency.p95) for r in self.rows
                 if r.kind == "budget" and r.batch == batch and r.budget is not None]
 
-    def row(self, kind: str, batch: int, budget: float | None = None) -> BenchRow:
+    def row(self, kind: str, batch: int, budget: float | None = None,
+            name: str | None = None) -> BenchRow:
         for r in self.rows:
-            if r.kind == kind and r.batch == batch and r.budget == budget:
+            if r.kind == kind and r.batch == batch and r.budget == budget and r.name == name:
                 return r
-        raise KeyError((kind, batch, budget))
+        raise KeyError((kind, batch, budget, name))
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -260,6 +296,19 @@ class _Quality:
     usage: float | None
     flops_share: float | None
     accuracy: float | None
+
+
+@dataclass
+class Baselines:
+    """What the policy is compared with besides the static graph, in the same run.
+
+    static_masks: the searched best static masks (`static_masks.search_static_masks`);
+    each budget gets the one with round(c K) components. zoo: other artifacts
+    (smaller models trained on their own) by name; each runs its static graph.
+    """
+
+    static_masks: list[StaticMask] = field(default_factory=list)
+    zoo: dict[str, BudgetRuntime] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,6 +323,7 @@ class TimedJob:
     budget: float | None
     call: Callable[[Any], dict[str, float] | None]  # takes one pool item
     pool: list[Any]  # image batches (or whatever `call` takes)
+    name: str | None = None  # the zoo model of a "zoo" row
     times: list[float] = field(default_factory=list)  # wall clock, ms
     cpu_times: list[float] = field(default_factory=list)  # this process's CPU time, ms
     parts: dict[str, float] = field(default_factory=dict)
@@ -318,7 +368,8 @@ def _calls(rt: BudgetRuntime, s: BenchSettings
     return {"static": static, "policy": policy, "budget": budget}
 
 
-def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings) -> list[TimedJob]:
+def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings, baselines: Baselines
+          ) -> list[TimedJob]:
     calls = _calls(rt, s)
     jobs = []
     for n in s.batches:
@@ -328,7 +379,28 @@ def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings) -> list[TimedJob
         jobs.append(TimedJob("policy", n, None, calls["policy"], pool))
         jobs += [TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool)
                  for c in s.budgets]
+        if baselines.static_masks:
+            for c in s.budgets:
+                mask = np.asarray(_static_mask(rt, baselines, c).mask, np.uint8)
+                call = functools.partial(_run_static_mask, rt, np.tile(mask, (n, 1)))
+                jobs.append(TimedJob("static-mask", n, c, call, pool))
+        for name, zoo_rt in baselines.zoo.items():
+            jobs.append(TimedJob("zoo", n, None, _zoo_call(zoo_rt), pool, name=name))
     return jobs
+
+
+def _static_mask(rt: BudgetRuntime, baselines: Baselines, c: float) -> StaticMask:
+    return for_budget(baselines.static_masks, c, rt.num_components)
+
+
+def _run_static_mask(rt: BudgetRuntime, mask: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    return rt.infer(x, mask=mask).latency_ms
+
+
+def _zoo_call(zoo_rt: BudgetRuntime) -> Callable[[np.ndarray], None]:
+    def call(x: np.ndarray) -> None:
+        zoo_rt.run_full(x)
+    return call
 
 
 def time_jobs(jobs: list[TimedJob], warmup: int, iterations: int, rounds: int) -> None:
@@ -349,6 +421,41 @@ def time_jobs(jobs: list[TimedJob], warmup: int, iterations: int, rounds: int) -
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def static_mask_quality(rt: BudgetRuntime, data: BenchData, mask: StaticMask,
+                        s: BenchSettings) -> _Quality:
+    """Accuracy of one static mask over the evaluation images; its usage and FLOPs share."""
+    accuracy = None
+    if data.labels is not None:
+        accuracy = mask_accuracy(rt, data.images, data.labels,
+                                 np.asarray(mask.mask, np.uint8), s.eval_batch)
+    return _Quality(mask.kept / rt.num_components, mask.flops_share, accuracy)
+
+
+def zoo_quality(zoo_rt: BudgetRuntime, rt: BudgetRuntime, data: BenchData,
+                s: BenchSettings) -> _Quality:
+    """A zoo model's accuracy, and its FLOPs as a share of the benched model's."""
+    accuracy = None
+    if data.labels is not None:
+        correct = sum(int((zoo_rt.run_full(data.images[sl]).argmax(axis=1)
+                           == data.labels[sl]).sum())
+                      for sl in _chunks(len(data.images), s.eval_batch))
+        accuracy = correct / len(data.images)
+    return _Quality(None, zoo_rt.full_flops / rt.full_flops, accuracy)
+
+
+def check_zoo(rt: BudgetRuntime, zoo: dict[str, BudgetRuntime]) -> None:
+    """Zoo models must take the same images and predict the same classes."""
+    for name, z in zoo.items():
+        if z.manifest.roles.get("full") is None:
+            raise ConfigError(f"zoo model {name} has no static `full` graph: re-export it")
+        same_input = z.manifest.preprocessing.input_size == rt.manifest.preprocessing.input_size
+        if not same_input or z.num_classes != rt.num_classes:
+            raise ConfigError(f"zoo model {name} takes {z.manifest.preprocessing.input_size} "
+                              f"images into {z.num_classes} classes, but the benched model "
+                              f"{rt.manifest.preprocessing.input_size} into {rt.num_classes}: "
+                              "a zoo holds models of the same task")
 
 
 def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
@@ -387,9 +494,12 @@ def _eval_batch(rt: BudgetRuntime, s: BenchSettings) -> int:
 
 
 def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
-              threads: int | None = None, progress: Progress | None = None) -> BenchResult:
+              threads: int | None = None, progress: Progress | None = None,
+              baselines: Baselines | None = None) -> BenchResult:
     """Measure every budget and baseline at every batch size; see the module docstring."""
     settings.check()
+    baselines = baselines or Baselines()
+    check_zoo(rt, baselines.zoo)
     if not rt.has_policy:
         raise ConfigError("this artifact has no policy graph (it was exported without an "
                           "agent), so no budget can choose masks: export a trained checkpoint")
@@ -403,11 +513,21 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     for c in s.budgets:
         say(f"evaluating budget {c:g}")
         quality[c] = measure_quality(rt, data, c, s)
-    jobs = _jobs(rt, data, s)
+    other: dict[tuple[str, float | None, str | None], _Quality] = {}
+    if baselines.static_masks:
+        for c in s.budgets:
+            say(f"evaluating the best static mask for budget {c:g}")
+            mask = _static_mask(rt, baselines, c)
+            other["static-mask", c, None] = static_mask_quality(rt, data, mask, s)
+    for name, zoo_rt in baselines.zoo.items():
+        say(f"evaluating zoo model {name}")
+        other["zoo", None, name] = zoo_quality(zoo_rt, rt, data, s)
+    jobs = _jobs(rt, data, s, baselines)
     say(f"timing {len(jobs)} rows x {s.iterations} calls")
     time_jobs(jobs, s.warmup, s.iterations, s.rounds)
-    rows = [_row(rt, job, quality) for job in jobs]
+    rows = [_row(rt, job, quality, other) for job in jobs]
     return BenchResult(
+        static_masks=list(baselines.static_masks),
         rows=rows,
         model=_model_facts(rt),
         data={"name": data.name, "eval_images": len(data.images),
@@ -425,17 +545,19 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     )
 
 
-def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[float | None, _Quality]) -> BenchRow:
+def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[float | None, _Quality],
+         other: dict[tuple[str, float | None, str | None], _Quality]) -> BenchRow:
     stats = LatencyStats.of(job.times)
     row = BenchRow(job.kind, job.batch, job.budget, stats,
                    throughput=job.batch / (stats.mean / 1e3),
-                   cpu_ms=float(np.median(job.cpu_times)))
+                   cpu_ms=float(np.median(job.cpu_times)), name=job.name)
     if job.kind == "policy":
         row.flops_share = (rt.manifest.flops.policy or 0) / rt.full_flops
         return row
-    q = quality[job.budget]
+    q = other[job.kind, job.budget, job.name] if job.kind in ("static-mask", "zoo") \
+        else quality[job.budget]
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
-    if job.kind == "budget":
+    if job.kind in ("budget", "static-mask"):
         row.breakdown_ms = {k: job.parts.get(k, 0.0) / job.calls for k in LATENCY_KEYS}
     return row
 

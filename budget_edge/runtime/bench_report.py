@@ -64,15 +64,18 @@ def table_rows(result: BenchResult) -> list[list[str]]:
     out = []
     for r in result.rows:
         lat = r.latency
+        static = _find(result.rows, "static", r.batch)
+        ratio = None if static is None else lat.median / static.latency.median
         out.append([r.label, str(r.batch)]
                    + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
-                   + [f"{r.throughput:.1f}", _pct(r.usage), _pct(r.flops_share),
-                      _pct(r.accuracy)])
+                   + [_fmt(ratio, ".2f"), f"{r.throughput:.1f}", _pct(r.usage),
+                      _pct(r.flops_share), _pct(r.accuracy)])
     return out
 
 
 # Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
-HEADERS = ["row", "batch", *STAT_FIELDS, "img/s", "usage", "FLOPs", "accuracy"]
+# "x static": median latency over the static graph's median at the same batch size.
+HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy"]
 
 
 def rich_table(result: BenchResult) -> Any:
@@ -165,7 +168,9 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """Median latency (p90 as error bar) and accuracy (or FLOPs share) against the budget,
     with the static model as a horizontal line of the same colour."""
     plt = import_pyplot()
-    fig, (ax_lat, ax_q) = plt.subplots(1, 2, figsize=(11, 4.2))
+    front = result.data["labelled"]
+    fig, axes = plt.subplots(1, 3 if front else 2, figsize=(16.5 if front else 11, 4.2))
+    ax_lat, ax_q = axes[0], axes[1]
     batches = sorted({r.batch for r in result.rows})
     for i, n in enumerate(batches):
         color = f"C{i}"
@@ -186,6 +191,8 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     ax_lat.grid(alpha=0.3)
     ax_lat.legend(fontsize=8)
     _quality_panel(ax_q, result, batches[0])
+    if front:
+        _front_panel(axes[2], result, batches[0])
     env = result.environment
     fig.suptitle(f"{result.model['backbone']} · {env['cpu']} · {env['backend']}, "
                  f"{env['threads_effective']} thread(s)", fontsize=10)
@@ -207,6 +214,11 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     attr, name = ("accuracy", "accuracy") if labelled else ("flops_share", "executed FLOPs share")
     ax.plot([r.budget for r in rows], [getattr(r, attr) for r in rows], marker="o",
             color="C0", label=f"runtime ({name})")
+    masks = sorted((r for r in result.rows if r.kind == "static-mask" and r.batch == batch),
+                   key=lambda r: r.budget or 0.0)
+    if masks:
+        ax.plot([r.budget for r in masks], [getattr(r, attr) for r in masks], marker="s",
+                linestyle="--", color="C2", label=f"best static mask ({name})")
     if labelled and static is not None and static.accuracy is not None:
         ax.axhline(static.accuracy, color="C0", linestyle="--", label="static full graph")
     if not labelled:
@@ -215,6 +227,35 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
         ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="usage = budget")
     ax.set_xlabel("budget c")
     ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
+    """Accuracy against measured latency: the front a user picks a model from."""
+    def rows(kind: str) -> list[BenchRow]:
+        return sorted((r for r in result.rows if r.kind == kind and r.batch == batch),
+                      key=lambda r: r.latency.median)
+
+    for kind, style, label in (("budget", "o-", "BudgetNet (policy included)"),
+                               ("static-mask", "s--", "best static mask per budget")):
+        line = rows(kind)
+        if line:
+            ax.plot([r.latency.median for r in line], [r.accuracy for r in line], style,
+                    label=label)
+            for r in line:
+                ax.annotate(f"{r.budget:g}", (r.latency.median, r.accuracy or 0.0),
+                            fontsize=7, textcoords="offset points", xytext=(3, -9))
+    static = _find(result.rows, "static", batch)
+    if static is not None:
+        ax.plot([static.latency.median], [static.accuracy], "k*", markersize=10,
+                label="static full graph")
+    for i, r in enumerate(rows("zoo")):
+        ax.plot([r.latency.median], [r.accuracy], "D", color=f"C{3 + i}",
+                label=f"zoo: {r.name}")
+    ax.set_xlabel(f"median latency (ms per batch of {batch})")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 

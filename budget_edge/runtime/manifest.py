@@ -79,9 +79,11 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BATCH_AXIS = "batch"
 DTYPES = ("float32", "float16")
+# Control inputs (the switch graph's per-block codes) are int64 with a fixed shape.
+CONTROL_DTYPE = "int64"
 VARIANT_SCHEMES = ("single", "all", "prefix")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
-ROLES = ("stem", "head", "policy", "full")
+ROLES = ("stem", "head", "policy", "full", "switch")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -335,7 +337,12 @@ def _validate_preprocessing(p: Preprocessing) -> None:
 
 def _validate_tensor(t: TensorSpec, where: str) -> None:
     _check(t.name != "", f"{where}.name", "must not be empty")
-    _check(t.dtype in DTYPES, f"{where}.dtype", f"is {t.dtype!r}, expected one of {DTYPES}")
+    if t.dtype == CONTROL_DTYPE:
+        _check(len(t.shape) == 1 and isinstance(t.shape[0], int) and t.shape[0] > 0,
+               f"{where}.shape", f"of an int64 control input must be one fixed size, got {t.shape}")
+        return
+    _check(t.dtype in DTYPES, f"{where}.dtype",
+           f"is {t.dtype!r}, expected one of {(*DTYPES, CONTROL_DTYPE)}")
     _check(len(t.shape) >= 1 and isinstance(t.shape[0], str), f"{where}.shape",
            f"must start with the symbolic batch axis, got {t.shape}")
     rest = t.shape[1:]
@@ -439,6 +446,14 @@ def _validate_roles(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
                f"probs output shape {g.outputs[0].shape} is not (batch, {m.num_components})")
         _check(g.outputs[1].shape[1:] in ([], [1]), "roles.policy",
                "value output must be shaped (batch,) or (batch, 1)")
+    switch = m.roles.get("switch")
+    if switch is not None:
+        g = graphs[switch]
+        codes = [len(m.blocks)]
+        _check(len(g.inputs) == 2 and _same(g.inputs[0].shape, image)
+               and g.inputs[1].dtype == CONTROL_DTYPE and g.inputs[1].shape == codes
+               and len(g.outputs) == 1 and _same(g.outputs[0].shape, logits), "roles.switch",
+               f"graph must map (image, int64 codes {codes}) to (batch, num_classes)")
 
 
 def _validate_blocks(m: Manifest, graphs: dict[str, GraphSpec]) -> None:

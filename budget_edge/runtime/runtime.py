@@ -101,6 +101,10 @@ class BudgetRuntime:
         full = manifest.roles.get("full")
         if full is not None:
             self._whole.setdefault(bytes(np.ones(self.num_components, np.uint8)), full)
+        # The switch graph runs any mask in one call (export/switch_graph.py); the
+        # TensorRT backend runs an engine per block instead.
+        switch = manifest.roles.get("switch")
+        self._switch = switch if backend.name == "onnxruntime" else None
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
@@ -235,6 +239,37 @@ class BudgetRuntime:
 
     def _backbone(self, x: np.ndarray, mask: np.ndarray, latency: dict[str, float]
                   ) -> np.ndarray:
+        if self._switch is not None:
+            t = time.perf_counter()
+            logits = self._run_switch(self._switch, x, mask)
+            latency["hot"] = _ms(t)
+            return logits
+        return self._chain(x, mask, latency)
+
+    def _run_switch(self, switch: str, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One call per distinct mask in the batch: its whole-mask graph if there is
+        one, else the switch graph with the mask's per-block codes."""
+        n = x.shape[0]
+        groups: dict[bytes, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(mask[i].tobytes(), []).append(i)
+        logits = np.empty((n, self.num_classes), np.float32)
+        for key, rows in groups.items():
+            xs = x if len(rows) == n else x[rows]
+            whole = self._whole.get(key)
+            if whole is not None:
+                out = self.backend.run(whole, [xs])[0]
+            else:
+                codes = mask[rows[0]].astype(np.int64) @ self._code_weights
+                out = self.backend.run(switch, [xs, codes])[0]
+            if len(rows) == n:
+                return np.asarray(out, np.float32)
+            logits[rows] = out
+        return logits
+
+    def _chain(self, x: np.ndarray, mask: np.ndarray, latency: dict[str, float]
+               ) -> np.ndarray:
+        """Stem, a graph call per kept block (rows gathered per kept-path code), head."""
         n = x.shape[0]
         logits = np.empty((n, self.num_classes), np.float32)
         rest = np.arange(n)

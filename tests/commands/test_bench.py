@@ -116,3 +116,23 @@ def test_bench_runs_without_torch_or_matplotlib(artifact: Path, tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(path.read_text())["rows"]
+
+
+def test_zoo_and_static_search_errors(artifact: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(["bench", str(artifact), "--zoo", str(tmp_path / "none"), *QUICK], capsys)
+    assert err.startswith("error: --zoo:") and "not an artifact directory" in err
+    err = _fail(["bench", str(artifact), "--static-search", "100", *QUICK], capsys)
+    assert err.startswith("error: --static-search needs labelled data")
+
+
+def test_bench_with_a_zoo_row(artifact: Path, tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo"
+    write_artifact(make_net("resnet", seed=4), zoo)
+    path = tmp_path / "b.json"
+    args = ["bench", str(artifact), "--budgets", "0.5", "--batch", "1", "--zoo", str(zoo),
+            *QUICK, "--json", str(path)]
+    result = CliRunner().invoke(cli_module.cli, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["label"] for r in rows] == ["static", "policy", "c=0.5", "zoo tiny-resnet"]

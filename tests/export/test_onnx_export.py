@@ -108,7 +108,7 @@ def test_graphs_with_batchnorm_or_a_fixed_batch_are_refused():
 
 
 def test_non_float_tensors_are_refused_in_the_manifest():
-    value = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])
+    value = helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", 3])
     with pytest.raises(ConfigError, match="float32 and float16"):
         tensor_specs([value])
 

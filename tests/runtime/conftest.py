@@ -302,18 +302,21 @@ def _spec(name: str, shape: list[Any]) -> TensorSpec:
 
 
 def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = True,
-                   hot: list[list[int]] | None = None) -> Manifest:
-    """Write every graph and the manifest, as the exporter would."""
+                   hot: list[list[int]] | None = None, switch: bool = False) -> Manifest:
+    """Write every graph and the manifest, as the exporter would (the switch graph
+    only when asked, so the other tests keep exercising the per-block chain)."""
     out.mkdir(parents=True, exist_ok=True)
     shapes = net.shapes()
     image = [BATCH_AXIS, *net.input_size]
     logits = [BATCH_AXIS, net.num_classes]
     graphs: list[GraphSpec] = []
+    models: dict[str, onnx.ModelProto] = {}
 
     def save(name: str, model: onnx.ModelProto, ins: list[TensorSpec],
              outs: list[TensorSpec]) -> str:
         onnx.save(model, str(out / f"{name}.onnx"))
         graphs.append(GraphSpec(name, f"{name}.onnx", ins, outs))
+        models[name] = model
         return name
 
     def one(name: str, in_shape: list[Any], out_shape: list[Any], body: Any) -> str:
@@ -366,6 +369,12 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
     for i, mask in enumerate(hot or []):
         name = one(f"hot{i}", image, logits, lambda g, x, mask=mask: whole(g, x, mask))
         hot_specs.append(HotPolicySpec(list(mask), name))
+    if switch:
+        from budget_edge.export.switch_graph import switch_graph  # onnx only, no torch
+
+        codes = TensorSpec("codes", [len(blocks)], "int64")
+        roles["switch"] = save("switch", switch_graph(models, blocks, stem, head),
+                               [_spec("image", image), codes], [_spec("logits", logits)])
     if policy:
         g = OnnxBuilder()
         probs, value = net.onnx_policy(g, "image", "budget")

@@ -11,11 +11,13 @@ import pytest
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.bench import (
+    Baselines,
     BenchData,
     BenchSettings,
     LatencyStats,
     TimedJob,
     load_bench_data,
+    load_search_data,
     parse_batches,
     parse_budgets,
     run_bench,
@@ -23,6 +25,7 @@ from budget_edge.runtime.bench import (
     time_jobs,
     timing_pool,
 )
+from budget_edge.runtime.static_masks import mask_accuracy, search_static_masks
 
 from .conftest import make_net, write_artifact
 
@@ -256,3 +259,44 @@ def test_run_bench_without_full_graph_has_no_static_row(tmp_path: Path) -> None:
         data = load_bench_data("random", rt_nofull, eval_images=3)
         result = run_bench(rt_nofull, data, _settings(budgets=[1.0], batches=[1]))
     assert [r.kind for r in result.rows] == ["policy", "budget"]
+
+
+def test_run_bench_times_static_masks_and_zoo_in_the_same_run(rt: BudgetRuntime,
+                                                             tmp_path: Path) -> None:
+    images = _pixels(rt, 9)
+    labels = rt.run_full(images).argmax(axis=1).astype(np.int64)
+    data = BenchData("synthetic", images, labels)
+    masks = search_static_masks(rt, images, labels)
+    write_artifact(make_net("resnet", seed=5), tmp_path)
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as small:
+        baselines = Baselines(static_masks=masks, zoo={"small": small})
+        result = run_bench(rt, data, _settings(budgets=[0.34, 1.0], batches=[2]),
+                           baselines=baselines)
+        zoo_acc = float((small.run_full(images).argmax(axis=1) == labels).mean())
+    kinds = [r.label for r in result.rows]
+    assert kinds == ["static", "policy", "c=0.34", "c=1", "static mask c=0.34",
+                     "static mask c=1", "zoo small"]
+    one = result.row("static-mask", 2, 0.34)
+    chosen = next(m for m in masks if m.kept == 1)  # round(0.34 * 3)
+    assert one.usage == pytest.approx(1 / 3) and one.flops_share == chosen.flops_share
+    assert one.accuracy == pytest.approx(mask_accuracy(rt, images, labels,
+                                                       np.array(chosen.mask, np.uint8)))
+    assert result.row("static-mask", 2, 1.0).accuracy == 1.0
+    zoo = result.row("zoo", 2, name="small")
+    assert zoo.accuracy == pytest.approx(zoo_acc) and zoo.usage is None
+    assert result.to_dict()["static_masks"][0]["kept"] == rt.num_components
+
+
+def test_zoo_of_another_task_is_refused(rt: BudgetRuntime, tmp_path: Path) -> None:
+    write_artifact(make_net("resnext", channels=1), tmp_path)
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as other:
+        data = load_bench_data("random", rt, eval_images=2)
+        with pytest.raises(ConfigError, match="same task"):
+            run_bench(rt, data, _settings(), baselines=Baselines(zoo={"other": other}))
+
+
+def test_static_search_needs_labelled_training_data(rt: BudgetRuntime) -> None:
+    with pytest.raises(ConfigError, match="labelled data"):
+        load_search_data("random", rt, None, 10)
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_search_data("fashion-mnist", rt, None, 0)

@@ -116,8 +116,12 @@ def check_engine_compat(spec: TensorRTSpec, trt_version: str, gpu: str,
 
 
 def graphs_to_run(manifest: Manifest) -> list[str]:
-    """Every graph the runtime may call: roles, block variants, skips, hot policies."""
-    names = [n for n in manifest.roles.values() if n is not None]
+    """Every graph the runtime may call: roles, block variants, skips, hot policies.
+
+    Not the switch graph: on TensorRT every block is its own engine, and the
+    runtime dispatches them (the switch graph is for ONNX Runtime on CPUs).
+    """
+    names = [n for r, n in manifest.roles.items() if n is not None and r != "switch"]
     for b in manifest.blocks:
         names += [v.graph for v in b.variants]
         if b.skip is not None:
