@@ -57,7 +57,8 @@ def _command_line(ctx: click.Context) -> str:
               help="Write a PNG plot here (needs matplotlib).")
 @click.option("--static-search", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search the best static mask per budget on the last N training images "
-                   "and time it next to the policy (0: no search).")
+                   "and time it next to the policy (0: use the artifact's own, if exported "
+                   "with --static-masks).")
 @click.option("--zoo", "zoo_text", default="",
               help="Comma list of other artifact dirs (smaller models of the same task), "
                    "each timed and evaluated with its static graph.")
@@ -92,7 +93,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
         parse_budgets,
         run_bench,
     )
-    from budget_edge.runtime.static_masks import search_static_masks
+    from budget_edge.runtime.static_masks import from_manifest, search_static_masks
 
     # Every option is checked before the artifact loads: a typo fails in a second.
     settings = BenchSettings(budgets=parse_budgets(budgets), batches=parse_batches(batch_text),
@@ -123,7 +124,8 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
         search = load_search_data(data_spec, rt, data_dir, static_search) \
             if static_search else None
         with console.status("bench") as status:
-            baselines = Baselines(zoo=zoo)
+            # The artifact's own static masks (export --static-masks) unless asked to search.
+            baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo)
             if search is not None:
                 assert search.labels is not None
                 status.update(f"searching static masks on {search.name}")

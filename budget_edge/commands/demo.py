@@ -30,14 +30,20 @@ class Preset:
     bench_iterations: int
     train_extra: tuple[str, ...] = ()
     evaluate_extra: tuple[str, ...] = ()
+    export_extra: tuple[str, ...] = ()
     bench_extra: tuple[str, ...] = ()
 
 
 PRESETS = {
     # Sized to finish in about 15 minutes on a 2-core CPU.
+    # The light extractor: resnet8 costs 30% of ResNet-20 and made the runtime slower
+    # than the static graph at c >= 0.5 (benchmarks/results/bench-resnet20-light/).
     "demo": Preset(pretrain_epochs=3, limit_train=20000, drop_prob=0.1,
                    train_preset="demo", bench_iterations=50,
-                   evaluate_extra=("--val-size", "2000")),
+                   train_extra=("--extractor", "light"),
+                   evaluate_extra=("--val-size", "2000"),
+                   export_extra=("--static-masks", "fashion-mnist",
+                                 "--static-search-images", "2000")),
     # The full schedule: the committed results under benchmarks/results/.
     "paper": Preset(pretrain_epochs=15, limit_train=None, drop_prob=0.1,
                     train_preset="paper", bench_iterations=200),
@@ -45,7 +51,10 @@ PRESETS = {
     "smoke": Preset(pretrain_epochs=1, limit_train=256, drop_prob=0.1,
                     train_preset="demo", bench_iterations=3,
                     train_extra=("--limit-train", "256", "--eval-images", "128",
-                                 "--curriculum-epochs", "1", "--finetune-epochs", "1"),
+                                 "--curriculum-epochs", "1", "--finetune-epochs", "1",
+                                 "--extractor", "light"),
+                    export_extra=("--static-masks", "fashion-mnist",
+                                  "--static-search-images", "64"),
                     evaluate_extra=("--limit", "128", "--val-size", "256",
                                     "--latency-images", "2"),
                     bench_extra=("--eval-images", "128", "--warmup", "1")),
@@ -78,7 +87,8 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
               ["evaluate", str(agent / "budgetnet.pt"), *data, "--budgets", DEMO_BUDGETS,
                *preset.evaluate_extra, "--out", str(sweep)]),
         Stage("export", art / "manifest.json", None,
-              ["export", str(agent / "budgetnet.pt"), "--out", str(art)]),
+              ["export", str(agent / "budgetnet.pt"), "--out", str(art),
+               *preset.export_extra]),
         Stage("bench", bench / "bench.json", None,
               ["bench", str(art), *data, "--budgets", DEMO_BUDGETS, "--batch", "1",
                "--iterations", str(preset.bench_iterations), *preset.bench_extra,

@@ -22,8 +22,15 @@ import click
                                    "cifar100:PATH or folder:PATH (training split).")
 @click.option("--calib-count", type=int, default=512, show_default=True,
               help="Calibration images drawn from --calib-data.")
+@click.option("--static-masks", "static_data",
+              help="Also search the best static mask per kept count on the end of this "
+                   "dataset's training split (fashion-mnist, cifar10:PATH, ...), so the "
+                   "runtime can run policy='static' (no agent needed).")
+@click.option("--static-search-images", type=click.IntRange(min=1), default=5000,
+              show_default=True, help="Training images (the split's last N) for the search.")
 def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
-            calib_data: str | None, calib_count: int) -> None:
+            calib_data: str | None, calib_count: int, static_data: str | None,
+            static_search_images: int) -> None:
     """Export a checkpoint to ONNX: stem, one graph per block (per kept-path variant for
     ResNeXt), head, policy, the static full model, and manifest.json with SHA-256s.
 
@@ -45,11 +52,24 @@ def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
             loaded, out, opset=opset, fuse_top=fuse_top, calib_data=calib_data,
             calib_count=calib_count, progress=lambda name: status.update(f"exported {name}"),
         )
+        if static_data is not None:
+            from budget_edge.runtime import BudgetRuntime
+            from budget_edge.runtime.bench import load_search_data
+            from budget_edge.runtime.static_masks import attach_static_masks
+
+            with BudgetRuntime.load(out, backend="onnxruntime") as rt:
+                search = load_search_data(static_data, rt, None, static_search_images)
+            assert search.labels is not None
+            status.update(f"searching static masks on {search.name}")
+            manifest = attach_static_masks(out, search.images, search.labels, search.name,
+                                           progress=lambda msg: status.update(msg))
     seconds = time.perf_counter() - start
     variants = sum(len(b.variants) for b in manifest.blocks)
     click.echo(
         f"exported {manifest.backbone} ({loaded.format}) to {out}: {len(manifest.graphs)} "
         f"graphs ({len(manifest.blocks)} blocks, {variants} block variants, "
         f"{len(manifest.hot_policies)} hot policies, policy "
-        f"{'yes' if manifest.roles.get('policy') else 'no'}) in {seconds:.1f} s"
+        f"{'yes' if manifest.roles.get('policy') else 'no'}"
+        + (f", {len(manifest.static_masks.masks)} static masks" if manifest.static_masks else "")
+        + f") in {seconds:.1f} s"
     )

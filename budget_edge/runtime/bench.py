@@ -224,7 +224,8 @@ class BenchRow:
     kind: "budget" (the runtime under budget c), "static" (the `full` graph),
     "policy" (the policy graph alone), "static-mask" (the best static mask with
     round(c K) components, no policy), "zoo" (another artifact's static graph,
-    `name` says which). usage, flops_share and accuracy are over
+    `name` says which). usage, flops_share, accuracy and distinct_masks (how
+    many different masks ran: 1 for a static mask) are over
     the evaluation images (None where they do not apply); breakdown_ms is the
     runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
     cpu_ms is the median CPU time of this process per call (all its threads):
@@ -242,6 +243,7 @@ class BenchRow:
     breakdown_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms: float | None = None
     name: str | None = None
+    distinct_masks: int | None = None
 
     @property
     def label(self) -> str:
@@ -296,6 +298,7 @@ class _Quality:
     usage: float | None
     flops_share: float | None
     accuracy: float | None
+    distinct_masks: int | None = None
 
 
 @dataclass
@@ -430,7 +433,7 @@ def static_mask_quality(rt: BudgetRuntime, data: BenchData, mask: StaticMask,
     if data.labels is not None:
         accuracy = mask_accuracy(rt, data.images, data.labels,
                                  np.asarray(mask.mask, np.uint8), s.eval_batch)
-    return _Quality(mask.kept / rt.num_components, mask.flops_share, accuracy)
+    return _Quality(mask.kept / rt.num_components, mask.flops_share, accuracy, 1)
 
 
 def zoo_quality(zoo_rt: BudgetRuntime, rt: BudgetRuntime, data: BenchData,
@@ -463,6 +466,7 @@ def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
     """Usage, FLOPs share and accuracy over the evaluation images (budget None: static)."""
     correct = 0
     usage = flops = 0.0
+    seen: set[bytes] = set()  # distinct masks: is the policy per image, or per budget?
     for sl in _chunks(len(data.images), s.eval_batch):
         x = data.images[sl]
         if budget is None:
@@ -470,6 +474,7 @@ def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
         else:
             out = rt.infer(x, budget=budget, mode=s.mode, seed=s.seed, cap=s.cap)
             classes = out.classes
+            seen.update(row.tobytes() for row in out.mask)
             usage += float(out.usage.sum())
             flops += float(out.flops_share.sum())
         if data.labels is not None:
@@ -477,8 +482,8 @@ def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
     n = len(data.images)
     accuracy = correct / n if data.labels is not None else None
     if budget is None:
-        return _Quality(1.0, 1.0, accuracy)
-    return _Quality(usage / n, flops / n, accuracy)
+        return _Quality(1.0, 1.0, accuracy, 1)
+    return _Quality(usage / n, flops / n, accuracy, len(seen))
 
 
 def _eval_batch(rt: BudgetRuntime, s: BenchSettings) -> int:
@@ -557,6 +562,7 @@ def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[float | None, _Quality]
     q = other[job.kind, job.budget, job.name] if job.kind in ("static-mask", "zoo") \
         else quality[job.budget]
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
+    row.distinct_masks = q.distinct_masks
     if job.kind in ("budget", "static-mask"):
         row.breakdown_ms = {k: job.parts.get(k, 0.0) / job.calls for k in LATENCY_KEYS}
     return row

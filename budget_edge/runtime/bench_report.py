@@ -23,7 +23,7 @@ STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
 CSV_FIELDS = (
     ["label", "kind", "budget", "batch"]
     + [f"{f}_ms" for f in STAT_FIELDS]
-    + ["throughput_ips", "usage", "flops_share", "accuracy", "cpu_ms"]
+    + ["throughput_ips", "usage", "flops_share", "accuracy", "cpu_ms", "distinct_masks"]
     + [f"{k}_ms" for k in LATENCY_KEYS]
 )
 
@@ -69,13 +69,15 @@ def table_rows(result: BenchResult) -> list[list[str]]:
         out.append([r.label, str(r.batch)]
                    + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
                    + [_fmt(ratio, ".2f"), f"{r.throughput:.1f}", _pct(r.usage),
-                      _pct(r.flops_share), _pct(r.accuracy)])
+                      _pct(r.flops_share), _pct(r.accuracy), _fmt(r.distinct_masks, "d")])
     return out
 
 
 # Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
 # "x static": median latency over the static graph's median at the same batch size.
-HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy"]
+# "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
+HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy",
+           "masks"]
 
 
 def rich_table(result: BenchResult) -> Any:
@@ -128,7 +130,8 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
         rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "budget": r.budget,
                                "batch": r.batch, "throughput_ips": r.throughput,
                                "usage": r.usage, "flops_share": r.flops_share,
-                               "accuracy": r.accuracy, "cpu_ms": r.cpu_ms}
+                               "accuracy": r.accuracy, "cpu_ms": r.cpu_ms,
+                               "distinct_masks": r.distinct_masks}
         rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
         rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})
         records.append(rec)

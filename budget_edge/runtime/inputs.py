@@ -125,6 +125,6 @@ def prepare_mask(mask: Any, n: int, k: int) -> np.ndarray:
         return m.astype(np.uint8)
     if m.dtype.kind not in "iuf":
         raise InputError(f"mask must hold 0/1 or bools, got dtype {m.dtype}")
-    if not np.isin(m, (0, 1)).all():
+    if not ((m == 0) | (m == 1)).all():  # np.isin costs ~20 us on a batch-1 mask
         raise InputError("mask must hold only 0 and 1 (1: run the component, 0: skip it)")
     return m.astype(np.uint8)

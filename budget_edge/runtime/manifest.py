@@ -163,6 +163,23 @@ class HotPolicySpec:
 
 
 @dataclass
+class StaticMaskSpec:
+    """A best static mask found by a search (runtime/static_masks.py): the mask, and its
+    accuracy on the images it was searched on."""
+
+    mask: list[int]
+    accuracy: float
+
+
+@dataclass
+class StaticMasksSpec:
+    """The searched static masks, one per kept count, and where they were searched."""
+
+    source: str  # e.g. "fashion-mnist train[55000:60000], greedy backward elimination"
+    masks: list[StaticMaskSpec]
+
+
+@dataclass
 class FlopsSpec:
     """FLOPs (2 x MACs) of the parts that are not components."""
 
@@ -202,6 +219,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     tensorrt: TensorRTSpec | None = None
     schema_version: int = SCHEMA_VERSION
+    static_masks: StaticMasksSpec | None = None
 
     # ---- lookups -------------------------------------------------------------
 
@@ -248,7 +266,7 @@ class Manifest:
         d["backbone"] = {"name": self.backbone, "config": config}
         order = ["schema_version", "backbone", "num_classes", "class_names", "preprocessing",
                  "components", "blocks", "graphs", "roles", "flops", "hot_policies",
-                 "versions", "files", "tensorrt"]
+                 "static_masks", "versions", "files", "tensorrt"]
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -304,6 +322,7 @@ class Manifest:
         _validate_roles(self, graphs)
         _validate_blocks(self, graphs)
         _validate_hot(self, graphs)
+        _validate_static_masks(self)
         _validate_flops(self)
         for key in ("onnx", "opset", "budget_edge"):
             _check(key in self.versions, f"versions.{key}", "is missing")
@@ -533,6 +552,27 @@ def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
                "graph must map the image to (batch, num_classes)")
 
 
+def _validate_static_masks(m: Manifest) -> None:
+    if m.static_masks is None:
+        return
+    _check(len(m.static_masks.masks) >= 1, "static_masks.masks", "must not be empty")
+    kept: set[int] = set()
+    prefix = [m.block_components(b.index) for b in m.blocks if b.variant_scheme == "prefix"]
+    for i, s in enumerate(m.static_masks.masks):
+        where = f"static_masks.masks[{i}]"
+        _check(len(s.mask) == m.num_components and all(v in (0, 1) for v in s.mask),
+               f"{where}.mask", f"must be {m.num_components} values of 0 or 1")
+        _check(sum(s.mask) not in kept, f"{where}.mask",
+               f"keeps {sum(s.mask)} components, like an earlier mask: one mask per count")
+        _check(math.isfinite(s.accuracy) and 0.0 <= s.accuracy <= 1.0, f"{where}.accuracy",
+               "must lie in [0, 1]")
+        for idx in prefix:
+            part = [s.mask[k] for k in idx]
+            _check(part == sorted(part, reverse=True), f"{where}.mask",
+                   "keeps a non-prefix path set of a 'prefix' block, which never runs")
+        kept.add(sum(s.mask))
+
+
 def _validate_flops(m: Manifest) -> None:
     _check(m.flops.stem >= 0 and m.flops.head >= 0, "flops", "must not be negative")
     has_policy = m.roles.get("policy") is not None
@@ -674,6 +714,13 @@ def _parse_manifest(data: Any) -> Manifest:
     for i, h in enumerate(_opt(data, "hot_policies", list, "", [])):
         w = f"hot_policies[{i}]"
         hot.append(HotPolicySpec(_ints(_list(h, "mask", w), f"{w}.mask"), _req(h, "graph", str, w)))
+    static = _opt(data, "static_masks", dict, "", None)
+    if static is not None:
+        masks = [StaticMaskSpec(_ints(_list(e, "mask", f"static_masks.masks[{i}]"),
+                                      f"static_masks.masks[{i}].mask"),
+                                float(_req(e, "accuracy", float, f"static_masks.masks[{i}]")))
+                 for i, e in enumerate(_list(static, "masks", "static_masks"))]
+        static = StaticMasksSpec(_req(static, "source", str, "static_masks"), masks)
     roles = _req(data, "roles", dict, "")
     for role, name in roles.items():
         if name is not None:
@@ -698,6 +745,7 @@ def _parse_manifest(data: Any) -> Manifest:
                         _opt(flops, "policy", int, "flops", None)),
         versions=dict(_req(data, "versions", dict, "")),
         hot_policies=hot,
+        static_masks=static,
         files=dict(files),
         tensorrt=None if trt is None else _parse_tensorrt(trt),
     )

@@ -39,6 +39,7 @@ from budget_edge.runtime.inputs import prepare_budget, prepare_images, prepare_m
 from budget_edge.runtime.manifest import Manifest, verify_files
 
 LATENCY_KEYS = ("policy", "stem", "blocks", "head", "hot", "total")
+POLICIES = ("agent", "static")
 
 
 @dataclass
@@ -105,6 +106,11 @@ class BudgetRuntime:
         # TensorRT backend runs an engine per block instead.
         switch = manifest.roles.get("switch")
         self._switch = switch if backend.name == "onnxruntime" else None
+        # Static masks by kept count, and a table from any count 0..K to the mask used.
+        self._static_by_count = {sum(s.mask): np.asarray(s.mask, np.uint8)
+                                 for s in (manifest.static_masks.masks
+                                           if manifest.static_masks else [])}
+        self._static_table = _count_table(self._static_by_count, self.num_components)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
@@ -153,7 +159,8 @@ class BudgetRuntime:
     # ---- inference ----------------------------------------------------------------
 
     def infer(self, images: Any, budget: Any = None, mask: Any = None, mode: str = "greedy",
-              seed: int | None = None, cap: str | None = None) -> InferResult:
+              seed: int | None = None, cap: str | None = None, policy: str = "agent"
+              ) -> InferResult:
         """Classify a batch under a budget (or an explicit mask).
 
         images: uint8 NHWC pixels (NHW or HW for one channel), normalised with the
@@ -164,11 +171,16 @@ class BudgetRuntime:
         "rank" (keep the round(c K) most probable components).
         cap: None, "components" or "flops": drop the least probable kept
         components until the cost is at most the budget.
+        policy: "agent" (the policy graph decides per image) or "static" (the
+        artifact's searched static mask with round(c K) components, the same for
+        every image; no policy graph needed: `budget-edge export --static-masks`).
         """
         t_start = time.perf_counter()
         latency = dict.fromkeys(LATENCY_KEYS, 0.0)
         if mode not in masklib.MODES:
             raise InputError(f"mode {mode!r} is not one of {masklib.MODES}")
+        if policy not in POLICIES:
+            raise InputError(f"policy {policy!r} is not one of {POLICIES}")
         if cap is not None and cap not in masklib.CAPS:
             raise InputError(f"cap {cap!r} is not one of {masklib.CAPS} (or None)")
         x = prepare_images(images, self.manifest.preprocessing)
@@ -182,6 +194,11 @@ class BudgetRuntime:
                                  "without a mask, or drop cap")
             run_mask = prepare_mask(mask, n, self.num_components)
             masklib.check_variants(run_mask, self.manifest, self._prefix_blocks)
+        elif policy == "static":
+            if cap is not None:
+                raise InputError("cap needs the agent's probabilities: drop cap with "
+                                 "policy='static' (its masks already fit round(c K))")
+            run_mask = self._static_masks(prepare_budget(budget, n))
         else:
             if not self.has_policy:
                 raise InputError("this artifact has no policy graph (it was exported without "
@@ -202,6 +219,20 @@ class BudgetRuntime:
             probs=probs, flops=flops, latency_ms=latency,
             policy_flops=int(self.manifest.flops.policy or 0) if probs is not None else 0,
             full_flops=self.full_flops)
+
+    @property
+    def has_static_masks(self) -> bool:
+        return self.manifest.static_masks is not None
+
+    def _static_masks(self, budget: np.ndarray) -> np.ndarray:
+        """Each image's searched static mask: the one with round(c K) components, or
+        the nearest count the search kept below it (the fewest found if none)."""
+        if not self._static_by_count:
+            raise InputError("this artifact has no static masks: export it with "
+                             "`budget-edge export ... --static-masks DATA`, or use "
+                             "policy='agent'")
+        want = masklib.rank_counts(budget, self.num_components)
+        return self._static_table[np.minimum(want, self.num_components)]
 
     def run_policy(self, images: Any, budget: Any) -> np.ndarray:
         """The policy's probabilities (N, K) alone (a benchmark baseline)."""
@@ -362,6 +393,19 @@ class BudgetRuntime:
             for j, k in enumerate(self.manifest.block_components(b)):
                 weights[k, b] = 1 << j
         return weights
+
+
+def _count_table(by_count: dict[int, np.ndarray], k: int) -> np.ndarray:
+    """(K+1, K): row m is the mask with the most kept components <= m (the fewest kept
+    when none is that small)."""
+    table = np.zeros((k + 1, k), np.uint8)
+    if not by_count:
+        return table
+    counts = sorted(by_count)
+    for m in range(k + 1):
+        below = [c for c in counts if c <= m]
+        table[m] = by_count[below[-1] if below else counts[0]]
+    return table
 
 
 def _ms(start: float) -> float:

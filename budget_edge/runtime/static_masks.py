@@ -16,13 +16,21 @@ next to the policy in the same run).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from budget_edge.errors import InputError
 from budget_edge.runtime import masks as masklib
+from budget_edge.runtime.manifest import (
+    Manifest,
+    StaticMaskSpec,
+    StaticMasksSpec,
+    write_manifest,
+)
 from budget_edge.runtime.runtime import BudgetRuntime
 
 Progress = Callable[[str], None]
@@ -84,9 +92,31 @@ def for_budget(masks: list[StaticMask], budget: float, num_components: int) -> S
     """The searched mask with round(budget K) components (the fewest found if smaller)."""
     if not masks:
         raise InputError("no static masks: run the search first")
-    want = round(budget * num_components)
+    want = int(masklib.rank_counts(np.array([budget]), num_components)[0])
     fitting = [m for m in masks if m.kept <= want]
     return max(fitting, key=lambda m: m.kept) if fitting else min(masks, key=lambda m: m.kept)
+
+
+def attach_static_masks(directory: str | os.PathLike[str], images: np.ndarray,
+                        labels: np.ndarray, source: str, threads: int | None = None,
+                        progress: Progress | None = None) -> Manifest:
+    """Search the artifact's best static masks and record them in its manifest, so the
+    runtime can run `policy="static"`. `source` says which images (never the test set)."""
+    with BudgetRuntime.load(directory, backend="onnxruntime", threads=threads) as rt:
+        found = search_static_masks(rt, images, labels, progress=progress)
+        manifest = rt.manifest
+    manifest.static_masks = StaticMasksSpec(
+        source=f"{source}, greedy backward elimination",
+        masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found])
+    return write_manifest(Path(directory), manifest)
+
+
+def from_manifest(rt: BudgetRuntime) -> list[StaticMask]:
+    """The static masks recorded in the artifact (`attach_static_masks`); [] if none."""
+    spec = rt.manifest.static_masks
+    if spec is None:
+        return []
+    return [_entry(rt, np.asarray(s.mask, np.uint8), s.accuracy) for s in spec.masks]
 
 
 def _entry(rt: BudgetRuntime, mask: np.ndarray, accuracy: float) -> StaticMask:

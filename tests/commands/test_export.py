@@ -45,3 +45,29 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys) -> None:
     code, _, err = cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
                        capsys)
     assert code == 2 and "checkpoint file not found" in err and err.count("\n") == 1
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    meta = {"preprocessing": {"mean": [0.286], "std": [0.353], "input_size": [1, 28, 28]},
+            "class_names": [str(i) for i in range(10)]}
+    net = build_backbone("resnet8", in_channels=1, input_size=(1, 28, 28))
+    ckpt = save_checkpoint(tmp_path / "r8.pt", net, meta=meta)
+    art = tmp_path / "art"
+    code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"],
+                       capsys)
+    assert code == 2 and err.startswith("error: --static-search needs labelled data")
+    code, out, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks",
+                          "fashion-mnist", "--static-search-images", "32"], capsys)
+    assert code == 0, err
+    assert "4 static masks" in out
+    manifest = verify_files(art)
+    assert manifest.static_masks is not None
+    assert manifest.static_masks.source.startswith("fashion-mnist train[59968:]")
+    assert [sum(s.mask) for s in manifest.static_masks.masks] == [3, 2, 1, 0]

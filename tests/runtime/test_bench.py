@@ -217,6 +217,7 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
         assert row.usage == pytest.approx(float(direct.usage.mean()))
         assert row.flops_share == pytest.approx(float(direct.flops_share.mean()))
         assert row.accuracy == pytest.approx(float((direct.classes == labels).mean()))
+        assert row.distinct_masks == len({m.tobytes() for m in direct.mask})
         assert set(row.breakdown_ms) == {"policy", "stem", "blocks", "head", "hot", "total"}
         assert row.breakdown_ms["policy"] > 0
     policy = result.row("policy", 1)
@@ -282,6 +283,7 @@ def test_run_bench_times_static_masks_and_zoo_in_the_same_run(rt: BudgetRuntime,
     assert one.accuracy == pytest.approx(mask_accuracy(rt, images, labels,
                                                        np.array(chosen.mask, np.uint8)))
     assert result.row("static-mask", 2, 1.0).accuracy == 1.0
+    assert one.distinct_masks == 1
     zoo = result.row("zoo", 2, name="small")
     assert zoo.accuracy == pytest.approx(zoo_acc) and zoo.usage is None
     assert result.to_dict()["static_masks"][0]["kept"] == rt.num_components

@@ -215,3 +215,26 @@ def test_write_manifest_refuses_missing_file(fresh_artifact: Any) -> None:
     (fresh_artifact.path / "head.onnx").unlink()
     with pytest.raises(ManifestError, match="head.onnx.*missing"):
         write_manifest(fresh_artifact.path, fresh_artifact.manifest)
+
+
+def test_static_masks_are_validated(tmp_path: Path) -> None:
+    from budget_edge.runtime.manifest import StaticMaskSpec, StaticMasksSpec
+
+    from .conftest import make_net, write_artifact
+
+    write_artifact(make_net("resnet"), tmp_path)
+    m = Manifest.load(tmp_path)
+    k = m.num_components
+    good = StaticMasksSpec("train tail", [StaticMaskSpec([1] * k, 0.9),
+                                          StaticMaskSpec([1] + [0] * (k - 1), 0.5)])
+    m.static_masks = good
+    m.validate()
+    assert Manifest.from_dict(json.loads(m.to_json())).static_masks == good
+    for masks, match in (([StaticMaskSpec([1] * (k + 1), 0.9)], "values of 0 or 1"),
+                         ([StaticMaskSpec([1] * k, 0.9), StaticMaskSpec([1] * k, 0.8)],
+                          "like an earlier mask"),
+                         ([StaticMaskSpec([1] * k, 1.5)], r"\[0, 1\]"),
+                         ([], "must not be empty")):
+        m.static_masks = StaticMasksSpec("x", masks)
+        with pytest.raises(ManifestError, match=match):
+            m.validate()

@@ -12,6 +12,7 @@ from budget_edge.errors import InputError
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.static_masks import (
     StaticMask,
+    attach_static_masks,
     for_budget,
     mask_accuracy,
     search_static_masks,
@@ -83,3 +84,43 @@ def test_for_budget_picks_round_c_k_components() -> None:
     assert for_budget(masks, 0.0, 4).kept == 1  # fewer than found: the smallest there is
     with pytest.raises(InputError, match="no static masks"):
         for_budget([], 0.5, 4)
+
+
+def test_attached_masks_run_with_policy_static(tmp_path: Any) -> None:
+    from .conftest import make_net, write_artifact
+
+    net = make_net("resnet")
+    write_artifact(net, tmp_path, policy=False)  # no agent: static masks still give budgets
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt:
+        images, labels = _labelled(rt)
+    manifest = attach_static_masks(tmp_path, images, labels, "synthetic")
+    assert manifest.static_masks is not None
+    assert manifest.static_masks.source == "synthetic, greedy backward elimination"
+    assert [sum(s.mask) for s in manifest.static_masks.masks] == [3, 2, 1, 0]
+    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt:
+        assert rt.has_static_masks and not rt.has_policy
+        budgets = np.array([0.0, 0.3, 0.5, 0.7, 1.0], np.float32)
+        x = images[:5]
+        result = rt.infer(x, budget=budgets, policy="static")
+        by_count = {sum(s.mask): s.mask for s in manifest.static_masks.masks}
+        for row, count in zip(result.mask, (0, 1, 1, 2, 3), strict=True):
+            assert tuple(row) == tuple(by_count[count])
+        assert result.probs is None
+        np.testing.assert_allclose(result.logits, net.np_forward(_float(rt, x), result.mask),
+                                   atol=1e-4, rtol=1e-4)
+        with pytest.raises(InputError, match="cap needs"):
+            rt.infer(x, budget=0.5, policy="static", cap="components")
+        with pytest.raises(InputError, match="policy 'oracle'"):
+            rt.infer(x, budget=0.5, policy="oracle")
+
+
+def test_policy_static_without_masks_says_how_to_get_them(rt: BudgetRuntime) -> None:
+    x = np.zeros((1, *rt.manifest.preprocessing.input_size), np.float32)
+    with pytest.raises(InputError, match="--static-masks"):
+        rt.infer(x, budget=0.5, policy="static")
+
+
+def _float(rt: BudgetRuntime, x: np.ndarray) -> np.ndarray:
+    from budget_edge.runtime.inputs import prepare_images
+
+    return prepare_images(x, rt.manifest.preprocessing)
