@@ -70,10 +70,10 @@ def test_switch_matches_the_per_sample_reference(switch_artifact: Any) -> None:
     rt, counting = _runtime(switch_artifact)
     x = np.random.default_rng(0).standard_normal((12, *switch_artifact.net.input_size))
     x = x.astype(np.float32)
-    mask = _runnable_masks(rt.manifest, 12, seed=2)
-    mask[0] = 0
-    mask[1] = 1
-    mask[2] = mask[3]  # two rows share a mask: one call for both
+    pool = _runnable_masks(rt.manifest, 5, seed=2)
+    pool[0] = 0
+    pool[1] = 1
+    mask = pool[np.arange(12) % 5]  # five masks over twelve rows: a call per mask
     result = rt.infer(x, mask=mask)
     np.testing.assert_allclose(result.logits, switch_artifact.net.np_forward(x, mask),
                                atol=ATOL, rtol=1e-4)
@@ -84,11 +84,24 @@ def test_switch_matches_the_per_sample_reference(switch_artifact: Any) -> None:
     assert counting.calls.count("switch") == distinct - 1
 
 
+def test_a_mask_per_row_runs_the_block_chain(switch_artifact: Any) -> None:
+    rt, counting = _runtime(switch_artifact)
+    x = np.random.default_rng(1).standard_normal((8, *switch_artifact.net.input_size))
+    x = x.astype(np.float32)
+    mask = _runnable_masks(rt.manifest, 8, seed=9)
+    mask[:, 0] = np.arange(8) % 2  # keep the rows apart even where the draw repeats
+    assert len({m.tobytes() for m in mask}) > 4
+    result = rt.infer(x, mask=mask)
+    assert "switch" not in counting.calls and "stem" in counting.calls
+    np.testing.assert_allclose(result.logits, switch_artifact.net.np_forward(x, mask),
+                               atol=ATOL, rtol=1e-4)
+
+
 def test_switch_and_block_chain_agree(switch_artifact: Any) -> None:
     rt, counting = _runtime(switch_artifact)
     x = np.random.default_rng(5).standard_normal((8, *switch_artifact.net.input_size))
     x = x.astype(np.float32)
-    mask = _runnable_masks(rt.manifest, 8, seed=6)
+    mask = _runnable_masks(rt.manifest, 2, seed=6)[np.arange(8) % 2]
     switched = rt.infer(x, mask=mask).logits
     rt._switch = None  # the per-block chain the TensorRT backend uses
     chained = rt.infer(x, mask=mask).logits
