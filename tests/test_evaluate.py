@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from budget_edge.errors import ConfigError
 from budget_edge.evaluate import (
+    best_static_masks,
     evaluate_budget,
     masks_from_probs,
     parse_budgets,
@@ -104,12 +105,22 @@ def test_static_drop_order_puts_the_essential_component_last() -> None:
     assert order == [0, 2, 3, 1]
 
 
+def test_best_static_masks_keep_the_essential_component_to_the_end() -> None:
+    images, labels = _images(20)
+    table = best_static_masks(KeyComponentNet(key=1), images, labels)  # type: ignore[arg-type]
+    assert table.sum(dim=1).tolist() == [0, 1, 2, 3, 4]
+    assert table[1].int().tolist() == [0, 1, 0, 0]
+    for m in range(4):  # each row drops one component of the row above
+        assert bool((table[m] <= table[m + 1]).all())
+
+
 def test_evaluate_budget_by_hand() -> None:
     images, labels = _images(20)
     net = KeyComponentNet(key=3)
+    best = best_static_masks(net, images, labels)  # type: ignore[arg-type]
     row = evaluate_budget(
         net, PrefixAgent(4), images, labels, budget=0.5, drop_order=[0, 1, 2, 3],  # type: ignore[arg-type]
-        generator=torch.Generator().manual_seed(0), latency_images=2,
+        generator=torch.Generator().manual_seed(0), best_masks=best, latency_images=2,
     )
     # The agent keeps components 0 and 1: the key component 3 is dropped, every answer wrong.
     assert row.accuracy == 0.0
@@ -119,6 +130,8 @@ def test_evaluate_budget_by_hand() -> None:
     # Static order drops 0 and 1, keeps 2 and 3: all right, at the same usage.
     assert row.static_accuracy == 1.0 and row.static_flops_mean == 25
     assert row.random_flops_mean == 25
+    # The best static mask with two components keeps the key component: all right.
+    assert row.best_static_accuracy == 1.0 and row.best_static_flops_mean == 25
     assert 0.0 <= row.random_accuracy <= 1.0
     assert row.latency_ms > 0
 
@@ -137,8 +150,8 @@ def test_evaluate_budget_rank_mode_keeps_round_c_k() -> None:
     images, labels = _images(20)
     row = evaluate_budget(
         KeyComponentNet(key=3), PrefixAgent(4), images, labels, budget=0.75,  # type: ignore[arg-type]
-        drop_order=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0), latency_images=0,
-        mode="rank",
+        drop_order=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0),
+        best_masks=torch.ones(5, 4, dtype=torch.bool), latency_images=0, mode="rank",
     )
     assert row.usage_mean == 0.75 and row.usage_abs_error == 0.0
 
@@ -166,6 +179,8 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     ])
     data = json.loads((tmp_path / "eval" / "sweep.json").read_text())
     assert len(data["rows"]) == 2 and data["full_model"]["flops"] == result.full_flops
+    k = backbone.num_components
+    assert [sum(m) for m in data["best_static_masks"]] == list(range(k + 1))
     with (tmp_path / "eval" / "sweep.csv").open() as f:
         assert [float(r["budget"]) for r in csv.DictReader(f)] == [0.2, 1.0]
     table = (tmp_path / "eval" / "sweep.md").read_text()
