@@ -12,8 +12,9 @@ that ran), PROBS FP32 [-1, K] (the policy's probabilities; absent with a MASK
 input), FLOPS INT64 [-1] (executed backbone FLOPs).
 
 Request parameters: `budget` (one budget for every image), `mode` ("greedy",
-"sample" or "rank"), `seed` (for "sample") and `cap` ("components" or "flops": the budget
-as a hard ceiling). Without BUDGET, `budget` or MASK the server's budget
+"sample" or "rank"), `seed` (for "sample"), `cap` ("components" or "flops": the budget
+as a hard ceiling) and `policy` ("agent", or "static": the artifact's searched static
+mask for the budget; the default is "agent" when the artifact has a policy graph). Without BUDGET, `budget` or MASK the server's budget
 controller decides.
 """
 
@@ -32,7 +33,7 @@ from budget_edge.serve.request import InferRequest, RequestedOutput, parse_reque
 from budget_edge.serve.tensors import Tensor, encode_body, encode_output
 
 IMAGE_INPUTS = ("IMAGE", "INPUT")
-PARAMETERS = ("budget", "mode", "seed", "cap")
+PARAMETERS = ("budget", "mode", "seed", "cap", "policy")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class RuntimeCall:
     mode: str
     seed: int | None
     cap: str | None
+    policy: str = "agent"
 
 
 class ServedModel:
@@ -82,6 +84,9 @@ class ServedModel:
         self.version = version
         self.platform = f"budget-edge_{runtime.backend.name}"
         self.inputs, self.outputs = _signature(runtime)
+        # An artifact exported without an agent but with static masks still serves budgets.
+        self._default_policy = ("static" if runtime.has_static_masks and not runtime.has_policy
+                                else "agent")
         self._lock = threading.Lock()
 
     def metadata(self) -> dict[str, Any]:
@@ -99,8 +104,10 @@ class ServedModel:
         request = parse_request(body, header_length)
         wanted = self._wanted_outputs(request)
         call = self._runtime_call(request)
-        if call.mask is not None and any(out.name == "PROBS" for out in request.outputs or []):
-            raise RequestError("output PROBS exists only when the policy runs: drop the MASK input")
+        asks_probs = any(out.name == "PROBS" for out in request.outputs or [])
+        if asks_probs and (call.mask is not None or call.policy == "static"):
+            raise RequestError("output PROBS exists only when the agent runs: drop the MASK "
+                               "input or the policy 'static' parameter")
         result, budget = self.run(call)
         arrays = _output_arrays(result)
         # Without a policy run there are no PROBS; a request that did not name them gets the rest.
@@ -122,7 +129,7 @@ class ServedModel:
                 chosen = budget = self.controller.budget()
             result = self.runtime.infer(
                 call.images, budget=budget, mask=call.mask, mode=call.mode, seed=call.seed,
-                cap=call.cap,
+                cap=call.cap, policy=call.policy,
             )
             observe = getattr(self.controller, "observe", None)
             # Latency tables are per image: only single-image calls steer a controller.
@@ -175,6 +182,7 @@ class ServedModel:
             mode=_string_parameter(parameters, "mode") or "greedy",
             seed=_seed(parameters),
             cap=_string_parameter(parameters, "cap"),
+            policy=_string_parameter(parameters, "policy") or self._default_policy,
         )
 
     def _check_tensor(self, tensor: Tensor) -> None:
@@ -214,8 +222,9 @@ def _signature(runtime: BudgetRuntime) -> tuple[dict[str, TensorMeta], dict[str,
         TensorMeta("MASK", "BOOL", (-1, k)),
         TensorMeta("FLOPS", "INT64", (-1,)),
     ]
-    if runtime.has_policy:  # without a policy only explicit masks run
+    if runtime.has_policy or runtime.has_static_masks:  # else only explicit masks run
         inputs.insert(2, TensorMeta("BUDGET", "FP32", (-1,)))
+    if runtime.has_policy:
         outputs.insert(3, TensorMeta("PROBS", "FP32", (-1, k)))
     return {t.name: t for t in inputs}, {t.name: t for t in outputs}
 

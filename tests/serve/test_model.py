@@ -124,6 +124,36 @@ def test_without_a_policy_there_is_no_budget_input_and_masks_are_required(
     model.runtime.close()
 
 
+def test_static_masks_serve_budgets_without_an_agent(tmp_path: Path) -> None:
+    from budget_edge.runtime.static_masks import attach_static_masks
+
+    net = artifacts.make_net("resnet")
+    artifacts.write_artifact(net, tmp_path, policy=False)
+    rng = np.random.default_rng(3)
+    images = random_images(rng, 24, (3, 8, 8))
+    labels = rng.integers(0, net.num_classes, 24)
+    manifest = attach_static_masks(tmp_path, images, labels, "synthetic")
+    assert manifest.static_masks is not None
+    by_count = {sum(m.mask): m.mask for m in manifest.static_masks.masks}
+    model = load_model(tmp_path, name="static-masks")
+    assert "BUDGET" in [t["name"] for t in model.metadata()["inputs"]]
+    assert "PROBS" not in [t["name"] for t in model.metadata()["outputs"]]
+    one = images[:1]
+    for budget, count in ((0.34, 1), (0.7, 2)):
+        result = outputs(answer(model, {"inputs": [image_input(one)],
+                                        "parameters": {"budget": budget}}))
+        assert result["MASK"].astype(int).tolist() == [by_count[count]]
+    # The server's controller (0.5 -> round(1.5) = 1, a tie rounds down) without a budget.
+    result = outputs(answer(model, {"inputs": [image_input(one)]}))
+    assert result["MASK"].astype(int).tolist() == [by_count[1]]
+    with pytest.raises(InputError, match="policy 'oracle'"):
+        answer(model, {"inputs": [image_input(one)], "parameters": {"policy": "oracle"}})
+    with pytest.raises(RequestError, match="unknown output 'PROBS'"):
+        answer(model, {"inputs": [image_input(one)], "outputs": [{"name": "PROBS"}],
+                       "parameters": {"budget": 0.5}})
+    model.runtime.close()
+
+
 def test_json_request_without_budget_runs_at_the_controllers_budget(
     model: ServedModel, reference: BudgetRuntime, rng: np.random.Generator
 ) -> None:
@@ -215,7 +245,7 @@ def test_mask_input_runs_exactly_that_mask(
     assert "PROBS" not in got  # the policy did not run
     assert "budget" not in result["parameters"]
     check_same(got, reference.infer(images, mask=mask))
-    with pytest.raises(RequestError, match="PROBS exists only when the policy runs"):
+    with pytest.raises(RequestError, match="PROBS exists only when the agent runs"):
         answer(model, {"inputs": [image_input(images), spec], "outputs": [{"name": "PROBS"}]})
 
 
