@@ -14,8 +14,8 @@ input), FLOPS INT64 [-1] (executed backbone FLOPs).
 Request parameters: `budget` (one budget for every image), `mode` ("greedy",
 "sample" or "rank"), `seed` (for "sample"), `cap` ("components" or "flops": the budget
 as a hard ceiling) and `policy` ("agent", or "static": the artifact's searched static
-mask for the budget; the default is "agent" when the artifact has a policy graph). Without BUDGET, `budget` or MASK the server's budget
-controller decides.
+mask for the budget; the default is "agent" when the artifact has a policy graph).
+Without BUDGET, `budget` or MASK the server's budget controller decides.
 """
 
 from __future__ import annotations
