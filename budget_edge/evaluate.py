@@ -188,6 +188,20 @@ def best_static_masks(
     return table
 
 
+def mutual_information(masks: Tensor, labels: Tensor) -> float:
+    """I(class; mask) in bits from the empirical joint counts: 0 when the mask is a
+    function of the budget alone, up to H(class) when it sorts images by class."""
+    _, mask_ids = torch.unique(masks, dim=0, return_inverse=True)
+    _, class_ids = torch.unique(labels, return_inverse=True)
+    joint = torch.zeros(int(mask_ids.max()) + 1, int(class_ids.max()) + 1, dtype=torch.float64)
+    joint.index_put_((mask_ids, class_ids), torch.ones(len(labels), dtype=torch.float64),
+                     accumulate=True)
+    joint /= joint.sum()
+    outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+    nz = joint > 0
+    return float((joint[nz] * torch.log2(joint[nz] / outer[nz])).sum())
+
+
 def static_masks(counts: Tensor, order: list[int], num_components: int) -> Tensor:
     """(N, K) bool: row i drops the first K - counts[i] components of the drop order."""
     position = torch.empty(num_components, dtype=torch.long)
@@ -215,6 +229,7 @@ class BudgetRow:
     static_flops_mean: float
     best_static_accuracy: float  # each image: the best fixed mask with the agent's count
     best_static_flops_mean: float
+    mask_class_mi: float  # bits: how much the mask says about the image's class
 
 
 @dataclass
@@ -228,6 +243,17 @@ class Sweep:
     num_images: int
     info: dict[str, Any] = field(default_factory=dict)
     best_static_masks: list[list[int]] = field(default_factory=list)  # row m: m kept
+    zoo: list[dict[str, Any]] = field(default_factory=list)  # name, backbone, accuracy, flops
+
+
+def zoo_point(name: str, backbone: Backbone, images: Tensor, labels: Tensor,
+              batch_size: int = 500) -> dict[str, Any]:
+    """A separately trained model's test accuracy and FLOPs: one point of the zoo."""
+    backbone.eval()
+    with torch.no_grad():
+        correct = correct_under_masks(backbone, images, labels, None, batch_size)
+    return {"name": name, "backbone": backbone.config.get("name"),
+            "accuracy": correct.double().mean().item(), "flops": backbone.flops().total}
 
 
 def _latency_ms(
@@ -297,6 +323,7 @@ def evaluate_budget(
         static_flops_mean=flops_per_image(stat).mean().item(),
         best_static_accuracy=best_correct.double().mean().item(),
         best_static_flops_mean=flops_per_image(best).mean().item(),
+        mask_class_mi=mutual_information(masks, labels),
     )
 
 
@@ -378,6 +405,7 @@ def sweep_as_dict(result: Sweep) -> dict[str, Any]:
         "num_components": result.num_components,
         "static_drop_order": result.drop_order,
         "best_static_masks": result.best_static_masks,
+        "zoo": result.zoo,
         "num_images": result.num_images,
         **result.info,
         "rows": [asdict(row) for row in result.rows],
@@ -393,13 +421,19 @@ def markdown_table(result: Sweep) -> str:
         f"{result.num_images} images; masks: {result.info.get('mask_mode', 'greedy')}.",
         "",
         "| budget | accuracy % | usage | mean abs(usage - c) | MFLOPs | unique policies "
+        "| I(class; mask) bits "
         "| random % | static order % | best static mask % | latency ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    zoo = [f"{z['backbone']} {100 * z['accuracy']:.2f}% at {z['flops'] / 1e6:.2f} MFLOPs"
+           for z in result.zoo]
+    if zoo:
+        lines.insert(1, f"Zoo (trained on their own): {'; '.join(zoo)}.")
     for r in result.rows:
         lines.append(
             f"| {r.budget:.2f} | {100 * r.accuracy:.2f} | {r.usage_mean:.3f} ± {r.usage_std:.3f} "
             f"| {r.usage_abs_error:.3f} | {r.flops_mean / 1e6:.2f} | {r.unique_policies} "
+            f"| {r.mask_class_mi:.3f} "
             f"| {100 * r.random_accuracy:.2f} | {100 * r.static_accuracy:.2f} "
             f"| {100 * r.best_static_accuracy:.2f} | {r.latency_ms:.2f} |"
         )
@@ -445,6 +479,9 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
             "x:", label="random masks")
     ax.plot([result.full_flops / 1e6], [100 * result.full_accuracy], "k*", markersize=12,
             label="full model")
+    for i, z in enumerate(result.zoo):
+        ax.plot([z["flops"] / 1e6], [100 * z["accuracy"]], "D", color=f"C{4 + i}",
+                label=f"zoo: {z['backbone']}")
     ax.set(xlabel="MFLOPs per image", ylabel="accuracy (%)", title="Accuracy vs FLOPs")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -16,6 +16,7 @@ from budget_edge.evaluate import (
     best_static_masks,
     evaluate_budget,
     masks_from_probs,
+    mutual_information,
     parse_budgets,
     random_masks,
     static_drop_order,
@@ -187,3 +188,14 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     assert "| 0.20 |" in table and "| 1.00 |" in table
     for png in tmp_path.glob("eval/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mutual_information_of_masks_and_classes() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    one_mask = torch.ones(8, 3, dtype=torch.bool)
+    assert mutual_information(one_mask, labels) == 0.0  # a lookup from the budget
+    by_class = torch.stack([labels == 0, labels == 1, labels >= 2], dim=1)
+    # Three masks that split 4 equally likely classes 2/2/4: H(mask) = 1.5 bits.
+    assert mutual_information(by_class, labels) == pytest.approx(1.5)
+    per_image = torch.eye(8, dtype=torch.bool)[:, :3] | (torch.arange(8) % 2 == 0)[:, None]
+    assert 0.0 <= mutual_information(per_image, labels) <= 2.0

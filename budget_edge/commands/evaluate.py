@@ -26,9 +26,12 @@ import click
 @click.option("--mode", type=click.Choice(["greedy", "rank"]), default="greedy", show_default=True,
               help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
                    "components of each image (the runtime's mode='rank').")
+@click.option("--zoo", "zoo_text", default="",
+              help="Comma list of backbone checkpoints trained on their own (smaller models "
+                   "of the same task): each is one point next to the sweep.")
 def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: str, out: Path,
             limit: int | None, val_size: int, batch_size: int, latency_images: int,
-            seed: int, mode: str) -> None:
+            seed: int, mode: str, zoo_text: str) -> None:
     """Sweep budgets: accuracy, usage, FLOPs, unique policies, baselines and plots.
 
     Per budget the agent picks each image's components (probability >= 0.5, or with
@@ -55,6 +58,7 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
         preprocessing_of,
         sweep,
         write_reports,
+        zoo_point,
     )
     from budget_edge.models.checkpoint import load_checkpoint
 
@@ -87,6 +91,11 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
             seed=seed, batch_size=batch_size, latency_images=latency_images,
             progress=lambda done, total: progress.update(task, completed=done), mode=mode,
         )
+    for path in (Path(p) for p in zoo_text.split(",") if p.strip()):
+        zoo = load_checkpoint(path)
+        check_data_fits(test.info, zoo.backbone)
+        zoo_images, _ = as_tensors(test, *preprocessing_of(zoo.meta, test.info))
+        result.zoo.append(zoo_point(str(path), zoo.backbone, zoo_images, labels, batch_size))
     result.info = {
         **result.info,
         "checkpoint": str(checkpoint),

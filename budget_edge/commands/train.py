@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 USAGE_CHOICES = ("components", "flops")
-EXTRACTOR_CHOICES = ("resnet8", "light")
+EXTRACTOR_CHOICES = ("auto", "resnet8", "light")
 
 
 @click.command("train")
@@ -52,7 +52,8 @@ EXTRACTOR_CHOICES = ("resnet8", "light")
 @click.option("--prior-sharpness", type=float,
               help="Slope in c of the starting policy's logits [4 K].")
 @click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES),
-              help="Agent feature extractor: resnet8 (reference) or light (about 10x cheaper).")
+              help="Agent feature extractor: resnet8 (reference), light (about 10x cheaper) or "
+                   "auto (resnet8 unless it costs over 10% of the backbone) [auto].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
               help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].")
 @click.option("--workers", type=int, help="DataLoader worker processes [0].")

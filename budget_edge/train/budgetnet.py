@@ -114,7 +114,9 @@ class BudgetNetConfig:
     prior: str = "static"  # starting policy (train/prior.py): static, prefix or none (paper)
     prior_sharpness: float | None = None  # logit slope in c of the prior; None: 4 K
     prior_images: int = 2000  # held-out training images that rank the static order
-    extractor: str = "resnet8"  # agent feature extractor: "resnet8" or "light"
+    # Agent feature extractor: "resnet8" (the reference's), "light", or "auto": resnet8
+    # unless it would cost more than AUTO_EXTRACTOR_SHARE of the backbone's FLOPs.
+    extractor: str = "auto"
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto, cpu or cuda
@@ -294,6 +296,20 @@ def make_optimizer(
     return torch.optim.Adam(groups, weight_decay=config.weight_decay)
 
 
+# On ResNet-20 / Fashion-MNIST the reference's resnet8 extractor is 30% of the backbone
+# and made the runtime slower than the static graph at c >= 0.5; the light one is 3%
+# (benchmarks/results/bench-resnet20-light/). On ResNet-110 resnet8 is 4.8%.
+AUTO_EXTRACTOR_SHARE = 0.10
+
+
+def auto_extractor(backbone: Backbone) -> str:
+    """resnet8 where it costs at most AUTO_EXTRACTOR_SHARE of the backbone, else light."""
+    probe = build_agent(backbone.num_components, "resnet8", backbone.in_channels,
+                        backbone.input_size)
+    share = probe.flops() / backbone.flops().total
+    return "resnet8" if share <= AUTO_EXTRACTOR_SHARE else "light"
+
+
 def start_state(checkpoint: str | Path, config: BudgetNetConfig) -> RunState:
     """A fresh run from a pretrained backbone (any format load_checkpoint reads)."""
     loaded = load_checkpoint(checkpoint)
@@ -301,6 +317,8 @@ def start_state(checkpoint: str | Path, config: BudgetNetConfig) -> RunState:
         config.data = loaded.meta.get("dataset")
         if not config.data:
             raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
+    if config.extractor == "auto":
+        config.extractor = auto_extractor(loaded.backbone)
     torch.manual_seed(config.seed)  # the agent's initial weights
     agent = build_agent(
         loaded.backbone.num_components,

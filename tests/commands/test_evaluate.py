@@ -79,3 +79,23 @@ def test_bad_budgets(budgets: str, tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = cli([str(tmp_path / "nope.pt"), "--budgets", budgets, "--out", str(tmp_path)],
                        capsys)
     assert code == 2 and "budgets" in err
+
+
+def test_zoo_models_are_points_of_the_sweep(data: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    small = write_backbone_checkpoint(tmp_path / "small.pt", seed=3)
+    out = tmp_path / "eval"
+    code, stdout, err = cli([str(checkpoint), "--data-dir", str(data), "--budgets", "0.5",
+                             "--out", str(out), "--val-size", "20", "--latency-images", "0",
+                             "--zoo", str(small)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "sweep.json").read_text())
+    (zoo,) = result["zoo"]
+    assert zoo["name"] == str(small) and 0.0 <= zoo["accuracy"] <= 1.0 and zoo["flops"] > 0
+    assert "Zoo (trained on their own)" in stdout
+    row = result["rows"][0]
+    assert 0.0 <= row["best_static_accuracy"] <= 1.0 and row["mask_class_mi"] >= 0.0
+    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(out),
+                        "--zoo", str(tmp_path / "none.pt")], capsys)
+    assert code == 2 and err.startswith("error: ")

@@ -171,3 +171,14 @@ def test_presets_and_overrides() -> None:
 def test_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config(**kwargs)
+
+
+def test_auto_extractor_keeps_the_agent_small() -> None:
+    from budget_edge.models import build_backbone
+    from budget_edge.train.budgetnet import BudgetNetConfig, auto_extractor
+
+    assert BudgetNetConfig().extractor == "auto"
+    # resnet8 is 30% of ResNet-20 on Fashion-MNIST, 4.8% of ResNet-110 on CIFAR.
+    small = build_backbone("resnet20", in_channels=1, input_size=(1, 28, 28))
+    assert auto_extractor(small) == "light"
+    assert auto_extractor(build_backbone("resnet110")) == "resnet8"
