@@ -53,7 +53,7 @@ EXTRACTOR_CHOICES = ("auto", "resnet8", "light")
               help="Slope in c of the starting policy's logits [4 K].")
 @click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES),
               help="Agent feature extractor: resnet8 (reference), light (about 10x cheaper) or "
-                   "auto (resnet8 unless it costs over 10% of the backbone) [auto].")
+                   "auto (resnet8 unless it costs over 5% of the backbone) [auto].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
               help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].")
 @click.option("--workers", type=int, help="DataLoader worker processes [0].")
