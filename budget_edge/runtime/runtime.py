@@ -106,11 +106,11 @@ class BudgetRuntime:
         # TensorRT backend runs an engine per block instead.
         switch = manifest.roles.get("switch")
         self._switch = switch if backend.name == "onnxruntime" else None
-        # Static masks by kept count, and a table from any count 0..K to the mask used.
-        self._static_by_count = {sum(s.mask): np.asarray(s.mask, np.uint8)
-                                 for s in (manifest.static_masks.masks
-                                           if manifest.static_masks else [])}
-        self._static_table = _count_table(self._static_by_count, self.num_components)
+        # The searched static masks as a table from any count 0..K to the mask used.
+        self._static_table = _count_table(
+            {sum(s.mask): np.asarray(s.mask, np.uint8)
+             for s in (manifest.static_masks.masks if manifest.static_masks else [])},
+            self.num_components)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
@@ -227,7 +227,7 @@ class BudgetRuntime:
     def _static_masks(self, budget: np.ndarray) -> np.ndarray:
         """Each image's searched static mask: the one with round(c K) components, or
         the nearest count the search kept below it (the fewest found if none)."""
-        if not self._static_by_count:
+        if not self.has_static_masks:
             raise InputError("this artifact has no static masks: export it with "
                              "`budget-edge export ... --static-masks DATA`, or use "
                              "policy='agent'")
