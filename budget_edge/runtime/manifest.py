@@ -22,9 +22,12 @@ Layout of ``manifest.json`` (schema version 1)::
                  "inputs": [{"name": "image", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
                  "outputs": [{"name": "features", "shape": ["batch", 16, 32, 32],
                               "dtype": "float32"}]}, ...],
-     "roles": {"stem": "stem", "head": "head", "policy": "policy", "full": "full"},
+     "roles": {"stem": "stem", "head": "head", "policy": "policy", "full": "full",
+               "switch": "switch"},
      "flops": {"stem": 442368, "head": 1280, "policy": 8000000},
      "hot_policies": [{"mask": [1, 0, ...], "graph": "hot00"}],
+     "static_masks": null or {"source": "fashion-mnist train[55000:], greedy backward ...",
+                              "masks": [{"mask": [1, 1, ...], "accuracy": 0.939}, ...]},
      "versions": {"torch": "2.13.0", "onnx": "1.23.2", "opset": 17, "budget_edge": "0.1.0"},
      "files": {"stem.onnx": "<sha256 hex>", ...},
      "tensorrt": null or {"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
@@ -34,12 +37,17 @@ Layout of ``manifest.json`` (schema version 1)::
 Graph conventions (checked by :meth:`Manifest.validate`):
 
 - every tensor's first axis is the symbolic batch axis (a string), the others
-  are positive integers;
+  are positive integers; the one exception is an int64 control input of one
+  fixed size (the switch graph's per-block ``codes``);
 - ``stem``: image -> features; each block graph: features -> features; ``head``:
   features -> logits (batch, num_classes); ``full`` (the static model) and each
   hot-policy graph: image -> logits;
 - ``policy``: inputs (image, budget) with budget shaped (batch,) or (batch, 1);
-  outputs (probs (batch, K), value (batch,) or (batch, 1)), in that order.
+  outputs (probs (batch, K), value (batch,) or (batch, 1)), in that order;
+- ``switch``: inputs (image, codes int64 (blocks,)) -> logits: every block
+  behind an If on its kept-path code (export/switch_graph.py);
+- ``static_masks``: at most one mask per kept count, each runnable (prefix
+  blocks keep a prefix), accuracy in [0, 1].
 
 Blocks and variants. Component k of the mask is ``components[k]``; the
 components of block b are contiguous, ordered by path. A block's ``variants``
