@@ -83,6 +83,12 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
     images, labels = as_tensors(test, mean, std)
     val_images, val_labels = as_tensors(val, mean, std)
 
+    # Zoo checkpoints load before the sweep: a wrong path fails in a second, not after it.
+    zoo_models = [(path, load_checkpoint(path))
+                  for path in (Path(p) for p in zoo_text.split(",") if p.strip())]
+    for _, zoo in zoo_models:
+        check_data_fits(test.info, zoo.backbone)
+
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("budgets", total=len(budget_list))
@@ -91,9 +97,7 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
             seed=seed, batch_size=batch_size, latency_images=latency_images,
             progress=lambda done, total: progress.update(task, completed=done), mode=mode,
         )
-    for path in (Path(p) for p in zoo_text.split(",") if p.strip()):
-        zoo = load_checkpoint(path)
-        check_data_fits(test.info, zoo.backbone)
+    for path, zoo in zoo_models:
         zoo_images, _ = as_tensors(test, *preprocessing_of(zoo.meta, test.info))
         result.zoo.append(zoo_point(str(path), zoo.backbone, zoo_images, labels, batch_size))
     result.info = {
