@@ -21,7 +21,7 @@ weights (like `chain_graphs` for the static model).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 from onnx import TensorProto, helper
@@ -55,9 +55,18 @@ def switch_graph(models: Mapping[str, onnx.ModelProto], blocks: Sequence[BlockSp
     logits.CopyFrom(models[head].graph.output[0])
     logits.name = LOGITS
     graph = helper.make_graph(nodes, "switch", [image, codes], [logits], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=first.opset_import)
+    model = helper.make_model(graph, opset_imports=_opsets(models.values()))
     model.ir_version = first.ir_version
     return model
+
+
+def _opsets(models: Iterable[onnx.ModelProto]) -> list[onnx.OperatorSetIdProto]:
+    """Every domain any part imports, at the highest version (quantized parts may add one)."""
+    versions: dict[str, int] = {}
+    for model in models:
+        for op in model.opset_import:
+            versions[op.domain] = max(versions.get(op.domain, 0), op.version)
+    return [helper.make_opsetid(domain, v) for domain, v in sorted(versions.items())]
 
 
 def _block(models: Mapping[str, onnx.ModelProto], block: BlockSpec, x: str

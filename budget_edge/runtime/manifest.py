@@ -28,6 +28,8 @@ Layout of ``manifest.json`` (schema version 1)::
      "hot_policies": [{"mask": [1, 0, ...], "graph": "hot00"}],
      "static_masks": null or {"source": "fashion-mnist train[55000:], greedy backward ...",
                               "masks": [{"mask": [1, 1, ...], "accuracy": 0.939}, ...]},
+     "precisions": {"int8": {"files": {"stem": "quantized/int8-1a2b3c4d/stem.onnx", ...},
+                             "recipe": {"tool": "onnxruntime.quantization", ...}}},
      "versions": {"torch": "2.13.0", "onnx": "1.23.2", "opset": 17, "budget_edge": "0.1.0"},
      "files": {"stem.onnx": "<sha256 hex>", ...},
      "tensorrt": null or {"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
@@ -48,6 +50,11 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   behind an If on its kept-path code (export/switch_graph.py);
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
+- ``precisions``: graph sets in a lower precision written by `budget-edge
+  quantize` (export/quantize.py), "fp16" or "int8": a file for every graph of
+  ``graphs`` (same names, inputs and outputs: fp32 at the graph edges), and
+  the recipe that made them. ``graphs`` itself is the fp32 set;
+  :meth:`Manifest.for_precision` swaps the files in.
 
 Blocks and variants. Component k of the mask is ``components[k]``; the
 components of block b are contiguous, ordered by path. A block's ``variants``
@@ -69,6 +76,7 @@ a multi-path block always needs one, since it gives ReLU(shortcut(x) + BN(0))).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -81,7 +89,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from budget_edge.errors import ManifestError
+from budget_edge.errors import ConfigError, ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -91,6 +99,9 @@ DTYPES = ("float32", "float16")
 CONTROL_DTYPE = "int64"
 VARIANT_SCHEMES = ("single", "all", "prefix")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
+# Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
+PRECISIONS = ("fp32", "fp16", "int8")
+QUANTIZED_PRECISIONS = ("fp16", "int8")
 ROLES = ("stem", "head", "policy", "full", "switch")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -188,6 +199,15 @@ class StaticMasksSpec:
 
 
 @dataclass
+class PrecisionSpec:
+    """Every graph again in a lower precision (`budget-edge quantize`): graph name -> file,
+    and how the files were made (converter, calibration data and recipe)."""
+
+    files: dict[str, str]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class FlopsSpec:
     """FLOPs (2 x MACs) of the parts that are not components."""
 
@@ -228,6 +248,7 @@ class Manifest:
     tensorrt: TensorRTSpec | None = None
     schema_version: int = SCHEMA_VERSION
     static_masks: StaticMasksSpec | None = None
+    precisions: dict[str, PrecisionSpec] = field(default_factory=dict)
 
     # ---- lookups -------------------------------------------------------------
 
@@ -260,11 +281,33 @@ class Manifest:
         return [c.index for c in self.components if c.block == block]
 
     def referenced_files(self) -> list[str]:
-        """Every file the manifest points at: graphs, then engines."""
+        """Every file the manifest points at: graphs, other precisions, then engines."""
         out = [g.file for g in self.graphs]
+        for spec in self.precisions.values():
+            out += list(spec.files.values())
         if self.tensorrt is not None:
             out += list(self.tensorrt.engines.values())
         return out
+
+    @property
+    def available_precisions(self) -> list[str]:
+        return ["fp32", *(p for p in QUANTIZED_PRECISIONS if p in self.precisions)]
+
+    def for_precision(self, precision: str) -> Manifest:
+        """This manifest with the graph files of `precision` ("fp32": itself)."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision == "fp32":
+            return self
+        spec = self.precisions.get(precision)
+        if spec is None:
+            raise ConfigError(
+                f"this artifact has no {precision} graphs (it has "
+                f"{', '.join(self.available_precisions)}): run `budget-edge quantize DIR "
+                f"--precision {precision}" + (" --calib-data DATA" if precision == "int8" else "")
+                + "` first, or use fp32")
+        graphs = [dataclasses.replace(g, file=spec.files[g.name]) for g in self.graphs]
+        return dataclasses.replace(self, graphs=graphs)
 
     # ---- (de)serialisation ---------------------------------------------------
 
@@ -274,7 +317,7 @@ class Manifest:
         d["backbone"] = {"name": self.backbone, "config": config}
         order = ["schema_version", "backbone", "num_classes", "class_names", "preprocessing",
                  "components", "blocks", "graphs", "roles", "flops", "hot_policies",
-                 "static_masks", "versions", "files", "tensorrt"]
+                 "static_masks", "precisions", "versions", "files", "tensorrt"]
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -331,6 +374,7 @@ class Manifest:
         _validate_blocks(self, graphs)
         _validate_hot(self, graphs)
         _validate_static_masks(self)
+        _validate_precisions(self)
         _validate_flops(self)
         for key in ("onnx", "opset", "budget_edge"):
             _check(key in self.versions, f"versions.{key}", "is missing")
@@ -581,6 +625,23 @@ def _validate_static_masks(m: Manifest) -> None:
         kept.add(sum(s.mask))
 
 
+def _validate_precisions(m: Manifest) -> None:
+    fp32_files = {g.file for g in m.graphs}
+    names = {g.name for g in m.graphs}
+    for precision, spec in m.precisions.items():
+        where = f"precisions[{precision!r}]"
+        _check(precision in QUANTIZED_PRECISIONS, where,
+               f"is not one of {QUANTIZED_PRECISIONS} (fp32 is `graphs` itself)")
+        _check(set(spec.files) == names, f"{where}.files",
+               "must name a file for every graph of `graphs`, and nothing else")
+        for name, path in spec.files.items():
+            _validate_relpath(path, f"{where}.files[{name!r}]")
+            _check(path not in fp32_files, f"{where}.files[{name!r}]",
+                   "is an fp32 graph's file")
+        _check(len(set(spec.files.values())) == len(spec.files), f"{where}.files",
+               "names one file for two graphs")
+
+
 def _validate_flops(m: Manifest) -> None:
     _check(m.flops.stem >= 0 and m.flops.head >= 0, "flops", "must not be negative")
     has_policy = m.roles.get("policy") is not None
@@ -737,6 +798,14 @@ def _parse_manifest(data: Any) -> Manifest:
     for name, digest in files.items():
         _typed(digest, str, f"files[{name!r}]")
     trt = _opt(data, "tensorrt", dict, "", None)
+    precisions = {}
+    for precision, spec in _opt(data, "precisions", dict, "", {}).items():
+        w = f"precisions[{precision!r}]"
+        pfiles = _req(spec, "files", dict, w)
+        for name, path in pfiles.items():
+            _typed(path, str, f"{w}.files[{name!r}]")
+        precisions[precision] = PrecisionSpec(dict(pfiles),
+                                              dict(_opt(spec, "recipe", dict, w, {})))
     return Manifest(
         schema_version=version,
         backbone=_req(backbone, "name", str, "backbone"),
@@ -754,6 +823,7 @@ def _parse_manifest(data: Any) -> Manifest:
         versions=dict(_req(data, "versions", dict, "")),
         hot_policies=hot,
         static_masks=static,
+        precisions=precisions,
         files=dict(files),
         tensorrt=None if trt is None else _parse_tensorrt(trt),
     )

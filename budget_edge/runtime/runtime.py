@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from budget_edge.errors import InputError
+from budget_edge.errors import ConfigError, InputError
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.backends import Backend, create_backend
 from budget_edge.runtime.inputs import prepare_budget, prepare_images, prepare_mask
@@ -40,6 +40,9 @@ from budget_edge.runtime.manifest import Manifest, verify_files
 
 LATENCY_KEYS = ("policy", "stem", "blocks", "head", "hot", "total")
 POLICIES = ("agent", "static")
+# "auto": whole-mask graphs and the switch graph where they pay; "chain": a graph
+# call per block always (what TensorRT runs; calibration records every block's inputs).
+DISPATCHES = ("auto", "chain")
 
 
 @dataclass
@@ -84,10 +87,14 @@ class _BlockPlan:
 class BudgetRuntime:
     """An artifact directory loaded for inference. Build with :meth:`load`."""
 
-    def __init__(self, manifest: Manifest, directory: Path, backend: Backend) -> None:
+    def __init__(self, manifest: Manifest, directory: Path, backend: Backend,
+                 precision: str = "fp32", dispatch: str = "auto") -> None:
+        if dispatch not in DISPATCHES:
+            raise ConfigError(f"dispatch {dispatch!r} is not one of {DISPATCHES}")
         self.manifest = manifest
         self.directory = Path(directory)
         self.backend = backend
+        self.precision = precision
         self._plans = [self._plan(b.index) for b in manifest.blocks]
         self._code_weights = self._code_matrix()
         self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
@@ -100,12 +107,14 @@ class BudgetRuntime:
         self._whole: dict[bytes, str] = {
             bytes(np.asarray(h.mask, np.uint8)): h.graph for h in manifest.hot_policies}
         full = manifest.roles.get("full")
-        if full is not None:
+        if dispatch == "chain":
+            self._whole.clear()
+        elif full is not None:
             self._whole.setdefault(bytes(np.ones(self.num_components, np.uint8)), full)
         # The switch graph runs any mask in one call (export/switch_graph.py); the
         # TensorRT backend runs an engine per block instead.
         switch = manifest.roles.get("switch")
-        self._switch = switch if backend.name == "onnxruntime" else None
+        self._switch = switch if backend.name == "onnxruntime" and dispatch == "auto" else None
         # The searched static masks as a table from any count 0..K to the mask used.
         self._static_table = _count_table(
             {sum(s.mask): np.asarray(s.mask, np.uint8)
@@ -114,8 +123,8 @@ class BudgetRuntime:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
-             threads: int | None = None, providers: Sequence[Any] | None = None
-             ) -> BudgetRuntime:
+             threads: int | None = None, providers: Sequence[Any] | None = None,
+             precision: str = "fp32", dispatch: str = "auto") -> BudgetRuntime:
         """Validate the manifest and every file's SHA-256, then set up the backend.
 
         backend: "auto" (TensorRT when the artifact has engines and TensorRT runs
@@ -123,11 +132,22 @@ class BudgetRuntime:
         threads per ONNX Runtime session (default: the cores this process may
         use). providers: ONNX Runtime execution providers, for example
         ["CUDAExecutionProvider"] (default: CUDA when onnxruntime-gpu has it).
+        precision: the graph set to run, "fp32" or one that `budget-edge quantize`
+        added ("fp16", "int8"); ONNX Runtime only (engines carry their own precision).
+        dispatch: "auto" or "chain" (a graph per block, no whole-mask graphs).
         """
         root = Path(directory)
         manifest = Manifest.load(root)
         verify_files(root, manifest)
-        return cls(manifest, root, create_backend(backend, manifest, root, threads, providers))
+        chosen = manifest.for_precision(precision)
+        if precision != "fp32":
+            if backend == "tensorrt":
+                raise ConfigError(f"precision {precision!r} selects ONNX graphs; TensorRT "
+                                  "engines carry their own precision (build-engines "
+                                  "--precision): load them with precision='fp32'")
+            backend = "onnxruntime"
+        return cls(chosen, root, create_backend(backend, chosen, root, threads, providers),
+                   precision=precision, dispatch=dispatch)
 
     # ---- facts ------------------------------------------------------------------
 
