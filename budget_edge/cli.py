@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train the BudgetNet agent: curriculum, then joint fine-tuning."),
     "evaluate": ("evaluate", "Sweep budgets: accuracy, usage, FLOPs, baselines and plots."),
     "export": ("export", "Export a checkpoint to ONNX graphs per block plus a manifest."),
+    "quantize": ("quantize", "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on "
+                             "its paths."),
     "build-engines": ("build_engines",
                       "Build one TensorRT engine per exported graph, on the GPU."),
     "bench": ("bench", "Measure latency, accuracy and compute per budget with the runtime."),

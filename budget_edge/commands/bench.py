@@ -59,6 +59,9 @@ def _command_line(ctx: click.Context) -> str:
               help="Search the best static mask per budget on the last N training images "
                    "and time it next to the policy (0: use the artifact's own, if exported "
                    "with --static-masks).")
+@click.option("--precision", "precision_text", default="fp32", show_default=True,
+              help="Graph sets to measure side by side, comma list (fp32, fp16, int8: "
+                   "`budget-edge quantize` adds the last two); the first is the main one.")
 @click.option("--zoo", "zoo_text", default="",
               help="Comma list of other artifact dirs (smaller models of the same task), "
                    "each timed and evaluated with its static graph.")
@@ -66,7 +69,8 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
             data_dir: str | None, eval_images: int | None, warmup: int, iterations: int,
             threads: int | None, backend: str, mode: str, cap: str, seed: int,
             json_path: Path | None, csv_path: Path | None, md_path: Path | None,
-            plot_path: Path | None, static_search: int, zoo_text: str) -> None:
+            plot_path: Path | None, static_search: int, precision_text: str,
+            zoo_text: str) -> None:
     """Time the runtime per budget and batch size, next to the static model and the policy.
 
     Latency is trtexec's min/mean/median/p90/p95/p99 in ms per batch, end to
@@ -77,6 +81,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
     Example:
       budget-edge bench artifacts/r20 --data fashion-mnist --budgets 0.25,0.5,0.75,1.0 \\
           --batch 1,8 --static-search 5000 --zoo artifacts/r8,artifacts/r14 \\
+          --precision fp32,int8 \\
           --json bench.json --md bench.md --plot bench.png
     """
     from rich.console import Console
@@ -91,6 +96,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
         load_search_data,
         parse_batches,
         parse_budgets,
+        parse_precisions,
         run_bench,
     )
     from budget_edge.runtime.static_masks import from_manifest, search_static_masks
@@ -100,6 +106,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
                              warmup=warmup, iterations=iterations, mode=mode,
                              cap=None if cap == "none" else cap, seed=seed)
     settings.check()
+    precisions = parse_precisions(precision_text)
     outputs = ((json_path, report.write_json), (csv_path, report.write_csv),
                (md_path, report.write_markdown), (plot_path, report.write_plot))
     for path, _ in outputs:
@@ -113,9 +120,14 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
             raise ConfigError(f"--zoo: {z} is not an artifact directory (give the folders "
                               "that `budget-edge export` wrote, comma-separated)")
     console = Console(stderr=True)
-    rt = BudgetRuntime.load(directory, backend=backend, threads=threads)
+    rt = BudgetRuntime.load(directory, backend=backend, threads=threads,
+                            precision=precisions[0])
     zoo = {}
+    others: dict[str, BudgetRuntime] = {}
     try:
+        for p in precisions[1:]:
+            others[p] = BudgetRuntime.load(directory, backend=backend, threads=threads,
+                                           precision=p)
         for z in zoo_dirs:
             zoo_rt = BudgetRuntime.load(z, backend=backend, threads=threads)
             name = zoo_rt.manifest.backbone
@@ -125,7 +137,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
             if static_search else None
         with console.status("bench") as status:
             # The artifact's own static masks (export --static-masks) unless asked to search.
-            baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo)
+            baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo, precisions=others)
             if search is not None:
                 assert search.labels is not None
                 status.update(f"searching static masks on {search.name}")
@@ -135,8 +147,8 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
                                progress=lambda msg: status.update(msg), baselines=baselines)
     finally:
         rt.close()
-        for zoo_rt in zoo.values():
-            zoo_rt.close()
+        for other in [*zoo.values(), *others.values()]:
+            other.close()
     result.settings["command"] = _command_line(click.get_current_context())
     out = Console()
     if not out.is_terminal:  # piped to a file: no terminal width to respect

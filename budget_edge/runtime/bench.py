@@ -87,6 +87,17 @@ def parse_batches(text: str) -> list[int]:
     return list(dict.fromkeys(batches))
 
 
+def parse_precisions(text: str) -> list[str]:
+    """'fp32,int8' -> ['fp32', 'int8']: graph sets to measure, the first the main one."""
+    from budget_edge.runtime.manifest import PRECISIONS
+
+    precisions = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if not precisions or bad:
+        raise ConfigError(f"--precision {text!r}: give a comma list of {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(precisions))
+
+
 # ---- settings and data ----------------------------------------------------------------
 
 
@@ -230,6 +241,8 @@ class BenchRow:
     runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
     cpu_ms is the median CPU time of this process per call (all its threads):
     on a machine shared with other work it moves far less than the wall clock.
+    precision: the artifact's graph set that ran (fp32, or fp16 / int8 from
+    `budget-edge quantize`); the label names it when it is not fp32.
     """
 
     kind: str
@@ -244,16 +257,19 @@ class BenchRow:
     cpu_ms: float | None = None
     name: str | None = None
     distinct_masks: int | None = None
+    precision: str = "fp32"
 
     @property
     def label(self) -> str:
         if self.kind == "budget":
-            return f"c={self.budget:g}"
-        if self.kind == "static-mask":
-            return f"static mask c={self.budget:g}"
-        if self.kind == "zoo":
-            return f"zoo {self.name}"
-        return self.kind
+            text = f"c={self.budget:g}"
+        elif self.kind == "static-mask":
+            text = f"static mask c={self.budget:g}"
+        elif self.kind == "zoo":
+            text = f"zoo {self.name}"
+        else:
+            text = self.kind
+        return text if self.precision == "fp32" else f"{self.precision} {text}"
 
 
 @dataclass
@@ -283,11 +299,12 @@ class BenchResult:
                 if r.kind == "budget" and r.batch == batch and r.budget is not None]
 
     def row(self, kind: str, batch: int, budget: float | None = None,
-            name: str | None = None) -> BenchRow:
+            name: str | None = None, precision: str = "fp32") -> BenchRow:
         for r in self.rows:
-            if r.kind == kind and r.batch == batch and r.budget == budget and r.name == name:
+            if (r.kind, r.batch, r.budget, r.name, r.precision) == (
+                    kind, batch, budget, name, precision):
                 return r
-        raise KeyError((kind, batch, budget, name))
+        raise KeyError((kind, batch, budget, name, precision))
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -308,10 +325,13 @@ class Baselines:
     static_masks: the searched best static masks (`static_masks.search_static_masks`);
     each budget gets the one with round(c K) components. zoo: other artifacts
     (smaller models trained on their own) by name; each runs its static graph.
+    precisions: the same artifact loaded with its other graph sets (fp16, int8),
+    each measured like the main one: every budget, the static graph, the policy.
     """
 
     static_masks: list[StaticMask] = field(default_factory=list)
     zoo: dict[str, BudgetRuntime] = field(default_factory=dict)
+    precisions: dict[str, BudgetRuntime] = field(default_factory=dict)
 
 
 @dataclass
@@ -327,6 +347,7 @@ class TimedJob:
     call: Callable[[Any], dict[str, float] | None]  # takes one pool item
     pool: list[Any]  # image batches (or whatever `call` takes)
     name: str | None = None  # the zoo model of a "zoo" row
+    precision: str = "fp32"
     times: list[float] = field(default_factory=list)  # wall clock, ms
     cpu_times: list[float] = field(default_factory=list)  # this process's CPU time, ms
     parts: dict[str, float] = field(default_factory=dict)
@@ -371,22 +392,28 @@ def _calls(rt: BudgetRuntime, s: BenchSettings
     return {"static": static, "policy": policy, "budget": budget}
 
 
+def _runtimes(rt: BudgetRuntime, baselines: Baselines) -> list[BudgetRuntime]:
+    """The benched runtime, then the same artifact at its other precisions."""
+    return [rt, *(other for p, other in baselines.precisions.items() if p != rt.precision)]
+
+
 def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings, baselines: Baselines
           ) -> list[TimedJob]:
-    calls = _calls(rt, s)
     jobs = []
     for n in s.batches:
         pool = timing_pool(data.images, n, s.iterations)
-        if rt.manifest.roles.get("full") is not None:
-            jobs.append(TimedJob("static", n, None, calls["static"], pool))
-        jobs.append(TimedJob("policy", n, None, calls["policy"], pool))
-        jobs += [TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool)
-                 for c in s.budgets]
+        for prt in _runtimes(rt, baselines):
+            calls, p = _calls(prt, s), prt.precision
+            if prt.manifest.roles.get("full") is not None:
+                jobs.append(TimedJob("static", n, None, calls["static"], pool, precision=p))
+            jobs.append(TimedJob("policy", n, None, calls["policy"], pool, precision=p))
+            jobs += [TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool,
+                              precision=p) for c in s.budgets]
         if baselines.static_masks:
             for c in s.budgets:
                 mask = np.asarray(_static_mask(rt, baselines, c).mask, np.uint8)
                 call = functools.partial(_run_static_mask, rt, np.tile(mask, (n, 1)))
-                jobs.append(TimedJob("static-mask", n, c, call, pool))
+                jobs.append(TimedJob("static-mask", n, c, call, pool, precision=rt.precision))
         for name, zoo_rt in baselines.zoo.items():
             jobs.append(TimedJob("zoo", n, None, _zoo_call(zoo_rt), pool, name=name))
     return jobs
@@ -511,13 +538,15 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     s = dataclasses.replace(settings, eval_batch=_eval_batch(rt, settings))
     say = progress or (lambda _msg: None)
     load_before = load_average()
-    quality: dict[float | None, _Quality] = {}
-    if rt.manifest.roles.get("full") is not None:
-        say("evaluating the static model")
-        quality[None] = measure_quality(rt, data, None, s)
-    for c in s.budgets:
-        say(f"evaluating budget {c:g}")
-        quality[c] = measure_quality(rt, data, c, s)
+    quality: dict[tuple[str, float | None], _Quality] = {}
+    for prt in _runtimes(rt, baselines):
+        p = prt.precision
+        if prt.manifest.roles.get("full") is not None:
+            say(f"evaluating the static model ({p})")
+            quality[p, None] = measure_quality(prt, data, None, s)
+        for c in s.budgets:
+            say(f"evaluating budget {c:g} ({p})")
+            quality[p, c] = measure_quality(prt, data, c, s)
     other: dict[tuple[str, float | None, str | None], _Quality] = {}
     if baselines.static_masks:
         for c in s.budgets:
@@ -541,6 +570,7 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
         environment={
             **machine_info(),
             "backend": rt.backend.name,
+            "precisions": [prt.precision for prt in _runtimes(rt, baselines)],
             "threads": threads,
             "threads_effective": threads or usable_cores(),
             "load_average_before": load_before,
@@ -550,17 +580,18 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     )
 
 
-def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[float | None, _Quality],
+def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[tuple[str, float | None], _Quality],
          other: dict[tuple[str, float | None, str | None], _Quality]) -> BenchRow:
     stats = LatencyStats.of(job.times)
     row = BenchRow(job.kind, job.batch, job.budget, stats,
                    throughput=job.batch / (stats.mean / 1e3),
-                   cpu_ms=float(np.median(job.cpu_times)), name=job.name)
+                   cpu_ms=float(np.median(job.cpu_times)), name=job.name,
+                   precision=job.precision)
     if job.kind == "policy":
         row.flops_share = (rt.manifest.flops.policy or 0) / rt.full_flops
         return row
     q = other[job.kind, job.budget, job.name] if job.kind in ("static-mask", "zoo") \
-        else quality[job.budget]
+        else quality[job.precision, job.budget]
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
     row.distinct_masks = q.distinct_masks
     if job.kind in ("budget", "static-mask"):
@@ -573,6 +604,7 @@ def _model_facts(rt: BudgetRuntime) -> dict[str, Any]:
     return {
         "directory": str(rt.directory),
         "backbone": m.backbone,
+        "precision": rt.precision,
         "num_components": m.num_components,
         "full_flops": m.full_flops,
         "base_flops": m.base_flops,

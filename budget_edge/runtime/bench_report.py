@@ -21,7 +21,7 @@ from budget_edge.runtime.runtime import LATENCY_KEYS
 
 STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
 CSV_FIELDS = (
-    ["label", "kind", "budget", "batch"]
+    ["label", "kind", "precision", "budget", "batch"]
     + [f"{f}_ms" for f in STAT_FIELDS]
     + ["throughput_ips", "usage", "flops_share", "accuracy", "cpu_ms", "distinct_masks"]
     + [f"{k}_ms" for k in LATENCY_KEYS]
@@ -64,7 +64,7 @@ def table_rows(result: BenchResult) -> list[list[str]]:
     out = []
     for r in result.rows:
         lat = r.latency
-        static = _find(result.rows, "static", r.batch)
+        static = _find(result.rows, "static", r.batch, r.precision)
         ratio = None if static is None else lat.median / static.latency.median
         out.append([r.label, str(r.batch)]
                    + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
@@ -74,7 +74,8 @@ def table_rows(result: BenchResult) -> list[list[str]]:
 
 
 # Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
-# "x static": median latency over the static graph's median at the same batch size.
+# "x static": median latency over the static graph's median at the same batch size and
+# precision.
 # "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
 HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy",
            "masks"]
@@ -127,7 +128,8 @@ def markdown(result: BenchResult) -> str:
 def csv_records(result: BenchResult) -> list[dict[str, Any]]:
     records = []
     for r in result.rows:
-        rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "budget": r.budget,
+        rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "precision": r.precision,
+                               "budget": r.budget,
                                "batch": r.batch, "throughput_ips": r.throughput,
                                "usage": r.usage, "flops_share": r.flops_share,
                                "accuracy": r.accuracy, "cpu_ms": r.cpu_ms,
@@ -176,18 +178,19 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     ax_lat, ax_q = axes[0], axes[1]
     batches = sorted({r.batch for r in result.rows})
     for i, n in enumerate(batches):
-        color = f"C{i}"
-        rows = sorted((r for r in result.rows if r.kind == "budget" and r.batch == n),
-                      key=lambda r: r.budget or 0.0)
-        xs = [r.budget for r in rows]
-        med = [r.latency.median for r in rows]
-        up = [r.latency.p90 - r.latency.median for r in rows]
-        ax_lat.errorbar(xs, med, yerr=[[0.0] * len(rows), up], marker="o", color=color,
-                        capsize=3, label=f"runtime, batch {n} (median, p90)")
-        static = _find(result.rows, "static", n)
-        if static is not None:
-            ax_lat.axhline(static.latency.median, color=color, linestyle="--",
-                           label=f"static full graph, batch {n}")
+        for j, p in enumerate(_precisions(result)):
+            color, tag = f"C{i}", _tag(result, p)
+            rows = _budget_rows(result, n, p)
+            up = [r.latency.p90 - r.latency.median for r in rows]
+            ax_lat.errorbar([r.budget for r in rows], [r.latency.median for r in rows],
+                            yerr=[[0.0] * len(rows), up], marker=MARKERS[j % len(MARKERS)],
+                            color=color, capsize=3, alpha=1.0 if j == 0 else 0.6,
+                            label=f"runtime{tag}, batch {n} (median, p90)")
+            static = _find(result.rows, "static", n, p)
+            if static is not None:
+                ax_lat.axhline(static.latency.median, color=color,
+                               linestyle="--" if j == 0 else ":",
+                               label=f"static full graph{tag}, batch {n}")
     ax_lat.set_xlabel("budget c")
     ax_lat.set_ylabel("latency (ms per batch)")
     ax_lat.set_ylim(bottom=0)
@@ -210,13 +213,16 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
 
 def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     """Accuracy when the data has labels, else the executed FLOPs share."""
-    rows = sorted((r for r in result.rows if r.kind == "budget" and r.batch == batch),
-                  key=lambda r: r.budget or 0.0)
-    static = _find(result.rows, "static", batch)
+    main = _precisions(result)[0]
+    rows = _budget_rows(result, batch, main)
+    static = _find(result.rows, "static", batch, main)
     labelled = result.data["labelled"]
     attr, name = ("accuracy", "accuracy") if labelled else ("flops_share", "executed FLOPs share")
-    ax.plot([r.budget for r in rows], [getattr(r, attr) for r in rows], marker="o",
-            color="C0", label=f"runtime ({name})")
+    for j, p in enumerate(_precisions(result)):
+        line = _budget_rows(result, batch, p)
+        ax.plot([r.budget for r in line], [getattr(r, attr) for r in line],
+                marker=MARKERS[j % len(MARKERS)], color="C0" if j == 0 else f"C{3 + j}",
+                label=f"runtime{_tag(result, p)} ({name})")
     masks = sorted((r for r in result.rows if r.kind == "static-mask" and r.batch == batch),
                    key=lambda r: r.budget or 0.0)
     if masks:
@@ -236,24 +242,30 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
 
 def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     """Accuracy against measured latency: the front a user picks a model from."""
-    def rows(kind: str) -> list[BenchRow]:
-        return sorted((r for r in result.rows if r.kind == kind and r.batch == batch),
-                      key=lambda r: r.latency.median)
+    main = _precisions(result)[0]
 
-    for kind, style, label in (("budget", "o-", "BudgetNet (policy included)"),
-                               ("static-mask", "s--", "best static mask per budget")):
-        line = rows(kind)
+    def rows(kind: str, precision: str = main) -> list[BenchRow]:
+        return sorted((r for r in result.rows if r.kind == kind and r.batch == batch
+                       and r.precision == precision), key=lambda r: r.latency.median)
+
+    lines = [(rows("budget", p), f"{MARKERS[j % len(MARKERS)]}-",
+              f"BudgetNet{_tag(result, p)} (policy included)")
+             for j, p in enumerate(_precisions(result))]
+    lines.append((rows("static-mask"), "s--", "best static mask per budget"))
+    for line, style, label in lines:
         if line:
             ax.plot([r.latency.median for r in line], [r.accuracy for r in line], style,
                     label=label)
             for r in line:
                 ax.annotate(f"{r.budget:g}", (r.latency.median, r.accuracy or 0.0),
                             fontsize=7, textcoords="offset points", xytext=(3, -9))
-    static = _find(result.rows, "static", batch)
-    if static is not None:
-        ax.plot([static.latency.median], [static.accuracy], "k*", markersize=10,
-                label="static full graph")
-    for i, r in enumerate(rows("zoo")):
+    for j, p in enumerate(_precisions(result)):
+        static = _find(result.rows, "static", batch, p)
+        if static is not None:
+            ax.plot([static.latency.median], [static.accuracy], "*",
+                    color="k" if j == 0 else f"C{3 + j}", markersize=10,
+                    label=f"static full graph{_tag(result, p)}")
+    for i, r in enumerate(r for r in result.rows if r.kind == "zoo" and r.batch == batch):
         ax.plot([r.latency.median], [r.accuracy], "D", color=f"C{3 + i}",
                 label=f"zoo: {r.name}")
     ax.set_xlabel(f"median latency (ms per batch of {batch})")
@@ -268,5 +280,26 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     ax.legend(fontsize=8)
 
 
-def _find(rows: list[BenchRow], kind: str, batch: int) -> BenchRow | None:
-    return next((r for r in rows if r.kind == kind and r.batch == batch), None)
+MARKERS = ("o", "^", "v", "D")
+
+
+def _precisions(result: BenchResult) -> list[str]:
+    """The graph sets measured, the main one first (results before precisions: fp32)."""
+    return list(result.environment.get("precisions") or ["fp32"])
+
+
+def _tag(result: BenchResult, precision: str) -> str:
+    """' int8' in legends when several precisions were measured, else nothing."""
+    return f" {precision}" if len(_precisions(result)) > 1 else ""
+
+
+def _budget_rows(result: BenchResult, batch: int, precision: str) -> list[BenchRow]:
+    return sorted((r for r in result.rows if r.kind == "budget" and r.batch == batch
+                   and r.precision == precision), key=lambda r: r.budget or 0.0)
+
+
+def _find(rows: list[BenchRow], kind: str, batch: int, precision: str | None = None
+          ) -> BenchRow | None:
+    """The first row of this kind and batch (and precision, when given)."""
+    return next((r for r in rows if r.kind == kind and r.batch == batch
+                 and precision in (None, r.precision)), None)
