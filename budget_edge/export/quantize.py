@@ -84,7 +84,9 @@ class QuantizeSettings:
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def check(self) -> None:
+    def check(self, has_images: bool = False) -> None:
+        """Raise ConfigError on a bad setting (has_images: calibration images are given
+        as an array, so calib_data is not needed)."""
         if self.precision not in QUANTIZED_PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of "
                               f"{', '.join(QUANTIZED_PRECISIONS)} (fp32 is the exported set)")
@@ -96,7 +98,7 @@ class QuantizeSettings:
         if self.calibrate_method not in CALIBRATE_METHODS:
             raise ConfigError(f"calibration method {self.calibrate_method!r} is not one of "
                               f"{', '.join(CALIBRATE_METHODS)}")
-        if self.precision == "int8" and not self.calib_data:
+        if self.precision == "int8" and not self.calib_data and not has_images:
             raise ConfigError("int8 needs calibration images: pass --calib-data with the "
                               "training dataset, e.g. --calib-data fashion-mnist")
         if self.calib_images < 1 or self.max_rows < 1:
@@ -118,10 +120,12 @@ class QuantizeSettings:
 
 
 def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
-                      progress: Progress | None = None) -> Manifest:
+                      progress: Progress | None = None, images: np.ndarray | None = None
+                      ) -> Manifest:
     """Add (or replace) the `settings.precision` graph set of the artifact; see the module
-    docstring. Returns the manifest as written."""
-    settings.check()
+    docstring. images: int8 calibration images (uint8 NHWC pixels or preprocessed
+    float32 NCHW) instead of reading `settings.calib_data`. Returns the manifest."""
+    settings.check(has_images=images is not None)
     say = progress or (lambda _msg: None)
     root = Path(directory)
     manifest = verify_files(root)  # quantizing graphs that changed would hide the change
@@ -135,7 +139,7 @@ def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
         if settings.precision == "fp16":
             models, recipe = _fp16_set(manifest, root, say)
         else:
-            models, recipe = _int8_set(manifest, root, settings, out_dir, say)
+            models, recipe = _int8_set(manifest, root, settings, out_dir, say, images)
         switch = manifest.roles.get("switch")
         if switch is not None:
             from budget_edge.export.switch_graph import switch_graph
@@ -223,17 +227,18 @@ def _sorted_nodes(model: Any) -> Any:
 # ---- int8 --------------------------------------------------------------------------
 
 
-def _int8_set(manifest: Manifest, root: Path, s: QuantizeSettings, work: Path, say: Progress
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _int8_set(manifest: Manifest, root: Path, s: QuantizeSettings, work: Path, say: Progress,
+              images: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
     import onnx
 
     from budget_edge.export.calibration import calibration_images
 
-    assert s.calib_data is not None
-    pre = manifest.preprocessing
-    say(f"reading {s.calib_images} calibration images from {s.calib_data} (training split)")
-    images = calibration_images(s.calib_data, pre.mean, pre.std, pre.input_size,
-                                count=s.calib_images, seed=s.seed)
+    if images is None:
+        assert s.calib_data is not None
+        pre = manifest.preprocessing
+        say(f"reading {s.calib_images} calibration images from {s.calib_data} (training split)")
+        images = calibration_images(s.calib_data, pre.mean, pre.std, pre.input_size,
+                                    count=s.calib_images, seed=s.seed)
     recorded = record_graph_inputs(root, manifest, images, s.budgets, s.max_rows,
                                    s.threads, s.seed, say)
     models = {}
@@ -318,7 +323,8 @@ def _int8_recipe(s: QuantizeSettings, images: int, recorded: GraphFeeds) -> dict
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
         "target": s.target, "calibrate_method": s.calibrate_method,
         "calibration": {
-            "data": f"{s.calib_data} training split, {images} images (seed {s.seed})",
+            "data": (f"{s.calib_data} training split, {images} images (seed {s.seed})"
+                     if s.calib_data else f"{images} images given as an array"),
             "passes": recorded.passes, "max_rows_per_graph": s.max_rows,
             "rows": recorded.rows,
         },

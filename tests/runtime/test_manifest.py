@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from budget_edge.errors import ManifestError
+from budget_edge.errors import ConfigError, ManifestError
 from budget_edge.runtime.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -107,7 +107,27 @@ BAD_FIELDS = [
                                            "max_batch": 8, "engines": {"nope": "x.engine"}}),
      "tensorrt.engines"),
     ("not an object", _set("blocks.0", 3), "blocks[0]"),
+    ("unknown precision", lambda d: _precision(d, "int4"), "precisions['int4']"),
+    ("fp32 is not a set", lambda d: _precision(d, "fp32"), "precisions['fp32']"),
+    ("precision misses a graph", lambda d: _precision(d, drop="head"),
+     "precisions['int8'].files"),
+    ("precision reuses an fp32 file", lambda d: _precision(d, stem="stem.onnx"),
+     "precisions['int8'].files['stem']"),
+    ("precision file escapes", lambda d: _precision(d, stem="../stem.onnx"),
+     "precisions['int8'].files['stem']"),
+    ("precision files not an object", _set("precisions", {"int8": {"files": []}}),
+     "precisions['int8'].files"),
+    ("precision file unhashed", lambda d: _precision(d), "files"),
 ]
+
+
+def _precision(d: dict[str, Any], key: str = "int8", drop: str | None = None,
+               stem: str | None = None) -> None:
+    files = {g["name"]: f"quantized/{key}/{g['name']}.onnx" for g in d["graphs"]
+             if g["name"] != drop}
+    if stem is not None:
+        files["stem"] = stem
+    d["precisions"] = {key: {"files": files, "recipe": {}}}
 
 
 @pytest.mark.parametrize("case,mutate,field", BAD_FIELDS, ids=[c[0] for c in BAD_FIELDS])
@@ -238,3 +258,22 @@ def test_static_masks_are_validated(tmp_path: Path) -> None:
         m.static_masks = StaticMasksSpec("x", masks)
         with pytest.raises(ManifestError, match=match):
             m.validate()
+
+
+def test_for_precision_swaps_the_graph_files(resnet_artifact: Any) -> None:
+    data = copy.deepcopy(_data(resnet_artifact.path))
+    _precision(data)
+    for name in data["precisions"]["int8"]["files"].values():
+        data["files"][name] = "0" * 64
+    m = Manifest.from_dict(data)
+    m.validate()
+    assert m.available_precisions == ["fp32", "int8"]
+    int8 = m.for_precision("int8")
+    assert int8.graph("stem").file == "quantized/int8/stem.onnx"
+    assert m.graph("stem").file == "stem.onnx"  # the original is not changed
+    assert m.for_precision("fp32") is m
+    with pytest.raises(ConfigError, match="no fp16 graphs .*it has fp32, int8.*budget-edge "
+                                          "quantize DIR --precision fp16"):
+        m.for_precision("fp16")
+    with pytest.raises(ConfigError, match="precision 'bf16' is not one of"):
+        m.for_precision("bf16")

@@ -331,3 +331,45 @@ def test_runtime_imports_and_runs_without_torch(resnet_artifact: Any) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("['torch']")  # only our None placeholder
+
+
+# ---- precisions and dispatch ---------------------------------------------------------
+
+
+def test_load_picks_the_graph_set_of_a_precision(fresh_artifact: Any) -> None:
+    from budget_edge.export.quantize import QuantizeSettings, quantize_artifact
+
+    quantize_artifact(fresh_artifact.path, QuantizeSettings("fp16"))
+    x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), np.uint8)
+    with BudgetRuntime.load(fresh_artifact.path, threads=1) as fp32, \
+            BudgetRuntime.load(fresh_artifact.path, threads=1, precision="fp16") as fp16:
+        assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
+        assert fp16.manifest.graph("stem").file.startswith("quantized/fp16-")
+        a = fp32.infer(x, mask=np.ones(3)).logits
+        b = fp16.infer(x, mask=np.ones(3)).logits
+    assert not np.array_equal(a, b)  # it really ran other graphs
+    np.testing.assert_allclose(b, a, rtol=0.02, atol=0.02 * np.abs(a).max())
+    with pytest.raises(ConfigError, match="TensorRT engines carry their own precision"):
+        BudgetRuntime.load(fresh_artifact.path, backend="tensorrt", precision="fp16")
+
+
+def test_a_precision_the_artifact_lacks_is_one_line(resnet_artifact: Any) -> None:
+    with pytest.raises(ConfigError, match="no int8 graphs .*budget-edge quantize DIR "
+                                          "--precision int8 --calib-data DATA"):
+        BudgetRuntime.load(resnet_artifact.path, precision="int8")
+    with pytest.raises(ConfigError, match="precision 'fp64' is not one of"):
+        BudgetRuntime.load(resnet_artifact.path, precision="fp64")
+
+
+def test_chain_dispatch_calls_a_graph_per_block(resnet_artifact: Any) -> None:
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
+    hot = np.array([1, 0, 1], np.uint8)  # the artifact's hot policy: one whole graph
+    with BudgetRuntime.load(resnet_artifact.path, threads=1) as auto, \
+            BudgetRuntime.load(resnet_artifact.path, threads=1, dispatch="chain") as chain:
+        a = auto.infer(x, mask=hot)
+        c = chain.infer(x, mask=hot)
+    assert a.latency_ms["hot"] > 0 and a.latency_ms["blocks"] == 0
+    assert c.latency_ms["hot"] == 0 and c.latency_ms["blocks"] > 0
+    np.testing.assert_allclose(c.logits, a.logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="dispatch 'fast' is not one of"):
+        BudgetRuntime.load(resnet_artifact.path, dispatch="fast")
