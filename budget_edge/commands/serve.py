@@ -21,6 +21,9 @@ import click
                    "under MS, starting from a bench report or a short bench at startup).")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
               default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+              show_default=True,
+              help="Graph set to serve (fp16 and int8: added by `budget-edge quantize`).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per ONNX Runtime session (default: the usable cores).")
 @click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
@@ -29,8 +32,8 @@ import click
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
-            backend: str, threads: int | None, model_name: str | None, max_body_mb: float,
-            log_level: str) -> None:
+            backend: str, precision: str, threads: int | None, model_name: str | None,
+            max_body_mb: float, log_level: str) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
@@ -54,7 +57,7 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         raise BackendError(f"serving needs Starlette and uvicorn ({exc}): "
                            "pip install 'budget-edge[serve]'") from exc
 
-    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads)
+    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision)
     try:
         controller = parse_budget_spec(budget_spec, runtime)
         model = ServedModel(runtime, controller, name=model_name)
@@ -65,7 +68,8 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         route = f"/v2/models/{model.name}"
         example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
                    else f"curl {url}{route}")
-        click.echo(f"serving model {model.name!r} ({model.platform}) on {url} with budget "
+        click.echo(f"serving model {model.name!r} ({model.platform}, {precision}) on {url} with "
+                   f"budget "
                    f"{budget_spec}; try: {example}", err=True)
         run(server, sock)
     finally:

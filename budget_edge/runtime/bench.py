@@ -293,10 +293,12 @@ class BenchResult:
             "static_masks": [asdict(m) for m in self.static_masks],
         }
 
-    def latency_table(self, batch: int) -> list[tuple[float, float]]:
-        """(budget, p95 ms) at one batch size: the starting table of `LatencyBudget`."""
+    def latency_table(self, batch: int, precision: str = "fp32") -> list[tuple[float, float]]:
+        """(budget, p95 ms) at one batch size and precision: the starting table of
+        `LatencyBudget`."""
         return [(r.budget, r.latency.p95) for r in self.rows
-                if r.kind == "budget" and r.batch == batch and r.budget is not None]
+                if r.kind == "budget" and r.batch == batch and r.budget is not None
+                and r.precision == precision]
 
     def row(self, kind: str, batch: int, budget: float | None = None,
             name: str | None = None, precision: str = "fp32") -> BenchRow:

@@ -52,7 +52,8 @@ def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
                 f"--budget {spec!r}: this artifact has no policy, so requests must send MASK "
                 "and no budget is ever chosen: leave --budget out"
             )
-        table = read_latency_table(bench_json) if bench_json else calibrate(runtime)
+        table = read_latency_table(bench_json, runtime.precision) if bench_json \
+            else calibrate(runtime)
         return LatencyBudget(deadline_ms=deadline, table=table)
     raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
 
@@ -74,11 +75,12 @@ def calibrate(runtime: BudgetRuntime) -> list[tuple[float, float]]:
     start: `LatencyBudget` rescales it by the latencies it observes while serving.
     """
     data = load_bench_data("random", runtime, eval_images=CALIBRATION_IMAGES)
-    return run_bench(runtime, data, CALIBRATION).latency_table(1)
+    return run_bench(runtime, data, CALIBRATION).latency_table(1, runtime.precision)
 
 
-def read_latency_table(path: str) -> list[tuple[float, float]]:
-    """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file."""
+def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, float]]:
+    """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file, for
+    the graph set being served (reports older than `--precision` are fp32)."""
     try:
         with open(path, encoding="utf-8") as file:
             report: Any = json.load(file)
@@ -86,6 +88,7 @@ def read_latency_table(path: str) -> list[tuple[float, float]]:
             (float(row["budget"]), float(row["latency"]["p95"]))
             for row in report["rows"]
             if row["kind"] == "budget" and row["batch"] == 1
+            and row.get("precision", "fp32") == precision
         ]
     except OSError as exc:
         raise ConfigError(f"cannot read the bench report {path} ({exc.strerror})") from exc
@@ -95,7 +98,7 @@ def read_latency_table(path: str) -> list[tuple[float, float]]:
         ) from exc
     if not table:
         raise ConfigError(
-            f"{path} has no budget rows at batch 1: run `budget-edge bench DIR --batch 1 --json "
-            f"{path}` on this device"
+            f"{path} has no {precision} budget rows at batch 1: run `budget-edge bench DIR "
+            f"--batch 1 --precision {precision} --json {path}` on this device"
         )
     return table

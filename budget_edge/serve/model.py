@@ -83,6 +83,8 @@ class ServedModel:
         self.name = name or runtime.manifest.backbone
         self.version = version
         self.platform = f"budget-edge_{runtime.backend.name}"
+        if runtime.precision != "fp32":  # clients see which graph set answers
+            self.platform += f"_{runtime.precision}"
         self.inputs, self.outputs = _signature(runtime)
         # An artifact exported without an agent but with static masks still serves budgets.
         self._default_policy = ("static" if runtime.has_static_masks and not runtime.has_policy

@@ -180,3 +180,11 @@ def test_serve_runs_without_torch(tiny_artifact: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["exit 2", "['torch']", "True True"]
     assert "must be a number in [0, 1]" in done.stderr
+
+
+def test_a_precision_the_artifact_lacks_exits_2(
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_cli([str(tiny_artifact), "--port", "0", "--precision", "int8"], capsys)
+    assert code == 2
+    assert "no int8 graphs" in err and "budget-edge quantize" in err

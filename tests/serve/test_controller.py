@@ -71,7 +71,7 @@ def test_latency_spec_can_start_from_a_bench_report(
         (None, "cannot read the bench report"),
         ("{", "is not a `budget-edge bench --json` report"),
         ('{"rows": [{"kind": "budget"}]}', "is not a `budget-edge bench --json` report"),
-        ('{"rows": [{"kind": "static", "batch": 1}]}', "has no budget rows at batch 1"),
+        ('{"rows": [{"kind": "static", "batch": 1}]}', "has no fp32 budget rows at batch 1"),
     ],
 )
 def test_bad_bench_reports_are_config_errors(
@@ -110,3 +110,19 @@ def test_latency_spec_without_a_policy_is_refused(tmp_path: Path) -> None:
     with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt, \
             pytest.raises(ConfigError, match="has no policy"):
         parse_budget_spec("latency:20", rt)
+
+
+def test_a_bench_report_gives_the_rows_of_the_served_precision(
+    runtime: BudgetRuntime, tmp_path: Path
+) -> None:
+    from budget_edge.serve.controller import read_latency_table
+
+    rows = [{"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 2.0}},
+            {"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 1.0},
+             "precision": "int8"}]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"rows": rows}))
+    assert read_latency_table(str(path)) == [(0.5, 2.0)]  # older reports: fp32
+    assert read_latency_table(str(path), "int8") == [(0.5, 1.0)]
+    with pytest.raises(ConfigError, match="no fp16 budget rows .*--precision fp16"):
+        read_latency_table(str(path), "fp16")

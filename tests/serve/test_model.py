@@ -347,3 +347,16 @@ def test_nan_and_inf_in_binary_images_are_refused(model: ServedModel) -> None:
     with pytest.raises(InputError, match="NaN"):
         answer(model, {"inputs": [image(), bspec]}, budget.tobytes())
 
+
+
+def test_a_quantized_set_is_named_in_the_platform(tmp_path: Path) -> None:
+    from budget_edge.export.quantize import QuantizeSettings, quantize_artifact
+    from budget_edge.runtime.budget import FixedBudget
+
+    from .conftest import artifacts
+
+    artifacts.write_artifact(artifacts.make_net("resnet"), tmp_path)
+    quantize_artifact(tmp_path, QuantizeSettings("fp16"))
+    with BudgetRuntime.load(tmp_path, precision="fp16", threads=1) as rt:
+        served = ServedModel(rt, FixedBudget(0.5))
+        assert served.metadata()["platform"] == "budget-edge_onnxruntime_fp16"
