@@ -1,7 +1,7 @@
 """The user docs stay true: their command lines exist, their examples run.
 
 - Every `budget-edge ...` line in a fenced shell block of README.md,
-  docs/jetson.md and docs/checkpoints.md is parsed by the real click command
+  docs/jetson.md, docs/checkpoints.md and docs/quantize.md is parsed by the real click command
   (subcommand, option names, choices, number types, required options). A line
   with a placeholder (`<NAME>` or `...`) is only checked for its subcommand
   and option names, like every inline `budget-edge ...` code span.
@@ -35,7 +35,8 @@ import budget_edge
 from budget_edge.cli import COMMANDS, cli
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "jetson.md", ROOT / "docs" / "checkpoints.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "jetson.md", ROOT / "docs" / "checkpoints.md",
+        ROOT / "docs" / "quantize.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console", ""}
 INLINE = re.compile(r"`(budget-edge(?:\s[^`]*)?)`")
@@ -170,7 +171,7 @@ def test_the_docs_are_scanned() -> None:
     found = {doc.name: len(fenced_commands(doc.read_text())) for doc in DOCS}
     assert found["jetson.md"] >= 8 and found["checkpoints.md"] >= 5, found
     names = {split_subcommand(command_tokens(line))[1] for _, line in doc_cases("fenced")}
-    assert {"export", "train", "evaluate", "build-engines", "bench", "serve"} <= names
+    assert {"export", "train", "evaluate", "build-engines", "bench", "serve", "quantize"} <= names
 
 
 @pytest.mark.parametrize(("line", "message"), [
