@@ -31,6 +31,7 @@ class Preset:
     train_extra: tuple[str, ...] = ()
     evaluate_extra: tuple[str, ...] = ()
     export_extra: tuple[str, ...] = ()
+    quantize_extra: tuple[str, ...] = ()
     bench_extra: tuple[str, ...] = ()
 
 
@@ -55,6 +56,7 @@ PRESETS = {
                                  "--extractor", "light"),
                     export_extra=("--static-masks", "fashion-mnist",
                                   "--static-search-images", "64"),
+                    quantize_extra=("--calib-images", "64"),
                     evaluate_extra=("--limit", "128", "--val-size", "256",
                                     "--latency-images", "2"),
                     bench_extra=("--eval-images", "128", "--warmup", "1")),
@@ -89,8 +91,13 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
         Stage("export", art / "manifest.json", None,
               ["export", str(agent / "budgetnet.pt"), "--out", str(art),
                *preset.export_extra]),
+        # int8 beside fp32, calibrated on the paths the agent takes (docs/quantize.md).
+        Stage("quantize", out / "quantize.json", None,
+              ["quantize", str(art), "--precision", "int8", "--calib-data", "fashion-mnist",
+               *preset.quantize_extra]),
         Stage("bench", bench / "bench.json", None,
               ["bench", str(art), *data, "--budgets", DEMO_BUDGETS, "--batch", "1",
+               "--precision", "fp32,int8",
                "--iterations", str(preset.bench_iterations), *preset.bench_extra,
                "--json", str(bench / "bench.json"), "--md", str(bench / "bench.md"),
                "--csv", str(bench / "bench.csv"), "--plot", str(bench / "bench.png")]),
@@ -149,7 +156,7 @@ def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: 
             click.echo(f"== {stage.name}: done already ({stage.done_marker}), skipped")
             continue
         run_stage(stage)
-        if stage.name == "pretrain":
+        if stage.name in ("pretrain", "quantize"):  # their outputs do not say "done"
             stage.done_marker.write_text('{"done": true}\n')
     click.echo(f"\ndemo finished in {time.perf_counter() - start:.0f} s; "
                f"plot: {out / 'bench' / 'bench.png'}, table: {out / 'bench' / 'bench.md'}")
