@@ -58,8 +58,9 @@ def test_csv_has_one_line_per_row_with_trtexec_fields(tmp_path: Path) -> None:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
-    assert list(rows[0])[:10] == ["label", "kind", "budget", "batch", "min_ms", "mean_ms",
-                                  "median_ms", "p90_ms", "p95_ms", "p99_ms"]
+    assert list(rows[0])[:11] == ["label", "kind", "precision", "budget", "batch", "min_ms",
+                                  "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms"]
+    assert {r["precision"] for r in rows} == {"fp32"}
     assert rows[3]["label"] == "c=1" and float(rows[3]["blocks_ms"]) == 1.0
     assert rows[1]["accuracy"] == "" and rows[1]["blocks_ms"] == ""
 
