@@ -1,9 +1,18 @@
 """What `build-engines` builds, decided without TensorRT or a GPU.
 
 Everything here is plain Python so it is tested on any machine: the settings
-a user may pass, the builder flags per precision, the optimisation-profile
-shapes per input, and where each engine and cache file goes. The TensorRT
-calls that act on these decisions live in `trt_engine.py`.
+a user may pass, which graph set each precision builds from, the builder
+flags, the optimisation-profile shapes per input, and where each engine and
+cache file goes. The TensorRT calls that act on these decisions live in
+`trt_engine.py`.
+
+One path for TensorRT 10.3 (JetPack 6) through 11: every network is strongly
+typed, so the precision comes from the graphs, never from builder flags.
+fp32 engines build from the exported graphs, fp16 and int8 engines from the
+artifact's fp16 and int8 sets (`budget-edge quantize`; int8 with `--target
+tensorrt`, whose Q/DQ pairs are symmetric int8). TensorRT 11 removed the
+weakly typed precision flags (BuilderFlag.FP16, INT8) and implicit INT8
+calibration that an older design relied on.
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ from budget_edge.runtime.manifest import Manifest, TensorRTSpec
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "engines"
 TIMING_CACHE = "timing.cache"
-CALIB_DIR = "calibration"
-DEFAULT_OPT_BATCH = 8
+# Tuned for batch 1: a device classifies camera frames one by one, and the runtime's
+# gathered sub-batches (the images of a batch that keep a block) are small too.
+DEFAULT_OPT_BATCH = 1
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,6 @@ class BuildSettings:
     max_batch: int
     opt_batch: int
     workspace_mib: int
-    calib_batch: int = 32
 
 
 def make_settings(
@@ -38,21 +47,18 @@ def make_settings(
     max_batch: int = 8,
     workspace_mib: int = 1024,
     opt_batch: int | None = None,
-    calib_batch: int = 32,
 ) -> BuildSettings:
-    """Validate the options; the optimum batch defaults to min(8, max batch)."""
+    """Validate the options; the optimum batch defaults to 1."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     if workspace_mib < 1:
         raise ConfigError(f"--workspace must be at least 1 MiB, got {workspace_mib}")
-    if calib_batch < 1:
-        raise ConfigError(f"the calibration batch must be at least 1, got {calib_batch}")
     opt = min(DEFAULT_OPT_BATCH, max_batch) if opt_batch is None else opt_batch
     if not 1 <= opt <= max_batch:
         raise ConfigError(f"the optimum batch {opt} must lie in 1..{max_batch} (the --max-batch)")
-    return BuildSettings(precision, max_batch, opt, workspace_mib, calib_batch)
+    return BuildSettings(precision, max_batch, opt, workspace_mib)
 
 
 @dataclass(frozen=True)
@@ -64,16 +70,33 @@ class FlagPlan:
 
 
 def builder_flags(precision: str) -> FlagPlan:
-    """fp32 is true fp32 (TF32 off, so engines match ONNX Runtime to ~1e-5);
-    fp16 lets TensorRT pick half kernels; int8 keeps fp16 as the fallback for
-    layers without int8 kernels, as `trtexec --int8 --fp16` does."""
+    """Strongly typed networks take their types from the graphs, and TensorRT
+    refuses the weakly typed flags (FP16, INT8) on them. fp32 clears TF32, so
+    fp32 engines match ONNX Runtime to ~1e-5; fp16 and int8 set nothing."""
     if precision == "fp32":
         return FlagPlan(set=(), clear=("TF32",))
-    if precision == "fp16":
-        return FlagPlan(set=("FP16",), clear=())
-    if precision == "int8":
-        return FlagPlan(set=("FP16", "INT8"), clear=())
+    if precision in ("fp16", "int8"):
+        return FlagPlan(set=(), clear=())
     raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+
+def engine_graphs(manifest: Manifest, precision: str) -> Manifest:
+    """The manifest whose graph files the engines of `precision` build from."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return manifest
+    spec = manifest.precisions.get(precision)
+    if spec is None:
+        hint = " --target tensorrt --calib-data DATA" if precision == "int8" else ""
+        raise ConfigError(f"{precision} engines build from the artifact's {precision} graphs, "
+                          f"and it has none: run `budget-edge quantize DIR --precision "
+                          f"{precision}{hint}` first (on the workstation)")
+    if precision == "int8" and spec.recipe.get("target") != "tensorrt":
+        raise ConfigError("the artifact's int8 graphs were made for the CPU (uint8 activations, "
+                          "which TensorRT cannot read): run `budget-edge quantize DIR "
+                          "--precision int8 --target tensorrt --calib-data DATA` again")
+    return manifest.for_precision(precision)
 
 
 Shape = tuple[int, ...]
@@ -109,11 +132,6 @@ def profile_shapes(name: str, shape: Sequence[int], settings: BuildSettings) -> 
     )
 
 
-def calibration_shape(shape: Sequence[int], settings: BuildSettings) -> Shape:
-    """TensorRT calibrates at one fixed batch size: min = opt = max."""
-    return (settings.calib_batch, *(int(d) for d in shape[1:]))
-
-
 def engine_file(graph_name: str, precision: str) -> str:
     """engines/<precision>/<graph name>.engine, relative to the artifact dir.
 
@@ -125,14 +143,6 @@ def engine_file(graph_name: str, precision: str) -> str:
 def timing_cache_file() -> str:
     """One timing cache per artifact dir, reused by every later build on the same GPU."""
     return f"{ENGINE_DIR}/{TIMING_CACHE}"
-
-
-def calibration_cache_file(graph_name: str) -> str:
-    return f"{ENGINE_DIR}/{CALIB_DIR}/{graph_name}.cache"
-
-
-# What a graph computes, which says what its calibration inputs are.
-IMAGE_ROLES = ("stem", "full", "hot")
 
 
 @dataclass(frozen=True)
@@ -149,11 +159,9 @@ class EngineJob:
 
 def plan_engines(manifest: Manifest, precision: str) -> list[EngineJob]:
     """One engine per graph, in chain order: stem, each block's variants and skip,
-    head, then policy, full and the hot-policy graphs.
-
-    Chain order lets INT8 calibration walk the network once, block after block.
-    """
-    files = {g.name: g.file for g in manifest.graphs}
+    head, then policy, full and the hot-policy graphs; each from the graph set of
+    `precision` (see engine_graphs)."""
+    files = {g.name: g.file for g in engine_graphs(manifest, precision).graphs}
 
     def job(name: str, role: str, block: int = -1) -> EngineJob:
         return EngineJob(name, files[name], engine_file(name, precision), role, block)

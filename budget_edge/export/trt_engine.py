@@ -1,10 +1,14 @@
-"""Build one serialized TensorRT engine from one ONNX graph (TensorRT 10 API).
+"""Build one serialized TensorRT engine from one ONNX graph (TensorRT 10.3 to 11).
 
 Imports tensorrt at the top so mypy checks every call against the stubs;
 `tensorrt_builder` imports this module lazily and turns a missing TensorRT
-into a BackendError. Only TensorRT 10 calls: networks are always explicit
-batch (create_network(0)), memory limits via set_memory_pool_limit, and
-build_serialized_network instead of the removed build_engine.
+into a BackendError. Only calls that exist from TensorRT 10.3 (JetPack 6)
+through 11.x, checked against NVIDIA's binding wheels of both: strongly typed
+networks (the precision is the graph's: fp32, fp16, or int8 Q/DQ), memory
+limits via set_memory_pool_limit, build_serialized_network. Nothing of the
+weakly typed API that TensorRT 11 removed (BuilderFlag.FP16/INT8, INT8
+calibrators, set_calibration_profile, platform_has_fast_fp16/int8 are read
+only where they still exist).
 """
 
 from __future__ import annotations
@@ -14,13 +18,7 @@ from pathlib import Path
 import tensorrt as trt
 
 from budget_edge.errors import BackendError, ConfigError
-from budget_edge.export.engine_plan import (
-    BuildSettings,
-    builder_flags,
-    calibration_shape,
-    profile_shapes,
-)
-from budget_edge.export.trt_calibrator import ArrayCalibrator
+from budget_edge.export.engine_plan import BuildSettings, builder_flags, profile_shapes
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
 
@@ -33,12 +31,18 @@ def _parse(
     builder: trt.Builder, onnx_path: Path
 ) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
     """The network and its parser: the parser owns the weights, so keep both alive."""
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(strongly_typed_flags())
     parser = trt.OnnxParser(network, _LOGGER)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     return network, parser
+
+
+def strongly_typed_flags() -> int:
+    """create_network's flags: strongly typed (TensorRT 10 and 11; explicit batch is the
+    only mode in both)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def _dims(dims: trt.Dims) -> list[int]:
@@ -52,7 +56,6 @@ def _add_profiles(
     settings: BuildSettings,
 ) -> None:
     profile = builder.create_optimization_profile()
-    calib_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = _dims(tensor.shape)
@@ -61,13 +64,8 @@ def _add_profiles(
             tensor.name, trt.Dims(list(shapes.min)), trt.Dims(list(shapes.opt)),
             trt.Dims(list(shapes.max)),
         )
-        fixed = trt.Dims(list(calibration_shape(shape, settings)))
-        calib_profile.set_shape(tensor.name, fixed, fixed, fixed)
     if config.add_optimization_profile(profile) < 0:
         raise BackendError("TensorRT rejected the optimisation profile (batch 1..max)")
-    if settings.precision == "int8":
-        # A network with a dynamic batch needs its own fixed-shape profile to calibrate.
-        config.set_calibration_profile(calib_profile)
 
 
 class EngineBuilder:
@@ -84,12 +82,13 @@ class EngineBuilder:
         self._cache = self._builder.create_builder_config().create_timing_cache(timing_cache)
 
     def _check_platform(self) -> None:
-        plan = builder_flags(self.settings.precision)
-        if "FP16" in plan.set and not self._builder.platform_has_fast_fp16:
-            precision = self.settings.precision
-            raise ConfigError(f"this GPU has no fast fp16: use --precision fp32, not {precision}")
-        if "INT8" in plan.set and not self._builder.platform_has_fast_int8:
-            raise ConfigError("this GPU has no fast int8: build with --precision fp16 or fp32")
+        """A clear error on a GPU without fast fp16/int8, where TensorRT can still say
+        (the queries are gone in TensorRT 11, which builds what the graph asks)."""
+        precision = self.settings.precision
+        query = {"fp16": "platform_has_fast_fp16", "int8": "platform_has_fast_int8"}.get(precision)
+        if query is not None and getattr(self._builder, query, True) is False:
+            other = "fp32" if precision == "fp16" else "fp16 or fp32"
+            raise ConfigError(f"this GPU has no fast {precision}: build with --precision {other}")
 
     def _config(self, network: trt.INetworkDefinition) -> trt.IBuilderConfig:
         config = self._builder.create_builder_config()
@@ -100,7 +99,9 @@ class EngineBuilder:
         for name in plan.set:
             config.set_flag(getattr(trt.BuilderFlag, name))
         for name in plan.clear:
-            config.clear_flag(getattr(trt.BuilderFlag, name))
+            flag = getattr(trt.BuilderFlag, name, None)
+            if flag is not None:  # a flag a later TensorRT dropped is already off
+                config.clear_flag(flag)
         _add_profiles(self._builder, config, network, self.settings)
         if not config.set_timing_cache(self._cache, False):
             raise BackendError(
@@ -109,14 +110,10 @@ class EngineBuilder:
             )
         return config
 
-    def build(self, onnx_path: Path, calibrator: ArrayCalibrator | None = None) -> bytes:
+    def build(self, onnx_path: Path) -> bytes:
         """The serialized engine of one graph."""
         network, _parser = _parse(self._builder, onnx_path)
         config = self._config(network)
-        if self.settings.precision == "int8":
-            if calibrator is None:
-                raise ConfigError("int8 needs calibration data: pass --calib-data")
-            config.int8_calibrator = calibrator
         serialized = self._builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendError(

@@ -5,8 +5,6 @@ import pytest
 from budget_edge.errors import ConfigError
 from budget_edge.export.engine_plan import (
     builder_flags,
-    calibration_cache_file,
-    calibration_shape,
     engine_file,
     make_settings,
     profile_shapes,
@@ -14,9 +12,9 @@ from budget_edge.export.engine_plan import (
 )
 
 
-def test_optimum_batch_defaults_to_min_of_eight_and_max():
-    assert make_settings("fp16", max_batch=32).opt_batch == 8
-    assert make_settings("fp16", max_batch=4).opt_batch == 4
+def test_optimum_batch_defaults_to_one_frame():
+    """A device classifies frames one by one; the runtime's gathered sub-batches are small."""
+    assert make_settings("fp16", max_batch=32).opt_batch == 1
     assert make_settings("fp16", max_batch=32, opt_batch=16).opt_batch == 16
 
 
@@ -27,7 +25,6 @@ def test_optimum_batch_defaults_to_min_of_eight_and_max():
         ({"precision": "fp16", "max_batch": 0}, "--max-batch"),
         ({"precision": "fp16", "workspace_mib": 0}, "--workspace"),
         ({"precision": "fp16", "max_batch": 4, "opt_batch": 5}, "1..4"),
-        ({"precision": "int8", "calib_batch": 0}, "calibration batch"),
     ],
 )
 def test_bad_settings_are_config_errors(kwargs, words):
@@ -36,9 +33,11 @@ def test_bad_settings_are_config_errors(kwargs, words):
 
 
 def test_flags_per_precision():
+    """Strongly typed networks: types come from the graphs, no weakly typed flags (which
+    TensorRT 11 removed); fp32 clears TF32 to match ONNX Runtime."""
     assert builder_flags("fp32").set == () and builder_flags("fp32").clear == ("TF32",)
-    assert builder_flags("fp16").set == ("FP16",)
-    assert set(builder_flags("int8").set) == {"INT8", "FP16"}
+    assert builder_flags("fp16") == builder_flags("int8")
+    assert builder_flags("int8").set == () and builder_flags("int8").clear == ()
     with pytest.raises(ConfigError):
         builder_flags("fp8")
 
@@ -47,7 +46,7 @@ def test_profile_spans_batch_one_to_max_with_fixed_rest():
     settings = make_settings("fp32", max_batch=16)
     shapes = profile_shapes("x", [-1, 16, 32, 32], settings)
     assert shapes.min == (1, 16, 32, 32)
-    assert shapes.opt == (8, 16, 32, 32)
+    assert shapes.opt == (1, 16, 32, 32)
     assert shapes.max == (16, 16, 32, 32)
     # The policy's budget input is (N, 1).
     assert profile_shapes("budget", [-1, 1], settings).max == (16, 1)
@@ -59,13 +58,7 @@ def test_profile_refuses_graphs_without_exactly_a_dynamic_batch(shape):
         profile_shapes("x", shape, make_settings("fp32"))
 
 
-def test_calibration_shape_is_fixed_at_the_calibration_batch():
-    settings = make_settings("int8", calib_batch=16)
-    assert calibration_shape([-1, 3, 28, 28], settings) == (16, 3, 28, 28)
-
-
 def test_file_names_live_under_engines_per_precision():
     assert engine_file("block003_v02", "fp16") == "engines/fp16/block003_v02.engine"
     assert engine_file("stem", "int8") == "engines/int8/stem.engine"
     assert timing_cache_file() == "engines/timing.cache"
-    assert calibration_cache_file("stem") == "engines/calibration/stem.cache"

@@ -1,28 +1,30 @@
-"""build-engines without a GPU: what gets built, the manifest update, calibration
-inputs and every error path that comes before TensorRT itself."""
+"""build-engines without a GPU: what gets built from which graphs, the manifest update,
+the TensorRT calls against stand-ins shaped like TensorRT 10.3 and 11, and every error
+path that comes before TensorRT itself."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
-import torch
 
+import budget_edge.export
 from budget_edge.errors import BackendError, ConfigError, ManifestError
 from budget_edge.export import cuda_device
-from budget_edge.export.calibration_feed import CalibrationInputs, batches
 from budget_edge.export.engine_plan import make_settings, plan_engines, with_engines
+from budget_edge.export.quantize import QuantizeSettings, quantize_artifact
 from budget_edge.export.tensorrt_builder import build_engines, require_tensorrt
-from budget_edge.runtime.manifest import Manifest, verify_files, write_manifest
+from budget_edge.runtime.manifest import verify_files, write_manifest
 
-from .conftest import close
+from .fake_trt_builder import make_fake_trt_builder
 
 
 def test_one_engine_per_graph_in_chain_order(art):
     m = art["manifest"]
-    jobs = plan_engines(m, "fp16")
+    jobs = plan_engines(m, "fp32")
     # Every graph but the switch graph, which is for ONNX Runtime only.
     assert sorted(j.graph for j in jobs) == sorted(g.name for g in m.graphs
                                                    if g.name != "switch")
@@ -34,14 +36,14 @@ def test_one_engine_per_graph_in_chain_order(art):
     assert [j.block for j in jobs if j.role == "block"] == sorted(
         j.block for j in jobs if j.role == "block")
     policy = next(j for j in jobs if j.graph == "policy")
-    assert (policy.role, policy.engine_file) == ("policy", "engines/fp16/policy.engine")
+    assert (policy.role, policy.engine_file) == ("policy", "engines/fp32/policy.engine")
     assert next(j for j in jobs if j.graph == "stem").onnx_file == "graphs/stem.onnx"
 
 
 def test_manifest_update_lists_engines_version_and_gpu(art, tmp_path):
     root = tmp_path / "art"
     shutil.copytree(art["dir"], root)
-    m = Manifest.load(root)
+    m = quantize_artifact(root, QuantizeSettings("fp16"))
     settings = make_settings("fp16", max_batch=16)
     jobs = plan_engines(m, settings.precision)
     for job in jobs:  # stand-ins for engine files: the manifest hashes what is there
@@ -56,7 +58,7 @@ def test_manifest_update_lists_engines_version_and_gpu(art, tmp_path):
     assert (loaded.tensorrt.precision, loaded.tensorrt.max_batch) == ("fp16", 16)
     assert loaded.tensorrt.compute_capability == "8.7"
     assert loaded.tensorrt.engines == engines
-    assert set(updated.files) == {g.file for g in m.graphs} | set(engines.values())
+    assert set(updated.files) == set(m.files) | set(engines.values())
     # A rebuild at another precision replaces the engine list; old engine files may go.
     fp32 = make_settings("fp32")
     jobs32 = plan_engines(loaded, "fp32")
@@ -66,7 +68,7 @@ def test_manifest_update_lists_engines_version_and_gpu(art, tmp_path):
     shutil.rmtree(root / "engines" / "fp16")
     rebuilt = write_manifest(root, with_engines(
         loaded, {j.graph: j.engine_file for j in jobs32}, fp32, "10.3.0", "Orin", "8.7"))
-    assert not any("fp16" in f for f in rebuilt.files)
+    assert not any(f.startswith("engines/fp16/") for f in rebuilt.files)
     verify_files(root)
 
 
@@ -75,7 +77,7 @@ def test_without_tensorrt_the_error_says_what_to_install(art, monkeypatch):
     with pytest.raises(BackendError, match="pip install tensorrt"):
         require_tensorrt()
     with pytest.raises(BackendError, match="JetPack"):
-        build_engines(art["dir"], precision="fp16")
+        build_engines(art["dir"], precision="fp32")
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # not importable at all
     with pytest.raises(BackendError, match="TensorRT is not installed"):
         build_engines(art["dir"], precision="fp32")
@@ -84,19 +86,18 @@ def test_without_tensorrt_the_error_says_what_to_install(art, monkeypatch):
 def test_without_cuda_python_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda", None)
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
-    with pytest.raises(BackendError, match="pip install cuda-python"):
+    with pytest.raises(BackendError, match="pip install 'cuda-python>=12,<13'"):
         cuda_device.gpu_info()
 
 
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [
-        ({"precision": "int8"}, ConfigError, "--calib-data"),
-        ({"precision": "fp16", "calib_data": "fashion-mnist"}, ConfigError, "only used with"),
+        ({"precision": "int8"}, ConfigError, "quantize DIR --precision int8 --target tensorrt"),
+        ({"precision": "fp16"}, ConfigError, "quantize DIR --precision fp16"),
         ({"precision": "int4"}, ConfigError, "fp32, fp16, int8"),
         ({"precision": "fp16", "max_batch": 0}, ConfigError, "--max-batch"),
-        ({"precision": "int8", "calib_data": np.zeros((4, 3, 32, 32), np.float32)},
-         ConfigError, "fewer than one calibration batch"),
+        ({"precision": "fp32", "max_batch": 4, "opt_batch": 8}, ConfigError, "1..4"),
     ],
 )
 def test_bad_options_fail_before_any_build(art, kwargs, error, words):
@@ -109,40 +110,78 @@ def test_a_damaged_graph_is_refused_before_building(art, tmp_path):
     shutil.copytree(art["dir"], root)
     (root / "graphs" / "head.onnx").write_bytes(b"\x00")
     with pytest.raises(ManifestError, match="graphs/head.onnx"):
+        build_engines(root, precision="fp32")
+
+
+# ---- the TensorRT calls, against stand-ins of each API version ---------------------------
+
+
+@pytest.fixture(scope="module")
+def quantized_for_tensorrt(art, tmp_path_factory) -> Path:
+    """The exported resnet20 with an fp16 set and an int8 set made for TensorRT."""
+    root = tmp_path_factory.mktemp("trt") / "art"
+    shutil.copytree(art["dir"], root)
+    quantize_artifact(root, QuantizeSettings("fp16"))
+    quantize_artifact(root, QuantizeSettings("int8", target="tensorrt", calib_images=16,
+                                             max_rows=16, budgets=[0.5]),
+                      images=art["calib"][:16])
+    return root
+
+
+def _fake(monkeypatch: pytest.MonkeyPatch, version: str, **kwargs: Any) -> Any:
+    trt = make_fake_trt_builder(version, **kwargs)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    # A fresh trt_engine bound to this stand-in (the package caches its submodules too).
+    monkeypatch.delitem(sys.modules, "budget_edge.export.trt_engine", raising=False)
+    monkeypatch.delattr(budget_edge.export, "trt_engine", raising=False)
+    monkeypatch.setattr(cuda_device, "gpu_info",
+                        lambda device=0: cuda_device.GpuInfo("Fake GPU", "8.7"))
+    return trt
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engines_build_strongly_typed_from_the_precision_set(
+        quantized_for_tensorrt, tmp_path, monkeypatch, version, precision):
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    trt = _fake(monkeypatch, version)
+    manifest = build_engines(root, precision=precision, max_batch=4)
+    sources = manifest.for_precision(precision)
+    jobs = plan_engines(manifest, precision)
+    assert len(trt.builds) == len(jobs)
+    for (network, config, path), job in zip(trt.builds, jobs, strict=True):
+        assert network.flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        assert Path(path) == root / sources.graph(job.graph).file  # this precision's graph
+        assert not config.flags  # no weakly typed precision flags
+        assert config.cleared == ({"TF32"} if precision == "fp32" else set())
+        (profile,) = config.profiles
+        lo, opt, hi = profile.shapes[network.inputs[0].name]
+        assert (lo[0], opt[0], hi[0]) == (1, 1, 4)
+    assert manifest.tensorrt is not None
+    assert (manifest.tensorrt.version, manifest.tensorrt.precision) == (version, precision)
+    assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == \
+        Path(sources.graph("stem").file).name.encode()
+    verify_files(root)
+
+
+def test_a_cpu_int8_set_cannot_make_engines(art, tmp_path, monkeypatch):
+    root = tmp_path / "art"
+    shutil.copytree(art["dir"], root)
+    quantize_artifact(root, QuantizeSettings("int8", calib_images=8, max_rows=8, budgets=[0.5]),
+                      images=art["calib"][:8])
+    _fake(monkeypatch, "11.4.0")
+    with pytest.raises(ConfigError, match="made for the CPU .*--target tensorrt"):
+        build_engines(root, precision="int8")
+
+
+def test_fast_fp16_is_checked_where_tensorrt_can_still_say(quantized_for_tensorrt, tmp_path,
+                                                          monkeypatch):
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    _fake(monkeypatch, "10.3.0", fast_fp16=False)
+    with pytest.raises(ConfigError, match="no fast fp16: build with --precision fp32"):
         build_engines(root, precision="fp16")
-
-
-def test_calibration_inputs_follow_the_chain(art):
-    net, m = art["net"], art["manifest"]
-    images = art["calib"][:8]
-    feed = CalibrationInputs(art["dir"], m, images)
-    jobs = plan_engines(m, "int8")
-    x = torch.from_numpy(images)
-    with torch.no_grad():
-        h = net.stem(x)
-        inputs = {-1: x}
-        for b, block in enumerate(net.blocks):
-            inputs[b] = h
-            h = block(h)
-        inputs[len(net.blocks)] = h
-    for job in jobs:
-        feeds = feed.for_job(job)
-        graph = m.graph(job.graph)
-        assert list(feeds) == [t.name for t in graph.inputs]
-        first = next(iter(feeds.values()))
-        if job.role == "block":
-            close(first, inputs[job.block])
-        elif job.role == "head":
-            close(first, inputs[len(net.blocks)])
-        else:
-            np.testing.assert_array_equal(first, images)
-        if job.role == "policy":
-            budget = feeds["budget"]
-            assert budget.shape == (8,) and (budget > 0).all() and (budget <= 1).all()
-
-
-def test_calibration_batches_are_full_only():
-    feeds = {"x": np.arange(10.0), "y": np.arange(10.0) * 2}
-    got = list(batches(feeds, 4))
-    assert [len(b["x"]) for b in got] == [4, 4]
-    np.testing.assert_array_equal(got[1]["y"], [8.0, 10.0, 12.0, 14.0])
+    trt = _fake(monkeypatch, "11.4.0")  # the query is gone: TensorRT builds what the graph asks
+    build_engines(root, precision="fp16")
+    assert trt.builds

@@ -96,7 +96,7 @@ def _with_trt(m: Any, engines: dict[str, str]) -> Any:
 
 def test_missing_tensorrt_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendError, match="pip install tensorrt cuda-python.*JetPack"):
+    with pytest.raises(BackendError, match="pip install tensorrt 'cuda-python>=12,<13'.*JetPack"):
         tb.import_tensorrt()
     assert "pip install tensorrt" in str(tb.tensorrt_unavailable())
 

@@ -30,8 +30,9 @@ import numpy as np
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.manifest import GraphSpec, Manifest, TensorRTSpec
 
-INSTALL_HINT = ("pip install tensorrt cuda-python (on a Jetson, TensorRT comes with JetPack: "
-                "sudo apt install nvidia-jetpack, then pip install cuda-python)")
+# cuda-python 13 needs a CUDA 13 driver; JetPack 6 (and most desktops) have CUDA 12.
+INSTALL_HINT = ("pip install tensorrt 'cuda-python>=12,<13' (on a Jetson, TensorRT comes with "
+                "JetPack: sudo apt install nvidia-jetpack, then pip install 'cuda-python>=12,<13')")
 
 
 # ---- imports ----------------------------------------------------------------------
