@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from budget_edge.errors import DataError
-from budget_edge.runtime.backends import Backend, create_backend
+from budget_edge.runtime.backends import Backend, HostTensors, create_backend
 from budget_edge.runtime.inputs import prepare_images
 from budget_edge.runtime.manifest import Manifest
 from budget_edge.runtime.runtime import BudgetRuntime
@@ -58,8 +58,9 @@ class _Reservoir:
         return [np.stack([row[k] for row in self.rows]) for k in range(len(self.rows[0]))]
 
 
-class RecordingBackend:
-    """Runs every graph with `inner` and keeps a sample of each graph's inputs.
+class RecordingBackend(HostTensors):
+    """Runs every graph with `inner` (an ONNX Runtime backend: host tensors) and keeps a
+    sample of each graph's inputs.
 
     Its name is not "onnxruntime", so the runtime never takes the switch graph
     and every block graph is called on its own.

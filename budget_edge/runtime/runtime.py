@@ -12,6 +12,14 @@ One call of :meth:`BudgetRuntime.infer` does, for a batch of images::
 Images whose mask equals an exported hot policy (or all ones, when the static
 `full` graph exists) run as one graph instead. No torch anywhere.
 
+Where tensors live. The runtime works on the backend's own tensors (see
+backends/__init__.py): the images go to the backend once, activations stay
+there between graphs (gathered and scattered there), and only two things come
+back: the policy's probabilities (the mask is chosen on the host) and the
+logits. On a GPU that is one upload and at most two synchronisations per call
+(one with an explicit mask or static policy); on the CPU every step is a
+numpy array and nothing is copied.
+
 Masks and variants. Component k of a mask is manifest.components[k]. A block
 exported with every kept-path subset ('single' and 'all' schemes) runs any
 mask. A block exported with prefix path sets only ('prefix', large
@@ -23,7 +31,9 @@ an InputError.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +105,10 @@ class BudgetRuntime:
         self.directory = Path(directory)
         self.backend = backend
         self.precision = precision
+        # One call at a time on a backend with one stream and pooled device memory;
+        # ONNX Runtime sessions run concurrently.
+        self._lock: Any = threading.Lock() if getattr(backend, "serial", False) \
+            else contextlib.nullcontext()
         self._plans = [self._plan(b.index) for b in manifest.blocks]
         self._code_weights = self._code_matrix()
         self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
@@ -206,6 +220,27 @@ class BudgetRuntime:
         x = prepare_images(images, self.manifest.preprocessing)
         n = x.shape[0]
         probs: np.ndarray | None = None
+        with self._lock:
+            try:
+                xd = self.backend.to_device(x)
+                probs, run_mask = self._decide(xd, n, budget, mask, mode, seed, cap, policy,
+                                               latency)
+                logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
+            finally:
+                self.backend.release()
+        latency["total"] = _ms(t_start)
+        flops = self._base_flops + run_mask.astype(np.int64) @ self._comp_flops
+        return InferResult(
+            logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
+            probs=probs, flops=flops, latency_ms=latency,
+            policy_flops=int(self.manifest.flops.policy or 0) if probs is not None else 0,
+            full_flops=self.full_flops)
+
+    def _decide(self, xd: Any, n: int, budget: Any, mask: Any, mode: str, seed: int | None,
+                cap: str | None, policy: str, latency: dict[str, float]
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The policy's probabilities (None when it does not run) and the mask to run."""
+        probs: np.ndarray | None = None
         if mask is not None:
             if budget is not None:
                 prepare_budget(budget, n)  # still a mistake worth reporting
@@ -225,20 +260,13 @@ class BudgetRuntime:
                                  "an agent): pass mask= with the components to run")
             b = prepare_budget(budget, n)
             t = time.perf_counter()
-            probs = self._policy(x, b)
+            probs = self._policy(xd, b)
             latency["policy"] = _ms(t)
             run_mask = masklib.choose(probs, mode, seed, b)
             if cap is not None:
                 run_mask = masklib.cap(run_mask, probs, b, self._cost_models[cap])
             run_mask = masklib.project_to_variants(run_mask, self._prefix_blocks)
-        logits = self._backbone(x, run_mask, latency)
-        latency["total"] = _ms(t_start)
-        flops = self._base_flops + run_mask.astype(np.int64) @ self._comp_flops
-        return InferResult(
-            logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
-            probs=probs, flops=flops, latency_ms=latency,
-            policy_flops=int(self.manifest.flops.policy or 0) if probs is not None else 0,
-            full_flops=self.full_flops)
+        return probs, run_mask
 
     @property
     def has_static_masks(self) -> bool:
@@ -259,7 +287,12 @@ class BudgetRuntime:
         if not self.has_policy:
             raise InputError("this artifact has no policy graph (exported without an agent)")
         x = prepare_images(images, self.manifest.preprocessing)
-        return self._policy(x, prepare_budget(budget, x.shape[0]))
+        b = prepare_budget(budget, x.shape[0])
+        with self._lock:
+            try:
+                return self._policy(self.backend.to_device(x), b)
+            finally:
+                self.backend.release()
 
     def run_full(self, images: Any) -> np.ndarray:
         """Logits of the static, unmasked `full` graph (the baseline to compare with)."""
@@ -268,7 +301,8 @@ class BudgetRuntime:
             raise InputError("this artifact has no `full` graph: re-export it with the static "
                              "model, or run infer(mask=np.ones(K))")
         x = prepare_images(images, self.manifest.preprocessing)
-        return self.backend.run(name, [x])[0]
+        with self._lock:
+            return self.backend.run(name, [x])[0]
 
     def close(self) -> None:
         self.backend.close()
@@ -281,17 +315,19 @@ class BudgetRuntime:
 
     # ---- dispatch -------------------------------------------------------------------
 
-    def _policy(self, x: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    def _policy(self, xd: Any, budget: np.ndarray) -> np.ndarray:
+        """The probabilities, on the host: the mask is chosen there (a synchronisation)."""
         spec = self.manifest.role("policy")
         assert spec is not None
         b = budget.reshape(-1, 1) if len(spec.inputs[1].shape) == 2 else budget
-        probs = self.backend.run(spec.name, [x, b])[0]
-        return np.asarray(probs, np.float32).reshape(x.shape[0], self.num_components)
+        probs_d = self.backend.run_device(spec.name, [xd, self.backend.to_device(b)])[0]
+        probs = self.backend.to_host([probs_d])[0]
+        return np.asarray(probs, np.float32).reshape(budget.shape[0], self.num_components)
 
-    def _backbone(self, x: np.ndarray, mask: np.ndarray, latency: dict[str, float]
-                  ) -> np.ndarray:
+    def _backbone(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
+        """The logits of every row, as a backend tensor."""
         if self._switch is not None:
-            n = x.shape[0]
+            n = mask.shape[0]
             groups: dict[bytes, list[int]] = {}
             for i in range(n):
                 groups.setdefault(mask[i].tobytes(), []).append(i)
@@ -305,30 +341,33 @@ class BudgetRuntime:
                 return logits
         return self._chain(x, mask, latency)
 
-    def _run_switch(self, switch: str, x: np.ndarray, mask: np.ndarray,
-                    groups: dict[bytes, list[int]]) -> np.ndarray:
+    def _run_switch(self, switch: str, x: Any, mask: np.ndarray,
+                    groups: dict[bytes, list[int]]) -> Any:
         """One call per distinct mask (`groups`: its rows): its whole-mask graph if there
         is one, else the switch graph with the mask's per-block codes."""
-        n = x.shape[0]
-        logits = np.empty((n, self.num_classes), np.float32)
+        n = mask.shape[0]
+        be = self.backend
+        logits = None
         for key, rows in groups.items():
-            xs = x if len(rows) == n else x[rows]
+            xs = x if len(rows) == n else be.take(x, np.asarray(rows))
             whole = self._whole.get(key)
             if whole is not None:
-                out = self.backend.run(whole, [xs])[0]
+                out = be.run_device(whole, [xs])[0]
             else:
                 codes = mask[rows[0]].astype(np.int64) @ self._code_weights
-                out = self.backend.run(switch, [xs, codes])[0]
+                out = be.run_device(switch, [xs, be.to_device(codes)])[0]
             if len(rows) == n:
-                return np.asarray(out, np.float32)
-            logits[rows] = out
+                return out
+            if logits is None:
+                logits = be.empty((n, self.num_classes))
+            be.put(logits, np.asarray(rows), out)
         return logits
 
-    def _chain(self, x: np.ndarray, mask: np.ndarray, latency: dict[str, float]
-               ) -> np.ndarray:
+    def _chain(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
         """Stem, a graph call per kept block (rows gathered per kept-path code), head."""
-        n = x.shape[0]
-        logits = np.empty((n, self.num_classes), np.float32)
+        n = mask.shape[0]
+        be = self.backend
+        logits = be.empty((n, self.num_classes))
         rest = np.arange(n)
         if self._whole:
             t = time.perf_counter()
@@ -336,35 +375,36 @@ class BudgetRuntime:
             latency["hot"] = _ms(t)
         if rest.size == 0:
             return logits
-        xs, ms = (x, mask) if rest.size == n else (x[rest], mask[rest])
+        xs, ms = (x, mask) if rest.size == n else (be.take(x, rest), mask[rest])
         t = time.perf_counter()
-        h = self.backend.run(str(self.manifest.roles["stem"]), [xs])[0]
+        h = be.run_device(str(self.manifest.roles["stem"]), [xs])[0]
         latency["stem"] = _ms(t)
         t = time.perf_counter()
         for plan, codes in zip(self._plans, self._codes(ms), strict=True):
             h = self._run_block(plan, h, codes)
         latency["blocks"] = _ms(t)
         t = time.perf_counter()
-        out = self.backend.run(str(self.manifest.roles["head"]), [h])[0]
+        out = be.run_device(str(self.manifest.roles["head"]), [h])[0]
         latency["head"] = _ms(t)
         if rest.size == n:
-            return np.asarray(out, np.float32)
-        logits[rest] = out
+            return out
+        be.put(logits, rest, out)
         return logits
 
-    def _run_whole(self, x: np.ndarray, mask: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def _run_whole(self, x: Any, mask: np.ndarray, logits: Any) -> np.ndarray:
         """Run images whose mask has a whole-mask graph; return the other rows."""
+        n = mask.shape[0]
         groups: dict[str, list[int]] = {}
         rest = []
-        for i in range(x.shape[0]):
+        for i in range(n):
             graph = self._whole.get(mask[i].tobytes())
             if graph is None:
                 rest.append(i)
             else:
                 groups.setdefault(graph, []).append(i)
         for graph, rows in groups.items():
-            xs = x if len(rows) == x.shape[0] else x[rows]
-            logits[rows] = self.backend.run(graph, [xs])[0]
+            xs = x if len(rows) == n else self.backend.take(x, np.asarray(rows))
+            self.backend.put(logits, np.asarray(rows), self.backend.run_device(graph, [xs])[0])
         return np.asarray(rest, np.int64)
 
     def _codes(self, mask: np.ndarray) -> list[list[int]]:
@@ -373,25 +413,26 @@ class BudgetRuntime:
         codes: list[list[int]] = (mask.astype(np.int64) @ self._code_weights).T.tolist()
         return codes
 
-    def _run_block(self, plan: _BlockPlan, h: np.ndarray, codes: list[int]) -> np.ndarray:
+    def _run_block(self, plan: _BlockPlan, h: Any, codes: list[int]) -> Any:
         """Gather the images of each kept-path code, run its graph, scatter back."""
-        n = h.shape[0]
+        n = len(codes)
+        be = self.backend
         if codes.count(codes[0]) == n:  # the whole batch runs one graph: no gather or scatter
             graph = self._graph_for(plan, codes[0])
-            return h if graph is None else self.backend.run(graph, [h])[0]
+            return h if graph is None else be.run_device(graph, [h])[0]
         groups: dict[int, list[int]] = {}
         for i, code in enumerate(codes):
             groups.setdefault(code, []).append(i)
         # Same shape: write kept rows in place; dropped rows (identity) stay as they are.
         # h is always a graph's output here (the stem runs first), never the caller's array.
-        out = h if plan.same_shape else np.empty((n, *plan.out_shape), np.float32)
+        out = h if plan.same_shape else be.empty((n, *plan.out_shape))
         for code, rows in groups.items():
             graph = self._graph_for(plan, code)
+            r = np.asarray(rows)
             if graph is not None:
-                r = np.asarray(rows)
-                out[r] = self.backend.run(graph, [h[r]])[0]
+                be.put(out, r, be.run_device(graph, [be.take(h, r)])[0])
             elif out is not h:  # identity skip on a shape change: the manifest forbids it
-                out[rows] = h[rows]
+                be.put(out, r, be.take(h, r))
         return out
 
     @staticmethod

@@ -36,7 +36,7 @@ def test_export_then_build_engines_without_tensorrt(tmp_path: Path, capsys) -> N
     manifest = verify_files(tmp_path / "art")
     assert manifest.roles["policy"] is None and manifest.roles["full"] == "full"
     # This machine has TensorRT's type stubs but not TensorRT: one line saying what to install.
-    code, _, err = cli(["build-engines", str(tmp_path / "art"), "--precision", "fp16"], capsys)
+    code, _, err = cli(["build-engines", str(tmp_path / "art"), "--precision", "fp32"], capsys)
     assert code == 2
     assert err.startswith("error: ") and "pip install tensorrt" in err and "\n" == err[-1]
 

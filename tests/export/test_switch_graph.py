@@ -12,6 +12,7 @@ from runtime_artifacts import load_artifact_builder
 
 from budget_edge.errors import ManifestError
 from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.backends import HostTensors
 from budget_edge.runtime.backends.tensorrt_backend import graphs_to_run
 from budget_edge.runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -22,8 +23,8 @@ Artifact, make_net, write_artifact = (artifacts.Artifact, artifacts.make_net,
 ATOL = 1e-4
 
 
-class CountingBackend:
-    """Wraps a backend and records which graphs ran."""
+class CountingBackend(HostTensors):
+    """Wraps a (host-tensor) backend and records which graphs ran."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner

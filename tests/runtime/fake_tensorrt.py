@@ -1,14 +1,19 @@
 """Stand-ins for `tensorrt` and cuda-python's `cudart`, for tests on machines without a GPU.
 
-They follow the TensorRT 10 call protocol the backend relies on (tensor names
-and modes, optimisation profile, set_input_shape / set_tensor_address /
-execute_async_v3) and check it: an engine refuses a batch above its profile,
-runs only once every tensor has an address, and writes only inside the buffer
-it was given. "Device" memory is host memory; an engine file is a small JSON
-naming the ONNX graph, which ONNX Runtime executes on the host (reading and
-writing the engine's buffers: host memory with FakeCudart, or real device
-buffers through cuda-python with DeviceMemory on a GPU machine). This exercises the
-backend's bookkeeping (buffers, chunking, copies, ordering), never TensorRT.
+They follow the TensorRT 10/11 call protocol the backend relies on (tensor
+names and modes, optimisation profile, set_input_shape / set_tensor_address /
+execute_async_v3) and check it: an engine refuses a batch above its profile
+and any other C/H/W than its graph's, runs only once every tensor has an
+address, and reads and writes only inside allocated buffers; a foreign engine
+file does not deserialise. "Device" memory is host memory (FakeCudart), and
+work on a stream is really asynchronous: copies and engine runs are queued
+and happen at cudaStreamSynchronize, in order, so reading a result before the
+synchronisation, or freeing or reusing a host buffer a queued copy still
+needs, gives wrong numbers or fails. FakeCudart counts host copies and
+synchronisations. An engine file is a small JSON naming the ONNX graph, which
+ONNX Runtime executes on the host (reading and writing the engine's buffers:
+FakeCudart's, or real device buffers through cuda-python with DeviceMemory on
+a GPU machine). This exercises the backend's bookkeeping, never TensorRT.
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ import onnxruntime as ort
 class FakeCudart:
     """Host-memory imitation of the cuda-python runtime calls the backend uses."""
 
-    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2,
+                                           cudaMemcpyDeviceToDevice=3)
 
     def __init__(self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7),
                  devices: int = 1) -> None:
         self.gpu, self.cc, self.devices = gpu, cc, devices
-        self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}
+        self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}  # device memory
+        self.pinned: dict[int, ctypes.Array[ctypes.c_char]] = {}  # page-locked host memory
         self.freed: list[int] = []
         self.streams = 0
+        self.queue: list[Any] = []  # work queued on the stream, run at synchronisation
+        self.counts = {"h2d": 0, "d2h": 0, "d2d": 0, "sync": 0, "malloc": 0}
 
     def cudaGetDeviceCount(self) -> tuple[int, int]:
         return (0, self.devices)
@@ -53,45 +62,83 @@ class FakeCudart:
         return (0,)
 
     def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        self.counts["sync"] += 1
+        queued, self.queue = self.queue, []
+        for work in queued:
+            work()
+        return (0,)
+
+    def _alloc(self, table: dict[int, Any], nbytes: int) -> tuple[int, int]:
+        buf = ctypes.create_string_buffer(nbytes)
+        table[ctypes.addressof(buf)] = buf
+        self.counts["malloc"] += 1
+        return (0, ctypes.addressof(buf))
+
+    def _release(self, table: dict[int, Any], ptr: int) -> tuple[int]:
+        assert not self.queue, "memory freed while work on the stream may still use it"
+        del table[ptr]
+        self.freed.append(ptr)
         return (0,)
 
     def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
-        buf = ctypes.create_string_buffer(nbytes)
-        self.buffers[ctypes.addressof(buf)] = buf
-        return (0, ctypes.addressof(buf))
+        return self._alloc(self.buffers, nbytes)
 
     def cudaFree(self, ptr: int) -> tuple[int]:
-        del self.buffers[ptr]
-        self.freed.append(ptr)
-        return (0,)
+        return self._release(self.buffers, ptr)
+
+    def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:
+        return self._alloc(self.pinned, nbytes)
+
+    def cudaFreeHost(self, ptr: int) -> tuple[int]:
+        return self._release(self.pinned, ptr)
 
     def size_of(self, ptr: int) -> int:
         return len(self.buffers[ptr])
 
+    @staticmethod
+    def _inside(table: dict[int, Any], ptr: int, count: int) -> bool:
+        return any(base <= ptr and ptr + count <= base + len(buf) for base, buf in table.items())
+
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int
                         ) -> tuple[int]:
-        device = dst if kind == 1 else src
-        assert device in self.buffers and count <= self.size_of(device), "copy past a buffer"
-        ctypes.memmove(dst, src, count)
+        where = {1: (self.pinned, self.buffers, "h2d"), 2: (self.buffers, self.pinned, "d2h"),
+                 3: (self.buffers, self.buffers, "d2d")}
+        src_table, dst_table, name = where[kind]
+        assert self._inside(src_table, src, count), f"{name} copy reads outside a buffer"
+        assert self._inside(dst_table, dst, count), f"{name} copy writes outside a buffer"
+        self.counts[name] += 1
+
+        def copy() -> None:
+            # Pinned memory freed before this runs is caught in _release.
+            ctypes.memmove(dst, src, count)
+
+        self.queue.append(copy)
         return (0,)
+
+    def enqueue(self, work: Any) -> None:
+        self.queue.append(work)
 
     # -- what the stand-in engines use to reach "device" memory
     def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
         count = int(np.prod(shape))
-        assert count * 4 <= self.size_of(ptr), "input read past its buffer"
+        assert self._inside(self.buffers, ptr, count * 4), "input read past its buffer"
         raw = (ctypes.c_float * count).from_address(ptr)
         return np.ctypeslib.as_array(raw).reshape(shape).copy()
 
     def write(self, ptr: int, value: np.ndarray) -> None:
-        assert value.nbytes <= self.size_of(ptr), "output overflow"
+        assert self._inside(self.buffers, ptr, value.nbytes), "output overflow"
         ctypes.memmove(ptr, value.ctypes.data, value.nbytes)
 
 
 class DeviceMemory:
-    """Engine access to real device buffers through cuda-python (for a GPU machine)."""
+    """Engine access to real device buffers through cuda-python (for a GPU machine).
+    Engines run at once (blocking copies), after the stream's earlier work."""
 
     def __init__(self, cudart: Any) -> None:
         self.cudart = cudart
+
+    def enqueue(self, work: Any) -> None:
+        work()
 
     def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
         host = np.empty(shape, np.float32)
@@ -116,6 +163,8 @@ class _Context:
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         if shape[0] > self.engine.max_batch or shape[0] < 1:
             return False
+        if tuple(shape[1:]) != self.engine.input_shapes[name]:
+            return False  # only the batch axis is dynamic
         self.shapes[name] = tuple(shape)
         return True
 
@@ -127,11 +176,15 @@ class _Context:
         e = self.engine
         assert isinstance(stream_handle, int)
         assert set(self.addresses) == set(e.inputs) | set(e.outputs), "tensor without address"
-        feeds = {name: e.memory.read(self.addresses[name], self.shapes[name])
-                 for name in e.inputs}
-        outputs = e.session.run(e.outputs, feeds)
-        for name, value in zip(e.outputs, outputs, strict=True):
-            e.memory.write(self.addresses[name], np.ascontiguousarray(value, np.float32))
+        addresses, shapes = dict(self.addresses), dict(self.shapes)  # as they are now
+
+        def run() -> None:
+            feeds = {name: e.memory.read(addresses[name], shapes[name]) for name in e.inputs}
+            outputs = e.session.run(e.outputs, feeds)
+            for name, value in zip(e.outputs, outputs, strict=True):
+                e.memory.write(addresses[name], np.ascontiguousarray(value, np.float32))
+
+        e.memory.enqueue(run)
         self.runs += 1
         return True
 
@@ -141,6 +194,7 @@ class _Engine:
         self.session = ort.InferenceSession(str(root / spec["onnx"]),
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.input_shapes = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.max_batch = int(spec["max_batch"])
         self.onnx = spec["onnx"]

@@ -3,6 +3,7 @@ the call protocol against stand-in modules, and type-checking against tensorrt-s
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -181,6 +182,77 @@ def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.Mod
     assert buffers
     rt.close()
     assert not cudart.buffers and set(cudart.freed) >= buffers and cudart.streams == 0
+
+
+def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.ModuleType]
+                                        ) -> None:
+    """One upload per input, the probabilities and the logits back, at most two
+    synchronisations per infer (one with an explicit mask); no buffer allocated twice."""
+    artifact, cudart, _ = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    net = artifact.net
+    x = np.random.default_rng(0).standard_normal((6, *net.input_size)).astype(np.float32)
+    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]],
+                    np.uint8)
+
+    def counted(**kwargs: Any) -> tuple[Any, dict[str, int]]:
+        before = dict(cudart.counts)
+        result = rt.infer(x[:kwargs.pop("n", 6)], **kwargs)
+        return result, {k: cudart.counts[k] - before[k] for k in before}
+
+    result, c = counted(mask=mask)
+    np.testing.assert_allclose(result.logits, net.np_forward(x, mask), atol=1e-4, rtol=1e-4)
+    assert (c["h2d"], c["d2h"], c["sync"]) == (1, 1, 1)
+    assert c["d2d"] > 0  # rows gathered and scattered on the device
+    result, c = counted(budget=0.5)
+    assert (c["h2d"], c["d2h"], c["sync"]) == (2, 2, 2)  # image, budget up; probs, logits down
+    np.testing.assert_allclose(result.logits, net.np_forward(x, result.mask), atol=1e-4,
+                               rtol=1e-4)
+    _, c = counted(mask=mask)
+    assert c["malloc"] == 0  # the pools serve a repeated call
+    _, c = counted(mask=mask[:1], n=1)
+    assert c["d2d"] == 0  # batch 1: no gather or scatter
+    rt.close()
+
+
+def test_wrong_image_size_is_refused_by_the_engine(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    artifact, _, _ = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    with pytest.raises(BackendError, match="rejects input shape"):
+        rt.backend.run("stem", [np.zeros((1, 3, 9, 8), np.float32)])
+    rt.close()
+
+
+def test_the_stand_in_stream_is_really_asynchronous() -> None:
+    """What keeps the device tests honest: results exist only after the synchronisation,
+    and host memory a queued copy needs cannot be freed before it."""
+    cudart = FakeCudart()
+    h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+    d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    _, dev = cudart.cudaMalloc(16)
+    _, pinned = cudart.cudaMallocHost(16)
+    _, back = cudart.cudaMallocHost(16)
+    src = np.arange(4, dtype=np.float32)
+    ctypes.memmove(pinned, src.ctypes.data, 16)
+    cudart.cudaMemcpyAsync(dev, pinned, 16, h2d, 1)
+    cudart.cudaMemcpyAsync(back, dev, 16, d2h, 1)
+    out = np.zeros(4, np.float32)
+    ctypes.memmove(out.ctypes.data, back, 16)
+    assert not out.any()  # read before the sync: nothing arrived yet
+    with pytest.raises(AssertionError, match="freed while work on the stream"):
+        cudart.cudaFreeHost(pinned)
+    cudart.cudaStreamSynchronize(1)
+    ctypes.memmove(out.ctypes.data, back, 16)
+    np.testing.assert_array_equal(out, src)
+    with pytest.raises(AssertionError, match="outside a buffer"):
+        cudart.cudaMemcpyAsync(dev + 8, pinned, 16, h2d, 1)
+
+
+def test_row_runs_make_one_copy_per_run_of_rows() -> None:
+    assert tb.row_runs([0, 1, 2]) == [(0, 0, 3)]
+    assert tb.row_runs([1, 2, 5, 6, 7, 0]) == [(1, 0, 2), (5, 2, 3), (0, 5, 1)]
+    assert tb.row_runs([]) == []
 
 
 def _real_cudart() -> Any:

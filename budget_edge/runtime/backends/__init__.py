@@ -1,9 +1,21 @@
 """Inference backends: run one graph of the artifact directory on a batch.
 
-A backend knows nothing about masks or blocks: the runtime asks it to run a
-named graph on host (numpy) inputs and gets host outputs back. Backends import
-their engine (onnxruntime, tensorrt) only when created, so the runtime imports
-with neither installed.
+A backend knows nothing about masks or blocks. The runtime hands it opaque
+tensors that the backend owns (numpy arrays for ONNX Runtime on the CPU,
+device buffers for TensorRT) and asks for the few operations a masked forward
+pass needs, so activations stay where they live between graphs:
+
+    to_device(array)      host array in (once per call: the images, the budgets)
+    run_device(g, ts)     run graph g on backend tensors, outputs stay put
+    take(t, rows)         the rows of t (the images of a batch that keep a block)
+    put(dst, rows, src)   write src into those rows of dst
+    empty(shape)          an uninitialised float32 tensor (the batch's logits)
+    to_host(ts)           back to numpy, with one synchronisation for all of them
+    release()             the call is over: temporary device memory may be reused
+
+`run(g, arrays)` is the host-level shortcut (to_device, run_device, to_host)
+for single graphs. Backends import their engine (onnxruntime, tensorrt) only
+when created, so the runtime imports with neither installed.
 """
 
 from __future__ import annotations
@@ -21,17 +33,71 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 class Backend(Protocol):
-    """What the runtime needs from an inference engine."""
+    """What the runtime needs from an inference engine (see the module docstring)."""
 
     name: str
 
     def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run graph `graph` on float32 host arrays (inputs in manifest order)."""
+        """Run graph `graph` on host arrays (inputs in manifest order); host outputs."""
+        ...
+
+    def run_device(self, graph: str, inputs: Sequence[Any]) -> list[Any]:
+        """Run graph `graph` on backend tensors; its outputs stay backend tensors."""
+        ...
+
+    def to_device(self, array: np.ndarray) -> Any:
+        ...
+
+    def to_host(self, tensors: Sequence[Any]) -> list[np.ndarray]:
+        ...
+
+    def take(self, tensor: Any, rows: np.ndarray) -> Any:
+        ...
+
+    def put(self, dst: Any, rows: np.ndarray, src: Any) -> None:
+        ...
+
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        ...
+
+    def release(self) -> None:
         ...
 
     def close(self) -> None:
         """Release sessions, engines and device memory."""
         ...
+
+
+class HostTensors:
+    """The tensor operations of a backend whose tensors are numpy arrays on the host
+    (ONNX Runtime on the CPU): no copies, no synchronisation. Subclasses define
+    `run`; `run_device` is the same call."""
+
+    name = "host"
+
+    def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run_device(self, graph: str, inputs: Sequence[Any]) -> list[Any]:
+        return self.run(graph, inputs)
+
+    def to_device(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def to_host(self, tensors: Sequence[Any]) -> list[np.ndarray]:
+        return [np.asarray(t, np.float32) for t in tensors]
+
+    def take(self, tensor: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return tensor[rows]
+
+    def put(self, dst: np.ndarray, rows: np.ndarray, src: np.ndarray) -> None:
+        dst[rows] = src
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.empty(shape, np.float32)
+
+    def release(self) -> None:
+        pass
 
 
 def create_backend(name: str, manifest: Manifest, directory: Path, threads: int | None = None,

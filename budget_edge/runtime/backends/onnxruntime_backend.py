@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from budget_edge.errors import BackendError, ManifestError
+from budget_edge.runtime.backends import HostTensors
 from budget_edge.runtime.manifest import Manifest
 
 INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
@@ -125,7 +126,7 @@ def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -
     return so
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(HostTensors):
     """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP)."""
 
     name = "onnxruntime"

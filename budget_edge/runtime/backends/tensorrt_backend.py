@@ -5,22 +5,28 @@ in the manifest's `tensorrt` section with the TensorRT version and GPU that
 built them; an engine only runs on that pairing, so a mismatch is refused
 before anything is deserialised.
 
-Per call: each input is copied to a device buffer sized for the engine's
-largest batch (`context.set_input_shape` gives the dynamic batch), the engine
-runs with `execute_async_v3` on the backend's one CUDA stream, and the outputs
-are copied back. Batches above the engine profile's maximum run in chunks.
-Device memory goes through cuda-python (`cuda.bindings.runtime`, or the older
-`cuda.cudart`). The runtime gathers and scatters images between blocks on the
-host, so every graph call is a host round trip: simple, and the price is a copy
-of each block's activations.
+Activations stay on the GPU. The runtime hands the backend its images once
+(`to_device`: copied into pinned host memory, then one asynchronous upload)
+and works on `DeviceTensor`s from then on: each engine reads its inputs and
+writes its outputs where `set_tensor_address` points (buffers from a pool,
+reused call after call, so consecutive blocks ping-pong between a few
+buffers), the rows of a batch that keep a block are gathered and scattered by
+device-to-device copies (one per run of consecutive rows; a batch that runs
+one graph needs none), and everything is queued on one CUDA stream. Only
+`to_host` synchronises: the runtime calls it for the policy's probabilities
+and for the logits, so an `infer` waits for the GPU at most twice (once with
+an explicit mask). Batches above an engine profile's maximum run in chunks
+that read and write at offsets into the same buffers. Device memory goes
+through cuda-python (`cuda.bindings.runtime`, or the older `cuda.cudart`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -163,12 +169,77 @@ def buffer_nbytes(shape: Sequence[int | str], max_batch: int, itemsize: int) -> 
     return max_batch * math.prod(int(v) for v in shape[1:]) * itemsize
 
 
+def row_runs(rows: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(first row, position in `rows`, length) of each run of consecutive row indices:
+    one copy per run instead of one per row."""
+    runs: list[tuple[int, int, int]] = []
+    for pos, r in enumerate(rows):
+        if runs and r == runs[-1][0] + runs[-1][2] and pos == runs[-1][1] + runs[-1][2]:
+            first, at, length = runs[-1]
+            runs[-1] = (first, at, length + 1)
+        else:
+            runs.append((int(r), pos, 1))
+    return runs
+
+
 def profile_max_batch(profile: Sequence[Any]) -> int:
     """Largest batch of an input's optimisation profile [min, opt, max] (of trt.Dims)."""
     if len(profile) != 3 or len(profile[2]) == 0:
         raise BackendError("the engine has no optimisation profile for its batch axis: "
                            "rebuild the engines with `budget-edge build-engines`")
     return int(profile[2][0])
+
+
+# ---- device memory ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceTensor:
+    """A (batch, ...) tensor in device memory; rows are contiguous (C-order)."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def row_nbytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.row_nbytes
+
+    def at(self, row: int) -> int:
+        return self.ptr + row * self.row_nbytes
+
+
+class _Pool:
+    """Buffers by size, handed out during a call and all returned by `release`:
+    the same few buffers serve every call (no cudaMalloc after the first)."""
+
+    def __init__(self, alloc: Any, free: Any) -> None:
+        self._alloc, self._free = alloc, free
+        self._idle: dict[int, list[int]] = {}
+        self._busy: list[tuple[int, int]] = []
+
+    def get(self, nbytes: int) -> int:
+        nbytes = max(256, -(-nbytes // 256) * 256)  # round up: fewer distinct sizes
+        idle = self._idle.get(nbytes)
+        ptr = idle.pop() if idle else int(cuda_call(self._alloc(nbytes)))
+        self._busy.append((nbytes, ptr))
+        return ptr
+
+    def release(self) -> None:
+        for nbytes, ptr in self._busy:
+            self._idle.setdefault(nbytes, []).append(ptr)
+        self._busy.clear()
+
+    def close(self) -> None:
+        self.release()
+        for ptrs in self._idle.values():
+            for ptr in ptrs:
+                cuda_call(self._free(ptr))
+        self._idle.clear()
 
 
 # ---- the backend --------------------------------------------------------------------
@@ -179,7 +250,6 @@ class _Tensor:
     name: str
     dtype: np.dtype[Any]
     shape: tuple[int, ...]  # without the batch axis
-    device: int  # device pointer
 
 
 @dataclass
@@ -189,13 +259,13 @@ class _Engine:
     inputs: list[_Tensor]
     outputs: list[_Tensor]
     max_batch: int
-    buffers: list[int] = field(default_factory=list)
 
 
 class TensorRTBackend:
     """Runs the artifact's TensorRT engines on the current CUDA device."""
 
     name = "tensorrt"
+    serial = True  # one stream and pooled buffers: the runtime runs one call at a time
 
     def __init__(self, manifest: Manifest, directory: Path) -> None:
         if manifest.tensorrt is None:
@@ -220,9 +290,13 @@ class TensorRTBackend:
         self._runtime: trt.Runtime = trt.Runtime(self._logger)
         self._stream = cuda_call(cudart.cudaStreamCreate())
         self._engines: dict[str, _Engine] = {}
-        # One stream, one context and one set of buffers per engine: calls from
-        # several threads (a server) take turns.
-        self._lock = threading.Lock()
+        self._device = _Pool(cudart.cudaMalloc, cudart.cudaFree)
+        self._pinned = _Pool(cudart.cudaMallocHost, cudart.cudaFreeHost)
+        kinds = cudart.cudaMemcpyKind
+        self._h2d, self._d2h = kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost
+        self._d2d = kinds.cudaMemcpyDeviceToDevice
+        # For `run` and `load` from other threads; `infer` is serialised by the runtime.
+        self._lock = threading.RLock()
 
     def _engine(self, graph: str) -> _Engine:
         entry = self._engines.get(graph)
@@ -247,20 +321,17 @@ class TensorRTBackend:
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         check_io(spec, ins, outs)
         max_batch = profile_max_batch(engine.get_tensor_profile_shape(ins[0], 0))
-        loaded = _Engine(engine, context, [], [], max_batch)
-        shapes = {t.name: t.shape for t in [*spec.inputs, *spec.outputs]}
-        for name in [*ins, *outs]:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            nbytes = buffer_nbytes(shapes[name], max_batch, dtype.itemsize)
-            ptr = int(cuda_call(self._cudart.cudaMalloc(max(nbytes, 1))))
-            loaded.buffers.append(ptr)
-            if not context.set_tensor_address(name, ptr):
-                raise BackendError(f"TensorRT refused the buffer of tensor {name!r} of {graph}")
-            tensor = _Tensor(name, dtype, tuple(int(v) for v in shapes[name][1:]), ptr)
-            (loaded.inputs if name in ins else loaded.outputs).append(tensor)
+        shapes = {t.name: tuple(int(v) for v in t.shape[1:]) for t in [*spec.inputs,
+                                                                        *spec.outputs]}
+
+        def tensor(name: str) -> _Tensor:
+            return _Tensor(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
+                           shapes[name])
+
         order = {t.name: i for i, t in enumerate(spec.outputs)}
-        loaded.outputs.sort(key=lambda t: order[t.name])
-        return loaded
+        return _Engine(engine, context, [tensor(n) for n in ins],
+                       sorted((tensor(n) for n in outs), key=lambda t: order[t.name]),
+                       max_batch)
 
     def load(self, graphs: Sequence[str]) -> None:
         """Deserialise these engines now rather than on first use."""
@@ -268,45 +339,104 @@ class TensorRTBackend:
             for g in graphs:
                 self._engine(g)
 
-    def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        n = int(inputs[0].shape[0])
-        with self._lock:
-            e = self._engine(graph)
-            chunks = [self._run_chunk(graph, e, inputs, start, stop)
-                      for start, stop in batch_chunks(n, e.max_batch)]
-        if len(chunks) == 1:
-            return chunks[0]
-        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+    # ---- tensors on the device ---------------------------------------------------
 
-    def _run_chunk(self, graph: str, e: _Engine, inputs: Sequence[np.ndarray], start: int,
-                   stop: int) -> list[np.ndarray]:
-        cudart = self._cudart
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        staged = []  # host arrays must live until the stream is synchronised
-        for t, arr in zip(e.inputs, inputs, strict=True):
-            host = np.ascontiguousarray(arr[start:stop], dtype=t.dtype)
-            staged.append(host)
-            if not e.context.set_input_shape(t.name, host.shape):
-                raise BackendError(f"engine of {graph} rejects input shape {host.shape}: "
-                                   "rebuild the engines for this input size")
-            cuda_call(cudart.cudaMemcpyAsync(t.device, host.ctypes.data, host.nbytes, h2d,
-                                             self._stream))
-        outs = [np.empty((stop - start, *t.shape), t.dtype) for t in e.outputs]
-        if not e.context.execute_async_v3(int(self._stream)):
-            raise BackendError(f"TensorRT failed to run the engine of {graph}")
-        for t, host in zip(e.outputs, outs, strict=True):
-            cuda_call(cudart.cudaMemcpyAsync(host.ctypes.data, t.device, host.nbytes, d2h,
-                                             self._stream))
-        cuda_call(cudart.cudaStreamSynchronize(self._stream))
-        return [o if o.dtype == np.float32 else o.astype(np.float32) for o in outs]
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> DeviceTensor:
+        dt = np.dtype(dtype)
+        nbytes = math.prod(shape) * dt.itemsize
+        return DeviceTensor(self._device.get(nbytes), tuple(shape), dt)
+
+    def to_device(self, array: np.ndarray) -> DeviceTensor:
+        """Stage in pinned memory and upload asynchronously (the staging buffer stays
+        reserved until `release`, after the synchronisation that follows)."""
+        host = np.ascontiguousarray(array)
+        pinned = self._pinned.get(host.nbytes)
+        ctypes.memmove(pinned, host.ctypes.data, host.nbytes)
+        out = self.empty(host.shape, host.dtype)
+        self._copy(out.ptr, pinned, host.nbytes, self._h2d)
+        return out
+
+    def to_host(self, tensors: Sequence[DeviceTensor]) -> list[np.ndarray]:
+        """Download into pinned memory, synchronise once, copy out as float32."""
+        staged = []
+        for t in tensors:
+            pinned = self._pinned.get(t.nbytes)
+            self._copy(pinned, t.ptr, t.nbytes, self._d2h)
+            staged.append((pinned, t))
+        self.synchronize()
+        out = []
+        for pinned, t in staged:
+            host = np.empty(t.shape, t.dtype)
+            ctypes.memmove(host.ctypes.data, pinned, t.nbytes)
+            out.append(host if host.dtype == np.float32 else host.astype(np.float32))
+        return out
+
+    def take(self, tensor: DeviceTensor, rows: np.ndarray) -> DeviceTensor:
+        """The rows of `tensor`, gathered on the device."""
+        out = self.empty((len(rows), *tensor.shape[1:]), tensor.dtype)
+        for first, at, length in row_runs(rows.tolist()):
+            self._copy(out.at(at), tensor.at(first), length * tensor.row_nbytes, self._d2d)
+        return out
+
+    def put(self, dst: DeviceTensor, rows: np.ndarray, src: DeviceTensor) -> None:
+        """Scatter the rows of `src` into those rows of `dst`, on the device."""
+        for first, at, length in row_runs(rows.tolist()):
+            self._copy(dst.at(first), src.at(at), length * dst.row_nbytes, self._d2d)
+
+    def release(self) -> None:
+        """The call is over (its last `to_host` synchronised): buffers may be reused."""
+        self._device.release()
+        self._pinned.release()
+
+    def synchronize(self) -> None:
+        cuda_call(self._cudart.cudaStreamSynchronize(self._stream))
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
+        if nbytes:
+            cuda_call(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream))
+
+    # ---- running engines -----------------------------------------------------------
+
+    def run_device(self, graph: str, inputs: Sequence[DeviceTensor]) -> list[DeviceTensor]:
+        """Queue the engine on the stream, reading `inputs` in place; outputs in new
+        pooled buffers. Batches above the profile run as chunks at offsets."""
+        e = self._engine(graph)
+        n = inputs[0].shape[0]
+        outs = [self.empty((n, *t.shape), t.dtype) for t in e.outputs]
+        for start, stop in batch_chunks(n, e.max_batch):
+            for t, x in zip(e.inputs, inputs, strict=True):
+                if x.dtype != t.dtype:
+                    raise BackendError(f"engine of {graph} takes {t.dtype} for {t.name!r}, "
+                                       f"given {x.dtype}: rebuild the engines")
+                if not e.context.set_input_shape(t.name, (stop - start, *x.shape[1:])):
+                    raise BackendError(f"engine of {graph} rejects input shape "
+                                       f"{(stop - start, *x.shape[1:])}: rebuild the engines "
+                                       "for this input size")
+                e.context.set_tensor_address(t.name, x.at(start))
+            for t, o in zip(e.outputs, outs, strict=True):
+                e.context.set_tensor_address(t.name, o.at(start))
+            if not e.context.execute_async_v3(int(self._stream)):
+                raise BackendError(f"TensorRT failed to run the engine of {graph}")
+        return outs
+
+    def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Host arrays in, host arrays out: one graph, one synchronisation."""
+        with self._lock:
+            try:
+                expected = [t.dtype for t in self._engine(graph).inputs]
+                staged = [self.to_device(np.asarray(a, dt))
+                          for a, dt in zip(inputs, expected, strict=True)]
+                return self.to_host(self.run_device(graph, staged))
+            finally:
+                self.release()
 
     def close(self) -> None:
         with self._lock:
-            for e in self._engines.values():
-                for ptr in e.buffers:
-                    cuda_call(self._cudart.cudaFree(ptr))
+            if self._stream is not None:
+                self.synchronize()
             self._engines.clear()
+            self._device.close()
+            self._pinned.close()
             if self._stream is not None:
                 cuda_call(self._cudart.cudaStreamDestroy(self._stream))
                 self._stream = None
