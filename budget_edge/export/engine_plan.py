@@ -18,6 +18,7 @@ calibration that an older design relied on.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,6 @@ from budget_edge.runtime.manifest import Manifest, TensorRTSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "engines"
-TIMING_CACHE = "timing.cache"
 # Tuned for batch 1: a device classifies camera frames one by one, and the runtime's
 # gathered sub-batches (the images of a batch that keep a block) are small too.
 DEFAULT_OPT_BATCH = 1
@@ -140,9 +140,11 @@ def engine_file(graph_name: str, precision: str) -> str:
     return f"{ENGINE_DIR}/{precision}/{graph_name}.engine"
 
 
-def timing_cache_file() -> str:
-    """One timing cache per artifact dir, reused by every later build on the same GPU."""
-    return f"{ENGINE_DIR}/{TIMING_CACHE}"
+def timing_cache_file(tensorrt_version: str, gpu: str, compute_capability: str) -> str:
+    """engines/timing-<TensorRT>-<GPU>-sm<cc>.cache: kernel timings are only valid for the
+    TensorRT and GPU that measured them, so another pairing gets its own cache."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", gpu).strip("-").lower() or "gpu"
+    return f"{ENGINE_DIR}/timing-{tensorrt_version}-{slug}-sm{compute_capability}.cache"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ def require_tensorrt() -> ModuleType:
         raise BackendError(f"TensorRT is not installed: {TENSORRT_HINT}") from exc
     if not hasattr(tensorrt, "Builder"):
         raise BackendError(f"only type stubs of TensorRT are installed: {TENSORRT_HINT}")
+    from budget_edge.runtime.backends.tensorrt_backend import check_tensorrt_version
+
+    check_tensorrt_version(str(getattr(tensorrt, "__version__", "")))
     from budget_edge.export import trt_engine
 
     return trt_engine
@@ -73,7 +76,8 @@ def build_engines(
     from budget_edge.export.cuda_device import gpu_info
 
     gpu = gpu_info()
-    cache_path = root / timing_cache_file()
+    cache_path = root / timing_cache_file(trt_engine.tensorrt_version(), gpu.name,
+                                          gpu.compute_capability)
     builder = trt_engine.EngineBuilder(
         settings, cache_path.read_bytes() if cache_path.is_file() else b""
     )

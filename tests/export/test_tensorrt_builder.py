@@ -163,6 +163,15 @@ def test_engines_build_strongly_typed_from_the_precision_set(
     assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == \
         Path(sources.graph("stem").file).name.encode()
     verify_files(root)
+    assert (root / f"engines/timing-{version}-fake-gpu-sm8.7.cache").is_file()
+
+
+def test_unsupported_tensorrt_is_one_line(quantized_for_tensorrt, tmp_path, monkeypatch):
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    _fake(monkeypatch, "8.5.2")
+    with pytest.raises(BackendError, match="TensorRT 8.5.2 is not supported: .*10.3"):
+        build_engines(root, precision="fp32")
 
 
 def test_a_cpu_int8_set_cannot_make_engines(art, tmp_path, monkeypatch):

@@ -102,6 +102,17 @@ def test_missing_tensorrt_names_what_to_install(monkeypatch: pytest.MonkeyPatch)
     assert "pip install tensorrt" in str(tb.tensorrt_unavailable())
 
 
+@pytest.mark.parametrize("version, ok", [("10.3.0.26", True), ("10.13.3", True),
+                                         ("11.4.0.106", True), ("8.5.2.2", False),
+                                         ("10.0.1", False), ("12.0.0", False), ("dev", False)])
+def test_supported_tensorrt_versions(version: str, ok: bool) -> None:
+    if ok:
+        tb.check_tensorrt_version(version)
+    else:
+        with pytest.raises(BackendError, match="TensorRT|version"):
+            tb.check_tensorrt_version(version)
+
+
 def test_stub_only_tensorrt_is_not_mistaken_for_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     """tensorrt-stubs alone makes `import tensorrt` succeed as an empty namespace."""
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))

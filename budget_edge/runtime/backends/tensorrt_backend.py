@@ -55,7 +55,26 @@ def import_tensorrt() -> ModuleType:
     if not hasattr(tensorrt, "Runtime"):
         raise BackendError(f"the installed `tensorrt` has no Runtime (only type stubs?): "
                            f"{INSTALL_HINT}")
+    check_tensorrt_version(str(getattr(tensorrt, "__version__", "")))
     return tensorrt
+
+
+# TensorRT 10.3 is JetPack 6.1/6.2's; 11.x removed the weakly typed API we no longer use.
+SUPPORTED_TENSORRT = ((10, 3), (12, 0))  # [lowest, first unsupported)
+
+
+def check_tensorrt_version(version: str) -> None:
+    """One line for a TensorRT outside 10.3 to 11.x (8.x on JetPack 5, say)."""
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        raise BackendError(f"cannot read the TensorRT version {version!r}: "
+                           f"{INSTALL_HINT}") from None
+    low, high = SUPPORTED_TENSORRT
+    if not low <= (major, minor) < high:
+        raise BackendError(f"TensorRT {version} is not supported: budget-edge runs TensorRT "
+                           "10.3 (JetPack 6.1/6.2) to 11.x; on JetPack 5 (TensorRT 8.5) use "
+                           "backend='onnxruntime', or upgrade to JetPack 6")
 
 
 def import_cudart() -> Any:
