@@ -37,6 +37,7 @@ class FakeCudart:
     def __init__(self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7),
                  devices: int = 1) -> None:
         self.gpu, self.cc, self.devices = gpu, cc, devices
+        self.driver = 12060  # CUDA 12.6, JetPack 6
         self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}  # device memory
         self.pinned: dict[int, ctypes.Array[ctypes.c_char]] = {}  # page-locked host memory
         self.freed: list[int] = []
@@ -46,6 +47,9 @@ class FakeCudart:
 
     def cudaGetDeviceCount(self) -> tuple[int, int]:
         return (0, self.devices)
+
+    def cudaDriverGetVersion(self) -> tuple[int, int]:
+        return (0, self.driver)
 
     def cudaGetDevice(self) -> tuple[int, int]:
         return (0, 0)

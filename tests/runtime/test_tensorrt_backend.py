@@ -309,7 +309,27 @@ def test_tensorrt_refuses_foreign_engines(fake_trt: tuple[Any, FakeCudart, types
     cudart.devices = 0
     with pytest.raises(BackendError, match="no CUDA GPU"):
         BudgetRuntime.load(artifact.path, backend="tensorrt")
-    assert BudgetRuntime.load(artifact.path).backend.name == "onnxruntime"  # auto falls back
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU is visible"):
+        assert BudgetRuntime.load(artifact.path).backend.name == "onnxruntime"  # auto falls back
+
+
+def test_cuda_python_newer_than_the_driver_is_reported(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact, cudart, _ = fake_trt
+    monkeypatch.setattr(tb, "bindings_version", lambda: "13.0.1")
+    with pytest.raises(BackendError, match=r"cuda-python 13.0.1 needs a CUDA 13 driver, but "
+                                           r"this driver supports CUDA 12.6: pip install "
+                                           r"'cuda-python>=12.6,<13'"):
+        BudgetRuntime.load(artifact.path, backend="tensorrt")
+    with pytest.warns(RuntimeWarning, match="TensorRT cannot run here .*cuda-python 13.0.1"):
+        rt = BudgetRuntime.load(artifact.path)  # auto: falls back, but says why
+    assert rt.backend.name == "onnxruntime"
+    monkeypatch.setattr(tb, "bindings_version", lambda: "12.6.2")
+    assert BudgetRuntime.load(artifact.path).backend.name == "tensorrt"
+    cudart.driver = 13000
+    monkeypatch.setattr(tb, "bindings_version", lambda: "13.0.1")
+    assert BudgetRuntime.load(artifact.path).backend.name == "tensorrt"
 
 
 def test_undeserialisable_engine(fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:

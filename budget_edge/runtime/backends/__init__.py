@@ -20,6 +20,7 @@ when created, so the runtime imports with neither installed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,8 +115,13 @@ def create_backend(name: str, manifest: Manifest, directory: Path, threads: int 
         if manifest.tensorrt is not None:
             from budget_edge.runtime.backends.tensorrt_backend import tensorrt_unavailable
 
-            if tensorrt_unavailable() is None:
+            why = tensorrt_unavailable()
+            if why is None:
                 name = "tensorrt"
+            else:  # engines were built for this device: falling back is worth a word
+                warnings.warn(f"the artifact has TensorRT engines but TensorRT cannot run "
+                              f"here ({why}); running the ONNX graphs with ONNX Runtime",
+                              RuntimeWarning, stacklevel=3)
     if name == "tensorrt":
         if manifest.tensorrt is None:
             raise BackendError("this artifact has no TensorRT engines: run `budget-edge "

@@ -89,11 +89,44 @@ def import_cudart() -> Any:
     return cudart
 
 
+def bindings_version() -> str | None:
+    """The installed cuda-python bindings' version (cuda-bindings from 12.6 on)."""
+    from importlib import metadata
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def check_cuda_bindings(cudart: Any, version: str | None) -> None:
+    """cuda-python N talks to a CUDA N driver: a newer major than the driver fails every
+    call, so say so rather than fall back to the CPU without a word."""
+    try:
+        driver = int(cuda_call(cudart.cudaDriverGetVersion()))
+    except (BackendError, AttributeError):
+        return  # no driver to ask: the device count check reports it
+    driver_major, driver_minor = driver // 1000, driver % 1000 // 10
+    try:
+        bindings_major = int(str(version).split(".")[0])
+    except ValueError:
+        return
+    if bindings_major > driver_major:
+        raise BackendError(
+            f"cuda-python {version} needs a CUDA {bindings_major} driver, but this driver "
+            f"supports CUDA {driver_major}.{driver_minor}: pip install "
+            f"'cuda-python>={driver_major}.{min(driver_minor, 6) if driver_major == 12 else 0},"
+            f"<{driver_major + 1}' (or the budget-edge[tensorrt-cu{driver_major}] extra)")
+
+
 def tensorrt_unavailable() -> str | None:
     """Why the TensorRT backend cannot run here, or None when it can."""
     try:
         import_tensorrt()
         cudart = import_cudart()
+        check_cuda_bindings(cudart, bindings_version())
         count = cuda_call(cudart.cudaGetDeviceCount())
     except BackendError as exc:
         return str(exc)
@@ -294,6 +327,7 @@ class TensorRTBackend:
         import tensorrt as trt
 
         self._cudart = cudart = import_cudart()
+        check_cuda_bindings(cudart, bindings_version())
         if not cuda_call(cudart.cudaGetDeviceCount()):
             raise BackendError("no CUDA GPU is visible: use backend='onnxruntime'")
         device = cuda_call(cudart.cudaGetDevice())
