@@ -424,11 +424,11 @@ class TensorRTBackend:
             out.append(host if host.dtype == np.float32 else host.astype(np.float32))
         return out
 
-    def take(self, tensor: DeviceTensor, rows: np.ndarray) -> DeviceTensor:
-        """The rows of `tensor`, gathered on the device."""
-        out = self.empty((len(rows), *tensor.shape[1:]), tensor.dtype)
+    def take(self, source: DeviceTensor, rows: np.ndarray) -> DeviceTensor:
+        """The rows of `source`, gathered on the device."""
+        out = self.empty((len(rows), *source.shape[1:]), source.dtype)
         for first, at, length in row_runs(rows.tolist()):
-            self._copy(out.at(at), tensor.at(first), length * tensor.row_nbytes, self._d2d)
+            self._copy(out.at(at), source.at(first), length * source.row_nbytes, self._d2d)
         return out
 
     def put(self, dst: DeviceTensor, rows: np.ndarray, src: DeviceTensor) -> None:
