@@ -360,7 +360,7 @@ class BudgetRuntime:
                 return out
             if logits is None:
                 logits = be.empty((n, self.num_classes))
-            be.put(logits, np.asarray(rows), out)
+            logits = be.put(logits, np.asarray(rows), out)
         return logits
 
     def _chain(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
@@ -371,7 +371,7 @@ class BudgetRuntime:
         rest = np.arange(n)
         if self._whole:
             t = time.perf_counter()
-            rest = self._run_whole(x, mask, logits)
+            logits, rest = self._run_whole(x, mask, logits)
             latency["hot"] = _ms(t)
         if rest.size == 0:
             return logits
@@ -388,11 +388,11 @@ class BudgetRuntime:
         latency["head"] = _ms(t)
         if rest.size == n:
             return out
-        be.put(logits, rest, out)
-        return logits
+        return be.put(logits, rest, out)
 
-    def _run_whole(self, x: Any, mask: np.ndarray, logits: Any) -> np.ndarray:
-        """Run images whose mask has a whole-mask graph; return the other rows."""
+    def _run_whole(self, x: Any, mask: np.ndarray, logits: Any) -> tuple[Any, np.ndarray]:
+        """Run images whose mask has a whole-mask graph; return the logits and the other
+        rows."""
         n = mask.shape[0]
         groups: dict[str, list[int]] = {}
         rest = []
@@ -404,8 +404,9 @@ class BudgetRuntime:
                 groups.setdefault(graph, []).append(i)
         for graph, rows in groups.items():
             xs = x if len(rows) == n else self.backend.take(x, np.asarray(rows))
-            self.backend.put(logits, np.asarray(rows), self.backend.run_device(graph, [xs])[0])
-        return np.asarray(rest, np.int64)
+            logits = self.backend.put(logits, np.asarray(rows),
+                                      self.backend.run_device(graph, [xs])[0])
+        return logits, np.asarray(rest, np.int64)
 
     def _codes(self, mask: np.ndarray) -> list[list[int]]:
         """Every block's kept-path code for every image: one matmul, then plain lists
@@ -430,9 +431,9 @@ class BudgetRuntime:
             graph = self._graph_for(plan, code)
             r = np.asarray(rows)
             if graph is not None:
-                be.put(out, r, be.run_device(graph, [be.take(h, r)])[0])
-            elif out is not h:  # identity skip on a shape change: the manifest forbids it
-                be.put(out, r, be.take(h, r))
+                out = be.put(out, r, be.run_device(graph, [be.take(h, r)])[0])
+            elif not plan.same_shape:  # identity skip on a shape change: the manifest forbids
+                out = be.put(out, r, be.take(h, r))
         return out
 
     @staticmethod

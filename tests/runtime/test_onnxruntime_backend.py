@@ -95,3 +95,72 @@ def test_input_names_must_match_the_manifest(fresh_artifact: Any) -> None:
     backend = OnnxRuntimeBackend(m, fresh_artifact.path)
     with pytest.raises(ManifestError, match=r"inputs \['x'\] but the manifest says \['image'\]"):
         backend.run("stem", [np.zeros((1, 3, 8, 8), np.float32)])
+
+
+# ---- the IOBinding (device tensor) path, run here on the CPU device --------------------
+
+
+def test_gpu_providers_get_budget_edges_options(tmp_path: Any) -> None:
+    from budget_edge.runtime.backends.onnxruntime_backend import with_options
+
+    got = with_options(["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                       tmp_path)
+    trt, cuda, given, cpu = got
+    assert trt[1]["trt_engine_cache_enable"] and trt[1]["trt_timing_cache_enable"]
+    assert trt[1]["trt_engine_cache_path"] == str(tmp_path / "engines" / "ort-tensorrt")
+    assert cuda == ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC",
+                                              "arena_extend_strategy": "kSameAsRequested"})
+    assert given == ("CUDAExecutionProvider", {"device_id": 1})  # the user's own stay
+    assert cpu == "CPUExecutionProvider"
+
+
+def test_row_graphs_gather_and_scatter() -> None:
+    from budget_edge.runtime.backends.onnxruntime_backend import row_graphs
+
+    gather, scatter = (ort.InferenceSession(m.SerializeToString()) for m in row_graphs())
+    data = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    rows = np.array([3, 1], np.int64)
+    (picked,) = gather.run(None, {"data": data, "rows": rows})
+    np.testing.assert_array_equal(picked, data[[3, 1]])
+    (written,) = scatter.run(None, {"data": data, "rows": rows[:, None], "updates": -picked})
+    want = data.copy()
+    want[[3, 1]] = -picked
+    np.testing.assert_array_equal(written, want)
+
+
+@pytest.mark.parametrize("kind", ["resnet", "resnext"])
+def test_device_tensors_give_the_host_paths_logits(kind: str, tmp_path: Any) -> None:
+    """Every dispatch path (whole-mask graphs, switch graph, block chain with gathered
+    rows, the policy) with OrtValues bound by IOBinding, against the numpy path."""
+    from budget_edge.runtime import BudgetRuntime
+    from budget_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from budget_edge.runtime.manifest import Manifest
+
+    from .conftest import make_net, write_artifact
+
+    net = make_net(kind, channels=1 if kind == "resnext" else 3, seed=2)
+    write_artifact(net, tmp_path, hot=[[1] * 3 + [0] * (net_k(net) - 3)], switch=True)
+    m = Manifest.load(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, *net.input_size)).astype(np.float32)
+    k = m.num_components
+    masks = (rng.random((7, k)) < 0.6).astype(np.uint8)
+    masks[:, 3:8] = np.sort(masks[:, 3:8], axis=1)[:, ::-1] if kind == "resnext" else \
+        masks[:, 3:8]
+    masks[0] = [1] * 3 + [0] * (k - 3)  # the hot policy
+    for dispatch in ("auto", "chain"):
+        host = BudgetRuntime(m, tmp_path, OnnxRuntimeBackend(m, tmp_path, threads=1),
+                             dispatch=dispatch)
+        dev_backend = OnnxRuntimeBackend(m, tmp_path, threads=1, device="cpu")
+        dev = BudgetRuntime(m, tmp_path, dev_backend, dispatch=dispatch)
+        for call in ({"mask": masks}, {"mask": masks[0]}, {"budget": 0.5},
+                     {"mask": np.tile(masks[2], (7, 1))}):
+            a, b = host.infer(x, **call), dev.infer(x, **call)
+            np.testing.assert_allclose(b.logits, a.logits, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(b.mask, a.mask)
+        assert dev_backend._rows is not None  # rows were gathered through the graphs
+
+
+def net_k(net: Any) -> int:
+    return sum(1 if b.kind == "resnet" else b.num_paths for b in net.blocks)

@@ -8,7 +8,8 @@ pass needs, so activations stay where they live between graphs:
     to_device(array)      host array in (once per call: the images, the budgets)
     run_device(g, ts)     run graph g on backend tensors, outputs stay put
     take(t, rows)         the rows of t (the images of a batch that keep a block)
-    put(dst, rows, src)   write src into those rows of dst
+    put(dst, rows, src)   dst with src written into those rows (in place where the
+                          backend can; use the returned tensor)
     empty(shape)          an uninitialised float32 tensor (the batch's logits)
     to_host(ts)           back to numpy, with one synchronisation for all of them
     release()             the call is over: temporary device memory may be reused
@@ -55,7 +56,7 @@ class Backend(Protocol):
     def take(self, tensor: Any, rows: np.ndarray) -> Any:
         ...
 
-    def put(self, dst: Any, rows: np.ndarray, src: Any) -> None:
+    def put(self, dst: Any, rows: np.ndarray, src: Any) -> Any:
         ...
 
     def empty(self, shape: tuple[int, ...]) -> Any:
@@ -91,8 +92,9 @@ class HostTensors:
     def take(self, tensor: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return tensor[rows]
 
-    def put(self, dst: np.ndarray, rows: np.ndarray, src: np.ndarray) -> None:
+    def put(self, dst: np.ndarray, rows: np.ndarray, src: np.ndarray) -> np.ndarray:
         dst[rows] = src
+        return dst
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.empty(shape, np.float32)

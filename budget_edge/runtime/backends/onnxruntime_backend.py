@@ -42,6 +42,37 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+# What a Jetson needs from the GPU providers. CUDA: a heuristic convolution search (the
+# default, exhaustive, re-tunes at every new gathered sub-batch size) and an arena that
+# grows by what is asked (the GPU shares the Jetson's RAM). TensorRT EP: engines and
+# timing caches kept in the artifact dir, so a restart does not rebuild every engine.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+GPU_DEVICE_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def provider_options(name: str, directory: Path) -> dict[str, Any]:
+    """budget-edge's options for a provider given by name only."""
+    if name == "CUDAExecutionProvider":
+        return dict(CUDA_OPTIONS)
+    if name == "TensorrtExecutionProvider":
+        cache = str(directory / "engines" / "ort-tensorrt")
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    return {}
+
+
+def with_options(providers: Sequence[Any], directory: Path) -> list[Any]:
+    """Providers given by name get budget-edge's options; (name, options) stay as given."""
+    out: list[Any] = []
+    for p in providers:
+        if isinstance(p, tuple):
+            out.append(p)
+        else:
+            options = provider_options(p, directory)
+            out.append((p, options) if options else p)
+    return out
+
+
 def choose_providers(available: Sequence[str], requested: Sequence[Any] | None) -> list[Any]:
     """Execution providers for every session; CPU always last as the fallback."""
     if requested is None:
@@ -127,16 +158,28 @@ def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -
 
 
 class OnnxRuntimeBackend(HostTensors):
-    """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP)."""
+    """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP).
+
+    On the CPU its tensors are numpy arrays (HostTensors). With a GPU provider
+    first, they are OrtValues on the GPU, bound to every session with IOBinding,
+    and rows are gathered and scattered there by two tiny graphs (Gather,
+    ScatterND), so activations do not leave the GPU between block sessions.
+    `device` forces that path onto another device ("cpu": the tests run it).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, manifest: Manifest, directory: Path, threads: int | None = None,
-                 providers: Sequence[Any] | None = None) -> None:
+                 providers: Sequence[Any] | None = None, device: str | None = None) -> None:
         self._ort = import_onnxruntime()
         self._manifest = manifest
         self._dir = Path(directory)
-        self.providers = choose_providers(self._ort.get_available_providers(), providers)
+        self.providers = with_options(
+            choose_providers(self._ort.get_available_providers(), providers), self._dir)
+        first = self.providers[0][0] if isinstance(self.providers[0], tuple) \
+            else self.providers[0]
+        self.device = device or ("cuda" if first in GPU_DEVICE_PROVIDERS else None)
+        self._rows: Any = None  # the Gather / ScatterND sessions, made on first use
         shared = SHARED_ARENA and register_shared_arena(self._ort)
         self._options = session_options(self._ort, threads, shared_arena=shared)
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
@@ -179,5 +222,88 @@ class OnnxRuntimeBackend(HostTensors):
         outputs: list[np.ndarray] = sess.run(out_names, dict(zip(in_names, inputs, strict=True)))
         return outputs
 
+    # ---- device tensors (OrtValues bound with IOBinding) when self.device is set ------
+
+    def run_device(self, graph: str, inputs: Sequence[Any]) -> list[Any]:
+        if self.device is None:
+            return self.run(graph, inputs)
+        sess, in_names, out_names = self._session(graph)
+        return self._bound(sess, in_names, out_names, inputs)
+
+    def _bound(self, sess: Any, in_names: list[str], out_names: list[str],
+               inputs: Sequence[Any]) -> list[Any]:
+        binding = sess.io_binding()
+        for name, value in zip(in_names, inputs, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        for name in out_names:
+            binding.bind_output(name, self.device)
+        sess.run_with_iobinding(binding)
+        outputs: list[Any] = binding.get_outputs()
+        return outputs
+
+    def to_device(self, array: np.ndarray) -> Any:
+        if self.device is None:
+            return array
+        return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
+
+    def to_host(self, tensors: Sequence[Any]) -> list[np.ndarray]:
+        if self.device is None:
+            return super().to_host(tensors)
+        return [np.asarray(t.numpy(), np.float32) for t in tensors]
+
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        if self.device is None:
+            return super().empty(shape)
+        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32,
+                                                               self.device)
+
+    def take(self, tensor: Any, rows: np.ndarray) -> Any:
+        if self.device is None:
+            return super().take(tensor, rows)
+        gather, _ = self._row_sessions()
+        index = self.to_device(np.asarray(rows, np.int64))
+        return self._bound(gather, ["data", "rows"], ["out"], [tensor, index])[0]
+
+    def put(self, dst: Any, rows: np.ndarray, src: Any) -> Any:
+        if self.device is None:
+            return super().put(dst, rows, src)
+        _, scatter = self._row_sessions()
+        index = self.to_device(np.asarray(rows, np.int64).reshape(-1, 1))
+        return self._bound(scatter, ["data", "rows", "updates"], ["out"], [dst, index, src])[0]
+
+    def _row_sessions(self) -> tuple[Any, Any]:
+        if self._rows is None:
+            with self._lock:
+                self._rows = tuple(
+                    self._ort.InferenceSession(model.SerializeToString(),
+                                               sess_options=self._options,
+                                               providers=self.providers)
+                    for model in row_graphs())
+        return self._rows
+
     def close(self) -> None:
         self._sessions.clear()
+        self._rows = None
+
+
+def row_graphs() -> tuple[Any, Any]:
+    """Gather rows (data, rows) -> out and ScatterND (data, rows (k, 1), updates) -> out,
+    for float32 tensors of any shape: the device gather and scatter of the IOBinding path."""
+    from onnx import TensorProto, helper
+
+    def graph(name: str, node: Any, inputs: list[Any]) -> Any:
+        out = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
+        model = helper.make_model(helper.make_graph([node], name, inputs, [out]),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+    data = helper.make_tensor_value_info("data", TensorProto.FLOAT, None)
+    updates = helper.make_tensor_value_info("updates", TensorProto.FLOAT, None)
+    gather = graph("gather_rows", helper.make_node("Gather", ["data", "rows"], ["out"], axis=0),
+                   [data, helper.make_tensor_value_info("rows", TensorProto.INT64, ["k"])])
+    scatter = graph("scatter_rows",
+                    helper.make_node("ScatterND", ["data", "rows", "updates"], ["out"]),
+                    [data, helper.make_tensor_value_info("rows", TensorProto.INT64, ["k", 1]),
+                     updates])
+    return gather, scatter

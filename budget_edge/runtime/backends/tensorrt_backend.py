@@ -431,10 +431,11 @@ class TensorRTBackend:
             self._copy(out.at(at), source.at(first), length * source.row_nbytes, self._d2d)
         return out
 
-    def put(self, dst: DeviceTensor, rows: np.ndarray, src: DeviceTensor) -> None:
-        """Scatter the rows of `src` into those rows of `dst`, on the device."""
+    def put(self, dst: DeviceTensor, rows: np.ndarray, src: DeviceTensor) -> DeviceTensor:
+        """Scatter the rows of `src` into those rows of `dst`, on the device (in place)."""
         for first, at, length in row_runs(rows.tolist()):
             self._copy(dst.at(first), src.at(at), length * dst.row_nbytes, self._d2d)
+        return dst
 
     def release(self) -> None:
         """The call is over (its last `to_host` synchronised): buffers may be reused."""
