@@ -164,3 +164,33 @@ def test_device_tensors_give_the_host_paths_logits(kind: str, tmp_path: Any) -> 
 
 def net_k(net: Any) -> int:
     return sum(1 if b.kind == "resnet" else b.num_paths for b in net.blocks)
+
+
+def test_device_tensors_never_come_back_between_stem_and_head(resnet_artifact: Any) -> None:
+    """With IOBinding every graph takes OrtValues, and only the probabilities and the
+    logits are fetched: one host transfer with a mask, two with the policy."""
+    from budget_edge.runtime import BudgetRuntime
+    from budget_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    m, root = resnet_artifact.manifest, resnet_artifact.path
+    backend = OnnxRuntimeBackend(m, root, threads=1, device="cpu")
+    fetched: list[int] = []
+    inner_run, inner_to_host = backend.run_device, backend.to_host
+
+    def run_device(graph: str, inputs: Any) -> Any:
+        assert all(isinstance(t, ort.OrtValue) for t in inputs), graph
+        return inner_run(graph, inputs)
+
+    def to_host(tensors: Any) -> Any:
+        fetched.append(len(tensors))
+        return inner_to_host(tensors)
+
+    backend.run_device = run_device  # type: ignore[method-assign]
+    backend.to_host = to_host  # type: ignore[method-assign]
+    rt = BudgetRuntime(m, root, backend, dispatch="chain")
+    x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    rt.infer(x, mask=np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 0, 1]]))
+    assert fetched == [1]
+    fetched.clear()
+    rt.infer(x, budget=0.5)
+    assert fetched == [1, 1]
