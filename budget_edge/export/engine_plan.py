@@ -189,6 +189,16 @@ def plan_engines(manifest: Manifest, precision: str) -> list[EngineJob]:
     return jobs
 
 
+PREPROCESS = "preprocess"
+
+
+def preprocess_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
+    """The preprocess graph's inputs for this artifact (-1: the batch): its ONNX file
+    leaves height, width and channels symbolic, the engine fixes them."""
+    c, h, w = manifest.preprocessing.input_size
+    return {"pixels": (-1, h, w, c), "scale": (1, c, 1, 1), "shift": (1, c, 1, 1)}
+
+
 def with_engines(
     manifest: Manifest,
     engines: Mapping[str, str],
@@ -196,6 +206,7 @@ def with_engines(
     tensorrt_version: str,
     gpu_name: str,
     compute_capability: str,
+    preprocess: str | None = None,
 ) -> Manifest:
     """A copy of the manifest that lists the engines and what built them.
 
@@ -205,7 +216,7 @@ def with_engines(
     updated = copy.deepcopy(manifest)
     if manifest.tensorrt is not None:
         # Engines of an earlier build are no longer part of the artifact.
-        stale = set(manifest.tensorrt.engines.values())
+        stale = set(manifest.tensorrt.engines.values()) | {manifest.tensorrt.preprocess}
         updated.files = {k: v for k, v in updated.files.items() if k not in stale}
     updated.tensorrt = TensorRTSpec(
         version=tensorrt_version,
@@ -214,5 +225,6 @@ def with_engines(
         max_batch=settings.max_batch,
         engines=dict(engines),
         compute_capability=compute_capability,
+        preprocess=preprocess,
     )
     return updated

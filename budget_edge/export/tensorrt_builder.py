@@ -22,11 +22,16 @@ from types import ModuleType
 
 from budget_edge.errors import BackendError
 from budget_edge.export.engine_plan import (
+    ENGINE_DIR,
+    PREPROCESS,
+    engine_file,
     make_settings,
     plan_engines,
+    preprocess_shapes,
     timing_cache_file,
     with_engines,
 )
+from budget_edge.runtime.device_graphs import PREPROCESS as PREPROCESS_GRAPH
 from budget_edge.runtime.manifest import Manifest, verify_files, write_manifest
 
 # cuda-python 13 needs a CUDA 13 driver; JetPack 6 and most desktops run CUDA 12.
@@ -90,8 +95,18 @@ def build_engines(
         engines[job.graph] = job.engine_file
         if progress is not None:
             progress(job.graph)
+    # uint8 pixels are normalised on the GPU by one more engine (runtime/device_graphs.py).
+    graph_path = root / ENGINE_DIR / f"{PREPROCESS}.onnx"
+    atomic_write_bytes(graph_path, PREPROCESS_GRAPH)
+    preprocess = engine_file(PREPROCESS, settings.precision)
+    atomic_write_bytes(root / preprocess,
+                       builder.build(graph_path, preprocess_shapes(manifest)))
+    atomic_write_bytes(cache_path, builder.timing_cache())
+    graph_path.unlink()
+    if progress is not None:
+        progress(PREPROCESS)
     updated = with_engines(manifest, engines, settings, trt_engine.tensorrt_version(),
-                           gpu.name, gpu.compute_capability)
+                           gpu.name, gpu.compute_capability, preprocess)
     return write_manifest(root, updated)
 
 

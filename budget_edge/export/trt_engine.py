@@ -13,12 +13,18 @@ only where they still exist).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import tensorrt as trt
 
 from budget_edge.errors import BackendError, ConfigError
-from budget_edge.export.engine_plan import BuildSettings, builder_flags, profile_shapes
+from budget_edge.export.engine_plan import (
+    BuildSettings,
+    ProfileShapes,
+    builder_flags,
+    profile_shapes,
+)
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
 
@@ -54,12 +60,16 @@ def _add_profiles(
     config: trt.IBuilderConfig,
     network: trt.INetworkDefinition,
     settings: BuildSettings,
+    shapes_of: Mapping[str, tuple[int, ...]] | None = None,
 ) -> None:
+    """Batch 1..max for every input; `shapes_of` gives the full shape (-1: batch) of
+    inputs whose graph leaves other axes symbolic (the preprocess graph)."""
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shape = _dims(tensor.shape)
-        shapes = profile_shapes(tensor.name, shape, settings)
+        shape = list((shapes_of or {}).get(tensor.name, _dims(tensor.shape)))
+        shapes = profile_shapes(tensor.name, shape, settings) if shape[0] == -1 \
+            else ProfileShapes(tuple(shape), tuple(shape), tuple(shape))
         profile.set_shape(
             tensor.name, trt.Dims(list(shapes.min)), trt.Dims(list(shapes.opt)),
             trt.Dims(list(shapes.max)),
@@ -90,7 +100,8 @@ class EngineBuilder:
             other = "fp32" if precision == "fp16" else "fp16 or fp32"
             raise ConfigError(f"this GPU has no fast {precision}: build with --precision {other}")
 
-    def _config(self, network: trt.INetworkDefinition) -> trt.IBuilderConfig:
+    def _config(self, network: trt.INetworkDefinition,
+                shapes_of: Mapping[str, tuple[int, ...]] | None = None) -> trt.IBuilderConfig:
         config = self._builder.create_builder_config()
         config.set_memory_pool_limit(
             trt.MemoryPoolType.WORKSPACE, self.settings.workspace_mib << 20
@@ -102,7 +113,7 @@ class EngineBuilder:
             flag = getattr(trt.BuilderFlag, name, None)
             if flag is not None:  # a flag a later TensorRT dropped is already off
                 config.clear_flag(flag)
-        _add_profiles(self._builder, config, network, self.settings)
+        _add_profiles(self._builder, config, network, self.settings, shapes_of)
         if not config.set_timing_cache(self._cache, False):
             raise BackendError(
                 "TensorRT rejected the timing cache (built on another GPU or TensorRT?): "
@@ -110,10 +121,11 @@ class EngineBuilder:
             )
         return config
 
-    def build(self, onnx_path: Path) -> bytes:
-        """The serialized engine of one graph."""
+    def build(self, onnx_path: Path,
+              shapes_of: Mapping[str, tuple[int, ...]] | None = None) -> bytes:
+        """The serialized engine of one graph (`shapes_of`: see _add_profiles)."""
         network, _parser = _parse(self._builder, onnx_path)
-        config = self._config(network)
+        config = self._config(network, shapes_of)
         serialized = self._builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendError(

@@ -53,6 +53,29 @@ def prepare_images(images: Any, pre: Preprocessing) -> np.ndarray:
                      "preprocessed NCHW (for example images.astype(np.float32))")
 
 
+def pixels_nhwc(images: Any, pre: Preprocessing) -> np.ndarray | None:
+    """uint8 images checked and viewed as a contiguous NHWC batch (for a backend that
+    normalises on the device), or None when they are not uint8."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        return None
+    c, h, w = pre.input_size
+    x = _uint8_to_nhwc(images, c)
+    if x.shape[1:3] != (h, w):
+        raise InputError(f"images are {x.shape[1]}x{x.shape[2]} pixels but the model takes "
+                         f"{h}x{w}: resize them first")
+    _check_batch(x.shape[0])
+    return np.ascontiguousarray(x)
+
+
+def scale_and_shift(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel / 255 - mean) / std = pixel * scale - shift, each (1, C, 1, 1) float32."""
+    std = np.asarray(pre.std, np.float64)
+    mean = np.asarray(pre.mean, np.float64)
+    shape = (1, len(std), 1, 1)
+    return ((1.0 / (255.0 * std)).astype(np.float32).reshape(shape),
+            (mean / std).astype(np.float32).reshape(shape))
+
+
 def _uint8_to_nhwc(images: np.ndarray, c: int) -> np.ndarray:
     if images.ndim == 4:
         if images.shape[3] != c:

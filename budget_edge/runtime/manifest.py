@@ -34,7 +34,8 @@ Layout of ``manifest.json`` (schema version 1)::
      "files": {"stem.onnx": "<sha256 hex>", ...},
      "tensorrt": null or {"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
                           "precision": "fp16", "max_batch": 8,
-                          "engines": {"stem": "engines/stem.engine", ...}}}
+                          "engines": {"stem": "engines/stem.engine", ...},
+                          "preprocess": "engines/fp16/preprocess.engine" or null}}
 
 Graph conventions (checked by :meth:`Manifest.validate`):
 
@@ -226,6 +227,8 @@ class TensorRTSpec:
     max_batch: int
     engines: dict[str, str]  # graph name -> engine file
     compute_capability: str | None = None
+    # uint8 NHWC pixels -> the normalised image, on the GPU (runtime/device_graphs.py)
+    preprocess: str | None = None
 
 
 @dataclass
@@ -287,6 +290,8 @@ class Manifest:
             out += list(spec.files.values())
         if self.tensorrt is not None:
             out += list(self.tensorrt.engines.values())
+            if self.tensorrt.preprocess is not None:
+                out.append(self.tensorrt.preprocess)
         return out
 
     @property
@@ -668,6 +673,8 @@ def _validate_tensorrt(t: TensorRTSpec, graphs: dict[str, GraphSpec]) -> None:
     for name, path in t.engines.items():
         _check(name in graphs, f"tensorrt.engines[{name!r}]", "names an unknown graph")
         _validate_relpath(path, f"tensorrt.engines[{name!r}]")
+    if t.preprocess is not None:
+        _validate_relpath(t.preprocess, "tensorrt.preprocess")
 
 
 # ---- parsing -----------------------------------------------------------------
@@ -841,6 +848,7 @@ def _parse_tensorrt(d: Any) -> TensorRTSpec:
         max_batch=_req(d, "max_batch", int, w),
         engines=dict(engines),
         compute_capability=_opt(d, "compute_capability", str, w, None),
+        preprocess=_opt(d, "preprocess", str, w, None),
     )
 
 

@@ -103,6 +103,17 @@ class FakeCudart:
     def _inside(table: dict[int, Any], ptr: int, count: int) -> bool:
         return any(base <= ptr and ptr + count <= base + len(buf) for base, buf in table.items())
 
+    def cudaMemcpy(self, dst: int, src: int, count: int, kind: int) -> tuple[int]:
+        """Blocking, from or to pageable host memory too; after the stream's queued work,
+        like the legacy default stream."""
+        device = dst if kind == 1 else src
+        assert self._inside(self.buffers, device, count), "blocking copy outside a buffer"
+        queued, self.queue = self.queue, []
+        for work in queued:
+            work()
+        ctypes.memmove(dst, src, count)
+        return (0,)
+
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int
                         ) -> tuple[int]:
         where = {1: (self.pinned, self.buffers, "h2d"), 2: (self.buffers, self.pinned, "d2h"),
@@ -123,11 +134,12 @@ class FakeCudart:
         self.queue.append(work)
 
     # -- what the stand-in engines use to reach "device" memory
-    def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
+    def read(self, ptr: int, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        dt = np.dtype(dtype)
         count = int(np.prod(shape))
-        assert self._inside(self.buffers, ptr, count * 4), "input read past its buffer"
-        raw = (ctypes.c_float * count).from_address(ptr)
-        return np.ctypeslib.as_array(raw).reshape(shape).copy()
+        assert self._inside(self.buffers, ptr, count * dt.itemsize), "input read past its buffer"
+        raw = (ctypes.c_char * (count * dt.itemsize)).from_address(ptr)
+        return np.frombuffer(bytes(raw), dt).reshape(shape).copy()
 
     def write(self, ptr: int, value: np.ndarray) -> None:
         assert self._inside(self.buffers, ptr, value.nbytes), "output overflow"
@@ -144,8 +156,8 @@ class DeviceMemory:
     def enqueue(self, work: Any) -> None:
         work()
 
-    def read(self, ptr: int, shape: tuple[int, ...]) -> np.ndarray:
-        host = np.empty(shape, np.float32)
+    def read(self, ptr: int, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        host = np.empty(shape, dtype)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         err, *_ = self.cudart.cudaMemcpy(host.ctypes.data, ptr, host.nbytes, kind)
         assert int(err) == 0, err
@@ -167,8 +179,9 @@ class _Context:
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         if shape[0] > self.engine.max_batch or shape[0] < 1:
             return False
-        if tuple(shape[1:]) != self.engine.input_shapes[name]:
-            return False  # only the batch axis is dynamic
+        want = self.engine.input_shapes[name]
+        if any(isinstance(w, int) and w != s for w, s in zip(want, shape[1:], strict=True)):
+            return False  # only the batch axis (and the graph's symbolic axes) may vary
         self.shapes[name] = tuple(shape)
         return True
 
@@ -183,7 +196,8 @@ class _Context:
         addresses, shapes = dict(self.addresses), dict(self.shapes)  # as they are now
 
         def run() -> None:
-            feeds = {name: e.memory.read(addresses[name], shapes[name]) for name in e.inputs}
+            feeds = {name: e.memory.read(addresses[name], shapes[name], e.dtypes[name])
+                     for name in e.inputs}
             outputs = e.session.run(e.outputs, feeds)
             for name, value in zip(e.outputs, outputs, strict=True):
                 e.memory.write(addresses[name], np.ascontiguousarray(value, np.float32))
@@ -199,6 +213,8 @@ class _Engine:
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.input_shapes = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
+        self.dtypes = {i.name: np.uint8 if i.type == "tensor(uint8)" else np.float32
+                       for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.max_batch = int(spec["max_batch"])
         self.onnx = spec["onnx"]
@@ -216,7 +232,7 @@ class _Engine:
         return "INPUT" if name in self.inputs else "OUTPUT"
 
     def get_tensor_dtype(self, name: str) -> str:
-        return "FLOAT"
+        return "UINT8" if self.dtypes.get(name) == np.uint8 else "FLOAT"
 
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
         return [[1], [self.max_batch], [self.max_batch]]
@@ -233,7 +249,7 @@ def make_fake_tensorrt(root: Path, memory: Any, version: str = "10.3.0") -> type
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: {"FLOAT": np.float32}[dtype]  # type: ignore[attr-defined]
+    trt.nptype = lambda dtype: {"FLOAT": np.float32, "UINT8": np.uint8}[dtype]  # type: ignore[attr-defined]
     engines: list[_Engine] = []
     trt.engines = engines  # type: ignore[attr-defined]
 

@@ -115,20 +115,6 @@ def test_gpu_providers_get_budget_edges_options(tmp_path: Any) -> None:
     assert cpu == "CPUExecutionProvider"
 
 
-def test_row_graphs_gather_and_scatter() -> None:
-    from budget_edge.runtime.backends.onnxruntime_backend import row_graphs
-
-    gather, scatter = (ort.InferenceSession(m.SerializeToString()) for m in row_graphs())
-    data = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
-    rows = np.array([3, 1], np.int64)
-    (picked,) = gather.run(None, {"data": data, "rows": rows})
-    np.testing.assert_array_equal(picked, data[[3, 1]])
-    (written,) = scatter.run(None, {"data": data, "rows": rows[:, None], "updates": -picked})
-    want = data.copy()
-    want[[3, 1]] = -picked
-    np.testing.assert_array_equal(written, want)
-
-
 @pytest.mark.parametrize("kind", ["resnet", "resnext"])
 def test_device_tensors_give_the_host_paths_logits(kind: str, tmp_path: Any) -> None:
     """Every dispatch path (whole-mask graphs, switch graph, block chain with gathered
@@ -159,6 +145,10 @@ def test_device_tensors_give_the_host_paths_logits(kind: str, tmp_path: Any) -> 
             a, b = host.infer(x, **call), dev.infer(x, **call)
             np.testing.assert_allclose(b.logits, a.logits, rtol=1e-5, atol=1e-5)
             np.testing.assert_array_equal(b.mask, a.mask)
+        c, h, w = net.input_size
+        pixels = rng.integers(0, 256, (7, h, w, c), np.uint8)  # normalised on the device
+        a, b = host.infer(pixels, mask=masks), dev.infer(pixels, mask=masks)
+        np.testing.assert_allclose(b.logits, a.logits, rtol=1e-5, atol=1e-5)
         assert dev_backend._rows is not None  # rows were gathered through the graphs
 
 

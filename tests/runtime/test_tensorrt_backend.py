@@ -144,8 +144,11 @@ def test_cudart_import_locations(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- the call protocol, with stand-ins for tensorrt and cudart --------------------------
 
 
-def _add_engines(artifact: Any, gpu: str, cc: str) -> None:
-    """An 'engine' (JSON naming the ONNX graph) per graph, max batch 4, in the manifest."""
+def _add_engines(artifact: Any, gpu: str, cc: str, preprocess: bool = True) -> None:
+    """An 'engine' (JSON naming the ONNX graph) per graph, max batch 4, in the manifest;
+    and the preprocess engine that build-engines adds (runtime/device_graphs.py)."""
+    from budget_edge.runtime.device_graphs import PREPROCESS
+
     root = artifact.path
     (root / "engines").mkdir()
     engines = {}
@@ -153,7 +156,13 @@ def _add_engines(artifact: Any, gpu: str, cc: str) -> None:
         path = root / "engines" / f"{g.name}.engine"
         path.write_text(json.dumps({"onnx": g.file, "max_batch": 4}))
         engines[g.name] = f"engines/{g.name}.engine"
-    artifact.manifest.tensorrt = TensorRTSpec("10.3.0", gpu, "fp16", 4, engines, cc)
+    prep = None
+    if preprocess:
+        (root / "engines" / "preprocess.onnx").write_bytes(PREPROCESS)
+        (root / "engines" / "preprocess.engine").write_text(
+            json.dumps({"onnx": "engines/preprocess.onnx", "max_batch": 4}))
+        prep = "engines/preprocess.engine"
+    artifact.manifest.tensorrt = TensorRTSpec("10.3.0", gpu, "fp16", 4, engines, cc, prep)
     write_manifest(root, artifact.manifest)
 
 
@@ -223,6 +232,26 @@ def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.M
     assert c["malloc"] == 0  # the pools serve a repeated call
     _, c = counted(mask=mask[:1], n=1)
     assert c["d2d"] == 0  # batch 1: no gather or scatter
+    rt.close()
+
+
+def test_uint8_pixels_are_normalised_on_the_gpu(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    """uint8 pixels go up as they are (a quarter of the bytes) and the preprocess
+    engine normalises them: the same logits as normalising on the host."""
+    artifact, cudart, trt = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 8, 8, 3), np.uint8)
+    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]],
+                    np.uint8)
+    host = BudgetRuntime.load(artifact.path, backend="onnxruntime").infer(pixels, mask=mask)
+    before = dict(cudart.counts)
+    got = rt.infer(pixels, mask=mask)
+    np.testing.assert_allclose(got.logits, host.logits, atol=1e-4, rtol=1e-4)
+    assert cudart.counts["h2d"] - before["h2d"] == 1 and cudart.counts["sync"] - \
+        before["sync"] == 1
+    prep = next(e for e in trt.engines if e.onnx == "engines/preprocess.onnx")  # type: ignore[attr-defined]
+    assert prep.contexts[0].runs == 2  # 6 images: chunks of 4 and 2
     rt.close()
 
 

@@ -13,6 +13,9 @@ pass needs, so activations stay where they live between graphs:
     empty(shape)          an uninitialised float32 tensor (the batch's logits)
     to_host(ts)           back to numpy, with one synchronisation for all of them
     release()             the call is over: temporary device memory may be reused
+    upload_pixels(u8)     uint8 NHWC pixels normalised where the tensors live (a quarter
+                          of the bytes of float32 to upload), or None: the runtime then
+                          normalises on the host
 
 `run(g, arrays)` is the host-level shortcut (to_device, run_device, to_host)
 for single graphs. Backends import their engine (onnxruntime, tensorrt) only
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from budget_edge.errors import BackendError, ConfigError
-from budget_edge.runtime.manifest import Manifest
+from budget_edge.runtime.manifest import Manifest, Preprocessing
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -63,6 +66,9 @@ class Backend(Protocol):
         ...
 
     def release(self) -> None:
+        ...
+
+    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> Any | None:
         ...
 
     def close(self) -> None:
@@ -101,6 +107,9 @@ class HostTensors:
 
     def release(self) -> None:
         pass
+
+    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> Any | None:
+        return None  # numpy normalises on the host already: nothing to gain
 
 
 def create_backend(name: str, manifest: Manifest, directory: Path, threads: int | None = None,

@@ -18,7 +18,9 @@ import numpy as np
 
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.backends import HostTensors
-from budget_edge.runtime.manifest import Manifest
+from budget_edge.runtime.device_graphs import GATHER_ROWS, PREPROCESS, SCATTER_ROWS
+from budget_edge.runtime.inputs import scale_and_shift
+from budget_edge.runtime.manifest import Manifest, Preprocessing
 
 INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
 # Preferred order when onnxruntime-gpu is installed and `providers` is not given.
@@ -260,50 +262,37 @@ class OnnxRuntimeBackend(HostTensors):
     def take(self, tensor: Any, rows: np.ndarray) -> Any:
         if self.device is None:
             return super().take(tensor, rows)
-        gather, _ = self._row_sessions()
+        gather, _, _ = self._device_sessions()
         index = self.to_device(np.asarray(rows, np.int64))
         return self._bound(gather, ["data", "rows"], ["out"], [tensor, index])[0]
 
     def put(self, dst: Any, rows: np.ndarray, src: Any) -> Any:
         if self.device is None:
             return super().put(dst, rows, src)
-        _, scatter = self._row_sessions()
+        _, scatter, _ = self._device_sessions()
         index = self.to_device(np.asarray(rows, np.int64).reshape(-1, 1))
         return self._bound(scatter, ["data", "rows", "updates"], ["out"], [dst, index, src])[0]
 
-    def _row_sessions(self) -> tuple[Any, Any]:
+    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> Any | None:
+        """uint8 pixels up, normalised by the preprocess graph on the device."""
+        if self.device is None:
+            return None
+        _, _, prep = self._device_sessions()
+        scale, shift = scale_and_shift(pre)
+        values = [self.to_device(pixels), self.to_device(scale), self.to_device(shift)]
+        return self._bound(prep, ["pixels", "scale", "shift"], ["image"], values)[0]
+
+    def _device_sessions(self) -> tuple[Any, Any, Any]:
+        """Gather rows, ScatterND rows and preprocess (runtime/device_graphs.py)."""
         if self._rows is None:
             with self._lock:
                 self._rows = tuple(
-                    self._ort.InferenceSession(model.SerializeToString(),
-                                               sess_options=self._options,
+                    self._ort.InferenceSession(model, sess_options=self._options,
                                                providers=self.providers)
-                    for model in row_graphs())
+                    for model in (GATHER_ROWS, SCATTER_ROWS, PREPROCESS))
         return self._rows
 
     def close(self) -> None:
         self._sessions.clear()
         self._rows = None
 
-
-def row_graphs() -> tuple[Any, Any]:
-    """Gather rows (data, rows) -> out and ScatterND (data, rows (k, 1), updates) -> out,
-    for float32 tensors of any shape: the device gather and scatter of the IOBinding path."""
-    from onnx import TensorProto, helper
-
-    def graph(name: str, node: Any, inputs: list[Any]) -> Any:
-        out = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
-        model = helper.make_model(helper.make_graph([node], name, inputs, [out]),
-                                  opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        return model
-
-    data = helper.make_tensor_value_info("data", TensorProto.FLOAT, None)
-    updates = helper.make_tensor_value_info("updates", TensorProto.FLOAT, None)
-    gather = graph("gather_rows", helper.make_node("Gather", ["data", "rows"], ["out"], axis=0),
-                   [data, helper.make_tensor_value_info("rows", TensorProto.INT64, ["k"])])
-    scatter = graph("scatter_rows",
-                    helper.make_node("ScatterND", ["data", "rows", "updates"], ["out"]),
-                    [data, helper.make_tensor_value_info("rows", TensorProto.INT64, ["k", 1]),
-                     updates])
-    return gather, scatter

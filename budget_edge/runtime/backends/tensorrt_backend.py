@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from budget_edge.errors import BackendError, ManifestError
-from budget_edge.runtime.manifest import GraphSpec, Manifest, TensorRTSpec
+from budget_edge.runtime.inputs import scale_and_shift
+from budget_edge.runtime.manifest import GraphSpec, Manifest, Preprocessing, TensorRTSpec
 
 # cuda-python 13 needs a CUDA 13 driver; JetPack 6 (and most desktops) have CUDA 12.
 INSTALL_HINT = ("pip install tensorrt 'cuda-python>=12,<13' (on a Jetson, TensorRT comes with "
@@ -350,6 +351,9 @@ class TensorRTBackend:
         self._d2d = kinds.cudaMemcpyDeviceToDevice
         # For `run` and `load` from other threads; `infer` is serialised by the runtime.
         self._lock = threading.RLock()
+        # The preprocess engine and its per-channel constants, made on first use.
+        self._prep: tuple[_Engine, int, int] | None = None
+        self._const: list[int] = []
 
     def _engine(self, graph: str) -> _Engine:
         entry = self._engines.get(graph)
@@ -449,6 +453,50 @@ class TensorRTBackend:
         if nbytes:
             cuda_call(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream))
 
+    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> DeviceTensor | None:
+        """uint8 NHWC pixels up (a quarter of float32's bytes), normalised into the NCHW
+        image by the preprocess engine; None when the engines predate it."""
+        spec = self._manifest.tensorrt
+        if spec is None or spec.preprocess is None:
+            return None
+        e, scale, shift = self._preprocess_engine(spec.preprocess, pre)
+        n = pixels.shape[0]
+        c, h, w = pre.input_size
+        src = self.to_device(pixels)
+        out = self.empty((n, c, h, w))
+        for start, stop in batch_chunks(n, e.max_batch):
+            if not e.context.set_input_shape("pixels", (stop - start, h, w, c)):
+                raise BackendError(f"the preprocess engine rejects {(stop - start, h, w, c)} "
+                                   "pixels: rebuild the engines for this input size")
+            e.context.set_tensor_address("pixels", src.at(start))
+            for name, ptr in (("scale", scale), ("shift", shift)):
+                e.context.set_input_shape(name, (1, c, 1, 1))
+                e.context.set_tensor_address(name, ptr)
+            e.context.set_tensor_address("image", out.at(start))
+            if not e.context.execute_async_v3(int(self._stream)):
+                raise BackendError("TensorRT failed to run the preprocess engine")
+        return out
+
+    def _preprocess_engine(self, file: str, pre: Preprocessing) -> tuple[_Engine, int, int]:
+        if self._prep is None:
+            path = self._dir / file
+            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the "
+                                    "engines on this device with `budget-edge build-engines`")
+            max_batch = profile_max_batch(engine.get_tensor_profile_shape("pixels", 0))
+            loaded = _Engine(engine, engine.create_execution_context(), [], [], max_batch)
+            # The constants live as long as the backend: their own buffers, copied once.
+            consts = []
+            for value in scale_and_shift(pre):
+                ptr = int(cuda_call(self._cudart.cudaMalloc(value.nbytes)))
+                self._const.append(ptr)
+                cuda_call(self._cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes,
+                                                  self._h2d))
+                consts.append(ptr)
+            self._prep = (loaded, consts[0], consts[1])
+        return self._prep
+
     # ---- running engines -----------------------------------------------------------
 
     def run_device(self, graph: str, inputs: Sequence[DeviceTensor]) -> list[DeviceTensor]:
@@ -489,6 +537,10 @@ class TensorRTBackend:
             if self._stream is not None:
                 self.synchronize()
             self._engines.clear()
+            self._prep = None
+            for ptr in self._const:
+                cuda_call(self._cudart.cudaFree(ptr))
+            self._const.clear()
             self._device.close()
             self._pinned.close()
             if self._stream is not None:
