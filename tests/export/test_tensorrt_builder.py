@@ -149,8 +149,9 @@ def test_engines_build_strongly_typed_from_the_precision_set(
     manifest = build_engines(root, precision=precision, max_batch=4)
     sources = manifest.for_precision(precision)
     jobs = plan_engines(manifest, precision)
-    assert len(trt.builds) == len(jobs)
-    for (network, config, path), job in zip(trt.builds, jobs, strict=True):
+    assert len(trt.builds) == len(jobs) + 1  # and the preprocess engine, last
+    *graph_builds, (prep_network, prep_config, _) = trt.builds
+    for (network, config, path), job in zip(graph_builds, jobs, strict=True):
         assert network.flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         assert Path(path) == root / sources.graph(job.graph).file  # this precision's graph
         assert not config.flags  # no weakly typed precision flags
@@ -158,7 +159,13 @@ def test_engines_build_strongly_typed_from_the_precision_set(
         (profile,) = config.profiles
         lo, opt, hi = profile.shapes[network.inputs[0].name]
         assert (lo[0], opt[0], hi[0]) == (1, 1, 4)
+    # The preprocess engine: uint8 (batch, 32, 32, 3) pixels, its constants fixed.
+    (profile,) = prep_config.profiles
+    assert profile.shapes["pixels"] == ([1, 32, 32, 3], [1, 32, 32, 3], [4, 32, 32, 3])
+    assert profile.shapes["scale"] == ([1, 3, 1, 1],) * 3
     assert manifest.tensorrt is not None
+    assert manifest.tensorrt.preprocess == f"engines/{precision}/preprocess.engine"
+    assert not (root / "engines" / "preprocess.onnx").exists()
     assert (manifest.tensorrt.version, manifest.tensorrt.precision) == (version, precision)
     assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == \
         Path(sources.graph("stem").file).name.encode()
