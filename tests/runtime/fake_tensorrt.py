@@ -142,6 +142,7 @@ class FakeCudart:
         return np.frombuffer(bytes(raw), dt).reshape(shape).copy()
 
     def write(self, ptr: int, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value)  # the bytes in C order, whatever the strides
         assert self._inside(self.buffers, ptr, value.nbytes), "output overflow"
         ctypes.memmove(ptr, value.ctypes.data, value.nbytes)
 

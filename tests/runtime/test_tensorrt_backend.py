@@ -421,3 +421,23 @@ def test_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
     assert any("removed_api.py" in ln and "execute_async_v2" in ln for ln in lines), out.stdout
     assert not [ln for ln in lines if "tensorrt_backend.py" in ln or "trt_engine.py" in ln], \
         out.stdout
+
+
+def test_the_gpu_data_path_script_runs_dry(tmp_path: Path) -> None:
+    """benchmarks/gpu_data_path.py on the host-memory stand-in: the logits match numpy
+    and the counts hold; on a GPU the same script runs NVRTC kernels instead."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_data_path.py"
+    out = subprocess.run([sys.executable, str(script), "--dry-run", "--calls", "2",
+                          "--batches", "1,5", "--out", str(tmp_path / "dry")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "dry.json").read_text())["rows"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["max_abs_error"] < 1e-4, row
+        syncs = 1 if row["mode"] == "mask" else 2
+        assert row["per_infer"]["sync"] == syncs and row["per_infer"]["d2h"] == syncs
+        if row["batch"] == 1:
+            assert row["per_infer"]["d2d"] == 0  # one image: no gather or scatter
+        elif row["mode"] == "mask":
+            assert row["per_infer"]["d2d"] > 0  # a mask per image: rows gathered
