@@ -255,6 +255,25 @@ def test_uint8_pixels_are_normalised_on_the_gpu(
     rt.close()
 
 
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
+def test_the_same_backend_runs_on_tensorrt_10_and_11(
+        fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """The runtime calls exist in both (test_tensorrt_names.py); engines say which built them."""
+    root = fresh_artifact.path
+    _add_engines(fresh_artifact, "Fake GPU", "8.7")
+    spec = fresh_artifact.manifest.tensorrt
+    spec.version = version
+    write_manifest(root, fresh_artifact.manifest)
+    cudart = FakeCudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt(root, cudart, version))
+    monkeypatch.setattr(tb, "import_cudart", lambda: cudart)
+    with BudgetRuntime.load(root, backend="tensorrt") as rt:
+        x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+        got = rt.infer(x, mask=[1, 0, 1]).logits
+    np.testing.assert_allclose(got, fresh_artifact.net.np_forward(x, np.array([[1, 0, 1]] * 3)),
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_wrong_image_size_is_refused_by_the_engine(
         fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
     artifact, _, _ = fake_trt
