@@ -38,8 +38,11 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check budget_edge tests benchmarks
+	$(VENV)/bin/ruff check budget_edge tests benchmarks tools
 	$(VENV)/bin/mypy budget_edge
+	# tensorrt-stubs ship no py.typed: this test checks the TensorRT modules against a
+	# repaired copy of them (and that a removed TensorRT call is caught).
+	$(PY) -m pytest -q tests/runtime/test_tensorrt_backend.py::test_typechecks_against_tensorrt_stubs tests/runtime/test_tensorrt_names.py
 	$(VENV)/bin/vermin -q -t=3.10- --no-tips --violations budget_edge
 
 clean:
