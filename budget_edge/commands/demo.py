@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from budget_edge.errors import ConfigError
+from budget_edge.errors import BudgetEdgeError, ConfigError
 
 DEMO_BUDGETS = "0.25,0.5,0.75,1.0"
 
@@ -104,6 +104,18 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
     ]
 
 
+def _still_done(stage: Stage) -> bool:
+    """A re-export drops the artifact's int8 set, so quantize's marker alone is not enough."""
+    if stage.name != "quantize":
+        return True
+    from budget_edge.runtime.manifest import Manifest
+
+    try:
+        return "int8" in Manifest.load(Path(stage.args[1])).precisions
+    except BudgetEdgeError:
+        return False
+
+
 def run_stage(stage: Stage) -> None:
     """Run one subcommand in-process; user errors propagate to the CLI's handler."""
     from budget_edge.cli import cli
@@ -152,7 +164,7 @@ def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: 
     (out / "demo.json").write_text(f'{{"preset": "{preset}", "backbone": "{backbone}"}}\n')
     start = time.perf_counter()
     for stage in stages:
-        if stage.done_marker.exists():
+        if stage.done_marker.exists() and _still_done(stage):
             click.echo(f"== {stage.name}: done already ({stage.done_marker}), skipped")
             continue
         run_stage(stage)

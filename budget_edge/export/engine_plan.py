@@ -92,7 +92,7 @@ def engine_graphs(manifest: Manifest, precision: str) -> Manifest:
         raise ConfigError(f"{precision} engines build from the artifact's {precision} graphs, "
                           f"and it has none: run `budget-edge quantize DIR --precision "
                           f"{precision}{hint}` first (on the workstation)")
-    if precision == "int8" and spec.recipe.get("target") != "tensorrt":
+    if precision == "int8" and spec.recipe.get("activations") != "int8 symmetric":
         raise ConfigError("the artifact's int8 graphs were made for the CPU (uint8 activations, "
                           "which TensorRT cannot read): run `budget-edge quantize DIR "
                           "--precision int8 --target tensorrt --calib-data DATA` again")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +54,12 @@ from budget_edge.export.onnx_export import (
     save_model,
     tensor_specs,
 )
+from budget_edge.export.quantize import QUANTIZED_DIR
 from budget_edge.export.switch_graph import switch_graph
 from budget_edge.models.backbone import Backbone, ResidualBlock
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     BlockSpec,
     ComponentSpec,
@@ -351,12 +354,14 @@ def _prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a directory")
-    ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR}
+    ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
     if foreign:
         raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
                           "give a new or empty directory, or a previous export to overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    # The previous export's quantized sets belong to its graphs: quantize again.
+    shutil.rmtree(out / QUANTIZED_DIR, ignore_errors=True)
     return out
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from budget_edge.errors import BackendError, ConfigError
+from budget_edge.errors import BackendError, BudgetEdgeError, ConfigError
 from budget_edge.export.path_calibration import (
     DEFAULT_BUDGETS,
     DEFAULT_MAX_ROWS,
@@ -52,6 +52,7 @@ from budget_edge.runtime.manifest import (
     QUANTIZED_PRECISIONS,
     Manifest,
     PrecisionSpec,
+    artifact_lock,
     verify_files,
     write_manifest,
 )
@@ -126,15 +127,25 @@ def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
     docstring. images: int8 calibration images (uint8 NHWC pixels or preprocessed
     float32 NCHW) instead of reading `settings.calib_data`. Returns the manifest."""
     settings.check(has_images=images is not None)
-    say = progress or (lambda _msg: None)
     root = Path(directory)
+    Manifest.load(root)  # a clear error for a missing or broken artifact, before the lock
+    with artifact_lock(root):
+        return _quantize(root, settings, progress or (lambda _msg: None), images)
+
+
+def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
+              images: np.ndarray | None) -> Manifest:
     manifest = verify_files(root)  # quantizing graphs that changed would hide the change
     onnx, ort = _import_tools()
     _remove_orphans(root, manifest)
     token = secrets.token_hex(4)
     rel_dir = f"{QUANTIZED_DIR}/{settings.precision}-{token}"
     out_dir = root / rel_dir
-    out_dir.mkdir(parents=True)
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise BackendError(f"cannot write {out_dir} ({exc.strerror}): quantize needs a "
+                           "writable artifact directory") from exc
     try:
         if settings.precision == "fp16":
             models, recipe = _fp16_set(manifest, root, say)
@@ -159,7 +170,15 @@ def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
             gone = set(old.files.values())
             manifest.files = {k: v for k, v in manifest.files.items() if k not in gone}
         manifest.precisions[settings.precision] = PrecisionSpec(files, recipe)
+        _drop_stale_engines(manifest, settings.precision)
         manifest = write_manifest(root, manifest)
+    except BudgetEdgeError:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    except Exception as exc:  # the converter's or quantizer's own errors: one line
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise BackendError(f"quantizing to {settings.precision} failed ({type(exc).__name__}: "
+                           f"{exc}); the artifact is unchanged") from exc
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -168,6 +187,16 @@ def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
             if folder != Path(rel_dir):
                 shutil.rmtree(root / folder, ignore_errors=True)
     return manifest
+
+
+def _drop_stale_engines(manifest: Manifest, precision: str) -> None:
+    """TensorRT engines built from the set being replaced no longer match it: unlist them
+    (build-engines makes them again from the new graphs)."""
+    trt = manifest.tensorrt
+    if trt is not None and trt.precision == precision:
+        stale = set(trt.engines.values()) | {trt.preprocess}
+        manifest.files = {k: v for k, v in manifest.files.items() if k not in stale}
+        manifest.tensorrt = None
 
 
 def set_sizes(manifest: Manifest, directory: str | Path) -> dict[str, int]:

@@ -24,6 +24,7 @@ from budget_edge.errors import BackendError
 from budget_edge.export.engine_plan import (
     ENGINE_DIR,
     PREPROCESS,
+    BuildSettings,
     engine_file,
     make_settings,
     plan_engines,
@@ -32,7 +33,7 @@ from budget_edge.export.engine_plan import (
     with_engines,
 )
 from budget_edge.runtime.device_graphs import PREPROCESS as PREPROCESS_GRAPH
-from budget_edge.runtime.manifest import Manifest, verify_files, write_manifest
+from budget_edge.runtime.manifest import Manifest, artifact_lock, verify_files, write_manifest
 
 # cuda-python 13 needs a CUDA 13 driver; JetPack 6 and most desktops run CUDA 12.
 TENSORRT_HINT = (
@@ -75,6 +76,12 @@ def build_engines(
     """Build every engine of an artifact dir; return the updated manifest."""
     settings = make_settings(precision, max_batch, workspace_mib, opt_batch)
     root = Path(artifact_dir)
+    Manifest.load(root)  # a clear error for a missing or broken artifact, before the lock
+    with artifact_lock(root):
+        return _build(root, settings, progress)
+
+
+def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Manifest:
     manifest = verify_files(root)  # never build from a damaged graph
     jobs = plan_engines(manifest, settings.precision)  # the precision's graphs must exist
     trt_engine = require_tensorrt()

@@ -77,6 +77,7 @@ a multi-path block always needs one, since it gives ReLU(shortcut(x) + BN(0))).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -85,7 +86,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ from budget_edge.errors import ConfigError, ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"  # held by commands that rewrite an artifact (artifact_lock)
 BATCH_AXIS = "batch"
 DTYPES = ("float32", "float16")
 # Control inputs (the switch graph's per-block codes) are int64 with a fixed shape.
@@ -632,6 +634,11 @@ def _validate_static_masks(m: Manifest) -> None:
 
 def _validate_precisions(m: Manifest) -> None:
     fp32_files = {g.file for g in m.graphs}
+    if m.tensorrt is not None:  # engines are not graphs either
+        fp32_files |= set(m.tensorrt.engines.values())
+        if m.tensorrt.preprocess is not None:
+            fp32_files.add(m.tensorrt.preprocess)
+    seen: set[str] = set()
     names = {g.name for g in m.graphs}
     for precision, spec in m.precisions.items():
         where = f"precisions[{precision!r}]"
@@ -641,8 +648,9 @@ def _validate_precisions(m: Manifest) -> None:
                "must name a file for every graph of `graphs`, and nothing else")
         for name, path in spec.files.items():
             _validate_relpath(path, f"{where}.files[{name!r}]")
-            _check(path not in fp32_files, f"{where}.files[{name!r}]",
-                   "is an fp32 graph's file")
+            _check(path not in fp32_files and path not in seen, f"{where}.files[{name!r}]",
+                   "is a file of another graph set or engine")
+        seen |= set(spec.files.values())
         _check(len(set(spec.files.values())) == len(spec.files), f"{where}.files",
                "names one file for two graphs")
 
@@ -901,6 +909,30 @@ def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Man
     manifest.validate()
     atomic_write_text(root / MANIFEST_NAME, manifest.to_json())
     return manifest
+
+
+@contextlib.contextmanager
+def artifact_lock(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the artifact's lock while a command rewrites it (quantize, build-engines,
+    static masks): two writers would each read the manifest, then the last to write
+    would drop the other's entries, and one could delete the other's new folder."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ManifestError(f"{directory} is being written by another budget-edge "
+                                "command (quantize or build-engines): wait for it, then run "
+                                "again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -165,8 +165,10 @@ class BudgetRuntime:
                                   "engines carry their own precision (build-engines "
                                   "--precision): load them with precision='fp32'")
             backend = "onnxruntime"
-        return cls(chosen, root, create_backend(backend, chosen, root, threads, providers),
-                   precision=precision, dispatch=dispatch)
+        made = create_backend(backend, chosen, root, threads, providers)
+        if made.name == "tensorrt" and manifest.tensorrt is not None:
+            precision = manifest.tensorrt.precision  # what runs is what the engines are
+        return cls(chosen, root, made, precision=precision, dispatch=dispatch)
 
     # ---- facts ------------------------------------------------------------------
 
@@ -322,7 +324,8 @@ class BudgetRuntime:
             return self.backend.run(name, [x])[0]
 
     def close(self) -> None:
-        self.backend.close()
+        with self._lock:  # not while a call is using the backend's buffers
+            self.backend.close()
 
     def __enter__(self) -> BudgetRuntime:
         return self

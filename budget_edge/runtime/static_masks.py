@@ -29,6 +29,7 @@ from budget_edge.runtime.manifest import (
     Manifest,
     StaticMaskSpec,
     StaticMasksSpec,
+    artifact_lock,
     write_manifest,
 )
 from budget_edge.runtime.runtime import BudgetRuntime
@@ -102,13 +103,14 @@ def attach_static_masks(directory: str | os.PathLike[str], images: np.ndarray,
                         progress: Progress | None = None) -> Manifest:
     """Search the artifact's best static masks and record them in its manifest, so the
     runtime can run `policy="static"`. `source` says which images (never the test set)."""
-    with BudgetRuntime.load(directory, backend="onnxruntime", threads=threads) as rt:
-        found = search_static_masks(rt, images, labels, progress=progress)
-        manifest = rt.manifest
-    manifest.static_masks = StaticMasksSpec(
-        source=f"{source}, greedy backward elimination",
-        masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found])
-    return write_manifest(Path(directory), manifest)
+    with artifact_lock(directory):
+        with BudgetRuntime.load(directory, backend="onnxruntime", threads=threads) as rt:
+            found = search_static_masks(rt, images, labels, progress=progress)
+            manifest = rt.manifest
+        manifest.static_masks = StaticMasksSpec(
+            source=f"{source}, greedy backward elimination",
+            masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found])
+        return write_manifest(Path(directory), manifest)
 
 
 def from_manifest(rt: BudgetRuntime) -> list[StaticMask]:

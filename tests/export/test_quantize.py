@@ -203,3 +203,56 @@ def test_tensorrt_target_uses_symmetric_int8_activations(art: dict[str, Any],
     assert zero_points  # int32 for biases, int8 for weights and activations: never uint8
     assert all(t.data_type != onnx.TensorProto.UINT8 for t in zero_points)
     assert all(not onnx.numpy_helper.to_array(t).any() for t in zero_points)
+
+
+def test_a_second_writer_waits_its_turn(art: dict[str, Any], tmp_path: Path) -> None:
+    from budget_edge.runtime.manifest import artifact_lock
+
+    out = _copy(art, tmp_path)
+    with artifact_lock(out):  # another quantize or build-engines is writing
+        with pytest.raises(ManifestError, match="being written by another budget-edge"):
+            quantize_artifact(out, QuantizeSettings("fp16"))
+    quantize_artifact(out, QuantizeSettings("fp16"))  # free again
+
+
+def test_a_quantizer_failure_is_one_line_and_changes_nothing(
+        art: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime.transformers.float16 as float16
+
+    out = _copy(art, tmp_path)
+    before = (out / "manifest.json").read_text()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("unsupported op")
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", broken)
+    with pytest.raises(BackendError, match="quantizing to fp16 failed .*ValueError: unsupported "
+                                           "op.*the artifact is unchanged"):
+        quantize_artifact(out, QuantizeSettings("fp16"))
+    assert (out / "manifest.json").read_text() == before
+    assert list((out / "quantized").iterdir()) == []
+
+
+def test_requantizing_unlists_the_engines_built_from_the_old_set(art: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    from budget_edge.runtime.manifest import TensorRTSpec, write_manifest
+
+    out = _copy(art, tmp_path)
+    m = quantize_artifact(out, QuantizeSettings("fp16"))
+    (out / "engines").mkdir()
+    (out / "engines" / "stem.engine").write_bytes(b"built from the old fp16 stem")
+    m.tensorrt = TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "engines/stem.engine"})
+    write_manifest(out, m)
+    m = quantize_artifact(out, QuantizeSettings("fp16"))
+    assert m.tensorrt is None and "engines/stem.engine" not in m.files
+    BudgetRuntime.load(out).close()
+
+
+def test_exporting_again_drops_the_old_quantized_sets(art: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    from budget_edge.export.exporter import _prepare_out_dir
+
+    out = _copy(art, tmp_path)
+    quantize_artifact(out, QuantizeSettings("fp16"))
+    _prepare_out_dir(out)  # what export does first: a previous export is ours to replace
+    assert not (out / "quantized").exists()

@@ -460,3 +460,35 @@ def test_the_gpu_data_path_script_runs_dry(tmp_path: Path) -> None:
             assert row["per_infer"]["d2d"] == 0  # one image: no gather or scatter
         elif row["mode"] == "mask":
             assert row["per_infer"]["d2d"] > 0  # a mask per image: rows gathered
+
+
+def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> None:
+    live: dict[int, int] = {}
+    counter = iter(range(1, 1000))
+
+    def alloc(n: int) -> tuple[int, int]:
+        ptr = next(counter) * 1 << 32
+        live[ptr] = n
+        return (0, ptr)
+
+    def free(ptr: int) -> tuple[int]:
+        del live[ptr]
+        return (0,)
+
+    pool = tb._Pool(alloc, free, keep_bytes=4096)
+    a = pool.get(1000)
+    assert live[a] == 1024  # power-of-two classes
+    pool.release()
+    assert pool.get(700) == a  # same class: reused, no allocation
+    big = pool.get(1 << 20)  # one huge batch
+    pool.release()
+    assert big not in live and a in live  # idle memory trimmed to keep_bytes, largest first
+    pool.close()
+    assert not live
+
+
+def test_the_precision_that_runs_is_the_engines(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    artifact, _, _ = fake_trt
+    with BudgetRuntime.load(artifact.path) as rt:  # auto: the engines run
+        assert (rt.backend.name, rt.precision) == ("tensorrt", "fp16")

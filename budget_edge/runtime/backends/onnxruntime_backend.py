@@ -182,6 +182,7 @@ class OnnxRuntimeBackend(HostTensors):
             else self.providers[0]
         self.device = device or ("cuda" if first in GPU_DEVICE_PROVIDERS else None)
         self._rows: Any = None  # the Gather / ScatterND sessions, made on first use
+        self._constants: tuple[Any, ...] | None = None  # preprocess scale and shift
         shared = SHARED_ARENA and register_shared_arena(self._ort)
         self._options = session_options(self._ort, threads, shared_arena=shared)
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
@@ -278,8 +279,9 @@ class OnnxRuntimeBackend(HostTensors):
         if self.device is None:
             return None
         _, _, prep = self._device_sessions()
-        scale, shift = scale_and_shift(pre)
-        values = [self.to_device(pixels), self.to_device(scale), self.to_device(shift)]
+        if self._constants is None:  # on the device once, for every call
+            self._constants = tuple(self.to_device(v) for v in scale_and_shift(pre))
+        values = [self.to_device(pixels), *self._constants]
         return self._bound(prep, ["pixels", "scale", "shift"], ["image"], values)[0]
 
     def _device_sessions(self) -> tuple[Any, Any, Any]:

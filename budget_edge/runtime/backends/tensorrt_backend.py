@@ -6,17 +6,22 @@ built them; an engine only runs on that pairing, so a mismatch is refused
 before anything is deserialised.
 
 Activations stay on the GPU. The runtime hands the backend its images once
-(`to_device`: copied into pinned host memory, then one asynchronous upload)
-and works on `DeviceTensor`s from then on: each engine reads its inputs and
-writes its outputs where `set_tensor_address` points (buffers from a pool,
-reused call after call, so consecutive blocks ping-pong between a few
-buffers), the rows of a batch that keep a block are gathered and scattered by
+(`to_device`: copied into pinned host memory, then one asynchronous upload;
+uint8 pixels are normalised there by the preprocess engine) and works on
+`DeviceTensor`s from then on: each engine reads its inputs and writes its
+outputs where `set_tensor_address` points (buffers from a pool in power-of-two
+size classes, reused call after call, so once every size class has been seen
+no call allocates), the rows of a batch that keep a block are gathered and scattered by
 device-to-device copies (one per run of consecutive rows; a batch that runs
 one graph needs none), and everything is queued on one CUDA stream. Only
 `to_host` synchronises: the runtime calls it for the policy's probabilities
 and for the logits, so an `infer` waits for the GPU at most twice (once with
-an explicit mask). Batches above an engine profile's maximum run in chunks
-that read and write at offsets into the same buffers. Device memory goes
+an explicit mask; the first call also copies the preprocess constants with a
+blocking copy). The parts of `latency_ms` (stem, blocks, head) time how long
+the work takes to queue, not to run: the GPU's time shows in the call's
+total, and in `policy` when the probabilities are waited for. Batches above an
+engine profile's maximum run in chunks that read and write at offsets into
+the same buffers. Device memory goes
 through cuda-python (`cuda.bindings.runtime`, or the older `cuda.cudart`).
 """
 
@@ -267,25 +272,33 @@ class DeviceTensor:
 
 
 class _Pool:
-    """Buffers by size, handed out during a call and all returned by `release`:
-    the same few buffers serve every call (no cudaMalloc after the first)."""
+    """Buffers in power-of-two size classes, handed out during a call and all returned
+    by `release`; the idle ones serve the next calls. Idle memory above `keep_bytes`
+    (after one huge batch, say) is freed, largest first: on a Jetson the GPU shares
+    the RAM."""
 
-    def __init__(self, alloc: Any, free: Any) -> None:
+    def __init__(self, alloc: Any, free: Any, keep_bytes: int = 256 << 20) -> None:
         self._alloc, self._free = alloc, free
+        self.keep_bytes = keep_bytes
         self._idle: dict[int, list[int]] = {}
         self._busy: list[tuple[int, int]] = []
 
     def get(self, nbytes: int) -> int:
-        nbytes = max(256, -(-nbytes // 256) * 256)  # round up: fewer distinct sizes
-        idle = self._idle.get(nbytes)
-        ptr = idle.pop() if idle else int(cuda_call(self._alloc(nbytes)))
-        self._busy.append((nbytes, ptr))
+        size = 1 << max(8, (max(nbytes, 1) - 1).bit_length())  # 256 B, 512 B, ... classes
+        idle = self._idle.get(size)
+        ptr = idle.pop() if idle else int(cuda_call(self._alloc(size)))
+        self._busy.append((size, ptr))
         return ptr
 
     def release(self) -> None:
-        for nbytes, ptr in self._busy:
-            self._idle.setdefault(nbytes, []).append(ptr)
+        for size, ptr in self._busy:
+            self._idle.setdefault(size, []).append(ptr)
         self._busy.clear()
+        idle = sum(size * len(ptrs) for size, ptrs in self._idle.items())
+        for size in sorted(self._idle, reverse=True):
+            while self._idle[size] and idle > self.keep_bytes:
+                cuda_call(self._free(self._idle[size].pop()))
+                idle -= size
 
     def close(self) -> None:
         self.release()
