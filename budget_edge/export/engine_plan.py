@@ -132,12 +132,10 @@ def profile_shapes(name: str, shape: Sequence[int], settings: BuildSettings) -> 
     )
 
 
-def engine_file(graph_name: str, precision: str) -> str:
-    """engines/<precision>/<graph name>.engine, relative to the artifact dir.
-
-    One folder per precision so fp16 and int8 engines can sit side by side.
-    """
-    return f"{ENGINE_DIR}/{precision}/{graph_name}.engine"
+def engine_file(graph_name: str, precision: str, folder: str | None = None) -> str:
+    """<folder>/<graph name>.engine, relative to the artifact dir; the folder defaults to
+    engines/<precision> (build-engines gives each build its own, see tensorrt_builder)."""
+    return f"{folder or f'{ENGINE_DIR}/{precision}'}/{graph_name}.engine"
 
 
 def timing_cache_file(tensorrt_version: str, gpu: str, compute_capability: str) -> str:
@@ -159,14 +157,15 @@ class EngineJob:
     block: int = -1
 
 
-def plan_engines(manifest: Manifest, precision: str) -> list[EngineJob]:
+def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
+                 ) -> list[EngineJob]:
     """One engine per graph, in chain order: stem, each block's variants and skip,
     head, then policy, full and the hot-policy graphs; each from the graph set of
     `precision` (see engine_graphs)."""
     files = {g.name: g.file for g in engine_graphs(manifest, precision).graphs}
 
     def job(name: str, role: str, block: int = -1) -> EngineJob:
-        return EngineJob(name, files[name], engine_file(name, precision), role, block)
+        return EngineJob(name, files[name], engine_file(name, precision, folder), role, block)
 
     jobs = [job(str(manifest.roles["stem"]), "stem")]
     for block in manifest.blocks:

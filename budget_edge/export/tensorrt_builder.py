@@ -16,9 +16,12 @@ only here, so everything else in budget-edge works without TensorRT.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from budget_edge.errors import BackendError
 from budget_edge.export.engine_plan import (
@@ -82,8 +85,11 @@ def build_engines(
 
 
 def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Manifest:
+    """Build into a fresh folder engines/<precision>-<token>/, then point the manifest at
+    it and delete the engines it replaces: a failed build leaves the artifact as it was."""
     manifest = verify_files(root)  # never build from a damaged graph
-    jobs = plan_engines(manifest, settings.precision)  # the precision's graphs must exist
+    folder = f"{ENGINE_DIR}/{settings.precision}-{secrets.token_hex(4)}"
+    jobs = plan_engines(manifest, settings.precision, folder)  # the set must exist
     trt_engine = require_tensorrt()
     from budget_edge.export.cuda_device import gpu_info
 
@@ -93,6 +99,25 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
     builder = trt_engine.EngineBuilder(
         settings, cache_path.read_bytes() if cache_path.is_file() else b""
     )
+    try:
+        updated = _build_into(root, manifest, settings, jobs, folder, builder, cache_path,
+                              progress, (trt_engine.tensorrt_version(), gpu))
+        updated = write_manifest(root, updated)
+    except BaseException:
+        shutil.rmtree(root / folder, ignore_errors=True)
+        raise
+    old = manifest.tensorrt
+    if old is not None:  # the manifest no longer names them
+        for stale in {Path(f).parent for f in [*old.engines.values(), old.preprocess] if f}:
+            if stale != Path(folder):
+                shutil.rmtree(root / stale, ignore_errors=True)
+    return updated
+
+
+def _build_into(root: Path, manifest: Manifest, settings: BuildSettings, jobs: list[Any],
+                folder: str, builder: Any, cache_path: Path, progress: Progress | None,
+                made_by: tuple[str, Any]) -> Manifest:
+    """Every engine, then the preprocess engine, into `folder`; the manifest to write."""
     engines: dict[str, str] = {}
     for job in jobs:
         engine = builder.build(root / job.onnx_file)
@@ -103,18 +128,18 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
         if progress is not None:
             progress(job.graph)
     # uint8 pixels are normalised on the GPU by one more engine (runtime/device_graphs.py).
-    graph_path = root / ENGINE_DIR / f"{PREPROCESS}.onnx"
+    graph_path = root / folder / f"{PREPROCESS}.onnx"
     atomic_write_bytes(graph_path, PREPROCESS_GRAPH)
-    preprocess = engine_file(PREPROCESS, settings.precision)
+    preprocess = engine_file(PREPROCESS, settings.precision, folder)
     atomic_write_bytes(root / preprocess,
                        builder.build(graph_path, preprocess_shapes(manifest)))
     atomic_write_bytes(cache_path, builder.timing_cache())
     graph_path.unlink()
     if progress is not None:
         progress(PREPROCESS)
-    updated = with_engines(manifest, engines, settings, trt_engine.tensorrt_version(),
-                           gpu.name, gpu.compute_capability, preprocess)
-    return write_manifest(root, updated)
+    version, gpu = made_by
+    return with_engines(manifest, engines, settings, version, gpu.name, gpu.compute_capability,
+                        preprocess)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

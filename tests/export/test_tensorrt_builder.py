@@ -164,13 +164,42 @@ def test_engines_build_strongly_typed_from_the_precision_set(
     assert profile.shapes["pixels"] == ([1, 32, 32, 3], [1, 32, 32, 3], [4, 32, 32, 3])
     assert profile.shapes["scale"] == ([1, 3, 1, 1],) * 3
     assert manifest.tensorrt is not None
-    assert manifest.tensorrt.preprocess == f"engines/{precision}/preprocess.engine"
-    assert not (root / "engines" / "preprocess.onnx").exists()
+    folder = Path(manifest.tensorrt.preprocess).parent
+    assert folder.name.startswith(f"{precision}-")  # each build its own folder
+    assert {str(Path(f).parent) for f in manifest.tensorrt.engines.values()} == {str(folder)}
+    assert not list((root / folder).glob("*.onnx"))
     assert (manifest.tensorrt.version, manifest.tensorrt.precision) == (version, precision)
     assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == \
         Path(sources.graph("stem").file).name.encode()
     verify_files(root)
     assert (root / f"engines/timing-{version}-fake-gpu-sm8.7.cache").is_file()
+
+
+def test_a_failed_build_leaves_the_artifact_as_it_was(quantized_for_tensorrt, tmp_path,
+                                                      monkeypatch):
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    trt = _fake(monkeypatch, "11.4.0")
+    first = build_engines(root, precision="fp32")
+    before = (root / "manifest.json").read_text()
+    builds = len(trt.builds)
+    original = trt.Builder.build_serialized_network
+
+    def fails_on_the_fifth(self, network, config):
+        return None if len(trt.builds) == builds + 4 else original(self, network, config)
+
+    monkeypatch.setattr(trt.Builder, "build_serialized_network", fails_on_the_fifth)
+    with pytest.raises(BackendError, match="TensorRT failed to build"):
+        build_engines(root, precision="fp32")
+    assert (root / "manifest.json").read_text() == before
+    assert sorted(p.name for p in (root / "engines").iterdir() if p.is_dir()) == [
+        Path(first.tensorrt.preprocess).parent.name]
+    verify_files(root)  # the earlier engines are intact
+    monkeypatch.setattr(trt.Builder, "build_serialized_network", original)
+    second = build_engines(root, precision="fp32")
+    assert not (root / Path(first.tensorrt.preprocess).parent).exists()  # replaced, then gone
+    verify_files(root)
+    assert second.tensorrt.engines != first.tensorrt.engines
 
 
 def test_unsupported_tensorrt_is_one_line(quantized_for_tensorrt, tmp_path, monkeypatch):
