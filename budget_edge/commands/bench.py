@@ -48,7 +48,7 @@ def _command_line(ctx: click.Context) -> str:
                                       "round(c K) most probable components.")
 @click.option("--cap", type=click.Choice(["none", "components", "flops"]), default="none",
               show_default=True, help="Make the budget a hard ceiling on components or FLOPs.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of random pixels and sampled masks.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write CSV here.")

@@ -65,6 +65,8 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
     budget_list = parse_budgets(budgets)  # fail on a typo before loading anything
     if val_size < 1 or batch_size < 1 or latency_images < 0:
         raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for the reports")
     loaded = load_checkpoint(checkpoint)
     if loaded.agent is None:
         raise CheckpointError(
@@ -77,6 +79,10 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
         raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
     test = load_arrays(name, data_dir, "test").subset(limit)
     train = load_arrays(name, data_dir, "train")
+    if val_size >= len(train.images):
+        raise ConfigError(f"--val-size {val_size} is not smaller than the {len(train.images)} "
+                          f"training images of {name}: the static baselines are searched on "
+                          "the split's tail, so pass a smaller --val-size")
     check_data_fits(test.info, loaded.backbone)
     val = ImageArrays(train.images[-val_size:], train.labels[-val_size:], train.info)
     mean, std = preprocessing_of(loaded.meta, test.info)

@@ -153,6 +153,8 @@ def command(
         raise ConfigError(f"--workers must be >= 0, got {workers}")
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {threads}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for the run")
     config = PretrainConfig(**settings)
     config.check()
     ctx = click.get_current_context()

@@ -80,6 +80,8 @@ def command(checkpoint: Path | None, out: Path, resume: bool, preset: str | None
     from budget_edge.errors import ConfigError
     from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config, train_budgetnet
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for the run")
     config = None
     overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
     if resume:

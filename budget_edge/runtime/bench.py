@@ -42,6 +42,8 @@ from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
 from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_accuracy
 
 RANDOM_DATA = "random"
+MAX_BATCH = 4096  # a timing batch beyond this is a typo, and would exhaust memory first
+MAX_BUDGETS = 1000  # a start:stop:step list beyond this is a typo (0:1:1e-9, say)
 DEFAULT_RANDOM_IMAGES = 256
 MAX_POOL_BATCHES = 64  # distinct batches timed per row; more calls cycle through them
 POLICY_BUDGET = 1.0  # the policy's cost does not depend on the budget value
@@ -61,6 +63,9 @@ def parse_budgets(text: str) -> list[float]:
             if not step > 0 or start > stop:
                 raise ValueError
             count = int(math.floor((stop - start) / step + 1e-6)) + 1
+            if count > MAX_BUDGETS:
+                raise ConfigError(f"--budgets {text!r} makes {count} budgets; at most "
+                                  f"{MAX_BUDGETS}: use a larger step")
             budgets = [round(start + i * step, 10) for i in range(count)]
         else:
             budgets = [float(p) for p in text.split(",")]
@@ -84,6 +89,9 @@ def parse_batches(text: str) -> list[int]:
                           "list of whole numbers, such as 1,8") from None
     if any(b < 1 for b in batches):
         raise ConfigError(f"--batch {text!r}: every batch size must be at least 1")
+    if any(b > MAX_BATCH for b in batches):
+        raise ConfigError(f"--batch {text!r}: batch sizes above {MAX_BATCH} are not timed "
+                          "(the batches would not fit in memory)")
     return list(dict.fromkeys(batches))
 
 

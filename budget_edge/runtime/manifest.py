@@ -411,6 +411,10 @@ def _validate_preprocessing(p: Preprocessing) -> None:
     _check(all(math.isfinite(v) for v in p.mean), "preprocessing.mean", "must be finite")
     _check(all(math.isfinite(s) and s > 0 for s in p.std), "preprocessing.std",
            "must be positive and finite")
+    # pixel / 255 / std: a tiny std turns every pixel into inf (std 1e-300 did)
+    _check(all(s >= 1e-6 for s in p.std), "preprocessing.std",
+           "must be at least 1e-6 (a pixel divided by it must stay finite)")
+    _check(all(abs(v) <= 1e6 for v in p.mean), "preprocessing.mean", "must lie in [-1e6, 1e6]")
 
 
 def _validate_tensor(t: TensorSpec, where: str) -> None:
@@ -655,8 +659,16 @@ def _validate_precisions(m: Manifest) -> None:
                "names one file for two graphs")
 
 
+# FLOPs are summed in int64 per image: keep totals far from its 9.2e18 limit (a real
+# model is under 1e13; 4.15e19 once wrapped round to 4.6e18 without a word).
+MAX_FLOPS = 1 << 53
+
+
 def _validate_flops(m: Manifest) -> None:
     _check(m.flops.stem >= 0 and m.flops.head >= 0, "flops", "must not be negative")
+    _check(all(c.flops >= 0 for c in m.components), "components.flops", "must not be negative")
+    _check(m.full_flops + (m.flops.policy or 0) < MAX_FLOPS, "flops",
+           f"total {m.full_flops:.3g}, is not a model's FLOPs (at most 2**53)")
     has_policy = m.roles.get("policy") is not None
     _check((m.flops.policy is not None) == has_policy, "flops.policy",
            "must be given exactly when there is a policy graph")

@@ -236,6 +236,14 @@ class BudgetRuntime:
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
+        bad = ~np.isfinite(logits).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise InputError(
+                f"the model gave non-finite logits for image(s) {rows[:5].tolist()}"
+                f"{' ...' if rows.size > 5 else ''}: float32 images must be preprocessed "
+                "(about -10..10 after normalisation); pass uint8 pixels to let the runtime "
+                "normalise them")
         latency["total"] = _ms(t_start)
         flops = self._base_flops + run_mask.astype(np.int64) @ self._comp_flops
         return InferResult(

@@ -77,6 +77,8 @@ def test_missing_artifact_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ("--batch", "1,x", "not understood"),
     ("--batch", "0", "at least 1"),
     ("--iterations", "0", "--iterations"),
+    ("--batch", "10000000", "above 4096"),
+    ("--budgets", "0:1:1e-9", "at most 1000"),
 ])
 def test_bad_options_fail_before_loading(artifact: Path, option: str, value: str, match: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,6 +97,11 @@ def test_report_folder_missing_fails_before_timing(artifact: Path, tmp_path: Pat
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["bench", str(artifact), "--json", str(tmp_path / "no" / "b.json")], capsys)
     assert "does not exist" in err
+
+
+def test_a_negative_seed_is_a_usage_error(artifact: Path) -> None:
+    result = CliRunner().invoke(cli_module.cli, ["bench", str(artifact), "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output
 
 
 def test_unknown_cap_is_a_usage_error(artifact: Path) -> None:

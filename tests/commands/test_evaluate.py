@@ -99,3 +99,18 @@ def test_zoo_models_are_points_of_the_sweep(data: Path, tmp_path: Path,
     code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(out),
                         "--zoo", str(tmp_path / "none.pt")], capsys)
     assert code == 2 and err.startswith("error: ")
+
+
+def test_out_and_val_size_are_checked_before_the_sweep(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    (tmp_path / "taken").write_text("a file")
+    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out",
+                        str(tmp_path / "taken")], capsys)
+    assert code == 2 and err == f"error: --out {tmp_path / 'taken'} is a file: give a folder " \
+        "for the reports\n"
+    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "o"),
+                        "--val-size", str(10**9)], capsys)
+    assert code == 2 and "--val-size 1000000000 is not smaller than the 40 training" in err
+    assert err.count("\n") == 1

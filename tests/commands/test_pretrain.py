@@ -101,6 +101,13 @@ def test_user_errors_print_one_line_and_exit_2(
     assert stderr.count("\n") == 1
 
 
+def test_out_must_not_be_a_file(fmnist: Path, tmp_path: Path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    code, _, stderr = cli(tiny(fmnist, tmp_path / "taken"), capsys)
+    assert code == 2
+    assert stderr == f"error: --out {tmp_path / 'taken'} is a file: give a folder for the run\n"
+
+
 def test_resume_with_another_backbone_is_refused(fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert cli(tiny(fmnist, out), capsys)[0] == 0

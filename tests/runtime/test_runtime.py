@@ -374,3 +374,13 @@ def test_chain_dispatch_calls_a_graph_per_block(resnet_artifact: Any) -> None:
     np.testing.assert_allclose(c.logits, a.logits, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="dispatch 'fast' is not one of"):
         BudgetRuntime.load(resnet_artifact.path, dispatch="fast")
+
+
+def test_non_finite_logits_are_an_error_not_an_answer(resnet_artifact: Any) -> None:
+    """Finite float32 inputs far outside a normalised range overflow inside the model."""
+    with BudgetRuntime.load(resnet_artifact.path, threads=1) as rt:
+        x = np.zeros((3, 3, 8, 8), np.float32)
+        x[1] = 3e38
+        with pytest.raises(InputError, match=r"non-finite logits for image\(s\) \[1\]"):
+            rt.infer(x, mask=[1, 1, 1])
+        rt.infer(x[[0, 2]], mask=[1, 1, 1])  # the others are fine
