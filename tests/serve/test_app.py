@@ -135,6 +135,17 @@ def test_bad_budget_gets_400(served: Served, rng: np.random.Generator) -> None:
     assert_error(response, 400, "budget 3 is outside [0, 1]")
 
 
+def test_inputs_that_overflow_the_model_get_400(served: Served) -> None:
+    """Finite FP32 values of 3e38 make non-finite logits: the client's input, not a 500."""
+    c, h, w = served.input_size
+    tensor = {"name": "INPUT", "datatype": "FP32", "shape": [1, c, h, w],
+              "data": [3e38] * (c * h * w)}
+    response = infer_json(served.url, served.name, {"inputs": [tensor],
+                                                    "parameters": {"budget": 0.5}})
+    assert_error(response, 400, "non-finite logits")
+    assert request(served.url, "GET", "/v2/health/live").status == 200
+
+
 @pytest.fixture(scope="module")
 def small_server(tiny_artifact: Path) -> Any:
     """A server that takes bodies of at most 4096 bytes."""
