@@ -191,7 +191,24 @@ def load_state(
             f"{tuple(own[key].shape)} ({len(wrong)} tensor(s) mis-shaped); the file may be "
             "damaged or from a different model"
         )
+    _check_values(state, own, what, path)
     module.load_state_dict({**own, **state}, strict=True)
+
+
+def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str,
+                  path: PathLike) -> None:
+    """Weights of the module's own kind of number, and finite: load_state_dict would cast
+    int64 weights silently, and NaN weights make every answer NaN."""
+    for key, value in state.items():
+        want = own[key]
+        if want.is_floating_point() != value.is_floating_point():
+            raise CheckpointError(
+                f"{path}: {what} tensor {key!r} is {value.dtype}, expected {want.dtype}; the "
+                "file is damaged or not a checkpoint of this model")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{path}: {what} tensor {key!r} holds NaN or inf; the training that wrote it "
+                "diverged, or the file is damaged")
 
 
 def _few(keys: list[str], limit: int = 4) -> str:

@@ -248,6 +248,22 @@ def test_wrong_tensor_shape(tmp_path: Path, pair: Pair) -> None:
         load_checkpoint(resave(tmp_path, payload))
 
 
+def test_integer_weights_are_refused_not_cast(tmp_path: Path, pair: Pair) -> None:
+    payload = saved_payload(tmp_path, pair)
+    weight = payload["backbone"]["state_dict"]["layer2.0.conv1.weight"]
+    payload["backbone"]["state_dict"]["layer2.0.conv1.weight"] = weight.to(torch.int64)
+    with pytest.raises(CheckpointError, match=r"'layer2.0.conv1.weight' is torch.int64, "
+                                              r"expected torch.float32"):
+        load_checkpoint(resave(tmp_path, payload))
+
+
+def test_nan_weights_are_refused(tmp_path: Path, pair: Pair) -> None:
+    payload = saved_payload(tmp_path, pair)
+    payload["backbone"]["state_dict"]["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"'layer2.0.conv1.weight' holds NaN or inf"):
+        load_checkpoint(resave(tmp_path, payload))
+
+
 def test_missing_and_unexpected_keys(tmp_path: Path, pair: Pair) -> None:
     payload = saved_payload(tmp_path, pair)
     state = payload["agent"]["state_dict"]
