@@ -69,6 +69,7 @@ from budget_edge.runtime.manifest import (
     Manifest,
     Preprocessing,
     VariantSpec,
+    check_preprocessing,
     write_manifest,
 )
 
@@ -157,6 +158,7 @@ def export_checkpoint(
     net = copy.deepcopy(loaded.backbone).eval()
     agent = None if loaded.agent is None else copy.deepcopy(loaded.agent).eval()
     preprocessing = _preprocessing(loaded.meta, net)
+    check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
     hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing)
     out = _prepare_out_dir(out_dir)

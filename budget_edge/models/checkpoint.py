@@ -155,7 +155,17 @@ def _build(converted: Converted, name: str, path: PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(backbone, agent, converted.meta, name, converted.train_state)
 
 
+# A model's sizes come from the file: bound them before anything is allocated
+# (num_classes = 10**7 once took 2.7 GB before the shape error).
+MAX_SIZE = 100_000
+
+
 def _build_module(builder: Any, config: dict[str, Any], what: str, path: PathLike) -> nn.Module:
+    huge = {k: v for k, v in config.items()
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SIZE}
+    if huge:
+        raise CheckpointError(f"{path}: the {what} config asks for {huge}, beyond any model "
+                              f"here (at most {MAX_SIZE}); the file is damaged or not ours")
     try:
         return builder(**config)
     except (BudgetEdgeError, TypeError, ValueError) as exc:

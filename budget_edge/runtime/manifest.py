@@ -399,6 +399,12 @@ def _check(ok: bool, where: str, problem: str) -> None:
                             "(or fix the exporter that wrote it)")
 
 
+def check_preprocessing(p: Preprocessing) -> None:
+    """The rules `Manifest.validate` applies to preprocessing, for an exporter to check
+    before it writes anything."""
+    _validate_preprocessing(p)
+
+
 def _validate_preprocessing(p: Preprocessing) -> None:
     _check(p.layout == "NCHW", "preprocessing.layout", f"is {p.layout!r}, expected 'NCHW'")
     _check(len(p.input_size) == 3 and all(isinstance(v, int) and v > 0 for v in p.input_size),

@@ -79,6 +79,27 @@ def test_preprocessing_size_must_match_the_backbone(tmp_path):
         export_checkpoint(loaded(meta=meta), tmp_path)
 
 
+@pytest.mark.parametrize("std", [float("nan"), 1e-300])
+def test_preprocessing_that_cannot_work_is_refused_before_any_graph(tmp_path, std):
+    from budget_edge.errors import ManifestError
+
+    meta = {"preprocessing": {"mean": [0.5] * 3, "std": [std, 0.25, 0.25],
+                              "input_size": [3, 32, 32]}}
+    with pytest.raises(ManifestError, match="preprocessing.std"):
+        export_checkpoint(loaded(meta=meta), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_asking_for_millions_of_classes_is_refused(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "r.pt", build_backbone("resnet8"))
+    payload = torch.load(path, weights_only=True)
+    payload["backbone"]["config"]["num_classes"] = 10**7
+    torch.save(payload, tmp_path / "huge.pt")
+    with pytest.raises(CheckpointError, match="num_classes.*beyond any model"):
+        load_checkpoint(tmp_path / "huge.pt")
+
+
 def test_class_names_must_match_the_classes(tmp_path):
     with pytest.raises(ConfigError, match="3 class names"):
         export_checkpoint(loaded(), tmp_path, class_names=["a", "b", "c"])

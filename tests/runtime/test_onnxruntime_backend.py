@@ -184,3 +184,15 @@ def test_device_tensors_never_come_back_between_stem_and_head(resnet_artifact: A
     fetched.clear()
     rt.infer(x, budget=0.5)
     assert fetched == [1, 1]
+
+
+def test_onnxruntime_telemetry_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from budget_edge.runtime.backends.onnxruntime_backend import import_onnxruntime
+
+    calls: list[str] = []
+    fake = types.ModuleType("onnxruntime")
+    fake.disable_telemetry_events = lambda: calls.append("off")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    assert import_onnxruntime() is fake and calls == ["off"]

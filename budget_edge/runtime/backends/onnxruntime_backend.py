@@ -41,6 +41,8 @@ def import_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise BackendError(f"ONNX Runtime is not installed: {INSTALL_HINT}") from exc
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()  # a device sends nothing anywhere
     return onnxruntime
 
 
