@@ -898,14 +898,39 @@ def verify_files(directory: str | os.PathLike[str], manifest: Manifest | None = 
     manifest = Manifest.load(directory) if manifest is None else manifest
     root = Path(directory)
     for name, digest in manifest.files.items():
-        path = root / name
-        if not path.is_file():
-            raise ManifestError(f"{name} is listed in the manifest but missing from {root}: "
-                                "copy the whole artifact directory, or export again")
+        path = artifact_file(root, name)
         if sha256_file(path) != digest:
             raise ManifestError(f"{name} in {root} does not match its SHA-256 in the manifest "
                                 "(corrupted, truncated or edited): copy it again or re-export")
     return manifest
+
+
+def artifact_file(root: Path, name: str) -> Path:
+    """The path of a listed file: a plain file inside the artifact, never a symbolic link
+    (one pointing at /etc/hostname was once read and hashed as a graph)."""
+    path = root
+    linked = False
+    for part in Path(name).parts:  # the file and every folder between it and the root
+        path = path / part
+        linked = linked or path.is_symlink()
+    if linked:
+        raise ManifestError(f"{name} in {root} is a symbolic link: an artifact holds its own "
+                            "files; copy them in (cp -L) instead of linking")
+    if not path.is_file():
+        raise ManifestError(f"{name} is listed in the manifest but missing from {root}: "
+                            "copy the whole artifact directory, or export again")
+    return path
+
+
+def read_checked(root: Path, manifest: Manifest, name: str) -> bytes:
+    """A listed file's bytes, checked against its SHA-256 as they are read: the bytes that
+    run are the bytes that were checked, even if the file changes after loading."""
+    data = artifact_file(root, name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.files.get(name):
+        raise ManifestError(f"{name} in {root} changed since the artifact was loaded (its "
+                            "SHA-256 no longer matches the manifest): copy it again or "
+                            "re-export, then load again")
+    return data
 
 
 def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Manifest:

@@ -384,3 +384,23 @@ def test_non_finite_logits_are_an_error_not_an_answer(resnet_artifact: Any) -> N
         with pytest.raises(InputError, match=r"non-finite logits for image\(s\) \[1\]"):
             rt.infer(x, mask=[1, 1, 1])
         rt.infer(x[[0, 2]], mask=[1, 1, 1])  # the others are fine
+
+
+def test_a_graph_replaced_after_loading_does_not_run(fresh_artifact: Any) -> None:
+    """Sessions open on first use, from the bytes checked against the manifest then."""
+    root = fresh_artifact.path
+    rt = BudgetRuntime.load(root, threads=1)
+    (root / "head.onnx").write_bytes((root / "stem.onnx").read_bytes())  # swapped behind it
+    with pytest.raises(ManifestError, match="head.onnx .*changed since the artifact was loaded"):
+        rt.infer(np.zeros((1, 3, 8, 8), np.float32), mask=[1, 0, 1])
+    rt.close()
+
+
+def test_symbolic_links_in_an_artifact_are_refused(fresh_artifact: Any, tmp_path: Path) -> None:
+    root = fresh_artifact.path
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.onnx"
+    outside.write_bytes((root / "head.onnx").read_bytes())
+    (root / "head.onnx").unlink()
+    (root / "head.onnx").symlink_to(outside)
+    with pytest.raises(ManifestError, match="head.onnx .*is a symbolic link"):
+        BudgetRuntime.load(root)

@@ -20,7 +20,7 @@ from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.backends import HostTensors
 from budget_edge.runtime.device_graphs import GATHER_ROWS, PREPROCESS, SCATTER_ROWS
 from budget_edge.runtime.inputs import scale_and_shift
-from budget_edge.runtime.manifest import Manifest, Preprocessing
+from budget_edge.runtime.manifest import Manifest, Preprocessing, read_checked
 
 INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
 # Preferred order when onnxruntime-gpu is installed and `providers` is not given.
@@ -202,8 +202,9 @@ class OnnxRuntimeBackend(HostTensors):
         if entry is None:
             spec = self._manifest.graph(graph)
             path = self._dir / spec.file
+            model = read_checked(self._dir, self._manifest, spec.file)
             try:
-                sess = self._ort.InferenceSession(str(path), sess_options=self._options,
+                sess = self._ort.InferenceSession(model, sess_options=self._options,
                                                   providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ManifestError(f"ONNX Runtime cannot load graph {graph!r} from {path} "

@@ -40,7 +40,13 @@ import numpy as np
 
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.inputs import scale_and_shift
-from budget_edge.runtime.manifest import GraphSpec, Manifest, Preprocessing, TensorRTSpec
+from budget_edge.runtime.manifest import (
+    GraphSpec,
+    Manifest,
+    Preprocessing,
+    TensorRTSpec,
+    read_checked,
+)
 
 # cuda-python 13 needs a CUDA 13 driver; JetPack 6 (and most desktops) have CUDA 12.
 INSTALL_HINT = ("pip install tensorrt 'cuda-python>=12,<13' (on a Jetson, TensorRT comes with "
@@ -380,8 +386,10 @@ class TensorRTBackend:
 
         assert self._manifest.tensorrt is not None
         spec = self._manifest.graph(graph)
-        path = self._dir / self._manifest.tensorrt.engines[graph]
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        file = self._manifest.tensorrt.engines[graph]
+        path = self._dir / file
+        engine = self._runtime.deserialize_cuda_engine(
+            read_checked(self._dir, self._manifest, file))
         if engine is None:
             raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the engines "
                                 "on this device with `budget-edge build-engines`")
@@ -493,7 +501,8 @@ class TensorRTBackend:
     def _preprocess_engine(self, file: str, pre: Preprocessing) -> tuple[_Engine, int, int]:
         if self._prep is None:
             path = self._dir / file
-            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            engine = self._runtime.deserialize_cuda_engine(
+                read_checked(self._dir, self._manifest, file))
             if engine is None:
                 raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the "
                                     "engines on this device with `budget-edge build-engines`")
