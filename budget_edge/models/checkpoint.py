@@ -36,6 +36,7 @@ from budget_edge.models.checkpoint_formats import (
     Converted,
     detect,
     known_formats,
+    state_digest,
 )
 from budget_edge.models.registry import build_backbone
 
@@ -266,7 +267,7 @@ def _module_entry(module: nn.Module, what: str) -> dict[str, Any]:
             "(unwrap DistributedDataParallel with .module first)"
         )
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    return {"config": dict(config), "state_dict": state}
+    return {"config": dict(config), "state_dict": state, "sha256": state_digest(state)}
 
 
 # Exact types: subclasses such as numpy.float64 pickle as objects a safe load refuses.

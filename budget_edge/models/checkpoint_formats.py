@@ -31,6 +31,7 @@ out with a warning.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,22 @@ def _own_part(obj: dict[str, Any], part: str) -> tuple[dict[str, Any], StateDict
     state = entry.get("state_dict")
     if not layouts.is_state_dict(state):
         raise CheckpointError(f"its '{part}' entry lacks a 'state_dict' of tensors")
+    digest = entry.get("sha256")  # files from before it was recorded have none
+    if digest is not None and digest != state_digest(state):
+        raise CheckpointError(f"its {part} weights do not match their SHA-256 (the file was "
+                              "damaged or edited after it was saved): use a good copy")
     return dict(entry["config"]), state
+
+
+def state_digest(state: StateDict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: a flipped
+    byte anywhere in the weights changes it (a pickle-level check does not see one)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return h.hexdigest()
 
 
 # -- helpers for foreign formats ------------------------------------------------------

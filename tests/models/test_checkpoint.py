@@ -234,7 +234,13 @@ def saved_payload(tmp_path: Path, pair: Pair) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def resave(tmp_path: Path, payload: dict) -> Path:
+def resave(tmp_path: Path, payload: dict, keep_digest: bool = False) -> Path:
+    """The edited payload as a file; without the weights' SHA-256 (as older files, or a
+    writer that edits on purpose), so the check under test is the one that fires."""
+    if not keep_digest:
+        for part in ("backbone", "agent"):
+            if isinstance(payload.get(part), dict):
+                payload[part].pop("sha256", None)
     path = tmp_path / "edited.pt"
     torch.save(payload, path)
     return path
@@ -300,3 +306,17 @@ def test_state_dict_entry_missing(tmp_path: Path, pair: Pair) -> None:
     del payload["backbone"]["state_dict"]
     with pytest.raises(CheckpointError, match=r"edited.pt \(budget-edge format\): .*'backbone'"):
         load_checkpoint(resave(tmp_path, payload))
+
+
+def test_a_flipped_byte_in_the_weights_is_caught(tmp_path: Path, pair: Pair) -> None:
+    payload = saved_payload(tmp_path, pair)
+    weight = payload["backbone"]["state_dict"]["layer2.0.conv1.weight"]
+    weight.view(torch.uint8)[17] ^= 0x40  # one bit of one float: still finite
+    with pytest.raises(CheckpointError, match="backbone weights do not match their SHA-256"):
+        load_checkpoint(resave(tmp_path, payload, keep_digest=True))
+
+
+def test_files_from_before_the_digest_still_load(tmp_path: Path, pair: Pair) -> None:
+    payload = saved_payload(tmp_path, pair)
+    del payload["backbone"]["sha256"]
+    load_checkpoint(resave(tmp_path, payload))
