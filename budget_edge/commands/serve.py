@@ -29,11 +29,13 @@ import click
 @click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=16.0,
               show_default=True, help="Larger request bodies get HTTP 413.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per request; larger requests get HTTP 413 (split them).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
             backend: str, precision: str, threads: int | None, model_name: str | None,
-            max_body_mb: float, log_level: str) -> None:
+            max_body_mb: float, max_batch: int, log_level: str) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
@@ -60,7 +62,7 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
     runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision)
     try:
         controller = parse_budget_spec(budget_spec, runtime)
-        model = ServedModel(runtime, controller, name=model_name)
+        model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)
         app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024))
         server = make_server(app, log_level=log_level)
         sock = bind_unix(uds) if uds else bind_tcp(host, port)

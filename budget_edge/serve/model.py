@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from budget_edge.errors import ConfigError
 from budget_edge.runtime.budget import BudgetController
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime, InferResult
-from budget_edge.serve.errors import RequestError
+from budget_edge.serve.errors import PayloadTooLargeError, RequestError
 from budget_edge.serve.request import InferRequest, RequestedOutput, parse_request
 from budget_edge.serve.tensors import Tensor, encode_body, encode_output
 
@@ -61,6 +62,11 @@ class RuntimeCall:
     policy: str = "agent"
 
 
+# Images per request: a 21,399-image request once held the model for 45 s while a
+# one-image request waited; batches beyond this are the client's to split.
+DEFAULT_MAX_BATCH = 64
+
+
 class ServedModel:
     """A loaded runtime behind the v2 protocol.
 
@@ -77,8 +83,12 @@ class ServedModel:
         controller: BudgetController,
         name: str | None = None,
         version: str = "1",
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
         self.runtime = runtime
+        self.max_batch = max_batch
         self.controller = controller
         self.name = name or runtime.manifest.backbone
         self.version = version
@@ -106,6 +116,11 @@ class ServedModel:
         request = parse_request(body, header_length)
         wanted = self._wanted_outputs(request)
         call = self._runtime_call(request)
+        n = call.images.shape[0] if call.images.ndim >= 3 else 1  # HW: one image
+        if n > self.max_batch:  # one request must not hold the model for everyone else
+            raise PayloadTooLargeError(
+                f"the request holds {n} images; this server takes at most {self.max_batch} "
+                "per request (serve --max-batch): split it")
         asks_probs = any(out.name == "PROBS" for out in request.outputs or [])
         if asks_probs and (call.mask is not None or call.policy == "static"):
             raise RequestError("output PROBS exists only when the agent runs: drop the MASK "

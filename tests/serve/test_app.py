@@ -146,6 +146,17 @@ def test_inputs_that_overflow_the_model_get_400(served: Served) -> None:
     assert request(served.url, "GET", "/v2/health/live").status == 200
 
 
+def test_a_batch_above_the_cap_gets_413_and_the_cap_itself_is_served(
+        served: Served, rng: np.random.Generator) -> None:
+    cap = 64  # ServedModel's default (serve --max-batch)
+    over = infer_json(served.url, served.name, {
+        "inputs": [image_input(random_images(rng, cap + 1, served.input_size))]})
+    assert_error(over, 413, f"holds {cap + 1} images", f"at most {cap} per request")
+    ok = infer_json(served.url, served.name, {
+        "inputs": [image_input(random_images(rng, cap, served.input_size))]})
+    assert ok.status == 200
+
+
 @pytest.fixture(scope="module")
 def small_server(tiny_artifact: Path) -> Any:
     """A server that takes bodies of at most 4096 bytes."""
