@@ -257,6 +257,9 @@ def _budget(request: InferRequest) -> float | np.ndarray | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"parameter budget must be a number in [0, 1], got {value!r}")
+    if isinstance(value, int) and value.bit_length() > 64:  # float() would overflow
+        raise RequestError(f"parameter budget must be a number in [0, 1], got an integer of "
+                           f"{value.bit_length()} bits")
     return float(value)
 
 
@@ -271,8 +274,10 @@ def _seed(parameters: dict[str, Any]) -> int | None:
     seed = parameters.get("seed")
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RequestError(f"parameter seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        shown = (f"an integer of {seed.bit_length()} bits"
+                 if isinstance(seed, int) and seed.bit_length() > 64 else repr(seed))
+        raise RequestError(f"parameter seed must be an integer in [0, 2**63), got {shown}")
     return seed
 
 

@@ -6,6 +6,7 @@ The body is a JSON object, optionally followed by binary tensor data; then the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes | m
     if header_length is None:
         return body, b""
     text = header_length.strip()
-    if not text.isdigit() or not 0 < int(text) <= len(body):
+    # ASCII digits only (str.isdigit takes "²", which int() refuses), and a sane length
+    if not re.fullmatch(r"[0-9]{1,15}", text) or not 0 < int(text) <= len(body):
         raise RequestError(
             f"{HEADER_LENGTH} is {header_length!r} but must be the JSON header's length in "
             f"bytes, between 1 and the body's {len(body)}"

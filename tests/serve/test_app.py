@@ -157,6 +157,31 @@ def test_a_batch_above_the_cap_gets_413_and_the_cap_itself_is_served(
     assert ok.status == 200
 
 
+@pytest.mark.parametrize("parameters, fragment", [
+    ({"budget": "1" + "0" * 400}, "budget must be a number in [0, 1], got an integer of 1329 "
+     "bits"),
+    ({"budget": "0.5", "seed": "9" * 4000}, "seed must be an integer in [0, 2**63)"),
+    ({"budget": "0.5", "seed": "9" * 5000}, "4300"),
+    ({"budget": "0.5", "seed": "-1"}, "seed must be an integer in [0, 2**63), got -1"),
+])
+def test_huge_numbers_in_parameters_get_400(served: Served, rng: np.random.Generator,
+                                            parameters: dict[str, str], fragment: str) -> None:
+    """Raw JSON numbers, as a client could send them."""
+    images = random_images(rng, 1, served.input_size)
+    body = ('{"inputs": [' + json.dumps(image_input(images)) + '], "parameters": {'
+            + ", ".join(f'"{k}": {v}' for k, v in parameters.items()) + "}}").encode()
+    response = request(served.url, "POST", f"/v2/models/{served.name}/infer", body,
+                       {"Content-Type": "application/json"})
+    assert_error(response, 400, fragment)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "9" * 5001, "-5", "0"])
+def test_bad_header_lengths_get_400(served: Served, length: str) -> None:
+    response = request(served.url, "POST", f"/v2/models/{served.name}/infer", b"{}",
+                       {"Inference-Header-Content-Length": length})
+    assert_error(response, 400, "Inference-Header-Content-Length")
+
+
 @pytest.fixture(scope="module")
 def small_server(tiny_artifact: Path) -> Any:
     """A server that takes bodies of at most 4096 bytes."""
