@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from budget_edge.errors import InputError
 from budget_edge.serve.errors import RequestError
 from budget_edge.serve.request import RequestedOutput, parse_request, split_body
 
@@ -93,3 +97,99 @@ def test_malformed_requests_are_refused(header: dict, message: str) -> None:
     with pytest.raises(RequestError) as info:
         parse_request(body, length)
     assert message in str(info.value)
+
+
+# ---- fuzzing: whatever a client sends, the answer is a 4xx, never a crash -------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                               max_size=3),
+    max_leaves=12)
+_TENSOR = st.fixed_dictionaries(
+    {"name": st.sampled_from(["IMAGE", "INPUT", "BUDGET", "MASK", "OTHER"]),
+     "datatype": st.sampled_from(["UINT8", "FP32", "BOOL", "INT64", "BYTES", "FP16", "X"]),
+     "shape": st.lists(st.integers(-2, 9), max_size=5),
+     "data": _JSON | st.lists(st.integers(0, 255), max_size=200)},
+    optional={"parameters": st.dictionaries(st.sampled_from(["binary_data_size", "x"]),
+                                            _JSON, max_size=2)})
+_REQUEST = st.fixed_dictionaries(
+    {"inputs": st.lists(_TENSOR, max_size=3)},
+    optional={"parameters": st.dictionaries(
+                  st.sampled_from(["budget", "mode", "seed", "cap", "policy",
+                                   "binary_data_output", "triton_x", "x"]), _JSON, max_size=3),
+              "outputs": st.lists(st.fixed_dictionaries(
+                  {"name": st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"])},
+                  optional={"parameters": st.dictionaries(st.just("binary_data"), _JSON)}),
+                  max_size=3),
+              "id": _JSON})
+
+
+@pytest.fixture(scope="module")
+def fuzz_model(tiny_artifact: Any) -> Any:
+    from .conftest import load_model
+
+    model = load_model(tiny_artifact)
+    yield model
+    model.runtime.close()
+
+
+def _answer(model: Any, body: bytes, header: str | None) -> None:
+    try:
+        model.infer_body(body, header)
+    except InputError:  # answered 4xx with a JSON error (serve/app.py)
+        pass
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=400), header=st.none() | st.text(max_size=6))
+def test_random_bytes_are_a_client_error(fuzz_model: Any, body: bytes, header: str | None
+                                         ) -> None:
+    _answer(fuzz_model, body, header)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=_REQUEST)
+def test_any_request_structure_is_answered_or_a_client_error(fuzz_model: Any,
+                                                             request: dict[str, Any]) -> None:
+    _answer(fuzz_model, json.dumps(request).encode(), None)
+
+
+@st.composite
+def _nearly_valid(draw: Any) -> dict[str, Any]:
+    """A good IMAGE request for the tiny model (8x8 RGB), then a few things a client may
+    get wrong: parameters, extra inputs, outputs, one corrupted pixel."""
+    n = draw(st.integers(1, 3))
+    pixels: list[Any] = draw(st.lists(st.integers(0, 255), min_size=n * 192,
+                                      max_size=n * 192))
+    if draw(st.booleans()):
+        pixels[draw(st.integers(0, len(pixels) - 1))] = draw(_JSON)
+    request: dict[str, Any] = {"inputs": [{"name": "IMAGE", "datatype": "UINT8",
+                                           "shape": [n, 8, 8, 3], "data": pixels}]}
+    values = {"budget": st.floats(-0.5, 1.5) | _JSON,
+              "mode": st.sampled_from(["greedy", "sample", "rank", "x"]) | _JSON,
+              "seed": st.integers(-3, 2**64) | _JSON,
+              "cap": st.sampled_from(["components", "flops", None, "x"]) | _JSON,
+              "policy": st.sampled_from(["agent", "static", "x"]) | _JSON}
+    chosen = draw(st.lists(st.sampled_from(sorted(values)), max_size=4, unique=True))
+    request["parameters"] = {k: draw(values[k]) for k in chosen}
+    if draw(st.booleans()):
+        request["inputs"].append({"name": "MASK", "datatype": "BOOL",
+                                  "shape": draw(st.sampled_from([[n, 3], [3], [n, 2]])),
+                                  "data": draw(st.lists(st.booleans() | _JSON, max_size=9))})
+    if draw(st.booleans()):
+        request["inputs"].append({"name": "BUDGET", "datatype": "FP32",
+                                  "shape": draw(st.sampled_from([[n], [1], [n, 1]])),
+                                  "data": draw(st.lists(st.floats(-1, 2) | _JSON, max_size=3))})
+    if draw(st.booleans()):
+        request["outputs"] = [{"name": name} for name in draw(st.lists(
+            st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"]), max_size=3))]
+    return request
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=_nearly_valid())
+def test_nearly_valid_requests_are_answered_or_a_client_error(fuzz_model: Any,
+                                                              request: dict[str, Any]) -> None:
+    _answer(fuzz_model, json.dumps(request).encode(), None)
