@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,24 @@ def test_body_over_the_limit_gets_413_from_its_declared_length(small_server: Any
         answer.begin()
         assert answer.status == 413
         assert "exceeds the server's limit of 4096 bytes" in json.loads(answer.read())["error"]
+
+
+def test_connections_beyond_the_limit_get_503_not_a_hang(tiny_artifact: Path) -> None:
+    """Idle sockets hold connection slots; past the limit a request is refused at once."""
+    model = load_model(tiny_artifact)
+    with serving(model, max_concurrency=3) as url:
+        host, port = url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            response = request(url, "GET", "/v2/health/live")
+            assert response.status == 503
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.2)
+        assert request(url, "GET", "/v2/health/live").status == 200
+    model.runtime.close()
 
 
 def test_chunked_body_over_the_limit_gets_413(small_server: Any) -> None:
