@@ -31,11 +31,20 @@ import click
               show_default=True, help="Larger request bodies get HTTP 413.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per request; larger requests get HTTP 413 (split them).")
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="A file holding the access token clients send as `Authorization: Bearer "
+                   "<token>` (or set BUDGET_EDGE_TOKEN); health routes stay open.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option("--insecure", is_flag=True,
+              help="Serve a non-loopback --host without an access token.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
             backend: str, precision: str, threads: int | None, model_name: str | None,
-            max_body_mb: float, max_batch: int, log_level: str) -> None:
+            max_body_mb: float, max_batch: int, token_file: str | None,
+            tls_cert: str | None, tls_key: str | None, insecure: bool,
+            log_level: str) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
@@ -59,14 +68,24 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         raise BackendError(f"serving needs Starlette and uvicorn ({exc}): "
                            "pip install 'budget-edge[serve]'") from exc
 
+    from budget_edge.errors import ConfigError
+    from budget_edge.serve.access import check_exposure, read_token
+
+    token = read_token(token_file)
+    if uds is None:
+        check_exposure(host, token, insecure)  # before anything loads
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
     runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision)
     try:
         controller = parse_budget_spec(budget_spec, runtime)
         model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)
-        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024))
-        server = make_server(app, log_level=log_level)
+        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token)
+        server = make_server(app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
         sock = bind_unix(uds) if uds else bind_tcp(host, port)
         url = address_of(sock)
+        if tls_cert is not None:
+            url = url.replace("http://", "https://", 1)
         route = f"/v2/models/{model.name}"
         example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
                    else f"curl {url}{route}")

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from budget_edge import __version__
 from budget_edge.errors import BudgetEdgeError, InputError
+from budget_edge.serve.access import BearerToken
 from budget_edge.serve.errors import NotFoundError, PayloadTooLargeError, RequestError
 from budget_edge.serve.model import ServedModel
 from budget_edge.serve.request import HEADER_LENGTH
@@ -30,8 +31,9 @@ SERVER_NAME = "budget-edge"
 EXTENSIONS = ["binary_tensor_data", "parameters"]
 
 
-def create_app(model: ServedModel, max_body_bytes: int) -> Starlette:
-    """The ASGI app serving one model; request bodies above `max_body_bytes` get 413."""
+def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None) -> Any:
+    """The ASGI app serving one model; request bodies above `max_body_bytes` get 413;
+    with a token, every route but health needs `Authorization: Bearer <token>`."""
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -83,7 +85,8 @@ def create_app(model: ServedModel, max_body_bytes: int) -> Starlette:
         BudgetEdgeError: _project_error,
         Exception: _internal_error,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    return app if token is None else BearerToken(app, token)
 
 
 def _check_model(model: ServedModel, request: Request) -> None:

@@ -106,7 +106,8 @@ KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 
 
 def make_server(app: Any, log_level: str = "info",
-                max_concurrency: int = MAX_CONCURRENCY) -> uvicorn.Server:
+                max_concurrency: int = MAX_CONCURRENCY, tls_cert: str | None = None,
+                tls_key: str | None = None) -> uvicorn.Server:
     """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown, a cap
     on concurrent connections (503 beyond it) and on idle keep-alive time."""
     config = uvicorn.Config(
@@ -117,7 +118,14 @@ def make_server(app: Any, log_level: str = "info",
         server_header=False,
         limit_concurrency=max_concurrency,
         timeout_keep_alive=KEEP_ALIVE_S,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
     )
+    if tls_cert is not None:
+        try:
+            config.load()  # reads the certificate and key now: a bad file is one line
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--tls-cert/--tls-key: cannot use them ({exc})") from exc
     return uvicorn.Server(config)
 
 

@@ -36,9 +36,9 @@ artifacts = load_artifact_builder("_serve_runtime_artifacts")
 
 @contextmanager
 def serving(model: ServedModel, max_body_bytes: int = 16 << 20,
-            max_concurrency: int = 128) -> Iterator[str]:
+            max_concurrency: int = 128, token: str | None = None) -> Iterator[str]:
     """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port."""
-    server = make_server(create_app(model, max_body_bytes), log_level="warning",
+    server = make_server(create_app(model, max_body_bytes, token=token), log_level="warning",
                          max_concurrency=max_concurrency)
     sock = bind_tcp("127.0.0.1", 0)
     url = address_of(sock)
