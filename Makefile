@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-EXTRAS := ort,export,plot,serve,dev
+EXTRAS := ort,export,plot,serve,sign,dev
 
 .PHONY: setup demo test lint clean
 

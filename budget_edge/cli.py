@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "Export a checkpoint to ONNX graphs per block plus a manifest."),
     "quantize": ("quantize", "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on "
                              "its paths."),
+    "sign": ("sign", "Sign an artifact for devices that run only trusted artifacts."),
     "build-engines": ("build_engines",
                       "Build one TensorRT engine per exported graph, on the GPU."),
     "bench": ("bench", "Measure latency, accuracy and compute per budget with the runtime."),

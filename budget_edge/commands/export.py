@@ -28,9 +28,12 @@ import click
                    "runtime can run policy='static' (no agent needed).")
 @click.option("--static-search-images", type=click.IntRange(min=1), default=5000,
               show_default=True, help="Training images (the split's last N) for the search.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign the manifest with this Ed25519 private key (PEM): see "
+                   "`budget-edge sign`.")
 def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
             calib_data: str | None, calib_count: int, static_data: str | None,
-            static_search_images: int) -> None:
+            static_search_images: int, sign_key: Path | None) -> None:
     """Export a checkpoint to ONNX: stem, one graph per block (per kept-path variant for
     ResNeXt), head, policy, the static full model, and manifest.json with SHA-256s.
 
@@ -63,6 +66,10 @@ def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
             status.update(f"searching static masks on {search.name}")
             manifest = attach_static_masks(out, search.images, search.labels, search.name,
                                            progress=lambda msg: status.update(msg))
+    if sign_key is not None:
+        from budget_edge.runtime.signing import sign_artifact
+
+        sign_artifact(out, sign_key)
     seconds = time.perf_counter() - start
     variants = sum(len(b.variants) for b in manifest.blocks)
     click.echo(

@@ -36,6 +36,10 @@ import click
                    "<token>` (or set BUDGET_EDGE_TOKEN); health routes stay open.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option("--trusted-key", "trusted_keys", multiple=True,
+              type=click.Path(dir_okay=False),
+              help="Ed25519 public key (PEM); repeatable. Serve only an artifact signed by "
+                   "one of them (`budget-edge sign`).")
 @click.option("--insecure", is_flag=True,
               help="Serve a non-loopback --host without an access token.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -43,7 +47,8 @@ import click
 def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
             backend: str, precision: str, threads: int | None, model_name: str | None,
             max_body_mb: float, max_batch: int, token_file: str | None,
-            tls_cert: str | None, tls_key: str | None, insecure: bool,
+            tls_cert: str | None, tls_key: str | None, trusted_keys: tuple[str, ...],
+            insecure: bool,
             log_level: str) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
@@ -76,7 +81,8 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         check_exposure(host, token, insecure)  # before anything loads
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
-    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision)
+    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision,
+                                 trusted_keys=list(trusted_keys) or None)
     try:
         controller = parse_budget_spec(budget_spec, runtime)
         model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)

@@ -72,6 +72,7 @@ from budget_edge.runtime.manifest import (
     check_preprocessing,
     write_manifest,
 )
+from budget_edge.runtime.signing import SIGNATURE_NAME
 
 GRAPH_DIR = "graphs"
 MAX_ALL_SUBSETS = 4  # C <= 4: every path subset gets a graph; above: prefixes only
@@ -356,7 +357,7 @@ def _prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a directory")
-    ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME}
+    ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME, SIGNATURE_NAME}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
     if foreign:
         raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
@@ -364,6 +365,7 @@ def _prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # The previous export's quantized sets belong to its graphs: quantize again.
     shutil.rmtree(out / QUANTIZED_DIR, ignore_errors=True)
+    (out / SIGNATURE_NAME).unlink(missing_ok=True)  # it signed the old manifest
     return out
 
 

@@ -143,7 +143,8 @@ class BudgetRuntime:
     @classmethod
     def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
              threads: int | None = None, providers: Sequence[Any] | None = None,
-             precision: str = "fp32", dispatch: str = "auto") -> BudgetRuntime:
+             precision: str = "fp32", dispatch: str = "auto",
+             trusted_keys: Sequence[str | os.PathLike[str]] | None = None) -> BudgetRuntime:
         """Validate the manifest and every file's SHA-256, then set up the backend.
 
         backend: "auto" (TensorRT when the artifact has engines and TensorRT runs
@@ -154,9 +155,15 @@ class BudgetRuntime:
         precision: the graph set to run, "fp32" or one that `budget-edge quantize`
         added ("fp16", "int8"); ONNX Runtime only (engines carry their own precision).
         dispatch: "auto" or "chain" (a graph per block, no whole-mask graphs).
+        trusted_keys: Ed25519 public key files; when given, the artifact must carry a
+        signature by one of them (runtime/signing.py).
         """
         root = Path(directory)
         manifest = Manifest.load(root)
+        if trusted_keys:
+            from budget_edge.runtime.signing import verify_signature
+
+            verify_signature(root, manifest, trusted_keys)
         verify_files(root, manifest)
         chosen = manifest.for_precision(precision)
         if precision != "fp32":

@@ -1,0 +1,96 @@
+"""Signed artifacts: a device with trusted keys runs only what those keys signed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budget_edge.errors import ConfigError, ManifestError
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.manifest import Manifest, TensorRTSpec, write_manifest
+from budget_edge.runtime.signing import SIGNATURE_NAME, sign_artifact
+
+serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+ed25519 = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
+
+
+def _keys(folder: Path, name: str) -> tuple[Path, Path]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_a_signed_artifact_loads_with_its_key_only(fresh_artifact: Any, tmp_path: Path) -> None:
+    root = fresh_artifact.path
+    ours, ours_pub = _keys(tmp_path, "ours")
+    _, theirs_pub = _keys(tmp_path, "theirs")
+    with pytest.raises(ManifestError, match="is not signed"):
+        BudgetRuntime.load(root, trusted_keys=[ours_pub])
+    BudgetRuntime.load(root).close()  # unsigned is fine while no key is configured
+    sign_artifact(root, ours)
+    BudgetRuntime.load(root, trusted_keys=[theirs_pub, ours_pub]).close()
+    with pytest.raises(ManifestError, match="not by a trusted key"):
+        BudgetRuntime.load(root, trusted_keys=[theirs_pub])
+
+
+def test_a_manifest_rewritten_with_new_hashes_is_refused(fresh_artifact: Any,
+                                                         tmp_path: Path) -> None:
+    """Re-hashing swapped graphs passes the SHA-256 check; the signature catches it."""
+    root = fresh_artifact.path
+    key, pub = _keys(tmp_path, "k")
+    sign_artifact(root, key)
+    (root / "head.onnx").write_bytes((root / "head.onnx").read_bytes() + b"\0")
+    write_manifest(root, Manifest.load(root))  # the attacker's new hashes
+    BudgetRuntime.load(root).close()  # hashes alone: accepted
+    with pytest.raises(ManifestError, match="changed after signing"):
+        BudgetRuntime.load(root, trusted_keys=[pub])
+
+
+def test_engines_built_on_the_device_keep_the_signature(fresh_artifact: Any,
+                                                        tmp_path: Path) -> None:
+    root = fresh_artifact.path
+    key, pub = _keys(tmp_path, "k")
+    sign_artifact(root, key)
+    (root / "stem.engine").write_bytes(b"built on the device")
+    m = Manifest.load(root)
+    m.tensorrt = TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "stem.engine"}, "8.7")
+    write_manifest(root, m)
+    BudgetRuntime.load(root, backend="onnxruntime", trusted_keys=[pub]).close()
+
+
+def test_bad_keys_and_signatures_are_one_line(fresh_artifact: Any, tmp_path: Path) -> None:
+    root = fresh_artifact.path
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match="not a PEM private key"):
+        sign_artifact(root, tmp_path / "junk.pem")
+    with pytest.raises(ConfigError, match="cannot read the key"):
+        sign_artifact(root, tmp_path / "missing.pem")
+    _, pub = _keys(tmp_path, "k")
+    (root / SIGNATURE_NAME).write_text("%%% not base64")
+    with pytest.raises(ManifestError, match="is not a signature"):
+        BudgetRuntime.load(root, trusted_keys=[pub])
+
+
+def test_sign_and_serve_commands(fresh_artifact: Any, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from budget_edge.cli import main
+
+    root = fresh_artifact.path
+    key, pub = _keys(tmp_path, "k")
+    main(["sign", str(root), "--key", str(key)])
+    assert "signed" in capsys.readouterr().out
+    _, other = _keys(tmp_path, "other")
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(root), "--port", "0", "--trusted-key", str(other)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not by a trusted key" in err and err.count("\n") == 1
+    assert json.loads((root / "manifest.json").read_text())["files"]  # untouched
