@@ -153,7 +153,8 @@ class BudgetRuntime:
         use). providers: ONNX Runtime execution providers, for example
         ["CUDAExecutionProvider"] (default: CUDA when onnxruntime-gpu has it).
         precision: the graph set to run, "fp32" or one that `budget-edge quantize`
-        added ("fp16", "int8"); ONNX Runtime only (engines carry their own precision).
+        added ("fp16", "int8"); engines of that precision run when TensorRT can
+        (fp32, the default, takes whatever engines were built), else the ONNX set.
         dispatch: "auto" or "chain" (a graph per block, no whole-mask graphs).
         trusted_keys: Ed25519 public key files; when given, the artifact must carry a
         signature by one of them (runtime/signing.py).
@@ -166,11 +167,14 @@ class BudgetRuntime:
             verify_signature(root, manifest, trusted_keys)
         verify_files(root, manifest)
         chosen = manifest.for_precision(precision)
-        if precision != "fp32":
+        engines = manifest.tensorrt.precision if manifest.tensorrt is not None else None
+        if precision != "fp32" and engines != precision:
+            # The engines (if any) are of another precision: the ONNX set runs.
             if backend == "tensorrt":
-                raise ConfigError(f"precision {precision!r} selects ONNX graphs; TensorRT "
-                                  "engines carry their own precision (build-engines "
-                                  "--precision): load them with precision='fp32'")
+                raise ConfigError(f"this artifact has no {precision} TensorRT engines (they are "
+                                  f"{engines or 'not built'}): run `budget-edge build-engines "
+                                  f"DIR --precision {precision}` on the device, or use "
+                                  "backend='onnxruntime'")
             backend = "onnxruntime"
         made = create_backend(backend, chosen, root, threads, providers)
         if made.name == "tensorrt" and manifest.tensorrt is not None:

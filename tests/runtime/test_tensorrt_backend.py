@@ -21,7 +21,13 @@ import pytest
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.backends import tensorrt_backend as tb
-from budget_edge.runtime.manifest import GraphSpec, TensorRTSpec, TensorSpec, write_manifest
+from budget_edge.runtime.manifest import (
+    GraphSpec,
+    Manifest,
+    TensorRTSpec,
+    TensorSpec,
+    write_manifest,
+)
 
 from .fake_tensorrt import DeviceMemory, FakeCudart, make_fake_tensorrt
 
@@ -492,3 +498,18 @@ def test_the_precision_that_runs_is_the_engines(
     artifact, _, _ = fake_trt
     with BudgetRuntime.load(artifact.path) as rt:  # auto: the engines run
         assert (rt.backend.name, rt.precision) == ("tensorrt", "fp16")
+    # Asking for the engines' precision runs them too; another precision runs ONNX graphs.
+    from budget_edge.export.quantize import QuantizeSettings, quantize_artifact
+
+    engines = Manifest.load(artifact.path).tensorrt
+    quantize_artifact(artifact.path, QuantizeSettings("fp16"))  # unlists the fp16 engines
+    quantize_artifact(artifact.path, QuantizeSettings("int8", calib_images=8, max_rows=8,
+                                                      budgets=[0.5]),
+                      images=np.zeros((8, 8, 8, 3), np.uint8))
+    m = Manifest.load(artifact.path)
+    m.tensorrt = engines  # as build-engines --precision fp16 would list them again
+    write_manifest(artifact.path, m)
+    with BudgetRuntime.load(artifact.path, precision="fp16") as rt:
+        assert (rt.backend.name, rt.precision) == ("tensorrt", "fp16")
+    with BudgetRuntime.load(artifact.path, precision="int8") as rt:
+        assert (rt.backend.name, rt.precision) == ("onnxruntime", "int8")
