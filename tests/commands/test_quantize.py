@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from runtime.conftest import make_net, write_artifact  # the torch-free tiny artifact
 
 from budget_edge import cli as cli_module
+from commands.test_bench import _fail  # run through cli.main: one line, exit 2
 
 QUICK = ["--iterations", "3", "--warmup", "1", "--eval-images", "6", "--threads", "1"]
 
@@ -37,15 +38,6 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pixels = rng.integers(0, 256, (8, 8, 3), np.uint8)
             Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
     return root
-
-
-def _fail(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as info:
-        cli_module.main(args)
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def test_quantize_then_bench_both_precisions(artifact: Path, image_folder: Path,
