@@ -81,22 +81,17 @@ def builder_flags(precision: str) -> FlagPlan:
 
 
 def engine_graphs(manifest: Manifest, precision: str) -> Manifest:
-    """The manifest whose graph files the engines of `precision` build from."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return manifest
-    spec = manifest.precisions.get(precision)
-    if spec is None:
-        hint = " --target tensorrt --calib-data DATA" if precision == "int8" else ""
-        raise ConfigError(f"{precision} engines build from the artifact's {precision} graphs, "
-                          f"and it has none: run `budget-edge quantize DIR --precision "
-                          f"{precision}{hint}` first (on the workstation)")
-    if precision == "int8" and spec.recipe.get("activations") != "int8 symmetric":
-        raise ConfigError("the artifact's int8 graphs were made for the CPU (uint8 activations, "
-                          "which TensorRT cannot read): run `budget-edge quantize DIR "
-                          "--precision int8 --target tensorrt --calib-data DATA` again")
-    return manifest.for_precision(precision)
+    """The manifest whose graph files the engines of `precision` build from: int8 engines
+    need the set quantized for TensorRT (symmetric int8 activations)."""
+    spec = manifest.precisions.get(precision) if precision == "int8" else None
+    if precision == "int8" and (spec is None
+                                or spec.recipe.get("activations") != "int8 symmetric"):
+        made = "made for the CPU (uint8 activations, which TensorRT cannot read)" if spec \
+            else "missing"
+        raise ConfigError(f"int8 engines build from the artifact's int8 graphs for TensorRT, "
+                          f"and they are {made}: run `budget-edge quantize DIR --precision "
+                          "int8 --target tensorrt --calib-data DATA` first (on the workstation)")
+    return manifest.for_precision(precision)  # fp32 itself; a missing fp16 set says so
 
 
 Shape = tuple[int, ...]
