@@ -251,15 +251,20 @@ def test_load_refuses_a_corrupted_file(fresh_artifact: Any) -> None:
         BudgetRuntime.load(fresh_artifact.path)
 
 
-def test_unloadable_graph_is_a_manifest_error(fresh_artifact: Any) -> None:
-    """A graph whose hash matches (rewritten manifest) but ONNX Runtime cannot read."""
+@pytest.mark.parametrize("content, message", [
+    (b"not an onnx graph", "graph 'stem' .* is not a readable ONNX file"),
+    (b"\x08\x07", r"graph 'stem' .* has inputs \[\] but the manifest says \['x'\]"),
+])
+def test_unloadable_graph_is_a_manifest_error_at_load(fresh_artifact: Any, content: bytes,
+                                                      message: str) -> None:
+    """A graph whose hash matches (rewritten manifest) but is not the graph listed: refused
+    when the artifact loads, not inside a request."""
     from budget_edge.runtime.manifest import write_manifest
 
-    (fresh_artifact.path / "stem.onnx").write_bytes(b"not an onnx graph")
+    (fresh_artifact.path / "stem.onnx").write_bytes(content)
     write_manifest(fresh_artifact.path, fresh_artifact.manifest)
-    rt = BudgetRuntime.load(fresh_artifact.path, backend="onnxruntime")
-    with pytest.raises(ManifestError, match="cannot load graph 'stem'"):
-        rt.infer(_images(fresh_artifact.net, 1), mask=[0, 1, 0])
+    with pytest.raises(ManifestError, match=message):
+        BudgetRuntime.load(fresh_artifact.path, backend="onnxruntime")
 
 
 def test_backend_choice_errors(resnet_artifact: Any) -> None:

@@ -47,7 +47,8 @@ def test_a_manifest_rewritten_with_new_hashes_is_refused(fresh_artifact: Any,
     root = fresh_artifact.path
     key, pub = _keys(tmp_path, "k")
     sign_artifact(root, key)
-    (root / "head.onnx").write_bytes((root / "head.onnx").read_bytes() + b"\0")
+    edited = (root / "head.onnx").read_bytes() + b"\x32\x01x"  # a doc_string appended
+    (root / "head.onnx").write_bytes(edited)
     write_manifest(root, Manifest.load(root))  # the attacker's new hashes
     BudgetRuntime.load(root).close()  # hashes alone: accepted
     with pytest.raises(ManifestError, match="changed after signing"):

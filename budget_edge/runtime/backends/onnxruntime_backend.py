@@ -21,6 +21,7 @@ from budget_edge.runtime.backends import HostTensors
 from budget_edge.runtime.device_graphs import GATHER_ROWS, PREPROCESS, SCATTER_ROWS
 from budget_edge.runtime.inputs import scale_and_shift
 from budget_edge.runtime.manifest import Manifest, Preprocessing, read_checked
+from budget_edge.runtime.onnx_wire import check_graphs
 
 INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)"
 # Preferred order when onnxruntime-gpu is installed and `providers` is not given.
@@ -161,6 +162,7 @@ def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -
     return so
 
 
+
 class OnnxRuntimeBackend(HostTensors):
     """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP).
 
@@ -189,6 +191,9 @@ class OnnxRuntimeBackend(HostTensors):
         self._options = session_options(self._ort, threads, shared_arena=shared)
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
         self._lock = threading.Lock()  # session.run is thread-safe; creating them is ours
+        # Every graph declares what its manifest entry says and holds its own weights: a
+        # swapped or foreign file fails here, at load, not inside a request.
+        check_graphs(manifest.graphs, lambda name: read_checked(self._dir, manifest, name))
 
     def _session(self, graph: str) -> tuple[Any, list[str], list[str]]:
         entry = self._sessions.get(graph)
@@ -209,12 +214,7 @@ class OnnxRuntimeBackend(HostTensors):
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ManifestError(f"ONNX Runtime cannot load graph {graph!r} from {path} "
                                     f"({exc}): re-export the model") from exc
-            names = [t.name for t in sess.get_inputs()]
-            wanted = [t.name for t in spec.inputs]
-            if names != wanted:
-                raise ManifestError(f"graph {graph!r} in {path} has inputs {names} but the "
-                                    f"manifest says {wanted}: re-export the model")
-            entry = (sess, wanted, [t.name for t in spec.outputs])
+            entry = (sess, [t.name for t in spec.inputs], [t.name for t in spec.outputs])
             self._sessions[graph] = entry
         return entry
 
