@@ -164,7 +164,8 @@ def _string_field(data: memoryview, wanted: int) -> str:
 
 def _value_info(data: memoryview) -> DeclaredTensor:
     """ValueInfoProto: name (1), type (2) -> tensor_type (1) -> elem_type (1), shape (2)."""
-    name, elem, dims = "", 0, []
+    name, elem = "", 0
+    dims: list[int | str | None] = []
     for number, kind, value in _fields(data):
         if number == 1 and kind == _BYTES:
             assert isinstance(value, memoryview)
