@@ -31,6 +31,12 @@ import click
               show_default=True, help="Larger request bodies get HTTP 413.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per request; larger requests get HTTP 413 (split them).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Requests waiting for the model; more get HTTP 503 with Retry-After.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True, max=3600),
+              default=30.0, show_default=True,
+              help="Seconds a request may take, queue included (a client's `timeout` "
+                   "parameter can shorten it); past it, HTTP 503.")
 @click.option("--token-file", type=click.Path(dir_okay=False),
               help="A file holding the access token clients send as `Authorization: Bearer "
                    "<token>` (or set BUDGET_EDGE_TOKEN); health routes stay open.")
@@ -46,15 +52,17 @@ import click
               default="info", show_default=True)
 def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
             backend: str, precision: str, threads: int | None, model_name: str | None,
-            max_body_mb: float, max_batch: int, token_file: str | None,
+            max_body_mb: float, max_batch: int, max_queue: int, request_timeout: float,
+            token_file: str | None,
             tls_cert: str | None, tls_key: str | None, trusted_keys: tuple[str, ...],
             insecure: bool,
             log_level: str) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
-    /v2/models/NAME/ready; POST /v2/models/NAME/infer. SIGTERM or Ctrl+C
-    answers the requests in flight, then exits. See docs/protocol.md.
+    /v2/models/NAME/ready, /metrics (Prometheus); POST /v2/models/NAME/infer,
+    /v2/repository/index. SIGTERM or Ctrl+C answers queued requests 503 at once,
+    lets running ones finish, then exits. See docs/protocol.md.
 
     \b
     Example:
@@ -65,6 +73,7 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
     from budget_edge.runtime import BudgetRuntime
 
     try:
+        from budget_edge.serve.admission import Admission
         from budget_edge.serve.app import create_app
         from budget_edge.serve.controller import parse_budget_spec
         from budget_edge.serve.model import ServedModel
@@ -86,8 +95,11 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
     try:
         controller = parse_budget_spec(budget_spec, runtime)
         model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)
-        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token)
-        server = make_server(app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
+        admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
+        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token,
+                         admission=admission)
+        server = make_server(app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
+                             admission=admission)
         sock = bind_unix(uds) if uds else bind_tcp(host, port)
         url = address_of(sock)
         if tls_cert is not None:

@@ -1,15 +1,20 @@
 """The HTTP side of the server: Open Inference Protocol (v2) routes on Starlette.
 
-Handlers stay thin: they read the body (bounded), hand the work to a worker
-thread so the event loop keeps answering health checks while a batch runs, and
-turn every error into `{"error": "<message>"}` with its status code.
+Handlers stay thin: they read the body (bounded in size and time), parse it in a
+worker thread, then run it chunk by chunk, each chunk a turn in the admission queue
+(serve/admission.py), so the event loop keeps answering health checks and small
+requests are not stuck behind a large one. Every error becomes
+`{"error": "<message>"}` with its status code; a 500 means a bug in budget-edge.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -20,8 +25,16 @@ from starlette.routing import Route
 from budget_edge import __version__
 from budget_edge.errors import BudgetEdgeError, InputError
 from budget_edge.serve.access import BearerToken
-from budget_edge.serve.errors import NotFoundError, PayloadTooLargeError, RequestError
-from budget_edge.serve.model import ServedModel
+from budget_edge.serve.admission import Admission
+from budget_edge.serve.errors import (
+    NotFoundError,
+    PayloadTooLargeError,
+    RequestError,
+    RequestTimeoutError,
+    UnavailableError,
+)
+from budget_edge.serve.metrics import ServerMetrics
+from budget_edge.serve.model import RuntimeCall, ServedModel, merge_results, split_call, with_budget
 from budget_edge.serve.request import HEADER_LENGTH
 
 logger = logging.getLogger("budget_edge.serve")
@@ -31,15 +44,27 @@ SERVER_NAME = "budget-edge"
 EXTENSIONS = ["binary_tensor_data", "parameters"]
 
 
-def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None) -> Any:
+# Seconds a client has to send a request's whole body once its head has arrived; a
+# stalled body would otherwise hold its connection and its buffer without end.
+BODY_TIMEOUT_S = 30.0
+
+
+def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None,
+               admission: Admission | None = None) -> Any:
     """The ASGI app serving one model; request bodies above `max_body_bytes` get 413;
-    with a token, every route but health needs `Authorization: Bearer <token>`."""
+    with a token, every route but health needs `Authorization: Bearer <token>`.
+    `admission` queues requests for the model (a default one if None); the server
+    closes it when it begins to stop."""
+    admission = admission or Admission()
+    metrics = ServerMetrics(queue_depth=lambda: admission.waiting)
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": True})
+        # A stopping server is not ready: a load balancer should send traffic elsewhere.
+        return JSONResponse({"ready": not admission.closing},
+                            status_code=503 if admission.closing else 200)
 
     async def server_metadata(request: Request) -> Response:
         return JSONResponse(
@@ -54,6 +79,15 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         _check_model(model, request)
         return JSONResponse({"name": model.name, "ready": True})
 
+    async def repository_index(request: Request) -> Response:
+        # Triton's model repository index, as tritonclient's model discovery asks for it.
+        return JSONResponse([{"name": model.name, "version": model.version,
+                              "state": "READY", "reason": ""}])
+
+    async def prometheus(request: Request) -> Response:
+        content, media_type = metrics.exposition()
+        return Response(content, headers={"content-type": media_type})
+
     async def infer(request: Request) -> Response:
         _check_model(model, request)
         if request.headers.get("content-encoding", "identity") != "identity":
@@ -63,7 +97,23 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
             )
         body = await _read_body(request, max_body_bytes)
         header_length = request.headers.get(HEADER_LENGTH)
-        content, json_length = await run_in_threadpool(model.infer_body, body, header_length)
+        prepared = await run_in_threadpool(model.prepare, body, header_length)
+        del body  # the parsed arrays are all that is needed from here
+        deadline = admission.deadline(prepared.request.timeout_s)
+        results = []
+        chosen = None
+        for index, part in enumerate(split_call(prepared.call, model.chunk)):
+            if chosen is not None:
+                part = with_budget(part, chosen)
+            async with admission.turn(deadline, started=index > 0):
+                start = time.perf_counter()
+                result, budget = await run_in_threadpool(model.run, part)
+                metrics.observe_run(result, _budget_of(part, budget),
+                                    time.perf_counter() - start)
+            chosen = budget if chosen is None else chosen
+            results.append(result)
+        content, json_length = await run_in_threadpool(
+            model.answer, prepared, merge_results(results), chosen)
         headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
         media_type = "application/json" if json_length is None else "application/octet-stream"
         return Response(content, media_type=media_type, headers=headers)
@@ -72,6 +122,8 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/metrics", prometheus, methods=["GET"]),
     ]
     # Every model route also answers under /versions/{version}, as tritonclient may ask.
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
@@ -85,8 +137,19 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         BudgetEdgeError: _project_error,
         Exception: _internal_error,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)
-    return app if token is None else BearerToken(app, token)
+    app: Any = Starlette(routes=routes, exception_handlers=handlers)
+    if token is not None:
+        app = BearerToken(app, token)
+    return metrics.middleware(app)
+
+
+def _budget_of(call: RuntimeCall, chosen: float | None) -> float | None:
+    """The budget a run used, for the metrics: the server's choice or the request's."""
+    if chosen is not None:
+        return chosen
+    if call.mask is not None or call.budget is None:
+        return None
+    return float(np.mean(call.budget))
 
 
 def _check_model(model: ServedModel, request: Request) -> None:
@@ -102,10 +165,20 @@ def _check_model(model: ServedModel, request: Request) -> None:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes,
+    and with 408 if it has not all arrived BODY_TIMEOUT_S after the head."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
+    try:
+        return await asyncio.wait_for(_receive_body(request, limit), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError as exc:  # an alias of TimeoutError from Python 3.11
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s: send it at once "
+            "after the headers") from exc
+
+
+async def _receive_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
@@ -137,8 +210,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _project_error(request: Request, exc: Exception) -> Response:
-    # A bad request (or bad input to the runtime) is the client's to fix: 4xx.
-    # Any other project error (a broken artifact, a failing backend) is the server's: 500.
+    # A bad request (or bad input to the runtime) is the client's to fix: 4xx; a busy or
+    # stopping server says when to retry (503). Any other project error (a broken
+    # artifact, a failing backend) is the server's: 500.
+    headers = {}
+    if isinstance(exc, UnavailableError):
+        headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, RequestError):
         status = exc.status
     elif isinstance(exc, InputError):
@@ -146,7 +223,7 @@ async def _project_error(request: Request, exc: Exception) -> Response:
     else:
         status = 500
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

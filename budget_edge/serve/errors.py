@@ -25,3 +25,20 @@ class PayloadTooLargeError(RequestError):
     """The request body is larger than the server's limit (HTTP 413)."""
 
     status = 413
+
+
+class RequestTimeoutError(RequestError):
+    """The client did not send its whole request in time (HTTP 408)."""
+
+    status = 408
+
+
+class UnavailableError(RequestError):
+    """The server cannot take the request now: queue full, deadline passed, or shutting
+    down (HTTP 503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -21,7 +21,7 @@ Without BUDGET, `budget` or MASK the server's budget controller decides.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -62,9 +62,63 @@ class RuntimeCall:
     policy: str = "agent"
 
 
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A parsed, checked request, ready to run."""
+
+    request: InferRequest
+    wanted: list[RequestedOutput]
+    call: RuntimeCall
+
+
 # Images per request: a 21,399-image request once held the model for 45 s while a
 # one-image request waited; batches beyond this are the client's to split.
 DEFAULT_MAX_BATCH = 64
+# Images per model run: a request's batch runs in chunks of this many, each a turn of
+# its own in the server's queue, so a one-image request waits for at most one chunk of
+# a large batch, and the memory a run takes is bounded by the chunk, not the request.
+DEFAULT_CHUNK = 16
+
+
+def split_call(call: RuntimeCall, chunk: int) -> list[RuntimeCall]:
+    """The call as consecutive calls of at most `chunk` images (per-image inputs split too)."""
+    n = call.images.shape[0]
+    if n <= chunk:
+        return [call]
+    parts = []
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        budget = call.budget[rows] if isinstance(call.budget, np.ndarray) else call.budget
+        mask = None if call.mask is None else call.mask[rows]
+        parts.append(replace(call, images=call.images[rows], budget=budget, mask=mask))
+    return parts
+
+
+def with_budget(call: RuntimeCall, budget: float) -> RuntimeCall:
+    """The later chunks of a request run at the budget the controller chose for its first."""
+    return call if call.budget is not None or call.mask is not None \
+        else replace(call, budget=budget)
+
+
+def merge_results(results: list[InferResult]) -> InferResult:
+    """One result from the results of a request's chunks, rows in order."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    latency: dict[str, float] = {}
+    for result in results:
+        for key, value in result.latency_ms.items():
+            latency[key] = latency.get(key, 0.0) + value
+    return replace(
+        first,
+        logits=np.concatenate([r.logits for r in results]),
+        classes=np.concatenate([r.classes for r in results]),
+        mask=np.concatenate([r.mask for r in results]),
+        probs=None if first.probs is None else np.concatenate([r.probs for r in results
+                                                               if r.probs is not None]),
+        flops=np.concatenate([r.flops for r in results]),
+        latency_ms=latency,
+    )
 
 
 class ServedModel:
@@ -84,11 +138,15 @@ class ServedModel:
         name: str | None = None,
         version: str = "1",
         max_batch: int = DEFAULT_MAX_BATCH,
+        chunk: int = DEFAULT_CHUNK,
     ) -> None:
         if max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
+        if chunk < 1:
+            raise ConfigError(f"the chunk size must be at least 1, got {chunk}")
         self.runtime = runtime
         self.max_batch = max_batch
+        self.chunk = chunk
         self.controller = controller
         self.name = name or runtime.manifest.backbone
         self.version = version
@@ -112,11 +170,26 @@ class ServedModel:
         }
 
     def infer_body(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
-        """Answer one request body: the response body and its JSON header length, if binary."""
+        """Answer one request body: the response body and its JSON header length, if binary.
+
+        The server runs the same steps (`prepare`, `run` per chunk, `answer`) with its
+        queue between them; this is the whole request in one call.
+        """
+        prepared = self.prepare(body, header_length)
+        results: list[InferResult] = []
+        chosen = None
+        for part in split_call(prepared.call, self.chunk):
+            result, budget = self.run(part if chosen is None else with_budget(part, chosen))
+            chosen = budget if chosen is None else chosen
+            results.append(result)
+        return self.answer(prepared, merge_results(results), chosen)
+
+    def prepare(self, body: bytes, header_length: str | None) -> PreparedRequest:
+        """Parse and check a request body (no model run)."""
         request = parse_request(body, header_length)
         wanted = self._wanted_outputs(request)
         call = self._runtime_call(request)
-        n = call.images.shape[0] if call.images.ndim >= 3 else 1  # HW: one image
+        n = call.images.shape[0]
         if n > self.max_batch:  # one request must not hold the model for everyone else
             raise PayloadTooLargeError(
                 f"the request holds {n} images; this server takes at most {self.max_batch} "
@@ -125,11 +198,16 @@ class ServedModel:
         if asks_probs and (call.mask is not None or call.policy == "static"):
             raise RequestError("output PROBS exists only when the agent runs: drop the MASK "
                                "input or the policy 'static' parameter")
-        result, budget = self.run(call)
+        return PreparedRequest(request, wanted, call)
+
+    def answer(self, prepared: PreparedRequest, result: InferResult,
+               budget: float | None) -> tuple[bytes, int | None]:
+        """The response body (and its JSON header length, if binary) for a run request."""
         arrays = _output_arrays(result)
         # Without a policy run there are no PROBS; a request that did not name them gets the rest.
-        encoded = [encode_output(o.name, arrays[o.name], o.binary) for o in wanted
+        encoded = [encode_output(o.name, arrays[o.name], o.binary) for o in prepared.wanted
                    if o.name in arrays]
+        request = prepared.request
         header: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if request.id is not None:
             header["id"] = request.id

@@ -22,7 +22,6 @@ _IGNORED_PARAMETERS = {
     "sequence_start",
     "sequence_end",
     "priority",
-    "timeout",
     "headers",
 }
 
@@ -44,6 +43,7 @@ class InferRequest:
     parameters: dict[str, Any]  # for the model: protocol bookkeeping removed
     outputs: list[RequestedOutput] | None  # None: every output of the model
     binary_output: bool  # binary_data_output: the form of outputs not listed
+    timeout_s: float | None = None  # the client's deadline (Triton's `timeout`, in us)
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -65,7 +65,20 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         parameters=_model_parameters(parameters),
         outputs=_requested_outputs(header.get("outputs"), binary_output),
         binary_output=binary_output,
+        timeout_s=_timeout(parameters.get("timeout")),
     )
+
+
+def _timeout(value: Any) -> float | None:
+    """Triton's `timeout` request parameter: microseconds, 0 or absent for the server's."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        shown = (f"an integer of {value.bit_length()} bits"
+                 if isinstance(value, int) and value.bit_length() > 64 else repr(value))
+        raise RequestError(f"parameter timeout must be microseconds, an integer in "
+                           f"[0, 2**63), got {shown}")
+    return value / 1e6 if value else None
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes | memoryview]:
@@ -90,6 +103,7 @@ def _model_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
         for key, value in parameters.items()
         if key != "binary_data_output"
         and key not in _IGNORED_PARAMETERS
+        and key != "timeout"  # the server's, read above
         and not key.startswith("triton_")
     }
 

@@ -24,6 +24,7 @@ from runtime_artifacts import load_artifact_builder
 
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.budget import BudgetController, FixedBudget
+from budget_edge.serve.admission import Admission
 from budget_edge.serve.app import create_app
 from budget_edge.serve.model import ServedModel
 from budget_edge.serve.server import address_of, bind_tcp, make_server, run
@@ -36,10 +37,13 @@ artifacts = load_artifact_builder("_serve_runtime_artifacts")
 
 @contextmanager
 def serving(model: ServedModel, max_body_bytes: int = 16 << 20,
-            max_concurrency: int = 128, token: str | None = None) -> Iterator[str]:
+            max_concurrency: int = 128, token: str | None = None,
+            admission: Admission | None = None, head_timeout_s: float = 10.0) -> Iterator[str]:
     """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port."""
-    server = make_server(create_app(model, max_body_bytes, token=token), log_level="warning",
-                         max_concurrency=max_concurrency)
+    admission = admission or Admission()
+    app = create_app(model, max_body_bytes, token=token, admission=admission)
+    server = make_server(app, log_level="warning", max_concurrency=max_concurrency,
+                         admission=admission, head_timeout_s=head_timeout_s)
     sock = bind_tcp("127.0.0.1", 0)
     url = address_of(sock)
     thread = threading.Thread(target=run, args=(server, sock), daemon=True)
