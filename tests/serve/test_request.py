@@ -39,6 +39,17 @@ def test_json_request_is_parsed_with_its_id_parameters_and_outputs() -> None:
     assert request.inputs["X"].array.tolist() == [2.0]
 
 
+@pytest.mark.parametrize("timeout, seconds", [(None, None), (0, None), (250_000, 0.25)])
+def test_the_triton_timeout_parameter_is_the_requests_deadline(timeout: int | None,
+                                                                seconds: float | None) -> None:
+    parameters = {} if timeout is None else {"timeout": timeout}
+    body, length = _body({"parameters": parameters, "inputs": [
+        {"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}]})
+    request = parse_request(body, length)
+    assert request.timeout_s == seconds
+    assert "timeout" not in request.parameters  # the server's, not the model's
+
+
 def test_without_outputs_every_output_is_wanted_in_the_default_form() -> None:
     body, length = _body({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1],
                                       "data": [2.0]}]})
@@ -88,6 +99,10 @@ def test_binary_data_without_header_length_is_refused() -> None:
         ({"outputs": [{"name": "A", "parameters": {"binary_data": 1}}]}, "binary_data"),
         ({"outputs": [{"name": "A", "parameters": {"classification": 3}}]}, "classification"),
         ({"outputs": [{"name": "A"}, {"name": "A"}]}, "requested twice"),
+        ({"parameters": {"timeout": "soon"}}, "timeout must be microseconds"),
+        ({"parameters": {"timeout": -1}}, "timeout must be microseconds"),
+        ({"parameters": {"timeout": 1.5}}, "timeout must be microseconds"),
+        ({"parameters": {"timeout": 10**30}}, "an integer of 100 bits"),
     ],
 )
 def test_malformed_requests_are_refused(header: dict, message: str) -> None:

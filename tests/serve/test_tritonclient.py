@@ -38,6 +38,19 @@ def test_health_and_metadata(client: Any, served: Served) -> None:
     assert [t["name"] for t in meta["inputs"]] == ["IMAGE", "INPUT", "BUDGET", "MASK"]
 
 
+def test_model_discovery_through_the_repository_index(client: Any, served: Served) -> None:
+    index = client.get_model_repository_index()
+    assert [(m["name"], m["state"]) for m in index] == [(served.name, "READY")]
+
+
+def test_the_client_timeout_reaches_the_server(client: Any, served: Served,
+                                               rng: np.random.Generator) -> None:
+    """tritonclient sends `timeout` in microseconds as a request parameter; the server
+    takes it as the request's deadline (tests/serve/test_limits.py checks the bound)."""
+    images = random_images(rng, 1, served.input_size)
+    assert client.infer(served.name, [image_tensor(images)], timeout=5_000_000) is not None
+
+
 def test_defaults_send_and_receive_binary_tensors(
     client: Any, served: Served, rng: np.random.Generator
 ) -> None:
