@@ -162,11 +162,28 @@ def export_checkpoint(
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
     hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing)
-    out = _prepare_out_dir(out_dir)
-
     if exporter is not None and exporter.opset != opset:
         raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
-    writer = _Writer(out, exporter or GraphExporter(opset), progress)
+    out = _check_out_dir(out_dir)
+    # Everything is written to a staging folder beside `out`, which replaces `out` only
+    # once complete: a failure or a crash never leaves a half-written artifact, nor
+    # destroys the previous one.
+    staging = _staging_dir(out)
+    try:
+        manifest = _export_into(staging, net, agent, preprocessing, names, hot_masks,
+                                _Writer(staging, exporter or GraphExporter(opset), progress),
+                                opset)
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
+                 preprocessing: Preprocessing, names: list[str], hot_masks: list[tuple[int, ...]],
+                 writer: _Writer, opset: int) -> Manifest:
+    """Write every graph and the manifest into `out`."""
     with torch.no_grad():
         blocks, block_inputs = _export_backbone(writer, net)
         if agent is not None:
@@ -348,25 +365,66 @@ def _class_names(given: Sequence[str] | None, meta: dict[str, Any], num_classes:
     return names
 
 
-def _prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """A new or empty folder, or a previous (maybe unfinished) export to overwrite.
+def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """A new or empty folder, or a previous export to replace.
 
     Anything else in it means the user pointed at the wrong folder: refuse
-    rather than mix our files with theirs.
+    rather than mix our files with theirs or delete them.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file: give a directory")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"--out {out} is a file or a link: give a directory")
     ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME, SIGNATURE_NAME}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
     if foreign:
         raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
                           "give a new or empty directory, or a previous export to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    # The previous export's quantized sets belong to its graphs: quantize again.
-    shutil.rmtree(out / QUANTIZED_DIR, ignore_errors=True)
-    (out / SIGNATURE_NAME).unlink(missing_ok=True)  # it signed the old manifest
     return out
+
+
+STAGING_TAG = ".partial-"  # staging folders: .<name>.partial-<pid>, beside the artifact
+OLD_TAG = ".old-"  # the previous artifact for the instant of the swap
+
+
+def _staging_dir(out: Path) -> Path:
+    """A fresh staging folder beside `out`; leftovers of crashed exports are removed."""
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create its folder ({exc.strerror})") from exc
+    for tag in (STAGING_TAG, OLD_TAG):
+        for leftover in parent.glob(f".{out.name}{tag}*"):
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+    staging = parent / f".{out.name}{STAGING_TAG}{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` (if any) by the complete `staging` folder. The previous export goes
+    whole, with its engines, quantized sets and signature: they belonged to its graphs."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = out.absolute().parent / f".{out.name}{OLD_TAG}{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _plain(value: Any) -> Any:

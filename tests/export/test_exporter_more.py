@@ -115,6 +115,50 @@ def test_out_dir_with_other_files_is_refused(tmp_path):
         export_checkpoint(loaded(), file)
 
 
+def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path,
+                                                                        monkeypatch):
+    """export with NaN preprocessing once left 14 graphs and no manifest behind."""
+    from budget_edge.export import exporter as exporter_module
+
+    out = tmp_path / "art"
+    first = export_checkpoint(loaded(), out)
+    before = sorted(p.name for p in (out / "graphs").iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the switch graph failed")
+
+    monkeypatch.setattr(exporter_module, "switch_graph", broken)
+    with pytest.raises(RuntimeError, match="switch graph failed"):
+        export_checkpoint(loaded(), out)
+    assert sorted(p.name for p in (out / "graphs").iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no staging left
+    with BudgetRuntime.load(out) as rt:  # the previous artifact, whole
+        assert rt.manifest.files == first.files
+
+
+def test_leftovers_of_a_crashed_export_are_removed_by_the_next(tmp_path):
+    out = tmp_path / "art"
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    crashed = tmp_path / f".art.partial-{dead}"
+    (crashed / "graphs").mkdir(parents=True)
+    (crashed / "graphs" / "stem.onnx").write_bytes(b"half")
+    export_checkpoint(loaded(), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    BudgetRuntime.load(out).close()
+
+
+def test_export_replaces_the_previous_one_whole(tmp_path):
+    """Engines, quantized sets and signatures belonged to the old graphs: they go with them."""
+    out = tmp_path / "art"
+    export_checkpoint(loaded(), out)
+    (out / "quantized").mkdir()
+    (out / "quantized" / "old.onnx").write_bytes(b"old")
+    (out / "manifest.sig").write_bytes(b"old signature")
+    export_checkpoint(loaded(), out)
+    assert not (out / "quantized").exists() and not (out / "manifest.sig").exists()
+    BudgetRuntime.load(out).close()
+
+
 def test_fuse_top_needs_an_agent_and_data(tmp_path):
     with pytest.raises(ConfigError, match="no agent"):
         export_checkpoint(loaded(), tmp_path, fuse_top=2, calib_data="fashion-mnist")

@@ -17,6 +17,8 @@ from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.manifest import Manifest
 
+from .conftest import META
+
 
 def _copy(art: dict[str, Any], to: Path) -> Path:
     out = to / "artifact"
@@ -248,11 +250,14 @@ def test_requantizing_unlists_the_engines_built_from_the_old_set(art: dict[str, 
     BudgetRuntime.load(out).close()
 
 
-def test_exporting_again_drops_the_old_quantized_sets(art: dict[str, Any],
+def test_exporting_again_drops_the_old_quantized_sets(art: dict[str, Any], exporter: Any,
                                                      tmp_path: Path) -> None:
-    from budget_edge.export.exporter import _prepare_out_dir
+    from budget_edge.export.exporter import export_checkpoint
+    from budget_edge.models.checkpoint import LoadedCheckpoint
 
     out = _copy(art, tmp_path)
     quantize_artifact(out, QuantizeSettings("fp16"))
-    _prepare_out_dir(out)  # what export does first: a previous export is ours to replace
+    export_checkpoint(LoadedCheckpoint(art["net"], art["agent"], META, "budget-edge"), out,
+                      exporter=exporter)
     assert not (out / "quantized").exists()
+    assert Manifest.load(out).precisions == {}
