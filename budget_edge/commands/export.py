@@ -15,7 +15,9 @@ import click
 @click.option("--format", "fmt", default="auto", show_default=True,
               help="Checkpoint format: auto, budget-edge, budgetnet, blockdrop, akamaster, "
                    "torchvision.")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True,
+              help="ONNX opset (18 or later: torch's exporter writes 18, and converting "
+                   "down fails, e.g. ReduceMean at 17).")
 @click.option("--fuse-top", type=int, default=0, show_default=True,
               help="Also export the K masks the policy picks most often as whole graphs.")
 @click.option("--calib-data", help="Data for --fuse-top: fashion-mnist, cifar10:PATH, "

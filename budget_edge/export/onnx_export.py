@@ -12,12 +12,13 @@ have 5 (by kept-path count).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 from onnx import numpy_helper
 from torch import Tensor, fx, nn
 
-from budget_edge.errors import ConfigError
+from budget_edge.errors import BudgetEdgeError, ConfigError
 from budget_edge.runtime.manifest import BATCH_AXIS, TensorSpec
 
 DEFAULT_OPSET = 18
@@ -52,7 +53,8 @@ def trace_to_onnx(
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in example)
     # The exporter prints progress and FutureWarnings of its own; keep the CLI quiet.
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
+            _export_errors(type(module).__name__, opset):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -69,6 +71,20 @@ def trace_to_onnx(
     model = program.model_proto
     _name_batch_axes(model)
     return model
+
+
+@contextlib.contextmanager
+def _export_errors(what: str, opset: int) -> Iterator[None]:
+    """torch's exporter and onnx's version converter raise many types: one line each."""
+    try:
+        yield
+    except BudgetEdgeError:
+        raise
+    except Exception as exc:
+        detail = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ConfigError(f"torch.onnx cannot export {what} at opset {opset} "
+                          f"({type(exc).__name__}: {detail[:200]}): try the default opset "
+                          f"{DEFAULT_OPSET}") from exc
 
 
 def _name_batch_axes(model: onnx.ModelProto) -> None:

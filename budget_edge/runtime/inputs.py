@@ -115,7 +115,10 @@ def prepare_budget(budget: Any, n: int) -> np.ndarray:
     if isinstance(budget, (bool, np.bool_)):
         raise InputError("budget must be a number in [0, 1], got a bool")
     try:
-        b = np.asarray(budget, dtype=np.float64)
+        given = np.asarray(budget)
+        if given.dtype.kind not in "biuf":  # "0.5" would convert silently; 1j with a warning
+            raise TypeError(f"dtype {given.dtype}")
+        b = given.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"budget must be a number in [0, 1] or a list of them, got "
                          f"{budget!r}") from exc

@@ -349,6 +349,9 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{path} is not valid JSON ({exc}): re-export the model") from exc
+        except RecursionError as exc:  # "[[[[..." 100,000 deep
+            raise ManifestError(f"{path} nests JSON too deeply to be a manifest: re-export "
+                                "the model") from exc
         manifest = cls.from_dict(data)
         manifest.validate()
         return manifest

@@ -235,6 +235,12 @@ class BudgetRuntime:
             raise InputError(f"policy {policy!r} is not one of {POLICIES}")
         if cap is not None and cap not in masklib.CAPS:
             raise InputError(f"cap {cap!r} is not one of {masklib.CAPS} (or None)")
+        if mask is not None and budget is not None:
+            raise InputError("give a budget or a mask, not both: a mask runs exactly its "
+                             "components, so the budget would be ignored")
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise InputError(f"seed must be a non-negative integer (or None), got {seed!r}")
         pixels = pixels_nhwc(images, self.manifest.preprocessing)
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
         n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]

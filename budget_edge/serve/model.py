@@ -20,6 +20,7 @@ Without BUDGET, `budget` or MASK the server's budget controller decides.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -332,6 +333,9 @@ def _budget(request: InferRequest) -> float | np.ndarray | None:
     if tensor is not None:
         return tensor.array
     if value is None:
+        if "budget" in request.parameters:  # null: a client bug, not "use the server's"
+            raise RequestError("parameter budget must be a number in [0, 1], got null: "
+                               "leave it out for the server's budget")
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"parameter budget must be a number in [0, 1], got {value!r}")
@@ -342,9 +346,13 @@ def _budget(request: InferRequest) -> float | np.ndarray | None:
 
 
 def _string_parameter(parameters: dict[str, Any], key: str) -> str | None:
-    value = parameters.get(key)
-    if value is not None and not isinstance(value, str):
-        raise RequestError(f"parameter {key} must be a string, got {value!r}")
+    """The parameter's value; None if absent. null or "" are mistakes, not defaults."""
+    if key not in parameters:
+        return None
+    value = parameters[key]
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"parameter {key} must be a non-empty string, got "
+                           f"{json.dumps(value)}: leave it out for the default")
     return value
 
 

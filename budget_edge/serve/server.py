@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import stat
 import threading
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -146,6 +148,20 @@ class TimedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (a bad Content-Length, say): JSON like every other
+        error, where uvicorn answers plain text."""
+        body = json.dumps({"error": f"{msg} (malformed HTTP: check the request line and "
+                                    "headers, Content-Length in particular)"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        try:
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+        except h11.LocalProtocolError:
+            pass  # a response had already started: nothing valid can be sent
+        self.transport.close()
 
     def _in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete

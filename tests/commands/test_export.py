@@ -47,6 +47,13 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert code == 2 and "checkpoint file not found" in err and err.count("\n") == 1
 
 
+def test_an_opset_below_18_is_refused_up_front(tmp_path: Path, capsys) -> None:
+    """torch's exporter writes 18 and its down-conversion failed at 17 with a traceback."""
+    code, _, err = cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"),
+                        "--opset", "17"], capsys)
+    assert code == 2 and "--opset" in err and "18" in err
+
+
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -316,6 +316,20 @@ def test_a_flipped_byte_in_the_weights_is_caught(tmp_path: Path, pair: Pair) -> 
         load_checkpoint(resave(tmp_path, payload, keep_digest=True))
 
 
+def test_a_flipped_byte_in_a_file_without_a_digest_is_caught_by_its_zip_crc(
+        tmp_path: Path, pair: Pair) -> None:
+    """Files from before the digest (and the reference's) loaded a changed weight silently:
+    torch.load does not check the CRC-32 that torch.save writes for every member."""
+    payload = saved_payload(tmp_path, pair)
+    del payload["backbone"]["sha256"]
+    path = resave(tmp_path, payload)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails its CRC-32 check"):
+        load_checkpoint(path)
+
+
 def test_files_from_before_the_digest_still_load(tmp_path: Path, pair: Pair) -> None:
     payload = saved_payload(tmp_path, pair)
     del payload["backbone"]["sha256"]

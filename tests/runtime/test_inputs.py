@@ -97,6 +97,8 @@ BUDGET_ERRORS: list[tuple[str, Any, str]] = [
     ("wrong length", [0.5, 0.5, 0.5], "one value per image"),
     ("2-d", [[0.5, 0.5]], "one value per image"),
     ("text", "half", "number"),
+    ("a number as text", "0.5", "number"),  # numpy would convert it silently
+    ("complex", 0.5j, "number"),
     ("bool", True, "bool"),
 ]
 

@@ -196,6 +196,9 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         Manifest.load(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ManifestError, match="nests JSON too deeply"):
+        Manifest.load(tmp_path)  # a RecursionError otherwise
     (tmp_path / MANIFEST_NAME).write_text("[1, 2]")
     with pytest.raises(ManifestError, match="must be an object"):
         Manifest.load(tmp_path)

@@ -207,6 +207,30 @@ def test_run_full_and_policy(resnet_artifact: Any, resnet_rt: BudgetRuntime) -> 
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("call, message", [
+    ({"budget": 0.5, "mask": [1, 1, 1]}, "a budget or a mask, not both"),
+    ({"budget": 0.5, "mode": "sample", "seed": -1}, "non-negative integer"),
+    ({"budget": 0.5, "mode": "sample", "seed": "x"}, "non-negative integer"),
+    ({"budget": 0.5, "mode": "sample", "seed": 1.5}, "non-negative integer"),
+    ({"budget": 0.5, "mode": "sample", "seed": True}, "non-negative integer"),
+])
+def test_contradictory_or_bad_arguments_are_input_errors(resnet_rt: BudgetRuntime,
+                                                         resnet_artifact: Any,
+                                                         call: dict[str, Any],
+                                                         message: str) -> None:
+    """Each was silently ignored or a numpy traceback (ValueError, TypeError)."""
+    with pytest.raises(InputError, match=message):
+        resnet_rt.infer(_images(resnet_artifact.net, 2), **call)
+
+
+def test_any_non_negative_integer_seeds_sampling(resnet_rt: BudgetRuntime,
+                                                 resnet_artifact: Any) -> None:
+    images = _images(resnet_artifact.net, 2)
+    first = resnet_rt.infer(images, budget=0.5, mode="sample", seed=2**70)
+    again = resnet_rt.infer(images, budget=0.5, mode="sample", seed=np.int64(2**40))
+    assert first.mask.shape == again.mask.shape == (2, 3)
+
+
 def test_without_policy_mask_is_required(tmp_path: Path) -> None:
     net = make_net("resnet", seed=2)
     write_artifact(net, tmp_path, policy=False, full=False)
@@ -227,7 +251,7 @@ INFER_ERRORS = [
     ({"budget": 0.5, "mode": "best"}, "mode 'best'"),
     ({"budget": 0.5, "cap": "watts"}, "cap 'watts'"),
     ({"mask": [1, 0, 1], "cap": "flops"}, "cap needs the policy"),
-    ({"mask": [1, 0, 1], "budget": 2.0}, "outside"),
+    ({"mask": [1, 0, 1], "budget": 2.0}, "not both"),
     ({"budget": float("nan")}, "NaN"),
     ({"budget": -0.1}, "outside"),
     ({"budget": 1.5}, "outside"),

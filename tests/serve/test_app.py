@@ -136,6 +136,45 @@ def test_bad_budget_gets_400(served: Served, rng: np.random.Generator) -> None:
     assert_error(response, 400, "budget 3 is outside [0, 1]")
 
 
+@pytest.mark.parametrize("parameters, fragment", [
+    ({"budget": None}, "got null"),  # was the server's budget, silently
+    ({"mode": None}, "parameter mode must be a non-empty string"),
+    ({"mode": ""}, "parameter mode must be a non-empty string"),  # was greedy, silently
+    ({"cap": ""}, "parameter cap must be a non-empty string"),
+    ({"budget": 0.5, "mode": "sample", "seed": -1}, "seed"),
+])
+def test_null_or_empty_parameters_are_400_not_defaults(served: Served, rng: np.random.Generator,
+                                                        parameters: dict, fragment: str) -> None:
+    images = random_images(rng, 1, served.input_size)
+    response = infer_json(served.url, served.name, {"inputs": [image_input(images)],
+                                                    "parameters": parameters})
+    assert_error(response, 400, fragment)
+
+
+def test_a_budget_with_a_mask_is_400(served: Served, rng: np.random.Generator) -> None:
+    images = random_images(rng, 1, served.input_size)
+    k = served.runtime.num_components
+    mask = {"name": "MASK", "datatype": "BOOL", "shape": [1, k], "data": [True] * k}
+    response = infer_json(served.url, served.name, {"inputs": [image_input(images), mask],
+                                                    "parameters": {"budget": 0.5}})
+    assert_error(response, 400, "not both")
+
+
+@pytest.mark.parametrize("length", ["-5", "abc", "1" * 30])
+def test_a_malformed_content_length_gets_a_json_400(served: Served, length: str) -> None:
+    """h11 refuses these before the app sees them; uvicorn answered in plain text."""
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /v2/models/{served.name}/infer HTTP/1.1\r\nHost: x\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        reply = http.client.HTTPResponse(sock)
+        reply.begin()
+        body = reply.read()
+    assert reply.status == 400 and reply.getheader("content-type") == "application/json"
+    assert "malformed HTTP" in json.loads(body)["error"]
+    assert request(served.url, "GET", "/v2/health/live").status == 200
+
+
 def test_inputs_that_overflow_the_model_get_400(served: Served) -> None:
     """Finite FP32 values of 3e38 make non-finite logits: the client's input, not a 500."""
     c, h, w = served.input_size

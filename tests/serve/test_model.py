@@ -316,7 +316,7 @@ def image(n: int = 1, **changes: Any) -> dict[str, Any]:
                                "data": [2.0]}]}, "outside [0, 1]"),
         ({"inputs": [image()], "parameters": {"budgett": 0.5}}, "unknown parameter 'budgett'"),
         ({"inputs": [image()], "parameters": {"mode": "best"}}, "mode 'best' is not one of"),
-        ({"inputs": [image()], "parameters": {"mode": 1}}, "mode must be a string"),
+        ({"inputs": [image()], "parameters": {"mode": 1}}, "mode must be a non-empty string"),
         ({"inputs": [image()], "parameters": {"cap": "watts"}}, "cap 'watts' is not one of"),
         ({"inputs": [image()], "parameters": {"seed": -1}}, "seed must be an integer in"),
         ({"inputs": [image()], "parameters": {"seed": 1.5}}, "seed must be an integer in"),
