@@ -17,9 +17,18 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from budget_edge.runtime import BudgetRuntime
 from budget_edge.serve.model import DEFAULT_MAX_BATCH
 
-from .conftest import SERVER_BUDGET, image_input, infer_json, load_model, random_images, serving
+from .conftest import (
+    SERVER_BUDGET,
+    Response,
+    image_input,
+    infer_json,
+    load_model,
+    random_images,
+    serving,
+)
 
 CLIENTS = 64
 SMALL_REQUESTS = 8  # per client
@@ -37,13 +46,13 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-def _check(answer: object, images: np.ndarray, budget: float, runtime: object) -> str | None:
+def _check(answer: Response, images: np.ndarray, budget: float,
+           runtime: BudgetRuntime) -> str | None:
     """None if the answer is the runtime's own, else what differs."""
-    status = getattr(answer, "status")
-    if status != 200:
-        return f"status {status}: {getattr(answer, 'body')[:200]!r}"
-    outputs = {o["name"]: o for o in answer.json()["outputs"]}  # type: ignore[attr-defined]
-    want = runtime.infer(images, budget=budget)  # type: ignore[attr-defined]
+    if answer.status != 200:
+        return f"status {answer.status}: {answer.body[:200]!r}"
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    want = runtime.infer(images, budget=budget)
     logits = np.asarray(outputs["LOGITS"]["data"], np.float32).reshape(want.logits.shape)
     if not np.allclose(logits, want.logits, rtol=1e-4, atol=1e-5):
         return "logits differ from the runtime's"
@@ -52,7 +61,8 @@ def _check(answer: object, images: np.ndarray, budget: float, runtime: object) -
     return None
 
 
-def _small_client(url: str, name: str, seed: int, reference: object, out: Outcome) -> None:
+def _small_client(url: str, name: str, seed: int, reference: BudgetRuntime,
+                  out: Outcome) -> None:
     rng = np.random.default_rng(seed)
     for i in range(SMALL_REQUESTS):
         images = random_images(rng, int(rng.integers(1, 4)), (3, 8, 8))
@@ -66,7 +76,7 @@ def _small_client(url: str, name: str, seed: int, reference: object, out: Outcom
             out.errors.append(f"client {seed} request {i}: {problem}")
 
 
-def _big_client(url: str, name: str, reference: object, out: Outcome) -> None:
+def _big_client(url: str, name: str, reference: BudgetRuntime, out: Outcome) -> None:
     rng = np.random.default_rng(999)
     for i in range(BIG_REQUESTS):
         images = random_images(rng, DEFAULT_MAX_BATCH, (3, 8, 8))
