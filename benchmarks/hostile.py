@@ -925,7 +925,20 @@ def write_results(out: Path, results: list[Result], seconds: float) -> None:
                          "benchmarks/results/budgetnet-resnet20-light/budgetnet.pt",
               "cases": [asdict(r) for r in results]}
     (out / "hostile.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["| category | cases | " + " | ".join(OUTCOMES) + " |",
+    lines = ["# Hostile cases", "",
+             f"`{report['command']}` ({seconds / 60:.1f} min on {machine.get('cpu')}, "
+             f"{machine.get('usable_cores')} cores). Every case and its detail: "
+             "`hostile.json`.", "",
+             "Outcomes: **handled** refused with budget-edge's own one-line error (4xx/503 JSON "
+             "over HTTP, exit 2 from the CLI); **answered** valid (if odd) input answered, "
+             "checked against a reference; **unsigned** an unsigned artifact whose graph and "
+             "manifest hash were both rewritten answers differently (trusted by design: the "
+             "same cases on a signed artifact are all handled, see docs/security.md); "
+             "**traceback** a foreign exception reached the user; **http500** the server "
+             "answered 500 to client input; **silent** a wrong answer or an accepted bad "
+             "input without a word (for pickles: their code ran); **hang** no answer in time.",
+             "",
+             "| category | cases | " + " | ".join(OUTCOMES) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in OUTCOMES) + " |"]
     for category in [*CATEGORIES, "all"]:
         rows = [r for r in results if category in ("all", r.category)]
@@ -934,11 +947,14 @@ def write_results(out: Path, results: list[Result], seconds: float) -> None:
         lines.append(f"| {label} | {len(rows)} | "
                      + " | ".join(str(counts.get(o, 0)) for o in OUTCOMES) + " |")
     findings = [r for r in results if r.outcome not in ("handled", "answered", "unsigned")]
-    lines += ["", f"{len(results)} cases in {seconds / 60:.1f} min on {machine.get('cpu')}.", ""]
+    lines += [""]
     if findings:
         lines += ["Findings:", ""] + [f"- {r.category} / {r.kind}: **{r.outcome}**: {r.detail}"
                                       for r in findings]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    else:
+        lines += ["No findings: 0 tracebacks, 0 HTTP 500 for client input, 0 silent wrong "
+                  "answers, 0 hangs."]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
