@@ -61,8 +61,9 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
     /v2/models/NAME/ready, /metrics (Prometheus); POST /v2/models/NAME/infer,
-    /v2/repository/index. SIGTERM or Ctrl+C answers queued requests 503 at once,
-    lets running ones finish, then exits. See docs/protocol.md.
+    /v2/repository/index. SIGTERM or Ctrl+C serves queued requests for 10 s more,
+    answers any still waiting 503, lets running ones finish, then exits. See
+    docs/protocol.md.
 
     \b
     Example:

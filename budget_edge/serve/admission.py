@@ -99,10 +99,12 @@ class Admission:
                 if not self.closing and not started:  # wake up to shorten the wait
                     closed = asyncio.ensure_future(self._closed.wait())
                     waits.add(closed)
-                await asyncio.wait(waits, timeout=remaining,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if closed is not None:
-                    closed.cancel()
+                try:
+                    await asyncio.wait(waits, timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if closed is not None:
+                        closed.cancel()
                 if acquire.done():
                     holding = True
                     return

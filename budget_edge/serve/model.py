@@ -82,9 +82,13 @@ DEFAULT_CHUNK = 16
 
 
 def split_call(call: RuntimeCall, chunk: int) -> list[RuntimeCall]:
-    """The call as consecutive calls of at most `chunk` images (per-image inputs split too)."""
+    """The call as consecutive calls of at most `chunk` images (per-image inputs split too).
+
+    `sample` requests run whole (at most --max-batch images): their random draws
+    depend on each image's row in the batch, so chunks would change the answer.
+    """
     n = call.images.shape[0]
-    if n <= chunk:
+    if n <= chunk or call.mode == "sample":
         return [call]
     parts = []
     for start in range(0, n, chunk):

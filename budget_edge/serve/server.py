@@ -28,8 +28,8 @@ from budget_edge.serve.admission import Admission
 
 BACKLOG = 128
 # How long SIGTERM waits for running requests before cancelling them: the server always
-# stops by itself. Queued requests are answered 503 at once, and a running request is
-# at most --max-batch images, so this is a backstop, not the usual wait.
+# stops by itself. Queued requests are served for DRAIN_S more seconds, then answered
+# 503; a running request is at most --max-batch images: this is a backstop.
 GRACEFUL_TIMEOUT_S = 30
 
 
@@ -183,8 +183,9 @@ class TimedH11Protocol(H11Protocol):
 
 class BudgetEdgeServer(uvicorn.Server):
     """uvicorn's server, closing the admission queue first when it begins to stop: the
-    requests not yet running are answered 503 at once instead of waiting out the grace
-    period (17 of them once got a plain-text 500 after 57 s)."""
+    requests not yet running are served for DRAIN_S more seconds, then answered 503,
+    instead of waiting out the grace period (17 of them once got a plain-text 500
+    after 57 s)."""
 
     def __init__(self, config: uvicorn.Config, admission: Admission | None) -> None:
         super().__init__(config)

@@ -330,6 +330,18 @@ def test_a_flipped_byte_in_a_file_without_a_digest_is_caught_by_its_zip_crc(
         load_checkpoint(path)
 
 
+def test_files_saved_without_crc32_still_load(tmp_path: Path, pair: Pair) -> None:
+    """torch's documented compute_crc32 = False writes 0 for every member's CRC."""
+    from torch.utils.serialization import config
+
+    config.save.compute_crc32 = False  # a config proxy: monkeypatch cannot set it
+    try:
+        path = save_checkpoint(tmp_path / "nocrc.pt", *pair)
+    finally:
+        config.save.compute_crc32 = True
+    load_checkpoint(path)
+
+
 def test_files_from_before_the_digest_still_load(tmp_path: Path, pair: Pair) -> None:
     payload = saved_payload(tmp_path, pair)
     del payload["backbone"]["sha256"]

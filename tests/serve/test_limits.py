@@ -78,6 +78,14 @@ def _infer(url: str, images: np.ndarray, **parameters: Any) -> Response:
     return infer_json(url, "tiny-resnet", header)
 
 
+def _wait_until(condition: Any, timeout: float = 20.0) -> None:
+    """Poll instead of sleeping a fixed time: a loaded CI machine may be slow to start."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def _in_thread(target: Any, results: list[Any], *args: Any) -> threading.Thread:
     def call() -> None:
         start = time.monotonic()
@@ -103,13 +111,25 @@ def test_a_large_batch_runs_in_chunks_and_answers_like_one_call(
     np.testing.assert_array_equal(outputs["FLOPS"], want.flops)
 
 
+def test_sampled_masks_are_not_chunked_so_they_match_one_call(
+        served: Served, rng: np.random.Generator) -> None:
+    """Each chunk would restart the seeded draws: rows 0, 16, 32 would share them."""
+    images = random_images(rng, 40, served.input_size)
+    answer = _infer(served.url, images, budget=0.5, mode="sample", seed=7)
+    assert answer.status == 200
+    mask = next(o for o in answer.json()["outputs"] if o["name"] == "MASK")
+    want = served.runtime.infer(images, budget=0.5, mode="sample", seed=7)
+    np.testing.assert_array_equal(np.asarray(mask["data"]).reshape(mask["shape"]),
+                                  want.mask.astype(bool))
+
+
 def test_a_small_request_is_served_between_the_chunks_of_a_large_one(
         tiny_artifact: Path, rng: np.random.Generator) -> None:
     """A 64-image request once made a one-image request wait for all of it."""
     with slow_server(tiny_artifact, delay=0.2) as (url, _, runtime, _):
         big: list[Any] = []
         thread = _in_thread(_infer, big, url, random_images(rng, 64, (3, 8, 8)))
-        time.sleep(0.1)  # the first chunk is running
+        _wait_until(lambda: len(runtime.calls) >= 1)  # the first chunk is running
         start = time.monotonic()
         small = _infer(url, random_images(rng, 1, (3, 8, 8)))
         small_s = time.monotonic() - start
@@ -121,14 +141,14 @@ def test_a_small_request_is_served_between_the_chunks_of_a_large_one(
 
 def test_a_full_queue_gets_503_with_retry_after_as_json(
         tiny_artifact: Path, rng: np.random.Generator) -> None:
-    with slow_server(tiny_artifact, 0.5, Admission(max_queue=2)) as (url, _, _, admission):
+    with slow_server(tiny_artifact, 0.5, Admission(max_queue=2)) as (url, _, runtime,
+                                                                      admission):
         answers: list[Any] = []
         threads = [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))]
-        time.sleep(0.1)
+        _wait_until(lambda: len(runtime.calls) >= 1)
         threads += [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
                     for _ in range(2)]
-        while admission.waiting < 2:
-            time.sleep(0.01)
+        _wait_until(lambda: admission.waiting >= 2)
         start = time.monotonic()
         refused = _infer(url, random_images(rng, 1, (3, 8, 8)))
         refused_s = time.monotonic() - start
@@ -142,10 +162,10 @@ def test_a_full_queue_gets_503_with_retry_after_as_json(
 
 def test_the_clients_timeout_parameter_bounds_its_wait(
         tiny_artifact: Path, rng: np.random.Generator) -> None:
-    with slow_server(tiny_artifact, delay=1.0) as (url, _, _, _):
+    with slow_server(tiny_artifact, delay=1.0) as (url, _, runtime, _):
         answers: list[Any] = []
         thread = _in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
-        time.sleep(0.1)
+        _wait_until(lambda: len(runtime.calls) >= 1)
         start = time.monotonic()
         late = _infer(url, random_images(rng, 1, (3, 8, 8)), timeout=200_000)  # 0.2 s in us
         late_s = time.monotonic() - start
@@ -162,8 +182,7 @@ def test_stopping_answers_every_request_in_flight_with_json_within_the_drain_bou
         answers: list[Any] = []
         threads = [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
                    for _ in range(8)]
-        while admission.waiting < 7:
-            time.sleep(0.01)
+        _wait_until(lambda: admission.waiting >= 7)
         start = time.monotonic()
         server.should_exit = True  # what SIGTERM sets
         for thread in threads:
