@@ -165,7 +165,7 @@ def export_checkpoint(
     if exporter is not None and exporter.opset != opset:
         raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
     out = _check_out_dir(out_dir)
-    # Everything is written to a staging folder beside `out`, which replaces `out` only
+    # Everything is written to a staging folder, which replaces the previous export only
     # once complete: a failure or a crash never leaves a half-written artifact, nor
     # destroys the previous one.
     staging = _staging_dir(out)
@@ -375,38 +375,60 @@ def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ConfigError(f"--out {out} is a file or a link: give a directory")
     ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME, SIGNATURE_NAME}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours
+                     and not p.name.startswith((STAGING_PREFIX, OLD_PREFIX))) \
+        if out.is_dir() else []
     if foreign:
         raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
                           "give a new or empty directory, or a previous export to overwrite")
     return out
 
 
-STAGING_TAG = ".partial-"  # staging folders: .<name>.partial-<pid>, beside the artifact
-OLD_TAG = ".old-"  # the previous artifact for the instant of the swap
+STAGING_PREFIX = ".partial-"  # out/.partial-<pid>: the new export, until complete
+OLD_PREFIX = ".old-"  # out/.old-<pid>: the previous export, for the instant of the swap
+# What a previous export may hold; the swap moves these (.lock stays: others may wait on it).
+ARTIFACT_ENTRIES = (MANIFEST_NAME, GRAPH_DIR, ENGINE_DIR, QUANTIZED_DIR, SIGNATURE_NAME)
 
 
 def _staging_dir(out: Path) -> Path:
-    """A fresh staging folder beside `out`; leftovers of crashed exports are removed."""
-    parent = out.absolute().parent
+    """A fresh staging folder inside `out` (only `out` need be writable: `--out .` and
+    mount points work); leftovers of a crashed export are cleaned up first."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create its folder ({exc.strerror})") from exc
-    for tag in (STAGING_TAG, OLD_TAG):
-        for leftover in parent.glob(f".{out.name}{tag}*"):
-            pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _process_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
-    staging = parent / f".{out.name}{STAGING_TAG}{os.getpid()}"
+        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror})") from exc
+    _recover(out)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write in it ({exc.strerror})") from exc
     return staging
+
+
+def _recover(out: Path) -> None:
+    """Undo what a crashed export left: a previous artifact moved aside mid-swap goes
+    back (if no manifest replaced it); staging folders go."""
+    for leftover in sorted(out.glob(f"{OLD_PREFIX}*")) + sorted(out.glob(f"{STAGING_PREFIX}*")):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue  # another export, running now
+        if leftover.name.startswith(OLD_PREFIX) and not (out / MANIFEST_NAME).exists():
+            _move_entries(leftover, out)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists (POSIX)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -414,17 +436,42 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _move_entries(source: Path, target: Path) -> None:
+    """Move the artifact entries of `source` into `target`, the manifest last."""
+    names = [n for n in ARTIFACT_ENTRIES[1:] + ARTIFACT_ENTRIES[:1] if (source / n).exists()]
+    for name in names:
+        os.replace(source / name, target / name)
+
+
 def _move_into_place(staging: Path, out: Path) -> None:
-    """Replace `out` (if any) by the complete `staging` folder. The previous export goes
+    """Replace the previous export in `out` by the complete `staging` folder. Readers see
+    the old artifact, then no manifest (a clear error), then the new one, never a mix:
+    the old manifest leaves first and the new one arrives last. The previous export goes
     whole, with its engines, quantized sets and signature: they belonged to its graphs."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = out.absolute().parent / f".{out.name}{OLD_TAG}{os.getpid()}"
+    old = out / f"{OLD_PREFIX}{os.getpid()}"
     shutil.rmtree(old, ignore_errors=True)
-    os.replace(out, old)
-    os.replace(staging, out)
+    old.mkdir()
+    moved: list[str] = []
+    arriving = False
+    try:
+        for name in ARTIFACT_ENTRIES:  # the manifest is the first entry
+            if (out / name).exists():
+                os.replace(out / name, old / name)
+                moved.append(name)
+        arriving = True
+        _move_entries(staging, out)
+    except BaseException:
+        # Whatever of the new export arrived goes; then the old entries come back, the
+        # manifest last.
+        for name in ARTIFACT_ENTRIES if arriving else ():
+            _remove(out / name)
+        for name in ARTIFACT_ENTRIES[::-1]:
+            if name in moved:
+                os.replace(old / name, out / name)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _plain(value: Any) -> Any:

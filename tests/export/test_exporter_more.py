@@ -131,20 +131,66 @@ def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path
     with pytest.raises(RuntimeError, match="switch graph failed"):
         export_checkpoint(loaded(), out)
     assert sorted(p.name for p in (out / "graphs").iterdir()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no staging left
+    assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]  # no staging
     with BudgetRuntime.load(out) as rt:  # the previous artifact, whole
         assert rt.manifest.files == first.files
 
 
+DEAD_PID = 2**22 + 12345  # above Linux's default pid_max: no such process
+
+
 def test_leftovers_of_a_crashed_export_are_removed_by_the_next(tmp_path):
     out = tmp_path / "art"
-    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
-    crashed = tmp_path / f".art.partial-{dead}"
+    crashed = out / f".partial-{DEAD_PID}"
     (crashed / "graphs").mkdir(parents=True)
     (crashed / "graphs" / "stem.onnx").write_bytes(b"half")
     export_checkpoint(loaded(), out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]
     BudgetRuntime.load(out).close()
+
+
+def test_a_crash_in_the_middle_of_the_swap_gets_the_previous_artifact_back(tmp_path):
+    from budget_edge.export.exporter import _recover
+
+    out = tmp_path / "art"
+    first = export_checkpoint(loaded(), out)
+    aside = out / f".old-{DEAD_PID}"  # the swap had moved the old artifact aside, then died
+    aside.mkdir()
+    for name in ("manifest.json", "graphs"):
+        (out / name).rename(aside / name)
+    _recover(out)  # what the next export does first
+    with BudgetRuntime.load(out) as rt:
+        assert rt.manifest.files == first.files
+    assert not aside.exists()
+
+
+def test_a_swap_that_fails_puts_the_previous_artifact_back(tmp_path, monkeypatch):
+    from budget_edge.export import exporter as exporter_module
+
+    out = tmp_path / "art"
+    first = export_checkpoint(loaded(), out)
+    real = exporter_module._move_entries
+
+    def half(source, target):  # moves the graphs, then the disk fails
+        (source / "graphs").rename(target / "graphs")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exporter_module, "_move_entries", half)
+    with pytest.raises(OSError, match="No space"):
+        export_checkpoint(loaded(), out)
+    monkeypatch.setattr(exporter_module, "_move_entries", real)
+    with BudgetRuntime.load(out) as rt:
+        assert rt.manifest.files == first.files
+    assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]
+
+
+def test_export_into_the_working_directory(tmp_path, monkeypatch):
+    """`--out .` cannot be renamed: the swap moves entries inside it instead."""
+    monkeypatch.chdir(tmp_path)
+    export_checkpoint(loaded(), ".")
+    export_checkpoint(loaded(), ".")  # and over a previous export there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graphs", "manifest.json"]
+    BudgetRuntime.load(tmp_path).close()
 
 
 def test_export_replaces_the_previous_one_whole(tmp_path):
