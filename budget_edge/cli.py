@@ -19,6 +19,8 @@ from budget_edge.errors import BudgetEdgeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "Train a backbone on a dataset (optionally with stochastic depth)."),
     "train": ("train", "Train the BudgetNet agent: curriculum, then joint fine-tuning."),
+    "allocate": ("allocate", "Train the allocator: how many components each image runs "
+                             "(mode allocate)."),
     "evaluate": ("evaluate", "Sweep budgets: accuracy, usage, FLOPs, baselines and plots."),
     "export": ("export", "Export a checkpoint to ONNX graphs per block plus a manifest."),
     "quantize": ("quantize", "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on "

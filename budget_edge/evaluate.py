@@ -14,6 +14,12 @@ components as the agent kept for it), so the agent's value is visible:
   greedy backward elimination finds best on the validation split (never the
   test set): the strongest static alternative inside the same model.
 
+And one baseline at the same mean cost: the static front, the best static
+masks' test accuracy interpolated linearly at the row's mean usage (what
+running the two neighbouring static masks on a share of the images each
+gives). It is the fair line for `allocate`, whose per-image counts the
+image-by-image baselines above would borrow.
+
 Outputs: sweep.json, sweep.csv, sweep.md and three PNG plots in the style of
 the paper's Fig. 3/4.
 """
@@ -34,15 +40,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from budget_edge.agent.allocator import Allocator, AllocatorGraph
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.torch_dataset import ImageDataset
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.models.backbone import Backbone
+from budget_edge.runtime import allocation
 from budget_edge.runtime.masks import rank_counts
 
 # A probability at or above this keeps a component (the reference's test).
 KEEP_THRESHOLD = 0.5
-MASK_MODES = ("greedy", "rank")
+MASK_MODES = ("greedy", "rank", "allocate")
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -119,13 +127,35 @@ def masks_from_probs(probs: Tensor, budget: float, mode: str = "greedy") -> Tens
 @torch.no_grad()
 def policy_masks(
     agent: torch.nn.Module, images: Tensor, budget: float, batch_size: int = 500,
-    mode: str = "greedy",
+    mode: str = "greedy", allocator: Allocator | None = None,
 ) -> Tensor:
-    """(N, K) bool: the agent's deterministic masks for every image at budget c."""
+    """(N, K) bool: the agent's deterministic masks for every image at budget c
+    (mode "allocate": the allocator's counts, as the runtime's mode)."""
+    if mode == "allocate":
+        return allocated_masks(agent, allocator, images, budget, batch_size)
     masks = []
     for part in _batches(len(images), batch_size):
         probs, _ = agent(images[part], budget)
         masks.append(masks_from_probs(probs, budget, mode))
+    return torch.cat(masks)
+
+
+@torch.no_grad()
+def allocated_masks(agent: torch.nn.Module, allocator: Allocator | None, images: Tensor,
+                    budget: float, batch_size: int = 500) -> Tensor:
+    """(N, K) bool: mode "allocate" (runtime/allocation.py) computed with torch."""
+    if allocator is None or allocator.calibration is None:
+        raise ConfigError("mode 'allocate' needs a checkpoint with a calibrated allocator: "
+                          "run `budget-edge allocate CKPT --out CKPT2` first")
+    graph = AllocatorGraph(allocator, agent).eval()  # type: ignore[arg-type]
+    table = allocator.calibration
+    masks = []
+    for part in _batches(len(images), batch_size):
+        chances, level_probs = graph(images[part])
+        mask, _ = allocation.allocated_masks(
+            chances.numpy(), level_probs.numpy(), np.full(len(chances), budget),
+            np.asarray(table["budgets"]), np.asarray(table["prices"]))
+        masks.append(torch.from_numpy(mask).bool())
     return torch.cat(masks)
 
 
@@ -230,6 +260,7 @@ class BudgetRow:
     best_static_accuracy: float  # each image: the best fixed mask with the agent's count
     best_static_flops_mean: float
     mask_class_mi: float  # bits: how much the mask says about the image's class
+    static_front_accuracy: float = float("nan")  # best static masks at the mean usage
 
 
 @dataclass
@@ -243,6 +274,9 @@ class Sweep:
     num_images: int
     info: dict[str, Any] = field(default_factory=dict)
     best_static_masks: list[list[int]] = field(default_factory=list)  # row m: m kept
+    # Test accuracy and FLOPs (backbone only) of each best static mask: the static front.
+    best_static_accuracy: list[float] = field(default_factory=list)
+    best_static_flops: list[float] = field(default_factory=list)
     zoo: list[dict[str, Any]] = field(default_factory=list)  # name, backbone, accuracy, flops
 
 
@@ -257,18 +291,33 @@ def zoo_point(name: str, backbone: Backbone, images: Tensor, labels: Tensor,
 
 
 def _latency_ms(
-    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float, mode: str
+    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float, mode: str,
+    allocator: Allocator | None = None,
 ) -> float:
     """Mean batch-1 latency of agent + masked backbone over `images` (after one warm-up)."""
     if len(images) == 0:
         return float("nan")
     with torch.no_grad():
-        backbone(images[:1], masks_from_probs(agent(images[:1], budget)[0], budget, mode))
+        backbone(images[:1], policy_masks(agent, images[:1], budget, 1, mode, allocator))
         start = time.perf_counter()
         for i in range(len(images)):
             x = images[i : i + 1]
-            backbone(x, masks_from_probs(agent(x, budget)[0], budget, mode))
+            backbone(x, policy_masks(agent, x, budget, 1, mode, allocator))
     return (time.perf_counter() - start) * 1000.0 / len(images)
+
+
+def decision_flops(agent: torch.nn.Module, mode: str, allocator: Allocator | None) -> int:
+    """Per image: the agent's FLOPs, or with mode "allocate" the allocator graph's."""
+    if mode == "allocate" and allocator is not None:
+        return AllocatorGraph(allocator, agent).flops()  # type: ignore[arg-type]
+    return int(agent.flops())  # type: ignore[operator]
+
+
+def static_front(static_accuracy: Tensor, usage: float) -> float:
+    """Accuracy of the best static masks (row m: m components) read at a mean usage,
+    linearly between the two neighbouring counts."""
+    k = len(static_accuracy) - 1
+    return float(np.interp(usage * k, np.arange(k + 1), static_accuracy.double().numpy()))
 
 
 def evaluate_budget(
@@ -283,18 +332,22 @@ def evaluate_budget(
     batch_size: int = 500,
     latency_images: int = 50,
     mode: str = "greedy",
+    allocator: Allocator | None = None,
+    static_accuracy: Tensor | None = None,
 ) -> BudgetRow:
     """Agent, random, static-order and best-static-mask results at one budget (the
-    baselines keep as many components as the agent does, image by image)."""
+    baselines keep as many components as the agent does, image by image).
+    `static_accuracy` (K + 1,): the best static masks' test accuracy per count, for
+    the static front at the same mean usage."""
     table = backbone.flops()
     k = backbone.num_components
     component_flops = torch.tensor(table.components, dtype=torch.float64)
-    agent_flops = float(agent.flops())  # type: ignore[operator]
+    agent_flops = float(decision_flops(agent, mode, allocator))
 
     def flops_per_image(masks: Tensor) -> Tensor:
         return table.base + masks.double() @ component_flops
 
-    masks = policy_masks(agent, images, budget, batch_size, mode)
+    masks = policy_masks(agent, images, budget, batch_size, mode, allocator)
     counts = masks.sum(dim=1)
     usage = counts.double() / k
     flops = flops_per_image(masks) + agent_flops
@@ -316,7 +369,8 @@ def evaluate_budget(
         flops_mean=flops.mean().item(),
         flops_std=flops.std(unbiased=False).item(),
         unique_policies=len(torch.unique(masks, dim=0)),
-        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget, mode),
+        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget, mode,
+                               allocator),
         random_accuracy=rand_correct.double().mean().item(),
         random_flops_mean=flops_per_image(rand).mean().item(),
         static_accuracy=stat_correct.double().mean().item(),
@@ -324,6 +378,8 @@ def evaluate_budget(
         best_static_accuracy=best_correct.double().mean().item(),
         best_static_flops_mean=flops_per_image(best).mean().item(),
         mask_class_mi=mutual_information(masks, labels),
+        static_front_accuracy=float("nan") if static_accuracy is None
+        else static_front(static_accuracy, usage.mean().item()),
     )
 
 
@@ -340,6 +396,7 @@ def sweep(
     latency_images: int = 50,
     progress: Any = None,
     mode: str = "greedy",
+    allocator: Allocator | None = None,
 ) -> Sweep:
     """Evaluate every budget; the static drop order is ranked once on the validation split.
 
@@ -354,12 +411,15 @@ def sweep(
     order = static_drop_order(backbone, val_images, val_labels, batch_size)
     best_masks = best_static_masks(backbone, val_images, val_labels, batch_size)
     full = correct_under_masks(backbone, images, labels, None, batch_size)
+    static_accuracy = torch.stack([
+        correct_under_masks(backbone, images, labels, m.expand(len(images), -1),
+                            batch_size).double().mean() for m in best_masks])
     rows = []
     for i, budget in enumerate(budgets):
         rows.append(
             evaluate_budget(
                 backbone, agent, images, labels, budget, order, generator, best_masks,
-                batch_size, latency_images, mode,
+                batch_size, latency_images, mode, allocator, static_accuracy,
             )
         )
         if progress is not None:
@@ -368,12 +428,14 @@ def sweep(
         rows=rows,
         full_accuracy=full.double().mean().item(),
         full_flops=backbone.flops().total,
-        agent_flops=int(agent.flops()),  # type: ignore[operator]
+        agent_flops=decision_flops(agent, mode, allocator),
         num_components=backbone.num_components,
         drop_order=order,
         num_images=len(images),
         info={"mask_mode": mode},
         best_static_masks=best_masks.int().tolist(),
+        best_static_accuracy=static_accuracy.tolist(),
+        best_static_flops=[float(backbone.flops().masked(m.int().tolist())) for m in best_masks],
     )
 
 
@@ -405,6 +467,8 @@ def sweep_as_dict(result: Sweep) -> dict[str, Any]:
         "num_components": result.num_components,
         "static_drop_order": result.drop_order,
         "best_static_masks": result.best_static_masks,
+        "best_static_accuracy": result.best_static_accuracy,
+        "best_static_flops": result.best_static_flops,
         "zoo": result.zoo,
         "num_images": result.num_images,
         **result.info,
@@ -422,8 +486,8 @@ def markdown_table(result: Sweep) -> str:
         "",
         "| budget | accuracy % | usage | mean abs(usage - c) | MFLOPs | unique policies "
         "| I(class; mask) bits "
-        "| random % | static order % | best static mask % | latency ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| random % | static order % | best static mask % | static front % | latency ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     zoo = [f"{z['backbone']} {100 * z['accuracy']:.2f}% at {z['flops'] / 1e6:.2f} MFLOPs"
            for z in result.zoo]
@@ -435,7 +499,8 @@ def markdown_table(result: Sweep) -> str:
             f"| {r.usage_abs_error:.3f} | {r.flops_mean / 1e6:.2f} | {r.unique_policies} "
             f"| {r.mask_class_mi:.3f} "
             f"| {100 * r.random_accuracy:.2f} | {100 * r.static_accuracy:.2f} "
-            f"| {100 * r.best_static_accuracy:.2f} | {r.latency_ms:.2f} |"
+            f"| {100 * r.best_static_accuracy:.2f} | {100 * r.static_front_accuracy:.2f} "
+            f"| {r.latency_ms:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -475,6 +540,10 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
     ax.plot([r.best_static_flops_mean / 1e6 for r in rows],
             [100 * r.best_static_accuracy for r in rows], "D-.",
             label="best static mask (validation search)")
+    if result.best_static_accuracy:
+        ax.plot([f / 1e6 for f in result.best_static_flops],
+                [100 * a for a in result.best_static_accuracy], "-", color="0.6",
+                label="static front (best mask per count)")
     ax.plot([r.random_flops_mean / 1e6 for r in rows], [100 * r.random_accuracy for r in rows],
             "x:", label="random masks")
     ax.plot([result.full_flops / 1e6], [100 * result.full_accuracy], "k*", markersize=12,

@@ -1,0 +1,21 @@
+"""The subcommands of `budget-edge`, one module each (imported lazily by cli.py)."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command with every option's value, so that a report says how to run it again."""
+    words = ["budget-edge", str(ctx.command.name)]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)

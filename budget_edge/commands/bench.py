@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
-
-def _command_line(ctx: click.Context) -> str:
-    """The command with every option's value, so that a report says how to measure it again."""
-    words = ["budget-edge", "bench"]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        if value is None:
-            continue
-        if isinstance(param, click.Argument):
-            words.append(str(value))
-        else:
-            words += [param.opts[0], str(value)]
-    return shlex.join(words)
+from budget_edge.commands import command_line
 
 
 @click.command("bench")
@@ -43,9 +30,11 @@ def _command_line(ctx: click.Context) -> str:
               help="Threads per ONNX Runtime session (default: the usable cores).")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
               default="auto", show_default=True)
-@click.option("--mode", type=click.Choice(["greedy", "sample", "rank"]), default="greedy",
-              show_default=True, help="Mask from the probabilities: p >= 0.5, sampled, or the "
-                                      "round(c K) most probable components.")
+@click.option("--mode", type=click.Choice(["greedy", "sample", "rank", "allocate"]),
+              default="greedy", show_default=True,
+              help="Mask from the probabilities: p >= 0.5, sampled, the round(c K) most "
+                   "probable components, or allocate (counts per image from the allocator, "
+                   "c as the mean; artifacts with an allocator).")
 @click.option("--cap", type=click.Choice(["none", "components", "flops"]), default="none",
               show_default=True, help="Make the budget a hard ceiling on components or FLOPs.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -149,7 +138,7 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
         rt.close()
         for other in [*zoo.values(), *others.values()]:
             other.close()
-    result.settings["command"] = _command_line(click.get_current_context())
+    result.settings["command"] = command_line(click.get_current_context())
     out = Console()
     if not out.is_terminal:  # piped to a file: no terminal width to respect
         out = Console(width=160)

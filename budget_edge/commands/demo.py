@@ -29,6 +29,7 @@ class Preset:
     train_preset: str
     bench_iterations: int
     train_extra: tuple[str, ...] = ()
+    allocate_extra: tuple[str, ...] = ()
     evaluate_extra: tuple[str, ...] = ()
     export_extra: tuple[str, ...] = ()
     quantize_extra: tuple[str, ...] = ()
@@ -42,6 +43,7 @@ PRESETS = {
     "demo": Preset(pretrain_epochs=3, limit_train=20000, drop_prob=0.1,
                    train_preset="demo", bench_iterations=50,
                    train_extra=("--extractor", "light"),
+                   allocate_extra=("--limit-train", "20000", "--calib-images", "2000"),
                    evaluate_extra=("--val-size", "2000"),
                    export_extra=("--static-masks", "fashion-mnist",
                                  "--static-search-images", "2000")),
@@ -54,6 +56,8 @@ PRESETS = {
                     train_extra=("--limit-train", "256", "--eval-images", "128",
                                  "--curriculum-epochs", "1", "--finetune-epochs", "1",
                                  "--extractor", "light"),
+                    allocate_extra=("--limit-train", "256", "--calib-images", "64",
+                                    "--epochs", "1"),
                     export_extra=("--static-masks", "fashion-mnist",
                                   "--static-search-images", "64"),
                     quantize_extra=("--calib-images", "64"),
@@ -75,6 +79,7 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
     """The stages, in order, with the exact command-line arguments of each."""
     data = ["--data", "fashion-mnist"] + (["--data-dir", data_dir] if data_dir else [])
     pre, agent, art, bench = out / "pretrain", out / "budgetnet", out / "artifact", out / "bench"
+    allocated = agent / "allocated.pt"
     sweep = out / "evaluate"
     limit = ["--limit-train", str(preset.limit_train)] if preset.limit_train else []
     return [
@@ -84,19 +89,23 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
         Stage("train", agent / "budgetnet.pt", agent / "last.pt",
               ["train", "--checkpoint", str(pre / "best.pt"), *data,
                "--preset", preset.train_preset, *preset.train_extra, "--out", str(agent)]),
-        # The agent against random masks and the static drop order, in PyTorch.
+        # How many of the agent's components each image runs (mode allocate).
+        Stage("allocate", allocated, None,
+              ["allocate", str(agent / "budgetnet.pt"), *data, *preset.allocate_extra,
+               "--out", str(allocated)]),
+        # The agent against random masks, static orders and the static front, in PyTorch.
         Stage("evaluate", sweep / "sweep.json", None,
-              ["evaluate", str(agent / "budgetnet.pt"), *data, "--budgets", DEMO_BUDGETS,
-               *preset.evaluate_extra, "--out", str(sweep)]),
+              ["evaluate", str(allocated), *data, "--budgets", DEMO_BUDGETS,
+               "--mode", "allocate", *preset.evaluate_extra, "--out", str(sweep)]),
         Stage("export", art / "manifest.json", None,
-              ["export", str(agent / "budgetnet.pt"), "--out", str(art),
-               *preset.export_extra]),
+              ["export", str(allocated), "--out", str(art), *preset.export_extra]),
         # int8 beside fp32, calibrated on the paths the agent takes (docs/quantize.md).
         Stage("quantize", out / "quantize.json", None,
               ["quantize", str(art), "--precision", "int8", "--calib-data", "fashion-mnist",
                *preset.quantize_extra]),
         Stage("bench", bench / "bench.json", None,
               ["bench", str(art), *data, "--budgets", DEMO_BUDGETS, "--batch", "1",
+               "--mode", "allocate",
                "--precision", "fp32,int8",
                "--iterations", str(preset.bench_iterations), *preset.bench_extra,
                "--json", str(bench / "bench.json"), "--md", str(bench / "bench.md"),

@@ -23,9 +23,11 @@ import click
 @click.option("--latency-images", type=int, default=50, show_default=True,
               help="Images timed one by one per budget (PyTorch latency, information only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random masks.")
-@click.option("--mode", type=click.Choice(["greedy", "rank"]), default="greedy", show_default=True,
+@click.option("--mode", type=click.Choice(["greedy", "rank", "allocate"]), default="greedy",
+              show_default=True,
               help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
-                   "components of each image (the runtime's mode='rank').")
+                   "components of each image (the runtime's mode='rank'); allocate: each "
+                   "image's count from the checkpoint's allocator, c as the mean.")
 @click.option("--zoo", "zoo_text", default="",
               help="Comma list of backbone checkpoints trained on their own (smaller models "
                    "of the same task): each is one point next to the sweep.")
@@ -74,6 +76,9 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
             "evaluate; train one first: budget-edge train --checkpoint "
             f"{checkpoint} --out RUN, then evaluate RUN/budgetnet.pt"
         )
+    if mode == "allocate" and loaded.allocator is None:
+        raise CheckpointError(f"{checkpoint} has no allocator for --mode allocate: run "
+                              f"budget-edge allocate {checkpoint} --out CKPT2 first")
     name = data or loaded.meta.get("dataset")
     if not name:
         raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
@@ -102,6 +107,7 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
             loaded.backbone, loaded.agent, images, labels, val_images, val_labels, budget_list,
             seed=seed, batch_size=batch_size, latency_images=latency_images,
             progress=lambda done, total: progress.update(task, completed=done), mode=mode,
+            allocator=loaded.allocator,
         )
     for path, zoo in zoo_models:
         zoo_images, _ = as_tensors(test, *preprocessing_of(zoo.meta, test.info))

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import budget_edge
+from budget_edge.agent.allocator import Allocator, AllocatorGraph
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
 from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
@@ -61,6 +62,7 @@ from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime.manifest import (
     LOCK_NAME,
     MANIFEST_NAME,
+    AllocationSpec,
     BlockSpec,
     ComponentSpec,
     FlopsSpec,
@@ -158,6 +160,7 @@ def export_checkpoint(
     # Deep copies in eval mode: exporting never touches the caller's modules.
     net = copy.deepcopy(loaded.backbone).eval()
     agent = None if loaded.agent is None else copy.deepcopy(loaded.agent).eval()
+    allocator = None if loaded.allocator is None else copy.deepcopy(loaded.allocator).eval()
     preprocessing = _preprocessing(loaded.meta, net)
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
@@ -172,7 +175,7 @@ def export_checkpoint(
     try:
         manifest = _export_into(staging, net, agent, preprocessing, names, hot_masks,
                                 _Writer(staging, exporter or GraphExporter(opset), progress),
-                                opset)
+                                opset, allocator)
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -182,12 +185,15 @@ def export_checkpoint(
 
 def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
                  preprocessing: Preprocessing, names: list[str], hot_masks: list[tuple[int, ...]],
-                 writer: _Writer, opset: int) -> Manifest:
+                 writer: _Writer, opset: int, allocator: Allocator | None = None) -> Manifest:
     """Write every graph and the manifest into `out`."""
     with torch.no_grad():
         blocks, block_inputs = _export_backbone(writer, net)
         if agent is not None:
             _export_policy(writer, agent, net)
+        allocation = None
+        if allocator is not None and agent is not None:
+            allocation = _export_allocator(writer, AllocatorGraph(allocator, agent), net)
         all_kept = [1] * net.num_components
         writer.write("full", _mask_chain(writer, net, blocks, block_inputs, all_kept))
         writer.write("switch", switch_graph(writer.models, blocks))
@@ -209,14 +215,17 @@ def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
         blocks=blocks,
         graphs=writer.graphs,
         roles={"stem": "stem", "head": "head", "policy": "policy" if agent else None,
-               "full": "full", "switch": "switch"},
+               "full": "full", "switch": "switch",
+               "allocator": "allocator" if allocation else None},
         flops=FlopsSpec(
             stem=int(table.stem),
             head=int(table.head),
             policy=None if agent is None else int(agent.flops(net.input_size)),
+            allocator=None if allocation is None else allocation[1],
         ),
         versions=_versions(opset),
         hot_policies=hot,
+        allocation=None if allocation is None else allocation[0],
     )
     return write_manifest(out, manifest)
 
@@ -272,6 +281,22 @@ def _export_policy(writer: _Writer, agent: PolicyNet, net: Backbone) -> None:
     budget = torch.rand(EXAMPLE_BATCH)
     writer.add("policy", agent, (image, budget), ["image", "budget"], ["probs", "value"],
                reuse=False)
+
+
+def _export_allocator(writer: _Writer, graph: AllocatorGraph,
+                      net: Backbone) -> tuple[AllocationSpec, int]:
+    """The allocator graph (agent included); its calibration and FLOPs for the manifest."""
+    calibration = graph.allocator.calibration
+    if calibration is None:
+        raise ConfigError("the checkpoint's allocator was never calibrated: run "
+                          "`budget-edge allocate` again to make a complete one")
+    image = torch.randn(EXAMPLE_BATCH, *net.input_size)
+    writer.add("allocator", graph, (image,), ["image"], ["chances", "level_probs"],
+               reuse=False)
+    spec = AllocationSpec(str(calibration.get("source", "")),
+                          [float(b) for b in calibration["budgets"]],
+                          [float(p) for p in calibration["prices"]])
+    return spec, int(graph.flops(net.input_size))
 
 
 def _mask_chain(

@@ -109,6 +109,8 @@ def record_graph_inputs(directory: Path, manifest: Manifest, images: np.ndarray,
         ("all kept", {"mask": np.ones(rt.num_components, np.uint8)})]
     if rt.has_policy:
         passes += [(f"agent c={c:g}", {"budget": c}) for c in budgets]
+    if rt.has_allocator:  # the paths of mode 'allocate': fewer components for easy images
+        passes += [(f"allocate c={c:g}", {"budget": c, "mode": "allocate"}) for c in budgets]
     if rt.has_static_masks:
         passes += [(f"static mask c={c:g}", {"budget": c, "policy": "static"})
                    for c in budgets]

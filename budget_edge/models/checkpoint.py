@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet, build_agent
 from budget_edge.errors import BudgetEdgeError, CheckpointError, ConfigError
 from budget_edge.models.backbone import Backbone
@@ -57,6 +58,7 @@ class LoadedCheckpoint:
     meta: dict[str, Any]
     format: str
     train_state: dict[str, Any] | None = None
+    allocator: Allocator | None = None
 
 
 def load_checkpoint(path: PathLike, format: str = "auto") -> LoadedCheckpoint:
@@ -182,7 +184,25 @@ def _build(converted: Converted, name: str, path: PathLike) -> LoadedCheckpoint:
             )
         agent.eval()
     backbone.eval()
-    return LoadedCheckpoint(backbone, agent, converted.meta, name, converted.train_state)
+    return LoadedCheckpoint(backbone, agent, converted.meta, name, converted.train_state,
+                            _build_allocator(converted, agent, path))
+
+
+def _build_allocator(converted: Converted, agent: PolicyNet | None,
+                     path: PathLike) -> Allocator | None:
+    if converted.allocator_config is None or converted.allocator_state is None:
+        return None
+    if agent is None:
+        raise CheckpointError(f"{path}: it has an allocator but no agent to rank components; "
+                              "the file is damaged or was edited")
+    built = _build_module(build_allocator, converted.allocator_config, "allocator", path)
+    assert isinstance(built, Allocator)
+    load_state(built, converted.allocator_state, "allocator", path)
+    if built.num_components != agent.num_components:
+        raise CheckpointError(f"{path}: the allocator counts {built.num_components} "
+                              f"components but the agent decides {agent.num_components}; the "
+                              "file mixes two models")
+    return built.eval()
 
 
 # A model's sizes come from the file: bound them before anything is allocated
@@ -267,6 +287,7 @@ def save_checkpoint(
     agent: PolicyNet | None = None,
     meta: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
+    allocator: Allocator | None = None,
 ) -> Path:
     """Write a ``budget-edge`` checkpoint atomically (temp file + ``os.replace``).
 
@@ -281,6 +302,8 @@ def save_checkpoint(
         "meta": dict(meta or {}),
         "train_state": train_state,
     }
+    if allocator is not None:  # absent rather than None: older readers ignore the key
+        payload["allocator"] = _module_entry(allocator, "allocator")
     _check_loadable(payload["meta"], "meta")
     _check_loadable(train_state, "train_state")
     target = Path(path)

@@ -66,6 +66,8 @@ class Converted:
     agent_state: StateDict | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
+    allocator_config: dict[str, Any] | None = None
+    allocator_state: StateDict | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,11 @@ def _own_convert(obj: dict[str, Any]) -> Converted:
     train_state = obj.get("train_state")
     if not isinstance(meta, dict) or not isinstance(train_state, (dict, type(None))):
         raise CheckpointError("its 'meta' or 'train_state' entry is not a dict")
-    return Converted(backbone_config, backbone_state, agent_config, agent_state, meta, train_state)
+    converted = Converted(backbone_config, backbone_state, agent_config, agent_state, meta,
+                          train_state)
+    if obj.get("allocator") is not None:  # optional: files without one load as before
+        converted.allocator_config, converted.allocator_state = _own_part(obj, "allocator")
+    return converted
 
 
 def _own_part(obj: dict[str, Any], part: str) -> tuple[dict[str, Any], StateDict]:

@@ -394,7 +394,10 @@ def _calls(rt: BudgetRuntime, s: BenchSettings
         rt.run_full(x)
 
     def policy(x: np.ndarray) -> None:
-        rt.run_policy(x, POLICY_BUDGET)
+        if s.mode == "allocate":  # the allocator graph decides instead (agent included)
+            rt.run_allocator(x)
+        else:
+            rt.run_policy(x, POLICY_BUDGET)
 
     def budget(x: np.ndarray, c: float) -> dict[str, float]:
         return rt.infer(x, budget=c, mode=s.mode, seed=s.seed, cap=s.cap).latency_ms
@@ -545,6 +548,9 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     if not rt.has_policy:
         raise ConfigError("this artifact has no policy graph (it was exported without an "
                           "agent), so no budget can choose masks: export a trained checkpoint")
+    if settings.mode == "allocate" and not rt.has_allocator:
+        raise ConfigError("--mode allocate needs an artifact with an allocator: run "
+                          "`budget-edge allocate CKPT --out CKPT2` and export CKPT2")
     s = dataclasses.replace(settings, eval_batch=_eval_batch(rt, settings))
     say = progress or (lambda _msg: None)
     load_before = load_average()
@@ -569,7 +575,7 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     jobs = _jobs(rt, data, s, baselines)
     say(f"timing {len(jobs)} rows x {s.iterations} calls")
     time_jobs(jobs, s.warmup, s.iterations, s.rounds)
-    rows = [_row(rt, job, quality, other) for job in jobs]
+    rows = [_row(rt, job, quality, other, s.mode) for job in jobs]
     return BenchResult(
         static_masks=list(baselines.static_masks),
         rows=rows,
@@ -591,14 +597,14 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
 
 
 def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[tuple[str, float | None], _Quality],
-         other: dict[tuple[str, float | None, str | None], _Quality]) -> BenchRow:
+         other: dict[tuple[str, float | None, str | None], _Quality], mode: str) -> BenchRow:
     stats = LatencyStats.of(job.times)
     row = BenchRow(job.kind, job.batch, job.budget, stats,
                    throughput=job.batch / (stats.mean / 1e3),
                    cpu_ms=float(np.median(job.cpu_times)), name=job.name,
                    precision=job.precision)
     if job.kind == "policy":
-        row.flops_share = (rt.manifest.flops.policy or 0) / rt.full_flops
+        row.flops_share = rt.decision_flops(mode) / rt.full_flops
         return row
     q = other[job.kind, job.budget, job.name] if job.kind in ("static-mask", "zoo") \
         else quality[job.precision, job.budget]
@@ -619,6 +625,7 @@ def _model_facts(rt: BudgetRuntime) -> dict[str, Any]:
         "full_flops": m.full_flops,
         "base_flops": m.base_flops,
         "policy_flops": m.flops.policy,
+        "allocator_flops": m.flops.allocator,
         "has_full_graph": m.roles.get("full") is not None,
         "hot_policies": len(m.hot_policies),
         "artifact_versions": m.versions,

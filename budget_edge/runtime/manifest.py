@@ -24,10 +24,12 @@ Layout of ``manifest.json`` (schema version 1)::
                               "dtype": "float32"}]}, ...],
      "roles": {"stem": "stem", "head": "head", "policy": "policy", "full": "full",
                "switch": "switch"},
-     "flops": {"stem": 442368, "head": 1280, "policy": 8000000},
+     "flops": {"stem": 442368, "head": 1280, "policy": 8000000, "allocator": 4000000},
      "hot_policies": [{"mask": [1, 0, ...], "graph": "hot00"}],
      "static_masks": null or {"source": "fashion-mnist train[55000:], greedy backward ...",
                               "masks": [{"mask": [1, 1, ...], "accuracy": 0.939}, ...]},
+     "allocation": null or {"source": "fashion-mnist training split: last 5000 images",
+                            "budgets": [0.0, 0.05, ...], "prices": [3.2, 1.1, ...]},
      "precisions": {"int8": {"files": {"stem": "quantized/int8-1a2b3c4d/stem.onnx", ...},
                              "recipe": {"tool": "onnxruntime.quantization", ...}}},
      "versions": {"torch": "2.13.0", "onnx": "1.23.2", "opset": 17, "budget_edge": "0.1.0"},
@@ -49,6 +51,11 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   outputs (probs (batch, K), value (batch,) or (batch, 1)), in that order;
 - ``switch``: inputs (image, codes int64 (blocks,)) -> logits: every block
   behind an If on its kept-path code (export/switch_graph.py);
+- ``allocator``: image -> (chances (batch, K + 1), level_probs (batch, K + 1, K)):
+  the allocator's chance of a right answer with k components and the agent's
+  probabilities at budget k / K (agent/allocator.py); needs ``allocation``,
+  the calibrated prices (runtime/allocation.py): budgets rising in [0, 1],
+  prices >= 0 never rising;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
 - ``precisions``: graph sets in a lower precision written by `budget-edge
@@ -105,7 +112,7 @@ TRT_PRECISIONS = ("fp32", "fp16", "int8")
 # Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_PRECISIONS = ("fp16", "int8")
-ROLES = ("stem", "head", "policy", "full", "switch")
+ROLES = ("stem", "head", "policy", "full", "switch", "allocator")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -202,6 +209,16 @@ class StaticMasksSpec:
 
 
 @dataclass
+class AllocationSpec:
+    """The allocator's prices per budget (runtime/allocation.py) and the images they
+    were calibrated on."""
+
+    source: str
+    budgets: list[float]
+    prices: list[float]
+
+
+@dataclass
 class PrecisionSpec:
     """Every graph again in a lower precision (`budget-edge quantize`): graph name -> file,
     and how the files were made (converter, calibration data and recipe)."""
@@ -217,6 +234,7 @@ class FlopsSpec:
     stem: int
     head: int
     policy: int | None = None
+    allocator: int | None = None  # the allocator graph, agent included
 
 
 @dataclass
@@ -254,6 +272,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     static_masks: StaticMasksSpec | None = None
     precisions: dict[str, PrecisionSpec] = field(default_factory=dict)
+    allocation: AllocationSpec | None = None
 
     # ---- lookups -------------------------------------------------------------
 
@@ -324,7 +343,8 @@ class Manifest:
         d["backbone"] = {"name": self.backbone, "config": config}
         order = ["schema_version", "backbone", "num_classes", "class_names", "preprocessing",
                  "components", "blocks", "graphs", "roles", "flops", "hot_policies",
-                 "static_masks", "precisions", "versions", "files", "tensorrt"]
+                 "static_masks", "allocation", "precisions", "versions", "files",
+                 "tensorrt"]
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -384,6 +404,7 @@ class Manifest:
         _validate_blocks(self, graphs)
         _validate_hot(self, graphs)
         _validate_static_masks(self)
+        _validate_allocation(self)
         _validate_precisions(self)
         _validate_flops(self)
         for key in ("onnx", "opset", "budget_edge"):
@@ -537,6 +558,15 @@ def _validate_roles(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
                f"probs output shape {g.outputs[0].shape} is not (batch, {m.num_components})")
         _check(g.outputs[1].shape[1:] in ([], [1]), "roles.policy",
                "value output must be shaped (batch,) or (batch, 1)")
+    allocator = m.roles.get("allocator")
+    if allocator is not None:
+        g = graphs[allocator]
+        k = m.num_components
+        _check(len(g.inputs) == 1 and _same(g.inputs[0].shape, image) and len(g.outputs) == 2
+               and _same(g.outputs[0].shape, [BATCH_AXIS, k + 1])
+               and _same(g.outputs[1].shape, [BATCH_AXIS, k + 1, k]), "roles.allocator",
+               f"graph must map the image to chances (batch, {k + 1}) and level "
+               f"probabilities (batch, {k + 1}, {k})")
     switch = m.roles.get("switch")
     if switch is not None:
         g = graphs[switch]
@@ -643,6 +673,27 @@ def _validate_static_masks(m: Manifest) -> None:
             _check(part == sorted(part, reverse=True), f"{where}.mask",
                    "keeps a non-prefix path set of a 'prefix' block, which never runs")
         kept.add(sum(s.mask))
+
+
+def _validate_allocation(m: Manifest) -> None:
+    has_graph = m.roles.get("allocator") is not None
+    _check((m.allocation is not None) == has_graph, "allocation",
+           "must be given exactly when there is an allocator graph")
+    _check((m.flops.allocator is not None) == has_graph, "flops.allocator",
+           "must be given exactly when there is an allocator graph")
+    if m.allocation is None:
+        return
+    a = m.allocation
+    _check(len(a.budgets) >= 1 and len(a.budgets) == len(a.prices), "allocation",
+           "needs equally long, non-empty budgets and prices")
+    _check(all(math.isfinite(v) for v in a.budgets + a.prices), "allocation",
+           "holds NaN or inf")
+    _check(all(0.0 <= b <= 1.0 for b in a.budgets)
+           and all(b2 > b1 for b1, b2 in itertools.pairwise(a.budgets)), "allocation.budgets",
+           "must rise strictly within [0, 1]")
+    _check(all(p >= 0.0 for p in a.prices)
+           and all(p2 <= p1 for p1, p2 in itertools.pairwise(a.prices)), "allocation.prices",
+           "must be >= 0 and never rise with the budget")
 
 
 def _validate_precisions(m: Manifest) -> None:
@@ -826,6 +877,13 @@ def _parse_manifest(data: Any) -> Manifest:
                                 float(_req(e, "accuracy", float, f"static_masks.masks[{i}]")))
                  for i, e in enumerate(_list(static, "masks", "static_masks"))]
         static = StaticMasksSpec(_req(static, "source", str, "static_masks"), masks)
+    allocation = _opt(data, "allocation", dict, "", None)
+    if allocation is not None:
+        allocation = AllocationSpec(
+            _req(allocation, "source", str, "allocation"),
+            *[[float(_typed(v, float, f"allocation.{key}[{i}]"))
+               for i, v in enumerate(_list(allocation, key, "allocation"))]
+              for key in ("budgets", "prices")])
     roles = _req(data, "roles", dict, "")
     for role, name in roles.items():
         if name is not None:
@@ -855,10 +913,12 @@ def _parse_manifest(data: Any) -> Manifest:
         graphs=[_graph(g, f"graphs[{i}]") for i, g in enumerate(_list(data, "graphs", ""))],
         roles=dict(roles),
         flops=FlopsSpec(_req(flops, "stem", int, "flops"), _req(flops, "head", int, "flops"),
-                        _opt(flops, "policy", int, "flops", None)),
+                        _opt(flops, "policy", int, "flops", None),
+                        _opt(flops, "allocator", int, "flops", None)),
         versions=dict(_req(data, "versions", dict, "")),
         hot_policies=hot,
         static_masks=static,
+        allocation=allocation,
         precisions=precisions,
         files=dict(files),
         tensorrt=None if trt is None else _parse_tensorrt(trt),

@@ -10,6 +10,10 @@
   fixes *how many*, so usage is within 0.5 / K of c at every budget. Not in the
   paper: thresholding at 0.5 leaves usage wherever the trained sigmoids cross,
   often a whole component below c (docs/budgetnet.md).
+- ``allocate``: each image's count from the allocator, so that the mean usage
+  over images is c; which components, from the agent's ranking at that count
+  (runtime/allocation.py). Not in the paper either: needs an artifact exported
+  from a checkpoint with an allocator (`budget-edge allocate`).
 - ``cap``: make the budget a hard ceiling by dropping the kept components with
   the lowest probability until the cost is within c.
 - ``project_to_variants``: blocks exported with only prefix path sets (large
@@ -25,7 +29,7 @@ import numpy as np
 from budget_edge.errors import InputError
 from budget_edge.runtime.manifest import Manifest
 
-MODES = ("greedy", "sample", "rank")
+MODES = ("greedy", "sample", "rank", "allocate")
 CAPS = ("components", "flops")
 
 
@@ -41,6 +45,9 @@ def choose(probs: np.ndarray, mode: str, seed: int | None,
         if budget is None:
             raise InputError("mode 'rank' keeps round(budget x K) components: give a budget")
         return rank_masks(probs, budget)
+    if mode == "allocate":
+        raise InputError("mode 'allocate' needs the allocator graph's outputs: run it through "
+                         "BudgetRuntime.infer")
     raise InputError(f"mode {mode!r} is not one of {MODES}")
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from budget_edge.errors import ConfigError, InputError
+from budget_edge.runtime import allocation
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.backends import Backend, create_backend
 from budget_edge.runtime.inputs import (
@@ -220,7 +221,9 @@ class BudgetRuntime:
         budget: a float in [0, 1] or one per image; needed when the policy runs.
         mask: (N, K) or (K,) of 0/1: run exactly these components, no policy.
         mode: "greedy" (keep p >= 0.5), "sample" (Bernoulli(p), seeded by `seed`) or
-        "rank" (keep the round(c K) most probable components).
+        "rank" (keep the round(c K) most probable components) or "allocate" (the
+        allocator gives each image its count so that the mean usage over images is
+        c; artifacts from a checkpoint with an allocator, runtime/allocation.py).
         cap: None, "components" or "flops": drop the least probable kept
         components until the cost is at most the budget.
         policy: "agent" (the policy graph decides per image) or "static" (the
@@ -266,7 +269,7 @@ class BudgetRuntime:
         return InferResult(
             logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
             probs=probs, flops=flops, latency_ms=latency,
-            policy_flops=int(self.manifest.flops.policy or 0) if probs is not None else 0,
+            policy_flops=self.decision_flops(mode) if probs is not None else 0,
             full_flops=self.full_flops)
 
     def _upload(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None) -> Any:
@@ -304,9 +307,12 @@ class BudgetRuntime:
                                  "an agent): pass mask= with the components to run")
             b = prepare_budget(budget, n)
             t = time.perf_counter()
-            probs = self._policy(xd, b)
+            if mode == "allocate":
+                run_mask, probs = self._allocate(xd, b)
+            else:
+                probs = self._policy(xd, b)
+                run_mask = masklib.choose(probs, mode, seed, b)
             latency["policy"] = _ms(t)
-            run_mask = masklib.choose(probs, mode, seed, b)
             if cap is not None:
                 run_mask = masklib.cap(run_mask, probs, b, self._cost_models[cap])
             run_mask = masklib.project_to_variants(run_mask, self._prefix_blocks)
@@ -335,6 +341,20 @@ class BudgetRuntime:
         with self._lock:
             try:
                 return self._policy(self.backend.to_device(x), b)
+            finally:
+                self.backend.release()
+
+    def run_allocator(self, images: Any) -> np.ndarray:
+        """The allocator graph alone: its chances (N, K + 1) (a benchmark baseline)."""
+        if not self.has_allocator:
+            raise InputError("this artifact has no allocator graph (`budget-edge allocate`)")
+        spec = self.manifest.role("allocator")
+        assert spec is not None
+        x = prepare_images(images, self.manifest.preprocessing)
+        with self._lock:
+            try:
+                outs = self.backend.run_device(spec.name, [self.backend.to_device(x)])
+                return np.asarray(self.backend.to_host(outs[:1])[0], np.float32)
             finally:
                 self.backend.release()
 
@@ -368,6 +388,28 @@ class BudgetRuntime:
         probs_d = self.backend.run_device(spec.name, [xd, self.backend.to_device(b)])[0]
         probs = self.backend.to_host([probs_d])[0]
         return np.asarray(probs, np.float32).reshape(budget.shape[0], self.num_components)
+
+    def decision_flops(self, mode: str) -> int:
+        """Per image: the policy graph's FLOPs, or the allocator graph's (agent included)."""
+        flops = self.manifest.flops
+        return int((flops.allocator if mode == "allocate" else flops.policy) or 0)
+
+    @property
+    def has_allocator(self) -> bool:
+        return self.manifest.roles.get("allocator") is not None
+
+    def _allocate(self, xd: Any, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks and probabilities of mode 'allocate': one call of the allocator graph."""
+        spec, table = self.manifest.role("allocator"), self.manifest.allocation
+        if spec is None or table is None:
+            raise InputError("this artifact has no allocator: add one with `budget-edge "
+                             "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'")
+        outs = self.backend.to_host(self.backend.run_device(spec.name, [xd]))
+        k = self.num_components
+        chances = np.asarray(outs[0], np.float32).reshape(budget.shape[0], k + 1)
+        level_probs = np.asarray(outs[1], np.float32).reshape(budget.shape[0], k + 1, k)
+        return allocation.allocated_masks(chances, level_probs, budget,
+                                          np.asarray(table.budgets), np.asarray(table.prices))
 
     def _backbone(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
         """The logits of every row, as a backend tensor."""

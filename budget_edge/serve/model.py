@@ -12,7 +12,7 @@ that ran), PROBS FP32 [-1, K] (the policy's probabilities; absent with a MASK
 input), FLOPS INT64 [-1] (executed backbone FLOPs).
 
 Request parameters: `budget` (one budget for every image), `mode` ("greedy",
-"sample" or "rank"), `seed` (for "sample"), `cap` ("components" or "flops": the budget
+"sample", "rank" or "allocate"), `seed` (for "sample"), `cap` ("components" or "flops": the budget
 as a hard ceiling) and `policy` ("agent", or "static": the artifact's searched static
 mask for the budget; the default is "agent" when the artifact has a policy graph).
 Without BUDGET, `budget` or MASK the server's budget controller decides.

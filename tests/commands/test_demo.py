@@ -19,14 +19,18 @@ needs_fmnist = pytest.mark.skipif(
 
 def test_plan_names_each_stage_output_in_order(tmp_path: Path) -> None:
     stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], "resnet20")
-    assert [s.name for s in stages] == ["pretrain", "train", "evaluate", "export", "quantize",
-                                        "bench"]
+    assert [s.name for s in stages] == ["pretrain", "train", "allocate", "evaluate", "export",
+                                        "quantize", "bench"]
     # Each stage reads what the one before it wrote.
     assert str(tmp_path / "pretrain" / "best.pt") in stages[1].args
     assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[2].args
-    assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[3].args
-    assert str(tmp_path / "artifact") in stages[4].args
+    allocated = str(tmp_path / "budgetnet" / "allocated.pt")
+    assert allocated in stages[3].args and allocated in stages[4].args
     assert str(tmp_path / "artifact") in stages[5].args
+    assert str(tmp_path / "artifact") in stages[6].args
+    # The evaluation and the bench show the per-image allocation.
+    for stage in (stages[3], stages[6]):
+        assert stage.args[stage.args.index("--mode") + 1] == "allocate"
 
 
 @needs_fmnist
@@ -39,6 +43,7 @@ def test_smoke_demo_runs_every_stage_then_skips_them(
     report = json.loads((out / "bench" / "bench.json").read_text())
     assert report["rows"], "bench wrote no rows"
     assert {r["precision"] for r in report["rows"]} == {"fp32", "int8"}
+    assert report["settings"]["mode"] == "allocate"
     assert (out / "bench" / "bench.png").stat().st_size > 0
     assert (out / "artifact" / "manifest.json").exists()
     sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
@@ -49,7 +54,7 @@ def test_smoke_demo_runs_every_stage_then_skips_them(
     # A second run finds every stage done and does nothing again.
     main(["demo", "--preset", "smoke", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert printed.count("done already") == 6
+    assert printed.count("done already") == 7
 
 
 def test_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:

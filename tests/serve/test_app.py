@@ -136,6 +136,14 @@ def test_bad_budget_gets_400(served: Served, rng: np.random.Generator) -> None:
     assert_error(response, 400, "budget 3 is outside [0, 1]")
 
 
+def test_mode_allocate_without_an_allocator_is_400(served: Served,
+                                                  rng: np.random.Generator) -> None:
+    images = random_images(rng, 2, served.input_size)
+    response = infer_json(served.url, served.name, {
+        "inputs": [image_input(images)], "parameters": {"budget": 0.5, "mode": "allocate"}})
+    assert_error(response, 400, "no allocator", "budget-edge allocate")
+
+
 @pytest.mark.parametrize("parameters, fragment", [
     ({"budget": None}, "got null"),  # was the server's budget, silently
     ({"mode": None}, "parameter mode must be a non-empty string"),

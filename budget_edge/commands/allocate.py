@@ -1,0 +1,71 @@
+"""`budget-edge allocate`: add an allocator to a trained BudgetNet checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from budget_edge.commands import command_line
+
+
+@click.command("allocate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The checkpoint with the allocator (backbone and agent unchanged).")
+@click.option("--data", help="Dataset: fashion-mnist, cifar10:PATH, ... (default: the one "
+              "the checkpoint names). Only its training split is read.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
+@click.option("--limit-train", type=int, help="Use only the first N training images.")
+@click.option("--calib-images", type=int, default=5000, show_default=True,
+              help="The training split's last N images: calibration only, never fitted on.")
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--threads", type=int, help="CPU threads [torch's default].")
+@click.option("--seed", type=int, default=0, show_default=True)
+def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None,
+            limit_train: int | None, calib_images: int, epochs: int, batch_size: int,
+            lr: float, threads: int | None, seed: int) -> None:
+    """Train the allocator: how many of the agent's components each image runs.
+
+    With it, `mode="allocate"` spends a budget c as a mean over images: easy images
+    run fewer components, hard ones more (docs/budgetnet.md). Takes K + 1 passes
+    over the training images, then a few minutes; the pass results are kept in
+    OUT.levels.npz, so a rerun after a crash skips them.
+
+    \b
+    Example:
+      budget-edge allocate runs/r20-budgetnet/budgetnet.pt --data fashion-mnist \\
+          --out runs/r20-budgetnet/allocated.pt
+    """
+    import torch
+    from rich.console import Console
+
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.errors import ConfigError
+    from budget_edge.evaluate import as_tensors, check_data_fits, preprocessing_of
+    from budget_edge.models.checkpoint import load_checkpoint
+    from budget_edge.train.allocator import AllocatorConfig, train_allocator
+
+    cfg = AllocatorConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                          calib_images=calib_images, seed=seed)
+    cfg.check()  # before anything is loaded
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        torch.set_num_threads(threads)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give the checkpoint file to write")
+    loaded = load_checkpoint(checkpoint)
+    name = data or loaded.meta.get("dataset")
+    if not name:
+        raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
+    train = load_arrays(name, data_dir, "train").subset(limit_train)
+    check_data_fits(train.info, loaded.backbone)
+    images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
+    console = Console()
+    train_allocator(loaded, images, labels, out, cfg, source=f"{name} training split",
+                    progress=lambda text: console.print(text, highlight=False),
+                    meta={"allocate_command": command_line(click.get_current_context())})
+    console.print(f"wrote {out}")

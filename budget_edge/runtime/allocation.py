@@ -1,0 +1,109 @@
+"""Spend the budget where it pays: per-image counts of components (mode ``allocate``).
+
+The agent's own decisions collapse to a schedule from budget to mask on the
+backbones trained here (docs/budgetnet.md): its reward (Eq. 4) punishes any
+image whose usage is off c, so every image runs the same number of components.
+Yet most images are easy: a trouser is classified with three blocks, a shirt
+needs nine. The allocator is a small network that predicts, for each count k
+of kept components, the chance that the backbone is right with the agent's
+k most probable components. At budget c the runtime gives each image the count
+that maximises
+
+    chance(k) - price(c) * k / K
+
+where ``price(c)`` is calibrated on held-out training images so that the
+*mean* usage over images is at most c (a Lagrange multiplier of the budget).
+Which components run is still the agent's choice: its ranking at budget k / K.
+
+So under ``allocate`` the budget is an average over images like the
+calibration set, not a per-image ceiling: single images run more or fewer
+components than c K. That is what a battery needs (energy is an average);
+a latency deadline per image wants ``rank`` or a ``cap``.
+
+Torch-free: the runtime, the calibration on the torch side and the tests
+share these functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from budget_edge.errors import InputError
+
+# Bisection steps for one price: the price is known to within 2^-60 of its range.
+_STEPS = 60
+
+
+def counts_for(chances: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """(N,) int64: each image's count k maximising chances[i, k] - price[i] * k / K.
+
+    chances: (N, K + 1) probabilities that the backbone is right with k components.
+    Ties go to the smaller count (argmax takes the first).
+    """
+    levels = np.arange(chances.shape[1], dtype=np.float64) / (chances.shape[1] - 1)
+    gain = chances.astype(np.float64) - price.reshape(-1, 1) * levels[None, :]
+    return gain.argmax(axis=1).astype(np.int64)
+
+
+def calibrate_prices(chances: np.ndarray, budgets: np.ndarray) -> np.ndarray:
+    """One price per budget: the smallest whose mean usage on `chances` is at most c.
+
+    The mean usage falls as the price rises (a higher price never raises a count),
+    so a bisection finds it. The prices returned never rise with the budget.
+    """
+    chances = np.asarray(chances, np.float64)
+    if chances.ndim != 2 or chances.shape[1] < 2 or len(chances) == 0:
+        raise InputError(f"calibration needs chances shaped (N, K + 1), got {chances.shape}")
+    if not np.isfinite(chances).all():
+        raise InputError("calibration chances hold NaN or inf")
+    k = chances.shape[1] - 1
+    # Above this price even one component costs more than any chance can gain.
+    top = float(k) * 2.0 + 1.0
+    prices = []
+    for c in np.asarray(budgets, np.float64):
+        lo, hi = 0.0, top
+        if usage(chances, 0.0) <= c:
+            prices.append(0.0)
+            continue
+        for _ in range(_STEPS):
+            mid = (lo + hi) / 2
+            if usage(chances, mid) <= c:
+                hi = mid
+            else:
+                lo = mid
+        prices.append(hi)
+    return np.minimum.accumulate(np.array(prices, np.float64))
+
+
+def usage(chances: np.ndarray, price: float) -> float:
+    """Mean fraction of components the images of `chances` run at one price."""
+    k = chances.shape[1] - 1
+    counts = counts_for(chances, np.full(len(chances), price))
+    return float(counts.mean()) / k
+
+
+def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> np.ndarray:
+    """Each image's price: the calibration table read at its budget (linear between
+    calibrated budgets; budgets outside the table take its end values)."""
+    return np.interp(np.asarray(budget, np.float64), budgets, prices)
+
+
+def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.ndarray,
+                    budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The masks to run and the agent's probabilities behind them.
+
+    chances: (N, K + 1); level_probs: (N, K + 1, K), the agent's probabilities at
+    budget k / K for every k. Image i keeps the counts[i] components the agent
+    ranks highest at budget counts[i] / K (ties: lower index first).
+    """
+    n, levels, k = level_probs.shape
+    if chances.shape != (n, levels) or levels != k + 1:
+        raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
+                         f"level probabilities {level_probs.shape}")
+    counts = counts_for(chances, prices_for(budget, budgets, prices))
+    probs = level_probs[np.arange(n), counts].astype(np.float32)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    keep = (np.arange(k)[None, :] < counts[:, None]).astype(np.uint8)
+    mask = np.zeros((n, k), np.uint8)
+    np.put_along_axis(mask, order, keep, axis=1)
+    return mask, probs

@@ -1,0 +1,178 @@
+"""Train the allocator of a BudgetNet checkpoint (`budget-edge allocate`).
+
+1. Correctness table: for every training image and every count k = 0..K, is
+   the backbone right when it runs the k components the agent ranks highest at
+   budget k / K? (K + 1 masked passes over the images; saved next to the
+   output, so a crash during the fit does not repeat it.)
+2. Fit the allocator on the table (binary cross-entropy per count), on every
+   training image except the split's tail.
+3. Calibrate: on the tail, which the fit never saw, find for each budget the
+   price at which the mean usage is at most the budget
+   (`budget_edge.runtime.allocation`). The test split is never read.
+
+The backbone and the agent are not changed: the allocator only decides how
+many of the agent's components each image runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from budget_edge.agent.allocator import Allocator, build_allocator
+from budget_edge.agent.policy import PolicyNet
+from budget_edge.errors import CheckpointError, ConfigError
+from budget_edge.models.backbone import Backbone
+from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
+from budget_edge.models.checkpoint_formats import state_digest
+from budget_edge.runtime.allocation import calibrate_prices
+
+Progress = Callable[[str], None]
+
+# Budgets the prices are calibrated at; the runtime interpolates between them.
+CALIBRATION_BUDGETS = [round(0.05 * i, 2) for i in range(21)]
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    epochs: int = 8
+    batch_size: int = 256
+    lr: float = 2e-3
+    calib_images: int = 5000  # the training split's tail: calibration only
+    extractor: str = "light"
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.calib_images < 1:
+            raise ConfigError("--epochs, --batch-size and --calib-images must be >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+
+@torch.no_grad()
+def level_correctness(backbone: Backbone, agent: PolicyNet, images: Tensor, labels: Tensor,
+                      batch_size: int = 500, progress: Progress | None = None) -> np.ndarray:
+    """(N, K + 1) bool: right with the agent's k top-ranked components at budget k / K."""
+    from budget_edge.evaluate import correct_under_masks, policy_masks
+
+    k = backbone.num_components
+    table = np.zeros((len(images), k + 1), bool)
+    for count in range(k + 1):
+        masks = policy_masks(agent, images, count / k, batch_size, mode="rank")
+        table[:, count] = correct_under_masks(backbone, images, labels, masks,
+                                              batch_size).numpy()
+        if progress is not None:
+            progress(f"{count} of {k} components: {100 * table[:, count].mean():.1f}% right")
+    return table
+
+
+def cached_correctness(path: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The table from `path` when it was made for `key` (same weights, same images),
+    else computed and saved there atomically."""
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["key"]) == key:
+                    return np.asarray(saved["table"], bool)
+        except (OSError, ValueError, KeyError):
+            pass  # damaged or foreign: compute it again
+    table = compute()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, key=np.array(key), table=table)
+    os.replace(tmp, path)
+    return table
+
+
+def fit_allocator(allocator: Allocator, images: Tensor, table: np.ndarray, cfg: AllocatorConfig,
+                  progress: Progress | None = None) -> list[float]:
+    """Binary cross-entropy of every count's chance; returns the loss of each epoch."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    targets = torch.from_numpy(table.astype(np.float32))
+    optimizer = torch.optim.Adam(allocator.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
+    losses = []
+    allocator.train()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start:start + cfg.batch_size]
+            loss = F.binary_cross_entropy_with_logits(allocator(images[rows]), targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        schedule.step()
+        losses.append(total / len(images))
+        if progress is not None:
+            progress(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}")
+    allocator.eval()
+    return losses
+
+
+@torch.no_grad()
+def chances(allocator: Allocator, images: Tensor, batch_size: int = 1000) -> np.ndarray:
+    """(N, K + 1) float64: the allocator's chance of being right with each count."""
+    allocator.eval()
+    parts = [torch.sigmoid(allocator(images[i:i + batch_size]))
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).double().numpy()
+
+
+def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, out: Path,
+                    cfg: AllocatorConfig, source: str, progress: Progress | None = None,
+                    meta: dict[str, Any] | None = None) -> Allocator:
+    """Fit and calibrate an allocator for `loaded` on training `images`; save the
+    checkpoint with it to `out`. `source` names the images in the calibration."""
+    cfg.check()
+    agent = loaded.agent
+    if agent is None:
+        raise CheckpointError("the checkpoint has no agent: the allocator ranks the agent's "
+                              "components, so train one first (budget-edge train)")
+    if cfg.calib_images >= len(images):
+        raise ConfigError(f"--calib-images {cfg.calib_images} leaves none of the "
+                          f"{len(images)} training images to fit on; pass fewer")
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    backbone = loaded.backbone.eval()
+    key = "|".join([state_digest(backbone.state_dict()), state_digest(agent.state_dict()),
+                    str(len(images)), state_digest({"x": images[:64].contiguous()})])
+    table = cached_correctness(
+        out.with_name(out.name + ".levels.npz"), key,
+        lambda: level_correctness(backbone, agent, images, labels, progress=progress))
+    fit = slice(0, len(images) - cfg.calib_images)
+    tail = slice(len(images) - cfg.calib_images, len(images))
+    allocator = build_allocator(agent.num_components, cfg.extractor, agent.in_channels,
+                                agent.input_size)
+    losses = fit_allocator(allocator, images[fit], table[fit], cfg, progress)
+    tail_chances = chances(allocator, images[tail])
+    prices = calibrate_prices(tail_chances, np.array(CALIBRATION_BUDGETS))
+    calibration = {"budgets": list(CALIBRATION_BUDGETS), "prices": [float(p) for p in prices],
+                   "source": f"{source}: last {cfg.calib_images} images"}
+    allocator = _with_calibration(allocator, calibration)
+    info = {
+        "fit_images": fit.stop, "calib_images": cfg.calib_images, "epochs": cfg.epochs,
+        "lr": cfg.lr, "losses": losses, "wall_s": round(time.perf_counter() - start, 1),
+        "level_accuracy_train": [float(v) for v in table.mean(axis=0)],
+    }
+    save_checkpoint(out, backbone, agent, meta={**loaded.meta, **(meta or {}),
+                                                "allocator": info},
+                    allocator=allocator)
+    return allocator
+
+
+def _with_calibration(allocator: Allocator, calibration: dict[str, Any]) -> Allocator:
+    """The same weights with the calibration in the config (the checkpoint keeps it)."""
+    config = {**allocator.config, "calibration": calibration}
+    calibrated = build_allocator(**config)
+    calibrated.load_state_dict(allocator.state_dict())
+    return calibrated.eval()

@@ -1,0 +1,87 @@
+"""`budget-edge allocate`, then `evaluate --mode allocate`: a whole run on tiny data, and
+one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from budgetnet_helpers import write_backbone_checkpoint, write_tiny_fashion_mnist
+
+from budget_edge.cli import main
+from budget_edge.models.checkpoint import load_checkpoint
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_fashion_mnist(tmp_path_factory.mktemp("allocate") / "data", 60, 20)
+
+
+QUICK = ["--epochs", "2", "--calib-images", "20", "--batch-size", "16"]
+
+
+def test_allocate_then_evaluate(data: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    out = tmp_path / "allocated.pt"
+    code, stdout, err = run(["allocate", str(checkpoint), "--data-dir", str(data),
+                             "--out", str(out), *QUICK], capsys)
+    assert code == 0, err
+    assert "epoch 2/2" in stdout and f"wrote {out}" in stdout
+    loaded = load_checkpoint(out)
+    assert loaded.allocator is not None
+    assert loaded.meta["allocate_command"].startswith("budget-edge allocate ")
+    code, stdout, err = run(["evaluate", str(out), "--data-dir", str(data), "--budgets",
+                             "0.3,0.6", "--out", str(tmp_path / "eval"), "--val-size", "20",
+                             "--latency-images", "1", "--mode", "allocate"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval" / "sweep.json").read_text())
+    assert result["mask_mode"] == "allocate"
+    assert result["agent_flops"] > load_checkpoint(checkpoint).agent.flops()
+    assert len(result["best_static_accuracy"]) == result["num_components"] + 1
+    for row in result["rows"]:
+        assert 0.0 <= row["static_front_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "0"], "must be >= 1"),
+    (["--calib-images", "60"], "leaves none"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bad_options_fail_in_one_line(data: Path, tmp_path: Path, extra: list[str],
+                                      message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    code, _, err = run(["allocate", str(checkpoint), "--data-dir", str(data), "--out",
+                        str(tmp_path / "a.pt"), *QUICK, *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_a_backbone_alone_or_a_folder_is_refused(data: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bare = write_backbone_checkpoint(tmp_path / "bare.pt")
+    code, _, err = run(["allocate", str(bare), "--data-dir", str(data), "--out",
+                        str(tmp_path / "a.pt"), *QUICK], capsys)
+    assert code == 2 and "no agent" in err
+    code, _, err = run(["allocate", str(bare), "--data-dir", str(data), "--out",
+                        str(tmp_path), *QUICK], capsys)
+    assert code == 2 and "is a folder" in err
+
+
+def test_evaluate_allocate_needs_an_allocator(data: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    code, _, err = run(["evaluate", str(checkpoint), "--data-dir", str(data), "--out",
+                        str(tmp_path / "eval"), "--mode", "allocate"], capsys)
+    assert code == 2 and "budget-edge allocate" in err

@@ -1,0 +1,146 @@
+"""An allocator exported with the model: the runtime's mode 'allocate' equals torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from budget_edge.agent.allocator import build_allocator
+from budget_edge.agent.policy import build_agent
+from budget_edge.errors import ConfigError, InputError, ManifestError
+from budget_edge.evaluate import allocated_masks
+from budget_edge.export.exporter import export_checkpoint
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import LoadedCheckpoint
+from budget_edge.runtime.bench import BenchData, BenchSettings, run_bench
+from budget_edge.runtime.manifest import Manifest
+from budget_edge.runtime.runtime import BudgetRuntime
+
+from .conftest import META, realistic
+
+CALIBRATION = {"budgets": [0.0, 0.25, 0.5, 0.75, 1.0], "prices": [9.0, 0.6, 0.3, 0.1, 0.0],
+               "source": "test"}
+
+
+@pytest.fixture(scope="module")
+def allocated(tmp_path_factory, exporter):
+    torch.manual_seed(0)
+    net = realistic(build_backbone("resnet20", shortcut="A"), seed=4)
+    agent = realistic(build_agent(net.num_components, "light"), seed=5, agent=True)
+    allocator = realistic(build_allocator(net.num_components, calibration=CALIBRATION),
+                          seed=6)
+    with torch.no_grad():  # spread the chances, so the counts differ between images
+        allocator.chance.weight.mul_(20.0)
+    out = tmp_path_factory.mktemp("allocated")
+    loaded = LoadedCheckpoint(net, agent, META, "budget-edge", allocator=allocator)
+    manifest = export_checkpoint(loaded, out, exporter=exporter)
+    return {"net": net, "agent": agent, "allocator": allocator, "dir": out,
+            "manifest": manifest}
+
+
+def test_the_manifest_records_the_allocator(allocated) -> None:
+    m = allocated["manifest"]
+    assert m.roles["allocator"] == "allocator"
+    assert m.allocation.budgets == CALIBRATION["budgets"]
+    assert m.allocation.prices == CALIBRATION["prices"]
+    assert m.flops.allocator > m.flops.policy
+
+
+@pytest.mark.parametrize("budget", [0.2, 0.5, 0.9])
+def test_runtime_allocate_equals_torch(allocated, budget) -> None:
+    x = np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        out = rt.infer(x, budget=budget, mode="allocate")
+        want = allocated_masks(allocated["agent"], allocated["allocator"], torch.from_numpy(x),
+                               budget).numpy().astype(np.uint8)
+        np.testing.assert_array_equal(out.mask, want)
+        with torch.no_grad():
+            logits = allocated["net"](torch.from_numpy(x), torch.from_numpy(want).bool())
+        np.testing.assert_allclose(out.logits, logits.numpy(), rtol=1e-4, atol=1e-4)
+        assert out.policy_flops == allocated["manifest"].flops.allocator
+        chances = rt.run_allocator(x)
+        assert chances.shape == (16, rt.num_components + 1)
+
+
+def test_allocate_runs_easy_and_hard_images_differently(allocated) -> None:
+    x = np.random.default_rng(2).standard_normal((64, 3, 32, 32)).astype(np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        out = rt.infer(x, budget=0.5, mode="allocate")
+    assert len(np.unique(out.mask.sum(axis=1))) >= 2
+
+
+def test_an_artifact_without_an_allocator_says_how_to_get_one(tmp_path, exporter) -> None:
+    torch.manual_seed(0)
+    net = build_backbone("resnet8", shortcut="A").eval()
+    agent = build_agent(net.num_components, "light").eval()
+    export_checkpoint(LoadedCheckpoint(net, agent, META, "budget-edge"), tmp_path,
+                      exporter=exporter)
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    with BudgetRuntime.load(tmp_path, threads=1) as rt:
+        with pytest.raises(InputError, match="budget-edge allocate"):
+            rt.infer(x, budget=0.5, mode="allocate")
+        settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=1,
+                                 mode="allocate")
+        with pytest.raises(ConfigError, match="allocator"):
+            run_bench(rt, BenchData("random", np.zeros((2, 32, 32, 3), np.uint8), None), settings)
+
+
+def test_an_uncalibrated_allocator_is_not_exported(tmp_path, exporter) -> None:
+    torch.manual_seed(0)
+    net = build_backbone("resnet8", shortcut="A").eval()
+    agent = build_agent(net.num_components, "light").eval()
+    bare = build_allocator(net.num_components).eval()
+    with pytest.raises(ConfigError, match="never calibrated"):
+        export_checkpoint(LoadedCheckpoint(net, agent, META, "budget-edge", allocator=bare),
+                          tmp_path / "out", exporter=exporter)
+
+
+def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
+    x = np.random.default_rng(3).integers(0, 255, (8, 32, 32, 3)).astype(np.uint8)
+    settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2,
+                             mode="allocate")
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        result = run_bench(rt, BenchData("random", x, None), settings)
+        policy_row = result.row("policy", 1)
+        assert policy_row.flops_share == pytest.approx(
+            allocated["manifest"].flops.allocator / rt.full_flops)
+        assert result.row("budget", 1, 0.5).distinct_masks >= 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("allocation"), "allocation"),
+    (lambda d: d["allocation"].update(prices=[1, 2, 3, 4, 5]), "never rise"),
+    (lambda d: d["allocation"].update(budgets=[0.0, 0.5]), "equally long"),
+    (lambda d: d["allocation"].update(prices=["a"] * 5), "must be float"),
+    (lambda d: d["flops"].pop("allocator"), "flops.allocator"),
+    (lambda d: d["roles"].pop("allocator"), "allocation"),
+    (lambda d: next(g for g in d["graphs"] if g["name"] == "allocator")["outputs"][1]
+     .update(shape=["batch", 10, 10]), "roles.allocator"),
+])
+def test_inconsistent_allocator_entries_are_refused(allocated, edit, message) -> None:
+    data = json.loads((allocated["dir"] / "manifest.json").read_text())
+    edit(data)
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(data).validate()
+
+
+def test_the_server_answers_mode_allocate_like_the_runtime(allocated) -> None:
+    from serve.conftest import image_input, infer_json, load_model, serving
+
+    images = np.random.default_rng(4).integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
+    model = load_model(allocated["dir"])
+    try:
+        with serving(model) as url:
+            response = infer_json(url, model.name, {
+                "inputs": [image_input(images)],
+                "parameters": {"budget": 0.5, "mode": "allocate"}})
+        assert response.status == 200, response.json()
+        outputs = {o["name"]: o for o in response.json()["outputs"]}
+        want = model.runtime.infer(images, budget=0.5, mode="allocate")
+        mask = np.reshape(outputs["MASK"]["data"], outputs["MASK"]["shape"])
+        np.testing.assert_array_equal(mask.astype(np.uint8), want.mask)
+    finally:
+        model.runtime.close()

@@ -1,0 +1,149 @@
+"""Training the allocator: the correctness table, the fit, the calibration, the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from budget_edge.agent.policy import build_agent
+from budget_edge.errors import CheckpointError, ConfigError
+from budget_edge.evaluate import as_tensors, correct_under_masks
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
+from budget_edge.runtime import allocation
+from budget_edge.train import allocator as allocator_training
+from budget_edge.train.allocator import AllocatorConfig, level_correctness, train_allocator
+
+from .toy_images import toy_arrays
+
+QUICK = AllocatorConfig(epochs=2, batch_size=32, calib_images=40)
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedCheckpoint:
+    torch.manual_seed(0)
+    net = build_backbone("resnet8", num_classes=4, in_channels=1, input_size=(1, 8, 8)).eval()
+    agent = build_agent(net.num_components, "light", 1, (1, 8, 8)).eval()
+    return LoadedCheckpoint(net, agent, {"dataset": "toy"}, "budget-edge")
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    return as_tensors(toy_arrays(160, seed=1), [0.3], [0.3])
+
+
+def test_the_table_holds_each_counts_correctness(model, data) -> None:
+    images, labels = data
+    table = level_correctness(model.backbone, model.agent, images, labels, batch_size=64)
+    k = model.backbone.num_components
+    assert table.shape == (len(images), k + 1) and table.dtype == bool
+    full = correct_under_masks(model.backbone, images, labels, None).numpy()
+    np.testing.assert_array_equal(table[:, k], full)
+
+
+def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
+                                                                    tmp_path) -> None:
+    images, labels = data
+    out = tmp_path / "allocated.pt"
+    train_allocator(model, images, labels, out, QUICK, source="toy train")
+    loaded = load_checkpoint(out)
+    assert loaded.allocator is not None and loaded.agent is not None
+    calibration = loaded.allocator.calibration
+    assert calibration["source"] == "toy train: last 40 images"
+    assert (np.diff(calibration["prices"]) <= 0).all()
+    for name in ("backbone", "agent"):  # the allocator changes neither
+        before, after = getattr(model, name).state_dict(), getattr(loaded, name).state_dict()
+        assert all(torch.equal(before[key], after[key]) for key in before)
+    info = loaded.meta["allocator"]
+    assert info["fit_images"] == 120 and info["calib_images"] == 40 and len(info["losses"]) == 2
+    # The calibration holds on the images it was made on: mean usage at most c.
+    tail = images[-40:]
+    with torch.no_grad():
+        chances = torch.sigmoid(loaded.allocator(tail)).double().numpy()
+    for c, price in zip(calibration["budgets"], calibration["prices"], strict=True):
+        assert allocation.usage(chances, price) <= c + 1e-9
+
+
+def test_a_rerun_reuses_the_saved_table(model, data, tmp_path, monkeypatch) -> None:
+    images, labels = data
+    out = tmp_path / "allocated.pt"
+    train_allocator(model, images, labels, out, QUICK, source="toy")
+    assert (tmp_path / "allocated.pt.levels.npz").is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the table was computed again")
+
+    monkeypatch.setattr(allocator_training, "level_correctness", fail)
+    train_allocator(model, images, labels, out, QUICK, source="toy")
+    # Other images make another table.
+    with pytest.raises(AssertionError, match="computed again"):
+        train_allocator(model, images[:100], labels[:100], out, QUICK, source="toy")
+
+
+def test_a_damaged_table_is_computed_again(model, data, tmp_path) -> None:
+    images, labels = data
+    out = tmp_path / "allocated.pt"
+    (tmp_path / "allocated.pt.levels.npz").write_bytes(b"not a table")
+    train_allocator(model, images, labels, out, QUICK, source="toy")
+    assert load_checkpoint(out).allocator is not None
+
+
+def test_the_fit_learns_which_images_are_easy(data) -> None:
+    """Chances follow a rule the images show (bright top-left quadrant: right with
+    one component; otherwise only with all): the fit must find it."""
+    images, labels = data
+    k = 3
+    easy = (labels == 0).numpy()
+    table = np.zeros((len(images), k + 1), bool)
+    table[:, k] = True
+    table[easy, 1:] = True
+    allocator = allocator_training.build_allocator(k, "light", 1, (1, 8, 8))
+    cfg = AllocatorConfig(epochs=30, batch_size=32, lr=1e-2)
+    losses = allocator_training.fit_allocator(allocator, images, table, cfg)
+    assert losses[-1] < losses[0] * 0.5
+    chances = allocator_training.chances(allocator, images)
+    assert chances[easy, 1].mean() > 0.8 and chances[~easy, 1].mean() < 0.2
+
+
+def test_a_checkpoint_without_an_agent_is_refused(model, data, tmp_path) -> None:
+    images, labels = data
+    bare = LoadedCheckpoint(model.backbone, None, {}, "budget-edge")
+    with pytest.raises(CheckpointError, match="no agent"):
+        train_allocator(bare, images, labels, tmp_path / "a.pt", QUICK, source="toy")
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (AllocatorConfig(calib_images=160), "leaves none"),
+    (AllocatorConfig(epochs=0), ">= 1"),
+    (AllocatorConfig(lr=0.0), "positive"),
+])
+def test_bad_settings_are_refused(model, data, tmp_path, cfg, message) -> None:
+    images, labels = data
+    with pytest.raises(ConfigError, match=message):
+        train_allocator(model, images, labels, tmp_path / "a.pt", cfg, source="toy")
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_a_file_with_an_allocator_but_no_agent_is_refused(model, data, tmp_path) -> None:
+    images, labels = data
+    out = tmp_path / "allocated.pt"
+    train_allocator(model, images, labels, out, QUICK, source="toy")
+    payload = torch.load(out, weights_only=True)
+    payload["agent"] = None
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="no agent"):
+        load_checkpoint(tmp_path / "edited.pt")
+
+
+def test_damaged_allocator_weights_are_refused(model, data, tmp_path: Path) -> None:
+    images, labels = data
+    out = tmp_path / "allocated.pt"
+    train_allocator(model, images, labels, out, QUICK, source="toy")
+    payload = torch.load(out, weights_only=True)
+    payload["allocator"]["state_dict"]["chance.bias"][0] += 1.0
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="allocator weights do not match"):
+        load_checkpoint(tmp_path / "edited.pt")
