@@ -164,7 +164,7 @@ def export_checkpoint(
     preprocessing = _preprocessing(loaded.meta, net)
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
-    hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing)
+    hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing, allocator)
     if exporter is not None and exporter.opset != opset:
         raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
     out = _check_out_dir(out_dir)
@@ -334,6 +334,7 @@ def _hot_masks(
     calib_data: str | np.ndarray | None,
     calib_count: int,
     preprocessing: Preprocessing,
+    allocator: Allocator | None = None,
 ) -> list[tuple[int, ...]]:
     if fuse_top < 0:
         raise ConfigError(f"--fuse-top must be 0 or more, got {fuse_top}")
@@ -354,7 +355,7 @@ def _hot_masks(
             raise ConfigError(f"calibration images have shape {images.shape}; expected "
                               f"(N, {', '.join(map(str, preprocessing.input_size))}), "
                               "preprocessed float32")
-    return most_frequent_masks(policy_masks(agent, images), fuse_top)
+    return most_frequent_masks(policy_masks(agent, images, allocator=allocator), fuse_top)
 
 
 def _preprocessing(meta: dict[str, Any], net: Backbone) -> Preprocessing:

@@ -135,6 +135,10 @@ class BudgetRuntime:
         # TensorRT backend runs an engine per block instead.
         switch = manifest.roles.get("switch")
         self._switch = switch if backend.name == "onnxruntime" and dispatch == "auto" else None
+        # Mode 'allocate''s calibration as arrays (budgets, prices), read once.
+        spec = manifest.allocation
+        self._allocation_table = None if spec is None else (
+            np.asarray(spec.budgets, np.float64), np.asarray(spec.prices, np.float64))
         # The searched static masks as a table from any count 0..K to the mask used.
         self._static_table = _count_table(
             {sum(s.mask): np.asarray(s.mask, np.uint8)
@@ -400,7 +404,7 @@ class BudgetRuntime:
 
     def _allocate(self, xd: Any, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks and probabilities of mode 'allocate': one call of the allocator graph."""
-        spec, table = self.manifest.role("allocator"), self.manifest.allocation
+        spec, table = self.manifest.role("allocator"), self._allocation_table
         if spec is None or table is None:
             raise InputError("this artifact has no allocator: add one with `budget-edge "
                              "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'")
@@ -408,8 +412,7 @@ class BudgetRuntime:
         k = self.num_components
         chances = np.asarray(outs[0], np.float32).reshape(budget.shape[0], k + 1)
         level_probs = np.asarray(outs[1], np.float32).reshape(budget.shape[0], k + 1, k)
-        return allocation.allocated_masks(chances, level_probs, budget,
-                                          np.asarray(table.budgets), np.asarray(table.prices))
+        return allocation.allocated_masks(chances, level_probs, budget, *table)
 
     def _backbone(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
         """The logits of every row, as a backend tensor."""

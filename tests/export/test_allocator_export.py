@@ -144,3 +144,16 @@ def test_the_server_answers_mode_allocate_like_the_runtime(allocated) -> None:
         np.testing.assert_array_equal(mask.astype(np.uint8), want.mask)
     finally:
         model.runtime.close()
+
+
+def test_hot_masks_include_the_allocated_masks(allocated) -> None:
+    from budget_edge.export.hot_policies import policy_masks
+
+    x = np.random.default_rng(5).standard_normal((12, 3, 32, 32)).astype(np.float32)
+    budgets = (0.3, 0.7)
+    plain = policy_masks(allocated["agent"], x, budgets)
+    both = policy_masks(allocated["agent"], x, budgets, allocator=allocated["allocator"])
+    assert len(both) == 2 * len(plain)
+    want = np.concatenate([allocated_masks(allocated["agent"], allocated["allocator"],
+                                           torch.from_numpy(x), c).numpy() for c in budgets])
+    np.testing.assert_array_equal(both[len(plain):], want.astype(np.int64))
