@@ -143,7 +143,7 @@ def timing_cache_file(tensorrt_version: str, gpu: str, compute_capability: str) 
 @dataclass(frozen=True)
 class EngineJob:
     """One engine to build: graph name, its ONNX file, the engine file, and the
-    graph's role (stem, block, head, policy, full, hot) with its block index."""
+    graph's role (stem, block, head, policy, allocator, full, hot) with its block index."""
 
     graph: str
     onnx_file: str
@@ -155,7 +155,7 @@ class EngineJob:
 def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
                  ) -> list[EngineJob]:
     """One engine per graph, in chain order: stem, each block's variants and skip,
-    head, then policy, full and the hot-policy graphs; each from the graph set of
+    head, then policy, allocator, full and the hot-policy graphs; each from the graph set of
     `precision` (see engine_graphs)."""
     files = {g.name: g.file for g in engine_graphs(manifest, precision).graphs}
 
@@ -168,7 +168,7 @@ def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
         if block.skip is not None:
             jobs.append(job(block.skip, "block", block.index))
     jobs.append(job(str(manifest.roles["head"]), "head"))
-    for role in ("policy", "full"):
+    for role in ("policy", "allocator", "full"):
         name = manifest.roles.get(role)
         if name is not None:
             jobs.append(job(name, role))
@@ -179,7 +179,7 @@ def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
     missing = sorted(set(files) - planned)
     if missing:
         raise ConfigError(f"manifest graphs {missing} belong to no stem, block, head, policy, "
-                          "full or hot policy: re-export the checkpoint")
+                          "allocator, full or hot policy: re-export the checkpoint")
     return jobs
 
 

@@ -157,3 +157,12 @@ def test_hot_masks_include_the_allocated_masks(allocated) -> None:
     want = np.concatenate([allocated_masks(allocated["agent"], allocated["allocator"],
                                            torch.from_numpy(x), c).numpy() for c in budgets])
     np.testing.assert_array_equal(both[len(plain):], want.astype(np.int64))
+
+
+def test_build_engines_plans_an_engine_for_the_allocator(allocated) -> None:
+    from budget_edge.export.engine_plan import plan_engines
+    from budget_edge.runtime.backends.tensorrt_backend import graphs_to_run
+
+    jobs = {j.graph: j.role for j in plan_engines(allocated["manifest"], "fp32")}
+    assert jobs["allocator"] == "allocator"
+    assert "allocator" in graphs_to_run(allocated["manifest"])
