@@ -15,7 +15,8 @@ components as the agent kept for it), so the agent's value is visible:
   test set): the strongest static alternative inside the same model.
 
 And one baseline at the same mean cost: the static front, the best static
-masks' test accuracy interpolated linearly at the row's mean usage (what
+masks' test accuracy at the row's mean total FLOPs, agent included (the best
+mask that costs no more, or linearly between two neighbouring masks: what
 running the two neighbouring static masks on a share of the images each
 gives). It is the fair line for `allocate`, whose per-image counts the
 image-by-image baselines above would borrow.
@@ -260,7 +261,8 @@ class BudgetRow:
     best_static_accuracy: float  # each image: the best fixed mask with the agent's count
     best_static_flops_mean: float
     mask_class_mi: float  # bits: how much the mask says about the image's class
-    static_front_accuracy: float = float("nan")  # best static masks at the mean usage
+    # The best static masks at this row's mean total FLOPs (agent included).
+    static_front_accuracy: float = float("nan")
 
 
 @dataclass
@@ -313,11 +315,15 @@ def decision_flops(agent: torch.nn.Module, mode: str, allocator: Allocator | Non
     return int(agent.flops())  # type: ignore[operator]
 
 
-def static_front(static_accuracy: Tensor, usage: float) -> float:
-    """Accuracy of the best static masks (row m: m components) read at a mean usage,
-    linearly between the two neighbouring counts."""
-    k = len(static_accuracy) - 1
-    return float(np.interp(usage * k, np.arange(k + 1), static_accuracy.double().numpy()))
+def static_front(static_flops: list[float], static_accuracy: list[float],
+                 flops: float) -> float:
+    """The best static masks' accuracy at a total FLOPs per image: the best mask that
+    costs at most that much, or linearly between two neighbouring masks (what running
+    each on a share of the images gives)."""
+    order = np.argsort(static_flops)
+    f = np.asarray(static_flops, np.float64)[order]
+    a = np.maximum.accumulate(np.asarray(static_accuracy, np.float64)[order])
+    return float(np.interp(flops, f, a))
 
 
 def evaluate_budget(
@@ -379,7 +385,8 @@ def evaluate_budget(
         best_static_flops_mean=flops_per_image(best).mean().item(),
         mask_class_mi=mutual_information(masks, labels),
         static_front_accuracy=float("nan") if static_accuracy is None
-        else static_front(static_accuracy, usage.mean().item()),
+        else static_front([float(table.masked(m.int().tolist())) for m in best_masks],
+                          static_accuracy.tolist(), flops.mean().item()),
     )
 
 

@@ -199,3 +199,14 @@ def test_mutual_information_of_masks_and_classes() -> None:
     assert mutual_information(by_class, labels) == pytest.approx(1.5)
     per_image = torch.eye(8, dtype=torch.bool)[:, :3] | (torch.arange(8) % 2 == 0)[:, None]
     assert 0.0 <= mutual_information(per_image, labels) <= 2.0
+
+
+def test_static_front_reads_the_best_mask_at_a_cost() -> None:
+    from budget_edge.evaluate import static_front
+
+    flops, accuracy = [10.0, 20.0, 30.0, 40.0], [0.5, 0.8, 0.9, 0.85]
+    assert static_front(flops, accuracy, 20.0) == pytest.approx(0.8)
+    assert static_front(flops, accuracy, 25.0) == pytest.approx(0.85)  # half of each
+    # A cheaper mask that is better counts: 40 FLOPs buys the 30-FLOPs mask's 0.9.
+    assert static_front(flops, accuracy, 40.0) == pytest.approx(0.9)
+    assert static_front(flops, accuracy, 5.0) == pytest.approx(0.5)

@@ -66,6 +66,11 @@ def build_allocator(num_components: int, extractor: str = "light", in_channels: 
         raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
     if calibration is not None:
         check_calibration(calibration)
+        # Plain floats: numpy scalars would save but not load under weights_only.
+        calibration = {**calibration,
+                       "budgets": [float(b) for b in calibration["budgets"]],
+                       "prices": [float(p) for p in calibration["prices"]],
+                       "source": str(calibration.get("source", ""))}
     size = _resolve_input_size(in_channels, input_size)
     return Allocator(num_components, extractor, in_channels, size, calibration)
 

@@ -83,9 +83,11 @@ def usage(chances: np.ndarray, price: float) -> float:
 
 
 def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> np.ndarray:
-    """Each image's price: the calibration table read at its budget (linear between
-    calibrated budgets; budgets outside the table take its end values)."""
-    return np.interp(np.asarray(budget, np.float64), budgets, prices)
+    """Each image's price: that of the largest calibrated budget at or below its budget
+    (below the table: the first price). Not interpolated: usage is not linear in the
+    price, and a price between two calibrated ones could overshoot the budget."""
+    idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + 1e-12, side="right") - 1
+    return prices[np.clip(idx, 0, len(prices) - 1)]
 
 
 def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.ndarray,

@@ -65,10 +65,19 @@ def test_calibration_refuses_bad_chances(bad: np.ndarray) -> None:
         allocation.calibrate_prices(bad, np.array([0.5]))
 
 
-def test_prices_between_calibrated_budgets_are_interpolated_and_clamped() -> None:
+def test_prices_between_calibrated_budgets_step_down_to_the_lower_budget() -> None:
     budgets, prices = np.array([0.2, 0.6]), np.array([2.0, 1.0])
     got = allocation.prices_for(np.array([0.0, 0.2, 0.4, 0.6, 1.0]), budgets, prices)
-    assert got.tolist() == [2.0, 2.0, 1.5, 1.0, 1.0]
+    assert got.tolist() == [2.0, 2.0, 2.0, 1.0, 1.0]
+
+
+def test_usage_between_calibrated_budgets_stays_within_the_budget() -> None:
+    chances = _chances(n=600, seed=7)
+    budgets = np.linspace(0, 1, 21)
+    prices = allocation.calibrate_prices(chances, budgets)
+    for c in np.linspace(0, 1, 97):
+        price = allocation.prices_for(np.array([c]), budgets, prices)[0]
+        assert allocation.usage(chances, price) <= c + 1e-12
 
 
 def test_masks_keep_the_agents_top_components_at_each_images_count() -> None:
