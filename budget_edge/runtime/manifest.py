@@ -725,7 +725,8 @@ MAX_FLOPS = 1 << 53
 
 
 def _validate_flops(m: Manifest) -> None:
-    _check(m.flops.stem >= 0 and m.flops.head >= 0, "flops", "must not be negative")
+    _check(m.flops.stem >= 0 and m.flops.head >= 0 and (m.flops.allocator or 0) >= 0,
+           "flops", "must not be negative")
     _check(all(c.flops >= 0 for c in m.components), "components.flops", "must not be negative")
     _check(m.full_flops + (m.flops.policy or 0) < MAX_FLOPS, "flops",
            f"total {m.full_flops:.3g}, is not a model's FLOPs (at most 2**53)")

@@ -304,6 +304,9 @@ class BudgetRuntime:
             if cap is not None:
                 raise InputError("cap needs the agent's probabilities: drop cap with "
                                  "policy='static' (its masks already fit round(c K))")
+            if mode == "allocate":
+                raise InputError("mode 'allocate' ranks the agent's components: use it with "
+                                 "policy='agent', or drop it with policy='static'")
             run_mask = self._static_masks(prepare_budget(budget, n))
         else:
             if not self.has_policy:

@@ -166,3 +166,17 @@ def test_build_engines_plans_an_engine_for_the_allocator(allocated) -> None:
     jobs = {j.graph: j.role for j in plan_engines(allocated["manifest"], "fp32")}
     assert jobs["allocator"] == "allocator"
     assert "allocator" in graphs_to_run(allocated["manifest"])
+
+
+def test_allocate_with_static_masks_is_refused_not_ignored(allocated) -> None:
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        with pytest.raises(InputError, match="policy='agent'"):
+            rt.infer(x, budget=0.5, mode="allocate", policy="static")
+
+
+def test_negative_allocator_flops_are_refused(allocated) -> None:
+    data = json.loads((allocated["dir"] / "manifest.json").read_text())
+    data["flops"]["allocator"] = -5
+    with pytest.raises(ManifestError, match="negative"):
+        Manifest.from_dict(data).validate()
