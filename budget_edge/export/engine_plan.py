@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from budget_edge.errors import ConfigError
-from budget_edge.runtime.manifest import COMPOSED_ROLES, Manifest, TensorRTSpec
+from budget_edge.runtime.manifest import Manifest, TensorRTSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "engines"
@@ -173,9 +173,9 @@ def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
         if name is not None:
             jobs.append(job(name, role))
     jobs += [job(hot.graph, "hot") for hot in manifest.hot_policies]
-    # The switch graphs are for ONNX Runtime: on TensorRT the runtime dispatches an
+    # The switch graph is for ONNX Runtime: on TensorRT the runtime dispatches an
     # engine per block (see tensorrt_backend.graphs_to_run).
-    planned = {j.graph for j in jobs} | {manifest.roles.get(r) for r in COMPOSED_ROLES}
+    planned = {j.graph for j in jobs} | {manifest.roles.get("switch")}
     missing = sorted(set(files) - planned)
     if missing:
         raise ConfigError(f"manifest graphs {missing} belong to no stem, block, head, policy, "

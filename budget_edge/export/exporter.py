@@ -38,7 +38,6 @@ import budget_edge
 from budget_edge.agent.allocator import Allocator, AllocatorGraph
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
-from budget_edge.export.allocate_switch import allocate_switch_graph, can_compose
 from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
 from budget_edge.export.engine_plan import ENGINE_DIR
 from budget_edge.export.graph_modules import (
@@ -198,14 +197,6 @@ def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
         all_kept = [1] * net.num_components
         writer.write("full", _mask_chain(writer, net, blocks, block_inputs, all_kept))
         writer.write("switch", switch_graph(writer.models, blocks))
-        components = [ComponentSpec(c.index, c.stage, c.block, c.path, int(c.flops))
-                      for c in net.components]
-        one_call = allocation is not None and can_compose(blocks)
-        if one_call:
-            assert allocation is not None
-            writer.write("allocate_switch", allocate_switch_graph(
-                writer.models["allocator"], writer.models["switch"], components, len(blocks),
-                allocation[0].prices))
         hot = []
         for i, mask in enumerate(hot_masks):
             writer.write(f"hot{i:02d}", _mask_chain(writer, net, blocks, block_inputs, mask))
@@ -218,13 +209,14 @@ def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
         num_classes=net.num_classes,
         class_names=names,
         preprocessing=preprocessing,
-        components=components,
+        components=[
+            ComponentSpec(c.index, c.stage, c.block, c.path, int(c.flops)) for c in net.components
+        ],
         blocks=blocks,
         graphs=writer.graphs,
         roles={"stem": "stem", "head": "head", "policy": "policy" if agent else None,
                "full": "full", "switch": "switch",
-               "allocator": "allocator" if allocation else None,
-               "allocate_switch": "allocate_switch" if one_call else None},
+               "allocator": "allocator" if allocation else None},
         flops=FlopsSpec(
             stem=int(table.stem),
             head=int(table.head),

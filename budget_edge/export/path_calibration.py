@@ -25,7 +25,7 @@ import numpy as np
 from budget_edge.errors import DataError
 from budget_edge.runtime.backends import Backend, HostTensors, create_backend
 from budget_edge.runtime.inputs import prepare_images
-from budget_edge.runtime.manifest import COMPOSED_ROLES, Manifest
+from budget_edge.runtime.manifest import Manifest
 from budget_edge.runtime.runtime import BudgetRuntime
 
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
@@ -129,7 +129,7 @@ def _fill_unreached(manifest: Manifest, feeds: dict[str, list[np.ndarray]],
                     images: np.ndarray) -> None:
     """Give the graphs no pass called the inputs they would have seen."""
     image_shape = list(images.shape[1:])
-    composed = {manifest.roles.get(r) for r in COMPOSED_ROLES}  # made from the others
+    switch = manifest.roles.get("switch")
     for block in manifest.blocks:
         names = [v.graph for v in block.variants] + ([block.skip] if block.skip else [])
         reached = next((feeds[n] for n in names if n in feeds), None)
@@ -137,7 +137,7 @@ def _fill_unreached(manifest: Manifest, feeds: dict[str, list[np.ndarray]],
             if n not in feeds and reached is not None:
                 feeds[n] = reached
     for g in manifest.graphs:
-        if g.name in feeds or g.name in composed:
+        if g.name in feeds or g.name == switch:
             continue
         if len(g.inputs) == 1 and list(g.inputs[0].shape[1:]) == image_shape:
             feeds[g.name] = [images]  # full model, hot policies

@@ -49,7 +49,6 @@ from budget_edge.export.path_calibration import (
     record_graph_inputs,
 )
 from budget_edge.runtime.manifest import (
-    COMPOSED_ROLES,
     QUANTIZED_PRECISIONS,
     Manifest,
     PrecisionSpec,
@@ -160,14 +159,6 @@ def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
                                           stem=str(manifest.roles["stem"]),
                                           head=str(manifest.roles["head"]))
             recipe["switch"] = "composed from this set's stem, block and head graphs"
-        one_call = manifest.roles.get("allocate_switch")
-        if one_call is not None and switch is not None and manifest.allocation is not None:
-            from budget_edge.export.allocate_switch import allocate_switch_graph
-
-            models[one_call] = allocate_switch_graph(
-                models[str(manifest.roles["allocator"])], models[switch], manifest.components,
-                len(manifest.blocks), manifest.allocation.prices)
-            recipe["allocate_switch"] = "composed from this set's allocator and switch graphs"
         files = {}
         for g in manifest.graphs:
             path = out_dir / Path(g.file).name
@@ -379,9 +370,9 @@ def _int8_recipe(s: QuantizeSettings, images: int, recorded: GraphFeeds) -> dict
 
 
 def _own_graphs(manifest: Manifest) -> list[Any]:
-    """Every graph but the switch graphs, which are composed from the others."""
-    composed = {manifest.roles.get(r) for r in COMPOSED_ROLES}
-    return [g for g in manifest.graphs if g.name not in composed]
+    """Every graph but the switch graph, which is composed from the others."""
+    switch = manifest.roles.get("switch")
+    return [g for g in manifest.graphs if g.name != switch]
 
 
 def _import_tools() -> tuple[Any, Any]:

@@ -55,12 +55,12 @@ def switch_graph(models: Mapping[str, onnx.ModelProto], blocks: Sequence[BlockSp
     logits.CopyFrom(models[head].graph.output[0])
     logits.name = LOGITS
     graph = helper.make_graph(nodes, "switch", [image, codes], [logits], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=merged_opsets(models.values()))
+    model = helper.make_model(graph, opset_imports=_opsets(models.values()))
     model.ir_version = first.ir_version
     return model
 
 
-def merged_opsets(models: Iterable[onnx.ModelProto]) -> list[onnx.OperatorSetIdProto]:
+def _opsets(models: Iterable[onnx.ModelProto]) -> list[onnx.OperatorSetIdProto]:
     """Every domain any part imports, at the highest version (quantized parts may add one)."""
     versions: dict[str, int] = {}
     for model in models:

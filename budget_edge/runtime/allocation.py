@@ -86,14 +86,8 @@ def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> n
     """Each image's price: that of the largest calibrated budget at or below its budget
     (below the table: the first price). Not interpolated: usage is not linear in the
     price, and a price between two calibrated ones could overshoot the budget."""
-    return prices[price_levels(budget, budgets)]
-
-
-def price_levels(budget: np.ndarray, budgets: np.ndarray) -> np.ndarray:
-    """(N,) int64: the row of the calibrated table each budget takes (`prices_for`)."""
     idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + 1e-12, side="right") - 1
-    # searchsorted gives at most len(budgets): only a budget below the table needs a clip.
-    return np.maximum(idx, 0).astype(np.int64)
+    return prices[np.clip(idx, 0, len(prices) - 1)]
 
 
 def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.ndarray,

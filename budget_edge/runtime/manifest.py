@@ -56,11 +56,6 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   probabilities at budget k / K (agent/allocator.py); needs ``allocation``,
   the calibrated prices (runtime/allocation.py): budgets rising in [0, 1],
   prices >= 0 never rising;
-- ``allocate_switch``: inputs (image, level int64 (1,)) -> (logits, mask
-  (batch, K), probs (batch, K)): mode ``allocate`` for one image in one call,
-  the allocator, the choice at price ``allocation.prices[level]`` and the
-  switch graph composed (export/allocate_switch.py); needs ``allocator`` and
-  ``switch``;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
 - ``precisions``: graph sets in a lower precision written by `budget-edge
@@ -117,10 +112,7 @@ TRT_PRECISIONS = ("fp32", "fp16", "int8")
 # Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_PRECISIONS = ("fp16", "int8")
-ROLES = ("stem", "head", "policy", "full", "switch", "allocator", "allocate_switch")
-# Graphs composed from the others with If control flow: run by ONNX Runtime only (on
-# TensorRT the runtime dispatches an engine per block), composed again by `quantize`.
-COMPOSED_ROLES = ("switch", "allocate_switch")
+ROLES = ("stem", "head", "policy", "full", "switch", "allocator")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -583,20 +575,6 @@ def _validate_roles(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
                and g.inputs[1].dtype == CONTROL_DTYPE and g.inputs[1].shape == codes
                and len(g.outputs) == 1 and _same(g.outputs[0].shape, logits), "roles.switch",
                f"graph must map (image, int64 codes {codes}) to (batch, num_classes)")
-    one_call = m.roles.get("allocate_switch")
-    if one_call is not None:
-        g = graphs[one_call]
-        per_component = [BATCH_AXIS, m.num_components]
-        _check(allocator is not None and switch is not None, "roles.allocate_switch",
-               "needs the allocator and switch graphs it is composed of")
-        _check(len(g.inputs) == 2 and _same(g.inputs[0].shape, image)
-               and g.inputs[1].dtype == CONTROL_DTYPE and g.inputs[1].shape == [1]
-               and len(g.outputs) == 3 and _same(g.outputs[0].shape, logits)
-               and _same(g.outputs[1].shape, per_component)
-               and _same(g.outputs[2].shape, per_component),
-               "roles.allocate_switch",
-               f"graph must map (image, int64 level [1]) to logits (batch, num_classes), "
-               f"mask and probs (batch, {m.num_components})")
 
 
 def _validate_blocks(m: Manifest, graphs: dict[str, GraphSpec]) -> None:

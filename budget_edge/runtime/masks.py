@@ -22,13 +22,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from budget_edge.errors import InputError
-from budget_edge.runtime.manifest import ComponentSpec, Manifest
+from budget_edge.runtime.manifest import Manifest
 
 MODES = ("greedy", "sample", "rank", "allocate")
 CAPS = ("components", "flops")
@@ -152,12 +151,3 @@ def check_variants(mask: np.ndarray, manifest: Manifest,
                 f"mask row {i} keeps paths {paths} of block {block}, but this {len(idx)}-path "
                 f"block was exported with prefix path sets only (paths 0..m-1): keep the "
                 f"first m paths of the block (components {idx[0]}..{idx[-1]})")
-
-
-def code_matrix(components: Sequence[ComponentSpec], num_blocks: int) -> np.ndarray:
-    """W (K, blocks) int64 with W[k, b] = 2**j when component k is path j of block b:
-    `mask @ W` is every block's kept-path code (bit j set: path j kept; 0: dropped)."""
-    weights = np.zeros((len(components), num_blocks), np.int64)
-    for c in components:
-        weights[c.index, c.block] = 1 << (c.path or 0)
-    return weights

@@ -116,7 +116,7 @@ class BudgetRuntime:
         self._lock: Any = threading.Lock() if getattr(backend, "serial", False) \
             else contextlib.nullcontext()
         self._plans = [self._plan(b.index) for b in manifest.blocks]
-        self._code_weights = masklib.code_matrix(manifest.components, len(manifest.blocks))
+        self._code_weights = self._code_matrix()
         self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
         # Cached: the manifest re-sums its components on every access.
         self._full_flops = manifest.full_flops
@@ -135,10 +135,6 @@ class BudgetRuntime:
         # TensorRT backend runs an engine per block instead.
         switch = manifest.roles.get("switch")
         self._switch = switch if backend.name == "onnxruntime" and dispatch == "auto" else None
-        # Mode 'allocate' for one image in one call (export/allocate_switch.py), where the
-        # switch graph runs.
-        one_call = manifest.roles.get("allocate_switch")
-        self._allocate_switch = one_call if self._switch is not None else None
         # Mode 'allocate''s calibration as arrays (budgets, prices), read once.
         spec = manifest.allocation
         self._allocation_table = None if spec is None else (
@@ -259,15 +255,9 @@ class BudgetRuntime:
         with self._lock:
             try:
                 xd = self._upload(images, pixels, x)
-                if (self._allocate_switch is not None and n == 1 and mode == "allocate"
-                        and mask is None and cap is None and policy == "agent"):
-                    probs, run_mask, logits_d = self._allocate_one_call(
-                        xd, prepare_budget(budget, n), latency)
-                else:
-                    probs, run_mask = self._decide(xd, n, budget, mask, mode, seed, cap,
-                                                   policy, latency)
-                    logits_d = self._backbone(xd, run_mask, latency)
-                logits = self.backend.to_host([logits_d])[0]
+                probs, run_mask = self._decide(xd, n, budget, mask, mode, seed, cap, policy,
+                                               latency)
+                logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
         bad = ~np.isfinite(logits).all(axis=1)
@@ -427,22 +417,6 @@ class BudgetRuntime:
         level_probs = np.asarray(outs[1], np.float32).reshape(budget.shape[0], k + 1, k)
         return allocation.allocated_masks(chances, level_probs, budget, *table)
 
-    def _allocate_one_call(self, xd: Any, budget: np.ndarray, latency: dict[str, float]
-                           ) -> tuple[np.ndarray, np.ndarray, Any]:
-        """Probabilities, mask and logits (on the backend) of one image under mode
-        'allocate' from the allocate_switch graph: decision and backbone in one call
-        (timed as 'hot', a whole graph; 'policy' stays 0)."""
-        assert self._allocate_switch is not None and self._allocation_table is not None
-        t = time.perf_counter()
-        be = self.backend
-        level = allocation.price_levels(budget, self._allocation_table[0])
-        logits, mask, probs = be.run_device(self._allocate_switch, [xd, be.to_device(level)])
-        mask_h, probs_h = be.to_host([mask, probs])
-        latency["hot"] = _ms(t)
-        k = self.num_components
-        run_mask = (np.asarray(mask_h).reshape(1, k) > 0.5).astype(np.uint8)
-        return np.asarray(probs_h, np.float32).reshape(1, k), run_mask, logits
-
     def _backbone(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
         """The logits of every row, as a backend tensor."""
         if self._switch is not None:
@@ -572,6 +546,14 @@ class BudgetRuntime:
         graphs: dict[int, str | None] = {0: block.skip}
         graphs.update({sum(1 << p for p in v.paths): v.graph for v in block.variants})
         return _BlockPlan(graphs=graphs, out_shape=out_shape, same_shape=in_shape == out_shape)
+
+    def _code_matrix(self) -> np.ndarray:
+        """W (K, blocks) with W[k, b] = 2**j when component k is path j of block b."""
+        weights = np.zeros((self.num_components, len(self._plans)), np.int64)
+        for b in range(len(self._plans)):
+            for j, k in enumerate(self.manifest.block_components(b)):
+                weights[k, b] = 1 << j
+        return weights
 
 
 def _count_table(by_count: dict[int, np.ndarray], k: int) -> np.ndarray:

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from budget_edge.agent.allocator import build_allocator
 from budget_edge.agent.policy import build_agent
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.export.onnx_export import GraphExporter
@@ -147,24 +146,3 @@ def blockdrop_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:
         policy[f"{head}.weight"] = policy[f"{head}.weight"][:, :64].clone()  # no budget input
     torch.save({"resnet": resnet, "agent": policy, "epoch": 7}, path)
     return path
-
-
-CALIBRATION = {"budgets": [0.0, 0.25, 0.5, 0.75, 1.0], "prices": [9.0, 0.6, 0.3, 0.1, 0.0],
-               "source": "test"}
-
-
-@pytest.fixture(scope="session")
-def allocated(tmp_path_factory, exporter):
-    """ResNet-20 with a light agent and a calibrated allocator, exported."""
-    torch.manual_seed(0)
-    net = realistic(build_backbone("resnet20", shortcut="A"), seed=4)
-    agent = realistic(build_agent(net.num_components, "light"), seed=5, agent=True)
-    allocator = realistic(build_allocator(net.num_components, calibration=CALIBRATION),
-                          seed=6)
-    with torch.no_grad():  # spread the chances, so the counts differ between images
-        allocator.chance.weight.mul_(20.0)
-    out = tmp_path_factory.mktemp("allocated")
-    loaded = LoadedCheckpoint(net, agent, META, "budget-edge", allocator=allocator)
-    manifest = export_checkpoint(loaded, out, exporter=exporter)
-    return {"net": net, "agent": agent, "allocator": allocator, "dir": out,
-            "manifest": manifest}

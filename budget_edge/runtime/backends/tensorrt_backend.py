@@ -41,7 +41,6 @@ import numpy as np
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.inputs import scale_and_shift
 from budget_edge.runtime.manifest import (
-    COMPOSED_ROLES,
     GraphSpec,
     Manifest,
     Preprocessing,
@@ -190,11 +189,10 @@ def check_engine_compat(spec: TensorRTSpec, trt_version: str, gpu: str,
 def graphs_to_run(manifest: Manifest) -> list[str]:
     """Every graph the runtime may call: roles, block variants, skips, hot policies.
 
-    Not the switch graphs (COMPOSED_ROLES): on TensorRT every block is its own
-    engine, and the runtime dispatches them (they are for ONNX Runtime on CPUs).
+    Not the switch graph: on TensorRT every block is its own engine, and the
+    runtime dispatches them (the switch graph is for ONNX Runtime on CPUs).
     """
-    names = [n for r, n in manifest.roles.items()
-             if n is not None and r not in COMPOSED_ROLES]
+    names = [n for r, n in manifest.roles.items() if n is not None and r != "switch"]
     for b in manifest.blocks:
         names += [v.graph for v in b.variants]
         if b.skip is not None:
