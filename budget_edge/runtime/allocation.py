@@ -32,6 +32,9 @@ from budget_edge.errors import InputError
 
 # Bisection steps for one price: the price is known to within 2^-60 of its range.
 _STEPS = 60
+# Budgets this close under a calibrated budget count as that budget: far above float32
+# rounding (6e-8 at 1.0), far below the table's step (0.05).
+BUDGET_TOLERANCE = 1e-6
 
 
 def counts_for(chances: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -85,9 +88,15 @@ def usage(chances: np.ndarray, price: float) -> float:
 def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> np.ndarray:
     """Each image's price: that of the largest calibrated budget at or below its budget
     (below the table: the first price). Not interpolated: usage is not linear in the
-    price, and a price between two calibrated ones could overshoot the budget."""
-    idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + 1e-12, side="right") - 1
-    return prices[np.clip(idx, 0, len(prices) - 1)]
+    price, and a price between two calibrated ones could overshoot the budget.
+
+    A budget within BUDGET_TOLERANCE under a calibrated one takes that one: the runtime
+    holds budgets in float32, and float32(0.7) = 0.69999999 must not fall back to the
+    price of 0.65 (it did: `bench` ran c = 0.7 at a mean usage of 0.65)."""
+    idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + BUDGET_TOLERANCE,
+                          side="right") - 1
+    # searchsorted gives at most len(budgets): only a budget below the table needs a clip.
+    return prices[np.maximum(idx, 0)]
 
 
 def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.ndarray,

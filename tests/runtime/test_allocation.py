@@ -77,7 +77,15 @@ def test_usage_between_calibrated_budgets_stays_within_the_budget() -> None:
     prices = allocation.calibrate_prices(chances, budgets)
     for c in np.linspace(0, 1, 97):
         price = allocation.prices_for(np.array([c]), budgets, prices)[0]
-        assert allocation.usage(chances, price) <= c + 1e-12
+        assert allocation.usage(chances, price) <= c + allocation.BUDGET_TOLERANCE
+
+
+def test_a_float32_budget_takes_its_own_calibrated_price() -> None:
+    budgets = np.round(np.linspace(0, 1, 21), 2)
+    prices = np.linspace(3.0, 0.0, 21)
+    as_float32 = budgets.astype(np.float32)  # what the runtime holds: 0.7 -> 0.69999999
+    assert (as_float32.astype(np.float64) < budgets).any()
+    np.testing.assert_array_equal(allocation.prices_for(as_float32, budgets, prices), prices)
 
 
 def test_masks_keep_the_agents_top_components_at_each_images_count() -> None:
