@@ -229,7 +229,9 @@ class BudgetRuntime:
         allocator gives each image its count so that the mean usage over images is
         c; artifacts from a checkpoint with an allocator, runtime/allocation.py).
         cap: None, "components" or "flops": drop the least probable kept
-        components until the cost is at most the budget.
+        components until the cost is at most the budget. With mode "allocate" that
+        makes the budget a ceiling per image as well, so the mean usage falls below c
+        (a deadline per image on top of an average).
         policy: "agent" (the policy graph decides per image) or "static" (the
         artifact's searched static mask with round(c K) components, the same for
         every image; no policy graph needed: `budget-edge export --static-masks`).

@@ -180,3 +180,16 @@ def test_negative_allocator_flops_are_refused(allocated) -> None:
     data["flops"]["allocator"] = -5
     with pytest.raises(ManifestError, match="negative"):
         Manifest.from_dict(data).validate()
+
+
+def test_a_cap_makes_the_allocated_budget_a_ceiling_per_image(allocated) -> None:
+    x = np.random.default_rng(6).standard_normal((32, 3, 32, 32)).astype(np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        free = rt.infer(x, budget=0.5, mode="allocate")
+        capped = rt.infer(x, budget=0.5, mode="allocate", cap="components")
+    k = rt.num_components
+    assert (free.mask.sum(axis=1) > 0.5 * k).any()  # some images ran more than c K
+    assert (capped.mask.sum(axis=1) <= 0.5 * k).all()
+    assert (capped.mask <= free.mask).all()  # only the least probable ones were dropped
+    assert capped.usage.mean() < free.usage.mean()
+

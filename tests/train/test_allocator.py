@@ -78,9 +78,17 @@ def test_a_rerun_reuses_the_saved_table(model, data, tmp_path, monkeypatch) -> N
 
     monkeypatch.setattr(allocator_training, "level_correctness", fail)
     train_allocator(model, images, labels, out, QUICK, source="toy")
-    # Other images make another table.
+    # Other images make another table; so does one other image or label anywhere.
     with pytest.raises(AssertionError, match="computed again"):
         train_allocator(model, images[:100], labels[:100], out, QUICK, source="toy")
+    edited = images.clone()
+    edited[-1, 0, 0, 0] += 1.0
+    with pytest.raises(AssertionError, match="computed again"):
+        train_allocator(model, edited, labels, out, QUICK, source="toy")
+    relabelled = labels.clone()
+    relabelled[-1] = (relabelled[-1] + 1) % 10
+    with pytest.raises(AssertionError, match="computed again"):
+        train_allocator(model, images, relabelled, out, QUICK, source="toy")
 
 
 def test_a_damaged_table_is_computed_again(model, data, tmp_path) -> None:
