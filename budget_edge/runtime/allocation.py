@@ -92,7 +92,7 @@ def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> n
 
     A budget within BUDGET_TOLERANCE under a calibrated one takes that one: the runtime
     holds budgets in float32, and float32(0.7) = 0.69999999 must not fall back to the
-    price of 0.65 (it did: `bench` ran c = 0.7 at a mean usage of 0.65)."""
+    price of 0.65 (it did: ResNet-20 ran c = 0.7 at a mean usage of 0.655)."""
     idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + BUDGET_TOLERANCE,
                           side="right") - 1
     # searchsorted gives at most len(budgets): only a budget below the table needs a clip.
