@@ -262,18 +262,18 @@ class BudgetRuntime:
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
-        bad = ~np.isfinite(logits).all(axis=1)
-        if bad.any():
-            rows = np.flatnonzero(bad)
+        if not np.isfinite(logits).all():
+            rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
             raise InputError(
                 f"the model gave non-finite logits for image(s) {rows[:5].tolist()}"
                 f"{' ...' if rows.size > 5 else ''}: float32 images must be preprocessed "
                 "(about -10..10 after normalisation); pass uint8 pixels to let the runtime "
                 "normalise them")
         latency["total"] = _ms(t_start)
-        flops = self._base_flops + run_mask.astype(np.int64) @ self._comp_flops
+        flops = self._base_flops + run_mask @ self._comp_flops  # uint8 @ int64: int64
         return InferResult(
-            logits=logits, classes=logits.argmax(axis=1).astype(np.int64), mask=run_mask,
+            logits=logits, classes=logits.argmax(axis=1).astype(np.int64, copy=False),
+            mask=run_mask,
             probs=probs, flops=flops, latency_ms=latency,
             policy_flops=self.decision_flops(mode) if probs is not None else 0,
             full_flops=self.full_flops)

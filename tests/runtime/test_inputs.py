@@ -115,6 +115,8 @@ def test_mask_forms() -> None:
                                   [[1, 0, 1]] * 2)
     m = prepare_mask(np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), 2, 3)
     assert m.dtype == np.uint8 and m.tolist() == [[1, 0, 1], [0, 0, 0]]
+    one = prepare_mask(np.array([0, 1, 1], np.uint8), 1, 3)  # one image: a (1, K) row
+    assert one.shape == (1, 3) and one.tolist() == [[0, 1, 1]]
 
 
 MASK_ERRORS: list[tuple[str, Any, str]] = [
@@ -122,6 +124,8 @@ MASK_ERRORS: list[tuple[str, Any, str]] = [
     ("rows", [[1, 0, 1]] * 3, r"shape \(3, 3\)"),
     ("3-d", np.ones((2, 3, 1)), "shape"),
     ("two", [[1, 0, 2], [1, 1, 1]], "only 0 and 1"),
+    ("uint8 two", np.array([[1, 0, 1], [1, 255, 1]], np.uint8), "only 0 and 1"),
+    ("negative", [-1, 0, 1], "only 0 and 1"),
     ("half", [0.5, 1, 1], "only 0 and 1"),
     ("nan", [float("nan"), 1, 1], "only 0 and 1"),
     ("text", ["a", "b", "c"], "dtype"),
