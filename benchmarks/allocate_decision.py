@@ -104,15 +104,23 @@ def main() -> None:
                          "`budget-edge allocate`")
     switch_only = BudgetRuntime.load(args.artifact, threads=1)
     switch_only._whole.clear()  # no whole-mask graphs: the switch graph runs every mask
+    run_budgets(args, "allocate_decision.py", markdown,
+                lambda images, c: time_budget(rt, switch_only, images, c, args.per,
+                                              args.rounds))
+
+
+def run_budgets(args: argparse.Namespace, script: str,
+                markdown: Callable[[dict[str, object]], str],
+                time_one: Callable[[np.ndarray, float], dict[str, object]]) -> None:
+    """Time every budget of `args` on the test images; write and print the result
+    (shared with allocate_one_call.py)."""
     images = load_arrays("fashion-mnist", None, "test").subset(args.images).images
-    budgets = [float(c) for c in args.budgets.split(",")]
     result = {
         "artifact": args.artifact, "machine": machine_info(), "images": args.images,
-        "command": "python benchmarks/allocate_decision.py " + " ".join(
+        "command": f"python benchmarks/{script} " + " ".join(
             [args.artifact, "--out", args.out, "--budgets", args.budgets, "--images",
              str(args.images), "--per", str(args.per), "--rounds", str(args.rounds)]),
-        "budgets": [time_budget(rt, switch_only, images, c, args.per, args.rounds)
-                    for c in budgets],
+        "budgets": [time_one(images, float(c)) for c in args.budgets.split(",")],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ pay: benchmarks/results/runtime-findings.md, section 7), so this script runs
 against that commit's code and an artifact exported by it:
 
     git worktree add /tmp/one-call 051aa7d
-    cp benchmarks/allocate_one_call.py /tmp/one-call/benchmarks/
+    cp benchmarks/allocate_one_call.py benchmarks/allocate_decision.py /tmp/one-call/benchmarks/
     cd /tmp/one-call && budget-edge export CKPT --out ART ...
     python benchmarks/allocate_one_call.py ART --out ...
 
@@ -32,15 +32,12 @@ Results: benchmarks/results/allocate-one-call/.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from allocate_decision import run_budgets  # the script's folder is on sys.path
 
-from budget_edge.data.registry import load_arrays
-from budget_edge.runtime.machine import machine_info
 from budget_edge.runtime.runtime import BudgetRuntime
 
 PATHS = ("static", "one call", "separate", "backbone")
@@ -115,21 +112,9 @@ def main() -> None:
                          "commit 051aa7d on an artifact exported there (see its docstring)")
     separate = BudgetRuntime.load(args.artifact, threads=1)
     separate._allocate_switch = None  # the path every batch > 1 takes
-    images = load_arrays("fashion-mnist", None, "test").subset(args.images).images
-    budgets = [float(c) for c in args.budgets.split(",")]
-    result = {
-        "artifact": args.artifact, "machine": machine_info(), "images": args.images,
-        "command": "python benchmarks/allocate_one_call.py " + " ".join(
-            [args.artifact, "--out", args.out, "--budgets", args.budgets, "--images",
-             str(args.images), "--per", str(args.per), "--rounds", str(args.rounds)]),
-        "budgets": [time_budget(rt, separate, images, c, args.per, args.rounds)
-                    for c in budgets],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    run_budgets(args, "allocate_one_call.py", markdown,
+                lambda images, c: time_budget(rt, separate, images, c, args.per,
+                                              args.rounds))
 
 
 if __name__ == "__main__":
