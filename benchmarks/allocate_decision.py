@@ -89,15 +89,20 @@ def markdown(result: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(doc: str, budgets: str, rounds: int) -> argparse.Namespace:
+    """The command line both allocate scripts take (shared with allocate_one_call.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("artifact")
     parser.add_argument("--out", required=True, help="path prefix of the .json and .md")
-    parser.add_argument("--budgets", default="0.3,0.5,0.7,0.9")
+    parser.add_argument("--budgets", default=budgets)
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--per", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "", "0.3,0.5,0.7,0.9", 20)
     rt = BudgetRuntime.load(args.artifact, threads=1)
     if not rt.has_allocator:
         raise SystemExit("this artifact has no allocator: export a checkpoint made by "

@@ -31,12 +31,11 @@ Results: benchmarks/results/allocate-one-call/.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
 import numpy as np
-from allocate_decision import run_budgets  # the script's folder is on sys.path
+from allocate_decision import parse_args, run_budgets  # the script's folder is on sys.path
 
 from budget_edge.runtime.runtime import BudgetRuntime
 
@@ -98,14 +97,7 @@ def _machine_line(m: object) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("artifact")
-    parser.add_argument("--out", required=True, help="path prefix of the .json and .md")
-    parser.add_argument("--budgets", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
-    parser.add_argument("--images", type=int, default=600)
-    parser.add_argument("--per", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=40)
-    args = parser.parse_args()
+    args = parse_args(__doc__ or "", "0.2,0.3,0.4,0.5,0.6,0.7,0.8", 40)
     rt = BudgetRuntime.load(args.artifact, threads=1)
     if rt.manifest.roles.get("allocate_switch") is None:
         raise SystemExit("this artifact has no allocate_switch graph: run this script at "
