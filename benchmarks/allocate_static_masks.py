@@ -1,19 +1,23 @@
-"""Would the allocator's counts pay with the searched static masks instead of the agent's ranking?
+"""Does the allocator need the agent's per-image ranking, or would one mask per count do?
 
-A question for the next step, measured before building anything: mode
-'allocate' runs, per image, the agent's top-k components with k from the
-allocator. The artifact's static masks (`export --static-masks`) are nested
-(greedy backward elimination), one per count, so "the allocator's k, the
-static mask of size k" would need no agent at all (half the decision's
-weights) and at most K + 1 distinct masks (each a whole-mask graph). This
-script measures its accuracy and usage on the Fashion-MNIST test set through
-the runtime, next to mode 'allocate' and the static mask of round(c K)
-components, with the same calibrated prices:
+Measured before building the table of count masks: an artifact whose allocator
+ranks with the agent per image (an allocator saved before `count_masks`, such as
+`budgetnet-resnet20-allocate/allocated-ranking.pt`) runs, per image, the agent's
+top-k components with k from the allocator. With the same counts (the same
+calibrated prices) this script runs instead, on the Fashion-MNIST test set
+through the runtime:
+
+- the artifact's searched static mask of size k (`export --static-masks`:
+  nested, greedy backward elimination);
+- the agent's most common top-k mask at budget k / K over the last 5,000
+  training images (what `budget-edge allocate` now stores as the table);
+
+next to the static mask of round(c K) components for every image:
 
     python benchmarks/allocate_static_masks.py ARTIFACT --out benchmarks/results/NAME/static-counts
 
-Writes static-counts.json and static-counts.md. Accuracy only: the latency of
-such a mode would need its own graph (the allocator without the agent).
+Writes the .json and .md. Accuracy only: either variant needs no agent at run
+time, only the allocator graph.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from budget_edge.data.registry import load_arrays
+from budget_edge.export.hot_policies import most_frequent_masks
 from budget_edge.runtime import allocation
 from budget_edge.runtime.machine import machine_info
 from budget_edge.runtime.runtime import BudgetRuntime
@@ -46,6 +51,17 @@ def accuracy(rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray,
     return right / len(images)
 
 
+def agent_count_masks(rt: BudgetRuntime, images: np.ndarray) -> np.ndarray:
+    """(K + 1, K): the agent's most common top-k mask at budget k / K on `images`."""
+    k = rt.num_components
+    rows = []
+    for count in range(k + 1):
+        masks = np.concatenate([rt.infer(images[s:s + CHUNK], budget=count / k, mode="rank").mask
+                                for s in range(0, len(images), CHUNK)])
+        rows.append(most_frequent_masks(masks, 1)[0])
+    return np.array(rows, np.uint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("artifact")
@@ -59,6 +75,7 @@ def main() -> None:
     spec = rt.manifest.allocation
     assert spec is not None
     table_budgets, prices = np.asarray(spec.budgets), np.asarray(spec.prices)
+    table = agent_count_masks(rt, load_arrays("fashion-mnist", None, "train").images[-5000:])
     test = load_arrays("fashion-mnist", None, "test")
     images, labels = test.images, np.asarray(test.labels)
     chances = chances_of(rt, images)
@@ -71,6 +88,7 @@ def main() -> None:
         agent = np.concatenate([rt.infer(images[s:s + CHUNK], budget=c, mode="allocate").mask
                                 for s in range(0, len(images), CHUNK)])
         one = rt._static_masks(np.array([c], np.float32))  # round(c K) for every image
+        table_counts = table[counts]
         rows.append({
             "budget": c,
             "usage": float(counts.mean() / k),
@@ -79,6 +97,8 @@ def main() -> None:
             "static_counts_accuracy": accuracy(rt, images, labels, static_counts),
             "static_counts_usage": float(static_counts.mean()),
             "static_counts_masks": len(np.unique(static_counts, axis=0)),
+            "table_accuracy": accuracy(rt, images, labels, table_counts),
+            "table_masks": len(np.unique(table_counts, axis=0)),
             "static_mask_accuracy": accuracy(rt, images, labels,
                                              np.repeat(one, len(images), axis=0)),
             "static_mask_usage": float(one.mean()),
@@ -90,14 +110,18 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# The allocator's counts with the static masks ({args.artifact})", "",
+    result["table"] = table.tolist()
+    lines = [f"# The allocator's counts with other masks ({args.artifact})", "",
              f"- command: `{result['command']}`", "- Fashion-MNIST test set, 10,000 images",
-             "", "| c | allocate (agent's ranking) | usage | masks | allocator counts, static "
-             "masks | usage | masks | static mask of round(c K) | usage |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"- machine: {result['machine'].get('cpu', '?')}", "",
+             "| c | allocate (agent's ranking) | usage | masks | allocator counts, the agent's "
+             "most common mask per count | masks | allocator counts, static masks | usage | "
+             "masks | static mask of round(c K) | usage |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['budget']:g} | {r['allocate_accuracy']:.2%} | {r['usage']:.3f} | "
-                     f"{r['allocate_masks']} | {r['static_counts_accuracy']:.2%} | "
+                     f"{r['allocate_masks']} | {r['table_accuracy']:.2%} | "
+                     f"{r['table_masks']} | {r['static_counts_accuracy']:.2%} | "
                      f"{r['static_counts_usage']:.3f} | {r['static_counts_masks']} | "
                      f"{r['static_mask_accuracy']:.2%} | {r['static_mask_usage']:.3f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -41,12 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from budget_edge.agent.allocator import Allocator, AllocatorGraph
+from budget_edge.agent.allocator import Allocator, allocate, decision_graph
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.torch_dataset import ImageDataset
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.models.backbone import Backbone
-from budget_edge.runtime import allocation
 from budget_edge.runtime.masks import rank_counts
 
 # A probability at or above this keeps a component (the reference's test).
@@ -148,15 +147,9 @@ def allocated_masks(agent: torch.nn.Module, allocator: Allocator | None, images:
     if allocator is None or allocator.calibration is None:
         raise ConfigError("mode 'allocate' needs a checkpoint with a calibrated allocator: "
                           "run `budget-edge allocate CKPT --out CKPT2` first")
-    graph = AllocatorGraph(allocator, agent).eval()  # type: ignore[arg-type]
-    table = allocator.calibration
-    masks = []
-    for part in _batches(len(images), batch_size):
-        chances, level_probs = graph(images[part])
-        mask, _ = allocation.allocated_masks(
-            chances.numpy(), level_probs.numpy(), np.full(len(chances), budget),
-            np.asarray(table["budgets"]), np.asarray(table["prices"]))
-        masks.append(torch.from_numpy(mask).bool())
+    masks = [torch.from_numpy(allocate(allocator, agent, images[part],  # type: ignore[arg-type]
+                                       [budget])[0]).bool()
+             for part in _batches(len(images), batch_size)]
     return torch.cat(masks)
 
 
@@ -311,7 +304,7 @@ def _latency_ms(
 def decision_flops(agent: torch.nn.Module, mode: str, allocator: Allocator | None) -> int:
     """Per image: the agent's FLOPs, or with mode "allocate" the allocator graph's."""
     if mode == "allocate" and allocator is not None:
-        return AllocatorGraph(allocator, agent).flops()  # type: ignore[arg-type]
+        return decision_graph(allocator, agent).flops()  # type: ignore[arg-type]
     return int(agent.flops())  # type: ignore[operator]
 
 

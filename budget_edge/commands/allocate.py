@@ -23,14 +23,22 @@ from budget_edge.commands import command_line
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--threads", type=int, help="CPU threads [torch's default].")
+@click.option("--accuracy-slack", type=float, default=0.001, show_default=True,
+              help="Held-out accuracy (a fraction) a budget may give up against the best "
+              "budget: components that buy less are not run, so usage stays under high "
+              "budgets.")
+@click.option("--no-saturation", is_flag=True,
+              help="Spend up to c at every budget, even where it buys no accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None,
             limit_train: int | None, calib_images: int, epochs: int, batch_size: int,
-            lr: float, threads: int | None, seed: int) -> None:
+            lr: float, threads: int | None, accuracy_slack: float, no_saturation: bool,
+            seed: int) -> None:
     """Train the allocator: how many of the agent's components each image runs.
 
     With it, `mode="allocate"` spends a budget c as a mean over images: easy images
-    run fewer components, hard ones more (docs/budgetnet.md). Takes K + 1 passes
+    run fewer components, hard ones more (docs/budgetnet.md). Above the budget
+    where held-out accuracy saturates, usage stays there (--accuracy-slack). Takes K + 1 passes
     over the training images, then a few minutes; the pass results are kept in
     OUT.levels.npz, so a rerun after a crash skips them.
 
@@ -49,7 +57,8 @@ def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None
     from budget_edge.train.allocator import AllocatorConfig, train_allocator
 
     cfg = AllocatorConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                          calib_images=calib_images, seed=seed)
+                          calib_images=calib_images, seed=seed,
+                          accuracy_slack=None if no_saturation else accuracy_slack)
     cfg.check()  # before anything is loaded
     if threads is not None:
         if threads < 1:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import budget_edge
-from budget_edge.agent.allocator import Allocator, AllocatorGraph
+from budget_edge.agent.allocator import Allocator, ChancesGraph, decision_graph
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
 from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
@@ -193,7 +193,7 @@ def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
             _export_policy(writer, agent, net)
         allocation = None
         if allocator is not None and agent is not None:
-            allocation = _export_allocator(writer, AllocatorGraph(allocator, agent), net)
+            allocation = _export_allocator(writer, allocator, agent, net)
         all_kept = [1] * net.num_components
         writer.write("full", _mask_chain(writer, net, blocks, block_inputs, all_kept))
         writer.write("switch", switch_graph(writer.models, blocks))
@@ -283,19 +283,22 @@ def _export_policy(writer: _Writer, agent: PolicyNet, net: Backbone) -> None:
                reuse=False)
 
 
-def _export_allocator(writer: _Writer, graph: AllocatorGraph,
+def _export_allocator(writer: _Writer, allocator: Allocator, agent: PolicyNet,
                       net: Backbone) -> tuple[AllocationSpec, int]:
-    """The allocator graph (agent included); its calibration and FLOPs for the manifest."""
-    calibration = graph.allocator.calibration
+    """The allocator graph (the allocator alone with count masks, else with the agent's
+    features); its calibration, count masks and FLOPs for the manifest."""
+    calibration = allocator.calibration
     if calibration is None:
         raise ConfigError("the checkpoint's allocator was never calibrated: run "
                           "`budget-edge allocate` again to make a complete one")
+    graph = decision_graph(allocator, agent)
+    outputs = ["chances"] if isinstance(graph, ChancesGraph) else ["chances", "level_probs"]
     image = torch.randn(EXAMPLE_BATCH, *net.input_size)
-    writer.add("allocator", graph, (image,), ["image"], ["chances", "level_probs"],
-               reuse=False)
+    writer.add("allocator", graph, (image,), ["image"], outputs, reuse=False)
     spec = AllocationSpec(str(calibration.get("source", "")),
                           [float(b) for b in calibration["budgets"]],
-                          [float(p) for p in calibration["prices"]])
+                          [float(p) for p in calibration["prices"]],
+                          allocator.count_masks)
     return spec, int(graph.flops(net.input_size))
 
 

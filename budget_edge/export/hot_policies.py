@@ -1,7 +1,7 @@
 """`--fuse-top K`: the K masks the policy picks most often, for whole-mask graphs.
 
-With an allocator the masks of mode 'allocate' count too: nested masks, one per
-count and agent ranking, so K + 1 graphs cover most of them.
+With an allocator the masks of mode 'allocate' count too: one per count (the
+allocator's table of count masks), so K + 1 graphs cover all of them.
 
 The paper observes that the agent uses few distinct policies in practice, so
 exporting the most frequent masks as single static graphs lets the runtime
@@ -16,10 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from budget_edge.agent.allocator import Allocator, AllocatorGraph
+from budget_edge.agent.allocator import Allocator, allocate
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
-from budget_edge.runtime import allocation
 
 # Budgets the calibration images are paired with: the range a device sweeps.
 DEFAULT_BUDGETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -45,7 +44,6 @@ def policy_masks(
     """Greedy masks (keep where p >= 0.5, like the reference and the runtime), image x budget;
     with a calibrated allocator also the masks of mode 'allocate'."""
     agent = agent.eval()
-    graph = None if allocator is None else AllocatorGraph(allocator, agent).eval()
     rows = []
     x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     for start in range(0, len(x_all), batch_size):
@@ -53,19 +51,7 @@ def policy_masks(
         for c in budgets:
             probs, _ = agent(x, torch.full((len(x),), float(c)))
             rows.append((probs >= 0.5).to(torch.int64).numpy())
-        if graph is not None:
-            rows += _allocated(graph, x, budgets)
+        if allocator is not None:
+            rows += [m.astype(np.int64) for m in allocate(allocator, agent, x, budgets)]
     return np.concatenate(rows) if rows else np.zeros((0, agent.num_components), np.int64)
 
-
-def _allocated(graph: AllocatorGraph, x: torch.Tensor, budgets: Sequence[float]
-               ) -> list[np.ndarray]:
-    """Mode 'allocate''s masks of `x` at each budget (runtime/allocation.py)."""
-    calibration = graph.allocator.calibration
-    if calibration is None:
-        raise ConfigError("the checkpoint's allocator was never calibrated: run "
-                          "`budget-edge allocate` again to make a complete one")
-    chances, level_probs = (t.numpy() for t in graph(x))
-    table = np.asarray(calibration["budgets"]), np.asarray(calibration["prices"])
-    return [allocation.allocated_masks(chances, level_probs, np.full(len(x), c), *table)[0]
-            .astype(np.int64) for c in budgets]

@@ -13,7 +13,10 @@ that maximises
 
 where ``price(c)`` is calibrated on held-out training images so that the
 *mean* usage over images is at most c (a Lagrange multiplier of the budget).
-Which components run is still the agent's choice: its ranking at budget k / K.
+Which components run is still the agent's choice: the allocator's table of
+count masks (row k: the agent's most common top-k mask at budget k / K on
+held-out training images), or, for allocators made before the table, the
+agent's ranking of each image at budget k / K.
 
 So under ``allocate`` the budget is an average over images like the
 calibration set, not a per-image ceiling: single images run more or fewer
@@ -25,6 +28,9 @@ share these functions.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,9 +49,16 @@ def counts_for(chances: np.ndarray, price: np.ndarray) -> np.ndarray:
     chances: (N, K + 1) probabilities that the backbone is right with k components.
     Ties go to the smaller count (argmax takes the first).
     """
-    levels = np.arange(chances.shape[1], dtype=np.float64) / (chances.shape[1] - 1)
-    gain = chances.astype(np.float64) - price.reshape(-1, 1) * levels[None, :]
+    gain = chances.astype(np.float64) - price.reshape(-1, 1) * _levels(chances.shape[1])
     return gain.argmax(axis=1).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def _levels(count: int) -> np.ndarray:
+    """(1, K + 1): k / K for every count (cached: mode 'allocate' calls this per image)."""
+    levels = (np.arange(count, dtype=np.float64) / (count - 1))[None, :]
+    levels.flags.writeable = False
+    return levels
 
 
 def calibrate_prices(chances: np.ndarray, budgets: np.ndarray) -> np.ndarray:
@@ -118,3 +131,42 @@ def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.nda
     mask = np.zeros((n, k), np.uint8)
     np.put_along_axis(mask, order, keep, axis=1)
     return mask, probs
+
+
+
+@dataclass(frozen=True)
+class CountTable:
+    """The allocator's count masks (K + 1, K) uint8, row k keeping k components, and
+    their keep shares: for each kept component the share of the rows that keep it
+    (so the component that survives to the smallest counts goes last under a cap),
+    0 where dropped. Both read once per artifact, indexed per image."""
+
+    masks: np.ndarray
+    shares: np.ndarray
+
+    @classmethod
+    def of(cls, count_masks: np.ndarray | list[list[int]]) -> CountTable:
+        masks = np.asarray(count_masks, np.uint8)
+        share = masks.mean(axis=0, dtype=np.float32)
+        return cls(masks, np.where(masks.astype(bool), share, np.float32(0)))
+
+
+def table_masks(chances: np.ndarray, table: CountTable, budget: np.ndarray,
+                budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The masks to run with a table of count masks (image i runs the row of its
+    count), and their keep shares, which stand in for the agent's probabilities."""
+    levels, k = table.masks.shape
+    if chances.ndim != 2 or chances.shape[1] != levels or levels != k + 1:
+        raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
+                         f"count masks {table.masks.shape}")
+    counts = counts_for(chances, prices_for(budget, budgets, prices))
+    return table.masks[counts], table.shares[counts]
+
+
+def decide(outputs: list[np.ndarray], table: CountTable | None, budget: np.ndarray,
+           budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks and probabilities from the decision graph's outputs: (chances,) with a
+    table of count masks, else (chances, level_probs)."""
+    if table is not None:
+        return table_masks(outputs[0], table, budget, budgets, prices)
+    return allocated_masks(outputs[0], outputs[1], budget, budgets, prices)

@@ -29,7 +29,8 @@ Layout of ``manifest.json`` (schema version 1)::
      "static_masks": null or {"source": "fashion-mnist train[55000:], greedy backward ...",
                               "masks": [{"mask": [1, 1, ...], "accuracy": 0.939}, ...]},
      "allocation": null or {"source": "fashion-mnist training split: last 5000 images",
-                            "budgets": [0.0, 0.05, ...], "prices": [3.2, 1.1, ...]},
+                            "budgets": [0.0, 0.05, ...], "prices": [3.2, 1.1, ...],
+                            "count_masks": null or [[0, 0, ...], [1, 0, ...], ...]},
      "precisions": {"int8": {"files": {"stem": "quantized/int8-1a2b3c4d/stem.onnx", ...},
                              "recipe": {"tool": "onnxruntime.quantization", ...}}},
      "versions": {"torch": "2.13.0", "onnx": "1.23.2", "opset": 17, "budget_edge": "0.1.0"},
@@ -51,9 +52,12 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   outputs (probs (batch, K), value (batch,) or (batch, 1)), in that order;
 - ``switch``: inputs (image, codes int64 (blocks,)) -> logits: every block
   behind an If on its kept-path code (export/switch_graph.py);
-- ``allocator``: image -> (chances (batch, K + 1), level_probs (batch, K + 1, K)):
-  the allocator's chance of a right answer with k components and the agent's
-  probabilities at budget k / K (agent/allocator.py); needs ``allocation``,
+- ``allocator``: image -> chances (batch, K + 1), the allocator's chance of a
+  right answer with k components, when ``allocation.count_masks`` gives the
+  mask of each count (K + 1 rows, row k keeping k components; a 'prefix' block
+  runs the prefix of the same size, as for any policy mask);
+  without them image -> (chances, level_probs (batch, K + 1, K)), the agent's
+  probabilities at budget k / K (agent/allocator.py). Needs ``allocation``,
   the calibrated prices (runtime/allocation.py): budgets rising in [0, 1],
   prices >= 0 never rising;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
@@ -216,6 +220,9 @@ class AllocationSpec:
     source: str
     budgets: list[float]
     prices: list[float]
+    # Row k: the mask run with k components (the agent's most common top-k mask);
+    # None for allocators made before the table, which rank with the agent per image.
+    count_masks: list[list[int]] | None = None
 
 
 @dataclass
@@ -234,7 +241,7 @@ class FlopsSpec:
     stem: int
     head: int
     policy: int | None = None
-    allocator: int | None = None  # the allocator graph, agent included
+    allocator: int | None = None  # the allocator graph (agent included without count masks)
 
 
 @dataclass
@@ -562,11 +569,19 @@ def _validate_roles(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
     if allocator is not None:
         g = graphs[allocator]
         k = m.num_components
-        _check(len(g.inputs) == 1 and _same(g.inputs[0].shape, image) and len(g.outputs) == 2
-               and _same(g.outputs[0].shape, [BATCH_AXIS, k + 1])
-               and _same(g.outputs[1].shape, [BATCH_AXIS, k + 1, k]), "roles.allocator",
-               f"graph must map the image to chances (batch, {k + 1}) and level "
-               f"probabilities (batch, {k + 1}, {k})")
+        ok = len(g.inputs) == 1 and _same(g.inputs[0].shape, image) \
+            and len(g.outputs) >= 1 and _same(g.outputs[0].shape, [BATCH_AXIS, k + 1])
+        if m.allocation is None:  # _validate_allocation says what is missing
+            _check(ok, "roles.allocator", f"graph must map the image to chances (batch, {k + 1})")
+        elif m.allocation.count_masks is not None:
+            _check(ok and len(g.outputs) == 1, "roles.allocator",
+                   f"graph must map the image to chances (batch, {k + 1}): the count "
+                   "masks give the components")
+        else:
+            _check(ok and len(g.outputs) == 2
+                   and _same(g.outputs[1].shape, [BATCH_AXIS, k + 1, k]), "roles.allocator",
+                   f"graph must map the image to chances (batch, {k + 1}) and level "
+                   f"probabilities (batch, {k + 1}, {k})")
     switch = m.roles.get("switch")
     if switch is not None:
         g = graphs[switch]
@@ -694,6 +709,13 @@ def _validate_allocation(m: Manifest) -> None:
     _check(all(p >= 0.0 for p in a.prices)
            and all(p2 <= p1 for p1, p2 in itertools.pairwise(a.prices)), "allocation.prices",
            "must be >= 0 and never rise with the budget")
+    if a.count_masks is not None:
+        k = m.num_components
+        rows = a.count_masks
+        _check(len(rows) == k + 1 and all(len(r) == k for r in rows)
+               and all(v in (0, 1) for r in rows for v in r)
+               and [sum(r) for r in rows] == list(range(k + 1)), "allocation.count_masks",
+               f"must be {k + 1} rows of {k} zeros and ones, row k keeping k components")
 
 
 def _validate_precisions(m: Manifest) -> None:
@@ -880,11 +902,15 @@ def _parse_manifest(data: Any) -> Manifest:
         static = StaticMasksSpec(_req(static, "source", str, "static_masks"), masks)
     allocation = _opt(data, "allocation", dict, "", None)
     if allocation is not None:
+        budgets, prices = ([float(_typed(v, float, f"allocation.{key}[{i}]"))
+                            for i, v in enumerate(_list(allocation, key, "allocation"))]
+                           for key in ("budgets", "prices"))
         allocation = AllocationSpec(
-            _req(allocation, "source", str, "allocation"),
-            *[[float(_typed(v, float, f"allocation.{key}[{i}]"))
-               for i, v in enumerate(_list(allocation, key, "allocation"))]
-              for key in ("budgets", "prices")])
+            _req(allocation, "source", str, "allocation"), budgets, prices,
+            count_masks=None if allocation.get("count_masks") is None else [
+                _ints(_typed(row, list, f"allocation.count_masks[{i}]"),
+                      f"allocation.count_masks[{i}]")
+                for i, row in enumerate(_list(allocation, "count_masks", "allocation"))])
     roles = _req(data, "roles", dict, "")
     for role, name in roles.items():
         if name is not None:

@@ -11,8 +11,8 @@
   paper: thresholding at 0.5 leaves usage wherever the trained sigmoids cross,
   often a whole component below c (docs/budgetnet.md).
 - ``allocate``: each image's count from the allocator, so that the mean usage
-  over images is c; which components, from the agent's ranking at that count
-  (runtime/allocation.py). Not in the paper either: needs an artifact exported
+  over images is c; which components, from the allocator's table of count
+  masks (the agent's choice at each count; runtime/allocation.py). Not in the paper either: needs an artifact exported
   from a checkpoint with an allocator (`budget-edge allocate`).
 - ``cap``: make the budget a hard ceiling by dropping the kept components with
   the lowest probability until the cost is within c.

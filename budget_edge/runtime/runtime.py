@@ -139,6 +139,8 @@ class BudgetRuntime:
         spec = manifest.allocation
         self._allocation_table = None if spec is None else (
             np.asarray(spec.budgets, np.float64), np.asarray(spec.prices, np.float64))
+        self._count_table = None if spec is None or spec.count_masks is None \
+            else allocation.CountTable.of(spec.count_masks)
         # The searched static masks as a table from any count 0..K to the mask used.
         self._static_table = _count_table(
             {sum(s.mask): np.asarray(s.mask, np.uint8)
@@ -399,7 +401,7 @@ class BudgetRuntime:
         return np.asarray(probs, np.float32).reshape(budget.shape[0], self.num_components)
 
     def decision_flops(self, mode: str) -> int:
-        """Per image: the policy graph's FLOPs, or the allocator graph's (agent included)."""
+        """Per image: the policy graph's FLOPs, or with mode 'allocate' the allocator graph's."""
         flops = self.manifest.flops
         return int((flops.allocator if mode == "allocate" else flops.policy) or 0)
 
@@ -414,10 +416,12 @@ class BudgetRuntime:
             raise InputError("this artifact has no allocator: add one with `budget-edge "
                              "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'")
         outs = self.backend.to_host(self.backend.run_device(spec.name, [xd]))
-        k = self.num_components
-        chances = np.asarray(outs[0], np.float32).reshape(budget.shape[0], k + 1)
-        level_probs = np.asarray(outs[1], np.float32).reshape(budget.shape[0], k + 1, k)
-        return allocation.allocated_masks(chances, level_probs, budget, *table)
+        n, k = budget.shape[0], self.num_components
+        # Shaped here: a TensorRT engine's buffers come back flat.
+        arrays: list[np.ndarray] = [np.asarray(outs[0], np.float32).reshape(n, k + 1)]
+        if self._count_table is None:  # an allocator from before the table: the agent ranks
+            arrays.append(np.asarray(outs[1], np.float32).reshape(n, k + 1, k))
+        return allocation.decide(arrays, self._count_table, budget, *table)
 
     def _backbone(self, x: Any, mask: np.ndarray, latency: dict[str, float]) -> Any:
         """The logits of every row, as a backend tensor."""

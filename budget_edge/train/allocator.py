@@ -1,14 +1,20 @@
 """Train the allocator of a BudgetNet checkpoint (`budget-edge allocate`).
 
-1. Correctness table: for every training image and every count k = 0..K, is
-   the backbone right when it runs the k components the agent ranks highest at
-   budget k / K? (K + 1 masked passes over the images; saved next to the
-   output, so a crash during the fit does not repeat it.)
+1. Count masks: for each count k = 0..K, the agent's most common top-k mask at
+   budget k / K on the split's tail (the agent alone: fast). The runtime runs
+   row k for an image given k components, so it needs no agent features.
+   Correctness table: for every training image and every count k, is the
+   backbone right with row k? (K + 1 masked passes over the images; saved next
+   to the output, so a crash during the fit does not repeat it.)
 2. Fit the allocator on the table (binary cross-entropy per count), on every
    training image except the split's tail.
 3. Calibrate: on the tail, which the fit never saw, find for each budget the
    price at which the mean usage is at most the budget
-   (`budget_edge.runtime.allocation`). The test split is never read.
+   (`budget_edge.runtime.allocation`). Then the saturation budget: the smallest
+   budget from which on the tail's accuracy stays within `accuracy_slack` of
+   the best any budget reaches; every larger budget gets its price, so no
+   budget spends components that buy no accuracy (usage then stays under c).
+   The test split is never read.
 
 The backbone and the agent are not changed: the allocator only decides how
 many of the agent's components each image runs.
@@ -34,12 +40,14 @@ from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import state_digest
-from budget_edge.runtime.allocation import calibrate_prices
+from budget_edge.runtime.allocation import calibrate_prices, counts_for
 
 Progress = Callable[[str], None]
 
 # Budgets the prices are calibrated at; the runtime interpolates between them.
 CALIBRATION_BUDGETS = [round(0.05 * i, 2) for i in range(21)]
+# Budgets the saturation budget is searched among.
+SATURATION_BUDGETS = [round(0.01 * i, 2) for i in range(101)]
 
 
 @dataclass(frozen=True)
@@ -50,24 +58,45 @@ class AllocatorConfig:
     calib_images: int = 5000  # the training split's tail: calibration only
     extractor: str = "light"
     seed: int = 0
+    # Held-out accuracy (a fraction) a budget may give up against the best budget;
+    # components beyond the saturation budget buy less and are not run. None turns
+    # it off (every budget spends up to c).
+    accuracy_slack: float | None = 0.001
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.calib_images < 1:
             raise ConfigError("--epochs, --batch-size and --calib-images must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.accuracy_slack is not None and not 0.0 <= self.accuracy_slack < 1.0:
+            raise ConfigError(f"--accuracy-slack must lie in [0, 1), got {self.accuracy_slack}")
 
 
 @torch.no_grad()
-def level_correctness(backbone: Backbone, agent: PolicyNet, images: Tensor, labels: Tensor,
-                      batch_size: int = 500, progress: Progress | None = None) -> np.ndarray:
-    """(N, K + 1) bool: right with the agent's k top-ranked components at budget k / K."""
-    from budget_edge.evaluate import correct_under_masks, policy_masks
+def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500) -> np.ndarray:
+    """(K + 1, K) uint8: row k is the agent's most common top-k mask at budget k / K
+    over `images` (ties: the smaller mask, as for the fused graphs)."""
+    from budget_edge.evaluate import policy_masks
+    from budget_edge.export.hot_policies import most_frequent_masks
+
+    k = agent.num_components
+    rows = [most_frequent_masks(policy_masks(agent, images, count / k, batch_size,
+                                             mode="rank").numpy(), 1)[0]
+            for count in range(k + 1)]
+    return np.array(rows, np.uint8)
+
+
+@torch.no_grad()
+def level_correctness(backbone: Backbone, count_masks: np.ndarray, images: Tensor,
+                      labels: Tensor, batch_size: int = 500,
+                      progress: Progress | None = None) -> np.ndarray:
+    """(N, K + 1) bool: right with row k of `count_masks`, for every count k."""
+    from budget_edge.evaluate import correct_under_masks
 
     k = backbone.num_components
     table = np.zeros((len(images), k + 1), bool)
     for count in range(k + 1):
-        masks = policy_masks(agent, images, count / k, batch_size, mode="rank")
+        masks = torch.from_numpy(count_masks[count]).bool().expand(len(images), k)
         table[:, count] = correct_under_masks(backbone, images, labels, masks,
                                               batch_size).numpy()
         if progress is not None:
@@ -128,6 +157,29 @@ def chances(allocator: Allocator, images: Tensor, batch_size: int = 1000) -> np.
     return torch.cat(parts).double().numpy()
 
 
+def saturation_budget(chances: np.ndarray, correct: np.ndarray, slack: float) -> float:
+    """The smallest budget from which on the accuracy of `correct` (N, K + 1) under the
+    counts of `chances` (N, K + 1) stays within `slack` of the best over all budgets."""
+    budgets = np.array(SATURATION_BUDGETS)
+    rows = np.arange(len(chances))
+    accuracy = np.array([correct[rows, counts_for(chances, np.full(len(rows), p))].mean()
+                         for p in calibrate_prices(chances, budgets)])
+    short = np.flatnonzero(accuracy < accuracy.max() - slack)
+    return float(budgets[0] if short.size == 0 else budgets[min(short[-1] + 1, len(budgets) - 1)])
+
+
+def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None
+                     ) -> tuple[list[float], float]:
+    """Prices of CALIBRATION_BUDGETS, none under the saturation budget's (slack None:
+    no floor, the saturation budget is 1); and that budget."""
+    prices = calibrate_prices(chances, np.array(CALIBRATION_BUDGETS))
+    if slack is None:
+        return [float(p) for p in prices], 1.0
+    saturation = saturation_budget(chances, correct, slack)
+    floor = calibrate_prices(chances, np.array([saturation]))[0]
+    return [float(p) for p in np.maximum(prices, floor)], saturation
+
+
 def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, out: Path,
                     cfg: AllocatorConfig, source: str, progress: Progress | None = None,
                     meta: dict[str, Any] | None = None) -> Allocator:
@@ -144,26 +196,29 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     backbone = loaded.backbone.eval()
-    # Every image and label counts (hashing 60,000 Fashion-MNIST images takes well
-    # under a second; the table takes minutes).
-    key = "|".join([state_digest(backbone.state_dict()), state_digest(agent.state_dict()),
-                    state_digest({"x": images, "y": labels})])
-    table = cached_correctness(
-        out.with_name(out.name + ".levels.npz"), key,
-        lambda: level_correctness(backbone, agent, images, labels, progress=progress))
     fit = slice(0, len(images) - cfg.calib_images)
     tail = slice(len(images) - cfg.calib_images, len(images))
+    count_masks = count_masks_of(agent, images[tail])
+    # Every image and label counts (hashing 60,000 Fashion-MNIST images takes well
+    # under a second; the table takes minutes), and the count masks the table used.
+    key = "|".join([state_digest(backbone.state_dict()), state_digest(agent.state_dict()),
+                    state_digest({"x": images, "y": labels,
+                                  "count_masks": torch.from_numpy(count_masks)})])
+    table = cached_correctness(
+        out.with_name(out.name + ".levels.npz"), key,
+        lambda: level_correctness(backbone, count_masks, images, labels, progress=progress))
     allocator = build_allocator(agent.num_components, cfg.extractor, agent.in_channels,
-                                agent.input_size)
+                                agent.input_size, count_masks=count_masks.tolist())
     losses = fit_allocator(allocator, images[fit], table[fit], cfg, progress)
     tail_chances = chances(allocator, images[tail])
-    prices = calibrate_prices(tail_chances, np.array(CALIBRATION_BUDGETS))
-    calibration = {"budgets": list(CALIBRATION_BUDGETS), "prices": [float(p) for p in prices],
+    prices, saturation = saturated_prices(tail_chances, table[tail], cfg.accuracy_slack)
+    calibration = {"budgets": list(CALIBRATION_BUDGETS), "prices": prices,
                    "source": f"{source}: last {cfg.calib_images} images"}
     allocator = _with_calibration(allocator, calibration)
     info = {
         "fit_images": fit.stop, "calib_images": cfg.calib_images, "epochs": cfg.epochs,
-        "lr": cfg.lr, "losses": losses, "wall_s": round(time.perf_counter() - start, 1),
+        "lr": cfg.lr, "losses": losses, "accuracy_slack": cfg.accuracy_slack,
+        "saturation_budget": saturation, "wall_s": round(time.perf_counter() - start, 1),
         "level_accuracy_train": [float(v) for v in table.mean(axis=0)],
     }
     save_checkpoint(out, backbone, agent, meta={**loaded.meta, **(meta or {}),

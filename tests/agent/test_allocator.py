@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from budget_edge.agent.allocator import AllocatorGraph, build_allocator
+from budget_edge.agent.allocator import (
+    AllocatorGraph,
+    ChancesGraph,
+    build_allocator,
+    decision_graph,
+)
 from budget_edge.agent.policy import build_agent
 from budget_edge.errors import ConfigError
 
@@ -69,3 +74,34 @@ def test_bad_calibrations_are_refused(calibration: object, message: str) -> None
 def test_bad_architectures_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_allocator(**kwargs)
+
+
+NESTED = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]]
+
+
+def test_with_count_masks_the_decision_is_the_allocator_alone() -> None:
+    torch.manual_seed(0)
+    agent = build_agent(3, "light", 1, (1, 28, 28)).eval()
+    allocator = build_allocator(3, "light", 1, (1, 28, 28), CALIBRATION, NESTED).eval()
+    graph = decision_graph(allocator, agent)
+    assert isinstance(graph, ChancesGraph) and graph.flops() == allocator.flops()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), torch.sigmoid(allocator(x)))
+    plain = build_allocator(3, "light", 1, (1, 28, 28), CALIBRATION)
+    assert isinstance(decision_graph(plain, agent), AllocatorGraph)
+    # The table survives a rebuild from the config (what a checkpoint holds).
+    assert build_allocator(**allocator.config).count_masks == NESTED
+
+
+@pytest.mark.parametrize("table, message", [
+    (NESTED[:3], "4 rows of 3"),
+    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 2]], "zeros and ones"),
+    ([[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]], "row 2 keeps 1"),
+    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0.5]], "zeros and ones"),
+    ("0101", "zeros and ones"),
+    (5, "0/1 lists"),
+])
+def test_bad_count_masks_are_refused(table: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_allocator(3, count_masks=table)

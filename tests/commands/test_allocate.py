@@ -41,14 +41,18 @@ def test_allocate_then_evaluate(data: Path, tmp_path: Path,
     assert "epoch 2/2" in stdout and f"wrote {out}" in stdout
     loaded = load_checkpoint(out)
     assert loaded.allocator is not None
+    table = loaded.allocator.count_masks  # row k: the agent's top-k mask
+    assert table is not None and [sum(row) for row in table] == list(range(len(table)))
     assert loaded.meta["allocate_command"].startswith("budget-edge allocate ")
+    assert 0.0 <= loaded.meta["allocator"]["saturation_budget"] <= 1.0
     code, stdout, err = run(["evaluate", str(out), "--data-dir", str(data), "--budgets",
                              "0.3,0.6", "--out", str(tmp_path / "eval"), "--val-size", "20",
                              "--latency-images", "1", "--mode", "allocate"], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "sweep.json").read_text())
     assert result["mask_mode"] == "allocate"
-    assert result["agent_flops"] > load_checkpoint(checkpoint).agent.flops()
+    # The decision is the allocator alone: the table replaces the agent's features.
+    assert result["agent_flops"] == loaded.allocator.flops()
     assert len(result["best_static_accuracy"]) == result["num_components"] + 1
     for row in result["rows"]:
         assert 0.0 <= row["static_front_accuracy"] <= 1.0
@@ -58,6 +62,7 @@ def test_allocate_then_evaluate(data: Path, tmp_path: Path,
     (["--epochs", "0"], "must be >= 1"),
     (["--calib-images", "60"], "leaves none"),
     (["--threads", "0"], "--threads"),
+    (["--accuracy-slack", "1.5"], "--accuracy-slack"),
 ])
 def test_bad_options_fail_in_one_line(data: Path, tmp_path: Path, extra: list[str],
                                       message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,6 +71,17 @@ def test_bad_options_fail_in_one_line(data: Path, tmp_path: Path, extra: list[st
                         str(tmp_path / "a.pt"), *QUICK, *extra], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.pt").exists()
+
+
+def test_no_saturation_spends_up_to_every_budget(data: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
+    out = tmp_path / "allocated.pt"
+    code, _, err = run(["allocate", str(checkpoint), "--data-dir", str(data), "--out",
+                        str(out), *QUICK, "--no-saturation"], capsys)
+    assert code == 0, err
+    info = load_checkpoint(out).meta["allocator"]
+    assert info["accuracy_slack"] is None and info["saturation_budget"] == 1.0
 
 
 def test_a_backbone_alone_or_a_folder_is_refused(data: Path, tmp_path: Path,

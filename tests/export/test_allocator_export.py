@@ -18,6 +18,7 @@ from budget_edge.models.checkpoint import LoadedCheckpoint
 from budget_edge.runtime.bench import BenchData, BenchSettings, run_bench
 from budget_edge.runtime.manifest import Manifest
 from budget_edge.runtime.runtime import BudgetRuntime
+from budget_edge.train.allocator import count_masks_of
 
 from .conftest import META, realistic
 
@@ -25,13 +26,18 @@ CALIBRATION = {"budgets": [0.0, 0.25, 0.5, 0.75, 1.0], "prices": [9.0, 0.6, 0.3,
                "source": "test"}
 
 
-@pytest.fixture(scope="module")
-def allocated(tmp_path_factory, exporter):
+# "table": the allocator's count masks give the components (what `budget-edge allocate`
+# makes); "ranking": an allocator from before the table, the agent ranks per image.
+@pytest.fixture(scope="module", params=["table", "ranking"])
+def allocated(request, tmp_path_factory, exporter):
     torch.manual_seed(0)
     net = realistic(build_backbone("resnet20", shortcut="A"), seed=4)
     agent = realistic(build_agent(net.num_components, "light"), seed=5, agent=True)
-    allocator = realistic(build_allocator(net.num_components, calibration=CALIBRATION),
-                          seed=6)
+    table = None
+    if request.param == "table":
+        table = count_masks_of(agent, torch.randn(64, 3, 32, 32)).tolist()
+    allocator = realistic(build_allocator(net.num_components, calibration=CALIBRATION,
+                                          count_masks=table), seed=6)
     with torch.no_grad():  # spread the chances, so the counts differ between images
         allocator.chance.weight.mul_(20.0)
     out = tmp_path_factory.mktemp("allocated")
@@ -46,7 +52,27 @@ def test_the_manifest_records_the_allocator(allocated) -> None:
     assert m.roles["allocator"] == "allocator"
     assert m.allocation.budgets == CALIBRATION["budgets"]
     assert m.allocation.prices == CALIBRATION["prices"]
-    assert m.flops.allocator > m.flops.policy
+    graph = next(g for g in m.graphs if g.name == "allocator")
+    if allocated["allocator"].count_masks is None:  # the agent's features run too
+        assert m.allocation.count_masks is None and len(graph.outputs) == 2
+        assert m.flops.allocator > m.flops.policy
+    else:  # the allocator alone
+        assert m.allocation.count_masks == allocated["allocator"].count_masks
+        assert [o.name for o in graph.outputs] == ["chances"]
+        assert m.flops.allocator == allocated["allocator"].flops()
+
+
+def test_with_count_masks_each_image_runs_the_row_of_its_count(allocated) -> None:
+    table = allocated["allocator"].count_masks
+    if table is None:
+        pytest.skip("an allocator without count masks ranks with the agent")
+    x = np.random.default_rng(7).standard_normal((32, 3, 32, 32)).astype(np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        for budget in (0.3, 0.6):
+            out = rt.infer(x, budget=budget, mode="allocate")
+            counts = out.mask.sum(axis=1)
+            np.testing.assert_array_equal(out.mask, np.asarray(table, np.uint8)[counts])
+            assert out.probs is not None and (out.probs[out.mask == 0] == 0).all()
 
 
 @pytest.mark.parametrize("budget", [0.2, 0.5, 0.9])
@@ -117,13 +143,41 @@ def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
     (lambda d: d["allocation"].update(prices=["a"] * 5), "must be float"),
     (lambda d: d["flops"].pop("allocator"), "flops.allocator"),
     (lambda d: d["roles"].pop("allocator"), "allocation"),
-    (lambda d: next(g for g in d["graphs"] if g["name"] == "allocator")["outputs"][1]
-     .update(shape=["batch", 10, 10]), "roles.allocator"),
+    (lambda d: next(g for g in d["graphs"] if g["name"] == "allocator")["outputs"][0]
+     .update(shape=["batch", 3]), "roles.allocator"),
 ])
 def test_inconsistent_allocator_entries_are_refused(allocated, edit, message) -> None:
     data = json.loads((allocated["dir"] / "manifest.json").read_text())
     edit(data)
     with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(data).validate()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.pop(), "count_masks"),
+    (lambda t: t[1].__setitem__(slice(None), [1] * len(t[1])), "row k keeping k"),
+    (lambda t: t[2].__setitem__(0, 2), "zeros and ones"),
+    (lambda t: t[2].__setitem__(0, "1"), "must be int"),
+])
+def test_a_damaged_table_of_count_masks_is_refused(allocated, edit, message) -> None:
+    data = json.loads((allocated["dir"] / "manifest.json").read_text())
+    if data["allocation"]["count_masks"] is None:
+        pytest.skip("no count masks to damage")
+    edit(data["allocation"]["count_masks"])
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(data).validate()
+
+
+def test_an_allocator_graph_must_match_its_count_masks(allocated) -> None:
+    data = json.loads((allocated["dir"] / "manifest.json").read_text())
+    k = len(data["components"])
+    if data["allocation"]["count_masks"] is None:  # two outputs: a table would need one
+        data["allocation"]["count_masks"] = [[1] * i + [0] * (k - i) for i in range(k + 1)]
+        want = "the count masks give the components"
+    else:  # one output: without the table the level probabilities are missing
+        data["allocation"]["count_masks"] = None
+        want = "level probabilities"
+    with pytest.raises(ManifestError, match=want):
         Manifest.from_dict(data).validate()
 
 
@@ -185,11 +239,13 @@ def test_negative_allocator_flops_are_refused(allocated) -> None:
 def test_a_cap_makes_the_allocated_budget_a_ceiling_per_image(allocated) -> None:
     x = np.random.default_rng(6).standard_normal((32, 3, 32, 32)).astype(np.float32)
     with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
-        free = rt.infer(x, budget=0.5, mode="allocate")
-        capped = rt.infer(x, budget=0.5, mode="allocate", cap="components")
-    k = rt.num_components
-    assert (free.mask.sum(axis=1) > 0.5 * k).any()  # some images ran more than c K
-    assert (capped.mask.sum(axis=1) <= 0.5 * k).all()
+        k = rt.num_components
+        # A budget at which some images run more than c K components.
+        budget = next(c for c in (0.3, 0.5, 0.7)
+                      if (rt.infer(x, budget=c, mode="allocate").mask.sum(axis=1) > c * k).any())
+        free = rt.infer(x, budget=budget, mode="allocate")
+        capped = rt.infer(x, budget=budget, mode="allocate", cap="components")
+    assert (capped.mask.sum(axis=1) <= budget * k).all()
     assert (capped.mask <= free.mask).all()  # only the least probable ones were dropped
     assert capped.usage.mean() < free.usage.mean()
 

@@ -106,3 +106,22 @@ def test_masks_refuse_outputs_that_do_not_fit() -> None:
     with pytest.raises(InputError, match="do not fit"):
         allocation.allocated_masks(np.zeros((2, 4)), np.zeros((2, 5, 4)), np.zeros(2),
                                    np.array([0.0]), np.array([0.0]))
+
+
+def test_with_count_masks_each_image_runs_the_row_of_its_count() -> None:
+    chances = np.array([[0.1, 0.9, 0.9, 0.9],     # easy: one component
+                        [0.1, 0.2, 0.3, 0.95]])   # hard: all three
+    table = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]], np.uint8)
+    mask, shares = allocation.decide([chances], allocation.CountTable.of(table),
+                                     np.array([0.5, 0.5]),
+                                     np.array([0.0]), np.array([0.4]))
+    assert mask.tolist() == [[0, 1, 0], [1, 1, 1]]
+    # Component 1 is in three of the four rows: a cap drops it last.
+    np.testing.assert_allclose(shares, [[0, 0.75, 0], [0.5, 0.75, 0.25]])
+
+
+def test_count_masks_refuse_chances_that_do_not_fit() -> None:
+    table = np.tril(np.ones((4, 3), np.uint8), -1)
+    with pytest.raises(InputError, match="do not fit"):
+        allocation.table_masks(np.zeros((2, 5)), allocation.CountTable.of(table), np.zeros(2),
+                               np.array([0.0]), np.array([0.0]))

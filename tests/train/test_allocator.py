@@ -10,12 +10,17 @@ import torch
 
 from budget_edge.agent.policy import build_agent
 from budget_edge.errors import CheckpointError, ConfigError
-from budget_edge.evaluate import as_tensors, correct_under_masks
+from budget_edge.evaluate import as_tensors, correct_under_masks, policy_masks
 from budget_edge.models import build_backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime import allocation
 from budget_edge.train import allocator as allocator_training
-from budget_edge.train.allocator import AllocatorConfig, level_correctness, train_allocator
+from budget_edge.train.allocator import (
+    AllocatorConfig,
+    count_masks_of,
+    level_correctness,
+    train_allocator,
+)
 
 from .toy_images import toy_arrays
 
@@ -35,13 +40,29 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return as_tensors(toy_arrays(160, seed=1), [0.3], [0.3])
 
 
+def test_the_count_masks_are_the_agents_most_common_top_k(model, data) -> None:
+    images, _ = data
+    table = count_masks_of(model.agent, images, batch_size=64)
+    k = model.agent.num_components
+    assert table.shape == (k + 1, k) and table.dtype == np.uint8
+    assert table.sum(axis=1).tolist() == list(range(k + 1))
+    for count in range(k + 1):
+        masks = policy_masks(model.agent, images, count / k, 64, mode="rank").numpy()
+        rows, times = np.unique(masks.astype(np.uint8), axis=0, return_counts=True)
+        assert times[(rows == table[count]).all(axis=1)][0] == times.max()
+
+
 def test_the_table_holds_each_counts_correctness(model, data) -> None:
     images, labels = data
-    table = level_correctness(model.backbone, model.agent, images, labels, batch_size=64)
+    count_masks = count_masks_of(model.agent, images)
+    table = level_correctness(model.backbone, count_masks, images, labels, batch_size=64)
     k = model.backbone.num_components
     assert table.shape == (len(images), k + 1) and table.dtype == bool
     full = correct_under_masks(model.backbone, images, labels, None).numpy()
     np.testing.assert_array_equal(table[:, k], full)
+    half = torch.from_numpy(count_masks[k // 2]).bool().expand(len(images), k)
+    np.testing.assert_array_equal(
+        table[:, k // 2], correct_under_masks(model.backbone, images, labels, half).numpy())
 
 
 def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
@@ -155,3 +176,39 @@ def test_damaged_allocator_weights_are_refused(model, data, tmp_path: Path) -> N
     torch.save(payload, tmp_path / "edited.pt")
     with pytest.raises(CheckpointError, match="allocator weights do not match"):
         load_checkpoint(tmp_path / "edited.pt")
+
+
+def _plateau(n: int = 400, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Image i is right from need[i] components on; the chances keep creeping up after
+    that, so without a floor a low price runs every component for nothing."""
+    rng = np.random.default_rng(0)
+    need = rng.integers(1, k + 1, n)
+    correct = np.arange(k + 1)[None, :] >= need[:, None]
+    sure = rng.uniform(0.5, 0.9, (n, 1))  # how sure the allocator is of each image
+    chances = correct * (sure + 0.02 * np.arange(k + 1)[None, :])
+    return chances, correct
+
+
+def test_the_saturation_budget_is_where_accuracy_stops_rising() -> None:
+    chances, correct = _plateau()
+    k = chances.shape[1] - 1
+    enough = correct.argmax(axis=1).mean() / k  # the mean usage where every image is right
+    assert allocator_training.saturation_budget(chances, correct, 0.0) == pytest.approx(
+        enough, abs=0.011)
+    # A slack lets a lower budget count as saturated.
+    assert allocator_training.saturation_budget(chances, correct, 0.05) < enough
+
+
+def test_no_budget_spends_beyond_the_saturation_budget() -> None:
+    chances, correct = _plateau()
+    prices, saturation = allocator_training.saturated_prices(chances, correct, 0.0)
+    top = allocation.usage(chances, prices[-1])  # budget 1.0
+    assert top <= saturation + 1e-9 and top < 0.9
+    free, one = allocator_training.saturated_prices(chances, correct, None)
+    assert one == 1.0 and allocation.usage(chances, free[-1]) == pytest.approx(1.0)
+    assert all(p >= q for p, q in zip(prices, free, strict=True))
+
+
+def test_a_slack_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="accuracy-slack"):
+        AllocatorConfig(accuracy_slack=1.5).check()
