@@ -11,9 +11,9 @@
 3. Calibrate: on the tail, which the fit never saw, find for each budget the
    price at which the mean usage is at most the budget
    (`budget_edge.runtime.allocation`). Then the saturation budget: the smallest
-   budget from which on the tail's accuracy stays within `accuracy_slack` of
-   the best any budget reaches; every larger budget gets its price, so no
-   budget spends components that buy no accuracy (usage then stays under c).
+   budget at which the tail's accuracy comes within `accuracy_slack` of the
+   best any budget reaches; every larger budget gets its price, so no budget
+   spends components that buy no accuracy (usage then stays under c).
    The test split is never read.
 
 The backbone and the agent are not changed: the allocator only decides how
@@ -158,14 +158,14 @@ def chances(allocator: Allocator, images: Tensor, batch_size: int = 1000) -> np.
 
 
 def saturation_budget(chances: np.ndarray, correct: np.ndarray, slack: float) -> float:
-    """The smallest budget from which on the accuracy of `correct` (N, K + 1) under the
-    counts of `chances` (N, K + 1) stays within `slack` of the best over all budgets."""
+    """The smallest budget at which the accuracy of `correct` (N, K + 1) under the counts
+    of `chances` (N, K + 1) comes within `slack` of the best over all budgets (beyond
+    the peak it may fall: components the allocator adds there do not pay)."""
     budgets = np.array(SATURATION_BUDGETS)
     rows = np.arange(len(chances))
     accuracy = np.array([correct[rows, counts_for(chances, np.full(len(rows), p))].mean()
                          for p in calibrate_prices(chances, budgets)])
-    short = np.flatnonzero(accuracy < accuracy.max() - slack)
-    return float(budgets[0] if short.size == 0 else budgets[min(short[-1] + 1, len(budgets) - 1)])
+    return float(budgets[np.flatnonzero(accuracy >= accuracy.max() - slack)[0]])
 
 
 def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None

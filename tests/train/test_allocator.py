@@ -212,3 +212,15 @@ def test_no_budget_spends_beyond_the_saturation_budget() -> None:
 def test_a_slack_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ConfigError, match="accuracy-slack"):
         AllocatorConfig(accuracy_slack=1.5).check()
+
+
+def test_a_budget_past_the_peak_does_not_spend_more() -> None:
+    # Accuracy peaks at one component and falls after it (the allocator's chances
+    # keep rising where the backbone gets worse): the peak is the saturation budget.
+    k, n = 4, 200
+    correct = np.zeros((n, k + 1), bool)
+    correct[:, 1] = True
+    correct[: n // 2, 2:] = True
+    chances = np.tile(0.2 + 0.3 * np.sqrt(np.arange(k + 1)), (n, 1))  # each count adds less
+    assert allocator_training.saturation_budget(chances, correct, 0.0) == pytest.approx(
+        1 / k, abs=0.011)
