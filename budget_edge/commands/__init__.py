@@ -16,6 +16,12 @@ def command_line(ctx: click.Context) -> str:
             continue
         if isinstance(param, click.Argument):
             words.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag and isinstance(value, bool):
+            # A flag takes no value: it is there or not (or its --no- form is).
+            if param.secondary_opts:
+                words.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                words.append(param.opts[0])
         else:
             words += [param.opts[0], str(value)]
     return shlex.join(words)

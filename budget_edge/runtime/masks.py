@@ -12,8 +12,9 @@
   often a whole component below c (docs/budgetnet.md).
 - ``allocate``: each image's count from the allocator, so that the mean usage
   over images is c; which components, from the allocator's table of count
-  masks (the agent's choice at each count; runtime/allocation.py). Not in the paper either: needs an artifact exported
-  from a checkpoint with an allocator (`budget-edge allocate`).
+  masks (the agent's choice at each count; runtime/allocation.py). Not in the
+  paper either: needs an artifact exported from a checkpoint with an allocator
+  (`budget-edge allocate`).
 - ``cap``: make the budget a hard ceiling by dropping the kept components with
   the lowest probability until the cost is within c.
 - ``project_to_variants``: blocks exported with only prefix path sets (large

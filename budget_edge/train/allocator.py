@@ -157,15 +157,21 @@ def chances(allocator: Allocator, images: Tensor, batch_size: int = 1000) -> np.
     return torch.cat(parts).double().numpy()
 
 
+def held_out_accuracy(chances: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Accuracy of `correct` (N, K + 1) under the counts of `chances` (N, K + 1) at the
+    price of each of SATURATION_BUDGETS."""
+    rows = np.arange(len(chances))
+    prices = calibrate_prices(chances, np.array(SATURATION_BUDGETS))
+    return np.array([correct[rows, counts_for(chances, np.full(len(rows), p))].mean()
+                     for p in prices])
+
+
 def saturation_budget(chances: np.ndarray, correct: np.ndarray, slack: float) -> float:
     """The smallest budget at which the accuracy of `correct` (N, K + 1) under the counts
     of `chances` (N, K + 1) comes within `slack` of the best over all budgets (beyond
     the peak it may fall: components the allocator adds there do not pay)."""
-    budgets = np.array(SATURATION_BUDGETS)
-    rows = np.arange(len(chances))
-    accuracy = np.array([correct[rows, counts_for(chances, np.full(len(rows), p))].mean()
-                         for p in calibrate_prices(chances, budgets)])
-    return float(budgets[np.flatnonzero(accuracy >= accuracy.max() - slack)[0]])
+    accuracy = held_out_accuracy(chances, correct)
+    return float(SATURATION_BUDGETS[np.flatnonzero(accuracy >= accuracy.max() - slack)[0]])
 
 
 def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None
@@ -218,7 +224,11 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
     info = {
         "fit_images": fit.stop, "calib_images": cfg.calib_images, "epochs": cfg.epochs,
         "lr": cfg.lr, "losses": losses, "accuracy_slack": cfg.accuracy_slack,
-        "saturation_budget": saturation, "wall_s": round(time.perf_counter() - start, 1),
+        "saturation_budget": saturation,
+        # What the saturation budget was read from: the tail's accuracy at each budget.
+        "held_out_accuracy": {f"{b:g}": round(float(a), 4) for b, a in zip(
+            SATURATION_BUDGETS, held_out_accuracy(tail_chances, table[tail]), strict=True)
+            if round(b * 100) % 5 == 0}, "wall_s": round(time.perf_counter() - start, 1),
         "level_accuracy_train": [float(v) for v in table.mean(axis=0)],
     }
     save_checkpoint(out, backbone, agent, meta={**loaded.meta, **(meta or {}),

@@ -45,6 +45,7 @@ def test_allocate_then_evaluate(data: Path, tmp_path: Path,
     assert table is not None and [sum(row) for row in table] == list(range(len(table)))
     assert loaded.meta["allocate_command"].startswith("budget-edge allocate ")
     assert 0.0 <= loaded.meta["allocator"]["saturation_budget"] <= 1.0
+    assert "saturation" not in loaded.meta["allocate_command"]
     code, stdout, err = run(["evaluate", str(out), "--data-dir", str(data), "--budgets",
                              "0.3,0.6", "--out", str(tmp_path / "eval"), "--val-size", "20",
                              "--latency-images", "1", "--mode", "allocate"], capsys)
@@ -80,8 +81,11 @@ def test_no_saturation_spends_up_to_every_budget(data: Path, tmp_path: Path,
     code, _, err = run(["allocate", str(checkpoint), "--data-dir", str(data), "--out",
                         str(out), *QUICK, "--no-saturation"], capsys)
     assert code == 0, err
-    info = load_checkpoint(out).meta["allocator"]
-    assert info["accuracy_slack"] is None and info["saturation_budget"] == 1.0
+    meta = load_checkpoint(out).meta
+    assert meta["allocator"]["accuracy_slack"] is None
+    assert meta["allocator"]["saturation_budget"] == 1.0
+    # The recorded command runs again as it was: a flag without a value.
+    assert meta["allocate_command"].endswith("--no-saturation --seed 0")
 
 
 def test_a_backbone_alone_or_a_folder_is_refused(data: Path, tmp_path: Path,

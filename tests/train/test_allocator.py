@@ -80,6 +80,8 @@ def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
         assert all(torch.equal(before[key], after[key]) for key in before)
     info = loaded.meta["allocator"]
     assert info["fit_images"] == 120 and info["calib_images"] == 40 and len(info["losses"]) == 2
+    curve = info["held_out_accuracy"]  # every 0.05, the accuracy the saturation came from
+    assert len(curve) == 21 and all(0.0 <= a <= 1.0 for a in curve.values())
     # The calibration holds on the images it was made on: mean usage at most c.
     tail = images[-40:]
     with torch.no_grad():
