@@ -101,7 +101,7 @@ def checked_count_masks(count_masks: Any, num_components: int) -> list[list[int]
     try:
         rows = [[int(v) for v in row] for row in count_masks]
         exact = all(int(v) == v for row in count_masks for v in row)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError("allocator count_masks must be a list of 0/1 lists") from None
     if not exact or len(rows) != k + 1 or any(len(r) != k for r in rows) \
             or any(v not in (0, 1) for r in rows for v in r):

@@ -45,6 +45,7 @@ from budget_edge.export.graph_modules import (
     head_module,
     is_identity_skip,
     stem_module,
+    variant_scheme,
 )
 from budget_edge.export.hot_policies import most_frequent_masks, policy_masks
 from budget_edge.export.onnx_export import (
@@ -77,14 +78,7 @@ from budget_edge.runtime.manifest import (
 from budget_edge.runtime.signing import SIGNATURE_NAME
 
 GRAPH_DIR = "graphs"
-MAX_ALL_SUBSETS = 4  # C <= 4: every path subset gets a graph; above: prefixes only
 EXAMPLE_BATCH = 2  # not 1: the exporter would specialise a batch of 1 to a constant
-
-
-def variant_scheme(num_paths: int) -> str:
-    if num_paths == 1:
-        return "single"
-    return "all" if num_paths <= MAX_ALL_SUBSETS else "prefix"
 
 
 def variant_path_sets(num_paths: int) -> list[list[int]]:

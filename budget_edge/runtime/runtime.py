@@ -68,7 +68,9 @@ class InferResult:
     logits: np.ndarray  # (N, num_classes) float32
     classes: np.ndarray  # (N,) int64, argmax of logits
     mask: np.ndarray  # (N, K) uint8, the mask that ran
-    probs: np.ndarray | None  # (N, K) float32 policy probabilities; None with an explicit mask
+    # (N, K) float32 policy probabilities; None with an explicit mask. Mode 'allocate'
+    # with count masks: each kept component's share of the table's rows (0 if dropped).
+    probs: np.ndarray | None
     flops: np.ndarray  # (N,) int64 executed backbone FLOPs (policy not included)
     latency_ms: dict[str, float]  # policy, stem, blocks, head, hot (whole-mask graphs), total
     policy_flops: int = 0  # per image; 0 when the policy did not run

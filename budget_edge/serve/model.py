@@ -8,8 +8,9 @@ Inputs (exactly one of IMAGE and INPUT; BUDGET and MASK optional):
 - MASK   BOOL  [-1, K]        run exactly these components (no policy)
 
 Outputs: LOGITS FP32 [-1, classes], CLASS INT64 [-1], MASK BOOL [-1, K] (the mask
-that ran), PROBS FP32 [-1, K] (the policy's probabilities; absent with a MASK
-input), FLOPS INT64 [-1] (executed backbone FLOPs).
+that ran), PROBS FP32 [-1, K] (the policy's probabilities; with mode "allocate"
+and count masks, each kept component's share of the table's rows; absent with a
+MASK input), FLOPS INT64 [-1] (executed backbone FLOPs).
 
 Request parameters: `budget` (one budget for every image), `mode` ("greedy",
 "sample", "rank" or "allocate"), `seed` (for "sample"), `cap` ("components" or "flops": the budget

@@ -37,15 +37,20 @@ from torch import Tensor
 from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import CheckpointError, ConfigError
+from budget_edge.export.graph_modules import prefix_blocks
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import state_digest
 from budget_edge.runtime.allocation import calibrate_prices, counts_for
+from budget_edge.runtime.masks import project_to_variants
 
 Progress = Callable[[str], None]
 
 # Budgets the prices are calibrated at; the runtime interpolates between them.
 CALIBRATION_BUDGETS = [round(0.05 * i, 2) for i in range(21)]
+# A larger slack would let a budget give up more than 5 points; a user passing 0.5
+# for "half a point" would switch the allocator nearly off.
+MAX_SLACK = 0.05
 # Budgets the saturation budget is searched among.
 SATURATION_BUDGETS = [round(0.01 * i, 2) for i in range(101)]
 
@@ -68,14 +73,19 @@ class AllocatorConfig:
             raise ConfigError("--epochs, --batch-size and --calib-images must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.accuracy_slack is not None and not 0.0 <= self.accuracy_slack < 1.0:
-            raise ConfigError(f"--accuracy-slack must lie in [0, 1), got {self.accuracy_slack}")
+        if self.accuracy_slack is not None and not 0.0 <= self.accuracy_slack <= MAX_SLACK:
+            raise ConfigError(f"--accuracy-slack is a fraction in [0, {MAX_SLACK}] (0.001 is "
+                              f"0.1 point), got {self.accuracy_slack}")
 
 
 @torch.no_grad()
-def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500) -> np.ndarray:
+def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500,
+                   prefix_blocks: list[list[int]] | None = None) -> np.ndarray:
     """(K + 1, K) uint8: row k is the agent's most common top-k mask at budget k / K
-    over `images` (ties: the smaller mask, as for the fused graphs)."""
+    over `images` (ties: the smaller mask, as for the fused graphs). `prefix_blocks`
+    (`export.graph_modules.prefix_blocks`): blocks whose kept paths the runtime runs
+    as a prefix; each row keeps the prefix of the same size there, so the table,
+    the fit and the exported graphs describe the masks that run."""
     from budget_edge.evaluate import policy_masks
     from budget_edge.export.hot_policies import most_frequent_masks
 
@@ -83,7 +93,7 @@ def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500) -> n
     rows = [most_frequent_masks(policy_masks(agent, images, count / k, batch_size,
                                              mode="rank").numpy(), 1)[0]
             for count in range(k + 1)]
-    return np.array(rows, np.uint8)
+    return project_to_variants(np.array(rows, np.uint8), prefix_blocks or [])
 
 
 @torch.no_grad()
@@ -204,7 +214,7 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
     backbone = loaded.backbone.eval()
     fit = slice(0, len(images) - cfg.calib_images)
     tail = slice(len(images) - cfg.calib_images, len(images))
-    count_masks = count_masks_of(agent, images[tail])
+    count_masks = count_masks_of(agent, images[tail], prefix_blocks=prefix_blocks(backbone))
     # Every image and label counts (hashing 60,000 Fashion-MNIST images takes well
     # under a second; the table takes minutes), and the count masks the table used.
     key = "|".join([state_digest(backbone.state_dict()), state_digest(agent.state_dict()),

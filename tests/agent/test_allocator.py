@@ -101,6 +101,7 @@ def test_with_count_masks_the_decision_is_the_allocator_alone() -> None:
     ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0.5]], "zeros and ones"),
     ("0101", "zeros and ones"),
     (5, "0/1 lists"),
+    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, float("inf")]], "0/1 lists"),
 ])
 def test_bad_count_masks_are_refused(table: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

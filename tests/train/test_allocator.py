@@ -52,6 +52,19 @@ def test_the_count_masks_are_the_agents_most_common_top_k(model, data) -> None:
         assert times[(rows == table[count]).all(axis=1)][0] == times.max()
 
 
+def test_count_masks_keep_a_prefix_where_the_runtime_runs_one() -> None:
+    torch.manual_seed(3)
+    agent = build_agent(6, "light", 1, (1, 8, 8)).eval()
+    images = torch.randn(64, 1, 8, 8)
+    raw = count_masks_of(agent, images)
+    table = count_masks_of(agent, images, prefix_blocks=[[0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(table.sum(axis=1), raw.sum(axis=1))
+    for row in table[:, :5]:  # a prefix: every kept path before every dropped one
+        assert row.tolist() == sorted(row.tolist(), reverse=True)
+    np.testing.assert_array_equal(table[:, 5], raw[:, 5])  # the other block as it was
+    assert (raw[:, :5] != table[:, :5]).any()  # the agent's own choice was not a prefix
+
+
 def test_the_table_holds_each_counts_correctness(model, data) -> None:
     images, labels = data
     count_masks = count_masks_of(model.agent, images)
