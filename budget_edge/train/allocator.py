@@ -180,18 +180,25 @@ def saturation_budget(chances: np.ndarray, correct: np.ndarray, slack: float) ->
     """The smallest budget at which the accuracy of `correct` (N, K + 1) under the counts
     of `chances` (N, K + 1) comes within `slack` of the best over all budgets (beyond
     the peak it may fall: components the allocator adds there do not pay)."""
-    accuracy = held_out_accuracy(chances, correct)
+    return _first_within(held_out_accuracy(chances, correct), slack)
+
+
+def _first_within(accuracy: np.ndarray, slack: float) -> float:
+    """The first of SATURATION_BUDGETS whose `accuracy` is within `slack` of the best."""
     return float(SATURATION_BUDGETS[np.flatnonzero(accuracy >= accuracy.max() - slack)[0]])
 
 
-def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None
-                     ) -> tuple[list[float], float]:
+def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None,
+                     accuracy: np.ndarray | None = None) -> tuple[list[float], float]:
     """Prices of CALIBRATION_BUDGETS, none under the saturation budget's (slack None:
-    no floor, the saturation budget is 1); and that budget."""
+    no floor, the saturation budget is 1); and that budget. `accuracy`: the
+    `held_out_accuracy` of `chances` and `correct`, when the caller has it already."""
     prices = calibrate_prices(chances, np.array(CALIBRATION_BUDGETS))
     if slack is None:
         return [float(p) for p in prices], 1.0
-    saturation = saturation_budget(chances, correct, slack)
+    if accuracy is None:
+        accuracy = held_out_accuracy(chances, correct)
+    saturation = _first_within(accuracy, slack)
     floor = calibrate_prices(chances, np.array([saturation]))[0]
     return [float(p) for p in np.maximum(prices, floor)], saturation
 
@@ -227,7 +234,8 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
                                 agent.input_size, count_masks=count_masks.tolist())
     losses = fit_allocator(allocator, images[fit], table[fit], cfg, progress)
     tail_chances = chances(allocator, images[tail])
-    prices, saturation = saturated_prices(tail_chances, table[tail], cfg.accuracy_slack)
+    curve = held_out_accuracy(tail_chances, table[tail])  # a few seconds: computed once
+    prices, saturation = saturated_prices(tail_chances, table[tail], cfg.accuracy_slack, curve)
     calibration = {"budgets": list(CALIBRATION_BUDGETS), "prices": prices,
                    "source": f"{source}: last {cfg.calib_images} images"}
     allocator = _with_calibration(allocator, calibration)
@@ -237,7 +245,7 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
         "saturation_budget": saturation,
         # What the saturation budget was read from: the tail's accuracy at each budget.
         "held_out_accuracy": {f"{b:g}": round(float(a), 4) for b, a in zip(
-            SATURATION_BUDGETS, held_out_accuracy(tail_chances, table[tail]), strict=True)
+            SATURATION_BUDGETS, curve, strict=True)
             if round(b * 100) % 5 == 0}, "wall_s": round(time.perf_counter() - start, 1),
         "level_accuracy_train": [float(v) for v in table.mean(axis=0)],
     }
