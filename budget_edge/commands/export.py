@@ -19,7 +19,10 @@ import click
               help="ONNX opset (18 or later: torch's exporter writes 18, and converting "
                    "down fails, e.g. ReduceMean at 17).")
 @click.option("--fuse-top", type=int, default=0, show_default=True,
-              help="Also export the K masks the policy picks most often as whole graphs.")
+              help="Also export the K masks the policy picks most often as whole graphs "
+                   "(with an allocator's table of count masks, its rows first: one per "
+                   "count of components; with all of them, mode allocate runs an image in "
+                   "two graph calls).")
 @click.option("--calib-data", help="Data for --fuse-top: fashion-mnist, cifar10:PATH, "
                                    "cifar100:PATH or folder:PATH (training split).")
 @click.option("--calib-count", type=int, default=512, show_default=True,

@@ -146,7 +146,8 @@ def export_checkpoint(
 
     `fuse_top` K > 0 also exports the K masks the policy picks most often on
     `calib_data` (a dataset spec such as "fashion-mnist" or "cifar10:PATH", or
-    preprocessed float32 NCHW images) as whole-mask graphs. Passing the same
+    preprocessed float32 NCHW images) as whole-mask graphs; with an allocator's
+    table of count masks, its rows come first (most frequent first). Passing the same
     `exporter` to several exports (checkpoints of one architecture, say) lets
     them share its traced graphs.
     """
@@ -352,7 +353,17 @@ def _hot_masks(
             raise ConfigError(f"calibration images have shape {images.shape}; expected "
                               f"(N, {', '.join(map(str, preprocessing.input_size))}), "
                               "preprocessed float32")
-    return most_frequent_masks(policy_masks(agent, images, allocator=allocator), fuse_top)
+    masks = policy_masks(agent, images, allocator=allocator)
+    ranked = most_frequent_masks(masks, len(masks))
+    table = [] if allocator is None or allocator.count_masks is None \
+        else [tuple(int(v) for v in row) for row in allocator.count_masks]
+    if table:
+        # The table's rows first: they are every mask mode 'allocate' runs, and with a
+        # graph for each the runtime runs one image in two calls (runtime/count_plan.py).
+        rows = set(table)
+        ranked = ([m for m in ranked if m in rows] + [m for m in table if m not in ranked]
+                  + [m for m in ranked if m not in rows])
+    return ranked[:fuse_top]
 
 
 def _preprocessing(meta: dict[str, Any], net: Backbone) -> Preprocessing:

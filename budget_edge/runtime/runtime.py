@@ -46,6 +46,7 @@ from budget_edge.errors import ConfigError, InputError
 from budget_edge.runtime import allocation
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.backends import Backend, create_backend
+from budget_edge.runtime.count_plan import CountPlan
 from budget_edge.runtime.inputs import (
     pixels_nhwc,
     prepare_budget,
@@ -143,6 +144,11 @@ class BudgetRuntime:
             np.asarray(spec.budgets, np.float64), np.asarray(spec.prices, np.float64))
         self._count_table = None if spec is None or spec.count_masks is None \
             else allocation.CountTable.of(spec.count_masks)
+        allocator = manifest.roles.get("allocator")
+        self._count_plan = None if self._count_table is None or allocator is None \
+            or self._allocation_table is None else CountPlan.build(
+                allocator, self._count_table, self._whole, *self._allocation_table,
+                self._base_flops, self._comp_flops, self._prefix_blocks)
         # The searched static masks as a table from any count 0..K to the mask used.
         self._static_table = _count_table(
             {sum(s.mask): np.asarray(s.mask, np.uint8)
@@ -257,6 +263,10 @@ class BudgetRuntime:
         pixels = pixels_nhwc(images, self.manifest.preprocessing)
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
         n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]
+        if (n == 1 and self._count_plan is not None and mode == "allocate" and mask is None
+                and cap is None and policy == "agent" and type(budget) in (float, int)
+                and 0 <= budget <= 1):
+            return self._infer_one_count(images, pixels, x, budget, latency, t_start)
         probs: np.ndarray | None = None
         with self._lock:
             try:
@@ -266,13 +276,7 @@ class BudgetRuntime:
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
-        if not np.isfinite(logits).all():
-            rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-            raise InputError(
-                f"the model gave non-finite logits for image(s) {rows[:5].tolist()}"
-                f"{' ...' if rows.size > 5 else ''}: float32 images must be preprocessed "
-                "(about -10..10 after normalisation); pass uint8 pixels to let the runtime "
-                "normalise them")
+        _check_finite(logits)
         latency["total"] = _ms(t_start)
         flops = self._base_flops + run_mask @ self._comp_flops  # uint8 @ int64: int64
         return InferResult(
@@ -281,6 +285,43 @@ class BudgetRuntime:
             probs=probs, flops=flops, latency_ms=latency,
             policy_flops=self.decision_flops(mode) if probs is not None else 0,
             full_flops=self.full_flops)
+
+    def _infer_one_count(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None,
+                         budget: float, latency: dict[str, float], t_start: float
+                         ) -> InferResult:
+        """Mode 'allocate' on one image through the count plan (runtime/count_plan.py):
+        the same result as the general path, with a fraction of its host work."""
+        plan = self._count_plan
+        assert plan is not None
+        be = self.backend
+        with self._lock:
+            try:
+                xd = self._upload(images, pixels, x)
+                t = time.perf_counter()
+                chances = np.asarray(be.to_host(be.run_device(plan.allocator, [xd])[:1])[0])
+                if chances.size != len(plan.levels):
+                    raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
+                                     f"count masks {plan.masks.shape}")
+                count = plan.count(chances, budget)
+                latency["policy"] = _ms(t)
+                graph = plan.graphs[count]
+                if graph is None:  # no whole-mask graph for this count: the general dispatch
+                    logits = be.to_host([self._backbone(xd, plan.masks[count:count + 1],
+                                                        latency)])[0]
+                else:
+                    t = time.perf_counter()
+                    logits = be.to_host([be.run_device(graph, [xd])[0]])[0]
+                    latency["hot"] = _ms(t)
+            finally:
+                be.release()
+        logits = np.asarray(logits, np.float32).reshape(1, self.num_classes)
+        _check_finite(logits)
+        latency["total"] = _ms(t_start)
+        return InferResult(
+            logits=logits, classes=logits.argmax(axis=1).astype(np.int64, copy=False),
+            mask=plan.masks[count:count + 1].copy(), probs=plan.shares[count:count + 1].copy(),
+            flops=plan.flops[count:count + 1].copy(), latency_ms=latency,
+            policy_flops=self.decision_flops("allocate"), full_flops=self.full_flops)
 
     def _upload(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None) -> Any:
         """The images on the backend: uint8 pixels normalised there when it can (a quarter
@@ -575,6 +616,16 @@ def _count_table(by_count: dict[int, np.ndarray], k: int) -> np.ndarray:
         below = [c for c in counts if c <= m]
         table[m] = by_count[below[-1] if below else counts[0]]
     return table
+
+
+def _check_finite(logits: np.ndarray) -> None:
+    if not np.isfinite(logits).all():
+        rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        raise InputError(
+            f"the model gave non-finite logits for image(s) {rows[:5].tolist()}"
+            f"{' ...' if rows.size > 5 else ''}: float32 images must be preprocessed "
+            "(about -10..10 after normalisation); pass uint8 pixels to let the runtime "
+            "normalise them")
 
 
 def _ms(start: float) -> float:
