@@ -1,5 +1,5 @@
 """What an ONNX file declares, read from its protobuf wire format: its inputs and outputs,
-and the tensors it keeps outside itself.
+the tensors it keeps outside itself, and its graph's initializers' raw bytes.
 
 An ONNX graph can keep its weights in side files ("external data"). The runtime
 hashes the graph's bytes against the manifest, but ONNX Runtime resolves side
@@ -35,7 +35,10 @@ _CHILDREN: dict[str, dict[int, str]] = {
                   23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
 }
+_TENSOR_DIMS = 1
+_TENSOR_DATA_TYPE = 2
 _TENSOR_NAME = 8
+_TENSOR_RAW_DATA = 9
 _TENSOR_EXTERNAL_DATA = 13  # repeated key/value entries: location, offset, length
 _TENSOR_DATA_LOCATION = 14  # enum: 0 DEFAULT, 1 EXTERNAL
 _EXTERNAL = 1
@@ -252,3 +255,62 @@ def check_graphs(specs: Sequence[GraphSpec], read: Any) -> None:
     """check_graph on every graph; `read(file)` gives a file's checked bytes."""
     for spec in specs:
         check_graph(read(spec.file), spec, f"graph {spec.name!r} ({spec.file})")
+
+
+@dataclass(frozen=True)
+class RawInitializer:
+    """A top-level initializer of a model's graph whose values are raw little-endian bytes
+    (`raw_data`): what ONNX Runtime writes for every numeric tensor."""
+
+    name: str
+    data_type: int  # TensorProto.DataType
+    dims: tuple[int, ...]
+    raw: memoryview
+
+
+def raw_initializers(model: bytes) -> list[RawInitializer]:
+    """The initializers of the model's main graph kept as raw bytes; others (typed value
+    fields, external data, those inside If/Loop bodies) are left out."""
+    found: list[RawInitializer] = []
+    for number, kind, graph in _fields(memoryview(model)):
+        if number != 7 or kind != _BYTES:  # ModelProto.graph
+            continue
+        assert isinstance(graph, memoryview)
+        for gnum, gkind, tensor in _fields(graph):
+            if gnum == 5 and gkind == _BYTES:  # GraphProto.initializer
+                assert isinstance(tensor, memoryview)
+                item = _raw_initializer(tensor)
+                if item is not None:
+                    found.append(item)
+    return found
+
+
+def _raw_initializer(data: memoryview) -> RawInitializer | None:
+    name, data_type, raw = "", 0, None
+    dims: list[int] = []
+    for number, kind, value in _fields(data):
+        if number == _TENSOR_DIMS:
+            if kind == _VARINT:
+                assert isinstance(value, int)
+                dims.append(value)
+            elif kind == _BYTES:  # packed
+                assert isinstance(value, memoryview)
+                pos = 0
+                while pos < len(value):
+                    dim, pos = _varint(value, pos)
+                    dims.append(dim)
+        elif number == _TENSOR_DATA_TYPE and kind == _VARINT:
+            assert isinstance(value, int)
+            data_type = value
+        elif number == _TENSOR_NAME and kind == _BYTES:
+            assert isinstance(value, memoryview)
+            name = bytes(value).decode("utf-8", "replace")
+        elif number == _TENSOR_RAW_DATA and kind == _BYTES:
+            assert isinstance(value, memoryview)
+            raw = value
+        elif number == _TENSOR_EXTERNAL_DATA or (number == _TENSOR_DATA_LOCATION
+                                                  and value == _EXTERNAL):
+            return None  # external data is refused elsewhere; never shared
+    if raw is None or not name:
+        return None
+    return RawInitializer(name=name, data_type=data_type, dims=tuple(dims), raw=raw)

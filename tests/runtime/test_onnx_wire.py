@@ -15,7 +15,12 @@ from onnx import TensorProto, helper, numpy_helper
 from budget_edge.errors import ManifestError
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.manifest import write_manifest
-from budget_edge.runtime.onnx_wire import WireError, external_tensors, graph_signature
+from budget_edge.runtime.onnx_wire import (
+    WireError,
+    external_tensors,
+    graph_signature,
+    raw_initializers,
+)
 
 
 def _as_external(tensor: TensorProto, location: str = "weights.bin") -> TensorProto:
@@ -42,6 +47,34 @@ def _matmul_graph(weight: TensorProto, name: str = "g") -> onnx.GraphProto:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
     return helper.make_graph([helper.make_node("MatMul", ["x", weight.name], ["y"])], name,
                              [x], [y], [weight])
+
+
+def test_raw_initializers_are_read_with_their_type_shape_and_bytes() -> None:
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    steps = np.array([1, -2], np.int64)
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [2], [1.0, 2.0])  # float_data
+    scalar = numpy_helper.from_array(np.array(3.5, np.float64), "scalar")
+    graph = _matmul_graph(_weight("W"))
+    graph.initializer.extend([numpy_helper.from_array(weights, "weights"),
+                              numpy_helper.from_array(steps, "steps"), typed, scalar,
+                              _as_external(numpy_helper.from_array(weights, "outside"))])
+    found = {t.name: t for t in raw_initializers(_model(graph))}
+    assert set(found) == {"W", "weights", "steps", "scalar"}  # no typed fields, no external
+    assert (found["weights"].data_type, found["weights"].dims) == (TensorProto.FLOAT, (2, 3))
+    assert bytes(found["weights"].raw) == weights.tobytes()
+    assert (found["steps"].data_type, bytes(found["steps"].raw)) == (TensorProto.INT64,
+                                                                     steps.tobytes())
+    assert found["scalar"].dims == () and bytes(found["scalar"].raw) == scalar.raw_data
+
+
+def test_initializers_inside_if_branches_are_not_listed() -> None:
+    """Only the main graph's: a branch's tensors stay with the branch."""
+    branch = _matmul_graph(_weight("inner"), "branch")
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph([node], "g", [cond], [y], [_weight("outer")])
+    assert [t.name for t in raw_initializers(_model(graph))] == ["outer"]
 
 
 def test_a_graph_with_its_own_weights_has_no_external_tensors() -> None:

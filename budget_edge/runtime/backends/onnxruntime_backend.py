@@ -18,6 +18,7 @@ import numpy as np
 
 from budget_edge.errors import BackendError, ManifestError
 from budget_edge.runtime.backends import HostTensors
+from budget_edge.runtime.backends.shared_weights import WeightPool
 from budget_edge.runtime.device_graphs import GATHER_ROWS, PREPROCESS, SCATTER_ROWS
 from budget_edge.runtime.inputs import scale_and_shift
 from budget_edge.runtime.manifest import Manifest, Preprocessing, read_checked
@@ -33,6 +34,10 @@ DEFAULT_GPU_PROVIDERS = ("CUDAExecutionProvider",)
 # its resident memory grow with the number of graphs, not the weights
 # (ResNeXt-29: 270 -> 123 MiB; benchmarks/results/runtime-findings.md, section 4).
 SHARED_ARENA = True
+# One copy of each weight for all CPU sessions (backends/shared_weights.py): the
+# whole-mask graphs repeat the blocks' weights, and mode allocate switches between
+# them nearly every image.
+SHARED_WEIGHTS = True
 _arena_lock = threading.Lock()
 _arena_registered = False
 
@@ -189,6 +194,11 @@ class OnnxRuntimeBackend(HostTensors):
         self._constants: tuple[Any, ...] | None = None  # preprocess scale and shift
         shared = SHARED_ARENA and register_shared_arena(self._ort)
         self._options = session_options(self._ort, threads, shared_arena=shared)
+        self._threads, self._shared_arena = threads, shared
+        cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider"
+                       for p in self.providers)
+        self._weights = WeightPool(self._ort) if SHARED_WEIGHTS and cpu_only \
+            and self.device is None else None
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
         self._lock = threading.Lock()  # session.run is thread-safe; creating them is ours
         # Every graph declares what its manifest entry says and holds its own weights: a
@@ -209,14 +219,41 @@ class OnnxRuntimeBackend(HostTensors):
             path = self._dir / spec.file
             model = read_checked(self._dir, self._manifest, spec.file)
             try:
-                sess = self._ort.InferenceSession(model, sess_options=self._options,
-                                                  providers=self.providers)
+                sess = self._shared_session(model)
+                if sess is None:
+                    sess = self._ort.InferenceSession(model, sess_options=self._options,
+                                                      providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ManifestError(f"ONNX Runtime cannot load graph {graph!r} from {path} "
                                     f"({exc}): re-export the model") from exc
             entry = (sess, [t.name for t in spec.inputs], [t.name for t in spec.outputs])
             self._sessions[graph] = entry
         return entry
+
+    def _shared_session(self, model: bytes) -> Any | None:
+        """The session with its weights from the pool; None without a pool, or when the
+        pool cannot make this graph's (the switch graph: its If bodies), which then keeps
+        its own weights. The pool stays: sessions made from it use its buffers."""
+        if self._weights is None:
+            return None
+        try:
+            return self._weights.session(model, self._fresh_options, self.providers)
+        except Exception:  # noqa: BLE001 (the plain session made next reports real errors)
+            return None
+
+    def _fresh_options(self, level: Any | None) -> Any:
+        options = session_options(self._ort, self._threads, shared_arena=self._shared_arena)
+        if level is not None:
+            options.graph_optimization_level = level
+        return options
+
+    @property
+    def weight_bytes(self) -> tuple[int, int]:
+        """(bytes of weights the sessions made so far hold, distinct bytes behind them);
+        (0, 0) without shared weights."""
+        if self._weights is None:
+            return 0, 0
+        return self._weights.total_bytes, self._weights.distinct_bytes
 
     def load(self, graphs: Sequence[str]) -> None:
         """Create the sessions of these graphs now rather than on first use."""
@@ -300,4 +337,6 @@ class OnnxRuntimeBackend(HostTensors):
     def close(self) -> None:
         self._sessions.clear()
         self._rows = None
+        if self._weights is not None:
+            self._weights.close()
 

@@ -1,0 +1,130 @@
+"""Sessions made from one weight pool: the same outputs as plain sessions, one buffer per
+distinct tensor, and a plain session wherever the pool cannot help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.backends import onnxruntime_backend as ort_backend
+from budget_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, session_options
+from budget_edge.runtime.backends.shared_weights import ALIGNMENT, WeightPool
+
+CPU = ["CPUExecutionProvider"]
+
+
+def _options(level: Any | None) -> Any:
+    options = session_options(ort, 1)
+    if level is not None:
+        options.graph_optimization_level = level
+    return options
+
+
+def _conv_model(weight: np.ndarray, name: str) -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1], 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["h"], ["y"])],
+        name, [x], [y], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+def test_sessions_from_a_pool_give_the_plain_sessions_outputs() -> None:
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    model = _conv_model(weight, "a")
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    pool = WeightPool(ort)
+    try:
+        shared = pool.session(model, _options, CPU)
+        plain = ort.InferenceSession(model, sess_options=_options(None), providers=CPU)
+        np.testing.assert_allclose(shared.run(None, {"x": x})[0], plain.run(None, {"x": x})[0],
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        pool.close()
+
+
+def test_equal_weights_of_different_graphs_are_one_aligned_buffer() -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    other = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    pool = WeightPool(ort)
+    try:
+        for name in ("a", "b", "c"):  # three graphs, one filter
+            pool.session(_conv_model(weight, name), _options, CPU)
+        assert pool.distinct_bytes * 3 == pool.total_bytes > 0
+        pool.session(_conv_model(other, "d"), _options, CPU)
+        assert pool.total_bytes == 2 * pool.distinct_bytes  # four graphs, two filters
+        assert all(b.ctypes.data % ALIGNMENT == 0 for b in pool._buffers)
+    finally:
+        pool.close()
+
+
+def test_the_runtime_shares_weights_and_keeps_its_results(resnet_artifact: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    results = {}
+    for shared in (False, True):
+        monkeypatch.setattr(ort_backend, "SHARED_WEIGHTS", shared)
+        with BudgetRuntime.load(resnet_artifact.path, threads=1) as rt:
+            results[shared] = [rt.infer(x, budget=0.5).logits, rt.run_full(x),
+                               rt.infer(x, mask=[1, 0, 1]).logits]
+            held, distinct = rt.backend.weight_bytes  # type: ignore[attr-defined]
+            assert (held > distinct > 0) if shared else (held, distinct) == (0, 0)
+    for a, b in zip(results[False], results[True], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_without_optimised_models_every_session_keeps_its_own(
+        resnet_artifact: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An onnxruntime that cannot write the optimised model still runs every graph."""
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("cannot save the optimised model")
+
+    backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1)
+    monkeypatch.setattr(WeightPool, "session", fail)
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    assert backend.run("stem", [x])[0].shape == (2, 4, 8, 8)
+    assert backend.weight_bytes == (0, 0)
+    backend.close()
+
+
+def test_gpu_providers_keep_their_own_weights(resnet_artifact: Any) -> None:
+    """The pool is for the CPU provider's blocked layouts; a device path keeps ORT's own."""
+    backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1,
+                                 device="cpu")
+    assert backend._weights is None
+    backend.close()
+
+
+def test_a_graph_the_pool_cannot_make_leaves_the_others_weights_alone(tmp_path: Any) -> None:
+    """The switch graph keeps its own weights (ONNX Runtime's optimised model of its If
+    bodies does not load again); the sessions made from the pool before it still run on
+    the pool's buffers, at every batch size."""
+    from budget_edge.runtime.manifest import Manifest
+
+    from .conftest import make_net, write_artifact
+
+    net = make_net("resnet", seed=2)
+    write_artifact(net, tmp_path, hot=[[1, 1, 1]], switch=True)
+    m = Manifest.load(tmp_path)
+    shared = OnnxRuntimeBackend(m, tmp_path, threads=1)
+    shared.load(["stem", "full", "switch"])
+    held, _ = shared.weight_bytes
+    assert held > 0
+    plain = ort.InferenceSession(str(tmp_path / "stem.onnx"), _options(None), providers=CPU)
+    rng = np.random.default_rng(3)
+    for n in (7, 1, 3):
+        x = rng.standard_normal((n, 3, 8, 8)).astype(np.float32)
+        np.testing.assert_allclose(shared.run("stem", [x])[0], plain.run(None, {"x": x})[0],
+                                   rtol=1e-5, atol=1e-5)
+        codes = np.ones(3, np.int64)
+        assert np.isfinite(shared.run("switch", [x, codes])[0]).all()
+    shared.close()
