@@ -268,6 +268,24 @@ class RawInitializer:
     raw: memoryview
 
 
+def has_subgraphs(model: bytes) -> bool:
+    """Whether any node of the model's main graph has a graph attribute (If, Loop, Scan)."""
+    for number, kind, graph in _fields(memoryview(model)):
+        if number != 7 or kind != _BYTES:  # ModelProto.graph
+            continue
+        assert isinstance(graph, memoryview)
+        for gnum, gkind, node in _fields(graph):
+            if gnum != 1 or gkind != _BYTES:  # GraphProto.node
+                continue
+            assert isinstance(node, memoryview)
+            for nnum, nkind, attribute in _fields(node):
+                if nnum == 5 and nkind == _BYTES:  # NodeProto.attribute
+                    assert isinstance(attribute, memoryview)
+                    if any(anum in (6, 11) for anum, _, _ in _fields(attribute)):
+                        return True  # AttributeProto.g / .graphs
+    return False
+
+
 def raw_initializers(model: bytes) -> list[RawInitializer]:
     """The initializers of the model's main graph kept as raw bytes; others (typed value
     fields, external data, those inside If/Loop bodies) are left out."""

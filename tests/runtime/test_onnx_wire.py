@@ -19,6 +19,7 @@ from budget_edge.runtime.onnx_wire import (
     WireError,
     external_tensors,
     graph_signature,
+    has_subgraphs,
     raw_initializers,
 )
 
@@ -75,6 +76,8 @@ def test_initializers_inside_if_branches_are_not_listed() -> None:
     node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)
     graph = helper.make_graph([node], "g", [cond], [y], [_weight("outer")])
     assert [t.name for t in raw_initializers(_model(graph))] == ["outer"]
+    assert has_subgraphs(_model(graph))
+    assert not has_subgraphs(_model(_matmul_graph(_weight())))
 
 
 def test_a_graph_with_its_own_weights_has_no_external_tensors() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from budget_edge.runtime.onnx_wire import RawInitializer, raw_initializers
+from budget_edge.runtime.onnx_wire import RawInitializer, has_subgraphs, raw_initializers
 
 ALIGNMENT = 64  # bytes, as ONNX Runtime's CPU allocator aligns
 
@@ -56,11 +56,16 @@ class WeightPool:
         self.distinct_bytes = 0
 
     def session(self, model: bytes, options: Callable[[int | None], Any],
-                providers: list[Any]) -> Any:
-        """A session of `model` whose raw initializers come from the pool. `options(level)`
-        makes fresh session options (None: the usual optimisation level). Raises what
-        onnxruntime raises; graphs with If bodies do (its optimised model of them does
-        not load again: a name defined in two branches), and keep their own weights."""
+                providers: list[Any]) -> Any | None:
+        """A session of `model` whose raw initializers come from the pool, or None for a
+        graph with If, Loop or Scan bodies (the switch graph), which keeps its own
+        weights: ONNX Runtime's optimised model of one may define a name in two
+        branches (it then does not load), and `add_initializer` binds by name in every
+        scope, so a branch's own tensor of that name would take the main graph's.
+        `options(level)` makes fresh session options (None: the usual optimisation
+        level). Raises what onnxruntime raises."""
+        if has_subgraphs(model):
+            return None
         self._made += 1
         optimised = self._folder / f"graph{self._made}.onnx"
         first = options(None)
