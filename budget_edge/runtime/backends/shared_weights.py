@@ -8,14 +8,16 @@ ResNet-20 with the whole-mask graphs of its count masks: 6.2 MB of weights
 in 11 graphs, 1.1 MB distinct. Mode allocate runs another graph nearly every
 image, and a graph whose copy has left the L2 cache is slower: round robin
 over six sessions of one ResNet-20 graph cost 11% more per call than one
-session, 2-4% with the weights shared (`benchmarks/shared_weights.py`).
+session, 4% with the weights shared (`benchmarks/shared_weights.py`,
+benchmarks/results/shared-weights/).
 
 So a session is made in two steps. ONNX Runtime optimises the graph once and
 writes the optimised model to a private temporary folder; the session is
 then made from that model with optimisations off, every raw initializer
 handed over with `SessionOptions.add_initializer` from a pool keyed by
 content, so equal tensors of different graphs are one buffer. The buffers are
-64-byte aligned like ONNX Runtime's own (unaligned filters ran ~10% slower).
+64-byte aligned like ONNX Runtime's own (the blocked conv kernels read them in
+64-byte rows).
 The optimised model's initializers are read from its protobuf
 (`onnx_wire.raw_initializers`): the runtime does not need the onnx package.
 """
