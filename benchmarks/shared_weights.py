@@ -76,7 +76,6 @@ def round_robin(rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray
             times.setdefault(f"{label}, one session", []).append(run(group, [0] * 200))
             times.setdefault(f"{label}, round robin", []).append(
                 run(group, [i % sessions for i in range(200)]))
-    pool.close()
     return {k: float(np.median(v)) for k, v in times.items()}
 
 

@@ -363,7 +363,8 @@ def _hot_masks(
         rows = set(table)
         ranked = ([m for m in ranked if m in rows] + [m for m in table if m not in ranked]
                   + [m for m in ranked if m not in rows])
-    return ranked[:fuse_top]
+    # All kept is the static `full` graph, exported anyway: a hot copy would repeat it.
+    return [m for m in ranked if not all(m)][:fuse_top]
 
 
 def _preprocessing(meta: dict[str, Any], net: Backbone) -> Preprocessing:

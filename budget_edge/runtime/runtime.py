@@ -264,8 +264,8 @@ class BudgetRuntime:
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
         n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]
         if (n == 1 and self._count_plan is not None and mode == "allocate" and mask is None
-                and cap is None and policy == "agent" and type(budget) in (float, int)
-                and 0 <= budget <= 1):
+                and cap is None and policy == "agent" and self.has_policy
+                and type(budget) in (float, int) and 0 <= budget <= 1):
             return self._infer_one_count(images, pixels, x, budget, latency, t_start)
         probs: np.ndarray | None = None
         with self._lock:
@@ -460,6 +460,9 @@ class BudgetRuntime:
                              "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'")
         outs = self.backend.to_host(self.backend.run_device(spec.name, [xd]))
         n, k = budget.shape[0], self.num_components
+        if np.size(outs[0]) != n * (k + 1):
+            raise InputError(f"allocator outputs do not fit: chances {np.shape(outs[0])} for "
+                             f"{n} image(s) and {k + 1} counts")
         # Shaped here: a TensorRT engine's buffers come back flat.
         arrays: list[np.ndarray] = [np.asarray(outs[0], np.float32).reshape(n, k + 1)]
         if self._count_table is None:  # an allocator from before the table: the agent ranks

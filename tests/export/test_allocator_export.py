@@ -76,42 +76,57 @@ def test_with_count_masks_each_image_runs_the_row_of_its_count(allocated) -> Non
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_one_image_at_a_time_equals_the_batch(allocated, fused, tmp_path, exporter) -> None:
+def test_one_image_at_a_time_equals_the_general_path(allocated, fused, tmp_path,
+                                                     exporter) -> None:
     """Batch 1 decides through the count plan (runtime/count_plan.py) and runs the
     count's whole-mask graph when export fused the table's rows; it must give what the
-    batch path gives, row for row."""
+    general path gives, field for field, and what the batch gives, row for row."""
     table = allocated["allocator"].count_masks
     if table is None:
         pytest.skip("an allocator without count masks ranks with the agent")
-    x = np.random.default_rng(8).standard_normal((24, 3, 32, 32)).astype(np.float32)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((24, 3, 32, 32)).astype(np.float32)
+    pixels = rng.integers(0, 256, (6, 32, 32, 3), np.uint8)
     directory = allocated["dir"]
     if fused:  # the rows come first among the fused masks
         directory = tmp_path / "fused"
         loaded = LoadedCheckpoint(allocated["net"], allocated["agent"], META, "budget-edge",
                                   allocator=allocated["allocator"])
         manifest = export_checkpoint(loaded, directory, exporter=exporter,
-                                     fuse_top=len(table), calib_data=x)
-        assert {tuple(h.mask) for h in manifest.hot_policies} == {tuple(r) for r in table}
-    with BudgetRuntime.load(directory, threads=1) as rt:
+                                     fuse_top=len(table) - 1, calib_data=x)
+        # every row but all ones, which the static `full` graph runs
+        assert {tuple(h.mask) for h in manifest.hot_policies} == {
+            tuple(r) for r in table if not all(r)}
+    with BudgetRuntime.load(directory, threads=1) as rt, \
+            BudgetRuntime.load(directory, threads=1) as general:
+        general._count_plan = None
         ran: list[str] = []
         run_device = rt.backend.run_device
         rt.backend.run_device = lambda graph, inputs: ran.append(graph) or run_device(  # type: ignore[method-assign]
             graph, inputs)
+
+        def no_general_path(*args, **kwargs):
+            raise AssertionError("batch 1 should take the count plan")
+
+        rt._decide = no_general_path  # type: ignore[method-assign]
         whole = {tuple(h.mask): h.graph for h in rt.manifest.hot_policies}
-        for budget in (0.0, 0.3, 0.7, 1.0):
-            batch = rt.infer(x, budget=budget, mode="allocate")
-            for i in range(len(x)):
+        whole[(1,) * rt.num_components] = "full"
+        for budget in (0.0, 0.3, 0.7, 1.0, 1):
+            batch = general.infer(x, budget=budget, mode="allocate")
+            for i, image in enumerate([*x, *pixels]):
                 ran.clear()
-                one = rt.infer(x[i:i + 1], budget=budget, mode="allocate")
+                one = rt.infer(image[None], budget=budget, mode="allocate")
+                want = general.infer(image[None], budget=budget, mode="allocate")
+                for field in ("mask", "flops", "logits", "probs", "classes"):
+                    got, expected = getattr(one, field), getattr(want, field)
+                    assert got.dtype == expected.dtype, field
+                    np.testing.assert_array_equal(got, expected, err_msg=field)
+                assert one.policy_flops == want.policy_flops
+                if i < len(x):
+                    np.testing.assert_array_equal(one.mask, batch.mask[i:i + 1])
+                    np.testing.assert_allclose(one.logits, batch.logits[i:i + 1], atol=1e-5)
                 if fused:  # two calls: the allocator, then the count's graph
                     assert ran == ["allocator", whole[tuple(one.mask[0].tolist())]]
-                np.testing.assert_array_equal(one.mask, batch.mask[i:i + 1])
-                np.testing.assert_array_equal(one.flops, batch.flops[i:i + 1])
-                np.testing.assert_allclose(one.logits, batch.logits[i:i + 1], atol=1e-5)
-                assert one.probs is not None and batch.probs is not None
-                np.testing.assert_array_equal(one.probs, batch.probs[i:i + 1])
-                assert one.policy_flops == batch.policy_flops
-                assert one.classes.tolist() == batch.classes[i:i + 1].tolist()
             one.mask[:] = 1  # a caller's edit must not reach the plan's table
             again = rt.infer(x[-1:], budget=budget, mode="allocate")
             np.testing.assert_array_equal(again.mask, batch.mask[-1:])

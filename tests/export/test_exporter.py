@@ -115,6 +115,7 @@ def test_hot_policies_are_the_most_frequent_masks(art):
     m = art["manifest"]
     masks = policy_masks(art["agent"], art["calib"])
     counts = Counter(tuple(int(v) for v in row) for row in masks)
+    counts.pop((1,) * m.num_components, None)  # all kept: the static `full` graph runs it
     top = sorted(counts.values(), reverse=True)[:2]
     assert [counts[tuple(h.mask)] for h in m.hot_policies] == top
     assert [h.graph for h in m.hot_policies] == ["hot00", "hot01"]

@@ -42,14 +42,11 @@ def test_sessions_from_a_pool_give_the_plain_sessions_outputs() -> None:
     model = _conv_model(weight, "a")
     x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
     pool = WeightPool(ort)
-    try:
-        shared = pool.session(model, _options, CPU)
-        assert shared is not None
-        plain = ort.InferenceSession(model, sess_options=_options(None), providers=CPU)
-        np.testing.assert_allclose(shared.run(None, {"x": x})[0], plain.run(None, {"x": x})[0],
-                                   rtol=1e-5, atol=1e-5)
-    finally:
-        pool.close()
+    shared = pool.session(model, _options, CPU)
+    assert shared is not None
+    plain = ort.InferenceSession(model, sess_options=_options(None), providers=CPU)
+    np.testing.assert_allclose(shared.run(None, {"x": x})[0], plain.run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_equal_weights_of_different_graphs_are_one_aligned_buffer() -> None:
@@ -57,15 +54,12 @@ def test_equal_weights_of_different_graphs_are_one_aligned_buffer() -> None:
     weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     other = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     pool = WeightPool(ort)
-    try:
-        for name in ("a", "b", "c"):  # three graphs, one filter
-            pool.session(_conv_model(weight, name), _options, CPU)
-        assert pool.distinct_bytes * 3 == pool.total_bytes > 0
-        pool.session(_conv_model(other, "d"), _options, CPU)
-        assert pool.total_bytes == 2 * pool.distinct_bytes  # four graphs, two filters
-        assert all(b.ctypes.data % ALIGNMENT == 0 for b in pool._buffers)
-    finally:
-        pool.close()
+    sessions = [pool.session(_conv_model(weight, name), _options, CPU)
+                for name in ("a", "b", "c")]  # three graphs, one filter
+    assert pool.distinct_bytes * 3 == pool.total_bytes > 0
+    sessions.append(pool.session(_conv_model(other, "d"), _options, CPU))
+    assert pool.total_bytes == 2 * pool.distinct_bytes  # four graphs, two filters
+    assert all(b.ctypes.data % ALIGNMENT == 0 for b in pool._buffers)
 
 
 def test_the_runtime_shares_weights_and_keeps_its_results(resnet_artifact: Any,
@@ -122,7 +116,6 @@ def test_graphs_with_if_bodies_keep_their_own_weights(tmp_path: Any) -> None:
     assert held > 0
     pool = WeightPool(ort)
     assert pool.session((tmp_path / "switch.onnx").read_bytes(), _options, CPU) is None
-    pool.close()
     plain = {g: ort.InferenceSession(str(tmp_path / f"{g}.onnx"), _options(None), providers=CPU)
              for g in ("stem", "switch")}
     rng = np.random.default_rng(3)
@@ -137,3 +130,24 @@ def test_graphs_with_if_bodies_keep_their_own_weights(tmp_path: Any) -> None:
                                        plain["switch"].run(None, feeds)[0],
                                        rtol=1e-5, atol=1e-5)
     shared.close()
+
+
+def test_the_optimised_models_leave_no_files_behind(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Any) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    weight = np.ones((4, 2, 3, 3), np.float32)
+    pool = WeightPool(ort)
+    assert pool.session(_conv_model(weight, "a"), _options, CPU) is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sharing_survives_close_and_reuse(resnet_artifact: Any) -> None:
+    backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1)
+    x = np.ones((2, 3, 8, 8), np.float32)
+    first = backend.run("full", [x])[0]
+    held, _ = backend.weight_bytes
+    backend.close()
+    np.testing.assert_array_equal(backend.run("full", [x])[0], first)
+    assert backend.weight_bytes[0] == 2 * held  # made again from the pool

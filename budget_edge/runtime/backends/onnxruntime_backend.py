@@ -337,6 +337,4 @@ class OnnxRuntimeBackend(HostTensors):
     def close(self) -> None:
         self._sessions.clear()
         self._rows = None
-        if self._weights is not None:
-            self._weights.close()
 

@@ -25,7 +25,6 @@ The optimised model's initializers are read from its protobuf
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from budget_edge.runtime.onnx_wire import RawInitializer, has_subgraphs, raw_initializers
+from budget_edge.runtime.onnx_wire import (
+    RawInitializer,
+    external_tensors,
+    has_subgraphs,
+    raw_initializers,
+)
 
 ALIGNMENT = 64  # bytes, as ONNX Runtime's CPU allocator aligns
 
@@ -46,14 +50,13 @@ _NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: 
 class WeightPool:
     """Distinct initializers by content, each an aligned buffer and its OrtValue. The
     buffers live as long as the pool: sessions made from it must not outlive it (their
-    weights would be freed memory)."""
+    weights would be freed memory; a session does not keep them alive). Not thread-safe
+    on its own: the backend makes sessions under its lock."""
 
     def __init__(self, ort: Any) -> None:
         self._ort = ort
         self._values: dict[tuple[int, tuple[int, ...], bytes], Any] = {}
         self._buffers: list[np.ndarray] = []
-        self._folder = Path(tempfile.mkdtemp(prefix="budget-edge-ort-"))
-        self._made = 0
         self.total_bytes = 0  # what the sessions would hold each on their own
         self.distinct_bytes = 0
 
@@ -68,13 +71,11 @@ class WeightPool:
         level). Raises what onnxruntime raises."""
         if has_subgraphs(model):
             return None
-        self._made += 1
-        optimised = self._folder / f"graph{self._made}.onnx"
-        first = options(None)
-        first.optimized_model_filepath = str(optimised)
-        self._ort.InferenceSession(model, sess_options=first, providers=providers)
-        data = optimised.read_bytes()
-        optimised.unlink()
+        data = self._optimised(model, options, providers)
+        # ONNX Runtime inlines model functions, and would resolve side files from the
+        # working directory: neither may reach add_initializer.
+        if has_subgraphs(data) or external_tensors(data):
+            return None
         second = options(self._ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         held = 0
         for init in raw_initializers(data):
@@ -85,6 +86,17 @@ class WeightPool:
         session = self._ort.InferenceSession(data, sess_options=second, providers=providers)
         self.total_bytes += held
         return session
+
+    def _optimised(self, model: bytes, options: Callable[[int | None], Any],
+                   providers: list[Any]) -> bytes:
+        """ONNX Runtime's optimised model of `model`, written to a private folder that is
+        gone when this returns."""
+        with tempfile.TemporaryDirectory(prefix="budget-edge-ort-") as folder:
+            path = Path(folder) / "optimised.onnx"
+            first = options(None)
+            first.optimized_model_filepath = str(path)
+            self._ort.InferenceSession(model, sess_options=first, providers=providers)
+            return path.read_bytes()
 
     def _value(self, init: RawInitializer) -> Any | None:
         dtype = _NUMPY.get(init.data_type)
@@ -100,9 +112,6 @@ class WeightPool:
             self._values[key] = value
             self.distinct_bytes += len(init.raw)
         return value
-
-    def close(self) -> None:
-        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def _aligned(values: np.ndarray) -> np.ndarray:
