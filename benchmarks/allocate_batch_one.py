@@ -5,8 +5,8 @@ the same artifact loaded again without its plan takes the general path; both
 give the same result. Next to them, the floor: the allocator graph and the count's
 whole-mask graph called straight on the backend (no checks, no result), and
 the static graph. Rows are interleaved in rounds, `--per` consecutive calls per
-row and round, over a pool of the first 64 test images, as `budget-edge bench`
-times them.
+row and round, over a pool of the first 64 test images
+(`interleaved_timing.py`).
 
     python benchmarks/allocate_batch_one.py ARTIFACT --out benchmarks/results/NAME/batch-one
 
@@ -17,13 +17,11 @@ graph's, with the machine).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from interleaved_timing import time_rows, write_result
 
 from budget_edge.data.registry import load_arrays
 from budget_edge.runtime.inputs import prepare_images
@@ -55,17 +53,7 @@ def time_budget(rt: BudgetRuntime, general: BudgetRuntime, pool: list[np.ndarray
         "count plan": lambda i: rt.infer(pool[i], budget=c, mode="allocate"),
         "floor: two graph calls": floor,
     }
-    for i in range(len(pool)):  # every session and count once, untimed
-        for call in calls.values():
-            call(i)
-    times: dict[str, list[float]] = {r: [] for r in ROWS}
-    for r in range(rounds):
-        for row in ROWS:
-            for j in range(per):
-                i = (r * per + j) % len(pool)
-                t = time.perf_counter()
-                calls[row](i)
-                times[row].append((time.perf_counter() - t) * 1e3)
+    times = time_rows(calls, per, rounds, len(pool))
     static_median = float(np.median(times["static"]))
     static_mean = float(np.mean(times["static"]))
     return {"budget": c, "usage": float(np.mean([plan.masks[k].mean() for k in counts])),
@@ -114,11 +102,7 @@ def main() -> None:
         "machine": machine_info(), "per": args.per, "rounds": args.rounds,
         "budgets": [time_budget(rt, general, pool, c, args.per, args.rounds)
                     for c in budgets]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from interleaved_timing import time_rows, write_result
 
 from budget_edge.data.registry import load_arrays
 from budget_edge.runtime.backends import onnxruntime_backend as ort_backend
@@ -81,17 +80,7 @@ def round_robin(rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray
 
 def interleaved(rows: dict[str, Callable[[int], object]], per: int, rounds: int, n: int
                 ) -> dict[str, dict[str, float]]:
-    for call in rows.values():  # every session and count once, untimed
-        for i in range(n):
-            call(i)
-    times: dict[str, list[float]] = {r: [] for r in rows}
-    for r in range(rounds):
-        for row, call in rows.items():
-            for j in range(per):
-                i = (r * per + j) % n
-                t = time.perf_counter()
-                call(i)
-                times[row].append((time.perf_counter() - t) * 1e3)
+    times = time_rows(rows, per, rounds, n)
     return {r: {"median_ms": float(np.median(v)), "mean_ms": float(np.mean(v))}
             for r, v in times.items()}
 
@@ -166,11 +155,7 @@ def main() -> None:
         "rows": interleaved(rows, args.per, args.rounds, len(pool)),
         "weight_bytes": list(shared.backend.weight_bytes),  # type: ignore[attr-defined]
         "load_seconds": seconds}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

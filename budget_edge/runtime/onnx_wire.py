@@ -268,39 +268,34 @@ class RawInitializer:
     raw: memoryview
 
 
+def _messages(data: memoryview, wanted: int) -> Iterator[memoryview]:
+    """The embedded messages of field `wanted` in one message."""
+    for number, kind, value in _fields(data):
+        if number == wanted and kind == _BYTES:
+            assert isinstance(value, memoryview)
+            yield value
+
+
+def _main_graph(model: bytes, wanted: int) -> Iterator[memoryview]:
+    """Field `wanted` of the model's main graph (ModelProto.graph = 7)."""
+    for graph in _messages(memoryview(model), 7):
+        yield from _messages(graph, wanted)
+
+
 def has_subgraphs(model: bytes) -> bool:
     """Whether any node of the model's main graph has a graph attribute (If, Loop, Scan)."""
-    for number, kind, graph in _fields(memoryview(model)):
-        if number != 7 or kind != _BYTES:  # ModelProto.graph
-            continue
-        assert isinstance(graph, memoryview)
-        for gnum, gkind, node in _fields(graph):
-            if gnum != 1 or gkind != _BYTES:  # GraphProto.node
-                continue
-            assert isinstance(node, memoryview)
-            for nnum, nkind, attribute in _fields(node):
-                if nnum == 5 and nkind == _BYTES:  # NodeProto.attribute
-                    assert isinstance(attribute, memoryview)
-                    if any(anum in (6, 11) for anum, _, _ in _fields(attribute)):
-                        return True  # AttributeProto.g / .graphs
+    for node in _main_graph(model, 1):  # GraphProto.node
+        for attribute in _messages(node, 5):  # NodeProto.attribute
+            if any(number in (6, 11) for number, _, _ in _fields(attribute)):
+                return True  # AttributeProto.g / .graphs
     return False
 
 
 def raw_initializers(model: bytes) -> list[RawInitializer]:
     """The initializers of the model's main graph kept as raw bytes; others (typed value
     fields, external data, those inside If/Loop bodies) are left out."""
-    found: list[RawInitializer] = []
-    for number, kind, graph in _fields(memoryview(model)):
-        if number != 7 or kind != _BYTES:  # ModelProto.graph
-            continue
-        assert isinstance(graph, memoryview)
-        for gnum, gkind, tensor in _fields(graph):
-            if gnum == 5 and gkind == _BYTES:  # GraphProto.initializer
-                assert isinstance(tensor, memoryview)
-                item = _raw_initializer(tensor)
-                if item is not None:
-                    found.append(item)
-    return found
+    found = (_raw_initializer(t) for t in _main_graph(model, 5))  # GraphProto.initializer
+    return [item for item in found if item is not None]
 
 
 def _raw_initializer(data: memoryview) -> RawInitializer | None:
