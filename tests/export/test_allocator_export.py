@@ -306,3 +306,22 @@ def test_a_cap_makes_the_allocated_budget_a_ceiling_per_image(allocated) -> None
     assert (capped.mask <= free.mask).all()  # only the least probable ones were dropped
     assert capped.usage.mean() < free.usage.mean()
 
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_allocator_outputs_of_the_wrong_size_are_refused(allocated, n) -> None:
+    """A graph whose chances do not have K + 1 values per image (a swapped or damaged
+    graph that still loads) is an InputError on the batch-1 path and the general one."""
+    if allocated["allocator"].count_masks is None:
+        pytest.skip("the table's paths")
+    x = np.zeros((n, 3, 32, 32), np.float32)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        run_device = rt.backend.run_device
+
+        def short(graph, inputs):
+            out = run_device(graph, inputs)
+            return [np.asarray(out[0])[:, :-1], *out[1:]] if graph == "allocator" else out
+
+        rt.backend.run_device = short  # type: ignore[method-assign]
+        with pytest.raises(InputError, match="allocator outputs do not fit"):
+            rt.infer(x, budget=0.5, mode="allocate")
