@@ -98,9 +98,7 @@ def check_data_fits(info: DatasetInfo, backbone: Backbone) -> None:
         )
 
 
-def as_tensors(
-    arrays: ImageArrays, mean: list[float], std: list[float]
-) -> tuple[Tensor, Tensor]:
+def as_tensors(arrays: ImageArrays, mean: list[float], std: list[float]) -> tuple[Tensor, Tensor]:
     """All images of a split, normalised, as one (N, C, H, W) float tensor, and the labels."""
     dataset = ImageDataset(arrays, train=False, mean=mean, std=std)
     return dataset.__getitems__(list(range(len(dataset))))
@@ -126,8 +124,12 @@ def masks_from_probs(probs: Tensor, budget: float, mode: str = "greedy") -> Tens
 
 @torch.no_grad()
 def policy_masks(
-    agent: torch.nn.Module, images: Tensor, budget: float, batch_size: int = 500,
-    mode: str = "greedy", allocator: Allocator | None = None,
+    agent: torch.nn.Module,
+    images: Tensor,
+    budget: float,
+    batch_size: int = 500,
+    mode: str = "greedy",
+    allocator: Allocator | None = None,
 ) -> Tensor:
     """(N, K) bool: the agent's deterministic masks for every image at budget c
     (mode "allocate": the allocator's counts, as the runtime's mode)."""
@@ -141,15 +143,30 @@ def policy_masks(
 
 
 @torch.no_grad()
-def allocated_masks(agent: torch.nn.Module, allocator: Allocator | None, images: Tensor,
-                    budget: float, batch_size: int = 500) -> Tensor:
+def allocated_masks(
+    agent: torch.nn.Module,
+    allocator: Allocator | None,
+    images: Tensor,
+    budget: float,
+    batch_size: int = 500,
+) -> Tensor:
     """(N, K) bool: mode "allocate" (runtime/allocation.py) computed with torch."""
     if allocator is None or allocator.calibration is None:
-        raise ConfigError("mode 'allocate' needs a checkpoint with a calibrated allocator: "
-                          "run `budget-edge allocate CKPT --out CKPT2` first")
-    masks = [torch.from_numpy(allocate(allocator, agent, images[part],  # type: ignore[arg-type]
-                                       [budget])[0]).bool()
-             for part in _batches(len(images), batch_size)]
+        raise ConfigError(
+            "mode 'allocate' needs a checkpoint with a calibrated allocator: "
+            "run `budget-edge allocate CKPT --out CKPT2` first"
+        )
+    masks = [
+        torch.from_numpy(
+            allocate(
+                allocator,
+                agent,
+                images[part],  # type: ignore[arg-type]
+                [budget],
+            )[0]
+        ).bool()
+        for part in _batches(len(images), batch_size)
+    ]
     return torch.cat(masks)
 
 
@@ -218,8 +235,9 @@ def mutual_information(masks: Tensor, labels: Tensor) -> float:
     _, mask_ids = torch.unique(masks, dim=0, return_inverse=True)
     _, class_ids = torch.unique(labels, return_inverse=True)
     joint = torch.zeros(int(mask_ids.max()) + 1, int(class_ids.max()) + 1, dtype=torch.float64)
-    joint.index_put_((mask_ids, class_ids), torch.ones(len(labels), dtype=torch.float64),
-                     accumulate=True)
+    joint.index_put_(
+        (mask_ids, class_ids), torch.ones(len(labels), dtype=torch.float64), accumulate=True
+    )
     joint /= joint.sum()
     outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
     nz = joint > 0
@@ -275,18 +293,27 @@ class Sweep:
     zoo: list[dict[str, Any]] = field(default_factory=list)  # name, backbone, accuracy, flops
 
 
-def zoo_point(name: str, backbone: Backbone, images: Tensor, labels: Tensor,
-              batch_size: int = 500) -> dict[str, Any]:
+def zoo_point(
+    name: str, backbone: Backbone, images: Tensor, labels: Tensor, batch_size: int = 500
+) -> dict[str, Any]:
     """A separately trained model's test accuracy and FLOPs: one point of the zoo."""
     backbone.eval()
     with torch.no_grad():
         correct = correct_under_masks(backbone, images, labels, None, batch_size)
-    return {"name": name, "backbone": backbone.config.get("name"),
-            "accuracy": correct.double().mean().item(), "flops": backbone.flops().total}
+    return {
+        "name": name,
+        "backbone": backbone.config.get("name"),
+        "accuracy": correct.double().mean().item(),
+        "flops": backbone.flops().total,
+    }
 
 
 def _latency_ms(
-    backbone: Backbone, agent: torch.nn.Module, images: Tensor, budget: float, mode: str,
+    backbone: Backbone,
+    agent: torch.nn.Module,
+    images: Tensor,
+    budget: float,
+    mode: str,
     allocator: Allocator | None = None,
 ) -> float:
     """Mean batch-1 latency of agent + masked backbone over `images` (after one warm-up)."""
@@ -308,8 +335,7 @@ def decision_flops(agent: torch.nn.Module, mode: str, allocator: Allocator | Non
     return int(agent.flops())  # type: ignore[operator]
 
 
-def static_front(static_flops: list[float], static_accuracy: list[float],
-                 flops: float) -> float:
+def static_front(static_flops: list[float], static_accuracy: list[float], flops: float) -> float:
     """The best static masks' accuracy at a total FLOPs per image: the best mask that
     costs at most that much, or linearly between two neighbouring masks (what running
     each on a share of the images gives)."""
@@ -368,8 +394,7 @@ def evaluate_budget(
         flops_mean=flops.mean().item(),
         flops_std=flops.std(unbiased=False).item(),
         unique_policies=len(torch.unique(masks, dim=0)),
-        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget, mode,
-                               allocator),
+        latency_ms=_latency_ms(backbone, agent, images[:latency_images], budget, mode, allocator),
         random_accuracy=rand_correct.double().mean().item(),
         random_flops_mean=flops_per_image(rand).mean().item(),
         static_accuracy=stat_correct.double().mean().item(),
@@ -377,9 +402,13 @@ def evaluate_budget(
         best_static_accuracy=best_correct.double().mean().item(),
         best_static_flops_mean=flops_per_image(best).mean().item(),
         mask_class_mi=mutual_information(masks, labels),
-        static_front_accuracy=float("nan") if static_accuracy is None
-        else static_front([float(table.masked(m.int().tolist())) for m in best_masks],
-                          static_accuracy.tolist(), flops.mean().item()),
+        static_front_accuracy=float("nan")
+        if static_accuracy is None
+        else static_front(
+            [float(table.masked(m.int().tolist())) for m in best_masks],
+            static_accuracy.tolist(),
+            flops.mean().item(),
+        ),
     )
 
 
@@ -411,15 +440,31 @@ def sweep(
     order = static_drop_order(backbone, val_images, val_labels, batch_size)
     best_masks = best_static_masks(backbone, val_images, val_labels, batch_size)
     full = correct_under_masks(backbone, images, labels, None, batch_size)
-    static_accuracy = torch.stack([
-        correct_under_masks(backbone, images, labels, m.expand(len(images), -1),
-                            batch_size).double().mean() for m in best_masks])
+    static_accuracy = torch.stack(
+        [
+            correct_under_masks(backbone, images, labels, m.expand(len(images), -1), batch_size)
+            .double()
+            .mean()
+            for m in best_masks
+        ]
+    )
     rows = []
     for i, budget in enumerate(budgets):
         rows.append(
             evaluate_budget(
-                backbone, agent, images, labels, budget, order, generator, best_masks,
-                batch_size, latency_images, mode, allocator, static_accuracy,
+                backbone,
+                agent,
+                images,
+                labels,
+                budget,
+                order,
+                generator,
+                best_masks,
+                batch_size,
+                latency_images,
+                mode,
+                allocator,
+                static_accuracy,
             )
         )
         if progress is not None:
@@ -489,8 +534,10 @@ def markdown_table(result: Sweep) -> str:
         "| random % | static order % | best static mask % | static front % | latency ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    zoo = [f"{z['backbone']} {100 * z['accuracy']:.2f}% at {z['flops'] / 1e6:.2f} MFLOPs"
-           for z in result.zoo]
+    zoo = [
+        f"{z['backbone']} {100 * z['accuracy']:.2f}% at {z['flops'] / 1e6:.2f} MFLOPs"
+        for z in result.zoo
+    ]
     if zoo:
         lines.insert(1, f"Zoo (trained on their own): {'; '.join(zoo)}.")
     for r in result.rows:
@@ -533,35 +580,75 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r.flops_mean / 1e6 for r in rows], [100 * r.accuracy for r in rows], "o-",
-            label="BudgetNet (agent + backbone)")
-    ax.plot([r.static_flops_mean / 1e6 for r in rows], [100 * r.static_accuracy for r in rows],
-            "s--", label="static drop order")
-    ax.plot([r.best_static_flops_mean / 1e6 for r in rows],
-            [100 * r.best_static_accuracy for r in rows], "D-.",
-            label="best static mask (validation search)")
+    ax.plot(
+        [r.flops_mean / 1e6 for r in rows],
+        [100 * r.accuracy for r in rows],
+        "o-",
+        label="BudgetNet (agent + backbone)",
+    )
+    ax.plot(
+        [r.static_flops_mean / 1e6 for r in rows],
+        [100 * r.static_accuracy for r in rows],
+        "s--",
+        label="static drop order",
+    )
+    ax.plot(
+        [r.best_static_flops_mean / 1e6 for r in rows],
+        [100 * r.best_static_accuracy for r in rows],
+        "D-.",
+        label="best static mask (validation search)",
+    )
     if result.best_static_accuracy:
-        ax.plot([f / 1e6 for f in result.best_static_flops],
-                [100 * a for a in result.best_static_accuracy], "-", color="0.6",
-                label="static front (best mask per count)")
-    ax.plot([r.random_flops_mean / 1e6 for r in rows], [100 * r.random_accuracy for r in rows],
-            "x:", label="random masks")
-    ax.plot([result.full_flops / 1e6], [100 * result.full_accuracy], "k*", markersize=12,
-            label="full model")
+        ax.plot(
+            [f / 1e6 for f in result.best_static_flops],
+            [100 * a for a in result.best_static_accuracy],
+            "-",
+            color="0.6",
+            label="static front (best mask per count)",
+        )
+    ax.plot(
+        [r.random_flops_mean / 1e6 for r in rows],
+        [100 * r.random_accuracy for r in rows],
+        "x:",
+        label="random masks",
+    )
+    ax.plot(
+        [result.full_flops / 1e6],
+        [100 * result.full_accuracy],
+        "k*",
+        markersize=12,
+        label="full model",
+    )
     for i, z in enumerate(result.zoo):
-        ax.plot([z["flops"] / 1e6], [100 * z["accuracy"]], "D", color=f"C{4 + i}",
-                label=f"zoo: {z['backbone']}")
+        ax.plot(
+            [z["flops"] / 1e6],
+            [100 * z["accuracy"]],
+            "D",
+            color=f"C{4 + i}",
+            label=f"zoo: {z['backbone']}",
+        )
     ax.set(xlabel="MFLOPs per image", ylabel="accuracy (%)", title="Accuracy vs FLOPs")
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, out_dir / "accuracy_vs_flops.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.errorbar(budgets, [r.usage_mean for r in rows], yerr=[r.usage_std for r in rows],
-                fmt="o-", capsize=3, label="component usage (mean ± std)")
+    ax.errorbar(
+        budgets,
+        [r.usage_mean for r in rows],
+        yerr=[r.usage_std for r in rows],
+        fmt="o-",
+        capsize=3,
+        label="component usage (mean ± std)",
+    )
     ax.plot([0, 1], [0, 1], "k:", label="usage = budget")
-    ax.set(xlabel="budget c", ylabel="component usage", title="Usage vs budget",
-           xlim=(0, 1.05), ylim=(0, 1.05))
+    ax.set(
+        xlabel="budget c",
+        ylabel="component usage",
+        title="Usage vs budget",
+        xlim=(0, 1.05),
+        ylim=(0, 1.05),
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, out_dir / "usage_vs_budget.png"))

@@ -11,29 +11,60 @@ from budget_edge.commands import command_line
 
 @click.command("allocate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="The checkpoint with the allocator (backbone and agent unchanged).")
-@click.option("--data", help="Dataset: fashion-mnist, cifar10:PATH, ... (default: the one "
-              "the checkpoint names). Only its training split is read.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The checkpoint with the allocator (backbone and agent unchanged).",
+)
+@click.option(
+    "--data",
+    help="Dataset: fashion-mnist, cifar10:PATH, ... (default: the one "
+    "the checkpoint names). Only its training split is read.",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
 @click.option("--limit-train", type=int, help="Use only the first N training images.")
-@click.option("--calib-images", type=int, default=5000, show_default=True,
-              help="The training split's last N images: calibration only, never fitted on.")
+@click.option(
+    "--calib-images",
+    type=int,
+    default=5000,
+    show_default=True,
+    help="The training split's last N images: calibration only, never fitted on.",
+)
 @click.option("--epochs", type=int, default=8, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--threads", type=int, help="CPU threads [torch's default].")
-@click.option("--accuracy-slack", type=float, default=0.001, show_default=True,
-              help="Held-out accuracy (a fraction) a budget may give up against the best "
-              "budget: components that buy less are not run, so usage stays under high "
-              "budgets.")
-@click.option("--no-saturation", is_flag=True,
-              help="Spend up to c at every budget, even where it buys no accuracy.")
+@click.option(
+    "--accuracy-slack",
+    type=float,
+    default=0.001,
+    show_default=True,
+    help="Held-out accuracy (a fraction) a budget may give up against the best "
+    "budget: components that buy less are not run, so usage stays under high "
+    "budgets.",
+)
+@click.option(
+    "--no-saturation",
+    is_flag=True,
+    help="Spend up to c at every budget, even where it buys no accuracy.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None,
-            limit_train: int | None, calib_images: int, epochs: int, batch_size: int,
-            lr: float, threads: int | None, accuracy_slack: float, no_saturation: bool,
-            seed: int) -> None:
+def command(
+    checkpoint: Path,
+    out: Path,
+    data: str | None,
+    data_dir: Path | None,
+    limit_train: int | None,
+    calib_images: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    threads: int | None,
+    accuracy_slack: float,
+    no_saturation: bool,
+    seed: int,
+) -> None:
     """Train the allocator: how many of the agent's components each image runs.
 
     With it, `mode="allocate"` spends a budget c as a mean over images: easy images
@@ -56,9 +87,14 @@ def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None
     from budget_edge.models.checkpoint import load_checkpoint
     from budget_edge.train.allocator import AllocatorConfig, train_allocator
 
-    cfg = AllocatorConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                          calib_images=calib_images, seed=seed,
-                          accuracy_slack=None if no_saturation else accuracy_slack)
+    cfg = AllocatorConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        calib_images=calib_images,
+        seed=seed,
+        accuracy_slack=None if no_saturation else accuracy_slack,
+    )
     cfg.check()  # before anything is loaded
     if threads is not None:
         if threads < 1:
@@ -74,7 +110,14 @@ def command(checkpoint: Path, out: Path, data: str | None, data_dir: Path | None
     check_data_fits(train.info, loaded.backbone)
     images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
     console = Console()
-    train_allocator(loaded, images, labels, out, cfg, source=f"{name} training split",
-                    progress=lambda text: console.print(text, highlight=False),
-                    meta={"allocate_command": command_line(click.get_current_context())})
+    train_allocator(
+        loaded,
+        images,
+        labels,
+        out,
+        cfg,
+        source=f"{name} training split",
+        progress=lambda text: console.print(text, highlight=False),
+        meta={"allocate_command": command_line(click.get_current_context())},
+    )
     console.print(f"wrote {out}")

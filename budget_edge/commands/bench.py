@@ -11,55 +11,132 @@ from budget_edge.commands import command_line
 
 @click.command("bench")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--budgets", default="0.25,0.5,0.75,1.0", show_default=True,
-              help="Comma list, or start:stop:step (stop included).")
-@click.option("--batch", "batch_text", default="1,8", show_default=True,
-              help="Batch sizes to time, comma list.")
-@click.option("--data", "data_spec", default="random", show_default=True,
-              help="random (pixels, no accuracy) or a test set: fashion-mnist, cifar10, "
-                   "cifar100, folder; NAME:PATH or --data-dir for where it lives.")
+@click.option(
+    "--budgets",
+    default="0.25,0.5,0.75,1.0",
+    show_default=True,
+    help="Comma list, or start:stop:step (stop included).",
+)
+@click.option(
+    "--batch",
+    "batch_text",
+    default="1,8",
+    show_default=True,
+    help="Batch sizes to time, comma list.",
+)
+@click.option(
+    "--data",
+    "data_spec",
+    default="random",
+    show_default=True,
+    help="random (pixels, no accuracy) or a test set: fashion-mnist, cifar10, "
+    "cifar100, folder; NAME:PATH or --data-dir for where it lives.",
+)
 @click.option("--data-dir", help="Folder (or CIFAR .tar.gz) of the dataset.")
-@click.option("--eval-images", type=int,
-              help="Images for usage/FLOPs/accuracy (default: the whole test set; 256 "
-                   "for random).")
-@click.option("--warmup", type=int, default=10, show_default=True,
-              help="Untimed calls per row before timing.")
-@click.option("--iterations", type=int, default=100, show_default=True,
-              help="Timed calls per row (budget x batch size).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Threads per ONNX Runtime session (default: the usable cores).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
-              default="auto", show_default=True)
-@click.option("--mode", type=click.Choice(["greedy", "sample", "rank", "allocate"]),
-              default="greedy", show_default=True,
-              help="Mask from the probabilities: p >= 0.5, sampled, the round(c K) most "
-                   "probable components, or allocate (counts per image from the allocator, "
-                   "c as the mean; artifacts with an allocator).")
-@click.option("--cap", type=click.Choice(["none", "components", "flops"]), default="none",
-              show_default=True, help="Make the budget a hard ceiling on components or FLOPs.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of random pixels and sampled masks.")
+@click.option(
+    "--eval-images",
+    type=int,
+    help="Images for usage/FLOPs/accuracy (default: the whole test set; 256 for random).",
+)
+@click.option(
+    "--warmup", type=int, default=10, show_default=True, help="Untimed calls per row before timing."
+)
+@click.option(
+    "--iterations",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Timed calls per row (budget x batch size).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads per ONNX Runtime session (default: the usable cores).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["greedy", "sample", "rank", "allocate"]),
+    default="greedy",
+    show_default=True,
+    help="Mask from the probabilities: p >= 0.5, sampled, the round(c K) most "
+    "probable components, or allocate (counts per image from the allocator, "
+    "c as the mean; artifacts with an allocator).",
+)
+@click.option(
+    "--cap",
+    type=click.Choice(["none", "components", "flops"]),
+    default="none",
+    show_default=True,
+    help="Make the budget a hard ceiling on components or FLOPs.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of random pixels and sampled masks.",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write CSV here.")
 @click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write Markdown here.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
-              help="Write a PNG plot here (needs matplotlib).")
-@click.option("--static-search", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Search the best static mask per budget on the last N training images "
-                   "and time it next to the policy (0: use the artifact's own, if exported "
-                   "with --static-masks).")
-@click.option("--precision", "precision_text", default="fp32", show_default=True,
-              help="Graph sets to measure side by side, comma list (fp32, fp16, int8: "
-                   "`budget-edge quantize` adds the last two); the first is the main one.")
-@click.option("--zoo", "zoo_text", default="",
-              help="Comma list of other artifact dirs (smaller models of the same task), "
-                   "each timed and evaluated with its static graph.")
-def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
-            data_dir: str | None, eval_images: int | None, warmup: int, iterations: int,
-            threads: int | None, backend: str, mode: str, cap: str, seed: int,
-            json_path: Path | None, csv_path: Path | None, md_path: Path | None,
-            plot_path: Path | None, static_search: int, precision_text: str,
-            zoo_text: str) -> None:
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    help="Write a PNG plot here (needs matplotlib).",
+)
+@click.option(
+    "--static-search",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Search the best static mask per budget on the last N training images "
+    "and time it next to the policy (0: use the artifact's own, if exported "
+    "with --static-masks).",
+)
+@click.option(
+    "--precision",
+    "precision_text",
+    default="fp32",
+    show_default=True,
+    help="Graph sets to measure side by side, comma list (fp32, fp16, int8: "
+    "`budget-edge quantize` adds the last two); the first is the main one.",
+)
+@click.option(
+    "--zoo",
+    "zoo_text",
+    default="",
+    help="Comma list of other artifact dirs (smaller models of the same task), "
+    "each timed and evaluated with its static graph.",
+)
+def command(
+    directory: Path,
+    budgets: str,
+    batch_text: str,
+    data_spec: str,
+    data_dir: str | None,
+    eval_images: int | None,
+    warmup: int,
+    iterations: int,
+    threads: int | None,
+    backend: str,
+    mode: str,
+    cap: str,
+    seed: int,
+    json_path: Path | None,
+    csv_path: Path | None,
+    md_path: Path | None,
+    plot_path: Path | None,
+    static_search: int,
+    precision_text: str,
+    zoo_text: str,
+) -> None:
     """Time the runtime per budget and batch size, next to the static model and the policy.
 
     Latency is trtexec's min/mean/median/p90/p95/p99 in ms per batch, end to
@@ -91,13 +168,23 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
     from budget_edge.runtime.static_masks import from_manifest, search_static_masks
 
     # Every option is checked before the artifact loads: a typo fails in a second.
-    settings = BenchSettings(budgets=parse_budgets(budgets), batches=parse_batches(batch_text),
-                             warmup=warmup, iterations=iterations, mode=mode,
-                             cap=None if cap == "none" else cap, seed=seed)
+    settings = BenchSettings(
+        budgets=parse_budgets(budgets),
+        batches=parse_batches(batch_text),
+        warmup=warmup,
+        iterations=iterations,
+        mode=mode,
+        cap=None if cap == "none" else cap,
+        seed=seed,
+    )
     settings.check()
     precisions = parse_precisions(precision_text)
-    outputs = ((json_path, report.write_json), (csv_path, report.write_csv),
-               (md_path, report.write_markdown), (plot_path, report.write_plot))
+    outputs = (
+        (json_path, report.write_json),
+        (csv_path, report.write_csv),
+        (md_path, report.write_markdown),
+        (plot_path, report.write_plot),
+    )
     for path, _ in outputs:
         if path is not None:
             report.check_writable(path)
@@ -106,24 +193,23 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
     zoo_dirs = [Path(p) for p in zoo_text.split(",") if p.strip()]
     for z in zoo_dirs:
         if not z.is_dir():
-            raise ConfigError(f"--zoo: {z} is not an artifact directory (give the folders "
-                              "that `budget-edge export` wrote, comma-separated)")
+            raise ConfigError(
+                f"--zoo: {z} is not an artifact directory (give the folders "
+                "that `budget-edge export` wrote, comma-separated)"
+            )
     console = Console(stderr=True)
-    rt = BudgetRuntime.load(directory, backend=backend, threads=threads,
-                            precision=precisions[0])
+    rt = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precisions[0])
     zoo = {}
     others: dict[str, BudgetRuntime] = {}
     try:
         for p in precisions[1:]:
-            others[p] = BudgetRuntime.load(directory, backend=backend, threads=threads,
-                                           precision=p)
+            others[p] = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=p)
         for z in zoo_dirs:
             zoo_rt = BudgetRuntime.load(z, backend=backend, threads=threads)
             name = zoo_rt.manifest.backbone
             zoo[name if name not in zoo else str(z)] = zoo_rt
         data = load_bench_data(data_spec, rt, data_dir, eval_images, seed)
-        search = load_search_data(data_spec, rt, data_dir, static_search) \
-            if static_search else None
+        search = load_search_data(data_spec, rt, data_dir, static_search) if static_search else None
         with console.status("bench") as status:
             # The artifact's own static masks (export --static-masks) unless asked to search.
             baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo, precisions=others)
@@ -131,9 +217,16 @@ def command(directory: Path, budgets: str, batch_text: str, data_spec: str,
                 assert search.labels is not None
                 status.update(f"searching static masks on {search.name}")
                 baselines.static_masks = search_static_masks(
-                    rt, search.images, search.labels, progress=lambda msg: status.update(msg))
-            result = run_bench(rt, data, settings, threads=threads,
-                               progress=lambda msg: status.update(msg), baselines=baselines)
+                    rt, search.images, search.labels, progress=lambda msg: status.update(msg)
+                )
+            result = run_bench(
+                rt,
+                data,
+                settings,
+                threads=threads,
+                progress=lambda msg: status.update(msg),
+                baselines=baselines,
+            )
     finally:
         rt.close()
         for other in [*zoo.values(), *others.values()]:

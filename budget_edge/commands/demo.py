@@ -40,33 +40,61 @@ PRESETS = {
     # Sized to finish in about 15 minutes on a 2-core CPU.
     # The light extractor: resnet8 costs 30% of ResNet-20 and made the runtime slower
     # than the static graph at c >= 0.5 (benchmarks/results/bench-resnet20-light/).
-    "demo": Preset(pretrain_epochs=3, limit_train=20000, drop_prob=0.1,
-                   train_preset="demo", bench_iterations=50,
-                   train_extra=("--extractor", "light"),
-                   allocate_extra=("--limit-train", "20000", "--calib-images", "2000"),
-                   evaluate_extra=("--val-size", "2000"),
-                   # The allocator's count masks as whole graphs (all kept is the static
-                   # graph): one image is then two graph calls (runtime/count_plan.py).
-                   export_extra=("--static-masks", "fashion-mnist",
-                                 "--static-search-images", "2000",
-                                 "--fuse-top", "9", "--calib-data", "fashion-mnist")),
+    "demo": Preset(
+        pretrain_epochs=3,
+        limit_train=20000,
+        drop_prob=0.1,
+        train_preset="demo",
+        bench_iterations=50,
+        train_extra=("--extractor", "light"),
+        allocate_extra=("--limit-train", "20000", "--calib-images", "2000"),
+        evaluate_extra=("--val-size", "2000"),
+        # The allocator's count masks as whole graphs (all kept is the static
+        # graph): one image is then two graph calls (runtime/count_plan.py).
+        export_extra=(
+            "--static-masks",
+            "fashion-mnist",
+            "--static-search-images",
+            "2000",
+            "--fuse-top",
+            "9",
+            "--calib-data",
+            "fashion-mnist",
+        ),
+    ),
     # The full schedule: the committed results under benchmarks/results/.
-    "paper": Preset(pretrain_epochs=15, limit_train=None, drop_prob=0.1,
-                    train_preset="paper", bench_iterations=200),
+    "paper": Preset(
+        pretrain_epochs=15,
+        limit_train=None,
+        drop_prob=0.1,
+        train_preset="paper",
+        bench_iterations=200,
+    ),
     # Seconds per stage: checks that the stages fit together (used by the tests).
-    "smoke": Preset(pretrain_epochs=1, limit_train=256, drop_prob=0.1,
-                    train_preset="demo", bench_iterations=3,
-                    train_extra=("--limit-train", "256", "--eval-images", "128",
-                                 "--curriculum-epochs", "1", "--finetune-epochs", "1",
-                                 "--extractor", "light"),
-                    allocate_extra=("--limit-train", "256", "--calib-images", "64",
-                                    "--epochs", "1"),
-                    export_extra=("--static-masks", "fashion-mnist",
-                                  "--static-search-images", "64"),
-                    quantize_extra=("--calib-images", "64"),
-                    evaluate_extra=("--limit", "128", "--val-size", "256",
-                                    "--latency-images", "2"),
-                    bench_extra=("--eval-images", "128", "--warmup", "1")),
+    "smoke": Preset(
+        pretrain_epochs=1,
+        limit_train=256,
+        drop_prob=0.1,
+        train_preset="demo",
+        bench_iterations=3,
+        train_extra=(
+            "--limit-train",
+            "256",
+            "--eval-images",
+            "128",
+            "--curriculum-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--extractor",
+            "light",
+        ),
+        allocate_extra=("--limit-train", "256", "--calib-images", "64", "--epochs", "1"),
+        export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "64"),
+        quantize_extra=("--calib-images", "64"),
+        evaluate_extra=("--limit", "128", "--val-size", "256", "--latency-images", "2"),
+        bench_extra=("--eval-images", "128", "--warmup", "1"),
+    ),
 }
 
 
@@ -86,33 +114,122 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
     sweep = out / "evaluate"
     limit = ["--limit-train", str(preset.limit_train)] if preset.limit_train else []
     return [
-        Stage("pretrain", pre / "done.json", pre / "last.pt",
-              ["pretrain", "--backbone", backbone, *data, "--epochs", str(preset.pretrain_epochs),
-               "--drop-prob", str(preset.drop_prob), *limit, "--out", str(pre)]),
-        Stage("train", agent / "budgetnet.pt", agent / "last.pt",
-              ["train", "--checkpoint", str(pre / "best.pt"), *data,
-               "--preset", preset.train_preset, *preset.train_extra, "--out", str(agent)]),
+        Stage(
+            "pretrain",
+            pre / "done.json",
+            pre / "last.pt",
+            [
+                "pretrain",
+                "--backbone",
+                backbone,
+                *data,
+                "--epochs",
+                str(preset.pretrain_epochs),
+                "--drop-prob",
+                str(preset.drop_prob),
+                *limit,
+                "--out",
+                str(pre),
+            ],
+        ),
+        Stage(
+            "train",
+            agent / "budgetnet.pt",
+            agent / "last.pt",
+            [
+                "train",
+                "--checkpoint",
+                str(pre / "best.pt"),
+                *data,
+                "--preset",
+                preset.train_preset,
+                *preset.train_extra,
+                "--out",
+                str(agent),
+            ],
+        ),
         # How many of the agent's components each image runs (mode allocate).
-        Stage("allocate", allocated, None,
-              ["allocate", str(agent / "budgetnet.pt"), *data, *preset.allocate_extra,
-               "--out", str(allocated)]),
+        Stage(
+            "allocate",
+            allocated,
+            None,
+            [
+                "allocate",
+                str(agent / "budgetnet.pt"),
+                *data,
+                *preset.allocate_extra,
+                "--out",
+                str(allocated),
+            ],
+        ),
         # The agent against random masks, static orders and the static front, in PyTorch.
-        Stage("evaluate", sweep / "sweep.json", None,
-              ["evaluate", str(allocated), *data, "--budgets", DEMO_BUDGETS,
-               "--mode", "allocate", *preset.evaluate_extra, "--out", str(sweep)]),
-        Stage("export", art / "manifest.json", None,
-              ["export", str(allocated), "--out", str(art), *preset.export_extra]),
+        Stage(
+            "evaluate",
+            sweep / "sweep.json",
+            None,
+            [
+                "evaluate",
+                str(allocated),
+                *data,
+                "--budgets",
+                DEMO_BUDGETS,
+                "--mode",
+                "allocate",
+                *preset.evaluate_extra,
+                "--out",
+                str(sweep),
+            ],
+        ),
+        Stage(
+            "export",
+            art / "manifest.json",
+            None,
+            ["export", str(allocated), "--out", str(art), *preset.export_extra],
+        ),
         # int8 beside fp32, calibrated on the paths the agent takes (docs/quantize.md).
-        Stage("quantize", out / "quantize.json", None,
-              ["quantize", str(art), "--precision", "int8", "--calib-data", "fashion-mnist",
-               *preset.quantize_extra]),
-        Stage("bench", bench / "bench.json", None,
-              ["bench", str(art), *data, "--budgets", DEMO_BUDGETS, "--batch", "1",
-               "--mode", "allocate",
-               "--precision", "fp32,int8",
-               "--iterations", str(preset.bench_iterations), *preset.bench_extra,
-               "--json", str(bench / "bench.json"), "--md", str(bench / "bench.md"),
-               "--csv", str(bench / "bench.csv"), "--plot", str(bench / "bench.png")]),
+        Stage(
+            "quantize",
+            out / "quantize.json",
+            None,
+            [
+                "quantize",
+                str(art),
+                "--precision",
+                "int8",
+                "--calib-data",
+                "fashion-mnist",
+                *preset.quantize_extra,
+            ],
+        ),
+        Stage(
+            "bench",
+            bench / "bench.json",
+            None,
+            [
+                "bench",
+                str(art),
+                *data,
+                "--budgets",
+                DEMO_BUDGETS,
+                "--batch",
+                "1",
+                "--mode",
+                "allocate",
+                "--precision",
+                "fp32,int8",
+                "--iterations",
+                str(preset.bench_iterations),
+                *preset.bench_extra,
+                "--json",
+                str(bench / "bench.json"),
+                "--md",
+                str(bench / "bench.md"),
+                "--csv",
+                str(bench / "bench.csv"),
+                "--plot",
+                str(bench / "bench.png"),
+            ],
+        ),
     ]
 
 
@@ -142,15 +259,30 @@ def run_stage(stage: Stage) -> None:
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Folder for every stage's output.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="demo", show_default=True,
-              help="demo: about 15 minutes on 2 cores; paper: the full schedule; "
-                   "smoke: seconds per stage, to check the wiring.")
-@click.option("--backbone", default="resnet20", show_default=True,
-              help="Backbone to pretrain (any CIFAR ResNet or ResNeXt name).")
-@click.option("--data-dir",
-              help="Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Folder for every stage's output.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="demo",
+    show_default=True,
+    help="demo: about 15 minutes on 2 cores; paper: the full schedule; "
+    "smoke: seconds per stage, to check the wiring.",
+)
+@click.option(
+    "--backbone",
+    default="resnet20",
+    show_default=True,
+    help="Backbone to pretrain (any CIFAR ResNet or ResNeXt name).",
+)
+@click.option(
+    "--data-dir", help="Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)."
+)
 @click.option("--fresh", is_flag=True, help="Start over: ignore what earlier runs left in --out.")
 def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: bool) -> None:
     """Pretrain, train the agent, export and bench, on Fashion-MNIST with no network.
@@ -182,5 +314,7 @@ def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: 
         run_stage(stage)
         if stage.name in ("pretrain", "quantize"):  # their outputs do not say "done"
             stage.done_marker.write_text('{"done": true}\n')
-    click.echo(f"\ndemo finished in {time.perf_counter() - start:.0f} s; "
-               f"plot: {out / 'bench' / 'bench.png'}, table: {out / 'bench' / 'bench.md'}")
+    click.echo(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s; "
+        f"plot: {out / 'bench' / 'bench.png'}, table: {out / 'bench' / 'bench.md'}"
+    )

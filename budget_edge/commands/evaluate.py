@@ -9,31 +9,71 @@ import click
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", help="Dataset: fashion-mnist, cifar10, cifar100, folder "
-              "(default: the one the checkpoint names).")
+@click.option(
+    "--data",
+    help="Dataset: fashion-mnist, cifar10, cifar100, folder "
+    "(default: the one the checkpoint names).",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
-@click.option("--budgets", default="0.1:1.0:0.05", show_default=True,
-              help="start:stop:step (stop included) or a comma list.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder for sweep.json, sweep.csv, sweep.md and the PNG plots.")
+@click.option(
+    "--budgets",
+    default="0.1:1.0:0.05",
+    show_default=True,
+    help="start:stop:step (stop included) or a comma list.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for sweep.json, sweep.csv, sweep.md and the PNG plots.",
+)
 @click.option("--limit", type=int, help="Evaluate only the first N test images.")
-@click.option("--val-size", type=int, default=5000, show_default=True,
-              help="Last N training images: the split that ranks the static drop order.")
+@click.option(
+    "--val-size",
+    type=int,
+    default=5000,
+    show_default=True,
+    help="Last N training images: the split that ranks the static drop order.",
+)
 @click.option("--batch-size", type=int, default=500, show_default=True)
-@click.option("--latency-images", type=int, default=50, show_default=True,
-              help="Images timed one by one per budget (PyTorch latency, information only).")
+@click.option(
+    "--latency-images",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Images timed one by one per budget (PyTorch latency, information only).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random masks.")
-@click.option("--mode", type=click.Choice(["greedy", "rank", "allocate"]), default="greedy",
-              show_default=True,
-              help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
-                   "components of each image (the runtime's mode='rank'); allocate: each "
-                   "image's count from the checkpoint's allocator, c as the mean.")
-@click.option("--zoo", "zoo_text", default="",
-              help="Comma list of backbone checkpoints trained on their own (smaller models "
-                   "of the same task): each is one point next to the sweep.")
-def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: str, out: Path,
-            limit: int | None, val_size: int, batch_size: int, latency_images: int,
-            seed: int, mode: str, zoo_text: str) -> None:
+@click.option(
+    "--mode",
+    type=click.Choice(["greedy", "rank", "allocate"]),
+    default="greedy",
+    show_default=True,
+    help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
+    "components of each image (the runtime's mode='rank'); allocate: each "
+    "image's count from the checkpoint's allocator, c as the mean.",
+)
+@click.option(
+    "--zoo",
+    "zoo_text",
+    default="",
+    help="Comma list of backbone checkpoints trained on their own (smaller models "
+    "of the same task): each is one point next to the sweep.",
+)
+def command(
+    checkpoint: Path,
+    data: str | None,
+    data_dir: Path | None,
+    budgets: str,
+    out: Path,
+    limit: int | None,
+    val_size: int,
+    batch_size: int,
+    latency_images: int,
+    seed: int,
+    mode: str,
+    zoo_text: str,
+) -> None:
     """Sweep budgets: accuracy, usage, FLOPs, unique policies, baselines and plots.
 
     Per budget the agent picks each image's components (probability >= 0.5, or with
@@ -77,17 +117,21 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
             f"{checkpoint} --out RUN, then evaluate RUN/budgetnet.pt"
         )
     if mode == "allocate" and loaded.allocator is None:
-        raise CheckpointError(f"{checkpoint} has no allocator for --mode allocate: run "
-                              f"budget-edge allocate {checkpoint} --out CKPT2 first")
+        raise CheckpointError(
+            f"{checkpoint} has no allocator for --mode allocate: run "
+            f"budget-edge allocate {checkpoint} --out CKPT2 first"
+        )
     name = data or loaded.meta.get("dataset")
     if not name:
         raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
     test = load_arrays(name, data_dir, "test").subset(limit)
     train = load_arrays(name, data_dir, "train")
     if val_size >= len(train.images):
-        raise ConfigError(f"--val-size {val_size} is not smaller than the {len(train.images)} "
-                          f"training images of {name}: the static baselines are searched on "
-                          "the split's tail, so pass a smaller --val-size")
+        raise ConfigError(
+            f"--val-size {val_size} is not smaller than the {len(train.images)} "
+            f"training images of {name}: the static baselines are searched on "
+            "the split's tail, so pass a smaller --val-size"
+        )
     check_data_fits(test.info, loaded.backbone)
     val = ImageArrays(train.images[-val_size:], train.labels[-val_size:], train.info)
     mean, std = preprocessing_of(loaded.meta, test.info)
@@ -95,8 +139,10 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
     val_images, val_labels = as_tensors(val, mean, std)
 
     # Zoo checkpoints load before the sweep: a wrong path fails in a second, not after it.
-    zoo_models = [(path, load_checkpoint(path))
-                  for path in (Path(p) for p in zoo_text.split(",") if p.strip())]
+    zoo_models = [
+        (path, load_checkpoint(path))
+        for path in (Path(p) for p in zoo_text.split(",") if p.strip())
+    ]
     for _, zoo in zoo_models:
         check_data_fits(test.info, zoo.backbone)
 
@@ -104,9 +150,18 @@ def command(checkpoint: Path, data: str | None, data_dir: Path | None, budgets: 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("budgets", total=len(budget_list))
         result = sweep(
-            loaded.backbone, loaded.agent, images, labels, val_images, val_labels, budget_list,
-            seed=seed, batch_size=batch_size, latency_images=latency_images,
-            progress=lambda done, total: progress.update(task, completed=done), mode=mode,
+            loaded.backbone,
+            loaded.agent,
+            images,
+            labels,
+            val_images,
+            val_labels,
+            budget_list,
+            seed=seed,
+            batch_size=batch_size,
+            latency_images=latency_images,
+            progress=lambda done, total: progress.update(task, completed=done),
+            mode=mode,
             allocator=loaded.allocator,
         )
     for path, zoo in zoo_models:

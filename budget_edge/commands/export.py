@@ -10,35 +10,81 @@ import click
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Artifact directory to write (new, empty, or a previous export).")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              help="Checkpoint format: auto, budget-edge, budgetnet, blockdrop, akamaster, "
-                   "torchvision.")
-@click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True,
-              help="ONNX opset (18 or later: torch's exporter writes 18, and converting "
-                   "down fails, e.g. ReduceMean at 17).")
-@click.option("--fuse-top", type=int, default=0, show_default=True,
-              help="Also export the K masks the policy picks most often as whole graphs "
-                   "(with an allocator's table of count masks, its rows first: one per "
-                   "count of components; with all of them, mode allocate runs an image in "
-                   "two graph calls).")
-@click.option("--calib-data", help="Data for --fuse-top: fashion-mnist, cifar10:PATH, "
-                                   "cifar100:PATH or folder:PATH (training split).")
-@click.option("--calib-count", type=int, default=512, show_default=True,
-              help="Calibration images drawn from --calib-data.")
-@click.option("--static-masks", "static_data",
-              help="Also search the best static mask per kept count on the end of this "
-                   "dataset's training split (fashion-mnist, cifar10:PATH, ...), so the "
-                   "runtime can run policy='static' (no agent needed).")
-@click.option("--static-search-images", type=click.IntRange(min=1), default=5000,
-              show_default=True, help="Training images (the split's last N) for the search.")
-@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Sign the manifest with this Ed25519 private key (PEM): see "
-                   "`budget-edge sign`.")
-def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
-            calib_data: str | None, calib_count: int, static_data: str | None,
-            static_search_images: int, sign_key: Path | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Artifact directory to write (new, empty, or a previous export).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="Checkpoint format: auto, budget-edge, budgetnet, blockdrop, akamaster, torchvision.",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=18),
+    default=18,
+    show_default=True,
+    help="ONNX opset (18 or later: torch's exporter writes 18, and converting "
+    "down fails, e.g. ReduceMean at 17).",
+)
+@click.option(
+    "--fuse-top",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also export the K masks the policy picks most often as whole graphs "
+    "(with an allocator's table of count masks, its rows first: one per "
+    "count of components; with all of them, mode allocate runs an image in "
+    "two graph calls).",
+)
+@click.option(
+    "--calib-data",
+    help="Data for --fuse-top: fashion-mnist, cifar10:PATH, "
+    "cifar100:PATH or folder:PATH (training split).",
+)
+@click.option(
+    "--calib-count",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Calibration images drawn from --calib-data.",
+)
+@click.option(
+    "--static-masks",
+    "static_data",
+    help="Also search the best static mask per kept count on the end of this "
+    "dataset's training split (fashion-mnist, cifar10:PATH, ...), so the "
+    "runtime can run policy='static' (no agent needed).",
+)
+@click.option(
+    "--static-search-images",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Training images (the split's last N) for the search.",
+)
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the manifest with this Ed25519 private key (PEM): see `budget-edge sign`.",
+)
+def command(
+    checkpoint: Path,
+    out: Path,
+    fmt: str,
+    opset: int,
+    fuse_top: int,
+    calib_data: str | None,
+    calib_count: int,
+    static_data: str | None,
+    static_search_images: int,
+    sign_key: Path | None,
+) -> None:
     """Export a checkpoint to ONNX: stem, one graph per block (per kept-path variant for
     ResNeXt), head, policy, the static full model, and manifest.json with SHA-256s.
 
@@ -57,8 +103,13 @@ def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
     loaded = load_checkpoint(checkpoint, format=fmt)
     with console.status("exporting") as status:
         manifest = export_checkpoint(
-            loaded, out, opset=opset, fuse_top=fuse_top, calib_data=calib_data,
-            calib_count=calib_count, progress=lambda name: status.update(f"exported {name}"),
+            loaded,
+            out,
+            opset=opset,
+            fuse_top=fuse_top,
+            calib_data=calib_data,
+            calib_count=calib_count,
+            progress=lambda name: status.update(f"exported {name}"),
         )
         if static_data is not None:
             from budget_edge.runtime import BudgetRuntime
@@ -69,8 +120,13 @@ def command(checkpoint: Path, out: Path, fmt: str, opset: int, fuse_top: int,
                 search = load_search_data(static_data, rt, None, static_search_images)
             assert search.labels is not None
             status.update(f"searching static masks on {search.name}")
-            manifest = attach_static_masks(out, search.images, search.labels, search.name,
-                                           progress=lambda msg: status.update(msg))
+            manifest = attach_static_masks(
+                out,
+                search.images,
+                search.labels,
+                search.name,
+                progress=lambda msg: status.update(msg),
+            )
     if sign_key is not None:
         from budget_edge.runtime.signing import sign_artifact
 

@@ -12,32 +12,78 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
 
 @click.command("quantize")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--precision", type=click.Choice(["fp16", "int8"]), required=True,
-              help="The graph set to add (fp32 is the exported one and stays).")
-@click.option("--calib-data", help="int8: the training dataset to calibrate on: "
-                                   "fashion-mnist, cifar10:PATH, cifar100:PATH or folder:PATH.")
-@click.option("--calib-images", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Calibration images drawn from the training split.")
-@click.option("--budgets", default=",".join(f"{c:g}" for c in DEFAULT_BUDGETS),
-              show_default=True,
-              help="Budgets whose masks the calibration follows (besides all blocks kept).")
-@click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default="cpu",
-              show_default=True,
-              help="int8: where the graphs will run (sets the activation type).")
-@click.option("--activation-type", type=click.Choice(["auto", "u8", "s8"]), default="auto",
-              show_default=True,
-              help="int8 activations: auto is u8 (asymmetric) for cpu, s8 (symmetric) for "
-                   "tensorrt.")
-@click.option("--calibrate-method", type=click.Choice(["minmax", "percentile", "entropy"]),
-              default="minmax", show_default=True, help="int8 activation ranges.")
-@click.option("--max-rows", type=click.IntRange(min=1), default=DEFAULT_MAX_ROWS,
-              show_default=True, help="Calibration rows kept per graph (a uniform sample).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16", "int8"]),
+    required=True,
+    help="The graph set to add (fp32 is the exported one and stays).",
+)
+@click.option(
+    "--calib-data",
+    help="int8: the training dataset to calibrate on: "
+    "fashion-mnist, cifar10:PATH, cifar100:PATH or folder:PATH.",
+)
+@click.option(
+    "--calib-images",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Calibration images drawn from the training split.",
+)
+@click.option(
+    "--budgets",
+    default=",".join(f"{c:g}" for c in DEFAULT_BUDGETS),
+    show_default=True,
+    help="Budgets whose masks the calibration follows (besides all blocks kept).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["cpu", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="int8: where the graphs will run (sets the activation type).",
+)
+@click.option(
+    "--activation-type",
+    type=click.Choice(["auto", "u8", "s8"]),
+    default="auto",
+    show_default=True,
+    help="int8 activations: auto is u8 (asymmetric) for cpu, s8 (symmetric) for tensorrt.",
+)
+@click.option(
+    "--calibrate-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="int8 activation ranges.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_ROWS,
+    show_default=True,
+    help="Calibration rows kept per graph (a uniform sample).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ONNX Runtime threads while calibrating [the usable cores].")
-def command(artifact: Path, precision: str, calib_data: str | None, calib_images: int,
-            budgets: str, target: str, activation_type: str, calibrate_method: str,
-            max_rows: int, seed: int, threads: int | None) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime threads while calibrating [the usable cores].",
+)
+def command(
+    artifact: Path,
+    precision: str,
+    calib_data: str | None,
+    calib_images: int,
+    budgets: str,
+    target: str,
+    activation_type: str,
+    calibrate_method: str,
+    max_rows: int,
+    seed: int,
+    threads: int | None,
+) -> None:
     """Add an fp16 or int8 copy of every graph to ARTIFACT (its fp32 graphs stay), for
     `bench --precision`, `serve --precision` and BudgetRuntime.load(precision=...).
 
@@ -52,9 +98,17 @@ def command(artifact: Path, precision: str, calib_data: str | None, calib_images
     from budget_edge.runtime.bench import parse_budgets
 
     settings = QuantizeSettings(
-        precision=precision, calib_data=calib_data, calib_images=calib_images,
-        budgets=parse_budgets(budgets), target=target, activation_type=activation_type,
-        calibrate_method=calibrate_method, max_rows=max_rows, seed=seed, threads=threads)
+        precision=precision,
+        calib_data=calib_data,
+        calib_images=calib_images,
+        budgets=parse_budgets(budgets),
+        target=target,
+        activation_type=activation_type,
+        calibrate_method=calibrate_method,
+        max_rows=max_rows,
+        seed=seed,
+        threads=threads,
+    )
     settings.check()  # before any work: a missing --calib-data is one line
     console = Console(stderr=True)
     start = time.perf_counter()
@@ -63,7 +117,9 @@ def command(artifact: Path, precision: str, calib_data: str | None, calib_images
     sizes = set_sizes(manifest, artifact)
     recipe = manifest.precisions[precision].recipe
     how = f", activations {recipe['activations']}" if precision == "int8" else ""
-    click.echo(f"added {precision} graphs to {artifact}{how}: {len(manifest.graphs)} graphs, "
-               f"{sizes[precision] / 1e6:.2f} MB ({sizes['fp32'] / sizes[precision]:.1f}x "
-               f"smaller than fp32's {sizes['fp32'] / 1e6:.2f} MB) in "
-               f"{time.perf_counter() - start:.1f} s")
+    click.echo(
+        f"added {precision} graphs to {artifact}{how}: {len(manifest.graphs)} graphs, "
+        f"{sizes[precision] / 1e6:.2f} MB ({sizes['fp32'] / sizes[precision]:.1f}x "
+        f"smaller than fp32's {sizes['fp32'] / 1e6:.2f} MB) in "
+        f"{time.perf_counter() - start:.1f} s"
+    )

@@ -9,54 +9,125 @@ import click
 
 @click.command("serve")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="TCP port (0: any free port, printed at start).")
-@click.option("--uds", type=click.Path(dir_okay=False),
-              help="Listen on this Unix socket instead of TCP.")
-@click.option("--budget", "budget_spec", default="fixed:1.0", show_default=True,
-              help="Budget of requests that give none: fixed:C, battery:PATH (sysfs capacity "
-                   "file) or latency:MS[:BENCH.json] (keep the p95 latency of single images "
-                   "under MS, starting from a bench report or a short bench at startup).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
-              default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
-              show_default=True,
-              help="Graph set to serve (fp16 and int8: added by `budget-edge quantize`).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Threads per ONNX Runtime session (default: the usable cores).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="TCP port (0: any free port, printed at start).",
+)
+@click.option(
+    "--uds", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead of TCP."
+)
+@click.option(
+    "--budget",
+    "budget_spec",
+    default="fixed:1.0",
+    show_default=True,
+    help="Budget of requests that give none: fixed:C, battery:PATH (sysfs capacity "
+    "file) or latency:MS[:BENCH.json] (keep the p95 latency of single images "
+    "under MS, starting from a bench report or a short bench at startup).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Graph set to serve (fp16 and int8: added by `budget-edge quantize`).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads per ONNX Runtime session (default: the usable cores).",
+)
 @click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
-@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=16.0,
-              show_default=True, help="Larger request bodies get HTTP 413.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images per request; larger requests get HTTP 413 (split them).")
-@click.option("--max-queue", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Requests waiting for the model; more get HTTP 503 with Retry-After.")
-@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True, max=3600),
-              default=30.0, show_default=True,
-              help="Seconds a request may take, queue included (a client's `timeout` "
-                   "parameter can shorten it); past it, HTTP 503.")
-@click.option("--token-file", type=click.Path(dir_okay=False),
-              help="A file holding the access token clients send as `Authorization: Bearer "
-                   "<token>` (or set BUDGET_EDGE_TOKEN); health routes stay open.")
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=16.0,
+    show_default=True,
+    help="Larger request bodies get HTTP 413.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images per request; larger requests get HTTP 413 (split them).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Requests waiting for the model; more get HTTP 503 with Retry-After.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request may take, queue included (a client's `timeout` "
+    "parameter can shorten it); past it, HTTP 503.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="A file holding the access token clients send as `Authorization: Bearer "
+    "<token>` (or set BUDGET_EDGE_TOKEN); health routes stay open.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
-@click.option("--trusted-key", "trusted_keys", multiple=True,
-              type=click.Path(dir_okay=False),
-              help="Ed25519 public key (PEM); repeatable. Serve only an artifact signed by "
-                   "one of them (`budget-edge sign`).")
-@click.option("--insecure", is_flag=True,
-              help="Serve a non-loopback --host without an access token.")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              default="info", show_default=True)
-def command(directory: Path, host: str, port: int, uds: str | None, budget_spec: str,
-            backend: str, precision: str, threads: int | None, model_name: str | None,
-            max_body_mb: float, max_batch: int, max_queue: int, request_timeout: float,
-            token_file: str | None,
-            tls_cert: str | None, tls_key: str | None, trusted_keys: tuple[str, ...],
-            insecure: bool,
-            log_level: str) -> None:
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Ed25519 public key (PEM); repeatable. Serve only an artifact signed by "
+    "one of them (`budget-edge sign`).",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Serve a non-loopback --host without an access token."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def command(
+    directory: Path,
+    host: str,
+    port: int,
+    uds: str | None,
+    budget_spec: str,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    model_name: str | None,
+    max_body_mb: float,
+    max_batch: int,
+    max_queue: int,
+    request_timeout: float,
+    token_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    trusted_keys: tuple[str, ...],
+    insecure: bool,
+    log_level: str,
+) -> None:
     """Serve an artifact dir over the KServe/Triton v2 protocol (JSON and binary tensors).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
@@ -80,8 +151,9 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         from budget_edge.serve.model import ServedModel
         from budget_edge.serve.server import address_of, bind_tcp, bind_unix, make_server, run
     except ImportError as exc:
-        raise BackendError(f"serving needs Starlette and uvicorn ({exc}): "
-                           "pip install 'budget-edge[serve]'") from exc
+        raise BackendError(
+            f"serving needs Starlette and uvicorn ({exc}): pip install 'budget-edge[serve]'"
+        ) from exc
 
     from budget_edge.errors import ConfigError
     from budget_edge.serve.access import check_exposure, read_token
@@ -91,26 +163,37 @@ def command(directory: Path, host: str, port: int, uds: str | None, budget_spec:
         check_exposure(host, token, insecure)  # before anything loads
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
-    runtime = BudgetRuntime.load(directory, backend=backend, threads=threads, precision=precision,
-                                 trusted_keys=list(trusted_keys) or None)
+    runtime = BudgetRuntime.load(
+        directory,
+        backend=backend,
+        threads=threads,
+        precision=precision,
+        trusted_keys=list(trusted_keys) or None,
+    )
     try:
         controller = parse_budget_spec(budget_spec, runtime)
         model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)
         admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
-        app = create_app(model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token,
-                         admission=admission)
-        server = make_server(app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
-                             admission=admission)
+        app = create_app(
+            model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token, admission=admission
+        )
+        server = make_server(
+            app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key, admission=admission
+        )
         sock = bind_unix(uds) if uds else bind_tcp(host, port)
         url = address_of(sock)
         if tls_cert is not None:
             url = url.replace("http://", "https://", 1)
         route = f"/v2/models/{model.name}"
-        example = (f"curl --unix-socket {uds} http://localhost{route}" if uds
-                   else f"curl {url}{route}")
-        click.echo(f"serving model {model.name!r} ({model.platform}, {precision}) on {url} with "
-                   f"budget "
-                   f"{budget_spec}; try: {example}", err=True)
+        example = (
+            f"curl --unix-socket {uds} http://localhost{route}" if uds else f"curl {url}{route}"
+        )
+        click.echo(
+            f"serving model {model.name!r} ({model.platform}, {precision}) on {url} with "
+            f"budget "
+            f"{budget_spec}; try: {example}",
+            err=True,
+        )
         run(server, sock)
     finally:
         runtime.close()

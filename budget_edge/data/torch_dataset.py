@@ -161,7 +161,6 @@ def build_loaders(
     """
     info = train_arrays.info
     train_set = ImageDataset(train_arrays, train=True)
-    test_set = ImageDataset(test_arrays, train=False, mean=info.mean, std=info.std)
     train_sampler: Sampler[int]
     if world_size > 1:
         train_sampler = DistributedSampler(
@@ -169,10 +168,27 @@ def build_loaders(
         )
     else:
         train_sampler = RandomSampler(train_set)
-    test_sampler = ShardSampler(len(test_set), rank, world_size)
     train = batch_loader(train_set, train_sampler, batch_size, workers, pin_memory)
-    test = batch_loader(test_set, test_sampler, batch_size, workers, pin_memory)
+    test = eval_loader(test_arrays, info, batch_size, workers, rank, world_size, pin_memory)
     return Loaders(train, test, info)
+
+
+def eval_loader(
+    arrays: ImageArrays,
+    info: DatasetInfo,
+    batch_size: int,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    """Unaugmented batches in order, normalised with `info` (the training set's statistics).
+
+    Under DDP each rank reads its own shard; together they cover `arrays` once.
+    """
+    dataset = ImageDataset(arrays, train=False, mean=info.mean, std=info.std)
+    sampler = ShardSampler(len(dataset), rank, world_size)
+    return batch_loader(dataset, sampler, batch_size, workers, pin_memory)
 
 
 def make_loaders(

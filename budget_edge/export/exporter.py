@@ -168,9 +168,17 @@ def export_checkpoint(
     # destroys the previous one.
     staging = _staging_dir(out)
     try:
-        manifest = _export_into(staging, net, agent, preprocessing, names, hot_masks,
-                                _Writer(staging, exporter or GraphExporter(opset), progress),
-                                opset, allocator)
+        manifest = _export_into(
+            staging,
+            net,
+            agent,
+            preprocessing,
+            names,
+            hot_masks,
+            _Writer(staging, exporter or GraphExporter(opset), progress),
+            opset,
+            allocator,
+        )
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -178,9 +186,17 @@ def export_checkpoint(
     return manifest
 
 
-def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
-                 preprocessing: Preprocessing, names: list[str], hot_masks: list[tuple[int, ...]],
-                 writer: _Writer, opset: int, allocator: Allocator | None = None) -> Manifest:
+def _export_into(
+    out: Path,
+    net: Backbone,
+    agent: PolicyNet | None,
+    preprocessing: Preprocessing,
+    names: list[str],
+    hot_masks: list[tuple[int, ...]],
+    writer: _Writer,
+    opset: int,
+    allocator: Allocator | None = None,
+) -> Manifest:
     """Write every graph and the manifest into `out`."""
     with torch.no_grad():
         blocks, block_inputs = _export_backbone(writer, net)
@@ -209,9 +225,14 @@ def _export_into(out: Path, net: Backbone, agent: PolicyNet | None,
         ],
         blocks=blocks,
         graphs=writer.graphs,
-        roles={"stem": "stem", "head": "head", "policy": "policy" if agent else None,
-               "full": "full", "switch": "switch",
-               "allocator": "allocator" if allocation else None},
+        roles={
+            "stem": "stem",
+            "head": "head",
+            "policy": "policy" if agent else None,
+            "full": "full",
+            "switch": "switch",
+            "allocator": "allocator" if allocation else None,
+        },
         flops=FlopsSpec(
             stem=int(table.stem),
             head=int(table.head),
@@ -274,26 +295,32 @@ def _export_policy(writer: _Writer, agent: PolicyNet, net: Backbone) -> None:
         )
     image = torch.randn(EXAMPLE_BATCH, *net.input_size)
     budget = torch.rand(EXAMPLE_BATCH)
-    writer.add("policy", agent, (image, budget), ["image", "budget"], ["probs", "value"],
-               reuse=False)
+    writer.add(
+        "policy", agent, (image, budget), ["image", "budget"], ["probs", "value"], reuse=False
+    )
 
 
-def _export_allocator(writer: _Writer, allocator: Allocator, agent: PolicyNet,
-                      net: Backbone) -> tuple[AllocationSpec, int]:
+def _export_allocator(
+    writer: _Writer, allocator: Allocator, agent: PolicyNet, net: Backbone
+) -> tuple[AllocationSpec, int]:
     """The allocator graph (the allocator alone with count masks, else with the agent's
     features); its calibration, count masks and FLOPs for the manifest."""
     calibration = allocator.calibration
     if calibration is None:
-        raise ConfigError("the checkpoint's allocator was never calibrated: run "
-                          "`budget-edge allocate` again to make a complete one")
+        raise ConfigError(
+            "the checkpoint's allocator was never calibrated: run "
+            "`budget-edge allocate` again to make a complete one"
+        )
     graph = decision_graph(allocator, agent)
     outputs = ["chances"] if isinstance(graph, ChancesGraph) else ["chances", "level_probs"]
     image = torch.randn(EXAMPLE_BATCH, *net.input_size)
     writer.add("allocator", graph, (image,), ["image"], outputs, reuse=False)
-    spec = AllocationSpec(str(calibration.get("source", "")),
-                          [float(b) for b in calibration["budgets"]],
-                          [float(p) for p in calibration["prices"]],
-                          allocator.count_masks)
+    spec = AllocationSpec(
+        str(calibration.get("source", "")),
+        [float(b) for b in calibration["budgets"]],
+        [float(p) for p in calibration["prices"]],
+        allocator.count_masks,
+    )
     return spec, int(graph.flops(net.input_size))
 
 
@@ -339,30 +366,43 @@ def _hot_masks(
     if fuse_top == 0:
         return []
     if agent is None:
-        raise ConfigError("--fuse-top needs a policy, but the checkpoint has no agent: "
-                          "train one with `budget-edge train`, or drop --fuse-top")
+        raise ConfigError(
+            "--fuse-top needs a policy, but the checkpoint has no agent: "
+            "train one with `budget-edge train`, or drop --fuse-top"
+        )
     if calib_data is None:
-        raise ConfigError("--fuse-top needs --calib-data to find the frequent masks, e.g. "
-                          "--calib-data fashion-mnist")
+        raise ConfigError(
+            "--fuse-top needs --calib-data to find the frequent masks, e.g. "
+            "--calib-data fashion-mnist"
+        )
     if isinstance(calib_data, str):
-        images = calibration_images(calib_data, preprocessing.mean, preprocessing.std,
-                                    preprocessing.input_size, calib_count)
+        images = calibration_images(
+            calib_data, preprocessing.mean, preprocessing.std, preprocessing.input_size, calib_count
+        )
     else:
         images = np.asarray(calib_data, dtype=np.float32)
         if images.ndim != 4 or list(images.shape[1:]) != list(preprocessing.input_size):
-            raise ConfigError(f"calibration images have shape {images.shape}; expected "
-                              f"(N, {', '.join(map(str, preprocessing.input_size))}), "
-                              "preprocessed float32")
+            raise ConfigError(
+                f"calibration images have shape {images.shape}; expected "
+                f"(N, {', '.join(map(str, preprocessing.input_size))}), "
+                "preprocessed float32"
+            )
     masks = policy_masks(agent, images, allocator=allocator)
     ranked = most_frequent_masks(masks, len(masks))
-    table = [] if allocator is None or allocator.count_masks is None \
+    table = (
+        []
+        if allocator is None or allocator.count_masks is None
         else [tuple(int(v) for v in row) for row in allocator.count_masks]
+    )
     if table:
         # The table's rows first: they are every mask mode 'allocate' runs, and with a
         # graph for each the runtime runs one image in two calls (runtime/count_plan.py).
         rows = set(table)
-        ranked = ([m for m in ranked if m in rows] + [m for m in table if m not in ranked]
-                  + [m for m in ranked if m not in rows])
+        ranked = (
+            [m for m in ranked if m in rows]
+            + [m for m in table if m not in ranked]
+            + [m for m in ranked if m not in rows]
+        )
     # All kept is the static `full` graph, exported anyway: a hot copy would repeat it.
     return [m for m in ranked if not all(m)][:fuse_top]
 
@@ -395,8 +435,10 @@ def _class_names(given: Sequence[str] | None, meta: dict[str, Any], num_classes:
         return [f"class_{i}" for i in range(num_classes)]
     names = [str(n) for n in names]
     if len(names) != num_classes:
-        raise ConfigError(f"{len(names)} class names given for a model with {num_classes} "
-                          "classes: give one name per class")
+        raise ConfigError(
+            f"{len(names)} class names given for a model with {num_classes} "
+            "classes: give one name per class"
+        )
     return names
 
 
@@ -410,12 +452,20 @@ def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ConfigError(f"--out {out} is a file or a link: give a directory")
     ours = {GRAPH_DIR, MANIFEST_NAME, ENGINE_DIR, QUANTIZED_DIR, LOCK_NAME, SIGNATURE_NAME}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours
-                     and not p.name.startswith((STAGING_PREFIX, OLD_PREFIX))) \
-        if out.is_dir() else []
+    foreign = (
+        sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name not in ours and not p.name.startswith((STAGING_PREFIX, OLD_PREFIX))
+        )
+        if out.is_dir()
+        else []
+    )
     if foreign:
-        raise ConfigError(f"--out {out} holds other files ({', '.join(foreign[:3])}): "
-                          "give a new or empty directory, or a previous export to overwrite")
+        raise ConfigError(
+            f"--out {out} holds other files ({', '.join(foreign[:3])}): "
+            "give a new or empty directory, or a previous export to overwrite"
+        )
     return out
 
 

@@ -89,29 +89,42 @@ class QuantizeSettings:
         """Raise ConfigError on a bad setting (has_images: calibration images are given
         as an array, so calib_data is not needed)."""
         if self.precision not in QUANTIZED_PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of "
-                              f"{', '.join(QUANTIZED_PRECISIONS)} (fp32 is the exported set)")
+            raise ConfigError(
+                f"precision {self.precision!r} is not one of "
+                f"{', '.join(QUANTIZED_PRECISIONS)} (fp32 is the exported set)"
+            )
         if self.target not in TARGETS:
             raise ConfigError(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
         if self.activation_type not in ACTIVATION_TYPES:
-            raise ConfigError(f"activation type {self.activation_type!r} is not one of "
-                              f"{', '.join(ACTIVATION_TYPES)}")
+            raise ConfigError(
+                f"activation type {self.activation_type!r} is not one of "
+                f"{', '.join(ACTIVATION_TYPES)}"
+            )
         if self.calibrate_method not in CALIBRATE_METHODS:
-            raise ConfigError(f"calibration method {self.calibrate_method!r} is not one of "
-                              f"{', '.join(CALIBRATE_METHODS)}")
+            raise ConfigError(
+                f"calibration method {self.calibrate_method!r} is not one of "
+                f"{', '.join(CALIBRATE_METHODS)}"
+            )
         if self.precision == "int8" and not self.calib_data and not has_images:
-            raise ConfigError("int8 needs calibration images: pass --calib-data with the "
-                              "training dataset, e.g. --calib-data fashion-mnist")
+            raise ConfigError(
+                "int8 needs calibration images: pass --calib-data with the "
+                "training dataset, e.g. --calib-data fashion-mnist"
+            )
         if self.calib_images < 1 or self.max_rows < 1:
-            raise ConfigError(f"--calib-images and max rows must be at least 1 (got "
-                              f"{self.calib_images}, {self.max_rows})")
+            raise ConfigError(
+                f"--calib-images and max rows must be at least 1 (got "
+                f"{self.calib_images}, {self.max_rows})"
+            )
         bad = [c for c in self.budgets if not 0.0 <= c <= 1.0]
         if not self.budgets or bad:
-            raise ConfigError(f"calibration budgets must be a non-empty list in [0, 1], got "
-                              f"{list(self.budgets)}")
+            raise ConfigError(
+                f"calibration budgets must be a non-empty list in [0, 1], got {list(self.budgets)}"
+            )
         if self.target == "tensorrt" and self.activation_type == "u8":
-            raise ConfigError("TensorRT reads only symmetric int8 Q/DQ: use "
-                              "--activation-type s8 (or auto) with --target tensorrt")
+            raise ConfigError(
+                "TensorRT reads only symmetric int8 Q/DQ: use "
+                "--activation-type s8 (or auto) with --target tensorrt"
+            )
 
     @property
     def activations(self) -> str:
@@ -120,9 +133,12 @@ class QuantizeSettings:
         return self.activation_type
 
 
-def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
-                      progress: Progress | None = None, images: np.ndarray | None = None
-                      ) -> Manifest:
+def quantize_artifact(
+    directory: str | Path,
+    settings: QuantizeSettings,
+    progress: Progress | None = None,
+    images: np.ndarray | None = None,
+) -> Manifest:
     """Add (or replace) the `settings.precision` graph set of the artifact; see the module
     docstring. images: int8 calibration images (uint8 NHWC pixels or preprocessed
     float32 NCHW) instead of reading `settings.calib_data`. Returns the manifest."""
@@ -133,8 +149,9 @@ def quantize_artifact(directory: str | Path, settings: QuantizeSettings,
         return _quantize(root, settings, progress or (lambda _msg: None), images)
 
 
-def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
-              images: np.ndarray | None) -> Manifest:
+def _quantize(
+    root: Path, settings: QuantizeSettings, say: Progress, images: np.ndarray | None
+) -> Manifest:
     manifest = verify_files(root)  # quantizing graphs that changed would hide the change
     onnx, ort = _import_tools()
     _remove_orphans(root, manifest)
@@ -144,8 +161,9 @@ def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
     try:
         out_dir.mkdir(parents=True)
     except OSError as exc:
-        raise BackendError(f"cannot write {out_dir} ({exc.strerror}): quantize needs a "
-                           "writable artifact directory") from exc
+        raise BackendError(
+            f"cannot write {out_dir} ({exc.strerror}): quantize needs a writable artifact directory"
+        ) from exc
     try:
         if settings.precision == "fp16":
             models, recipe = _fp16_set(manifest, root, say)
@@ -155,9 +173,12 @@ def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
         if switch is not None:
             from budget_edge.export.switch_graph import switch_graph
 
-            models[switch] = switch_graph(models, manifest.blocks,
-                                          stem=str(manifest.roles["stem"]),
-                                          head=str(manifest.roles["head"]))
+            models[switch] = switch_graph(
+                models,
+                manifest.blocks,
+                stem=str(manifest.roles["stem"]),
+                head=str(manifest.roles["head"]),
+            )
             recipe["switch"] = "composed from this set's stem, block and head graphs"
         files = {}
         for g in manifest.graphs:
@@ -177,8 +198,10 @@ def _quantize(root: Path, settings: QuantizeSettings, say: Progress,
         raise
     except Exception as exc:  # the converter's or quantizer's own errors: one line
         shutil.rmtree(out_dir, ignore_errors=True)
-        raise BackendError(f"quantizing to {settings.precision} failed ({type(exc).__name__}: "
-                           f"{exc}); the artifact is unchanged") from exc
+        raise BackendError(
+            f"quantizing to {settings.precision} failed ({type(exc).__name__}: "
+            f"{exc}); the artifact is unchanged"
+        ) from exc
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -211,8 +234,9 @@ def set_sizes(manifest: Manifest, directory: str | Path) -> dict[str, int]:
 # ---- fp16 --------------------------------------------------------------------------
 
 
-def _fp16_set(manifest: Manifest, root: Path, say: Progress
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fp16_set(
+    manifest: Manifest, root: Path, say: Progress
+) -> tuple[dict[str, Any], dict[str, Any]]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -221,9 +245,12 @@ def _fp16_set(manifest: Manifest, root: Path, say: Progress
         say(f"fp16: {g.name}")
         model = onnx.load(str(root / g.file))
         models[g.name] = _sorted_nodes(convert_float_to_float16(model, keep_io_types=True))
-    recipe = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16",
-              "onnxruntime": _ort_version(), "keep_io_types": True,
-              "op_block_list": "onnxruntime default (ops kept in fp32)"}
+    recipe = {
+        "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
+        "onnxruntime": _ort_version(),
+        "keep_io_types": True,
+        "op_block_list": "onnxruntime default (ops kept in fp32)",
+    }
     return models, recipe
 
 
@@ -256,8 +283,14 @@ def _sorted_nodes(model: Any) -> Any:
 # ---- int8 --------------------------------------------------------------------------
 
 
-def _int8_set(manifest: Manifest, root: Path, s: QuantizeSettings, work: Path, say: Progress,
-              images: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _int8_set(
+    manifest: Manifest,
+    root: Path,
+    s: QuantizeSettings,
+    work: Path,
+    say: Progress,
+    images: np.ndarray | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     import onnx
 
     from budget_edge.export.calibration import calibration_images
@@ -266,10 +299,12 @@ def _int8_set(manifest: Manifest, root: Path, s: QuantizeSettings, work: Path, s
         assert s.calib_data is not None
         pre = manifest.preprocessing
         say(f"reading {s.calib_images} calibration images from {s.calib_data} (training split)")
-        images = calibration_images(s.calib_data, pre.mean, pre.std, pre.input_size,
-                                    count=s.calib_images, seed=s.seed)
-    recorded = record_graph_inputs(root, manifest, images, s.budgets, s.max_rows,
-                                   s.threads, s.seed, say)
+        images = calibration_images(
+            s.calib_data, pre.mean, pre.std, pre.input_size, count=s.calib_images, seed=s.seed
+        )
+    recorded = record_graph_inputs(
+        root, manifest, images, s.budgets, s.max_rows, s.threads, s.seed, say
+    )
     models = {}
     with tempfile.TemporaryDirectory(dir=work, prefix=".work-") as tmp:
         for g in _own_graphs(manifest):
@@ -281,17 +316,29 @@ def _int8_set(manifest: Manifest, root: Path, s: QuantizeSettings, work: Path, s
             say(f"int8: {g.name} ({recorded.rows[g.name]} calibration rows)")
             out = Path(tmp) / f"{g.name}.onnx"
             # The policy's decision layers stay fp32 (see _decision_nodes).
-            keep = [t.name for t in g.inputs[1:]] if g.name == manifest.roles.get("policy") \
-                else []
-            _quantize_graph(root / g.file, out, [t.name for t in g.inputs],
-                            recorded.feeds[g.name], s, Path(tmp), keep_fp32_after=keep)
+            keep = [t.name for t in g.inputs[1:]] if g.name == manifest.roles.get("policy") else []
+            _quantize_graph(
+                root / g.file,
+                out,
+                [t.name for t in g.inputs],
+                recorded.feeds[g.name],
+                s,
+                Path(tmp),
+                keep_fp32_after=keep,
+            )
             models[g.name] = onnx.load(str(out))
     return models, _int8_recipe(s, len(images), recorded)
 
 
-def _quantize_graph(src: Path, dst: Path, input_names: list[str], feeds: list[np.ndarray],
-                    s: QuantizeSettings, tmp: Path, keep_fp32_after: Sequence[str] = ()
-                    ) -> None:
+def _quantize_graph(
+    src: Path,
+    dst: Path,
+    input_names: list[str],
+    feeds: list[np.ndarray],
+    s: QuantizeSettings,
+    tmp: Path,
+    keep_fp32_after: Sequence[str] = (),
+) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -300,15 +347,23 @@ def _quantize_graph(src: Path, dst: Path, input_names: list[str], feeds: list[np
     quant_pre_process(str(src), str(prepared))  # shape inference and ORT's basic fusions
     exclude = _decision_nodes(onnx.load(str(prepared)), keep_fp32_after)
     symmetric = s.activations == "s8"
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[s.calibrate_method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[s.calibrate_method]
     quantize_static(
-        str(prepared), str(dst), _FeedReader(input_names, feeds),
-        quant_format=QuantFormat.QDQ, per_channel=True,
+        str(prepared),
+        str(dst),
+        _FeedReader(input_names, feeds),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=exclude,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                       **s.extra})
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        nodes_to_exclude=exclude,
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, **s.extra},
+    )
 
 
 def _decision_nodes(model: Any, inputs: Sequence[str]) -> list[str]:
@@ -339,8 +394,10 @@ class _FeedReader:
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self.feeds[0]), FEED_BATCH):
-            yield {n: np.ascontiguousarray(f[start:start + FEED_BATCH])
-                   for n, f in zip(self.names, self.feeds, strict=True)}
+            yield {
+                n: np.ascontiguousarray(f[start : start + FEED_BATCH])
+                for n, f in zip(self.names, self.feeds, strict=True)
+            }
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -352,14 +409,21 @@ class _FeedReader:
 def _int8_recipe(s: QuantizeSettings, images: int, recorded: GraphFeeds) -> dict[str, Any]:
     symmetric = s.activations == "s8"
     return {
-        "tool": "onnxruntime.quantization.quantize_static", "onnxruntime": _ort_version(),
-        "format": "QDQ", "weights": "int8, per output channel, symmetric",
+        "tool": "onnxruntime.quantization.quantize_static",
+        "onnxruntime": _ort_version(),
+        "format": "QDQ",
+        "weights": "int8, per output channel, symmetric",
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
-        "target": s.target, "calibrate_method": s.calibrate_method,
+        "target": s.target,
+        "calibrate_method": s.calibrate_method,
         "calibration": {
-            "data": (f"{s.calib_data} training split, {images} images (seed {s.seed})"
-                     if s.calib_data else f"{images} images given as an array"),
-            "passes": recorded.passes, "max_rows_per_graph": s.max_rows,
+            "data": (
+                f"{s.calib_data} training split, {images} images (seed {s.seed})"
+                if s.calib_data
+                else f"{images} images given as an array"
+            ),
+            "passes": recorded.passes,
+            "max_rows_per_graph": s.max_rows,
             "rows": recorded.rows,
         },
         **({"extra_options": s.extra} if s.extra else {}),
@@ -381,8 +445,9 @@ def _import_tools() -> tuple[Any, Any]:
         import onnxruntime
         import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
-        raise BackendError(f"quantize needs onnx and onnxruntime ({exc}): pip install "
-                           "'budget-edge[ort,export]'") from exc
+        raise BackendError(
+            f"quantize needs onnx and onnxruntime ({exc}): pip install 'budget-edge[ort,export]'"
+        ) from exc
     return onnx, onnxruntime
 
 
@@ -402,8 +467,10 @@ def _check_loads(ort: Any, path: Path, name: str) -> None:
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise BackendError(f"the quantized graph {name!r} does not load in ONNX Runtime "
-                           f"({exc}); the artifact is unchanged") from exc
+        raise BackendError(
+            f"the quantized graph {name!r} does not load in ONNX Runtime "
+            f"({exc}); the artifact is unchanged"
+        ) from exc
 
 
 def _remove_orphans(root: Path, manifest: Manifest) -> None:
@@ -411,9 +478,12 @@ def _remove_orphans(root: Path, manifest: Manifest) -> None:
     folder = root / QUANTIZED_DIR
     if not folder.is_dir():
         return
-    named = {Path(f).parts[1] for spec in manifest.precisions.values()
-             for f in spec.files.values() if Path(f).parts[:1] == (QUANTIZED_DIR,)}
+    named = {
+        Path(f).parts[1]
+        for spec in manifest.precisions.values()
+        for f in spec.files.values()
+        if Path(f).parts[:1] == (QUANTIZED_DIR,)
+    }
     for child in folder.iterdir():
         if child.is_dir() and child.name not in named:
             shutil.rmtree(child, ignore_errors=True)
-

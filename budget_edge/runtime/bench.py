@@ -64,19 +64,25 @@ def parse_budgets(text: str) -> list[float]:
                 raise ValueError
             count = int(math.floor((stop - start) / step + 1e-6)) + 1
             if count > MAX_BUDGETS:
-                raise ConfigError(f"--budgets {text!r} makes {count} budgets; at most "
-                                  f"{MAX_BUDGETS}: use a larger step")
+                raise ConfigError(
+                    f"--budgets {text!r} makes {count} budgets; at most "
+                    f"{MAX_BUDGETS}: use a larger step"
+                )
             budgets = [round(start + i * step, 10) for i in range(count)]
         else:
             budgets = [float(p) for p in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--budgets {text!r} not understood: give a comma list such as "
-                          "0.25,0.5,0.75,1.0 or start:stop:step with step > 0 and start <= "
-                          "stop, such as 0.1:1.0:0.1") from None
+        raise ConfigError(
+            f"--budgets {text!r} not understood: give a comma list such as "
+            "0.25,0.5,0.75,1.0 or start:stop:step with step > 0 and start <= "
+            "stop, such as 0.1:1.0:0.1"
+        ) from None
     bad = [b for b in budgets if not (math.isfinite(b) and 0.0 <= b <= 1.0)]
     if bad:
-        raise ConfigError(f"--budgets {text!r}: budget {bad[0]:g} is outside [0, 1] (it is "
-                          "the fraction of the model to use)")
+        raise ConfigError(
+            f"--budgets {text!r}: budget {bad[0]:g} is outside [0, 1] (it is "
+            "the fraction of the model to use)"
+        )
     return list(dict.fromkeys(budgets))
 
 
@@ -85,13 +91,17 @@ def parse_batches(text: str) -> list[int]:
     try:
         batches = [int(p) for p in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--batch {text!r} not understood: give batch sizes as a comma "
-                          "list of whole numbers, such as 1,8") from None
+        raise ConfigError(
+            f"--batch {text!r} not understood: give batch sizes as a comma "
+            "list of whole numbers, such as 1,8"
+        ) from None
     if any(b < 1 for b in batches):
         raise ConfigError(f"--batch {text!r}: every batch size must be at least 1")
     if any(b > MAX_BATCH for b in batches):
-        raise ConfigError(f"--batch {text!r}: batch sizes above {MAX_BATCH} are not timed "
-                          "(the batches would not fit in memory)")
+        raise ConfigError(
+            f"--batch {text!r}: batch sizes above {MAX_BATCH} are not timed "
+            "(the batches would not fit in memory)"
+        )
     return list(dict.fromkeys(batches))
 
 
@@ -129,16 +139,18 @@ class BenchSettings:
         if not self.batches or min(self.batches) < 1:
             raise ConfigError("batch sizes must be at least 1, e.g. --batch 1,8")
         if self.warmup < 0 or self.iterations < 1:
-            raise ConfigError(f"--warmup must be >= 0 and --iterations >= 1 (got warmup "
-                              f"{self.warmup}, iterations {self.iterations})")
+            raise ConfigError(
+                f"--warmup must be >= 0 and --iterations >= 1 (got warmup "
+                f"{self.warmup}, iterations {self.iterations})"
+            )
         if self.rounds < 1 or self.eval_batch < 1:
-            raise ConfigError(f"rounds and eval_batch must be at least 1 (got {self.rounds}, "
-                              f"{self.eval_batch})")
+            raise ConfigError(
+                f"rounds and eval_batch must be at least 1 (got {self.rounds}, {self.eval_batch})"
+            )
         if self.mode not in masklib.MODES:
             raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(masklib.MODES)}")
         if self.cap is not None and self.cap not in masklib.CAPS:
-            raise ConfigError(f"--cap {self.cap!r} is not one of none, "
-                              f"{', '.join(masklib.CAPS)}")
+            raise ConfigError(f"--cap {self.cap!r} is not one of none, {', '.join(masklib.CAPS)}")
 
 
 @dataclass
@@ -156,15 +168,21 @@ def split_data_spec(spec: str, data_dir: str | None) -> tuple[str, str | None]:
     if not sep:
         return spec, data_dir
     if data_dir is not None:
-        raise ConfigError(f"--data {spec!r} names a path and --data-dir gives another: "
-                          "pass the path once")
+        raise ConfigError(
+            f"--data {spec!r} names a path and --data-dir gives another: pass the path once"
+        )
     if not path:
         raise ConfigError(f"--data {spec!r} has an empty path after ':'")
     return name, path
 
 
-def load_bench_data(spec: str, rt: BudgetRuntime, data_dir: str | None = None,
-                    eval_images: int | None = None, seed: int = 0) -> BenchData:
+def load_bench_data(
+    spec: str,
+    rt: BudgetRuntime,
+    data_dir: str | None = None,
+    eval_images: int | None = None,
+    seed: int = 0,
+) -> BenchData:
     """`random` pixels, or the test split of a dataset checked against the model."""
     if eval_images is not None and eval_images < 1:
         raise ConfigError(f"--eval-images must be at least 1, got {eval_images}")
@@ -183,13 +201,14 @@ def load_bench_data(spec: str, rt: BudgetRuntime, data_dir: str | None = None,
     return BenchData(name, arrays.images, arrays.labels)
 
 
-def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int
-                     ) -> BenchData:
+def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int) -> BenchData:
     """The last `count` images of the training split: where static masks are searched
     (never the test set the bench reports)."""
     if spec == RANDOM_DATA:
-        raise ConfigError("--static-search needs labelled data: pass --data fashion-mnist "
-                          "(or the dataset the model was trained on)")
+        raise ConfigError(
+            "--static-search needs labelled data: pass --data fashion-mnist "
+            "(or the dataset the model was trained on)"
+        )
     if count < 1:
         raise ConfigError(f"--static-search must be at least 1 image, got {count}")
     from budget_edge.data.registry import load_arrays  # numpy-only readers
@@ -201,15 +220,18 @@ def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: 
     return BenchData(f"{name} train[{start}:]", arrays.images[start:], arrays.labels[start:])
 
 
-def _check_matches(name: str, size: tuple[int, ...], num_classes: int, rt: BudgetRuntime
-                   ) -> None:
+def _check_matches(name: str, size: tuple[int, ...], num_classes: int, rt: BudgetRuntime) -> None:
     want = tuple(rt.manifest.preprocessing.input_size)
     if size != want:
-        raise DataError(f"{name} images are (C, H, W) = {size} but the model takes "
-                        f"{want}: pick the dataset the model was trained on")
+        raise DataError(
+            f"{name} images are (C, H, W) = {size} but the model takes "
+            f"{want}: pick the dataset the model was trained on"
+        )
     if num_classes != rt.num_classes:
-        raise DataError(f"{name} has {num_classes} classes but the model "
-                        f"predicts {rt.num_classes}: pick the dataset the model was trained on")
+        raise DataError(
+            f"{name} has {num_classes} classes but the model "
+            f"predicts {rt.num_classes}: pick the dataset the model was trained on"
+        )
 
 
 # ---- latency statistics ----------------------------------------------------------------
@@ -232,8 +254,9 @@ class LatencyStats:
         if t.size == 0:
             raise ValueError("no latencies measured")
         p = np.percentile(t, [50, 90, 95, 99])
-        return cls(float(t.min()), float(t.mean()), float(p[0]), float(p[1]), float(p[2]),
-                   float(p[3]))
+        return cls(
+            float(t.min()), float(t.mean()), float(p[0]), float(p[1]), float(p[2]), float(p[3])
+        )
 
 
 @dataclass
@@ -304,15 +327,31 @@ class BenchResult:
     def latency_table(self, batch: int, precision: str = "fp32") -> list[tuple[float, float]]:
         """(budget, p95 ms) at one batch size and precision: the starting table of
         `LatencyBudget`."""
-        return [(r.budget, r.latency.p95) for r in self.rows
-                if r.kind == "budget" and r.batch == batch and r.budget is not None
-                and r.precision == precision]
+        return [
+            (r.budget, r.latency.p95)
+            for r in self.rows
+            if r.kind == "budget"
+            and r.batch == batch
+            and r.budget is not None
+            and r.precision == precision
+        ]
 
-    def row(self, kind: str, batch: int, budget: float | None = None,
-            name: str | None = None, precision: str = "fp32") -> BenchRow:
+    def row(
+        self,
+        kind: str,
+        batch: int,
+        budget: float | None = None,
+        name: str | None = None,
+        precision: str = "fp32",
+    ) -> BenchRow:
         for r in self.rows:
             if (r.kind, r.batch, r.budget, r.name, r.precision) == (
-                    kind, batch, budget, name, precision):
+                kind,
+                batch,
+                budget,
+                name,
+                precision,
+            ):
                 return r
         raise KeyError((kind, batch, budget, name, precision))
 
@@ -386,8 +425,9 @@ def timing_pool(images: np.ndarray, batch: int, iterations: int) -> list[np.ndar
     return [np.ascontiguousarray(images[(np.arange(batch) + i * batch) % n]) for i in range(count)]
 
 
-def _calls(rt: BudgetRuntime, s: BenchSettings
-           ) -> dict[str, Callable[..., dict[str, float] | None]]:
+def _calls(
+    rt: BudgetRuntime, s: BenchSettings
+) -> dict[str, Callable[..., dict[str, float] | None]]:
     """What each kind of row times; only `infer` reports a latency breakdown."""
 
     def static(x: np.ndarray) -> None:
@@ -410,8 +450,9 @@ def _runtimes(rt: BudgetRuntime, baselines: Baselines) -> list[BudgetRuntime]:
     return [rt, *(other for p, other in baselines.precisions.items() if p != rt.precision)]
 
 
-def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings, baselines: Baselines
-          ) -> list[TimedJob]:
+def _jobs(
+    rt: BudgetRuntime, data: BenchData, s: BenchSettings, baselines: Baselines
+) -> list[TimedJob]:
     jobs = []
     for n in s.batches:
         pool = timing_pool(data.images, n, s.iterations)
@@ -420,8 +461,10 @@ def _jobs(rt: BudgetRuntime, data: BenchData, s: BenchSettings, baselines: Basel
             if prt.manifest.roles.get("full") is not None:
                 jobs.append(TimedJob("static", n, None, calls["static"], pool, precision=p))
             jobs.append(TimedJob("policy", n, None, calls["policy"], pool, precision=p))
-            jobs += [TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool,
-                              precision=p) for c in s.budgets]
+            jobs += [
+                TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool, precision=p)
+                for c in s.budgets
+            ]
         if baselines.static_masks:
             for c in s.budgets:
                 mask = np.asarray(_static_mask(rt, baselines, c).mask, np.uint8)
@@ -443,6 +486,7 @@ def _run_static_mask(rt: BudgetRuntime, mask: np.ndarray, x: np.ndarray) -> dict
 def _zoo_call(zoo_rt: BudgetRuntime) -> Callable[[np.ndarray], None]:
     def call(x: np.ndarray) -> None:
         zoo_rt.run_full(x)
+
     return call
 
 
@@ -466,24 +510,28 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def static_mask_quality(rt: BudgetRuntime, data: BenchData, mask: StaticMask,
-                        s: BenchSettings) -> _Quality:
+def static_mask_quality(
+    rt: BudgetRuntime, data: BenchData, mask: StaticMask, s: BenchSettings
+) -> _Quality:
     """Accuracy of one static mask over the evaluation images; its usage and FLOPs share."""
     accuracy = None
     if data.labels is not None:
-        accuracy = mask_accuracy(rt, data.images, data.labels,
-                                 np.asarray(mask.mask, np.uint8), s.eval_batch)
+        accuracy = mask_accuracy(
+            rt, data.images, data.labels, np.asarray(mask.mask, np.uint8), s.eval_batch
+        )
     return _Quality(mask.kept / rt.num_components, mask.flops_share, accuracy, 1)
 
 
-def zoo_quality(zoo_rt: BudgetRuntime, rt: BudgetRuntime, data: BenchData,
-                s: BenchSettings) -> _Quality:
+def zoo_quality(
+    zoo_rt: BudgetRuntime, rt: BudgetRuntime, data: BenchData, s: BenchSettings
+) -> _Quality:
     """A zoo model's accuracy, and its FLOPs as a share of the benched model's."""
     accuracy = None
     if data.labels is not None:
-        correct = sum(int((zoo_rt.run_full(data.images[sl]).argmax(axis=1)
-                           == data.labels[sl]).sum())
-                      for sl in _chunks(len(data.images), s.eval_batch))
+        correct = sum(
+            int((zoo_rt.run_full(data.images[sl]).argmax(axis=1) == data.labels[sl]).sum())
+            for sl in _chunks(len(data.images), s.eval_batch)
+        )
         accuracy = correct / len(data.images)
     return _Quality(None, zoo_rt.full_flops / rt.full_flops, accuracy)
 
@@ -495,14 +543,17 @@ def check_zoo(rt: BudgetRuntime, zoo: dict[str, BudgetRuntime]) -> None:
             raise ConfigError(f"zoo model {name} has no static `full` graph: re-export it")
         same_input = z.manifest.preprocessing.input_size == rt.manifest.preprocessing.input_size
         if not same_input or z.num_classes != rt.num_classes:
-            raise ConfigError(f"zoo model {name} takes {z.manifest.preprocessing.input_size} "
-                              f"images into {z.num_classes} classes, but the benched model "
-                              f"{rt.manifest.preprocessing.input_size} into {rt.num_classes}: "
-                              "a zoo holds models of the same task")
+            raise ConfigError(
+                f"zoo model {name} takes {z.manifest.preprocessing.input_size} "
+                f"images into {z.num_classes} classes, but the benched model "
+                f"{rt.manifest.preprocessing.input_size} into {rt.num_classes}: "
+                "a zoo holds models of the same task"
+            )
 
 
-def measure_quality(rt: BudgetRuntime, data: BenchData, budget: float | None,
-                    s: BenchSettings) -> _Quality:
+def measure_quality(
+    rt: BudgetRuntime, data: BenchData, budget: float | None, s: BenchSettings
+) -> _Quality:
     """Usage, FLOPs share and accuracy over the evaluation images (budget None: static)."""
     correct = 0
     usage = flops = 0.0
@@ -532,25 +583,36 @@ def _eval_batch(rt: BudgetRuntime, s: BenchSettings) -> int:
     if rt.backend.name == "tensorrt" and trt is not None:
         too_big = [n for n in s.batches if n > trt.max_batch]
         if too_big:
-            raise ConfigError(f"--batch {too_big[0]} exceeds the engines' max batch "
-                              f"{trt.max_batch}: rebuild the engines with a larger --max-batch")
+            raise ConfigError(
+                f"--batch {too_big[0]} exceeds the engines' max batch "
+                f"{trt.max_batch}: rebuild the engines with a larger --max-batch"
+            )
         return min(s.eval_batch, trt.max_batch)
     return s.eval_batch
 
 
-def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
-              threads: int | None = None, progress: Progress | None = None,
-              baselines: Baselines | None = None) -> BenchResult:
+def run_bench(
+    rt: BudgetRuntime,
+    data: BenchData,
+    settings: BenchSettings,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    baselines: Baselines | None = None,
+) -> BenchResult:
     """Measure every budget and baseline at every batch size; see the module docstring."""
     settings.check()
     baselines = baselines or Baselines()
     check_zoo(rt, baselines.zoo)
     if not rt.has_policy:
-        raise ConfigError("this artifact has no policy graph (it was exported without an "
-                          "agent), so no budget can choose masks: export a trained checkpoint")
+        raise ConfigError(
+            "this artifact has no policy graph (it was exported without an "
+            "agent), so no budget can choose masks: export a trained checkpoint"
+        )
     if settings.mode == "allocate" and not rt.has_allocator:
-        raise ConfigError("--mode allocate needs an artifact with an allocator: run "
-                          "`budget-edge allocate CKPT --out CKPT2` and export CKPT2")
+        raise ConfigError(
+            "--mode allocate needs an artifact with an allocator: run "
+            "`budget-edge allocate CKPT --out CKPT2` and export CKPT2"
+        )
     s = dataclasses.replace(settings, eval_batch=_eval_batch(rt, settings))
     say = progress or (lambda _msg: None)
     load_before = load_average()
@@ -580,8 +642,11 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
         static_masks=list(baselines.static_masks),
         rows=rows,
         model=_model_facts(rt),
-        data={"name": data.name, "eval_images": len(data.images),
-              "labelled": data.labels is not None},
+        data={
+            "name": data.name,
+            "eval_images": len(data.images),
+            "labelled": data.labels is not None,
+        },
         settings=asdict(s),
         environment={
             **machine_info(),
@@ -596,18 +661,32 @@ def run_bench(rt: BudgetRuntime, data: BenchData, settings: BenchSettings,
     )
 
 
-def _row(rt: BudgetRuntime, job: TimedJob, quality: dict[tuple[str, float | None], _Quality],
-         other: dict[tuple[str, float | None, str | None], _Quality], mode: str) -> BenchRow:
+def _row(
+    rt: BudgetRuntime,
+    job: TimedJob,
+    quality: dict[tuple[str, float | None], _Quality],
+    other: dict[tuple[str, float | None, str | None], _Quality],
+    mode: str,
+) -> BenchRow:
     stats = LatencyStats.of(job.times)
-    row = BenchRow(job.kind, job.batch, job.budget, stats,
-                   throughput=job.batch / (stats.mean / 1e3),
-                   cpu_ms=float(np.median(job.cpu_times)), name=job.name,
-                   precision=job.precision)
+    row = BenchRow(
+        job.kind,
+        job.batch,
+        job.budget,
+        stats,
+        throughput=job.batch / (stats.mean / 1e3),
+        cpu_ms=float(np.median(job.cpu_times)),
+        name=job.name,
+        precision=job.precision,
+    )
     if job.kind == "policy":
         row.flops_share = rt.decision_flops(mode) / rt.full_flops
         return row
-    q = other[job.kind, job.budget, job.name] if job.kind in ("static-mask", "zoo") \
+    q = (
+        other[job.kind, job.budget, job.name]
+        if job.kind in ("static-mask", "zoo")
         else quality[job.precision, job.budget]
+    )
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
     row.distinct_masks = q.distinct_masks
     if job.kind in ("budget", "static-mask"):

@@ -66,10 +66,18 @@ def table_rows(result: BenchResult) -> list[list[str]]:
         lat = r.latency
         static = _find(result.rows, "static", r.batch, r.precision)
         ratio = None if static is None else lat.median / static.latency.median
-        out.append([r.label, str(r.batch)]
-                   + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
-                   + [_fmt(ratio, ".2f"), f"{r.throughput:.1f}", _pct(r.usage),
-                      _pct(r.flops_share), _pct(r.accuracy), _fmt(r.distinct_masks, "d")])
+        out.append(
+            [r.label, str(r.batch)]
+            + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
+            + [
+                _fmt(ratio, ".2f"),
+                f"{r.throughput:.1f}",
+                _pct(r.usage),
+                _pct(r.flops_share),
+                _pct(r.accuracy),
+                _fmt(r.distinct_masks, "d"),
+            ]
+        )
     return out
 
 
@@ -77,8 +85,7 @@ def table_rows(result: BenchResult) -> list[list[str]]:
 # "x static": median latency over the static graph's median at the same batch size and
 # precision.
 # "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
-HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy",
-           "masks"]
+HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy", "masks"]
 
 
 def rich_table(result: BenchResult) -> Any:
@@ -87,9 +94,12 @@ def rich_table(result: BenchResult) -> Any:
     from rich.table import Table
 
     env = result.environment
-    table = Table(title=f"{result.model['backbone']} on {env['cpu']} · {env['backend']}, "
-                        f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
-                  caption="latency in ms per batch", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"{result.model['backbone']} on {env['cpu']} · {env['backend']}, "
+        f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
+        caption="latency in ms per batch",
+        box=box.SIMPLE_HEAD,
+    )
     for i, h in enumerate(HEADERS):
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
     for cells in table_rows(result):
@@ -115,8 +125,7 @@ def markdown(result: BenchResult) -> str:
         f"{result.settings['warmup']} warm-up calls, interleaved in "
         f"{result.settings['rounds']} rounds; latency columns in ms per batch",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
-        *([f"- command: `{result.settings['command']}`"] if result.settings.get("command")
-          else []),
+        *([f"- command: `{result.settings['command']}`"] if result.settings.get("command") else []),
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
@@ -128,12 +137,19 @@ def markdown(result: BenchResult) -> str:
 def csv_records(result: BenchResult) -> list[dict[str, Any]]:
     records = []
     for r in result.rows:
-        rec: dict[str, Any] = {"label": r.label, "kind": r.kind, "precision": r.precision,
-                               "budget": r.budget,
-                               "batch": r.batch, "throughput_ips": r.throughput,
-                               "usage": r.usage, "flops_share": r.flops_share,
-                               "accuracy": r.accuracy, "cpu_ms": r.cpu_ms,
-                               "distinct_masks": r.distinct_masks}
+        rec: dict[str, Any] = {
+            "label": r.label,
+            "kind": r.kind,
+            "precision": r.precision,
+            "budget": r.budget,
+            "batch": r.batch,
+            "throughput_ips": r.throughput,
+            "usage": r.usage,
+            "flops_share": r.flops_share,
+            "accuracy": r.accuracy,
+            "cpu_ms": r.cpu_ms,
+            "distinct_masks": r.distinct_masks,
+        }
         rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
         rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})
         records.append(rec)
@@ -164,8 +180,9 @@ def import_pyplot() -> Any:
         matplotlib.use("Agg")  # files only: no display on a device or in CI
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise BackendError(f"--plot needs matplotlib ({exc}): pip install 'budget-edge[plot]', "
-                           "or drop --plot") from exc
+        raise BackendError(
+            f"--plot needs matplotlib ({exc}): pip install 'budget-edge[plot]', or drop --plot"
+        ) from exc
     return plt
 
 
@@ -182,15 +199,24 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
             color, tag = f"C{i}", _tag(result, p)
             rows = _budget_rows(result, n, p)
             up = [r.latency.p90 - r.latency.median for r in rows]
-            ax_lat.errorbar([r.budget for r in rows], [r.latency.median for r in rows],
-                            yerr=[[0.0] * len(rows), up], marker=MARKERS[j % len(MARKERS)],
-                            color=color, capsize=3, alpha=1.0 if j == 0 else 0.6,
-                            label=f"runtime{tag}, batch {n} (median, p90)")
+            ax_lat.errorbar(
+                [r.budget for r in rows],
+                [r.latency.median for r in rows],
+                yerr=[[0.0] * len(rows), up],
+                marker=MARKERS[j % len(MARKERS)],
+                color=color,
+                capsize=3,
+                alpha=1.0 if j == 0 else 0.6,
+                label=f"runtime{tag}, batch {n} (median, p90)",
+            )
             static = _find(result.rows, "static", n, p)
             if static is not None:
-                ax_lat.axhline(static.latency.median, color=color,
-                               linestyle="--" if j == 0 else ":",
-                               label=f"static full graph{tag}, batch {n}")
+                ax_lat.axhline(
+                    static.latency.median,
+                    color=color,
+                    linestyle="--" if j == 0 else ":",
+                    label=f"static full graph{tag}, batch {n}",
+                )
     ax_lat.set_xlabel("budget c")
     ax_lat.set_ylabel("latency (ms per batch)")
     ax_lat.set_ylim(bottom=0)
@@ -200,8 +226,11 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     if front:
         _front_panel(axes[2], result, batches[0])
     env = result.environment
-    fig.suptitle(f"{result.model['backbone']} · {env['cpu']} · {env['backend']}, "
-                 f"{env['threads_effective']} thread(s)", fontsize=10)
+    fig.suptitle(
+        f"{result.model['backbone']} · {env['cpu']} · {env['backend']}, "
+        f"{env['threads_effective']} thread(s)",
+        fontsize=10,
+    )
     fig.tight_layout()
     png = io.BytesIO()
     try:
@@ -220,19 +249,36 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     attr, name = ("accuracy", "accuracy") if labelled else ("flops_share", "executed FLOPs share")
     for j, p in enumerate(_precisions(result)):
         line = _budget_rows(result, batch, p)
-        ax.plot([r.budget for r in line], [getattr(r, attr) for r in line],
-                marker=MARKERS[j % len(MARKERS)], color="C0" if j == 0 else f"C{3 + j}",
-                label=f"runtime{_tag(result, p)} ({name})")
-    masks = sorted((r for r in result.rows if r.kind == "static-mask" and r.batch == batch),
-                   key=lambda r: r.budget or 0.0)
+        ax.plot(
+            [r.budget for r in line],
+            [getattr(r, attr) for r in line],
+            marker=MARKERS[j % len(MARKERS)],
+            color="C0" if j == 0 else f"C{3 + j}",
+            label=f"runtime{_tag(result, p)} ({name})",
+        )
+    masks = sorted(
+        (r for r in result.rows if r.kind == "static-mask" and r.batch == batch),
+        key=lambda r: r.budget or 0.0,
+    )
     if masks:
-        ax.plot([r.budget for r in masks], [getattr(r, attr) for r in masks], marker="s",
-                linestyle="--", color="C2", label=f"best static mask ({name})")
+        ax.plot(
+            [r.budget for r in masks],
+            [getattr(r, attr) for r in masks],
+            marker="s",
+            linestyle="--",
+            color="C2",
+            label=f"best static mask ({name})",
+        )
     if labelled and static is not None and static.accuracy is not None:
         ax.axhline(static.accuracy, color="C0", linestyle="--", label="static full graph")
     if not labelled:
-        ax.plot([r.budget for r in rows], [r.usage for r in rows], marker="s", color="C1",
-                label="component usage")
+        ax.plot(
+            [r.budget for r in rows],
+            [r.usage for r in rows],
+            marker="s",
+            color="C1",
+            label="component usage",
+        )
         ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="usage = budget")
     ax.set_xlabel("budget c")
     ax.set_ylabel(name)
@@ -245,29 +291,50 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     main = _precisions(result)[0]
 
     def rows(kind: str, precision: str = main) -> list[BenchRow]:
-        return sorted((r for r in result.rows if r.kind == kind and r.batch == batch
-                       and r.precision == precision), key=lambda r: r.latency.median)
+        return sorted(
+            (
+                r
+                for r in result.rows
+                if r.kind == kind and r.batch == batch and r.precision == precision
+            ),
+            key=lambda r: r.latency.median,
+        )
 
-    lines = [(rows("budget", p), f"{MARKERS[j % len(MARKERS)]}-",
-              f"BudgetNet{_tag(result, p)} (policy included)")
-             for j, p in enumerate(_precisions(result))]
+    lines = [
+        (
+            rows("budget", p),
+            f"{MARKERS[j % len(MARKERS)]}-",
+            f"BudgetNet{_tag(result, p)} (policy included)",
+        )
+        for j, p in enumerate(_precisions(result))
+    ]
     lines.append((rows("static-mask"), "s--", "best static mask per budget"))
     for line, style, label in lines:
         if line:
-            ax.plot([r.latency.median for r in line], [r.accuracy for r in line], style,
-                    label=label)
+            ax.plot(
+                [r.latency.median for r in line], [r.accuracy for r in line], style, label=label
+            )
             for r in line:
-                ax.annotate(f"{r.budget:g}", (r.latency.median, r.accuracy or 0.0),
-                            fontsize=7, textcoords="offset points", xytext=(3, -9))
+                ax.annotate(
+                    f"{r.budget:g}",
+                    (r.latency.median, r.accuracy or 0.0),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, -9),
+                )
     for j, p in enumerate(_precisions(result)):
         static = _find(result.rows, "static", batch, p)
         if static is not None:
-            ax.plot([static.latency.median], [static.accuracy], "*",
-                    color="k" if j == 0 else f"C{3 + j}", markersize=10,
-                    label=f"static full graph{_tag(result, p)}")
+            ax.plot(
+                [static.latency.median],
+                [static.accuracy],
+                "*",
+                color="k" if j == 0 else f"C{3 + j}",
+                markersize=10,
+                label=f"static full graph{_tag(result, p)}",
+            )
     for i, r in enumerate(r for r in result.rows if r.kind == "zoo" and r.batch == batch):
-        ax.plot([r.latency.median], [r.accuracy], "D", color=f"C{3 + i}",
-                label=f"zoo: {r.name}")
+        ax.plot([r.latency.median], [r.accuracy], "D", color=f"C{3 + i}", label=f"zoo: {r.name}")
     ax.set_xlabel(f"median latency (ms per batch of {batch})")
     ax.set_ylabel("accuracy")
     ax.set_xlim(left=0)
@@ -294,12 +361,25 @@ def _tag(result: BenchResult, precision: str) -> str:
 
 
 def _budget_rows(result: BenchResult, batch: int, precision: str) -> list[BenchRow]:
-    return sorted((r for r in result.rows if r.kind == "budget" and r.batch == batch
-                   and r.precision == precision), key=lambda r: r.budget or 0.0)
+    return sorted(
+        (
+            r
+            for r in result.rows
+            if r.kind == "budget" and r.batch == batch and r.precision == precision
+        ),
+        key=lambda r: r.budget or 0.0,
+    )
 
 
-def _find(rows: list[BenchRow], kind: str, batch: int, precision: str | None = None
-          ) -> BenchRow | None:
+def _find(
+    rows: list[BenchRow], kind: str, batch: int, precision: str | None = None
+) -> BenchRow | None:
     """The first row of this kind and batch (and precision, when given)."""
-    return next((r for r in rows if r.kind == kind and r.batch == batch
-                 and precision in (None, r.precision)), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r.kind == kind and r.batch == batch and precision in (None, r.precision)
+        ),
+        None,
+    )

@@ -42,8 +42,12 @@ class BudgetController(Protocol):
 
 
 def _check_budget(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= value <= 1.0
+    ):
         raise ConfigError(f"{what} must be a number in [0, 1], got {value!r}")
     return float(value)
 
@@ -86,12 +90,20 @@ class BatteryBudget:
     The file is re-read at most every poll_s seconds.
     """
 
-    def __init__(self, schedule: Sequence[tuple[float, float]], path: str | Path | None = None,
-                 safe_budget: float = 0.25, hysteresis: float = 3.0, poll_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        schedule: Sequence[tuple[float, float]],
+        path: str | Path | None = None,
+        safe_budget: float = 0.25,
+        hysteresis: float = 3.0,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not schedule:
-            raise ConfigError("the battery schedule is empty: give (capacity %, budget) pairs "
-                              "such as [(60, 1.0), (30, 0.6), (0, 0.3)]")
+            raise ConfigError(
+                "the battery schedule is empty: give (capacity %, budget) pairs "
+                "such as [(60, 1.0), (30, 0.6), (0, 0.3)]"
+            )
         levels = []
         for threshold, value in schedule:
             if not 0.0 <= float(threshold) <= 100.0:
@@ -171,16 +183,26 @@ class LatencyBudget:
     last move.
     """
 
-    def __init__(self, deadline_ms: float, table: Sequence[tuple[float, float]],
-                 window: int = 100, min_samples: int = 20, target: float = 0.95,
-                 max_step: float = 0.1, deadband: float = 0.02, min_budget: float = 0.0,
-                 max_budget: float = 1.0) -> None:
+    def __init__(
+        self,
+        deadline_ms: float,
+        table: Sequence[tuple[float, float]],
+        window: int = 100,
+        min_samples: int = 20,
+        target: float = 0.95,
+        max_step: float = 0.1,
+        deadband: float = 0.02,
+        min_budget: float = 0.0,
+        max_budget: float = 1.0,
+    ) -> None:
         if not (math.isfinite(deadline_ms) and deadline_ms > 0):
             raise ConfigError(f"deadline_ms must be a positive number, got {deadline_ms!r}")
         rows = sorted((_check_budget(b, "a table budget"), float(ms)) for b, ms in table)
         if not rows or any(not (math.isfinite(ms) and ms > 0) for _, ms in rows):
-            raise ConfigError("the latency table needs (budget, p95 ms) rows with positive "
-                              "times: take them from `budget-edge bench --json`")
+            raise ConfigError(
+                "the latency table needs (budget, p95 ms) rows with positive "
+                "times: take them from `budget-edge bench --json`"
+            )
         if len({b for b, _ in rows}) != len(rows):
             raise ConfigError("the latency table lists a budget twice")
         if not 1 <= min_samples <= window:

@@ -337,8 +337,10 @@ class Manifest:
             raise ConfigError(
                 f"this artifact has no {precision} graphs (it has "
                 f"{', '.join(self.available_precisions)}): run `budget-edge quantize DIR "
-                f"--precision {precision}" + (" --calib-data DATA" if precision == "int8" else "")
-                + "` first, or use fp32")
+                f"--precision {precision}"
+                + (" --calib-data DATA" if precision == "int8" else "")
+                + "` first, or use fp32"
+            )
         graphs = [dataclasses.replace(g, file=spec.files[g.name]) for g in self.graphs]
         return dataclasses.replace(self, graphs=graphs)
 
@@ -348,10 +350,25 @@ class Manifest:
         d = asdict(self)
         config = d.pop("backbone_config")
         d["backbone"] = {"name": self.backbone, "config": config}
-        order = ["schema_version", "backbone", "num_classes", "class_names", "preprocessing",
-                 "components", "blocks", "graphs", "roles", "flops", "hot_policies",
-                 "static_masks", "allocation", "precisions", "versions", "files",
-                 "tensorrt"]
+        order = [
+            "schema_version",
+            "backbone",
+            "num_classes",
+            "class_names",
+            "preprocessing",
+            "components",
+            "blocks",
+            "graphs",
+            "roles",
+            "flops",
+            "hot_policies",
+            "static_masks",
+            "allocation",
+            "precisions",
+            "versions",
+            "files",
+            "tensorrt",
+        ]
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -367,18 +384,23 @@ class Manifest:
         """Read and validate ``DIR/manifest.json`` (file hashes: see :func:`verify_files`)."""
         path = Path(directory) / MANIFEST_NAME
         if not Path(directory).is_dir():
-            raise ManifestError(f"artifact directory {directory} does not exist: "
-                                "pass the --out directory of `budget-edge export`")
+            raise ManifestError(
+                f"artifact directory {directory} does not exist: "
+                "pass the --out directory of `budget-edge export`"
+            )
         if not path.is_file():
-            raise ManifestError(f"{path} is missing: this is not an artifact directory "
-                                "written by `budget-edge export`")
+            raise ManifestError(
+                f"{path} is missing: this is not an artifact directory "
+                "written by `budget-edge export`"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{path} is not valid JSON ({exc}): re-export the model") from exc
         except RecursionError as exc:  # "[[[[..." 100,000 deep
-            raise ManifestError(f"{path} nests JSON too deeply to be a manifest: re-export "
-                                "the model") from exc
+            raise ManifestError(
+                f"{path} nests JSON too deeply to be a manifest: re-export the model"
+            ) from exc
         manifest = cls.from_dict(data)
         manifest.validate()
         return manifest
@@ -393,17 +415,26 @@ class Manifest:
         try:
             json.dumps(self.to_dict(), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ManifestError(f"manifest is not plain JSON ({exc}): backbone.config and versions "
-                                "must hold only str, int, float, bool, list, dict") from exc
+            raise ManifestError(
+                f"manifest is not plain JSON ({exc}): backbone.config and versions "
+                "must hold only str, int, float, bool, list, dict"
+            ) from exc
         if self.schema_version != SCHEMA_VERSION:
             raise ManifestError(
                 f"schema_version: {self.schema_version} is not supported (this budget-edge "
-                f"reads {SCHEMA_VERSION}): export again with this version of budget-edge")
-        _check(isinstance(self.backbone, str) and self.backbone != "", "backbone.name",
-               "must be a non-empty string")
+                f"reads {SCHEMA_VERSION}): export again with this version of budget-edge"
+            )
+        _check(
+            isinstance(self.backbone, str) and self.backbone != "",
+            "backbone.name",
+            "must be a non-empty string",
+        )
         _check(self.num_classes >= 1, "num_classes", "must be at least 1")
-        _check(len(self.class_names) == self.num_classes, "class_names",
-               f"has {len(self.class_names)} names for {self.num_classes} classes")
+        _check(
+            len(self.class_names) == self.num_classes,
+            "class_names",
+            f"has {len(self.class_names)} names for {self.num_classes} classes",
+        )
         _validate_preprocessing(self.preprocessing)
         graphs = _validate_graphs(self.graphs)
         _validate_components(self)
@@ -426,8 +457,10 @@ class Manifest:
 
 def _check(ok: bool, where: str, problem: str) -> None:
     if not ok:
-        raise ManifestError(f"manifest field {where} {problem}: re-export the model "
-                            "(or fix the exporter that wrote it)")
+        raise ManifestError(
+            f"manifest field {where} {problem}: re-export the model "
+            "(or fix the exporter that wrote it)"
+        )
 
 
 def check_preprocessing(p: Preprocessing) -> None:
@@ -438,41 +471,67 @@ def check_preprocessing(p: Preprocessing) -> None:
 
 def _validate_preprocessing(p: Preprocessing) -> None:
     _check(p.layout == "NCHW", "preprocessing.layout", f"is {p.layout!r}, expected 'NCHW'")
-    _check(len(p.input_size) == 3 and all(isinstance(v, int) and v > 0 for v in p.input_size),
-           "preprocessing.input_size", f"must be three positive integers (C, H, W), "
-           f"got {p.input_size}")
-    _check(p.channels == p.input_size[0], "preprocessing.channels",
-           f"is {p.channels} but input_size has {p.input_size[0]} channels")
+    _check(
+        len(p.input_size) == 3 and all(isinstance(v, int) and v > 0 for v in p.input_size),
+        "preprocessing.input_size",
+        f"must be three positive integers (C, H, W), got {p.input_size}",
+    )
+    _check(
+        p.channels == p.input_size[0],
+        "preprocessing.channels",
+        f"is {p.channels} but input_size has {p.input_size[0]} channels",
+    )
     _check(len(p.mean) == p.channels, "preprocessing.mean", f"needs {p.channels} values")
     _check(len(p.std) == p.channels, "preprocessing.std", f"needs {p.channels} values")
     _check(all(math.isfinite(v) for v in p.mean), "preprocessing.mean", "must be finite")
-    _check(all(math.isfinite(s) and s > 0 for s in p.std), "preprocessing.std",
-           "must be positive and finite")
+    _check(
+        all(math.isfinite(s) and s > 0 for s in p.std),
+        "preprocessing.std",
+        "must be positive and finite",
+    )
     # pixel / 255 / std: a tiny std turns every pixel into inf (std 1e-300 did)
-    _check(all(s >= 1e-6 for s in p.std), "preprocessing.std",
-           "must be at least 1e-6 (a pixel divided by it must stay finite)")
+    _check(
+        all(s >= 1e-6 for s in p.std),
+        "preprocessing.std",
+        "must be at least 1e-6 (a pixel divided by it must stay finite)",
+    )
     _check(all(abs(v) <= 1e6 for v in p.mean), "preprocessing.mean", "must lie in [-1e6, 1e6]")
 
 
 def _validate_tensor(t: TensorSpec, where: str) -> None:
     _check(t.name != "", f"{where}.name", "must not be empty")
     if t.dtype == CONTROL_DTYPE:
-        _check(len(t.shape) == 1 and isinstance(t.shape[0], int) and t.shape[0] > 0,
-               f"{where}.shape", f"of an int64 control input must be one fixed size, got {t.shape}")
+        _check(
+            len(t.shape) == 1 and isinstance(t.shape[0], int) and t.shape[0] > 0,
+            f"{where}.shape",
+            f"of an int64 control input must be one fixed size, got {t.shape}",
+        )
         return
-    _check(t.dtype in DTYPES, f"{where}.dtype",
-           f"is {t.dtype!r}, expected one of {(*DTYPES, CONTROL_DTYPE)}")
-    _check(len(t.shape) >= 1 and isinstance(t.shape[0], str), f"{where}.shape",
-           f"must start with the symbolic batch axis, got {t.shape}")
+    _check(
+        t.dtype in DTYPES,
+        f"{where}.dtype",
+        f"is {t.dtype!r}, expected one of {(*DTYPES, CONTROL_DTYPE)}",
+    )
+    _check(
+        len(t.shape) >= 1 and isinstance(t.shape[0], str),
+        f"{where}.shape",
+        f"must start with the symbolic batch axis, got {t.shape}",
+    )
     rest = t.shape[1:]
-    _check(all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in rest),
-           f"{where}.shape", f"needs positive integer sizes after the batch axis, got {t.shape}")
+    _check(
+        all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in rest),
+        f"{where}.shape",
+        f"needs positive integer sizes after the batch axis, got {t.shape}",
+    )
 
 
 def _validate_relpath(path: str, where: str) -> None:
     pure = Path(path)
-    _check(path != "" and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path,
-           where, f"must be a relative path inside the artifact directory, got {path!r}")
+    _check(
+        path != "" and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path,
+        where,
+        f"must be a relative path inside the artifact directory, got {path!r}",
+    )
 
 
 def _validate_graphs(graphs: list[GraphSpec]) -> dict[str, GraphSpec]:
@@ -480,8 +539,11 @@ def _validate_graphs(graphs: list[GraphSpec]) -> dict[str, GraphSpec]:
     files: set[str] = set()
     for i, g in enumerate(graphs):
         where = f"graphs[{i}]"
-        _check(g.name != "" and g.name not in by_name, f"{where}.name",
-               f"must be unique and non-empty, got {g.name!r}")
+        _check(
+            g.name != "" and g.name not in by_name,
+            f"{where}.name",
+            f"must be unique and non-empty, got {g.name!r}",
+        )
         _validate_relpath(g.file, f"{where}.file")
         _check(g.file not in files, f"{where}.file", f"{g.file!r} is used by two graphs")
         _check(len(g.inputs) >= 1 and len(g.outputs) >= 1, where, "needs inputs and outputs")
@@ -503,8 +565,11 @@ def _validate_components(m: Manifest) -> None:
         _check(c.index == k, f"{where}.index", f"is {c.index}, expected {k} (mask order)")
         _check(0 <= c.block < len(m.blocks), f"{where}.block", f"{c.block} is not a block index")
         _check(c.flops >= 0, f"{where}.flops", "must not be negative")
-        _check(c.stage == m.blocks[c.block].stage, f"{where}.stage",
-               f"is {c.stage} but block {c.block} is in stage {m.blocks[c.block].stage}")
+        _check(
+            c.stage == m.blocks[c.block].stage,
+            f"{where}.stage",
+            f"is {c.stage} but block {c.block} is in stage {m.blocks[c.block].stage}",
+        )
         key = (c.block, -1 if c.path is None else c.path)
         _check(key > last, where, "is out of order: components go by block, then path")
         last = key
@@ -537,59 +602,105 @@ def _validate_roles(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
     image = [BATCH_AXIS, *m.preprocessing.input_size]
     logits = [BATCH_AXIS, m.num_classes]
     stem = graphs[str(m.roles["stem"])]
-    _check(len(stem.inputs) == 1 and len(stem.outputs) == 1, "roles.stem",
-           "graph must have one input and one output")
-    _check(_same(stem.inputs[0].shape, image), "roles.stem",
-           f"input shape {stem.inputs[0].shape} does not match input_size {image}")
+    _check(
+        len(stem.inputs) == 1 and len(stem.outputs) == 1,
+        "roles.stem",
+        "graph must have one input and one output",
+    )
+    _check(
+        _same(stem.inputs[0].shape, image),
+        "roles.stem",
+        f"input shape {stem.inputs[0].shape} does not match input_size {image}",
+    )
     head = graphs[str(m.roles["head"])]
-    _check(len(head.inputs) == 1 and len(head.outputs) == 1, "roles.head",
-           "graph must have one input and one output")
-    _check(_same(head.outputs[0].shape, logits), "roles.head",
-           f"output shape {head.outputs[0].shape} is not (batch, num_classes)")
+    _check(
+        len(head.inputs) == 1 and len(head.outputs) == 1,
+        "roles.head",
+        "graph must have one input and one output",
+    )
+    _check(
+        _same(head.outputs[0].shape, logits),
+        "roles.head",
+        f"output shape {head.outputs[0].shape} is not (batch, num_classes)",
+    )
     full = m.roles.get("full")
     if full is not None:
         g = graphs[full]
-        _check(len(g.inputs) == 1 and _same(g.inputs[0].shape, image)
-               and _same(g.outputs[0].shape, logits), "roles.full",
-               "graph must map the image to (batch, num_classes)")
+        _check(
+            len(g.inputs) == 1
+            and _same(g.inputs[0].shape, image)
+            and _same(g.outputs[0].shape, logits),
+            "roles.full",
+            "graph must map the image to (batch, num_classes)",
+        )
     policy = m.roles.get("policy")
     if policy is not None:
         g = graphs[policy]
-        _check(len(g.inputs) == 2 and len(g.outputs) == 2, "roles.policy",
-               "graph must have inputs (image, budget) and outputs (probs, value)")
-        _check(_same(g.inputs[0].shape, image), "roles.policy",
-               f"image input shape {g.inputs[0].shape} does not match input_size")
-        _check(len(g.inputs[1].shape) in (1, 2) and g.inputs[1].shape[1:] in ([], [1]),
-               "roles.policy", "budget input must be shaped (batch,) or (batch, 1)")
-        _check(_same(g.outputs[0].shape, [BATCH_AXIS, m.num_components]), "roles.policy",
-               f"probs output shape {g.outputs[0].shape} is not (batch, {m.num_components})")
-        _check(g.outputs[1].shape[1:] in ([], [1]), "roles.policy",
-               "value output must be shaped (batch,) or (batch, 1)")
+        _check(
+            len(g.inputs) == 2 and len(g.outputs) == 2,
+            "roles.policy",
+            "graph must have inputs (image, budget) and outputs (probs, value)",
+        )
+        _check(
+            _same(g.inputs[0].shape, image),
+            "roles.policy",
+            f"image input shape {g.inputs[0].shape} does not match input_size",
+        )
+        _check(
+            len(g.inputs[1].shape) in (1, 2) and g.inputs[1].shape[1:] in ([], [1]),
+            "roles.policy",
+            "budget input must be shaped (batch,) or (batch, 1)",
+        )
+        _check(
+            _same(g.outputs[0].shape, [BATCH_AXIS, m.num_components]),
+            "roles.policy",
+            f"probs output shape {g.outputs[0].shape} is not (batch, {m.num_components})",
+        )
+        _check(
+            g.outputs[1].shape[1:] in ([], [1]),
+            "roles.policy",
+            "value output must be shaped (batch,) or (batch, 1)",
+        )
     allocator = m.roles.get("allocator")
     if allocator is not None:
         g = graphs[allocator]
         k = m.num_components
-        ok = len(g.inputs) == 1 and _same(g.inputs[0].shape, image) \
-            and len(g.outputs) >= 1 and _same(g.outputs[0].shape, [BATCH_AXIS, k + 1])
+        ok = (
+            len(g.inputs) == 1
+            and _same(g.inputs[0].shape, image)
+            and len(g.outputs) >= 1
+            and _same(g.outputs[0].shape, [BATCH_AXIS, k + 1])
+        )
         if m.allocation is None:  # _validate_allocation says what is missing
             _check(ok, "roles.allocator", f"graph must map the image to chances (batch, {k + 1})")
         elif m.allocation.count_masks is not None:
-            _check(ok and len(g.outputs) == 1, "roles.allocator",
-                   f"graph must map the image to chances (batch, {k + 1}): the count "
-                   "masks give the components")
+            _check(
+                ok and len(g.outputs) == 1,
+                "roles.allocator",
+                f"graph must map the image to chances (batch, {k + 1}): the count "
+                "masks give the components",
+            )
         else:
-            _check(ok and len(g.outputs) == 2
-                   and _same(g.outputs[1].shape, [BATCH_AXIS, k + 1, k]), "roles.allocator",
-                   f"graph must map the image to chances (batch, {k + 1}) and level "
-                   f"probabilities (batch, {k + 1}, {k})")
+            _check(
+                ok and len(g.outputs) == 2 and _same(g.outputs[1].shape, [BATCH_AXIS, k + 1, k]),
+                "roles.allocator",
+                f"graph must map the image to chances (batch, {k + 1}) and level "
+                f"probabilities (batch, {k + 1}, {k})",
+            )
     switch = m.roles.get("switch")
     if switch is not None:
         g = graphs[switch]
         codes = [len(m.blocks)]
-        _check(len(g.inputs) == 2 and _same(g.inputs[0].shape, image)
-               and g.inputs[1].dtype == CONTROL_DTYPE and g.inputs[1].shape == codes
-               and len(g.outputs) == 1 and _same(g.outputs[0].shape, logits), "roles.switch",
-               f"graph must map (image, int64 codes {codes}) to (batch, num_classes)")
+        _check(
+            len(g.inputs) == 2
+            and _same(g.inputs[0].shape, image)
+            and g.inputs[1].dtype == CONTROL_DTYPE
+            and g.inputs[1].shape == codes
+            and len(g.outputs) == 1
+            and _same(g.outputs[0].shape, logits),
+            "roles.switch",
+            f"graph must map (image, int64 codes {codes}) to (batch, num_classes)",
+        )
 
 
 def _validate_blocks(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
@@ -600,51 +711,88 @@ def _validate_blocks(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
         _check(block.fixed_flops >= 0, f"{where}.fixed_flops", "must not be negative")
         comps = [m.components[k] for k in m.block_components(b)]
         if block.num_paths == 1:
-            _check(len(comps) == 1 and comps[0].path is None, where,
-                   "a one-path block needs exactly one component with path null")
+            _check(
+                len(comps) == 1 and comps[0].path is None,
+                where,
+                "a one-path block needs exactly one component with path null",
+            )
         else:
-            _check([c.path for c in comps] == list(range(block.num_paths)), where,
-                   f"needs components for paths 0..{block.num_paths - 1} in order")
+            _check(
+                [c.path for c in comps] == list(range(block.num_paths)),
+                where,
+                f"needs components for paths 0..{block.num_paths - 1} in order",
+            )
         scheme = block.variant_scheme
-        _check(scheme in VARIANT_SCHEMES, f"{where}.variant_scheme",
-               f"is {scheme!r}, expected one of {VARIANT_SCHEMES}")
-        _check((scheme == "single") == (block.num_paths == 1), f"{where}.variant_scheme",
-               "must be 'single' exactly for one-path blocks")
+        _check(
+            scheme in VARIANT_SCHEMES,
+            f"{where}.variant_scheme",
+            f"is {scheme!r}, expected one of {VARIANT_SCHEMES}",
+        )
+        _check(
+            (scheme == "single") == (block.num_paths == 1),
+            f"{where}.variant_scheme",
+            "must be 'single' exactly for one-path blocks",
+        )
         if scheme == "prefix":
-            _check(len({c.flops for c in comps}) == 1, f"{where}.variant_scheme",
-                   "'prefix' needs every path of the block to have the same FLOPs")
+            _check(
+                len({c.flops for c in comps}) == 1,
+                f"{where}.variant_scheme",
+                "'prefix' needs every path of the block to have the same FLOPs",
+            )
         got = sorted(tuple(v.paths) for v in block.variants)
         want = sorted(_expected_variants(scheme, block.num_paths))
-        _check(got == want, f"{where}.variants",
-               f"do not match scheme {scheme!r}: expected path sets {want}")
+        _check(
+            got == want,
+            f"{where}.variants",
+            f"do not match scheme {scheme!r}: expected path sets {want}",
+        )
         out_shape: list[int | str] | None = None
         for j, v in enumerate(block.variants):
             vw = f"{where}.variants[{j}].graph"
             _check(v.graph in graphs, vw, f"names unknown graph {v.graph!r}")
             g = graphs[v.graph]
-            _check(len(g.inputs) == 1 and len(g.outputs) == 1, vw,
-                   "graph must have one input and one output")
-            _check(_same(g.inputs[0].shape, shape), vw,
-                   f"input shape {g.inputs[0].shape} does not match the previous output {shape}")
+            _check(
+                len(g.inputs) == 1 and len(g.outputs) == 1,
+                vw,
+                "graph must have one input and one output",
+            )
+            _check(
+                _same(g.inputs[0].shape, shape),
+                vw,
+                f"input shape {g.inputs[0].shape} does not match the previous output {shape}",
+            )
             if out_shape is None:
                 out_shape = g.outputs[0].shape
             _check(_same(g.outputs[0].shape, out_shape), vw, "output shape differs from variant 0")
         assert out_shape is not None
         if block.skip is None:
-            _check(block.num_paths == 1, f"{where}.skip",
-                   "is null but a multi-path block needs a skip graph (ReLU(shortcut + BN(0)))")
-            _check(_same(shape, out_shape), f"{where}.skip",
-                   "is null (identity) but the block changes the shape: export a skip graph")
+            _check(
+                block.num_paths == 1,
+                f"{where}.skip",
+                "is null but a multi-path block needs a skip graph (ReLU(shortcut + BN(0)))",
+            )
+            _check(
+                _same(shape, out_shape),
+                f"{where}.skip",
+                "is null (identity) but the block changes the shape: export a skip graph",
+            )
         else:
             _check(block.skip in graphs, f"{where}.skip", f"names unknown graph {block.skip!r}")
             g = graphs[block.skip]
-            _check(len(g.inputs) == 1 and _same(g.inputs[0].shape, shape)
-                   and _same(g.outputs[0].shape, out_shape), f"{where}.skip",
-                   "graph must map the block input shape to the block output shape")
+            _check(
+                len(g.inputs) == 1
+                and _same(g.inputs[0].shape, shape)
+                and _same(g.outputs[0].shape, out_shape),
+                f"{where}.skip",
+                "graph must map the block input shape to the block output shape",
+            )
         shape = out_shape
     head = graphs[str(m.roles["head"])]
-    _check(_same(head.inputs[0].shape, shape), "roles.head",
-           f"input shape {head.inputs[0].shape} does not match the last block output {shape}")
+    _check(
+        _same(head.inputs[0].shape, shape),
+        "roles.head",
+        f"input shape {head.inputs[0].shape} does not match the last block output {shape}",
+    )
 
 
 def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
@@ -652,21 +800,31 @@ def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
     seen: set[tuple[int, ...]] = set()
     for i, h in enumerate(m.hot_policies):
         where = f"hot_policies[{i}]"
-        _check(len(h.mask) == m.num_components and all(v in (0, 1) for v in h.mask),
-               f"{where}.mask", f"must be {m.num_components} values of 0 or 1")
+        _check(
+            len(h.mask) == m.num_components and all(v in (0, 1) for v in h.mask),
+            f"{where}.mask",
+            f"must be {m.num_components} values of 0 or 1",
+        )
         _check(tuple(h.mask) not in seen, f"{where}.mask", "is listed twice")
         for b in m.blocks:
             if b.variant_scheme == "prefix":
                 part = [h.mask[k] for k in m.block_components(b.index)]
-                _check(part == sorted(part, reverse=True), f"{where}.mask",
-                       f"keeps a non-prefix path set of block {b.index} (scheme 'prefix'), "
-                       "which the runtime never runs")
+                _check(
+                    part == sorted(part, reverse=True),
+                    f"{where}.mask",
+                    f"keeps a non-prefix path set of block {b.index} (scheme 'prefix'), "
+                    "which the runtime never runs",
+                )
         seen.add(tuple(h.mask))
         _check(h.graph in graphs, f"{where}.graph", f"names unknown graph {h.graph!r}")
         g = graphs[h.graph]
-        _check(len(g.inputs) == 1 and _same(g.inputs[0].shape, image)
-               and _same(g.outputs[0].shape, [BATCH_AXIS, m.num_classes]), f"{where}.graph",
-               "graph must map the image to (batch, num_classes)")
+        _check(
+            len(g.inputs) == 1
+            and _same(g.inputs[0].shape, image)
+            and _same(g.outputs[0].shape, [BATCH_AXIS, m.num_classes]),
+            f"{where}.graph",
+            "graph must map the image to (batch, num_classes)",
+        )
 
 
 def _validate_static_masks(m: Manifest) -> None:
@@ -677,45 +835,75 @@ def _validate_static_masks(m: Manifest) -> None:
     prefix = [m.block_components(b.index) for b in m.blocks if b.variant_scheme == "prefix"]
     for i, s in enumerate(m.static_masks.masks):
         where = f"static_masks.masks[{i}]"
-        _check(len(s.mask) == m.num_components and all(v in (0, 1) for v in s.mask),
-               f"{where}.mask", f"must be {m.num_components} values of 0 or 1")
-        _check(sum(s.mask) not in kept, f"{where}.mask",
-               f"keeps {sum(s.mask)} components, like an earlier mask: one mask per count")
-        _check(math.isfinite(s.accuracy) and 0.0 <= s.accuracy <= 1.0, f"{where}.accuracy",
-               "must lie in [0, 1]")
+        _check(
+            len(s.mask) == m.num_components and all(v in (0, 1) for v in s.mask),
+            f"{where}.mask",
+            f"must be {m.num_components} values of 0 or 1",
+        )
+        _check(
+            sum(s.mask) not in kept,
+            f"{where}.mask",
+            f"keeps {sum(s.mask)} components, like an earlier mask: one mask per count",
+        )
+        _check(
+            math.isfinite(s.accuracy) and 0.0 <= s.accuracy <= 1.0,
+            f"{where}.accuracy",
+            "must lie in [0, 1]",
+        )
         for idx in prefix:
             part = [s.mask[k] for k in idx]
-            _check(part == sorted(part, reverse=True), f"{where}.mask",
-                   "keeps a non-prefix path set of a 'prefix' block, which never runs")
+            _check(
+                part == sorted(part, reverse=True),
+                f"{where}.mask",
+                "keeps a non-prefix path set of a 'prefix' block, which never runs",
+            )
         kept.add(sum(s.mask))
 
 
 def _validate_allocation(m: Manifest) -> None:
     has_graph = m.roles.get("allocator") is not None
-    _check((m.allocation is not None) == has_graph, "allocation",
-           "must be given exactly when there is an allocator graph")
-    _check((m.flops.allocator is not None) == has_graph, "flops.allocator",
-           "must be given exactly when there is an allocator graph")
+    _check(
+        (m.allocation is not None) == has_graph,
+        "allocation",
+        "must be given exactly when there is an allocator graph",
+    )
+    _check(
+        (m.flops.allocator is not None) == has_graph,
+        "flops.allocator",
+        "must be given exactly when there is an allocator graph",
+    )
     if m.allocation is None:
         return
     a = m.allocation
-    _check(len(a.budgets) >= 1 and len(a.budgets) == len(a.prices), "allocation",
-           "needs equally long, non-empty budgets and prices")
-    _check(all(math.isfinite(v) for v in a.budgets + a.prices), "allocation",
-           "holds NaN or inf")
-    _check(all(0.0 <= b <= 1.0 for b in a.budgets)
-           and all(b2 > b1 for b1, b2 in itertools.pairwise(a.budgets)), "allocation.budgets",
-           "must rise strictly within [0, 1]")
-    _check(all(p >= 0.0 for p in a.prices)
-           and all(p2 <= p1 for p1, p2 in itertools.pairwise(a.prices)), "allocation.prices",
-           "must be >= 0 and never rise with the budget")
+    _check(
+        len(a.budgets) >= 1 and len(a.budgets) == len(a.prices),
+        "allocation",
+        "needs equally long, non-empty budgets and prices",
+    )
+    _check(all(math.isfinite(v) for v in a.budgets + a.prices), "allocation", "holds NaN or inf")
+    _check(
+        all(0.0 <= b <= 1.0 for b in a.budgets)
+        and all(b2 > b1 for b1, b2 in itertools.pairwise(a.budgets)),
+        "allocation.budgets",
+        "must rise strictly within [0, 1]",
+    )
+    _check(
+        all(p >= 0.0 for p in a.prices)
+        and all(p2 <= p1 for p1, p2 in itertools.pairwise(a.prices)),
+        "allocation.prices",
+        "must be >= 0 and never rise with the budget",
+    )
     if a.count_masks is not None:
         k = m.num_components
         rows = a.count_masks
-        _check(len(rows) == k + 1 and all(len(r) == k for r in rows)
-               and all(v in (0, 1) for r in rows for v in r)
-               and [sum(r) for r in rows] == list(range(k + 1)), "allocation.count_masks",
-               f"must be {k + 1} rows of {k} zeros and ones, row k keeping k components")
+        _check(
+            len(rows) == k + 1
+            and all(len(r) == k for r in rows)
+            and all(v in (0, 1) for r in rows for v in r)
+            and [sum(r) for r in rows] == list(range(k + 1)),
+            "allocation.count_masks",
+            f"must be {k + 1} rows of {k} zeros and ones, row k keeping k components",
+        )
 
 
 def _validate_precisions(m: Manifest) -> None:
@@ -728,17 +916,29 @@ def _validate_precisions(m: Manifest) -> None:
     names = {g.name for g in m.graphs}
     for precision, spec in m.precisions.items():
         where = f"precisions[{precision!r}]"
-        _check(precision in QUANTIZED_PRECISIONS, where,
-               f"is not one of {QUANTIZED_PRECISIONS} (fp32 is `graphs` itself)")
-        _check(set(spec.files) == names, f"{where}.files",
-               "must name a file for every graph of `graphs`, and nothing else")
+        _check(
+            precision in QUANTIZED_PRECISIONS,
+            where,
+            f"is not one of {QUANTIZED_PRECISIONS} (fp32 is `graphs` itself)",
+        )
+        _check(
+            set(spec.files) == names,
+            f"{where}.files",
+            "must name a file for every graph of `graphs`, and nothing else",
+        )
         for name, path in spec.files.items():
             _validate_relpath(path, f"{where}.files[{name!r}]")
-            _check(path not in fp32_files and path not in seen, f"{where}.files[{name!r}]",
-                   "is a file of another graph set or engine")
+            _check(
+                path not in fp32_files and path not in seen,
+                f"{where}.files[{name!r}]",
+                "is a file of another graph set or engine",
+            )
         seen |= set(spec.files.values())
-        _check(len(set(spec.files.values())) == len(spec.files), f"{where}.files",
-               "names one file for two graphs")
+        _check(
+            len(set(spec.files.values())) == len(spec.files),
+            f"{where}.files",
+            "names one file for two graphs",
+        )
 
 
 # FLOPs are summed in int64 per image: keep totals far from its 9.2e18 limit (a real
@@ -747,22 +947,34 @@ MAX_FLOPS = 1 << 53
 
 
 def _validate_flops(m: Manifest) -> None:
-    _check(m.flops.stem >= 0 and m.flops.head >= 0 and (m.flops.allocator or 0) >= 0,
-           "flops", "must not be negative")
+    _check(
+        m.flops.stem >= 0 and m.flops.head >= 0 and (m.flops.allocator or 0) >= 0,
+        "flops",
+        "must not be negative",
+    )
     _check(all(c.flops >= 0 for c in m.components), "components.flops", "must not be negative")
-    _check(m.full_flops + (m.flops.policy or 0) < MAX_FLOPS, "flops",
-           f"total {m.full_flops:.3g}, is not a model's FLOPs (at most 2**53)")
+    _check(
+        m.full_flops + (m.flops.policy or 0) < MAX_FLOPS,
+        "flops",
+        f"total {m.full_flops:.3g}, is not a model's FLOPs (at most 2**53)",
+    )
     has_policy = m.roles.get("policy") is not None
-    _check((m.flops.policy is not None) == has_policy, "flops.policy",
-           "must be given exactly when there is a policy graph")
+    _check(
+        (m.flops.policy is not None) == has_policy,
+        "flops.policy",
+        "must be given exactly when there is a policy graph",
+    )
     _check(m.full_flops > 0, "flops", "the full model must have positive FLOPs")
 
 
 def _validate_files(m: Manifest) -> None:
     for name, digest in m.files.items():
         _validate_relpath(name, f"files[{name!r}]")
-        _check(isinstance(digest, str) and bool(_SHA256.match(digest)), f"files[{name!r}]",
-               "must be a lowercase hex SHA-256")
+        _check(
+            isinstance(digest, str) and bool(_SHA256.match(digest)),
+            f"files[{name!r}]",
+            "must be a lowercase hex SHA-256",
+        )
     for name in m.referenced_files():
         _check(name in m.files, "files", f"has no SHA-256 for {name!r}")
 
@@ -770,8 +982,11 @@ def _validate_files(m: Manifest) -> None:
 def _validate_tensorrt(t: TensorRTSpec, graphs: dict[str, GraphSpec]) -> None:
     _check(t.version != "", "tensorrt.version", "must not be empty")
     _check(t.gpu != "", "tensorrt.gpu", "must not be empty")
-    _check(t.precision in TRT_PRECISIONS, "tensorrt.precision",
-           f"is {t.precision!r}, expected one of {TRT_PRECISIONS}")
+    _check(
+        t.precision in TRT_PRECISIONS,
+        "tensorrt.precision",
+        f"is {t.precision!r}, expected one of {TRT_PRECISIONS}",
+    )
     _check(t.max_batch >= 1, "tensorrt.max_batch", "must be at least 1")
     for name, path in t.engines.items():
         _check(name in graphs, f"tensorrt.engines[{name!r}]", "names an unknown graph")
@@ -785,8 +1000,9 @@ def _validate_tensorrt(t: TensorRTSpec, graphs: dict[str, GraphSpec]) -> None:
 
 def _req(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(d, dict):
-        raise ManifestError(f"manifest field {where or 'top level'} must be an object: "
-                            "re-export the model")
+        raise ManifestError(
+            f"manifest field {where or 'top level'} must be an object: re-export the model"
+        )
     if key not in d:
         raise ManifestError(f"manifest field {_join(where, key)} is missing: re-export the model")
     return _typed(d[key], kind, _join(where, key))
@@ -794,8 +1010,9 @@ def _req(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
 
 def _opt(d: Any, key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
     if not isinstance(d, dict):
-        raise ManifestError(f"manifest field {where or 'top level'} must be an object: "
-                            "re-export the model")
+        raise ManifestError(
+            f"manifest field {where or 'top level'} must be an object: re-export the model"
+        )
     if d.get(key) is None:
         return default
     return _typed(d[key], kind, _join(where, key))
@@ -812,8 +1029,9 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
         ok = isinstance(value, kinds)
     if not ok:
         names = " or ".join(k.__name__ for k in kinds)
-        raise ManifestError(f"manifest field {where} must be {names}, got {value!r}: "
-                            "re-export the model")
+        raise ManifestError(
+            f"manifest field {where} must be {names}, got {value!r}: re-export the model"
+        )
     return value
 
 
@@ -836,10 +1054,12 @@ def _graph(d: Any, where: str) -> GraphSpec:
     return GraphSpec(
         name=_req(d, "name", str, where),
         file=_req(d, "file", str, where),
-        inputs=[_tensor(t, f"{where}.inputs[{i}]")
-                for i, t in enumerate(_list(d, "inputs", where))],
-        outputs=[_tensor(t, f"{where}.outputs[{i}]")
-                 for i, t in enumerate(_list(d, "outputs", where))],
+        inputs=[
+            _tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(_list(d, "inputs", where))
+        ],
+        outputs=[
+            _tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(_list(d, "outputs", where))
+        ],
     )
 
 
@@ -851,8 +1071,9 @@ def _block(d: Any, where: str) -> BlockSpec:
     variants = []
     for j, v in enumerate(_list(d, "variants", where)):
         vw = f"{where}.variants[{j}]"
-        variants.append(VariantSpec(_ints(_list(v, "paths", vw), f"{vw}.paths"),
-                                    _req(v, "graph", str, vw)))
+        variants.append(
+            VariantSpec(_ints(_list(v, "paths", vw), f"{vw}.paths"), _req(v, "graph", str, vw))
+        )
     return BlockSpec(
         index=_req(d, "index", int, where),
         stage=_req(d, "stage", int, where),
@@ -869,16 +1090,21 @@ def _parse_manifest(data: Any) -> Manifest:
     if version != SCHEMA_VERSION:
         raise ManifestError(
             f"schema_version {version} is not supported (this budget-edge reads "
-            f"{SCHEMA_VERSION}): use the budget-edge version that exported it, or export again")
+            f"{SCHEMA_VERSION}): use the budget-edge version that exported it, or export again"
+        )
     backbone = _req(data, "backbone", dict, "")
     pre = _req(data, "preprocessing", dict, "")
     flops = _req(data, "flops", dict, "")
     pre_w = "preprocessing"
     preprocessing = Preprocessing(
-        mean=[float(_typed(v, float, f"{pre_w}.mean[{i}]"))
-              for i, v in enumerate(_list(pre, "mean", pre_w))],
-        std=[float(_typed(v, float, f"{pre_w}.std[{i}]"))
-             for i, v in enumerate(_list(pre, "std", pre_w))],
+        mean=[
+            float(_typed(v, float, f"{pre_w}.mean[{i}]"))
+            for i, v in enumerate(_list(pre, "mean", pre_w))
+        ],
+        std=[
+            float(_typed(v, float, f"{pre_w}.std[{i}]"))
+            for i, v in enumerate(_list(pre, "std", pre_w))
+        ],
         input_size=_ints(_list(pre, "input_size", pre_w), f"{pre_w}.input_size"),
         layout=_req(pre, "layout", str, pre_w),
         channels=_req(pre, "channels", int, pre_w),
@@ -886,31 +1112,54 @@ def _parse_manifest(data: Any) -> Manifest:
     components = []
     for k, c in enumerate(_list(data, "components", "")):
         w = f"components[{k}]"
-        components.append(ComponentSpec(_req(c, "index", int, w), _req(c, "stage", int, w),
-                                        _req(c, "block", int, w), _opt(c, "path", int, w, None),
-                                        _req(c, "flops", int, w)))
+        components.append(
+            ComponentSpec(
+                _req(c, "index", int, w),
+                _req(c, "stage", int, w),
+                _req(c, "block", int, w),
+                _opt(c, "path", int, w, None),
+                _req(c, "flops", int, w),
+            )
+        )
     hot = []
     for i, h in enumerate(_opt(data, "hot_policies", list, "", [])):
         w = f"hot_policies[{i}]"
         hot.append(HotPolicySpec(_ints(_list(h, "mask", w), f"{w}.mask"), _req(h, "graph", str, w)))
     static = _opt(data, "static_masks", dict, "", None)
     if static is not None:
-        masks = [StaticMaskSpec(_ints(_list(e, "mask", f"static_masks.masks[{i}]"),
-                                      f"static_masks.masks[{i}].mask"),
-                                float(_req(e, "accuracy", float, f"static_masks.masks[{i}]")))
-                 for i, e in enumerate(_list(static, "masks", "static_masks"))]
+        masks = [
+            StaticMaskSpec(
+                _ints(
+                    _list(e, "mask", f"static_masks.masks[{i}]"), f"static_masks.masks[{i}].mask"
+                ),
+                float(_req(e, "accuracy", float, f"static_masks.masks[{i}]")),
+            )
+            for i, e in enumerate(_list(static, "masks", "static_masks"))
+        ]
         static = StaticMasksSpec(_req(static, "source", str, "static_masks"), masks)
     allocation = _opt(data, "allocation", dict, "", None)
     if allocation is not None:
-        budgets, prices = ([float(_typed(v, float, f"allocation.{key}[{i}]"))
-                            for i, v in enumerate(_list(allocation, key, "allocation"))]
-                           for key in ("budgets", "prices"))
+        budgets, prices = (
+            [
+                float(_typed(v, float, f"allocation.{key}[{i}]"))
+                for i, v in enumerate(_list(allocation, key, "allocation"))
+            ]
+            for key in ("budgets", "prices")
+        )
         allocation = AllocationSpec(
-            _req(allocation, "source", str, "allocation"), budgets, prices,
-            count_masks=None if allocation.get("count_masks") is None else [
-                _ints(_typed(row, list, f"allocation.count_masks[{i}]"),
-                      f"allocation.count_masks[{i}]")
-                for i, row in enumerate(_list(allocation, "count_masks", "allocation"))])
+            _req(allocation, "source", str, "allocation"),
+            budgets,
+            prices,
+            count_masks=None
+            if allocation.get("count_masks") is None
+            else [
+                _ints(
+                    _typed(row, list, f"allocation.count_masks[{i}]"),
+                    f"allocation.count_masks[{i}]",
+                )
+                for i, row in enumerate(_list(allocation, "count_masks", "allocation"))
+            ],
+        )
     roles = _req(data, "roles", dict, "")
     for role, name in roles.items():
         if name is not None:
@@ -925,23 +1174,27 @@ def _parse_manifest(data: Any) -> Manifest:
         pfiles = _req(spec, "files", dict, w)
         for name, path in pfiles.items():
             _typed(path, str, f"{w}.files[{name!r}]")
-        precisions[precision] = PrecisionSpec(dict(pfiles),
-                                              dict(_opt(spec, "recipe", dict, w, {})))
+        precisions[precision] = PrecisionSpec(dict(pfiles), dict(_opt(spec, "recipe", dict, w, {})))
     return Manifest(
         schema_version=version,
         backbone=_req(backbone, "name", str, "backbone"),
         backbone_config=dict(_req(backbone, "config", dict, "backbone")),
         num_classes=_req(data, "num_classes", int, ""),
-        class_names=[_typed(v, str, f"class_names[{i}]")
-                     for i, v in enumerate(_list(data, "class_names", ""))],
+        class_names=[
+            _typed(v, str, f"class_names[{i}]")
+            for i, v in enumerate(_list(data, "class_names", ""))
+        ],
         preprocessing=preprocessing,
         components=components,
         blocks=[_block(b, f"blocks[{i}]") for i, b in enumerate(_list(data, "blocks", ""))],
         graphs=[_graph(g, f"graphs[{i}]") for i, g in enumerate(_list(data, "graphs", ""))],
         roles=dict(roles),
-        flops=FlopsSpec(_req(flops, "stem", int, "flops"), _req(flops, "head", int, "flops"),
-                        _opt(flops, "policy", int, "flops", None),
-                        _opt(flops, "allocator", int, "flops", None)),
+        flops=FlopsSpec(
+            _req(flops, "stem", int, "flops"),
+            _req(flops, "head", int, "flops"),
+            _opt(flops, "policy", int, "flops", None),
+            _opt(flops, "allocator", int, "flops", None),
+        ),
         versions=dict(_req(data, "versions", dict, "")),
         hot_policies=hot,
         static_masks=static,
@@ -990,8 +1243,10 @@ def verify_files(directory: str | os.PathLike[str], manifest: Manifest | None = 
     for name, digest in manifest.files.items():
         path = artifact_file(root, name)
         if sha256_file(path) != digest:
-            raise ManifestError(f"{name} in {root} does not match its SHA-256 in the manifest "
-                                "(corrupted, truncated or edited): copy it again or re-export")
+            raise ManifestError(
+                f"{name} in {root} does not match its SHA-256 in the manifest "
+                "(corrupted, truncated or edited): copy it again or re-export"
+            )
     return manifest
 
 
@@ -1004,11 +1259,15 @@ def artifact_file(root: Path, name: str) -> Path:
         path = path / part
         linked = linked or path.is_symlink()
     if linked:
-        raise ManifestError(f"{name} in {root} is a symbolic link: an artifact holds its own "
-                            "files; copy them in (cp -L) instead of linking")
+        raise ManifestError(
+            f"{name} in {root} is a symbolic link: an artifact holds its own "
+            "files; copy them in (cp -L) instead of linking"
+        )
     if not path.is_file():
-        raise ManifestError(f"{name} is listed in the manifest but missing from {root}: "
-                            "copy the whole artifact directory, or export again")
+        raise ManifestError(
+            f"{name} is listed in the manifest but missing from {root}: "
+            "copy the whole artifact directory, or export again"
+        )
     return path
 
 
@@ -1017,9 +1276,11 @@ def read_checked(root: Path, manifest: Manifest, name: str) -> bytes:
     run are the bytes that were checked, even if the file changes after loading."""
     data = artifact_file(root, name).read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest.files.get(name):
-        raise ManifestError(f"{name} in {root} changed since the artifact was loaded (its "
-                            "SHA-256 no longer matches the manifest): copy it again or "
-                            "re-export, then load again")
+        raise ManifestError(
+            f"{name} in {root} changed since the artifact was loaded (its "
+            "SHA-256 no longer matches the manifest): copy it again or "
+            "re-export, then load again"
+        )
     return data
 
 
@@ -1035,8 +1296,10 @@ def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Man
     for name in names:
         _validate_relpath(name, f"files[{name!r}]")
         if not (root / name).is_file():
-            raise ManifestError(f"{name} is named in the manifest but missing from {root}: "
-                                "write every graph and engine before the manifest")
+            raise ManifestError(
+                f"{name} is named in the manifest but missing from {root}: "
+                "write every graph and engine before the manifest"
+            )
         files[name] = sha256_file(root / name)
     manifest.files = files
     manifest.validate()
@@ -1059,9 +1322,11 @@ def artifact_lock(directory: str | os.PathLike[str]) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise ManifestError(f"{directory} is being written by another budget-edge "
-                                "command (quantize or build-engines): wait for it, then run "
-                                "again") from None
+            raise ManifestError(
+                f"{directory} is being written by another budget-edge "
+                "command (quantize or build-engines): wait for it, then run "
+                "again"
+            ) from None
         try:
             yield
         finally:

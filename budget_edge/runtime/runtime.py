@@ -106,8 +106,14 @@ class _BlockPlan:
 class BudgetRuntime:
     """An artifact directory loaded for inference. Build with :meth:`load`."""
 
-    def __init__(self, manifest: Manifest, directory: Path, backend: Backend,
-                 precision: str = "fp32", dispatch: str = "auto") -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: Path,
+        backend: Backend,
+        precision: str = "fp32",
+        dispatch: str = "auto",
+    ) -> None:
         if dispatch not in DISPATCHES:
             raise ConfigError(f"dispatch {dispatch!r} is not one of {DISPATCHES}")
         self.manifest = manifest
@@ -116,8 +122,9 @@ class BudgetRuntime:
         self.precision = precision
         # One call at a time on a backend with one stream and pooled device memory;
         # ONNX Runtime sessions run concurrently.
-        self._lock: Any = threading.Lock() if getattr(backend, "serial", False) \
-            else contextlib.nullcontext()
+        self._lock: Any = (
+            threading.Lock() if getattr(backend, "serial", False) else contextlib.nullcontext()
+        )
         self._plans = [self._plan(b.index) for b in manifest.blocks]
         self._code_weights = self._code_matrix()
         self._comp_flops = np.array([c.flops for c in manifest.components], np.int64)
@@ -128,7 +135,8 @@ class BudgetRuntime:
         self._prefix_blocks = masklib.prefix_blocks(manifest)
         # Whole-mask graphs: the hot policies, and the static model for the all-ones mask.
         self._whole: dict[bytes, str] = {
-            bytes(np.asarray(h.mask, np.uint8)): h.graph for h in manifest.hot_policies}
+            bytes(np.asarray(h.mask, np.uint8)): h.graph for h in manifest.hot_policies
+        }
         full = manifest.roles.get("full")
         if dispatch == "chain":
             self._whole.clear()
@@ -140,26 +148,50 @@ class BudgetRuntime:
         self._switch = switch if backend.name == "onnxruntime" and dispatch == "auto" else None
         # Mode 'allocate''s calibration as arrays (budgets, prices), read once.
         spec = manifest.allocation
-        self._allocation_table = None if spec is None else (
-            np.asarray(spec.budgets, np.float64), np.asarray(spec.prices, np.float64))
-        self._count_table = None if spec is None or spec.count_masks is None \
+        self._allocation_table = (
+            None
+            if spec is None
+            else (np.asarray(spec.budgets, np.float64), np.asarray(spec.prices, np.float64))
+        )
+        self._count_table = (
+            None
+            if spec is None or spec.count_masks is None
             else allocation.CountTable.of(spec.count_masks)
+        )
         allocator = manifest.roles.get("allocator")
-        self._count_plan = None if self._count_table is None or allocator is None \
-            or self._allocation_table is None else CountPlan.build(
-                allocator, self._count_table, self._whole, *self._allocation_table,
-                self._base_flops, self._comp_flops, self._prefix_blocks)
+        self._count_plan = (
+            None
+            if self._count_table is None or allocator is None or self._allocation_table is None
+            else CountPlan.build(
+                allocator,
+                self._count_table,
+                self._whole,
+                *self._allocation_table,
+                self._base_flops,
+                self._comp_flops,
+                self._prefix_blocks,
+            )
+        )
         # The searched static masks as a table from any count 0..K to the mask used.
         self._static_table = _count_table(
-            {sum(s.mask): np.asarray(s.mask, np.uint8)
-             for s in (manifest.static_masks.masks if manifest.static_masks else [])},
-            self.num_components)
+            {
+                sum(s.mask): np.asarray(s.mask, np.uint8)
+                for s in (manifest.static_masks.masks if manifest.static_masks else [])
+            },
+            self.num_components,
+        )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], backend: str = "auto",
-             threads: int | None = None, providers: Sequence[Any] | None = None,
-             precision: str = "fp32", dispatch: str = "auto",
-             trusted_keys: Sequence[str | os.PathLike[str]] | None = None) -> BudgetRuntime:
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        backend: str = "auto",
+        threads: int | None = None,
+        providers: Sequence[Any] | None = None,
+        precision: str = "fp32",
+        dispatch: str = "auto",
+        trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+    ) -> BudgetRuntime:
         """Validate the manifest and every file's SHA-256, then set up the backend.
 
         backend: "auto" (TensorRT when the artifact has engines and TensorRT runs
@@ -186,10 +218,12 @@ class BudgetRuntime:
         if precision != "fp32" and engines != precision:
             # The engines (if any) are of another precision: the ONNX set runs.
             if backend == "tensorrt":
-                raise ConfigError(f"this artifact has no {precision} TensorRT engines (they are "
-                                  f"{engines or 'not built'}): run `budget-edge build-engines "
-                                  f"DIR --precision {precision}` on the device, or use "
-                                  "backend='onnxruntime'")
+                raise ConfigError(
+                    f"this artifact has no {precision} TensorRT engines (they are "
+                    f"{engines or 'not built'}): run `budget-edge build-engines "
+                    f"DIR --precision {precision}` on the device, or use "
+                    "backend='onnxruntime'"
+                )
             backend = "onnxruntime"
         made = create_backend(backend, chosen, root, threads, providers)
         if made.name == "tensorrt" and manifest.tensorrt is not None:
@@ -225,9 +259,16 @@ class BudgetRuntime:
 
     # ---- inference ----------------------------------------------------------------
 
-    def infer(self, images: Any, budget: Any = None, mask: Any = None, mode: str = "greedy",
-              seed: int | None = None, cap: str | None = None, policy: str = "agent"
-              ) -> InferResult:
+    def infer(
+        self,
+        images: Any,
+        budget: Any = None,
+        mask: Any = None,
+        mode: str = "greedy",
+        seed: int | None = None,
+        cap: str | None = None,
+        policy: str = "agent",
+    ) -> InferResult:
         """Classify a batch under a budget (or an explicit mask).
 
         images: uint8 NHWC pixels (NHW or HW for one channel), normalised with the
@@ -255,24 +296,38 @@ class BudgetRuntime:
         if cap is not None and cap not in masklib.CAPS:
             raise InputError(f"cap {cap!r} is not one of {masklib.CAPS} (or None)")
         if mask is not None and budget is not None:
-            raise InputError("give a budget or a mask, not both: a mask runs exactly its "
-                             "components, so the budget would be ignored")
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise InputError(
+                "give a budget or a mask, not both: a mask runs exactly its "
+                "components, so the budget would be ignored"
+            )
+        if seed is not None and (
+            isinstance(seed, (bool, np.bool_))
+            or not isinstance(seed, (int, np.integer))
+            or seed < 0
+        ):
             raise InputError(f"seed must be a non-negative integer (or None), got {seed!r}")
         pixels = pixels_nhwc(images, self.manifest.preprocessing)
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
         n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]
-        if (n == 1 and self._count_plan is not None and mode == "allocate" and mask is None
-                and cap is None and policy == "agent" and self.has_policy
-                and type(budget) in (float, int) and 0 <= budget <= 1):
+        if (
+            n == 1
+            and self._count_plan is not None
+            and mode == "allocate"
+            and mask is None
+            and cap is None
+            and policy == "agent"
+            and self.has_policy
+            and type(budget) in (float, int)
+            and 0 <= budget <= 1
+        ):
             return self._infer_one_count(images, pixels, x, budget, latency, t_start)
         probs: np.ndarray | None = None
         with self._lock:
             try:
                 xd = self._upload(images, pixels, x)
-                probs, run_mask = self._decide(xd, n, budget, mask, mode, seed, cap, policy,
-                                               latency)
+                probs, run_mask = self._decide(
+                    xd, n, budget, mask, mode, seed, cap, policy, latency
+                )
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
@@ -280,15 +335,25 @@ class BudgetRuntime:
         latency["total"] = _ms(t_start)
         flops = self._base_flops + run_mask @ self._comp_flops  # uint8 @ int64: int64
         return InferResult(
-            logits=logits, classes=logits.argmax(axis=1).astype(np.int64, copy=False),
+            logits=logits,
+            classes=logits.argmax(axis=1).astype(np.int64, copy=False),
             mask=run_mask,
-            probs=probs, flops=flops, latency_ms=latency,
+            probs=probs,
+            flops=flops,
+            latency_ms=latency,
             policy_flops=self.decision_flops(mode) if probs is not None else 0,
-            full_flops=self.full_flops)
+            full_flops=self.full_flops,
+        )
 
-    def _infer_one_count(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None,
-                         budget: float, latency: dict[str, float], t_start: float
-                         ) -> InferResult:
+    def _infer_one_count(
+        self,
+        images: Any,
+        pixels: np.ndarray | None,
+        x: np.ndarray | None,
+        budget: float,
+        latency: dict[str, float],
+        t_start: float,
+    ) -> InferResult:
         """Mode 'allocate' on one image through the count plan (runtime/count_plan.py):
         the same result as the general path, with a fraction of its host work."""
         plan = self._count_plan
@@ -300,14 +365,17 @@ class BudgetRuntime:
                 t = time.perf_counter()
                 chances = np.asarray(be.to_host(be.run_device(plan.allocator, [xd])[:1])[0])
                 if chances.size != len(plan.levels):
-                    raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
-                                     f"count masks {plan.masks.shape}")
+                    raise InputError(
+                        f"allocator outputs do not fit: chances {chances.shape}, "
+                        f"count masks {plan.masks.shape}"
+                    )
                 count = plan.count(chances, budget)
                 latency["policy"] = _ms(t)
                 graph = plan.graphs[count]
                 if graph is None:  # no whole-mask graph for this count: the general dispatch
-                    logits = be.to_host([self._backbone(xd, plan.masks[count:count + 1],
-                                                        latency)])[0]
+                    logits = be.to_host(
+                        [self._backbone(xd, plan.masks[count : count + 1], latency)]
+                    )[0]
                 else:
                     t = time.perf_counter()
                     logits = be.to_host([be.run_device(graph, [xd])[0]])[0]
@@ -318,10 +386,15 @@ class BudgetRuntime:
         _check_finite(logits)
         latency["total"] = _ms(t_start)
         return InferResult(
-            logits=logits, classes=logits.argmax(axis=1).astype(np.int64, copy=False),
-            mask=plan.masks[count:count + 1].copy(), probs=plan.shares[count:count + 1].copy(),
-            flops=plan.flops[count:count + 1].copy(), latency_ms=latency,
-            policy_flops=self.decision_flops("allocate"), full_flops=self.full_flops)
+            logits=logits,
+            classes=logits.argmax(axis=1).astype(np.int64, copy=False),
+            mask=plan.masks[count : count + 1].copy(),
+            probs=plan.shares[count : count + 1].copy(),
+            flops=plan.flops[count : count + 1].copy(),
+            latency_ms=latency,
+            policy_flops=self.decision_flops("allocate"),
+            full_flops=self.full_flops,
+        )
 
     def _upload(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None) -> Any:
         """The images on the backend: uint8 pixels normalised there when it can (a quarter
@@ -334,31 +407,48 @@ class BudgetRuntime:
         assert x is not None
         return self.backend.to_device(x)
 
-    def _decide(self, xd: Any, n: int, budget: Any, mask: Any, mode: str, seed: int | None,
-                cap: str | None, policy: str, latency: dict[str, float]
-                ) -> tuple[np.ndarray | None, np.ndarray]:
+    def _decide(
+        self,
+        xd: Any,
+        n: int,
+        budget: Any,
+        mask: Any,
+        mode: str,
+        seed: int | None,
+        cap: str | None,
+        policy: str,
+        latency: dict[str, float],
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         """The policy's probabilities (None when it does not run) and the mask to run."""
         probs: np.ndarray | None = None
         if mask is not None:
             if budget is not None:
                 prepare_budget(budget, n)  # still a mistake worth reporting
             if cap is not None:
-                raise InputError("cap needs the policy's probabilities: pass a budget "
-                                 "without a mask, or drop cap")
+                raise InputError(
+                    "cap needs the policy's probabilities: pass a budget "
+                    "without a mask, or drop cap"
+                )
             run_mask = prepare_mask(mask, n, self.num_components)
             masklib.check_variants(run_mask, self.manifest, self._prefix_blocks)
         elif policy == "static":
             if cap is not None:
-                raise InputError("cap needs the agent's probabilities: drop cap with "
-                                 "policy='static' (its masks already fit round(c K))")
+                raise InputError(
+                    "cap needs the agent's probabilities: drop cap with "
+                    "policy='static' (its masks already fit round(c K))"
+                )
             if mode == "allocate":
-                raise InputError("mode 'allocate' ranks the agent's components: use it with "
-                                 "policy='agent', or drop it with policy='static'")
+                raise InputError(
+                    "mode 'allocate' ranks the agent's components: use it with "
+                    "policy='agent', or drop it with policy='static'"
+                )
             run_mask = self._static_masks(prepare_budget(budget, n))
         else:
             if not self.has_policy:
-                raise InputError("this artifact has no policy graph (it was exported without "
-                                 "an agent): pass mask= with the components to run")
+                raise InputError(
+                    "this artifact has no policy graph (it was exported without "
+                    "an agent): pass mask= with the components to run"
+                )
             b = prepare_budget(budget, n)
             t = time.perf_counter()
             if mode == "allocate":
@@ -380,9 +470,11 @@ class BudgetRuntime:
         """Each image's searched static mask: the one with round(c K) components, or
         the nearest count the search kept below it (the fewest found if none)."""
         if not self.has_static_masks:
-            raise InputError("this artifact has no static masks: export it with "
-                             "`budget-edge export ... --static-masks DATA`, or use "
-                             "policy='agent'")
+            raise InputError(
+                "this artifact has no static masks: export it with "
+                "`budget-edge export ... --static-masks DATA`, or use "
+                "policy='agent'"
+            )
         want = masklib.rank_counts(budget, self.num_components)
         return self._static_table[np.minimum(want, self.num_components)]
 
@@ -416,8 +508,10 @@ class BudgetRuntime:
         """Logits of the static, unmasked `full` graph (the baseline to compare with)."""
         name = self.manifest.roles.get("full")
         if name is None:
-            raise InputError("this artifact has no `full` graph: re-export it with the static "
-                             "model, or run infer(mask=np.ones(K))")
+            raise InputError(
+                "this artifact has no `full` graph: re-export it with the static "
+                "model, or run infer(mask=np.ones(K))"
+            )
         x = prepare_images(images, self.manifest.preprocessing)
         with self._lock:
             return self.backend.run(name, [x])[0]
@@ -456,13 +550,17 @@ class BudgetRuntime:
         """Masks and probabilities of mode 'allocate': one call of the allocator graph."""
         spec, table = self.manifest.role("allocator"), self._allocation_table
         if spec is None or table is None:
-            raise InputError("this artifact has no allocator: add one with `budget-edge "
-                             "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'")
+            raise InputError(
+                "this artifact has no allocator: add one with `budget-edge "
+                "allocate CKPT --out CKPT2`, export CKPT2, or use mode 'rank'"
+            )
         outs = self.backend.to_host(self.backend.run_device(spec.name, [xd]))
         n, k = budget.shape[0], self.num_components
         if np.size(outs[0]) != n * (k + 1):
-            raise InputError(f"allocator outputs do not fit: chances {np.shape(outs[0])} for "
-                             f"{n} image(s) and {k + 1} counts")
+            raise InputError(
+                f"allocator outputs do not fit: chances {np.shape(outs[0])} for "
+                f"{n} image(s) and {k + 1} counts"
+            )
         # Shaped here: a TensorRT engine's buffers come back flat.
         arrays: list[np.ndarray] = [np.asarray(outs[0], np.float32).reshape(n, k + 1)]
         if self._count_table is None:  # an allocator from before the table: the agent ranks
@@ -486,8 +584,9 @@ class BudgetRuntime:
                 return logits
         return self._chain(x, mask, latency)
 
-    def _run_switch(self, switch: str, x: Any, mask: np.ndarray,
-                    groups: dict[bytes, list[int]]) -> Any:
+    def _run_switch(
+        self, switch: str, x: Any, mask: np.ndarray, groups: dict[bytes, list[int]]
+    ) -> Any:
         """One call per distinct mask (`groups`: its rows): its whole-mask graph if there
         is one, else the switch graph with the mask's per-block codes."""
         n = mask.shape[0]
@@ -549,8 +648,9 @@ class BudgetRuntime:
                 groups.setdefault(graph, []).append(i)
         for graph, rows in groups.items():
             xs = x if len(rows) == n else self.backend.take(x, np.asarray(rows))
-            logits = self.backend.put(logits, np.asarray(rows),
-                                      self.backend.run_device(graph, [xs])[0])
+            logits = self.backend.put(
+                logits, np.asarray(rows), self.backend.run_device(graph, [xs])[0]
+            )
         return logits, np.asarray(rest, np.int64)
 
     def _codes(self, mask: np.ndarray) -> list[list[int]]:
@@ -587,8 +687,9 @@ class BudgetRuntime:
             return plan.graphs[code]
         except KeyError:  # masks are checked before dispatch; this is an internal error
             paths = [j for j in range(code.bit_length()) if code >> j & 1]
-            raise InputError(f"no graph for kept paths {paths}: the artifact does not "
-                             "export this variant") from None
+            raise InputError(
+                f"no graph for kept paths {paths}: the artifact does not export this variant"
+            ) from None
 
     def _plan(self, b: int) -> _BlockPlan:
         block = self.manifest.blocks[b]
@@ -628,7 +729,8 @@ def _check_finite(logits: np.ndarray) -> None:
             f"the model gave non-finite logits for image(s) {rows[:5].tolist()}"
             f"{' ...' if rows.size > 5 else ''}: float32 images must be preprocessed "
             "(about -10..10 after normalisation); pass uint8 pixels to let the runtime "
-            "normalise them")
+            "normalise them"
+        )
 
 
 def _ms(start: float) -> float:

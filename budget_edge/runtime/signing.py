@@ -57,20 +57,23 @@ def _read_key(path: str | os.PathLike[str], private: bool) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read the key {path} ({exc.strerror})") from exc
     try:
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
     except (ValueError, TypeError) as exc:
         kind = "private" if private else "public"
         raise ConfigError(f"{path} is not a PEM {kind} key without a password ({exc})") from exc
     wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
     if not isinstance(key, wanted):
-        raise ConfigError(f"{path} is not an Ed25519 key: make one with `openssl genpkey "
-                          "-algorithm ed25519`")
+        raise ConfigError(
+            f"{path} is not an Ed25519 key: make one with `openssl genpkey -algorithm ed25519`"
+        )
     return key
 
 
-def sign_artifact(directory: str | os.PathLike[str], private_key: str | os.PathLike[str]
-                  ) -> Path:
+def sign_artifact(directory: str | os.PathLike[str], private_key: str | os.PathLike[str]) -> Path:
     """Sign DIR/manifest.json with an Ed25519 private key; write DIR/manifest.sig."""
     manifest = Manifest.load(directory)
     key = _read_key(private_key, private=True)
@@ -80,15 +83,20 @@ def sign_artifact(directory: str | os.PathLike[str], private_key: str | os.PathL
     return path
 
 
-def verify_signature(directory: str | os.PathLike[str], manifest: Manifest,
-                     trusted_keys: Sequence[str | os.PathLike[str]]) -> None:
+def verify_signature(
+    directory: str | os.PathLike[str],
+    manifest: Manifest,
+    trusted_keys: Sequence[str | os.PathLike[str]],
+) -> None:
     """Raise ManifestError unless one of the trusted public keys signed this manifest."""
     keys = [_read_key(k, private=False) for k in trusted_keys]
     path = Path(directory) / SIGNATURE_NAME
     if not path.is_file():
-        raise ManifestError(f"{directory} is not signed ({SIGNATURE_NAME} is missing) and this "
-                            "device only runs signed artifacts: sign it on the workstation "
-                            "with `budget-edge sign DIR --key KEY`")
+        raise ManifestError(
+            f"{directory} is not signed ({SIGNATURE_NAME} is missing) and this "
+            "device only runs signed artifacts: sign it on the workstation "
+            "with `budget-edge sign DIR --key KEY`"
+        )
     try:
         signature = base64.b64decode(path.read_text().strip(), validate=True)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -100,5 +108,7 @@ def verify_signature(directory: str | os.PathLike[str], manifest: Manifest,
             return
         except Exception:  # noqa: BLE001 (cryptography's InvalidSignature)
             continue
-    raise ManifestError(f"{directory} is signed, but not by a trusted key, or its manifest "
-                        "changed after signing: copy the artifact from its workstation again")
+    raise ManifestError(
+        f"{directory} is signed, but not by a trusted key, or its manifest "
+        "changed after signing: copy the artifact from its workstation again"
+    )

@@ -47,25 +47,32 @@ class StaticMask:
     flops_share: float
 
 
-def mask_accuracy(rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray,
-                  mask: np.ndarray, batch: int = 256) -> float:
+def mask_accuracy(
+    rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray, mask: np.ndarray, batch: int = 256
+) -> float:
     """Accuracy of one fixed mask over `images` (uint8 or preprocessed float32)."""
     correct = 0
     for start in range(0, len(images), batch):
-        x = images[start:start + batch]
+        x = images[start : start + batch]
         rows = np.broadcast_to(mask, (len(x), mask.size))
-        correct += int((rt.infer(x, mask=rows).classes == labels[start:start + batch]).sum())
+        correct += int((rt.infer(x, mask=rows).classes == labels[start : start + batch]).sum())
     return correct / len(images)
 
 
-def search_static_masks(rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray,
-                        batch: int = 256, progress: Progress | None = None
-                        ) -> list[StaticMask]:
+def search_static_masks(
+    rt: BudgetRuntime,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch: int = 256,
+    progress: Progress | None = None,
+) -> list[StaticMask]:
     """Greedy backward elimination; one mask per kept count, from K down to the fewest
     the artifact can run, best first found. `images` must not be the test set."""
     if len(images) == 0 or len(images) != len(labels):
-        raise InputError(f"the static-mask search needs labelled images, got {len(images)} "
-                         f"images and {len(labels)} labels")
+        raise InputError(
+            f"the static-mask search needs labelled images, got {len(images)} "
+            f"images and {len(labels)} labels"
+        )
     k = rt.num_components
     mask = np.ones(k, np.uint8)
     found = [_entry(rt, mask, mask_accuracy(rt, images, labels, mask, batch))]
@@ -98,9 +105,14 @@ def for_budget(masks: list[StaticMask], budget: float, num_components: int) -> S
     return max(fitting, key=lambda m: m.kept) if fitting else min(masks, key=lambda m: m.kept)
 
 
-def attach_static_masks(directory: str | os.PathLike[str], images: np.ndarray,
-                        labels: np.ndarray, source: str, threads: int | None = None,
-                        progress: Progress | None = None) -> Manifest:
+def attach_static_masks(
+    directory: str | os.PathLike[str],
+    images: np.ndarray,
+    labels: np.ndarray,
+    source: str,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
     """Search the artifact's best static masks and record them in its manifest, so the
     runtime can run `policy="static"`. `source` says which images (never the test set)."""
     with artifact_lock(directory):
@@ -109,7 +121,8 @@ def attach_static_masks(directory: str | os.PathLike[str], images: np.ndarray,
             manifest = rt.manifest
         manifest.static_masks = StaticMasksSpec(
             source=f"{source}, greedy backward elimination",
-            masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found])
+            masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found],
+        )
         return write_manifest(Path(directory), manifest)
 
 
@@ -123,9 +136,9 @@ def from_manifest(rt: BudgetRuntime) -> list[StaticMask]:
 
 def _entry(rt: BudgetRuntime, mask: np.ndarray, accuracy: float) -> StaticMask:
     flops = rt.manifest.base_flops + sum(
-        c.flops for c, keep in zip(rt.manifest.components, mask, strict=True) if keep)
-    return StaticMask(int(mask.sum()), tuple(int(v) for v in mask), accuracy,
-                      flops / rt.full_flops)
+        c.flops for c, keep in zip(rt.manifest.components, mask, strict=True) if keep
+    )
+    return StaticMask(int(mask.sum()), tuple(int(v) for v in mask), accuracy, flops / rt.full_flops)
 
 
 def _runnable(rt: BudgetRuntime, mask: np.ndarray, prefix_blocks: list[list[int]]) -> bool:

@@ -20,12 +20,15 @@ from budget_edge.runtime.runtime import BudgetRuntime
 BATTERY_SCHEDULE = [(60.0, 1.0), (30.0, 0.6), (0.0, 0.3)]
 BATTERY_SAFE_BUDGET = 0.3
 # The short bench `latency:MS` runs at startup when no bench JSON is given.
-CALIBRATION = BenchSettings(budgets=[0.25, 0.5, 0.75, 1.0], batches=[1], warmup=5,
-                            iterations=20, rounds=1)
+CALIBRATION = BenchSettings(
+    budgets=[0.25, 0.5, 0.75, 1.0], batches=[1], warmup=5, iterations=20, rounds=1
+)
 CALIBRATION_IMAGES = 32
 
-SPEC_HELP = ("fixed:C (C in [0, 1]), battery:PATH (a sysfs capacity file) or latency:MS "
-             "(optionally latency:MS:BENCH.json from `budget-edge bench --json`)")
+SPEC_HELP = (
+    "fixed:C (C in [0, 1]), battery:PATH (a sysfs capacity file) or latency:MS "
+    "(optionally latency:MS:BENCH.json from `budget-edge bench --json`)"
+)
 
 
 def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
@@ -52,8 +55,9 @@ def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
                 f"--budget {spec!r}: this artifact has no policy, so requests must send MASK "
                 "and no budget is ever chosen: leave --budget out"
             )
-        table = read_latency_table(bench_json, runtime.precision) if bench_json \
-            else calibrate(runtime)
+        table = (
+            read_latency_table(bench_json, runtime.precision) if bench_json else calibrate(runtime)
+        )
         return LatencyBudget(deadline_ms=deadline, table=table)
     raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
 
@@ -87,7 +91,8 @@ def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, 
         table = [
             (float(row["budget"]), float(row["latency"]["p95"]))
             for row in report["rows"]
-            if row["kind"] == "budget" and row["batch"] == 1
+            if row["kind"] == "budget"
+            and row["batch"] == 1
             and row.get("precision", "fp32") == precision
         ]
     except OSError as exc:

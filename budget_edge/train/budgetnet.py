@@ -232,9 +232,7 @@ def load_run_data(config: BudgetNetConfig, backbone: Backbone, meta: dict[str, A
     mean, std = preprocessing_of(meta, train_arrays.info)
     images, labels = as_tensors(test_arrays, mean, std)
     n = min(config.prior_images, len(train_arrays))
-    held_out = ImageArrays(
-        train_arrays.images[-n:], train_arrays.labels[-n:], train_arrays.info
-    )
+    held_out = ImageArrays(train_arrays.images[-n:], train_arrays.labels[-n:], train_arrays.info)
     held_images, held_labels = as_tensors(held_out, mean, std)
     train = ImageDataset(train_arrays, train=True, mean=mean, std=std)
     return RunData(train, images, labels, held_images, held_labels)
@@ -307,8 +305,9 @@ AUTO_EXTRACTOR_SHARE = 0.05
 
 def auto_extractor(backbone: Backbone) -> str:
     """resnet8 where it costs at most AUTO_EXTRACTOR_SHARE of the backbone, else light."""
-    probe = build_agent(backbone.num_components, "resnet8", backbone.in_channels,
-                        backbone.input_size)
+    probe = build_agent(
+        backbone.num_components, "resnet8", backbone.in_channels, backbone.input_size
+    )
     share = probe.flops() / backbone.flops().total
     return "resnet8" if share <= AUTO_EXTRACTOR_SHARE else "light"
 
@@ -434,6 +433,7 @@ def train_epoch(
 
     def autocast() -> torch.autocast:
         return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
+
     stats = EpochStats()
     steps = len(loader)
     start = time.perf_counter()
@@ -479,8 +479,12 @@ def train_epoch(
 
 @torch.no_grad()
 def check_budgets(
-    backbone: Backbone, agent: PolicyNet, data: RunData, budgets: tuple[float, ...],
-    weights: Tensor, forced: int = 0,
+    backbone: Backbone,
+    agent: PolicyNet,
+    data: RunData,
+    budgets: tuple[float, ...],
+    weights: Tensor,
+    forced: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Test accuracy and usage of the deterministic policy at a few budgets.
 
@@ -615,8 +619,16 @@ def _run(
         label = f"epoch {epoch + 1}/{cfg.total_epochs} {stage}"
         with display.bar(label, len(loader)) as update:
             stats = train_epoch(
-                epoch, stage, train_backbone, train_agent, optimizer, loader, curriculum,
-                weights, cfg, ctx.device,
+                epoch,
+                stage,
+                train_backbone,
+                train_agent,
+                optimizer,
+                loader,
+                curriculum,
+                weights,
+                cfg,
+                ctx.device,
                 on_step=lambda step, s: update(step, stats_text(s.summary())),
             )
 

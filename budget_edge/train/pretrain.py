@@ -10,6 +10,13 @@ Plain supervised training, read top to bottom:
   number of blocks (linear in depth, Huang et al. 2016). Dropped components
   take the backbone's real skip path (gather/scatter), so the trained network
   already tolerates what the agent will do to it.
+- Optional sandwich training (`sandwich`): each step also trains the smallest
+  sub-network and `sandwich_random` sampled depth masks on the full network's
+  soft outputs (`train/sandwich.py`), so that one network's sub-networks
+  approach networks of their shape trained alone.
+- A validation split (`val_size` images carved from the training set before
+  training, the same images for every model of that dataset) picks the best
+  epoch; the test set is evaluated every epoch and only reported.
 - Evaluation after every epoch; `last.pt` (with everything --resume needs:
   optimizer, scheduler, epoch, every rank's RNG states) and `best.pt` are
   written atomically in the project's checkpoint format, plus `history.json`.
@@ -41,7 +48,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
-from budget_edge.data.torch_dataset import build_loaders
+from budget_edge.data.split import ValidationSplit, split_validation
+from budget_edge.data.torch_dataset import build_loaders, eval_loader
 from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.models import Backbone, build_backbone
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
@@ -56,6 +64,13 @@ from budget_edge.train.distributed import (
     sync_buffers,
 )
 from budget_edge.train.progress import TrainDisplay
+from budget_edge.train.sandwich import (
+    distillation_loss,
+    frozen_batchnorm_statistics,
+    recalibrate_batchnorm,
+    sandwich_masks,
+    smallest_mask,
+)
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -77,6 +92,9 @@ class PretrainConfig:
     channels_last: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
+    val_size: int = 0  # 0: no validation split (the best epoch is then the last one)
+    sandwich: bool = False
+    sandwich_random: int = 2  # sampled sub-networks per step besides the smallest
 
     def check(self) -> None:
         """Refuse hyperparameters that cannot train, with what to give instead."""
@@ -95,6 +113,10 @@ class PretrainConfig:
             problems.append(f"--drop-prob must be in [0, 1), got {self.drop_prob}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.val_size < 0:
+            problems.append(f"--val-size must be >= 0, got {self.val_size}")
+        if self.sandwich_random < 0:
+            problems.append(f"--sandwich-random must be >= 0, got {self.sandwich_random}")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -125,6 +147,22 @@ class EpochStats:
     images_per_s: float
     train_s: float
     eval_s: float
+    # None without a validation split (and in runs made before it existed).
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    # Sandwich runs: the smallest sub-network with its own BatchNorm statistics.
+    val_accuracy_smallest: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """What picks the best epoch: validation accuracy, the mean of the full network's
+        and the smallest's for a sandwich run; None without a validation split (the
+        test set never picks)."""
+        if self.val_accuracy is None:
+            return None
+        if self.val_accuracy_smallest is not None:
+            return (self.val_accuracy + self.val_accuracy_smallest) / 2
+        return self.val_accuracy
 
 
 @dataclass
@@ -132,7 +170,7 @@ class PretrainResult:
     backbone: Backbone
     history: list[EpochStats]
     out_dir: Path
-    best_accuracy: float
+    best_score: float  # validation score of the best epoch; NaN without a split
     best_epoch: int
     train_wall_s: float
 
@@ -147,9 +185,20 @@ class RunState:
 
     epoch: int = 0
     history: list[EpochStats] = field(default_factory=list)
-    best_accuracy: float = -1.0
+    best_score: float = float("nan")
     best_epoch: int = 0
     train_wall_s: float = 0.0
+
+    def record(self, stats: EpochStats) -> None:
+        """Add an epoch; it is the best when its validation score is (or without a split,
+        when it is the latest: a cosine schedule ends at its best)."""
+        self.epoch = stats.epoch
+        self.history.append(stats)
+        self.train_wall_s += stats.train_s + stats.eval_s
+        score = stats.score
+        if score is None or np.isnan(self.best_score) or score > self.best_score:
+            self.best_score = float("nan") if score is None else score
+            self.best_epoch = stats.epoch
 
 
 # -- stochastic depth -----------------------------------------------------------------
@@ -258,6 +307,8 @@ class StepContext:
     config: PretrainConfig
     display: TrainDisplay
     drop: Tensor | None  # per-component drop probabilities, None: no stochastic depth
+    backbone: Backbone  # the unwrapped model (masks are built from its structure)
+    masks: torch.Generator | None = None  # draws the sandwich's sub-networks
 
     def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         non_blocking = self.ctx.device.type == "cuda"
@@ -290,11 +341,13 @@ def train_one_epoch(
             mask = None
             if step.drop is not None:
                 mask = sample_mask(step.drop, images.shape[0]).to(step.ctx.device)
+            optimizer.zero_grad(set_to_none=True)
             with step.autocast():
                 logits = model(images, mask)
                 loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if step.config.sandwich:
+                train_sub_networks(model, images, logits, step)
             optimizer.step()
             scheduler.step()
             totals += torch.stack(
@@ -315,17 +368,40 @@ def train_one_epoch(
     return loss_sum / seen, correct / seen, seen / seconds, seconds
 
 
+def train_sub_networks(model: nn.Module, images: Tensor, full: Tensor, step: StepContext) -> None:
+    """The sandwich's lower slices: each sub-network learns the full network's soft outputs.
+
+    Gradients add to the full network's; the caller takes one optimizer step.
+    Running BatchNorm statistics stay the full network's.
+    """
+    assert step.masks is not None
+    masks = sandwich_masks(step.backbone, step.config.sandwich_random, step.masks)
+    with frozen_batchnorm_statistics(model):
+        for keep in masks:
+            rows = keep.reshape(1, -1).expand(images.shape[0], -1)
+            with step.autocast():
+                loss = distillation_loss(model(images, rows), full)
+            loss.backward()
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader[tuple[Tensor, Tensor]], step: StepContext
+    model: nn.Module,
+    loader: DataLoader[tuple[Tensor, Tensor]],
+    step: StepContext,
+    mask: Tensor | None = None,
 ) -> tuple[float, float]:
-    """Test loss and accuracy with every component kept, summed over all ranks."""
+    """Loss and accuracy over `loader`, summed over all ranks.
+
+    `mask` (K,) runs one sub-network on every image; None keeps every component.
+    """
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=step.ctx.device)
     for images, labels in loader:
         images, labels = step.to_device(images, labels)
+        rows = None if mask is None else mask.reshape(1, -1).expand(images.shape[0], -1)
         with step.autocast():
-            logits = model(images)
+            logits = model(images, rows)
             loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         totals[0] += loss.double()
         totals[1] += (logits.argmax(1) == labels).sum()
@@ -334,12 +410,44 @@ def evaluate(
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
+def evaluate_smallest(
+    backbone: Backbone,
+    loader: DataLoader[tuple[Tensor, Tensor]],
+    calibration: list[Tensor],
+    step: StepContext,
+    info: DatasetInfo,
+) -> float:
+    """Validation accuracy of the smallest sub-network with its own BatchNorm statistics."""
+    smallest = smallest_mask(backbone)
+    copy = build_model(step.config, info).to(step.ctx.device)
+    copy.load_state_dict(backbone.state_dict())
+    recalibrate_batchnorm(copy, smallest, calibration)
+    return evaluate(copy, loader, step, smallest)[1]
+
+
+def calibration_batches(
+    arrays: ImageArrays, info: DatasetInfo, images: int, batch_size: int, ctx: DistContext
+) -> list[Tensor]:
+    """A fixed random choice of `images` training images, normalised and unaugmented,
+    in batches on the run's device."""
+    pick = np.random.default_rng(0).permutation(len(arrays))[:images]
+    chosen = ImageArrays(arrays.images[np.sort(pick)], arrays.labels[np.sort(pick)], arrays.info)
+    return [batch.to(ctx.device) for batch, _ in eval_loader(chosen, info, batch_size)]
+
+
 # -- checkpoints ----------------------------------------------------------------------
 
 
 def checkpoint_meta(
-    config: PretrainConfig, info: DatasetInfo, state: RunState, options: RunOptions, world: int
+    config: PretrainConfig,
+    info: DatasetInfo,
+    state: RunState,
+    options: RunOptions,
+    world: int,
+    split: ValidationSplit | None,
 ) -> dict[str, Any]:
+    """What the checkpoint says about itself. The split travels on so that every later
+    choice (agent, allocator, masks) is made on the same held-out images."""
     last = state.history[-1]
     return {
         "preprocessing": preprocessing_meta(info),
@@ -348,8 +456,10 @@ def checkpoint_meta(
         "epoch": state.epoch,
         "epochs": config.epochs,
         "test_accuracy": last.test_accuracy,
-        "best_test_accuracy": state.best_accuracy,
+        "val_accuracy": last.val_accuracy,
+        "best_val_score": None if np.isnan(state.best_score) else state.best_score,
         "best_epoch": state.best_epoch,
+        "validation_split": None if split is None else split.as_meta(),
         "train_wall_s": state.train_wall_s,
         "command": options.command,
         "pretrain": asdict(config),
@@ -367,6 +477,7 @@ def save_run(
     state: RunState,
     options: RunOptions,
     ctx: DistContext,
+    split: ValidationSplit | None,
 ) -> None:
     """Write last.pt (and best.pt when this epoch is the best) and history.json.
 
@@ -375,7 +486,7 @@ def save_run(
     rng_states = all_gather_objects(capture_rng(), ctx)
     if not ctx.is_main:
         return
-    meta = checkpoint_meta(config, info, state, options, ctx.world_size)
+    meta = checkpoint_meta(config, info, state, options, ctx.world_size, split)
     train_state = {
         "epoch": state.epoch,
         "optimizer": optimizer.state_dict(),
@@ -383,7 +494,7 @@ def save_run(
         "rng": rng_states,
         "config": asdict(config),
         "history": [asdict(h) for h in state.history],
-        "best_accuracy": state.best_accuracy,
+        "best_score": state.best_score,
         "best_epoch": state.best_epoch,
         "train_wall_s": state.train_wall_s,
     }
@@ -422,10 +533,12 @@ def resume_from(
             f"{config.backbone}; pass --backbone {loaded.backbone.config.get('name')} or "
             "choose another --out"
         )
+    # Settings added since the run started had their default then.
+    was = {f.name: saved["config"].get(f.name, f.default) for f in fields(config)}
     differences = [
-        f"{f.name}: checkpoint {saved['config'].get(f.name)!r}, now {getattr(config, f.name)!r}"
-        for f in fields(config)
-        if saved["config"].get(f.name) != getattr(config, f.name)
+        f"{name}: checkpoint {value!r}, now {getattr(config, name)!r}"
+        for name, value in was.items()
+        if value != getattr(config, name)
     ]
     if differences:
         raise ConfigError(
@@ -449,7 +562,7 @@ def resume_from(
     return RunState(
         epoch=int(saved["epoch"]),
         history=history,
-        best_accuracy=float(saved["best_accuracy"]),
+        best_score=float(saved.get("best_score", float("nan"))),
         best_epoch=int(saved["best_epoch"]),
         train_wall_s=float(saved["train_wall_s"]),
     )
@@ -517,8 +630,16 @@ def run(
     backbone = build_model(config, info).to(ctx.device)
     if config.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    train_arrays = train_arrays.subset(config.limit_train)
+    split = None
+    val = None
+    if config.val_size:
+        train_arrays, val_arrays, split = split_validation(train_arrays, config.val_size)
+        val = eval_loader(
+            val_arrays, info, config.batch_size, options.workers, ctx.rank, ctx.world_size
+        )
     loaders = build_loaders(
-        train_arrays.subset(config.limit_train),
+        train_arrays,
         test_arrays.subset(config.limit_test),
         config.batch_size,
         workers=options.workers,
@@ -529,25 +650,32 @@ def run(
     )
     optimizer = make_optimizer(backbone, config)
     scheduler = make_scheduler(optimizer, config.epochs * len(loaders.train))
+    # Before a resume restores the RNG: iterating a DataLoader draws from it.
+    calibration: list[Tensor] = []
+    if config.sandwich and val is not None:
+        calibration = calibration_batches(train_arrays, info, 2000, 200, ctx)
     state = RunState()
     if resume:
         state = resume_from(out / "last.pt", backbone, optimizer, scheduler, config, ctx, display)
 
     model: nn.Module = backbone
     if ctx.distributed:
-        # Stochastic depth leaves whole blocks without gradient in some steps.
+        # Stochastic depth and sub-networks leave whole blocks without gradient.
         model = DistributedDataParallel(
             backbone,
             device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=config.drop_prob > 0,
+            find_unused_parameters=config.drop_prob > 0 or config.sandwich,
         )
     drop = drop_probabilities(backbone, config.drop_prob) if config.drop_prob > 0 else None
-    step = StepContext(ctx, config, display, drop)
+    step = StepContext(ctx, config, display, drop, backbone)
     if state.epoch == 0:
+        held = f" / {config.val_size} validation" if config.val_size else ""
+        recipe = f", sandwich (smallest + {config.sandwich_random})" if config.sandwich else ""
         display.log(
             f"pretraining {config.backbone} on {info.name}: {len(loaders.train.dataset)} "  # type: ignore[arg-type]
-            f"train / {len(loaders.test.dataset)} test images, {config.epochs} epochs, "  # type: ignore[arg-type]
-            f"{ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s)"
+            f"train{held} / {len(loaders.test.dataset)} test images, {config.epochs} epochs"  # type: ignore[arg-type]
+            f"{recipe}, {ctx.world_size} process(es) on {ctx.device}, "
+            f"{torch.get_num_threads()} thread(s)"
         )
 
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -555,12 +683,19 @@ def run(
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        # Seeded per epoch, the same on every rank: a resumed run draws the same masks.
+        step.masks = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         loss, accuracy, rate, train_s = train_one_epoch(
             model, loaders.train, optimizer, scheduler, step, epoch
         )
         sync_buffers(backbone, ctx)
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(backbone, loaders.test, step)
+        val_loss = val_accuracy = smallest = None
+        if val is not None:
+            val_loss, val_accuracy = evaluate(backbone, val, step)
+            if config.sandwich:
+                smallest = evaluate_smallest(backbone, val, calibration, step, info)
         stats = EpochStats(
             epoch=epoch,
             lr=lr,
@@ -571,18 +706,13 @@ def run(
             images_per_s=rate,
             train_s=train_s,
             eval_s=time.perf_counter() - eval_start,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            val_accuracy_smallest=smallest,
         )
-        state.epoch = epoch
-        state.history.append(stats)
-        state.train_wall_s += stats.train_s + stats.eval_s
-        if test_accuracy > state.best_accuracy:
-            state.best_accuracy, state.best_epoch = test_accuracy, epoch
-        display.log(
-            f"epoch {epoch}/{config.epochs}  lr {lr:.4f}  train loss {loss:.4f} "
-            f"acc {accuracy:.2%}  test loss {test_loss:.4f} acc {test_accuracy:.2%}  "
-            f"{stats.images_per_s:.0f} img/s  {train_s:.0f}+{stats.eval_s:.0f}s"
-        )
-        save_run(out, backbone, optimizer, scheduler, config, info, state, options, ctx)
+        state.record(stats)
+        display.log(epoch_line(stats, config.epochs))
+        save_run(out, backbone, optimizer, scheduler, config, info, state, options, ctx, split)
         barrier(ctx)
         if on_epoch_end is not None:
             on_epoch_end(stats)
@@ -591,13 +721,33 @@ def run(
         backbone=backbone,
         history=state.history,
         out_dir=out,
-        best_accuracy=state.best_accuracy,
+        best_score=state.best_score,
         best_epoch=state.best_epoch,
         train_wall_s=state.train_wall_s,
     )
+    chosen = "by validation" if config.val_size else "the last: no validation split"
     display.log(
-        f"final test accuracy {result.last_accuracy:.2%} after {state.epoch} epochs "
-        f"(best {result.best_accuracy:.2%} at epoch {result.best_epoch}); "
+        f"final test accuracy {result.last_accuracy:.2%} after {state.epoch} epochs; "
+        f"best.pt is epoch {result.best_epoch} ({chosen}); "
         f"{state.train_wall_s / 60:.1f} min; checkpoints in {out}"
     )
     return result
+
+
+def epoch_line(stats: EpochStats, epochs: int) -> str:
+    """One line per epoch, every field named."""
+    parts = [
+        f"epoch {stats.epoch}/{epochs}",
+        f"lr {stats.lr:.4f}",
+        f"train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.2%}",
+    ]
+    if stats.val_accuracy is not None:
+        parts.append(f"val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.2%}")
+    if stats.val_accuracy_smallest is not None:
+        parts.append(f"val acc of the smallest {stats.val_accuracy_smallest:.2%}")
+    parts += [
+        f"test acc {stats.test_accuracy:.2%} (reported, never chosen on)",
+        f"{stats.images_per_s:.0f} img/s",
+        f"{stats.train_s:.0f}s train + {stats.eval_s:.0f}s eval",
+    ]
+    return "  ".join(parts)

@@ -63,7 +63,8 @@ def test_writes_checkpoints_meta_and_history(tmp_path: Path):
     assert meta["dataset"] == "toy"
     assert meta["epoch"] == 2
     assert meta["test_accuracy"] == result.history[-1].test_accuracy
-    assert meta["best_test_accuracy"] == result.best_accuracy
+    assert meta["validation_split"] is None and meta["best_val_score"] is None
+    assert result.best_epoch == 2  # without a split the last epoch, never the test set's pick
     assert meta["train_wall_s"] > 0
     assert loaded.backbone.config["name"] == "resnet20"
     assert loaded.backbone.num_classes == 4
@@ -84,9 +85,11 @@ def test_learning_rate_follows_a_cosine_to_zero(tmp_path: Path):
     assert lrs == pytest.approx([0.05, 0.05 * (1 + 0.5) / 2, 0.05 * (1 - 0.5) / 2])
 
 
-@pytest.mark.parametrize("drop_prob", [0.0, 0.4])
-def test_resume_after_a_kill_gives_identical_weights(tmp_path: Path, drop_prob: float):
-    cfg = config(drop_prob=drop_prob)
+@pytest.mark.parametrize(
+    "changes", [{}, {"drop_prob": 0.4}, {"sandwich": True, "val_size": 16, "limit_train": 64}]
+)
+def test_resume_after_a_kill_gives_identical_weights(tmp_path: Path, changes: dict):
+    cfg = config(**changes)
     straight = run(tmp_path / "straight", cfg)
     with pytest.raises(Killed):
         run(tmp_path / "killed", cfg, on_epoch_end=kill_after_epoch(1))
@@ -155,6 +158,8 @@ def test_existing_run_is_not_overwritten(tmp_path: Path):
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"momentum": 1.0}, r"--momentum must be in \[0, 1\)"),
         ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
+        ({"val_size": -1}, "--val-size"),
+        ({"sandwich_random": -1}, "--sandwich-random"),
         ({"drop_prob": 1.0}, r"--drop-prob must be in \[0, 1\)"),
         ({"precision": "fp8"}, "--precision must be one of fp32, bf16"),
         ({"limit_train": 0}, "--limit-train must be at least 1"),
@@ -213,3 +218,34 @@ def test_rng_round_trip():
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0])
     assert (first[1] == second[1]).all() and first[2] == second[2]
+
+
+def test_the_validation_split_picks_best_pt_and_travels_in_the_meta(tmp_path: Path):
+    result = run(tmp_path, config(epochs=3, val_size=16, limit_train=64))
+    scores = [h.val_accuracy for h in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    meta = load_checkpoint(tmp_path / "best.pt").meta
+    assert meta["epoch"] == result.best_epoch
+    assert meta["best_val_score"] == max(scores)
+    assert meta["validation_split"]["size"] == 16
+    assert len(meta["validation_split"]["indices_sha256"]) == 64
+    # 64 images less 16 held out: 3 steps of 16 per epoch.
+    assert load_checkpoint(tmp_path / "last.pt").train_state["scheduler"]["last_epoch"] == 9
+
+
+def test_a_sandwich_run_scores_the_smallest_sub_network_too(tmp_path: Path):
+    result = run(tmp_path, config(sandwich=True, val_size=16, limit_train=64))
+    last = result.history[-1]
+    assert 0 <= last.val_accuracy_smallest <= 1
+    assert last.score == pytest.approx((last.val_accuracy + last.val_accuracy_smallest) / 2)
+
+
+def test_resume_of_a_run_from_before_the_new_settings(tmp_path: Path):
+    """A last.pt written before --val-size and --sandwich existed resumes with their defaults."""
+    run(tmp_path, config(epochs=1))
+    loaded = load_checkpoint(tmp_path / "last.pt")
+    state = loaded.train_state
+    for name in ("val_size", "sandwich", "sandwich_random"):
+        del state["config"][name]
+    save_checkpoint(tmp_path / "last.pt", loaded.backbone, meta=loaded.meta, train_state=state)
+    assert [h.epoch for h in run(tmp_path, config(epochs=1), resume=True).history] == [1]

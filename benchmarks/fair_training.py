@@ -1,0 +1,102 @@
+"""Train the fair comparison's networks: the zoo and the sandwich ResNet-56, one recipe.
+
+Every network gets the same recipe (SGD 0.1, momentum 0.9, weight decay 5e-4,
+batch 128, cosine per step, crop and flip, bf16 autocast, the same 5,000-image
+validation split); the sandwich run adds sandwich training and nothing else.
+Each run lives in RESULTS/<name>/ and is resumed where it stopped, so the
+queue can be killed at any time and started again (across sessions too):
+
+    python benchmarks/fair_training.py --queue zoo        # one core
+    python benchmarks/fair_training.py --queue sandwich   # the other core
+
+A run that has finished all its epochs is skipped. `--list` shows how far
+each run is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "fair-fmnist"
+
+RECIPE = [
+    "--data", "fashion-mnist", "--batch-size", "128", "--lr", "0.1", "--momentum", "0.9",
+    "--weight-decay", "5e-4", "--precision", "bf16", "--val-size", "5000", "--threads", "1",
+]  # fmt: skip
+
+EPOCHS = 30
+
+# name -> extra options, in the order each queue trains them (most needed first).
+QUEUES: dict[str, dict[str, list[str]]] = {
+    "zoo": {
+        "resnet20-s0": ["--backbone", "resnet20", "--seed", "0"],
+        "resnet8-s0": ["--backbone", "resnet8", "--seed", "0"],
+        "resnet14-s0": ["--backbone", "resnet14", "--seed", "0"],
+        "resnet32-s0": ["--backbone", "resnet32", "--seed", "0"],
+        "resnet8-s1": ["--backbone", "resnet8", "--seed", "1"],
+        "resnet8-s2": ["--backbone", "resnet8", "--seed", "2"],
+        "resnet14-s1": ["--backbone", "resnet14", "--seed", "1"],
+        "resnet14-s2": ["--backbone", "resnet14", "--seed", "2"],
+        # Twice the epochs: does the recipe converge? (under 0.3 points on validation)
+        "resnet20-s0-60ep": ["--backbone", "resnet20", "--seed", "0", "--epochs", "60"],
+        "resnet20-s1": ["--backbone", "resnet20", "--seed", "1"],
+        "resnet20-s2": ["--backbone", "resnet20", "--seed", "2"],
+    },
+    "sandwich": {
+        "sandwich-resnet56-s0": ["--backbone", "resnet56", "--seed", "0", "--sandwich"],
+    },
+}
+
+
+def epochs_of(options: list[str]) -> int:
+    return int(options[options.index("--epochs") + 1]) if "--epochs" in options else EPOCHS
+
+
+def progress(out: Path) -> int:
+    """Epochs finished in the run folder (0 when it has not started)."""
+    history = out / "history.json"
+    if not history.is_file():
+        return 0
+    return len(json.loads(history.read_text())["epochs"])
+
+
+def command(name: str, options: list[str], executable: str) -> list[str]:
+    out = RESULTS / name
+    words = [executable, "pretrain", *RECIPE, "--out", str(out)]
+    if "--epochs" not in options:
+        words += ["--epochs", str(EPOCHS)]
+    words += options
+    if (out / "last.pt").is_file():
+        words.append("--resume")
+    return words
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queue", choices=sorted(QUEUES), help="the queue to train")
+    parser.add_argument("--list", action="store_true", help="show how far every run is")
+    parser.add_argument(
+        "--budget-edge",
+        default=str(Path(sys.executable).parent / "budget-edge"),
+        help="the budget-edge executable (default: the one beside this Python)",
+    )
+    args = parser.parse_args()
+    if args.list or not args.queue:
+        for queue, runs in QUEUES.items():
+            for name, options in runs.items():
+                print(f"{queue:9s} {name:22s} {progress(RESULTS / name)}/{epochs_of(options)}")
+        return 0
+    for name, options in QUEUES[args.queue].items():
+        if progress(RESULTS / name) >= epochs_of(options):
+            continue
+        print(" ".join(command(name, options, args.budget_edge)), flush=True)
+        subprocess.run(command(name, options, args.budget_edge), check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
