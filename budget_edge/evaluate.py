@@ -160,7 +160,7 @@ def allocated_masks(
         torch.from_numpy(
             allocate(
                 allocator,
-                agent,
+                agent,  # type: ignore[arg-type]
                 images[part],  # type: ignore[arg-type]
                 [budget],
             )[0]

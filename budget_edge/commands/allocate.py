@@ -78,10 +78,13 @@ def command(
       budget-edge allocate runs/r20-budgetnet/budgetnet.pt --data fashion-mnist \\
           --out runs/r20-budgetnet/allocated.pt
     """
+    import dataclasses
+
     import torch
     from rich.console import Console
 
     from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import arranged_for_choices
     from budget_edge.errors import ConfigError
     from budget_edge.evaluate import as_tensors, check_data_fits, preprocessing_of
     from budget_edge.models.checkpoint import load_checkpoint
@@ -106,17 +109,25 @@ def command(
     name = data or loaded.meta.get("dataset")
     if not name:
         raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
-    train = load_arrays(name, data_dir, "train").subset(limit_train)
+    train, val_count = arranged_for_choices(
+        load_arrays(name, data_dir, "train"), loaded.meta, str(checkpoint), limit_train
+    )
     check_data_fits(train.info, loaded.backbone)
     images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
     console = Console()
+    source = f"{name} training split"
+    if val_count:
+        # The backbone's validation split, which nothing has trained on, calibrates.
+        cfg = dataclasses.replace(cfg, calib_images=val_count)
+        source = f"{name} validation split of {checkpoint}"
+        console.print(f"calibrating on the checkpoint's validation split: {val_count} images")
     train_allocator(
         loaded,
         images,
         labels,
         out,
         cfg,
-        source=f"{name} training split",
+        source=source,
         progress=lambda text: console.print(text, highlight=False),
         meta={"allocate_command": command_line(click.get_current_context())},
     )

@@ -25,6 +25,7 @@ class Preset:
 
     pretrain_epochs: int
     limit_train: int | None  # pretraining images (None: all 60000)
+    val_size: int  # the validation split, held out of all 60000 before the limit
     drop_prob: float
     train_preset: str
     bench_iterations: int
@@ -43,6 +44,7 @@ PRESETS = {
     "demo": Preset(
         pretrain_epochs=3,
         limit_train=20000,
+        val_size=2000,
         drop_prob=0.1,
         train_preset="demo",
         bench_iterations=50,
@@ -66,6 +68,7 @@ PRESETS = {
     "paper": Preset(
         pretrain_epochs=15,
         limit_train=None,
+        val_size=5000,
         drop_prob=0.1,
         train_preset="paper",
         bench_iterations=200,
@@ -74,6 +77,7 @@ PRESETS = {
     "smoke": Preset(
         pretrain_epochs=1,
         limit_train=256,
+        val_size=128,
         drop_prob=0.1,
         train_preset="demo",
         bench_iterations=3,
@@ -127,6 +131,8 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
                 str(preset.pretrain_epochs),
                 "--drop-prob",
                 str(preset.drop_prob),
+                "--val-size",
+                str(preset.val_size),
                 *limit,
                 "--out",
                 str(pre),

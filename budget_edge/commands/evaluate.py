@@ -33,7 +33,8 @@ import click
     type=int,
     default=5000,
     show_default=True,
-    help="Last N training images: the split that ranks the static drop order.",
+    help="Last N training images: the split that ranks the static drop order. A checkpoint "
+    "with a validation split (pretrain --val-size) uses that split instead.",
 )
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option(
@@ -90,6 +91,7 @@ def command(
 
     from budget_edge.data.arrays import ImageArrays
     from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import arranged_for_choices
     from budget_edge.errors import CheckpointError, ConfigError
     from budget_edge.evaluate import (
         as_tensors,
@@ -125,7 +127,11 @@ def command(
     if not name:
         raise ConfigError(f"{checkpoint} does not name its dataset; pass --data")
     test = load_arrays(name, data_dir, "test").subset(limit)
-    train = load_arrays(name, data_dir, "train")
+    train, val_count = arranged_for_choices(
+        load_arrays(name, data_dir, "train"), loaded.meta, str(checkpoint)
+    )
+    if val_count:
+        val_size = val_count  # the backbone's own validation split, which it never trained on
     if val_size >= len(train.images):
         raise ConfigError(
             f"--val-size {val_size} is not smaller than the {len(train.images)} "

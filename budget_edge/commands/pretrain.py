@@ -97,6 +97,19 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 )
 @click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
 @click.option(
+    "--warmup-epochs",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Linear learning-rate warmup before the cosine, in epochs (fractions allowed).",
+)
+@click.option(
+    "--zero-init-residual",
+    is_flag=True,
+    help="Start the BatchNorm ending each residual branch at scale 0 (deep networks and "
+    "sandwich training start from their shortcuts).",
+)
+@click.option(
     "--val-size",
     type=int,
     default=DEFAULTS["val_size"],

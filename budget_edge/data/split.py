@@ -97,3 +97,25 @@ def split_from_meta(
             f"{size} images does not match this data's; pass the dataset it was trained on"
         )
     return rest, val, split
+
+
+def arranged_for_choices(
+    train: ImageArrays, meta: dict[str, object] | None, source: str, limit: int | None = None
+) -> tuple[ImageArrays, int]:
+    """The training images with the checkpoint's validation split moved last, and its size.
+
+    Every step after pretraining takes "the last N training images" for its
+    choices (the agent's prior, the allocator's calibration, mask searches) and
+    trains on the rest; arranged this way, those are the validation images the
+    backbone never trained on. A checkpoint from before the split: (train, 0),
+    and the steps fall back to their old tail of the training set. `limit`
+    keeps the first `limit` images to train on (all of the validation split).
+    """
+    split = meta.get("validation_split") if isinstance(meta, dict) else None
+    if split is None:
+        return train.subset(limit), 0
+    rest, val, _ = split_from_meta(train, split if isinstance(split, dict) else {}, source)
+    rest = rest.subset(limit)
+    images = np.concatenate([rest.images, val.images])
+    labels = np.concatenate([rest.labels, val.labels])
+    return ImageArrays(images, labels, train.info), len(val)

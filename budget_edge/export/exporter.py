@@ -178,6 +178,7 @@ def export_checkpoint(
             _Writer(staging, exporter or GraphExporter(opset), progress),
             opset,
             allocator,
+            loaded.meta.get("validation_split"),
         )
         _move_into_place(staging, out)
     except BaseException:
@@ -196,6 +197,7 @@ def _export_into(
     writer: _Writer,
     opset: int,
     allocator: Allocator | None = None,
+    validation_split: dict[str, Any] | None = None,
 ) -> Manifest:
     """Write every graph and the manifest into `out`."""
     with torch.no_grad():
@@ -242,6 +244,7 @@ def _export_into(
         versions=_versions(opset),
         hot_policies=hot,
         allocation=None if allocation is None else allocation[0],
+        validation_split=validation_split,
     )
     return write_manifest(out, manifest)
 

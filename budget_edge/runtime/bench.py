@@ -202,8 +202,9 @@ def load_bench_data(
 
 
 def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int) -> BenchData:
-    """The last `count` images of the training split: where static masks are searched
-    (never the test set the bench reports)."""
+    """Where static masks are searched (never the test set the bench reports): up to
+    `count` images of the artifact's validation split, or for artifacts without one,
+    the last `count` training images."""
     if spec == RANDOM_DATA:
         raise ConfigError(
             "--static-search needs labelled data: pass --data fashion-mnist "
@@ -212,10 +213,17 @@ def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: 
     if count < 1:
         raise ConfigError(f"--static-search must be at least 1 image, got {count}")
     from budget_edge.data.registry import load_arrays  # numpy-only readers
+    from budget_edge.data.split import split_from_meta
 
     name, root = split_data_spec(spec, data_dir)
     arrays = load_arrays(name, root, "train")
     _check_matches(name, tuple(arrays.info.input_size), arrays.info.num_classes, rt)
+    split = rt.manifest.validation_split
+    if split is not None:
+        # The backbone's validation split: images it never trained on.
+        _, val, _ = split_from_meta(arrays, split, "the artifact")
+        val = val.subset(count)
+        return BenchData(f"{name} validation split ({len(val)} images)", val.images, val.labels)
     start = max(0, len(arrays.images) - count)
     return BenchData(f"{name} train[{start}:]", arrays.images[start:], arrays.labels[start:])
 

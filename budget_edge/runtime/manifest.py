@@ -62,6 +62,9 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   prices >= 0 never rising;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
+- ``validation_split``: null, or the training images the backbone never
+  trained on (data/split.py: size >= 1, seed, sha256 of the indices); the
+  bench searches static masks there.
 - ``precisions``: graph sets in a lower precision written by `budget-edge
   quantize` (export/quantize.py), "fp16" or "int8": a file for every graph of
   ``graphs`` (same names, inputs and outputs: fp32 at the graph edges), and
@@ -280,6 +283,7 @@ class Manifest:
     static_masks: StaticMasksSpec | None = None
     precisions: dict[str, PrecisionSpec] = field(default_factory=dict)
     allocation: AllocationSpec | None = None
+    validation_split: dict[str, Any] | None = None
 
     # ---- lookups -------------------------------------------------------------
 
@@ -364,6 +368,7 @@ class Manifest:
             "hot_policies",
             "static_masks",
             "allocation",
+            "validation_split",
             "precisions",
             "versions",
             "files",
@@ -442,6 +447,7 @@ class Manifest:
         _validate_blocks(self, graphs)
         _validate_hot(self, graphs)
         _validate_static_masks(self)
+        _validate_validation_split(self)
         _validate_allocation(self)
         _validate_precisions(self)
         _validate_flops(self)
@@ -827,6 +833,22 @@ def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
         )
 
 
+def _validate_validation_split(m: Manifest) -> None:
+    split = m.validation_split
+    if split is None:
+        return
+    size, seed, digest = split.get("size"), split.get("seed"), split.get("indices_sha256")
+    _check(type(size) is int and size >= 1, "validation_split.size", "must be an int >= 1")
+    _check(type(seed) is int, "validation_split.seed", "must be an int")
+    _check(
+        isinstance(digest, str)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest),
+        "validation_split.indices_sha256",
+        "must be 64 lowercase hex digits",
+    )
+
+
 def _validate_static_masks(m: Manifest) -> None:
     if m.static_masks is None:
         return
@@ -1199,6 +1221,7 @@ def _parse_manifest(data: Any) -> Manifest:
         hot_policies=hot,
         static_masks=static,
         allocation=allocation,
+        validation_split=_opt(data, "validation_split", dict, "", None),
         precisions=precisions,
         files=dict(files),
         tensorrt=None if trt is None else _parse_tensorrt(trt),

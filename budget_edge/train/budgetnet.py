@@ -48,6 +48,7 @@ from budget_edge.agent.reward import reward
 from budget_edge.agent.usage import USAGE_KINDS, usage, usage_weights
 from budget_edge.data.arrays import ImageArrays
 from budget_edge.data.registry import load_arrays
+from budget_edge.data.split import arranged_for_choices
 from budget_edge.data.torch_dataset import ImageDataset, batch_collate
 from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.evaluate import (
@@ -216,26 +217,50 @@ def make_config(preset: str | None = None, **overrides: Any) -> BudgetNetConfig:
 @dataclass
 class RunData:
     train: ImageDataset
-    eval_images: Tensor  # the first test images: the check after each epoch
+    eval_images: Tensor  # the check after each epoch: validation (or, without a split, test)
     eval_labels: Tensor
     held_out_images: Tensor  # the last training images, not augmented: rank the prior
     held_out_labels: Tensor
+    checked_on: str = "test"  # which images eval_images are: "validation" or "test"
 
 
 def load_run_data(config: BudgetNetConfig, backbone: Backbone, meta: dict[str, Any]) -> RunData:
-    """Training set (augmented) and the first `eval_images` test images, normalised."""
+    """Training set (augmented), the held-out images, and the first `eval_images` images
+    of the per-epoch check, normalised.
+
+    With the backbone's validation split (`meta`), the agent trains on the rest
+    and the prior is ranked on the split; before splits existed, on the last
+    training images.
+    """
     if config.data is None:
         raise ConfigError("no dataset given; pass --data")
-    train_arrays = load_arrays(config.data, config.data_dir, "train").subset(config.limit_train)
-    test_arrays = load_arrays(config.data, config.data_dir, "test").subset(config.eval_images)
+    train_arrays, val_count = arranged_for_choices(
+        load_arrays(config.data, config.data_dir, "train"),
+        meta,
+        "the checkpoint",
+        config.limit_train,
+    )
     check_data_fits(train_arrays.info, backbone)
     mean, std = preprocessing_of(meta, train_arrays.info)
-    images, labels = as_tensors(test_arrays, mean, std)
-    n = min(config.prior_images, len(train_arrays))
+    if val_count:
+        # The per-epoch check guides choices (gamma, omega, when to stop): validation only.
+        val = ImageArrays(
+            train_arrays.images[-val_count:], train_arrays.labels[-val_count:], train_arrays.info
+        )
+        checked = val.subset(config.eval_images)
+    else:
+        checked = load_arrays(config.data, config.data_dir, "test").subset(config.eval_images)
+    images, labels = as_tensors(checked, mean, std)
+    n = min(config.prior_images, val_count or len(train_arrays))
     held_out = ImageArrays(train_arrays.images[-n:], train_arrays.labels[-n:], train_arrays.info)
     held_images, held_labels = as_tensors(held_out, mean, std)
+    if val_count:
+        train_arrays = ImageArrays(
+            train_arrays.images[:-val_count], train_arrays.labels[:-val_count], train_arrays.info
+        )
     train = ImageDataset(train_arrays, train=True, mean=mean, std=std)
-    return RunData(train, images, labels, held_images, held_labels)
+    checked_on = "validation" if val_count else "test"
+    return RunData(train, images, labels, held_images, held_labels, checked_on)
 
 
 def make_loader(
@@ -640,7 +665,7 @@ def _run(
         if stage == "curriculum":
             summary.update(forced=forced, c_min=curriculum.c_min(epoch + 1))
         if ctx.is_main:
-            summary["test"] = check_budgets(
+            summary[data.checked_on] = check_budgets(
                 backbone, agent, data, cfg.eval_budgets, weights, forced
             )
         summary["seconds"] = round(time.perf_counter() - epoch_start, 3)  # wall, with the check
@@ -677,11 +702,12 @@ def _epoch_line(summary: dict[str, Any]) -> str:
     line = f"epoch {summary['epoch']} {summary['stage']}: {stats_text(summary)}"
     if "forced" in summary:
         line += f" | forced {summary['forced']} c_min {summary['c_min']:.2f}"
-    tests = summary.get("test", {})
-    if tests:
-        line += " | test " + " ".join(
-            f"c={c}: {100 * r['accuracy']:.1f}% u={r['usage']:.2f}" for c, r in tests.items()
-        )
+    for checked_on in ("validation", "test"):
+        if summary.get(checked_on):
+            line += f" | {checked_on} " + " ".join(
+                f"c={c}: {100 * r['accuracy']:.1f}% u={r['usage']:.2f}"
+                for c, r in summary[checked_on].items()
+            )
     return line
 
 

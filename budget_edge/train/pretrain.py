@@ -2,9 +2,13 @@
 
 Plain supervised training, read top to bottom:
 
-- SGD with momentum and weight decay; the learning rate follows a cosine from
-  `lr` to 0, stepped after every batch (per iteration, so short runs and
-  long runs anneal equally smoothly).
+- SGD with momentum and weight decay; the learning rate rises linearly over
+  `warmup_epochs`, then follows a cosine from `lr` to 0, stepped after every
+  batch (per iteration, so short runs and long runs anneal equally smoothly).
+- Optional zero-initialised residuals (`zero_init_residual`): the BatchNorm
+  that ends each block's residual branch starts with scale 0, so a deep
+  network starts as its shortcuts and every sub-network starts sound
+  (Goyal et al. 2017; BigNAS relies on it for its sandwich).
 - Optional stochastic depth (`drop_prob` > 0): each image drops component k
   with probability drop_prob * (b + 1) / B, b the component's block and B the
   number of blocks (linear in depth, Huang et al. 2016). Dropped components
@@ -31,6 +35,7 @@ a killed run continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -95,6 +100,8 @@ class PretrainConfig:
     val_size: int = 0  # 0: no validation split (the best epoch is then the last one)
     sandwich: bool = False
     sandwich_random: int = 2  # sampled sub-networks per step besides the smallest
+    warmup_epochs: float = 0.0
+    zero_init_residual: bool = False
 
     def check(self) -> None:
         """Refuse hyperparameters that cannot train, with what to give instead."""
@@ -113,6 +120,8 @@ class PretrainConfig:
             problems.append(f"--drop-prob must be in [0, 1), got {self.drop_prob}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            problems.append(f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}")
         if self.val_size < 0:
             problems.append(f"--val-size must be >= 0, got {self.val_size}")
         if self.sandwich_random < 0:
@@ -275,10 +284,42 @@ def make_optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.SGD:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.CosineAnnealingLR:
-    """Cosine from the initial lr to 0 over every batch of the run."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from lr / warmup_steps, then a cosine from lr to 0, per batch."""
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# The BatchNorm that ends a block's residual branch, by block type: bn3 (bottleneck),
+# bn2 (basic block), bn (ResNeXt, after the paths' sum).
+RESIDUAL_NORMS = ("bn3", "bn2", "bn")
+
+
+def zero_init_residuals(backbone: Backbone) -> None:
+    """Scale 0 for the BatchNorm that ends every block's residual branch."""
+    for block in backbone.blocks:
+        norm = next(
+            (
+                getattr(block, n)
+                for n in RESIDUAL_NORMS
+                if isinstance(getattr(block, n, None), nn.BatchNorm2d)
+            ),
+            None,
+        )
+        if norm is None:
+            raise ConfigError(
+                f"--zero-init-residual: {type(block).__name__} has no BatchNorm named "
+                f"{' or '.join(RESIDUAL_NORMS)} ending its branch"
+            )
+        nn.init.zeros_(norm.weight)
 
 
 def preprocessing_meta(info: DatasetInfo) -> dict[str, Any]:
@@ -547,7 +588,8 @@ def resume_from(
         )
     backbone.load_state_dict(loaded.backbone.state_dict())
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+    # Runs from before warmup saved a CosineAnnealingLR: the same curve without warmup.
+    scheduler.load_state_dict({"lr_lambdas": [None], **saved["scheduler"]})
     rng = saved["rng"]
     if len(rng) == ctx.world_size:
         restore_rng(rng[ctx.rank])
@@ -628,16 +670,20 @@ def run(
     seed_everything(config.seed + ctx.rank)
     info = train_arrays.info
     backbone = build_model(config, info).to(ctx.device)
+    if config.zero_init_residual:
+        zero_init_residuals(backbone)
     if config.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    train_arrays = train_arrays.subset(config.limit_train)
     split = None
     val = None
     if config.val_size:
+        # Split the whole training set, then limit what is left: every later step
+        # (agent, allocator, bench) rebuilds the same split from the same data.
         train_arrays, val_arrays, split = split_validation(train_arrays, config.val_size)
         val = eval_loader(
             val_arrays, info, config.batch_size, options.workers, ctx.rank, ctx.world_size
         )
+    train_arrays = train_arrays.subset(config.limit_train)
     loaders = build_loaders(
         train_arrays,
         test_arrays.subset(config.limit_test),
@@ -649,7 +695,11 @@ def run(
         pin_memory=ctx.device.type == "cuda",
     )
     optimizer = make_optimizer(backbone, config)
-    scheduler = make_scheduler(optimizer, config.epochs * len(loaders.train))
+    scheduler = make_scheduler(
+        optimizer,
+        config.epochs * len(loaders.train),
+        round(config.warmup_epochs * len(loaders.train)),
+    )
     # Before a resume restores the RNG: iterating a DataLoader draws from it.
     calibration: list[Tensor] = []
     if config.sandwich and val is not None:

@@ -166,3 +166,27 @@ def test_evaluate_allocate_needs_an_allocator(
         capsys,
     )
     assert code == 2 and "budget-edge allocate" in err
+
+
+def test_a_checkpoint_with_a_validation_split_calibrates_on_it(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+    from budget_edge.models.checkpoint import save_checkpoint
+
+    plain = load_checkpoint(write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True))
+    _, _, split = split_validation(load_arrays("fashion-mnist", data, "train"), 24)
+    checkpoint = tmp_path / "split.pt"
+    meta = {**plain.meta, "validation_split": split.as_meta()}
+    save_checkpoint(checkpoint, plain.backbone, plain.agent, meta=meta)
+    out = tmp_path / "allocated.pt"
+    code, stdout, err = run(
+        ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *QUICK], capsys
+    )
+    assert code == 0, err
+    assert "validation split: 24 images" in stdout
+    info = load_checkpoint(out).meta["allocator"]
+    assert info["calib_images"] == 24  # the split, not --calib-images 20
+    assert "validation split" in load_checkpoint(out).allocator.config["calibration"]["source"]
+    assert load_checkpoint(out).meta["validation_split"] == split.as_meta()  # travels on

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -342,3 +342,24 @@ def test_static_search_needs_labelled_training_data(rt: BudgetRuntime) -> None:
         load_search_data("random", rt, None, 10)
     with pytest.raises(ConfigError, match="at least 1"):
         load_search_data("fashion-mnist", rt, None, 0)
+
+
+def test_static_masks_are_searched_on_the_artifacts_validation_split(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from budgetnet_helpers import write_tiny_fashion_mnist
+
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+
+    data = write_tiny_fashion_mnist(tmp_path, n_train=60, n_test=4)
+    _, val, split = split_validation(load_arrays("fashion-mnist", data, "train"), 12)
+    manifest = SimpleNamespace(
+        preprocessing=SimpleNamespace(input_size=(1, 28, 28)), validation_split=split.as_meta()
+    )
+    fake = cast(BudgetRuntime, SimpleNamespace(manifest=manifest, num_classes=10))
+    search = load_search_data("fashion-mnist", fake, str(data), 8)
+    assert search.name == "fashion-mnist validation split (8 images)"
+    assert np.array_equal(search.images, val.images[:8])
+    manifest.validation_split = None  # an artifact from before the split: the training tail
+    assert load_search_data("fashion-mnist", fake, str(data), 8).name == "fashion-mnist train[52:]"

@@ -324,3 +324,20 @@ def test_for_precision_swaps_the_graph_files(resnet_artifact: Any) -> None:
         m.for_precision("fp16")
     with pytest.raises(ConfigError, match="precision 'bf16' is not one of"):
         m.for_precision("bf16")
+
+
+def test_the_validation_split_is_recorded_and_validated(resnet_artifact: Any) -> None:
+    m = Manifest.load(resnet_artifact.path)
+    good = {"size": 5000, "seed": 3, "indices_sha256": "ab" * 32}
+    m.validation_split = good
+    m.validate()
+    assert Manifest.from_dict(json.loads(m.to_json())).validation_split == good
+    for change, match in (
+        ({"size": 0}, "validation_split.size"),
+        ({"size": True}, "validation_split.size"),
+        ({"seed": "3"}, "validation_split.seed"),
+        ({"indices_sha256": "AB" * 32}, "validation_split.indices_sha256"),
+    ):
+        m.validation_split = {**good, **change}
+        with pytest.raises(ManifestError, match=match):
+            m.validate()

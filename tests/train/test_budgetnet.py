@@ -187,3 +187,29 @@ def test_auto_extractor_keeps_the_agent_small() -> None:
     small = build_backbone("resnet20", in_channels=1, input_size=(1, 28, 28))
     assert auto_extractor(small) == "light"
     assert auto_extractor(build_backbone("resnet110")) == "resnet8"
+
+
+def test_with_a_validation_split_the_agent_trains_on_the_rest_and_checks_on_it(
+    setup: tuple[Path, Path],
+) -> None:
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+    from budget_edge.train.budgetnet import load_run_data
+
+    data, backbone_path = setup
+    train = load_arrays("fashion-mnist", data, "train")
+    rest, val, split = split_validation(train, 16)
+    meta = {**FMNIST_META, "validation_split": split.as_meta()}
+    backbone = load_checkpoint(backbone_path).backbone
+    cfg = tiny_config(data, prior_images=8, data="fashion-mnist")
+    run = load_run_data(cfg, backbone, meta)
+    assert len(run.train) == 48 and torch.equal(
+        run.train.images, torch.from_numpy(rest.images).permute(0, 3, 1, 2)
+    )
+    assert run.checked_on == "validation"
+    assert torch.equal(run.eval_labels, torch.from_numpy(val.labels))
+    assert torch.equal(run.held_out_labels, torch.from_numpy(val.labels[-8:]))
+    # A split made on other data is refused, not silently replaced by the tail.
+    other = {**meta, "validation_split": {**split.as_meta(), "indices_sha256": "0" * 64}}
+    with pytest.raises(DataError, match="trained on another training set"):
+        load_run_data(cfg, backbone, other)
