@@ -39,7 +39,8 @@ from budget_edge.errors import ConfigError, DataError
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.machine import load_average, machine_info, peak_rss_mib, usable_cores
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
-from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_accuracy
+from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
+from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_correct
 
 RANDOM_DATA = "random"
 MAX_BATCH = 4096  # a timing batch beyond this is a typo, and would exhaust memory first
@@ -297,6 +298,15 @@ class BenchRow:
     name: str | None = None
     distinct_masks: int | None = None
     precision: str = "fp32"
+    accuracy_ci: tuple[float, float] | None = None  # 95% Wilson interval
+    # The exact McNemar test against the nearest-latency row of another method
+    # (same batch and images): {"against", "accuracy_delta", "p_value"}.
+    paired: dict[str, Any] | None = None
+
+    @property
+    def method(self) -> tuple[str, str | None]:
+        """Rows of one method: every budget of this artifact is one, each zoo model one."""
+        return (self.kind, self.name)
 
     @property
     def label(self) -> str:
@@ -371,8 +381,12 @@ class BenchResult:
 class _Quality:
     usage: float | None
     flops_share: float | None
-    accuracy: float | None
+    correct: np.ndarray | None  # per evaluation image: right or not (None: no labels)
     distinct_masks: int | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None else float(self.correct.mean())
 
 
 @dataclass
@@ -522,26 +536,27 @@ def static_mask_quality(
     rt: BudgetRuntime, data: BenchData, mask: StaticMask, s: BenchSettings
 ) -> _Quality:
     """Accuracy of one static mask over the evaluation images; its usage and FLOPs share."""
-    accuracy = None
+    correct = None
     if data.labels is not None:
-        accuracy = mask_accuracy(
+        correct = mask_correct(
             rt, data.images, data.labels, np.asarray(mask.mask, np.uint8), s.eval_batch
         )
-    return _Quality(mask.kept / rt.num_components, mask.flops_share, accuracy, 1)
+    return _Quality(mask.kept / rt.num_components, mask.flops_share, correct, 1)
 
 
 def zoo_quality(
     zoo_rt: BudgetRuntime, rt: BudgetRuntime, data: BenchData, s: BenchSettings
 ) -> _Quality:
     """A zoo model's accuracy, and its FLOPs as a share of the benched model's."""
-    accuracy = None
+    correct = None
     if data.labels is not None:
-        correct = sum(
-            int((zoo_rt.run_full(data.images[sl]).argmax(axis=1) == data.labels[sl]).sum())
-            for sl in _chunks(len(data.images), s.eval_batch)
+        correct = np.concatenate(
+            [
+                zoo_rt.run_full(data.images[sl]).argmax(axis=1) == data.labels[sl]
+                for sl in _chunks(len(data.images), s.eval_batch)
+            ]
         )
-        accuracy = correct / len(data.images)
-    return _Quality(None, zoo_rt.full_flops / rt.full_flops, accuracy)
+    return _Quality(None, zoo_rt.full_flops / rt.full_flops, correct)
 
 
 def check_zoo(rt: BudgetRuntime, zoo: dict[str, BudgetRuntime]) -> None:
@@ -563,7 +578,7 @@ def measure_quality(
     rt: BudgetRuntime, data: BenchData, budget: float | None, s: BenchSettings
 ) -> _Quality:
     """Usage, FLOPs share and accuracy over the evaluation images (budget None: static)."""
-    correct = 0
+    correct = []
     usage = flops = 0.0
     seen: set[bytes] = set()  # distinct masks: is the policy per image, or per budget?
     for sl in _chunks(len(data.images), s.eval_batch):
@@ -577,12 +592,12 @@ def measure_quality(
             usage += float(out.usage.sum())
             flops += float(out.flops_share.sum())
         if data.labels is not None:
-            correct += int((classes == data.labels[sl]).sum())
+            correct.append(classes == data.labels[sl])
     n = len(data.images)
-    accuracy = correct / n if data.labels is not None else None
+    right = np.concatenate(correct) if data.labels is not None else None
     if budget is None:
-        return _Quality(1.0, 1.0, accuracy, 1)
-    return _Quality(usage / n, flops / n, accuracy, len(seen))
+        return _Quality(1.0, 1.0, right, 1)
+    return _Quality(usage / n, flops / n, right, len(seen))
 
 
 def _eval_batch(rt: BudgetRuntime, s: BenchSettings) -> int:
@@ -646,6 +661,7 @@ def run_bench(
     say(f"timing {len(jobs)} rows x {s.iterations} calls")
     time_jobs(jobs, s.warmup, s.iterations, s.rounds)
     rows = [_row(rt, job, quality, other, s.mode) for job in jobs]
+    pair_with_nearest(rows, {id(r): _correct_of(r, quality, other) for r in rows})
     return BenchResult(
         static_masks=list(baselines.static_masks),
         rows=rows,
@@ -697,9 +713,47 @@ def _row(
     )
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
     row.distinct_masks = q.distinct_masks
+    if q.correct is not None and q.correct.size:
+        row.accuracy_ci = wilson_interval(int(q.correct.sum()), q.correct.size)
     if job.kind in ("budget", "static-mask"):
         row.breakdown_ms = {k: job.parts.get(k, 0.0) / job.calls for k in LATENCY_KEYS}
     return row
+
+
+def _correct_of(
+    row: BenchRow,
+    quality: dict[tuple[str, float | None], _Quality],
+    other: dict[tuple[str, float | None, str | None], _Quality],
+) -> np.ndarray | None:
+    if row.kind == "policy":
+        return None
+    if row.kind in ("static-mask", "zoo"):
+        return other[row.kind, row.budget, row.name].correct
+    return quality[row.precision, row.budget].correct
+
+
+def pair_with_nearest(rows: list[BenchRow], correct: dict[int, np.ndarray | None]) -> None:
+    """Give every row with an accuracy the paired test against its nearest competitor:
+    the row of another method, at the same batch size, whose median latency is
+    closest. `correct` maps id(row) to its per-image correctness."""
+    for row in rows:
+        mine = correct.get(id(row))
+        if mine is None:
+            continue
+        rivals = [
+            r
+            for r in rows
+            if r.batch == row.batch and r.method != row.method and correct.get(id(r)) is not None
+        ]
+        if not rivals:
+            continue
+        rival = min(rivals, key=lambda r: abs(r.latency.median - row.latency.median))
+        test = mcnemar_exact(mine, correct[id(rival)])  # type: ignore[arg-type]
+        row.paired = {
+            "against": rival.label,
+            "accuracy_delta": test.accuracy_delta,
+            "p_value": test.p_value,
+        }
 
 
 def _model_facts(rt: BudgetRuntime) -> dict[str, Any]:

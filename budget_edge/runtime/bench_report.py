@@ -23,7 +23,8 @@ STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
 CSV_FIELDS = (
     ["label", "kind", "precision", "budget", "batch"]
     + [f"{f}_ms" for f in STAT_FIELDS]
-    + ["throughput_ips", "usage", "flops_share", "accuracy", "cpu_ms", "distinct_masks"]
+    + ["throughput_ips", "usage", "flops_share", "accuracy", "accuracy_low", "accuracy_high"]
+    + ["paired_against", "paired_delta", "paired_p", "cpu_ms", "distinct_masks"]
     + [f"{k}_ms" for k in LATENCY_KEYS]
 )
 
@@ -75,17 +76,47 @@ def table_rows(result: BenchResult) -> list[list[str]]:
                 _pct(r.usage),
                 _pct(r.flops_share),
                 _pct(r.accuracy),
+                _interval(r.accuracy_ci),
+                _paired(r.paired),
                 _fmt(r.distinct_masks, "d"),
             ]
         )
     return out
 
 
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+
+
+def _paired(paired: dict[str, Any] | None) -> str:
+    """'+0.4 vs zoo resnet8, p=0.03': points of accuracy over the nearest-latency rival."""
+    if paired is None:
+        return "-"
+    return (
+        f"{100 * paired['accuracy_delta']:+.2f} vs {paired['against']}, p={paired['p_value']:.2g}"
+    )
+
+
 # Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
 # "x static": median latency over the static graph's median at the same batch size and
 # precision.
+# "95% CI": the accuracy's Wilson interval. "paired": accuracy points over the row of
+# another method with the nearest median latency at the same batch size, and the exact
+# McNemar test's p-value on the same images (runtime/significance.py).
 # "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
-HEADERS = ["row", "batch", *STAT_FIELDS, "x static", "img/s", "usage", "FLOPs", "accuracy", "masks"]
+HEADERS = [
+    "row",
+    "batch",
+    *STAT_FIELDS,
+    "x static",
+    "img/s",
+    "usage",
+    "FLOPs",
+    "accuracy",
+    "95% CI",
+    "paired",
+    "masks",
+]
 
 
 def rich_table(result: BenchResult) -> Any:
@@ -124,6 +155,9 @@ def markdown(result: BenchResult) -> str:
         f"- timing: {result.settings['iterations']} calls per row after "
         f"{result.settings['warmup']} warm-up calls, interleaved in "
         f"{result.settings['rounds']} rounds; latency columns in ms per batch",
+        "- x static: median latency over the static graph's at the same batch; 95% CI: "
+        "Wilson interval of the accuracy; paired: accuracy points over the nearest-latency "
+        "row of another method, exact McNemar p-value on the same images",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
         *([f"- command: `{result.settings['command']}`"] if result.settings.get("command") else []),
         "",
@@ -147,6 +181,11 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
             "usage": r.usage,
             "flops_share": r.flops_share,
             "accuracy": r.accuracy,
+            "accuracy_low": None if r.accuracy_ci is None else r.accuracy_ci[0],
+            "accuracy_high": None if r.accuracy_ci is None else r.accuracy_ci[1],
+            "paired_against": None if r.paired is None else r.paired["against"],
+            "paired_delta": None if r.paired is None else r.paired["accuracy_delta"],
+            "paired_p": None if r.paired is None else r.paired["p_value"],
             "cpu_ms": r.cpu_ms,
             "distinct_masks": r.distinct_masks,
         }

@@ -47,16 +47,23 @@ class StaticMask:
     flops_share: float
 
 
+def mask_correct(
+    rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray, mask: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """Per image, whether one fixed mask classifies it right (bool, len(images))."""
+    parts = []
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch]
+        rows = np.broadcast_to(mask, (len(x), mask.size))
+        parts.append(rt.infer(x, mask=rows).classes == labels[start : start + batch])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def mask_accuracy(
     rt: BudgetRuntime, images: np.ndarray, labels: np.ndarray, mask: np.ndarray, batch: int = 256
 ) -> float:
     """Accuracy of one fixed mask over `images` (uint8 or preprocessed float32)."""
-    correct = 0
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch]
-        rows = np.broadcast_to(mask, (len(x), mask.size))
-        correct += int((rt.infer(x, mask=rows).classes == labels[start : start + batch]).sum())
-    return correct / len(images)
+    return float(mask_correct(rt, images, labels, mask, batch).mean())
 
 
 def search_static_masks(

@@ -363,3 +363,28 @@ def test_static_masks_are_searched_on_the_artifacts_validation_split(tmp_path: P
     assert np.array_equal(search.images, val.images[:8])
     manifest.validation_split = None  # an artifact from before the split: the training tail
     assert load_search_data("fashion-mnist", fake, str(data), 8).name == "fashion-mnist train[52:]"
+
+
+def test_each_row_is_paired_with_the_nearest_latency_row_of_another_method() -> None:
+    from budget_edge.runtime.bench import BenchRow, LatencyStats, pair_with_nearest
+
+    def row(kind: str, median: float, name: str | None = None, batch: int = 1) -> BenchRow:
+        stats = LatencyStats(median, median, median, median, median, median)
+        return BenchRow(kind, batch, 0.5 if kind == "budget" else None, stats, 1.0, name=name)
+
+    budget, other_budget = row("budget", 1.0), row("budget", 1.05)
+    zoo, static, far = row("zoo", 1.2, "small"), row("static", 3.0), row("zoo", 1.0, batch=8)
+    policy = row("policy", 1.0)
+    rows = [budget, other_budget, zoo, static, far, policy]
+    right = np.ones(100, bool)
+    wrong_five = right.copy()
+    wrong_five[:5] = False
+    correct = {id(budget): right, id(other_budget): right, id(zoo): wrong_five}
+    correct.update({id(static): right, id(far): wrong_five, id(policy): None})
+    pair_with_nearest(rows, correct)
+    # Not the other budget (same method), not the batch-8 row: the zoo model.
+    assert budget.paired is not None and budget.paired["against"] == "zoo small"
+    assert budget.paired["accuracy_delta"] == pytest.approx(0.05)
+    assert budget.paired["p_value"] == pytest.approx(2 / 2**5)
+    assert zoo.paired is not None and zoo.paired["against"] == "c=0.5"
+    assert policy.paired is None and far.paired is None  # alone at its batch size
