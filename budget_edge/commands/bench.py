@@ -62,11 +62,9 @@ from budget_edge.commands import command_line
 @click.option(
     "--mode",
     type=click.Choice(["greedy", "sample", "rank", "allocate"]),
-    default="greedy",
-    show_default=True,
     help="Mask from the probabilities: p >= 0.5, sampled, the round(c K) most "
     "probable components, or allocate (counts per image from the allocator, "
-    "c as the mean; artifacts with an allocator).",
+    "c as the mean). Default: the mode the artifact was exported for.",
 )
 @click.option(
     "--cap",
@@ -126,7 +124,7 @@ def command(
     iterations: int,
     threads: int | None,
     backend: str,
-    mode: str,
+    mode: str | None,
     cap: str,
     seed: int,
     json_path: Path | None,

@@ -51,18 +51,9 @@ PRESETS = {
         train_extra=("--extractor", "light"),
         allocate_extra=("--limit-train", "20000", "--calib-images", "2000"),
         evaluate_extra=("--val-size", "2000"),
-        # The allocator's count masks as whole graphs (all kept is the static
-        # graph): one image is then two graph calls (runtime/count_plan.py).
-        export_extra=(
-            "--static-masks",
-            "fashion-mnist",
-            "--static-search-images",
-            "2000",
-            "--fuse-top",
-            "9",
-            "--calib-data",
-            "fashion-mnist",
-        ),
+        # The defaults make the artifact run mode allocate with the allocator's count
+        # masks as whole graphs: one image is two graph calls (runtime/count_plan.py).
+        export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "2000"),
     ),
     # The full schedule: the committed results under benchmarks/results/.
     "paper": Preset(
@@ -179,8 +170,6 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
                 *data,
                 "--budgets",
                 DEMO_BUDGETS,
-                "--mode",
-                "allocate",
                 *preset.evaluate_extra,
                 "--out",
                 str(sweep),
@@ -219,8 +208,6 @@ def plan(out: Path, data_dir: str | None, preset: Preset, backbone: str) -> list
                 DEMO_BUDGETS,
                 "--batch",
                 "1",
-                "--mode",
-                "allocate",
                 "--precision",
                 "fp32,int8",
                 "--iterations",

@@ -48,11 +48,10 @@ import click
 @click.option(
     "--mode",
     type=click.Choice(["greedy", "rank", "allocate"]),
-    default="greedy",
-    show_default=True,
     help="greedy: keep p >= 0.5 (the paper); rank: keep the round(c K) most probable "
     "components of each image (the runtime's mode='rank'); allocate: each "
-    "image's count from the checkpoint's allocator, c as the mean.",
+    "image's count from the checkpoint's allocator, c as the mean. Default: allocate "
+    "when the checkpoint has an allocator (as its export runs), else greedy.",
 )
 @click.option(
     "--zoo",
@@ -72,7 +71,7 @@ def command(
     batch_size: int,
     latency_images: int,
     seed: int,
-    mode: str,
+    mode: str | None,
     zoo_text: str,
 ) -> None:
     """Sweep budgets: accuracy, usage, FLOPs, unique policies, baselines and plots.
@@ -118,6 +117,8 @@ def command(
             "evaluate; train one first: budget-edge train --checkpoint "
             f"{checkpoint} --out RUN, then evaluate RUN/budgetnet.pt"
         )
+    if mode is None:  # as the checkpoint's export runs by default
+        mode = "allocate" if loaded.allocator is not None else "greedy"
     if mode == "allocate" and loaded.allocator is None:
         raise CheckpointError(
             f"{checkpoint} has no allocator for --mode allocate: run "

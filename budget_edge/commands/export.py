@@ -32,14 +32,19 @@ import click
     "down fails, e.g. ReduceMean at 17).",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["greedy", "sample", "rank", "allocate"]),
+    help="The decision mode the artifact is made for; infer, serve and bench use it "
+    "unless told otherwise. Default: allocate when the checkpoint has an allocator, "
+    "else greedy (the paper's agent).",
+)
+@click.option(
     "--fuse-top",
-    type=int,
-    default=0,
-    show_default=True,
+    type=click.IntRange(min=0),
     help="Also export the K masks the policy picks most often as whole graphs "
-    "(with an allocator's table of count masks, its rows first: one per "
-    "count of components; with all of them, mode allocate runs an image in "
-    "two graph calls).",
+    "(with an allocator's table of count masks, its rows first). Default: what "
+    "the mode runs: every count mask for allocate (one image is then two graph "
+    "calls), none otherwise.",
 )
 @click.option(
     "--calib-data",
@@ -78,7 +83,8 @@ def command(
     out: Path,
     fmt: str,
     opset: int,
-    fuse_top: int,
+    mode: str | None,
+    fuse_top: int | None,
     calib_data: str | None,
     calib_count: int,
     static_data: str | None,
@@ -90,7 +96,8 @@ def command(
 
     \b
     Example:
-      budget-edge export runs/r20/budgetnet.pt --out artifacts/r20 \\
+      budget-edge export runs/r20/allocated.pt --out artifacts/r20
+      budget-edge export runs/r20/budgetnet.pt --out artifacts/r20-greedy \\
           --fuse-top 4 --calib-data fashion-mnist
     """
     from rich.console import Console
@@ -110,6 +117,7 @@ def command(
             calib_data=calib_data,
             calib_count=calib_count,
             progress=lambda name: status.update(f"exported {name}"),
+            mode=mode,
         )
         if static_data is not None:
             from budget_edge.runtime import BudgetRuntime
@@ -139,5 +147,5 @@ def command(
         f"{len(manifest.hot_policies)} hot policies, policy "
         f"{'yes' if manifest.roles.get('policy') else 'no'}"
         + (f", {len(manifest.static_masks.masks)} static masks" if manifest.static_masks else "")
-        + f") in {seconds:.1f} s"
+        + f") in {seconds:.1f} s; decision mode: {manifest.decision_mode or 'none (no agent)'}"
     )

@@ -52,6 +52,11 @@ import click
     type=click.IntRange(min=1),
     help="Threads per ONNX Runtime session (default: the usable cores).",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["greedy", "sample", "rank", "allocate"]),
+    help="Decision mode of requests that name none (default: the artifact's own).",
+)
 @click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
 @click.option(
     "--max-body-mb",
@@ -116,6 +121,7 @@ def command(
     backend: str,
     precision: str,
     threads: int | None,
+    mode: str | None,
     model_name: str | None,
     max_body_mb: float,
     max_batch: int,
@@ -172,7 +178,7 @@ def command(
     )
     try:
         controller = parse_budget_spec(budget_spec, runtime)
-        model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch)
+        model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch, mode=mode)
         admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
         app = create_app(
             model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token, admission=admission
@@ -189,8 +195,8 @@ def command(
             f"curl --unix-socket {uds} http://localhost{route}" if uds else f"curl {url}{route}"
         )
         click.echo(
-            f"serving model {model.name!r} ({model.platform}, {precision}) on {url} with "
-            f"budget "
+            f"serving model {model.name!r} ({model.platform}, {precision}, mode {model.mode}) "
+            f"on {url} with budget "
             f"{budget_spec}; try: {example}",
             err=True,
         )

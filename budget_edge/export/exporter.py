@@ -61,6 +61,7 @@ from budget_edge.export.switch_graph import switch_graph
 from budget_edge.models.backbone import Backbone, ResidualBlock
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime.manifest import (
+    DECISION_MODES,
     LOCK_NAME,
     MANIFEST_NAME,
     AllocationSpec,
@@ -135,16 +136,22 @@ def export_checkpoint(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     out_dir: str | os.PathLike[str],
     opset: int = DEFAULT_OPSET,
-    fuse_top: int = 0,
+    fuse_top: int | None = None,
     calib_data: str | np.ndarray | None = None,
     calib_count: int = DEFAULT_COUNT,
     class_names: Sequence[str] | None = None,
     progress: Progress | None = None,
     exporter: GraphExporter | None = None,
+    mode: str | None = None,
 ) -> Manifest:
     """Export a checkpoint (path or loaded) to `out_dir`; return the written manifest.
 
-    `fuse_top` K > 0 also exports the K masks the policy picks most often on
+    `mode` is the decision mode the artifact is made for (the manifest's
+    `decision_mode`, what the runtime uses by default): None picks "allocate"
+    when the checkpoint has an allocator, else "greedy". `fuse_top` None fuses
+    what that mode needs: every row of the allocator's table of count masks
+    (one image is then two graph calls), nothing in other modes. `fuse_top`
+    K > 0 also exports the K masks the policy picks most often on
     `calib_data` (a dataset spec such as "fashion-mnist" or "cifar10:PATH", or
     preprocessed float32 NCHW images) as whole-mask graphs; with an allocator's
     table of count masks, its rows come first (most frequent first). Passing the same
@@ -159,7 +166,11 @@ def export_checkpoint(
     preprocessing = _preprocessing(loaded.meta, net)
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
-    hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing, allocator)
+    mode = decision_mode(mode, agent, allocator)
+    if fuse_top is None:
+        hot_masks = masks_the_mode_runs(mode, allocator)
+    else:
+        hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing, allocator)
     if exporter is not None and exporter.opset != opset:
         raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
     out = _check_out_dir(out_dir)
@@ -179,6 +190,7 @@ def export_checkpoint(
             opset,
             allocator,
             loaded.meta.get("validation_split"),
+            mode,
         )
         _move_into_place(staging, out)
     except BaseException:
@@ -198,6 +210,7 @@ def _export_into(
     opset: int,
     allocator: Allocator | None = None,
     validation_split: dict[str, Any] | None = None,
+    mode: str | None = None,
 ) -> Manifest:
     """Write every graph and the manifest into `out`."""
     with torch.no_grad():
@@ -245,6 +258,7 @@ def _export_into(
         hot_policies=hot,
         allocation=None if allocation is None else allocation[0],
         validation_split=validation_split,
+        decision_mode=mode,
     )
     return write_manifest(out, manifest)
 
@@ -408,6 +422,38 @@ def _hot_masks(
         )
     # All kept is the static `full` graph, exported anyway: a hot copy would repeat it.
     return [m for m in ranked if not all(m)][:fuse_top]
+
+
+def masks_the_mode_runs(mode: str | None, allocator: Allocator | None) -> list[tuple[int, ...]]:
+    """What `--fuse-top` fuses by default: in mode allocate with a table of count masks,
+    every row but all kept (the static `full` graph runs that); nothing otherwise."""
+    if mode != "allocate" or allocator is None or allocator.count_masks is None:
+        return []
+    return [tuple(int(v) for v in row) for row in allocator.count_masks if not all(row)]
+
+
+def decision_mode(
+    mode: str | None, agent: PolicyNet | None, allocator: Allocator | None
+) -> str | None:
+    """The artifact's decision mode: as asked, or allocate where there is an allocator,
+    else greedy; None for a backbone without an agent (it runs masks it is given)."""
+    if agent is None:
+        if mode is not None:
+            raise ConfigError(
+                f"--mode {mode}: the checkpoint has no agent to decide with; train one "
+                "(budget-edge train), or export without --mode"
+            )
+        return None
+    if mode is None:
+        return "allocate" if allocator is not None else "greedy"
+    if mode not in DECISION_MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(DECISION_MODES)}, got {mode!r}")
+    if mode == "allocate" and allocator is None:
+        raise ConfigError(
+            "--mode allocate needs an allocator: run `budget-edge allocate CKPT --out CKPT2` "
+            "and export CKPT2"
+        )
+    return mode
 
 
 def _preprocessing(meta: dict[str, Any], net: Backbone) -> Preprocessing:

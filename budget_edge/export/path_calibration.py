@@ -116,7 +116,7 @@ def record_graph_inputs(
         ("all kept", {"mask": np.ones(rt.num_components, np.uint8)})
     ]
     if rt.has_policy:
-        passes += [(f"agent c={c:g}", {"budget": c}) for c in budgets]
+        passes += [(f"agent c={c:g}", {"budget": c, "mode": "greedy"}) for c in budgets]
     if rt.has_allocator:  # the paths of mode 'allocate': fewer components for easy images
         passes += [(f"allocate c={c:g}", {"budget": c, "mode": "allocate"}) for c in budgets]
     if rt.has_static_masks:

@@ -129,7 +129,7 @@ class BenchSettings:
     warmup: int = 10
     iterations: int = 100
     rounds: int = 5
-    mode: str = "greedy"
+    mode: str | None = None  # None: the artifact's decision mode
     cap: str | None = None
     seed: int = 0
     eval_batch: int = 64
@@ -148,7 +148,7 @@ class BenchSettings:
             raise ConfigError(
                 f"rounds and eval_batch must be at least 1 (got {self.rounds}, {self.eval_batch})"
             )
-        if self.mode not in masklib.MODES:
+        if self.mode is not None and self.mode not in masklib.MODES:
             raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(masklib.MODES)}")
         if self.cap is not None and self.cap not in masklib.CAPS:
             raise ConfigError(f"--cap {self.cap!r} is not one of none, {', '.join(masklib.CAPS)}")
@@ -631,12 +631,14 @@ def run_bench(
             "this artifact has no policy graph (it was exported without an "
             "agent), so no budget can choose masks: export a trained checkpoint"
         )
-    if settings.mode == "allocate" and not rt.has_allocator:
+    if (settings.mode or rt.default_mode) == "allocate" and not rt.has_allocator:
         raise ConfigError(
             "--mode allocate needs an artifact with an allocator: run "
             "`budget-edge allocate CKPT --out CKPT2` and export CKPT2"
         )
-    s = dataclasses.replace(settings, eval_batch=_eval_batch(rt, settings))
+    s = dataclasses.replace(
+        settings, eval_batch=_eval_batch(rt, settings), mode=settings.mode or rt.default_mode
+    )
     say = progress or (lambda _msg: None)
     load_before = load_average()
     quality: dict[tuple[str, float | None], _Quality] = {}
@@ -660,7 +662,7 @@ def run_bench(
     jobs = _jobs(rt, data, s, baselines)
     say(f"timing {len(jobs)} rows x {s.iterations} calls")
     time_jobs(jobs, s.warmup, s.iterations, s.rounds)
-    rows = [_row(rt, job, quality, other, s.mode) for job in jobs]
+    rows = [_row(rt, job, quality, other, s.mode or rt.default_mode) for job in jobs]
     pair_with_nearest(rows, {id(r): _correct_of(r, quality, other) for r in rows})
     return BenchResult(
         static_masks=list(baselines.static_masks),

@@ -126,7 +126,8 @@ def rich_table(result: BenchResult) -> Any:
 
     env = result.environment
     table = Table(
-        title=f"{result.model['backbone']} on {env['cpu']} · {env['backend']}, "
+        title=f"{result.model['backbone']} · mode {result.settings['mode']}, "
+        f"{result.model.get('precision', 'fp32')} · on {env['cpu']} · {env['backend']}, "
         f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
         caption="latency in ms per batch",
         box=box.SIMPLE_HEAD,
@@ -141,7 +142,7 @@ def rich_table(result: BenchResult) -> Any:
 def markdown(result: BenchResult) -> str:
     env, model, data = result.environment, result.model, result.data
     lines = [
-        f"# budget-edge bench: {model['backbone']}",
+        f"# budget-edge bench: {model['backbone']}, mode {result.settings['mode']}",
         "",
         f"- artifact: `{model['directory']}` ({model['num_components']} components, "
         f"{model['full_flops'] / 1e6:.1f} MFLOPs full model, policy "

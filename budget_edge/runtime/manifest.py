@@ -62,6 +62,10 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   prices >= 0 never rising;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
+- ``decision_mode``: null (artifacts from before it: "allocate" where there
+  is an allocator, else "greedy"), or the mode the artifact was exported for
+  and that `infer`, `serve` and `bench` use unless told otherwise: one of
+  runtime/masks.py's MODES; "allocate" needs an allocator.
 - ``validation_split``: null, or the training images the backbone never
   trained on (data/split.py: size >= 1, seed, sha256 of the indices); the
   bench searches static masks there.
@@ -106,6 +110,9 @@ from pathlib import Path
 from typing import Any
 
 from budget_edge.errors import ConfigError, ManifestError
+
+# How a budget becomes masks (runtime/masks.py); an artifact names the one it is made for.
+DECISION_MODES = ("greedy", "sample", "rank", "allocate")
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -284,6 +291,7 @@ class Manifest:
     precisions: dict[str, PrecisionSpec] = field(default_factory=dict)
     allocation: AllocationSpec | None = None
     validation_split: dict[str, Any] | None = None
+    decision_mode: str | None = None
 
     # ---- lookups -------------------------------------------------------------
 
@@ -368,6 +376,7 @@ class Manifest:
             "hot_policies",
             "static_masks",
             "allocation",
+            "decision_mode",
             "validation_split",
             "precisions",
             "versions",
@@ -449,6 +458,7 @@ class Manifest:
         _validate_static_masks(self)
         _validate_validation_split(self)
         _validate_allocation(self)
+        _validate_decision_mode(self)
         _validate_precisions(self)
         _validate_flops(self)
         for key in ("onnx", "opset", "budget_edge"):
@@ -831,6 +841,20 @@ def _validate_hot(m: Manifest, graphs: dict[str, GraphSpec]) -> None:
             f"{where}.graph",
             "graph must map the image to (batch, num_classes)",
         )
+
+
+def _validate_decision_mode(m: Manifest) -> None:
+    if m.decision_mode is None:
+        return
+    _check(
+        m.decision_mode in DECISION_MODES,
+        "decision_mode",
+        f"must be one of {', '.join(DECISION_MODES)}",
+    )
+    if m.decision_mode == "allocate":
+        _check(m.allocation is not None, "decision_mode", "is 'allocate' but there is no allocator")
+    else:
+        _check(m.roles.get("policy") is not None, "decision_mode", "needs a policy graph")
 
 
 def _validate_validation_split(m: Manifest) -> None:
@@ -1222,6 +1246,7 @@ def _parse_manifest(data: Any) -> Manifest:
         static_masks=static,
         allocation=allocation,
         validation_split=_opt(data, "validation_split", dict, "", None),
+        decision_mode=_opt(data, "decision_mode", str, "", None),
         precisions=precisions,
         files=dict(files),
         tensorrt=None if trt is None else _parse_tensorrt(trt),

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from budget_edge.errors import InputError
-from budget_edge.runtime.manifest import Manifest
+from budget_edge.runtime.manifest import DECISION_MODES, Manifest
 
-MODES = ("greedy", "sample", "rank", "allocate")
+MODES = DECISION_MODES
 CAPS = ("components", "flops")
 
 

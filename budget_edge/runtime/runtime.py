@@ -264,7 +264,7 @@ class BudgetRuntime:
         images: Any,
         budget: Any = None,
         mask: Any = None,
-        mode: str = "greedy",
+        mode: str | None = None,
         seed: int | None = None,
         cap: str | None = None,
         policy: str = "agent",
@@ -275,10 +275,11 @@ class BudgetRuntime:
         manifest's preprocessing, or float32 NCHW already preprocessed.
         budget: a float in [0, 1] or one per image; needed when the policy runs.
         mask: (N, K) or (K,) of 0/1: run exactly these components, no policy.
-        mode: "greedy" (keep p >= 0.5), "sample" (Bernoulli(p), seeded by `seed`) or
-        "rank" (keep the round(c K) most probable components) or "allocate" (the
-        allocator gives each image its count so that the mean usage over images is
-        c; artifacts from a checkpoint with an allocator, runtime/allocation.py).
+        mode: None (the artifact's own: `default_mode`), "greedy" (keep p >= 0.5),
+        "sample" (Bernoulli(p), seeded by `seed`) or "rank" (keep the round(c K)
+        most probable components) or "allocate" (the allocator gives each image its
+        count so that the mean usage over images is c; artifacts from a checkpoint
+        with an allocator, runtime/allocation.py).
         cap: None, "components" or "flops": drop the least probable kept
         components until the cost is at most the budget. With mode "allocate" that
         makes the budget a ceiling per image as well, so the mean usage falls below c
@@ -289,6 +290,8 @@ class BudgetRuntime:
         """
         t_start = time.perf_counter()
         latency = dict.fromkeys(LATENCY_KEYS, 0.0)
+        if mode is None:  # the artifact's mode where its policy decides; none matters else
+            mode = self.default_mode if policy == "agent" and mask is None else "greedy"
         if mode not in masklib.MODES:
             raise InputError(f"mode {mode!r} is not one of {masklib.MODES}")
         if policy not in POLICIES:
@@ -545,6 +548,14 @@ class BudgetRuntime:
     @property
     def has_allocator(self) -> bool:
         return self.manifest.roles.get("allocator") is not None
+
+    @property
+    def default_mode(self) -> str:
+        """The mode `infer` uses when given none: the one the artifact was exported for
+        (artifacts from before it was recorded: allocate with an allocator, else greedy)."""
+        if self.manifest.decision_mode is not None:
+            return self.manifest.decision_mode
+        return "allocate" if self.has_allocator else "greedy"
 
     def _allocate(self, xd: Any, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks and probabilities of mode 'allocate': one call of the allocator graph."""

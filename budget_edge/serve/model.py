@@ -13,7 +13,8 @@ and count masks, each kept component's share of the table's rows; absent with a
 MASK input), FLOPS INT64 [-1] (executed backbone FLOPs).
 
 Request parameters: `budget` (one budget for every image), `mode` ("greedy",
-"sample", "rank" or "allocate"), `seed` (for "sample"), `cap` ("components" or "flops": the budget
+"sample", "rank" or "allocate"; default: the server's `--mode`, else the mode the
+artifact was exported for), `seed` (for "sample"), `cap` ("components" or "flops": the budget
 as a hard ceiling) and `policy` ("agent", or "static": the artifact's searched static
 mask for the budget; the default is "agent" when the artifact has a policy graph).
 Without BUDGET, `budget` or MASK the server's budget controller decides.
@@ -30,6 +31,7 @@ import numpy as np
 
 from budget_edge.errors import ConfigError
 from budget_edge.runtime.budget import BudgetController
+from budget_edge.runtime.manifest import DECISION_MODES
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime, InferResult
 from budget_edge.serve.errors import PayloadTooLargeError, RequestError
 from budget_edge.serve.request import InferRequest, RequestedOutput, parse_request
@@ -147,12 +149,16 @@ class ServedModel:
         version: str = "1",
         max_batch: int = DEFAULT_MAX_BATCH,
         chunk: int = DEFAULT_CHUNK,
+        mode: str | None = None,
     ) -> None:
         if max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
         if chunk < 1:
             raise ConfigError(f"the chunk size must be at least 1, got {chunk}")
         self.runtime = runtime
+        self.mode = mode or runtime.default_mode  # what a request without `mode` runs
+        if self.mode not in DECISION_MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(DECISION_MODES)}")
         self.max_batch = max_batch
         self.chunk = chunk
         self.controller = controller
@@ -176,6 +182,7 @@ class ServedModel:
             "platform": self.platform,
             "inputs": [t.as_json() for t in self.inputs.values()],
             "outputs": [t.as_json() for t in self.outputs.values()],
+            "parameters": {"mode": self.mode},
         }
 
     def infer_body(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
@@ -295,7 +302,7 @@ class ServedModel:
             images=images,
             budget=budget,
             mask=mask,
-            mode=_string_parameter(parameters, "mode") or "greedy",
+            mode=_string_parameter(parameters, "mode") or self.mode,
             seed=_seed(parameters),
             cap=_string_parameter(parameters, "cap"),
             policy=_string_parameter(parameters, "policy") or self._default_policy,

@@ -35,9 +35,10 @@ def test_plan_names_each_stage_output_in_order(tmp_path: Path) -> None:
     assert allocated in stages[3].args and allocated in stages[4].args
     assert str(tmp_path / "artifact") in stages[5].args
     assert str(tmp_path / "artifact") in stages[6].args
-    # The evaluation and the bench show the per-image allocation.
-    for stage in (stages[3], stages[6]):
-        assert stage.args[stage.args.index("--mode") + 1] == "allocate"
+    # The evaluation, the export and the bench show the per-image allocation by default,
+    # as a user's own commands would: no --mode, no --fuse-top.
+    for stage in stages:
+        assert "--mode" not in stage.args and "--fuse-top" not in stage.args
 
 
 @needs_fmnist

@@ -286,11 +286,32 @@ def test_the_server_answers_mode_allocate_like_the_runtime(allocated) -> None:
                     "parameters": {"budget": 0.5, "mode": "allocate"},
                 },
             )
+            # Without a mode the server runs the artifact's own: allocate.
+            default = infer_json(
+                url, model.name, {"inputs": [image_input(images)], "parameters": {"budget": 0.5}}
+            )
         assert response.status == 200, response.json()
-        outputs = {o["name"]: o for o in response.json()["outputs"]}
+        assert model.metadata()["parameters"] == {"mode": "allocate"}
         want = model.runtime.infer(images, budget=0.5, mode="allocate")
-        mask = np.reshape(outputs["MASK"]["data"], outputs["MASK"]["shape"])
-        np.testing.assert_array_equal(mask.astype(np.uint8), want.mask)
+        for answer in (response, default):
+            outputs = {o["name"]: o for o in answer.json()["outputs"]}
+            mask = np.reshape(outputs["MASK"]["data"], outputs["MASK"]["shape"])
+            np.testing.assert_array_equal(mask.astype(np.uint8), want.mask)
+    finally:
+        model.runtime.close()
+
+
+def test_serve_mode_overrides_the_artifacts_and_is_checked(allocated) -> None:
+    from serve.conftest import load_model
+
+    from budget_edge.serve.model import ServedModel
+
+    model = load_model(allocated["dir"])
+    try:
+        greedy = ServedModel(model.runtime, model.controller, mode="greedy")
+        assert greedy.metadata()["parameters"] == {"mode": "greedy"}
+        with pytest.raises(ConfigError, match="--mode must be one of"):
+            ServedModel(model.runtime, model.controller, mode="fastest")
     finally:
         model.runtime.close()
 
@@ -371,3 +392,47 @@ def test_allocator_outputs_of_the_wrong_size_are_refused(allocated, n) -> None:
         rt.backend.run_device = short  # type: ignore[method-assign]
         with pytest.raises(InputError, match="allocator outputs do not fit"):
             rt.infer(x, budget=0.5, mode="allocate")
+
+
+def test_the_artifact_runs_its_own_mode_by_default(allocated, tmp_path, exporter) -> None:
+    """`export CKPT` then `infer(image, budget=c)`: mode allocate with the count masks fused."""
+    m = allocated["manifest"]
+    assert m.decision_mode == "allocate"
+    table = allocated["allocator"].count_masks
+    fused = {tuple(h.mask) for h in m.hot_policies}
+    if table is not None:  # every row but all kept (the static graph) has its graph
+        assert fused == {tuple(r) for r in table if not all(r)}
+    else:
+        assert fused == set()
+    rt = BudgetRuntime.load(allocated["dir"], backend="onnxruntime", threads=1)
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    default = rt.infer(images, budget=0.4)
+    explicit = rt.infer(images, budget=0.4, mode="allocate")
+    assert np.array_equal(default.mask, explicit.mask)
+    assert rt.default_mode == "allocate"
+    # The paper's agent stays one flag away, in the manifest too.
+    loaded = LoadedCheckpoint(
+        allocated["net"], allocated["agent"], META, "budget-edge", allocator=allocated["allocator"]
+    )
+    greedy = export_checkpoint(loaded, tmp_path / "greedy", exporter=exporter, mode="greedy")
+    assert greedy.decision_mode == "greedy" and greedy.hot_policies == []
+    rt_greedy = BudgetRuntime.load(tmp_path / "greedy", backend="onnxruntime", threads=1)
+    assert np.array_equal(
+        rt_greedy.infer(images, budget=0.4).mask, rt.infer(images, budget=0.4, mode="greedy").mask
+    )
+
+
+def test_a_mode_the_checkpoint_cannot_run_is_refused(allocated, tmp_path, exporter) -> None:
+    no_allocator = LoadedCheckpoint(allocated["net"], allocated["agent"], META, "budget-edge")
+    with pytest.raises(ConfigError, match="--mode allocate needs an allocator"):
+        export_checkpoint(no_allocator, tmp_path / "a", exporter=exporter, mode="allocate")
+    assert export_checkpoint(no_allocator, tmp_path / "b", exporter=exporter).decision_mode == (
+        "greedy"
+    )
+    backbone_only = LoadedCheckpoint(allocated["net"], None, META, "budget-edge")
+    with pytest.raises(ConfigError, match="no agent to decide with"):
+        export_checkpoint(backbone_only, tmp_path / "c", exporter=exporter, mode="greedy")
+    m = Manifest.load(allocated["dir"])
+    m.decision_mode = "fastest"
+    with pytest.raises(ManifestError, match="decision_mode"):
+        m.validate()

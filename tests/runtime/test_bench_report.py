@@ -60,7 +60,7 @@ def _result(labelled: bool = True) -> BenchResult:
             "eval_images": 100,
             "labelled": labelled,
         },
-        settings={"iterations": 100, "warmup": 10, "rounds": 5},
+        settings={"iterations": 100, "warmup": 10, "rounds": 5, "mode": "allocate"},
         environment={
             "cpu": "Test CPU",
             "cpu_count": 2,
@@ -112,6 +112,7 @@ def test_markdown_names_the_machine_and_has_the_table(tmp_path: Path) -> None:
     text = report.write_markdown(_result(labelled=False), tmp_path / "bench.md").read_text()
     assert "Test CPU" in text and "onnxruntime, threads 2" in text
     assert "no labels" in text
+    assert text.startswith("# budget-edge bench: resnet56, mode allocate")
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 8
     assert table[3].startswith("| policy | 1 | 0.09 | 0.10 |")
