@@ -90,6 +90,13 @@ from budget_edge.commands import command_line
     help="Write a PNG plot here (needs matplotlib).",
 )
 @click.option(
+    "--count-table",
+    is_flag=True,
+    help="Compare with the allocator's count masks run on every image alike (the "
+    "same weights and graphs as mode allocate, without the per-image choice): "
+    "what the per-image decision is worth, in paired tests.",
+)
+@click.option(
     "--static-search",
     type=click.IntRange(min=0),
     default=0,
@@ -131,6 +138,7 @@ def command(
     csv_path: Path | None,
     md_path: Path | None,
     plot_path: Path | None,
+    count_table: bool,
     static_search: int,
     precision_text: str,
     zoo_text: str,
@@ -163,7 +171,11 @@ def command(
         parse_precisions,
         run_bench,
     )
-    from budget_edge.runtime.static_masks import from_manifest, search_static_masks
+    from budget_edge.runtime.static_masks import (
+        from_count_table,
+        from_manifest,
+        search_static_masks,
+    )
 
     # Every option is checked before the artifact loads: a typo fails in a second.
     settings = BenchSettings(
@@ -211,7 +223,9 @@ def command(
         with console.status("bench") as status:
             # The artifact's own static masks (export --static-masks) unless asked to search.
             baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo, precisions=others)
-            if search is not None:
+            if count_table:
+                baselines.static_masks = from_count_table(rt)
+            elif search is not None:
                 assert search.labels is not None
                 status.update(f"searching static masks on {search.name}")
                 baselines.static_masks = search_static_masks(

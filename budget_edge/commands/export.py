@@ -47,8 +47,15 @@ import click
     "calls), none otherwise.",
 )
 @click.option(
+    "--own-batchnorm/--shared-batchnorm",
+    default=None,
+    help="Recompute each whole-mask graph's BatchNorm statistics for its mask on "
+    "--calib-data images. Default: on for a sandwich-trained backbone (pretrain "
+    "--sandwich), whose sub-networks need statistics of their own.",
+)
+@click.option(
     "--calib-data",
-    help="Data for --fuse-top: fashion-mnist, cifar10:PATH, "
+    help="Data for --fuse-top and --own-batchnorm: fashion-mnist, cifar10:PATH, "
     "cifar100:PATH or folder:PATH (training split).",
 )
 @click.option(
@@ -85,6 +92,7 @@ def command(
     opset: int,
     mode: str | None,
     fuse_top: int | None,
+    own_batchnorm: bool | None,
     calib_data: str | None,
     calib_count: int,
     static_data: str | None,
@@ -118,6 +126,7 @@ def command(
             calib_count=calib_count,
             progress=lambda name: status.update(f"exported {name}"),
             mode=mode,
+            own_batchnorm=own_batchnorm,
         )
         if static_data is not None:
             from budget_edge.runtime import BudgetRuntime

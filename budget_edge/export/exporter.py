@@ -59,6 +59,7 @@ from budget_edge.export.onnx_export import (
 from budget_edge.export.quantize import QUANTIZED_DIR
 from budget_edge.export.switch_graph import switch_graph
 from budget_edge.models.backbone import Backbone, ResidualBlock
+from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime.manifest import (
     DECISION_MODES,
@@ -143,6 +144,7 @@ def export_checkpoint(
     progress: Progress | None = None,
     exporter: GraphExporter | None = None,
     mode: str | None = None,
+    own_batchnorm: bool | None = None,
 ) -> Manifest:
     """Export a checkpoint (path or loaded) to `out_dir`; return the written manifest.
 
@@ -150,7 +152,9 @@ def export_checkpoint(
     `decision_mode`, what the runtime uses by default): None picks "allocate"
     when the checkpoint has an allocator, else "greedy". `fuse_top` None fuses
     what that mode needs: every row of the allocator's table of count masks
-    (one image is then two graph calls), nothing in other modes. `fuse_top`
+    (one image is then two graph calls), nothing in other modes. `own_batchnorm`
+    gives each whole-mask graph BatchNorm statistics recomputed for its mask on
+    `calib_data` (None: yes for a sandwich-trained backbone). `fuse_top`
     K > 0 also exports the K masks the policy picks most often on
     `calib_data` (a dataset spec such as "fashion-mnist" or "cifar10:PATH", or
     preprocessed float32 NCHW images) as whole-mask graphs; with an allocator's
@@ -166,6 +170,9 @@ def export_checkpoint(
     preprocessing = _preprocessing(loaded.meta, net)
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
+    statistics = _statistics_images(
+        loaded.meta, own_batchnorm, calib_data, calib_count, preprocessing
+    )
     mode = decision_mode(mode, agent, allocator)
     if fuse_top is None:
         hot_masks = masks_the_mode_runs(mode, allocator)
@@ -191,6 +198,7 @@ def export_checkpoint(
             allocator,
             loaded.meta.get("validation_split"),
             mode,
+            statistics,
         )
         _move_into_place(staging, out)
     except BaseException:
@@ -211,8 +219,10 @@ def _export_into(
     allocator: Allocator | None = None,
     validation_split: dict[str, Any] | None = None,
     mode: str | None = None,
+    statistics: list[Tensor] | None = None,
 ) -> Manifest:
-    """Write every graph and the manifest into `out`."""
+    """Write every graph and the manifest into `out`. With `statistics` (batches of
+    preprocessed images), every whole-mask graph gets BatchNorm statistics of its own."""
     with torch.no_grad():
         blocks, block_inputs = _export_backbone(writer, net)
         if agent is not None:
@@ -225,7 +235,11 @@ def _export_into(
         writer.write("switch", switch_graph(writer.models, blocks))
         hot = []
         for i, mask in enumerate(hot_masks):
-            writer.write(f"hot{i:02d}", _mask_chain(writer, net, blocks, block_inputs, mask))
+            if statistics is None:
+                chain = _mask_chain(writer, net, blocks, block_inputs, mask)
+            else:
+                chain = _own_statistics_chain(writer, net, blocks, mask, statistics)
+            writer.write(f"hot{i:02d}", chain)
             hot.append(HotPolicySpec(list(mask), f"hot{i:02d}"))
 
     table = net.flops()
@@ -422,6 +436,65 @@ def _hot_masks(
         )
     # All kept is the static `full` graph, exported anyway: a hot copy would repeat it.
     return [m for m in ranked if not all(m)][:fuse_top]
+
+
+def _own_statistics_chain(
+    writer: _Writer,
+    net: Backbone,
+    blocks: Sequence[BlockSpec],
+    mask: Sequence[int],
+    statistics: list[Tensor],
+) -> onnx.ModelProto:
+    """image -> logits for one fixed mask, its BatchNorm statistics recomputed for it
+    (models/batchnorm.py); the traced templates are reused, only the weights differ."""
+    own = copy.deepcopy(net)
+    recalibrate_batchnorm(own, torch.tensor([bool(k) for k in mask]), statistics)
+    x = torch.randn(EXAMPLE_BATCH, *net.input_size)
+    stem = stem_module(own)
+    parts = [writer.exporter.export(stem, (x,), ["image"], ["features"])]
+    x = stem(x)
+    for b, block in enumerate(blocks):
+        kept = [p for p, k in enumerate(net.block_components(b)) if mask[k]]
+        if not kept and block.skip is None:
+            continue  # an identity shortcut: nothing runs
+        module = block_module(own.blocks[b], kept)
+        parts.append(writer.exporter.export(module, (x,), ["x"], ["y"]))
+        x = module(x)
+    parts.append(writer.exporter.export(head_module(own), (x,), ["features"], ["logits"]))
+    return chain_graphs(parts, "image", "logits")
+
+
+def _statistics_images(
+    meta: dict[str, Any],
+    own_batchnorm: bool | None,
+    calib_data: str | np.ndarray | None,
+    calib_count: int,
+    preprocessing: Preprocessing,
+) -> list[Tensor] | None:
+    """Batches to recompute each whole-mask graph's BatchNorm statistics on, or None.
+
+    None (the default) means yes for a backbone trained with sandwich training,
+    whose sub-networks need statistics of their own (train/sandwich.py).
+    """
+    sandwich = bool((meta.get("pretrain") or {}).get("sandwich"))
+    if own_batchnorm is None:
+        own_batchnorm = sandwich
+    if not own_batchnorm:
+        return None
+    if calib_data is None:
+        raise ConfigError(
+            "whole-mask graphs with BatchNorm statistics of their own need training "
+            "images: pass --calib-data fashion-mnist (or the model's dataset)"
+            + (", or --shared-batchnorm" if sandwich else "")
+        )
+    if isinstance(calib_data, str):
+        images = calibration_images(
+            calib_data, preprocessing.mean, preprocessing.std, preprocessing.input_size, calib_count
+        )
+    else:
+        images = np.asarray(calib_data, dtype=np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    return list(tensor.split(256))
 
 
 def masks_the_mode_runs(mode: str | None, allocator: Allocator | None) -> list[tuple[int, ...]]:

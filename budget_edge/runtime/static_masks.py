@@ -39,11 +39,12 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StaticMask:
-    """One mask of the search: `kept` components, its accuracy on the search images."""
+    """One mask of the search: `kept` components, its accuracy on the search images
+    (None for masks not found by a search: the allocator's count masks)."""
 
     kept: int
     mask: tuple[int, ...]
-    accuracy: float
+    accuracy: float | None
     flops_share: float
 
 
@@ -128,7 +129,8 @@ def attach_static_masks(
             manifest = rt.manifest
         manifest.static_masks = StaticMasksSpec(
             source=f"{source}, greedy backward elimination",
-            masks=[StaticMaskSpec(list(m.mask), m.accuracy) for m in found],
+            # A search measures every mask it keeps.
+            masks=[StaticMaskSpec(list(m.mask), float(m.accuracy or 0.0)) for m in found],
         )
         return write_manifest(Path(directory), manifest)
 
@@ -141,7 +143,21 @@ def from_manifest(rt: BudgetRuntime) -> list[StaticMask]:
     return [_entry(rt, np.asarray(s.mask, np.uint8), s.accuracy) for s in spec.masks]
 
 
-def _entry(rt: BudgetRuntime, mask: np.ndarray, accuracy: float) -> StaticMask:
+def from_count_table(rt: BudgetRuntime) -> list[StaticMask]:
+    """The allocator's count masks, row k keeping k components: the masks mode allocate
+    runs, here for every image alike (the same weights and graphs without the per-image
+    choice). Row 0 (nothing kept) is left out: no budget a user asks for runs it alone."""
+    allocation = rt.manifest.allocation
+    if allocation is None or allocation.count_masks is None:
+        raise InputError(
+            "this artifact has no table of count masks: export a checkpoint made by "
+            "`budget-edge allocate` (or compare with --static-search)"
+        )
+    rows = [np.asarray(row, np.uint8) for row in allocation.count_masks]
+    return [_entry(rt, row, None) for row in rows if row.any()]
+
+
+def _entry(rt: BudgetRuntime, mask: np.ndarray, accuracy: float | None) -> StaticMask:
     flops = rt.manifest.base_flops + sum(
         c.flops for c, keep in zip(rt.manifest.components, mask, strict=True) if keep
     )

@@ -57,6 +57,7 @@ from budget_edge.data.split import ValidationSplit, split_validation
 from budget_edge.data.torch_dataset import build_loaders, eval_loader
 from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.models import Backbone, build_backbone
+from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from budget_edge.train.distributed import (
     DistContext,
@@ -72,7 +73,6 @@ from budget_edge.train.progress import TrainDisplay
 from budget_edge.train.sandwich import (
     distillation_loss,
     frozen_batchnorm_statistics,
-    recalibrate_batchnorm,
     sandwich_masks,
     smallest_mask,
 )

@@ -17,7 +17,7 @@ the whole batch, so dropped blocks cost nothing.
 
 BatchNorm: only the full network's pass updates the running statistics.
 Sub-networks see other activation statistics; they get their own, recomputed
-for their mask (`recalibrate_batchnorm`) before they are evaluated or exported.
+for their mask (models/batchnorm.py) before they are evaluated or exported.
 """
 
 from __future__ import annotations
@@ -111,31 +111,3 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(layers, saved, strict=True):
             m.momentum = momentum
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    backbone: Backbone, mask: Tensor | None, batches: Sequence[Tensor]
-) -> None:
-    """Replace every BatchNorm's running statistics with those of `mask`'s sub-network.
-
-    `batches` are normalised training images (no labels needed); the statistics
-    are the exact average over them (momentum None). The caller owns the copy:
-    this changes `backbone` in place and leaves it in eval mode.
-    """
-    if not batches:
-        raise ConfigError("recalibrating BatchNorm needs at least one batch of images")
-    layers = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-    backbone.train()
-    try:
-        for images in batches:
-            rows = None if mask is None else mask.reshape(1, -1).expand(images.shape[0], -1)
-            backbone(images, rows)
-    finally:
-        for m, momentum in zip(layers, saved, strict=True):
-            m.momentum = momentum
-        backbone.eval()

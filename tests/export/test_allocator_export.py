@@ -436,3 +436,31 @@ def test_a_mode_the_checkpoint_cannot_run_is_refused(allocated, tmp_path, export
     m.decision_mode = "fastest"
     with pytest.raises(ManifestError, match="decision_mode"):
         m.validate()
+
+
+def test_the_count_table_is_the_uniform_baseline_of_the_same_graphs(allocated) -> None:
+    from budget_edge.runtime.bench import Baselines
+    from budget_edge.runtime.static_masks import from_count_table
+
+    x = np.random.default_rng(5).integers(0, 255, (12, 32, 32, 3)).astype(np.uint8)
+    labels = np.random.default_rng(6).integers(0, 10, 12)
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        if allocated["allocator"].count_masks is None:
+            with pytest.raises(InputError, match="no table of count masks"):
+                from_count_table(rt)
+            return
+        masks = from_count_table(rt)
+        table = allocated["allocator"].count_masks
+        assert [m.mask for m in masks] == [tuple(r) for r in table if any(r)]
+        assert [m.kept for m in masks] == list(range(1, len(table)))
+        settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2)
+        result = run_bench(
+            rt, BenchData("test", x, labels), settings, baselines=Baselines(static_masks=masks)
+        )
+    row = result.row("static-mask", 1, 0.5)
+    k = round(0.5 * len(masks))
+    assert row.usage == pytest.approx(k / len(masks))  # row k of the table, for every image
+    low, high = row.accuracy_ci
+    assert low <= row.accuracy <= high
+    budget = result.row("budget", 1, 0.5)
+    assert budget.paired is not None and row.paired is not None

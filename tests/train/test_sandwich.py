@@ -4,11 +4,11 @@ from torch import nn
 
 from budget_edge.errors import ConfigError
 from budget_edge.models import build_backbone
+from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.train.sandwich import (
     depth_mask,
     distillation_loss,
     frozen_batchnorm_statistics,
-    recalibrate_batchnorm,
     sandwich_masks,
     smallest_mask,
     stage_lengths,
