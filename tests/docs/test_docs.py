@@ -342,7 +342,7 @@ def device_loop_code() -> str:
 def set_constant(code: str, name: str, value: object) -> str:
     """Replace the doc's `NAME = ...` line; exactly one must exist."""
     pattern = re.compile(rf"^{name} = .*$", re.MULTILINE)
-    assert len(pattern.findall(code)) == 1, f"jetson.md's loop has no single {name} = line"
+    assert len(pattern.findall(code)) == 1, f"the doc's code has no single {name} = line"
     return pattern.sub(f"{name} = {value!r}", code)
 
 
@@ -400,3 +400,27 @@ def test_jetson_device_loop_runs_without_torch(tmp_path: Path) -> None:
     # cap="flops": the executed FLOPs stay under the budget, or at the all-dropped floor.
     limit = max(report["last_budget"] * report["full"], report["base"])
     assert report["flops"] <= limit + 1e-6 * report["full"]
+
+
+# ---- README.md Python API ---------------------------------------------------------------
+
+
+def test_readme_python_api_runs_without_torch(tmp_path: Path) -> None:
+    """The README's example, pointed at a tiny artifact, in a process without torch."""
+    artifacts = runtime_artifacts()
+    artifact = tmp_path / "artifact"
+    artifacts.write_artifact(artifacts.make_net("resnet"), artifact)
+    text = (ROOT / "README.md").read_text()
+    blocks = [c for lang, c in fenced_blocks(text) if lang == "python" and "BudgetRuntime" in c]
+    assert len(blocks) == 1, "README.md should have one Python API example"
+    assert len(blocks[0].strip().splitlines()) <= 12  # a short example, as promised
+    code = set_constant(blocks[0], "ARTIFACT_DIR", str(artifact))
+    script = tmp_path / "example.py"
+    script.write_text(
+        'import sys\nsys.modules["torch"] = None\nsys.modules["onnx"] = None\n' + code
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.fullmatch(r"greedy \d+ \d+% of the FLOPs\n", done.stdout), done.stdout
