@@ -175,6 +175,7 @@ def command(
         threads=threads,
         precision=precision,
         trusted_keys=list(trusted_keys) or None,
+        warm_up=True,  # no request waits for a session to be made
     )
     try:
         controller = parse_budget_spec(budget_spec, runtime)

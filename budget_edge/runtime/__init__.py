@@ -8,6 +8,13 @@
 Needs numpy plus onnxruntime (or TensorRT and cuda-python); never torch.
 """
 
+from budget_edge.runtime.budget import (
+    BatteryBudget,
+    FixedBudget,
+    LatencyBudget,
+    MinBudget,
+    read_latency_table,
+)
 from budget_edge.runtime.manifest import (
     SCHEMA_VERSION,
     Manifest,
@@ -19,10 +26,15 @@ from budget_edge.runtime.runtime import BudgetRuntime, InferResult
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BatteryBudget",
     "BudgetRuntime",
+    "FixedBudget",
     "InferResult",
+    "LatencyBudget",
     "Manifest",
     "ManifestError",
+    "MinBudget",
+    "read_latency_table",
     "verify_files",
     "write_manifest",
 ]

@@ -23,12 +23,13 @@ measured latency also have ``observe(latency_ms)``. Combine them with
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from budget_edge.errors import ConfigError
 
@@ -192,9 +193,12 @@ class LatencyBudget:
         target: float = 0.95,
         max_step: float = 0.1,
         deadband: float = 0.02,
-        min_budget: float = 0.0,
+        min_budget: float | None = None,
         max_budget: float = 1.0,
     ) -> None:
+        # min_budget None: the table's lowest budget. Below what was measured (and what
+        # the artifact was made for) a tight deadline would drop every block, and every
+        # frame would get the same class; pass 0.0 to allow it anyway.
         if not (math.isfinite(deadline_ms) and deadline_ms > 0):
             raise ConfigError(f"deadline_ms must be a positive number, got {deadline_ms!r}")
         rows = sorted((_check_budget(b, "a table budget"), float(ms)) for b, ms in table)
@@ -215,7 +219,9 @@ class LatencyBudget:
         self.target = target
         self.max_step = max_step
         self.deadband = deadband
-        self.min_budget = _check_budget(min_budget, "min_budget")
+        self.min_budget = _check_budget(
+            rows[0][0] if min_budget is None else min_budget, "min_budget"
+        )
         self.max_budget = _check_budget(max_budget, "max_budget")
         if self.min_budget > self.max_budget:
             raise ConfigError("min_budget is above max_budget")
@@ -235,11 +241,12 @@ class LatencyBudget:
         return rows[-1][1]
 
     def _best_budget(self, scale: float) -> float:
-        """The largest budget (on a 1 % grid) predicted to meet deadline * target."""
+        """The largest budget (min_budget, or on a 1 % grid above it) predicted to meet
+        deadline * target."""
         limit = self.deadline_ms * self.target
+        grid = [i / 100 for i in range(101) if self.min_budget < i / 100 <= self.max_budget]
         best = self.min_budget
-        for i in range(101):
-            b = self.min_budget + (self.max_budget - self.min_budget) * i / 100
+        for b in grid:
             if self.table_p95(b) * scale <= limit:
                 best = b
         return best
@@ -302,3 +309,30 @@ class MinBudget:
 def min_of(*controllers: BudgetController) -> MinBudget:
     """Combine controllers: each call gets the tightest of their budgets."""
     return MinBudget(controllers)
+
+
+def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, float]]:
+    """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file, for
+    the graph set being served (reports older than `--precision` are fp32)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            report: Any = json.load(file)
+        table = [
+            (float(row["budget"]), float(row["latency"]["p95"]))
+            for row in report["rows"]
+            if row["kind"] == "budget"
+            and row["batch"] == 1
+            and row.get("precision", "fp32") == precision
+        ]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bench report {path} ({exc.strerror})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is not a `budget-edge bench --json` report ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not table:
+        raise ConfigError(
+            f"{path} has no {precision} budget rows at batch 1: run `budget-edge bench DIR "
+            f"--batch 1 --precision {precision} --json {path}` on this device"
+        )
+    return table

@@ -30,7 +30,7 @@ def prepare_images(images: Any, pre: Preprocessing) -> np.ndarray:
         )
     c, h, w = pre.input_size
     if images.dtype == np.uint8:
-        x = _uint8_to_nhwc(images, c)
+        x = _uint8_to_nhwc(images, c, (h, w))
         if x.shape[1:3] != (h, w):
             raise InputError(
                 f"images are {x.shape[1]}x{x.shape[2]} pixels but the model takes "
@@ -72,7 +72,7 @@ def pixels_nhwc(images: Any, pre: Preprocessing) -> np.ndarray | None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         return None
     c, h, w = pre.input_size
-    x = _uint8_to_nhwc(images, c)
+    x = _uint8_to_nhwc(images, c, (h, w))
     if x.shape[1:3] != (h, w):
         raise InputError(
             f"images are {x.shape[1]}x{x.shape[2]} pixels but the model takes "
@@ -93,7 +93,13 @@ def scale_and_shift(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _uint8_to_nhwc(images: np.ndarray, c: int) -> np.ndarray:
+def _uint8_to_nhwc(images: np.ndarray, c: int, hw: tuple[int, int]) -> np.ndarray:
+    if images.ndim == 3 and images.shape == (*hw, c):
+        # Read as NHW this would be H images of W x 1 pixels: it is one HWC frame.
+        raise InputError(
+            f"a uint8 array of shape {images.shape} is one HWC frame, but infer takes a "
+            "batch: add a batch axis with frame[None]"
+        )
     if images.ndim == 4:
         if images.shape[3] != c:
             raise InputError(

@@ -191,6 +191,7 @@ class BudgetRuntime:
         precision: str = "fp32",
         dispatch: str = "auto",
         trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+        warm_up: bool = False,
     ) -> BudgetRuntime:
         """Validate the manifest and every file's SHA-256, then set up the backend.
 
@@ -204,9 +205,19 @@ class BudgetRuntime:
         (fp32, the default, takes whatever engines were built), else the ONNX set.
         dispatch: "auto" or "chain" (a graph per block, no whole-mask graphs).
         trusted_keys: Ed25519 public key files; when given, the artifact must carry a
-        signature by one of them (runtime/signing.py).
+        signature by one of them (runtime/signing.py). An empty list is refused: a
+        device whose key list came out empty must not run unsigned artifacts.
+        warm_up: run every whole-mask graph and the decision once before returning
+        (`warm_up()`), so that the first real call is not the slow one.
         """
         root = Path(directory)
+        if trusted_keys is not None and (
+            isinstance(trusted_keys, (str, os.PathLike)) or not list(trusted_keys)
+        ):
+            raise ConfigError(
+                "trusted_keys must be a non-empty list of public key files; pass None to "
+                "load without a signature check"
+            )
         manifest = Manifest.load(root)
         if trusted_keys:
             from budget_edge.runtime.signing import verify_signature
@@ -228,7 +239,24 @@ class BudgetRuntime:
         made = create_backend(backend, chosen, root, threads, providers)
         if made.name == "tensorrt" and manifest.tensorrt is not None:
             precision = manifest.tensorrt.precision  # what runs is what the engines are
-        return cls(chosen, root, made, precision=precision, dispatch=dispatch)
+        runtime = cls(chosen, root, made, precision=precision, dispatch=dispatch)
+        if warm_up:
+            runtime.warm_up()
+        return runtime
+
+    def warm_up(self) -> None:
+        """Run each whole-mask graph, the static graph and the decision once on a blank
+        image. The first call of a graph makes its session and plans its memory (tens of
+        ms, where a steady call takes one or two): a `latency:` budget or a deadline
+        must not see that."""
+        c, h, w = self.manifest.preprocessing.input_size
+        blank = np.zeros((1, h, w, c), np.uint8)
+        for hot in self.manifest.hot_policies:
+            self.infer(blank, mask=np.asarray(hot.mask, np.uint8))
+        if self.manifest.roles.get("full") is not None:
+            self.run_full(blank)
+        if self.has_policy:
+            self.infer(blank, budget=0.5)
 
     # ---- facts ------------------------------------------------------------------
 

@@ -6,14 +6,18 @@ It decides the budget of every request that gives none (no BUDGET input, no
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Any
 
 from budget_edge.errors import ConfigError
 from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
-from budget_edge.runtime.budget import BatteryBudget, BudgetController, FixedBudget, LatencyBudget
+from budget_edge.runtime.budget import (
+    BatteryBudget,
+    BudgetController,
+    FixedBudget,
+    LatencyBudget,
+    read_latency_table,
+)
 from budget_edge.runtime.runtime import BudgetRuntime
 
 # Charge (%) -> budget: full model above 60 %, then less and less compute.
@@ -80,30 +84,3 @@ def calibrate(runtime: BudgetRuntime) -> list[tuple[float, float]]:
     """
     data = load_bench_data("random", runtime, eval_images=CALIBRATION_IMAGES)
     return run_bench(runtime, data, CALIBRATION).latency_table(1, runtime.precision)
-
-
-def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, float]]:
-    """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file, for
-    the graph set being served (reports older than `--precision` are fp32)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            report: Any = json.load(file)
-        table = [
-            (float(row["budget"]), float(row["latency"]["p95"]))
-            for row in report["rows"]
-            if row["kind"] == "budget"
-            and row["batch"] == 1
-            and row.get("precision", "fp32") == precision
-        ]
-    except OSError as exc:
-        raise ConfigError(f"cannot read the bench report {path} ({exc.strerror})") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"{path} is not a `budget-edge bench --json` report ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not table:
-        raise ConfigError(
-            f"{path} has no {precision} budget rows at batch 1: run `budget-edge bench DIR "
-            f"--batch 1 --precision {precision} --json {path}` on this device"
-        )
-    return table

@@ -464,3 +464,20 @@ def test_the_count_table_is_the_uniform_baseline_of_the_same_graphs(allocated) -
     assert low <= row.accuracy <= high
     budget = result.row("budget", 1, 0.5)
     assert budget.paired is not None and row.paired is not None
+
+
+def test_warm_up_makes_every_session_the_default_path_needs(allocated) -> None:
+    x = np.random.default_rng(7).integers(0, 255, (1, 32, 32, 3)).astype(np.uint8)
+    with BudgetRuntime.load(allocated["dir"], threads=1, warm_up=True) as rt:
+        made = set(rt.backend._sessions)
+        assert {h.graph for h in rt.manifest.hot_policies} <= made
+        assert rt.manifest.roles["full"] in made and rt.manifest.roles["allocator"] in made
+        for budget in (0.1, 0.5, 0.9):
+            rt.infer(x, budget=budget)
+        assert set(rt.backend._sessions) == made  # no call after it makes a session
+
+
+def test_an_empty_list_of_trusted_keys_is_refused_not_ignored(allocated) -> None:
+    for keys in ([], "", allocated["dir"]):
+        with pytest.raises(ConfigError, match="non-empty list of public key files"):
+            BudgetRuntime.load(allocated["dir"], threads=1, trusted_keys=keys)

@@ -135,7 +135,10 @@ TABLE = [(0.25, 4.0), (0.5, 7.0), (0.75, 10.0), (1.0, 13.0)]
 def test_latency_starts_from_the_table() -> None:
     assert LatencyBudget(10.0, TABLE, target=1.0).budget() == pytest.approx(0.75)
     assert LatencyBudget(100.0, TABLE).budget() == 1.0
-    assert LatencyBudget(1.0, TABLE).budget() == 0.0  # nothing meets it: the minimum
+    # Nothing meets the deadline: the table's lowest budget, not 0.0 (which would drop
+    # every block and give every frame the same class), unless the firmware asks.
+    assert LatencyBudget(1.0, TABLE).budget() == 0.25
+    assert LatencyBudget(1.0, TABLE, min_budget=0.0).budget() == 0.0
     c = LatencyBudget(10.0, TABLE)
     assert c.table_p95(0.1) == 4.0 and c.table_p95(0.625) == pytest.approx(8.5)
 
