@@ -71,6 +71,13 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
     default=None,
     help="ONNX Runtime threads while calibrating [the usable cores].",
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the changed manifest again with this Ed25519 private key (PEM); without "
+    "it a signed artifact's signature no longer holds (a warning says so).",
+)
 def command(
     artifact: Path,
     precision: str,
@@ -83,6 +90,7 @@ def command(
     max_rows: int,
     seed: int,
     threads: int | None,
+    sign_key: Path | None,
 ) -> None:
     """Add an fp16 or int8 copy of every graph to ARTIFACT (its fp32 graphs stay), for
     `bench --precision`, `serve --precision` and BudgetRuntime.load(precision=...).
@@ -96,6 +104,8 @@ def command(
 
     from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set_sizes
     from budget_edge.runtime.bench import parse_budgets
+    from budget_edge.runtime.manifest import Manifest
+    from budget_edge.runtime.signing import after_manifest_change, signed_bytes
 
     settings = QuantizeSettings(
         precision=precision,
@@ -112,6 +122,7 @@ def command(
     settings.check()  # before any work: a missing --calib-data is one line
     console = Console(stderr=True)
     start = time.perf_counter()
+    before = signed_bytes(Manifest.load(artifact))
     with console.status(f"quantizing to {precision}") as status:
         manifest = quantize_artifact(artifact, settings, progress=status.update)
     sizes = set_sizes(manifest, artifact)
@@ -123,3 +134,6 @@ def command(
         f"smaller than fp32's {sizes['fp32'] / 1e6:.2f} MB) in "
         f"{time.perf_counter() - start:.1f} s"
     )
+    note = after_manifest_change(artifact, before, sign_key)
+    if note is not None:
+        click.echo(note, err=note.startswith("warning"))

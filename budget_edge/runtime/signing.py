@@ -83,6 +83,29 @@ def sign_artifact(directory: str | os.PathLike[str], private_key: str | os.PathL
     return path
 
 
+def after_manifest_change(
+    directory: str | os.PathLike[str],
+    before: bytes,
+    private_key: str | os.PathLike[str] | None,
+) -> str | None:
+    """What to tell the user after a command rewrote DIR/manifest.json (quantize):
+    with `private_key`, sign it again and say so; without one, if the artifact was
+    signed and what the signature covers changed (`before`: `signed_bytes` of the
+    manifest before the command; TensorRT engines are not covered), the one line
+    saying its signature no longer holds."""
+    if private_key is not None:
+        sign_artifact(directory, private_key)
+        return f"signed {directory} again with {private_key}"
+    changed = signed_bytes(Manifest.load(directory)) != before
+    if changed and (Path(directory) / SIGNATURE_NAME).exists():
+        return (
+            f"warning: {directory} was signed, and this changed its manifest, so the "
+            f"signature no longer holds: sign it again with `budget-edge sign {directory} "
+            "--key KEY` (or pass --sign KEY to quantize)"
+        )
+    return None
+
+
 def verify_signature(
     directory: str | os.PathLike[str],
     manifest: Manifest,
@@ -110,5 +133,6 @@ def verify_signature(
             continue
     raise ManifestError(
         f"{directory} is signed, but not by a trusted key, or its manifest "
-        "changed after signing: copy the artifact from its workstation again"
+        "changed after signing (quantize and build-engines change it): sign it again "
+        f"with `budget-edge sign {directory} --key KEY`, or copy the signed artifact again"
     )

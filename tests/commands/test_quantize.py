@@ -153,3 +153,31 @@ def test_bench_a_precision_the_artifact_lacks(
 def test_bench_an_unknown_precision(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["bench", str(artifact), "--precision", "fp32,int4"], capsys)
     assert err.startswith("error: --precision 'fp32,int4'")
+
+
+def test_quantizing_a_signed_artifact_says_to_sign_again_or_signs(
+    artifact: Path, image_folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("cryptography")
+    from runtime.test_signing import _keys
+
+    from budget_edge.errors import ManifestError
+    from budget_edge.runtime import BudgetRuntime
+    from budget_edge.runtime.signing import sign_artifact
+
+    key, pub = _keys(tmp_path, "k")
+    quantize = ["--precision", "fp16", "--calib-data", f"folder:{image_folder}"]
+    stale, resigned = tmp_path / "stale", tmp_path / "resigned"
+    for art in (stale, resigned):
+        shutil.copytree(artifact, art)
+        sign_artifact(art, key)
+    runner = CliRunner()
+    done = runner.invoke(cli_module.cli, ["quantize", str(stale), *quantize])
+    assert done.exit_code == 0, done.output
+    assert "the signature no longer holds: sign it again" in done.stderr
+    with pytest.raises(ManifestError, match="sign it again"):
+        BudgetRuntime.load(stale, trusted_keys=[pub])
+    done = runner.invoke(cli_module.cli, ["quantize", str(resigned), *quantize, "--sign", str(key)])
+    assert done.exit_code == 0, done.output
+    assert f"signed {resigned} again" in done.stdout and "warning" not in done.stderr
+    BudgetRuntime.load(resigned, trusted_keys=[pub], precision="fp16").close()
