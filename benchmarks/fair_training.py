@@ -69,6 +69,30 @@ def progress(out: Path) -> int:
     return len(json.loads(history.read_text())["epochs"])
 
 
+def progress_table() -> str:
+    """Epochs done and validation numbers of every run (the test set is only reported)."""
+    lines = [
+        "| run | epochs | best epoch (val) | val acc | val acc, smallest | test acc (reported) "
+        "| train min |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for runs in QUEUES.values():
+        for name, options in runs.items():
+            history = RESULTS / name / "history.json"
+            if not history.is_file():
+                lines.append(f"| {name} | 0/{epochs_of(options)} | - | - | - | - | - |")
+                continue
+            data = json.loads(history.read_text())
+            last, meta = data["epochs"][-1], data["meta"]
+            smallest = last.get("val_accuracy_smallest")
+            lines.append(
+                f"| {name} | {len(data['epochs'])}/{epochs_of(options)} | {meta['best_epoch']} | "
+                f"{last['val_accuracy']:.2%} | {'-' if smallest is None else f'{smallest:.2%}'} | "
+                f"{last['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def command(name: str, options: list[str], executable: str) -> list[str]:
     out = RESULTS / name
     words = [executable, "pretrain", *RECIPE, "--out", str(out)]
@@ -85,11 +109,17 @@ def main() -> int:
     parser.add_argument("--queue", choices=sorted(QUEUES), help="the queue to train")
     parser.add_argument("--list", action="store_true", help="show how far every run is")
     parser.add_argument(
+        "--progress-md", type=Path, help="write how far every run is as a Markdown table"
+    )
+    parser.add_argument(
         "--budget-edge",
         default=str(Path(sys.executable).parent / "budget-edge"),
         help="the budget-edge executable (default: the one beside this Python)",
     )
     args = parser.parse_args()
+    if args.progress_md:
+        args.progress_md.write_text(progress_table())
+        return 0
     if args.list or not args.queue:
         for queue, runs in QUEUES.items():
             for name, options in runs.items():
