@@ -19,9 +19,24 @@ DEFAULTS = {
     "drop_prob": 0.0,
     "seed": 0,
     "precision": "fp32",
-    "val_size": 5000,
     "sandwich_random": 2,
 }
+
+
+def default_val_size(train_images: int) -> int:
+    """10% of the training set, at most 5,000 (Fashion-MNIST's and CIFAR's 5,000)."""
+    return min(5000, train_images // 10)
+
+
+def resumed_val_size(out: Path) -> int:
+    """The split the run in `out` was started with (0 for runs from before splits)."""
+    from budget_edge.models.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    if not last.is_file():
+        return 0  # pretrain itself says there is nothing to resume
+    state = load_checkpoint(last, format="budget-edge").train_state or {}
+    return int(state.get("config", {}).get("val_size", 0))
 
 
 def command_line(options: list[tuple[str, Any]]) -> str:
@@ -112,10 +127,10 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 @click.option(
     "--val-size",
     type=int,
-    default=DEFAULTS["val_size"],
-    show_default=True,
     help="Training images held out as the validation split (the same images for every "
-    "model of the dataset); it picks best.pt, the test set only reports. 0: none.",
+    "model of the dataset with this size); it picks best.pt, the test set only reports. "
+    "0: none. Default: 10% of the training set, at most 5000; with --resume, what the "
+    "run used.",
 )
 @click.option(
     "--sandwich",
@@ -192,6 +207,10 @@ def command(
         raise ConfigError(f"--threads must be >= 0, got {threads}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
+    PretrainConfig(**{**settings, "val_size": settings["val_size"] or 0}).check()  # typos first
+    train = load_arrays(settings["dataset"], data_dir, "train")
+    if settings["val_size"] is None:
+        settings["val_size"] = resumed_val_size(out) if resume else default_val_size(len(train))
     config = PretrainConfig(**settings)
     config.check()
     ctx = click.get_current_context()
@@ -204,6 +223,5 @@ def command(
         progress=not quiet,
         command=command_line(given),
     )
-    train = load_arrays(config.dataset, data_dir, "train")
     test = load_arrays(config.dataset, data_dir, "test")
     pretrain(config, train, test, out, resume=resume, options=options)

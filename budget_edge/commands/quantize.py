@@ -105,7 +105,7 @@ def command(
     from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set_sizes
     from budget_edge.runtime.bench import parse_budgets
     from budget_edge.runtime.manifest import Manifest
-    from budget_edge.runtime.signing import after_manifest_change, signed_bytes
+    from budget_edge.runtime.signing import after_manifest_change, check_signing_key, signed_bytes
 
     settings = QuantizeSettings(
         precision=precision,
@@ -120,6 +120,8 @@ def command(
         threads=threads,
     )
     settings.check()  # before any work: a missing --calib-data is one line
+    if sign_key is not None:
+        check_signing_key(sign_key)
     console = Console(stderr=True)
     start = time.perf_counter()
     before = signed_bytes(Manifest.load(artifact))

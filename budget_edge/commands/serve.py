@@ -178,7 +178,7 @@ def command(
         warm_up=True,  # no request waits for a session to be made
     )
     try:
-        controller = parse_budget_spec(budget_spec, runtime)
+        controller = parse_budget_spec(budget_spec, runtime, mode)
         model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch, mode=mode)
         admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
         app = create_app(

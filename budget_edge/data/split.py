@@ -29,9 +29,15 @@ class ValidationSplit:
     size: int
     seed: int
     digest: str  # sha256 of the held-out indices (int64, ascending)
+    content: str = ""  # sha256 of the held-out images and labels
 
     def as_meta(self) -> dict[str, object]:
-        return {"size": self.size, "seed": self.seed, "indices_sha256": self.digest}
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "indices_sha256": self.digest,
+            "content_sha256": self.content,
+        }
 
 
 def validation_indices(labels: np.ndarray, size: int, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -60,6 +66,13 @@ def indices_digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
+def content_digest(arrays: ImageArrays) -> str:
+    """The indices depend on the labels alone; this also sees the pixels."""
+    digest = hashlib.sha256(np.ascontiguousarray(arrays.images).tobytes())
+    digest.update(np.ascontiguousarray(arrays.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def split_validation(
     train: ImageArrays, size: int, seed: int = SPLIT_SEED
 ) -> tuple[ImageArrays, ImageArrays, ValidationSplit]:
@@ -69,7 +82,8 @@ def split_validation(
     keep[held] = False
     rest = ImageArrays(train.images[keep], train.labels[keep], train.info)
     val = ImageArrays(train.images[held], train.labels[held], train.info)
-    return rest, val, ValidationSplit(size=size, seed=seed, digest=indices_digest(held))
+    record = ValidationSplit(size, seed, indices_digest(held), content_digest(val))
+    return rest, val, record
 
 
 def split_from_meta(
@@ -91,7 +105,8 @@ def split_from_meta(
     if not isinstance(size, int) or not isinstance(seed, int):
         raise DataError(f"{source}: the validation split's size and seed must be integers")
     rest, val, split = split_validation(train, size, seed)
-    if split.digest != meta.get("indices_sha256"):
+    content = meta.get("content_sha256")  # runs started before it was recorded have none
+    if split.digest != meta.get("indices_sha256") or (content and content != split.content):
         raise DataError(
             f"{source} was trained on another training set: its validation split of "
             f"{size} images does not match this data's; pass the dataset it was trained on"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from budget_edge.data import load_arrays
+from budget_edge.data.split import split_from_meta
 from budget_edge.errors import DataError
 
 DEFAULT_COUNT = 512
@@ -51,12 +52,19 @@ def calibration_images(
     input_size: Sequence[int],
     count: int = DEFAULT_COUNT,
     seed: int = 0,
+    validation_split: dict[str, object] | None = None,
 ) -> np.ndarray:
-    """`count` training images of dataset `spec`, drawn with a fixed seed, normalised."""
+    """`count` training images of dataset `spec`, drawn with a fixed seed, normalised.
+
+    With the model's `validation_split` (checkpoint or manifest meta) they are drawn
+    from the images it trained on, never from the split later choices are made on.
+    """
     if count < 1:
         raise DataError(f"the calibration set needs at least 1 image, got {count}")
     name, root = parse_data_spec(spec)
     arrays = load_arrays(name, root, split="train")
+    if validation_split is not None:
+        arrays = split_from_meta(arrays, validation_split, f"the model's {name} split")[0]
     if len(arrays) == 0:
         raise DataError(f"dataset {name} has no training images to calibrate with")
     rng = np.random.default_rng(seed)

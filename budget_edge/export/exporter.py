@@ -170,14 +170,16 @@ def export_checkpoint(
     preprocessing = _preprocessing(loaded.meta, net)
     check_preprocessing(preprocessing)  # before any graph is written: NaN std, say
     names = _class_names(class_names, loaded.meta, net.num_classes)
-    statistics = _statistics_images(
-        loaded.meta, own_batchnorm, calib_data, calib_count, preprocessing
-    )
     mode = decision_mode(mode, agent, allocator)
     if fuse_top is None:
         hot_masks = masks_the_mode_runs(mode, allocator)
     else:
         hot_masks = _hot_masks(agent, fuse_top, calib_data, calib_count, preprocessing, allocator)
+    statistics = None
+    if hot_masks:  # only whole-mask graphs carry statistics of their own
+        statistics = _statistics_images(
+            loaded.meta, own_batchnorm, calib_data, calib_count, preprocessing
+        )
     if exporter is not None and exporter.opset != opset:
         raise ConfigError(f"the exporter writes opset {exporter.opset}, not {opset}")
     out = _check_out_dir(out_dir)
@@ -474,13 +476,16 @@ def _statistics_images(
     """Batches to recompute each whole-mask graph's BatchNorm statistics on, or None.
 
     None (the default) means yes for a backbone trained with sandwich training,
-    whose sub-networks need statistics of their own (train/sandwich.py).
+    whose sub-networks need statistics of their own (train/sandwich.py). The
+    images come from `calib_data`, else the checkpoint's own dataset, and never
+    from its validation split.
     """
     sandwich = bool((meta.get("pretrain") or {}).get("sandwich"))
     if own_batchnorm is None:
         own_batchnorm = sandwich
     if not own_batchnorm:
         return None
+    calib_data = calib_data if calib_data is not None else meta.get("dataset")
     if calib_data is None:
         raise ConfigError(
             "whole-mask graphs with BatchNorm statistics of their own need training "
@@ -489,7 +494,12 @@ def _statistics_images(
         )
     if isinstance(calib_data, str):
         images = calibration_images(
-            calib_data, preprocessing.mean, preprocessing.std, preprocessing.input_size, calib_count
+            calib_data,
+            preprocessing.mean,
+            preprocessing.std,
+            preprocessing.input_size,
+            calib_count,
+            validation_split=meta.get("validation_split"),
         )
     else:
         images = np.asarray(calib_data, dtype=np.float32)

@@ -24,7 +24,8 @@ def recalibrate_batchnorm(
     """Replace every BatchNorm's running statistics with those of `mask`'s sub-network.
 
     `batches` are normalised training images (no labels needed); the statistics
-    are the exact average over them (momentum None). The caller owns the copy:
+    are the average of the per-batch statistics (momentum None), so batches of one
+    size weigh alike. The caller owns the copy:
     this changes `backbone` in place and leaves it in eval mode.
     """
     if not batches:

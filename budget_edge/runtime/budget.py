@@ -311,12 +311,17 @@ def min_of(*controllers: BudgetController) -> MinBudget:
     return MinBudget(controllers)
 
 
-def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, float]]:
+def read_latency_table(
+    path: str, precision: str = "fp32", mode: str | None = None
+) -> list[tuple[float, float]]:
     """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file, for
-    the graph set being served (reports older than `--precision` are fp32)."""
+    the graph set being served (reports older than `--precision` are fp32). With `mode`,
+    the report must have been measured in that decision mode: the same budget costs
+    another time in another mode."""
     try:
         with open(path, encoding="utf-8") as file:
             report: Any = json.load(file)
+        measured = report.get("settings", {}).get("mode")
         table = [
             (float(row["budget"]), float(row["latency"]["p95"]))
             for row in report["rows"]
@@ -326,7 +331,7 @@ def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, 
         ]
     except OSError as exc:
         raise ConfigError(f"cannot read the bench report {path} ({exc.strerror})") from exc
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
             f"{path} is not a `budget-edge bench --json` report ({type(exc).__name__}: {exc})"
         ) from exc
@@ -334,5 +339,10 @@ def read_latency_table(path: str, precision: str = "fp32") -> list[tuple[float, 
         raise ConfigError(
             f"{path} has no {precision} budget rows at batch 1: run `budget-edge bench DIR "
             f"--batch 1 --precision {precision} --json {path}` on this device"
+        )
+    if mode is not None and measured is not None and measured != mode:
+        raise ConfigError(
+            f"{path} was measured in mode {measured}, but mode {mode} is served: rerun "
+            f"`budget-edge bench DIR --batch 1 --mode {mode} --json {path}`"
         )
     return table

@@ -62,8 +62,8 @@ Graph conventions (checked by :meth:`Manifest.validate`):
   prices >= 0 never rising;
 - ``static_masks``: at most one mask per kept count, each runnable (prefix
   blocks keep a prefix), accuracy in [0, 1].
-- ``decision_mode``: null (artifacts from before it: "allocate" where there
-  is an allocator, else "greedy"), or the mode the artifact was exported for
+- ``decision_mode``: null (artifacts from before it: "greedy", what they ran
+  then), or the mode the artifact was exported for
   and that `infer`, `serve` and `bench` use unless told otherwise: one of
   runtime/masks.py's MODES; "allocate" needs an allocator.
 - ``validation_split``: null, or the training images the backbone never

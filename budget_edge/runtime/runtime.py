@@ -211,18 +211,21 @@ class BudgetRuntime:
         (`warm_up()`), so that the first real call is not the slow one.
         """
         root = Path(directory)
-        if trusted_keys is not None and (
-            isinstance(trusted_keys, (str, os.PathLike)) or not list(trusted_keys)
-        ):
-            raise ConfigError(
-                "trusted_keys must be a non-empty list of public key files; pass None to "
-                "load without a signature check"
-            )
+        keys = None
+        if trusted_keys is not None:
+            # One path where a list belongs, or a list that came out empty, fails closed.
+            single = isinstance(trusted_keys, (str, os.PathLike))
+            keys = [] if single else list(trusted_keys)  # a generator is read once
+            if not keys:
+                raise ConfigError(
+                    "trusted_keys must be a non-empty list of public key files; pass None "
+                    "to load without a signature check"
+                )
         manifest = Manifest.load(root)
-        if trusted_keys:
+        if keys:
             from budget_edge.runtime.signing import verify_signature
 
-            verify_signature(root, manifest, trusted_keys)
+            verify_signature(root, manifest, keys)
         verify_files(root, manifest)
         chosen = manifest.for_precision(precision)
         engines = manifest.tensorrt.precision if manifest.tensorrt is not None else None
@@ -579,11 +582,10 @@ class BudgetRuntime:
 
     @property
     def default_mode(self) -> str:
-        """The mode `infer` uses when given none: the one the artifact was exported for
-        (artifacts from before it was recorded: allocate with an allocator, else greedy)."""
-        if self.manifest.decision_mode is not None:
-            return self.manifest.decision_mode
-        return "allocate" if self.has_allocator else "greedy"
+        """The mode `infer` uses when given none: the one the artifact was exported for.
+        Artifacts exported before the manifest recorded it keep what they ran then:
+        greedy (a device that updates budget-edge must not change how it decides)."""
+        return self.manifest.decision_mode or "greedy"
 
     def _allocate(self, xd: Any, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks and probabilities of mode 'allocate': one call of the allocator graph."""

@@ -83,6 +83,12 @@ def sign_artifact(directory: str | os.PathLike[str], private_key: str | os.PathL
     return path
 
 
+def check_signing_key(private_key: str | os.PathLike[str]) -> None:
+    """Read the key now (one clear line if it is missing or wrong), before minutes of work
+    that would end with a manifest nobody can sign."""
+    _read_key(private_key, private=True)
+
+
 def after_manifest_change(
     directory: str | os.PathLike[str],
     before: bytes,

@@ -6,6 +6,7 @@ It decides the budget of every request that gives none (no BUDGET input, no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -35,8 +36,12 @@ SPEC_HELP = (
 )
 
 
-def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
-    """The controller a `--budget` value names."""
+def parse_budget_spec(
+    spec: str, runtime: BudgetRuntime, mode: str | None = None
+) -> BudgetController:
+    """The controller a `--budget` value names; `mode` is the decision mode served
+    (None: the artifact's), which a latency table must have been measured in."""
+    mode = mode or runtime.default_mode
     kind, sep, argument = spec.partition(":")
     if not sep or not argument:
         raise ConfigError(f"--budget {spec!r} is not understood: use {SPEC_HELP}")
@@ -60,7 +65,9 @@ def parse_budget_spec(spec: str, runtime: BudgetRuntime) -> BudgetController:
                 "and no budget is ever chosen: leave --budget out"
             )
         table = (
-            read_latency_table(bench_json, runtime.precision) if bench_json else calibrate(runtime)
+            read_latency_table(bench_json, runtime.precision, mode)
+            if bench_json
+            else calibrate(runtime, mode)
         )
         return LatencyBudget(deadline_ms=deadline, table=table)
     raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
@@ -76,11 +83,12 @@ def _number(text: str, spec: str) -> float:
     return value
 
 
-def calibrate(runtime: BudgetRuntime) -> list[tuple[float, float]]:
+def calibrate(runtime: BudgetRuntime, mode: str | None = None) -> list[tuple[float, float]]:
     """(budget, p95 ms) at batch 1 from a short bench on seeded random pixels.
 
     Random pixels do not get the masks real data gets, so the table is only a
     start: `LatencyBudget` rescales it by the latencies it observes while serving.
     """
     data = load_bench_data("random", runtime, eval_images=CALIBRATION_IMAGES)
-    return run_bench(runtime, data, CALIBRATION).latency_table(1, runtime.precision)
+    settings = dataclasses.replace(CALIBRATION, mode=mode)
+    return run_bench(runtime, data, settings).latency_table(1, runtime.precision)

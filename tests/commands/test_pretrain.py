@@ -11,7 +11,8 @@ import pytest
 
 from budget_edge.cli import main
 from budget_edge.commands.pretrain import command_line
-from budget_edge.models.checkpoint import load_checkpoint
+from budget_edge.data.registry import load_arrays
+from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -148,3 +149,27 @@ def test_torchrun_two_processes(fmnist: Path, tmp_path: Path):
     assert proc.stdout.count("final test accuracy") == 1  # rank 0 alone prints
     assert "2 process(es)" in proc.stdout
     assert load_checkpoint(out / "last.pt").meta["world_size"] == 2
+
+
+def test_the_default_split_is_a_tenth_and_a_resume_keeps_the_runs(
+    fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from budget_edge.commands.pretrain import default_val_size
+
+    assert default_val_size(60000) == 5000 and default_val_size(24) == 2
+    assert default_val_size(9) == 0  # too few to hold any out
+    args = [a for a in tiny(fmnist, tmp_path) if a not in ("--val-size", "4")]
+    code, _, err = cli([*args, "--epochs", "2"], capsys)
+    assert code == 0, err
+    split = load_checkpoint(tmp_path / "last.pt").meta["validation_split"]
+    assert split["size"] == default_val_size(len(load_arrays("fashion-mnist", fmnist, "train")))
+    # A run started without a split (before --val-size existed) resumes without one.
+    old = tmp_path / "old"
+    code, _, err = cli([*args, "--out", str(old), "--val-size", "0", "--epochs", "2"], capsys)
+    assert code == 0, err
+    state = load_checkpoint(old / "last.pt")
+    assert state.train_state is not None
+    del state.train_state["config"]["val_size"]
+    save_checkpoint(old / "last.pt", state.backbone, meta=state.meta, train_state=state.train_state)
+    code, _, err = cli([*args, "--out", str(old), "--epochs", "2", "--resume"], capsys)
+    assert code == 0, err

@@ -481,3 +481,23 @@ def test_an_empty_list_of_trusted_keys_is_refused_not_ignored(allocated) -> None
     for keys in ([], "", allocated["dir"]):
         with pytest.raises(ConfigError, match="non-empty list of public key files"):
             BudgetRuntime.load(allocated["dir"], threads=1, trusted_keys=keys)
+
+
+def test_an_artifact_from_before_the_mode_was_recorded_keeps_deciding_greedy(
+    allocated, tmp_path
+) -> None:
+    import shutil
+
+    from budget_edge.runtime.manifest import write_manifest
+
+    old = tmp_path / "old"
+    shutil.copytree(allocated["dir"], old)
+    manifest = Manifest.load(old)
+    manifest.decision_mode = None
+    write_manifest(old, manifest)
+    x = np.random.default_rng(8).integers(0, 255, (4, 32, 32, 3)).astype(np.uint8)
+    with BudgetRuntime.load(old, threads=1) as rt:
+        assert rt.default_mode == "greedy"
+        assert np.array_equal(
+            rt.infer(x, budget=0.5).mask, rt.infer(x, budget=0.5, mode="greedy").mask
+        )

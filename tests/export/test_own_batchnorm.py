@@ -63,5 +63,34 @@ def test_each_fused_mask_runs_with_statistics_recomputed_for_it(
 def test_a_sandwich_backbone_without_images_to_recompute_on_is_refused(
     checkpoint, tmp_path, exporter
 ) -> None:
+    # The meta names no dataset to draw from, and none is given.
     with pytest.raises(ConfigError, match="pass --calib-data .* or --shared-batchnorm"):
         export_checkpoint(checkpoint, tmp_path / "a", exporter=exporter)
+
+
+def test_a_sandwich_checkpoint_that_fuses_nothing_exports_with_no_flags(
+    checkpoint, tmp_path, exporter
+) -> None:
+    """Greedy mode, or a backbone alone: no whole-mask graph, no statistics needed."""
+    greedy = export_checkpoint(checkpoint, tmp_path / "greedy", exporter=exporter, mode="greedy")
+    assert greedy.hot_policies == []
+    backbone = LoadedCheckpoint(checkpoint.backbone, None, SANDWICH_META, "budget-edge")
+    assert export_checkpoint(backbone, tmp_path / "backbone", exporter=exporter).hot_policies == []
+
+
+def test_statistics_images_never_come_from_the_validation_split(tmp_path) -> None:
+    from budgetnet_helpers import write_tiny_fashion_mnist
+
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+    from budget_edge.export.calibration import calibration_images, normalise
+
+    data = write_tiny_fashion_mnist(tmp_path, n_train=40, n_test=4)
+    rest, val, split = split_validation(load_arrays("fashion-mnist", data, "train"), 10)
+    mean, std, size = [0.3], [0.3], [1, 28, 28]
+    drawn = calibration_images(
+        f"fashion-mnist:{data}", mean, std, size, count=40, validation_split=split.as_meta()
+    )
+    assert len(drawn) == 30  # all of the rest, none of the 10 held out
+    held = {row.tobytes() for row in normalise(val.images, mean, std, size)}
+    assert not held & {row.tobytes() for row in drawn}

@@ -44,6 +44,7 @@ def test_a_signed_artifact_loads_with_its_key_only(fresh_artifact: Any, tmp_path
     BudgetRuntime.load(root).close()  # unsigned is fine while no key is configured
     sign_artifact(root, ours)
     BudgetRuntime.load(root, trusted_keys=[theirs_pub, ours_pub]).close()
+    BudgetRuntime.load(root, trusted_keys=tmp_path.glob("*.pub")).close()  # a generator
     with pytest.raises(ManifestError, match="not by a trusted key"):
         BudgetRuntime.load(root, trusted_keys=[theirs_pub])
 

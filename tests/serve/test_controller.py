@@ -127,3 +127,17 @@ def test_a_bench_report_gives_the_rows_of_the_served_precision(
     assert read_latency_table(str(path), "int8") == [(0.5, 1.0)]
     with pytest.raises(ConfigError, match="no fp16 budget rows .*--precision fp16"):
         read_latency_table(str(path), "fp16")
+
+
+def test_a_bench_report_of_another_decision_mode_is_refused(tmp_path: Path) -> None:
+    from budget_edge.runtime import read_latency_table
+
+    rows = [{"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 2.0}}]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"rows": rows, "settings": {"mode": "greedy"}}))
+    assert read_latency_table(str(path), mode="greedy") == [(0.5, 2.0)]
+    with pytest.raises(ConfigError, match="measured in mode greedy, but mode allocate"):
+        read_latency_table(str(path), mode="allocate")
+    path.write_text(json.dumps(["not", "a", "report"]))
+    with pytest.raises(ConfigError, match="is not a `budget-edge bench --json` report"):
+        read_latency_table(str(path))

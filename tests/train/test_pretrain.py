@@ -241,11 +241,24 @@ def test_a_sandwich_run_scores_the_smallest_sub_network_too(tmp_path: Path):
 
 
 def test_resume_of_a_run_from_before_the_new_settings(tmp_path: Path):
-    """A last.pt written before --val-size and --sandwich existed resumes with their defaults."""
-    run(tmp_path, config(epochs=1))
+    """A last.pt written before --val-size, --sandwich and warmup existed (its scheduler a
+    CosineAnnealingLR, its best epoch picked by `best_accuracy`) resumes and trains on."""
+    cfg = config(limit_train=64)  # 4 steps an epoch
+    with pytest.raises(Killed):
+        run(tmp_path, cfg, on_epoch_end=kill_after_epoch(1))
     loaded = load_checkpoint(tmp_path / "last.pt")
     state = loaded.train_state
-    for name in ("val_size", "sandwich", "sandwich_random"):
+    for name in ("val_size", "sandwich", "sandwich_random", "warmup_epochs", "zero_init_residual"):
         del state["config"][name]
+    state["best_accuracy"] = state.pop("best_score")
+    model = torch.nn.Linear(1, 1)
+    old = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(old, T_max=2 * 4)
+    for _ in range(4):
+        old.step()
+        cosine.step()
+    state["scheduler"] = cosine.state_dict()
     save_checkpoint(tmp_path / "last.pt", loaded.backbone, meta=loaded.meta, train_state=state)
-    assert [h.epoch for h in run(tmp_path, config(epochs=1), resume=True).history] == [1]
+    resumed = run(tmp_path, cfg, resume=True)
+    assert [h.epoch for h in resumed.history] == [1, 2]
+    assert resumed.history[1].lr == pytest.approx(cfg.lr * 0.5)  # halfway down the cosine
