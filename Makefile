@@ -34,8 +34,10 @@ fashion-mnist:
 demo: setup
 	$(VENV)/bin/budget-edge demo
 
+# One worker per core; a test file stays on one worker, so its module fixtures (exported
+# artifacts, trained checkpoints) are built once.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check budget_edge tests benchmarks tools

@@ -114,7 +114,7 @@ def command(
     )
     check_data_fits(train.info, loaded.backbone)
     images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
-    console = Console()
+    console = Console(soft_wrap=True)  # a log keeps each line whole
     source = f"{name} training split"
     if val_count:
         # The backbone's validation split, which nothing has trained on, calibrates.

@@ -153,7 +153,7 @@ def command(
     for _, zoo in zoo_models:
         check_data_fits(test.info, zoo.backbone)
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a log keeps each line whole
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("budgets", total=len(budget_list))
         result = sweep(
