@@ -17,7 +17,7 @@ fp32 set (`BudgetRuntime.load(DIR, precision="int8")`). The fp32 set stays.
   "cpu" takes uint8 asymmetric activations (ONNX Runtime's u8s8 kernels;
   symmetric int8 activations ran slower than fp32 on the dev Xeon), and
   "tensorrt" takes int8 symmetric activations (TensorRT reads only symmetric
-  int8 Q/DQ).
+  int8 Q/DQ) and leaves biases in fp32 (TensorRT's Dequantize reads no int32).
 - The switch graph is composed again from the new stem, block and head graphs
   (switch_graph.py), so it runs exactly their operators.
 
@@ -362,7 +362,14 @@ def _quantize_graph(
         weight_type=QuantType.QInt8,
         calibrate_method=method,
         nodes_to_exclude=exclude,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, **s.extra},
+        extra_options={
+            "ActivationSymmetric": symmetric,
+            "WeightSymmetric": True,
+            # TensorRT's Dequantize reads int8/fp8 only: an int32 bias would make its
+            # parser refuse the graph (export/qdq_check.py). CPU kernels fuse int32 biases.
+            "QuantizeBias": s.target != "tensorrt",
+            **s.extra,
+        },
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from budget_edge.errors import BackendError
+from budget_edge.errors import BackendError, ConfigError
 from budget_edge.export.engine_plan import (
     ENGINE_DIR,
     PREPROCESS,
@@ -68,6 +68,23 @@ def require_tensorrt() -> ModuleType:
     return trt_engine
 
 
+def check_qdq_for_tensorrt(root: Path, jobs: list[Any]) -> None:
+    """Refuse, before TensorRT parses anything, a graph with Q/DQ it cannot take."""
+    import onnx
+
+    from budget_edge.export.qdq_check import tensorrt_qdq_problems
+
+    for job in jobs:
+        problems = tensorrt_qdq_problems(onnx.load(str(root / job.onnx_file)))
+        if problems:
+            raise ConfigError(
+                f"graph {job.graph!r} has Q/DQ that TensorRT's parser refuses ({problems[0]}"
+                + (f", and {len(problems) - 1} more" if len(problems) > 1 else "")
+                + "): quantize again with `budget-edge quantize DIR --precision int8 "
+                "--target tensorrt`"
+            )
+
+
 def build_engines(
     artifact_dir: str | os.PathLike[str],
     precision: str = "fp16",
@@ -90,6 +107,7 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
     manifest = verify_files(root)  # never build from a damaged graph
     folder = f"{ENGINE_DIR}/{settings.precision}-{secrets.token_hex(4)}"
     jobs = plan_engines(manifest, settings.precision, folder)  # the set must exist
+    check_qdq_for_tensorrt(root, jobs)
     trt_engine = require_tensorrt()
     from budget_edge.export.cuda_device import gpu_info
 

@@ -111,10 +111,31 @@ def make_fake_trt_builder(version: str, fast_fp16: bool = True) -> types.ModuleT
     class OnnxParser:
         def __init__(self, network: _Network, logger: Logger) -> None:
             self.network = network
-            self.num_errors = 0
+            self.errors: list[str] = []
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def get_error(self, index: int) -> str:
+            return self.errors[index]
 
         def parse_from_file(self, path: str) -> bool:
             model = onnx.load(path)
+            # As TensorRT's parser: a Dequantize reads int8 or fp8 (10.13 and 11 also int4
+            # and fp4), never int32 or uint8; such a graph is refused whole.
+            readable = {onnx.TensorProto.INT8, onnx.TensorProto.FLOAT8E4M3FN}
+            if major >= 11:
+                readable |= {onnx.TensorProto.INT4, onnx.TensorProto.FLOAT4E2M1}
+            weights = {t.name: t.data_type for t in model.graph.initializer}
+            for node in model.graph.node:
+                if (
+                    node.op_type == "DequantizeLinear"
+                    and weights.get(node.input[0], onnx.TensorProto.INT8) not in readable
+                ):
+                    self.errors.append(f"{node.name}: Dequantize input type is not supported")
+            if self.errors:
+                return False
             self.network.inputs = [_Tensor(v) for v in model.graph.input]
             self.network.path = path  # type: ignore[attr-defined]
             return True

@@ -13,6 +13,7 @@ import pytest
 
 from budget_edge.errors import BackendError, ConfigError, DataError, ManifestError
 from budget_edge.export import quantize as quantize_module
+from budget_edge.export.qdq_check import tensorrt_qdq_problems
 from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set_sizes
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.manifest import Manifest
@@ -215,9 +216,25 @@ def test_tensorrt_target_uses_symmetric_int8_activations(
     assert m.precisions["int8"].recipe["activations"] == "int8 symmetric"
     stem = onnx.load(str(out / m.precisions["int8"].files["stem"]))
     zero_points = [t for t in stem.graph.initializer if t.name.endswith("zero_point")]
-    assert zero_points  # int32 for biases, int8 for weights and activations: never uint8
-    assert all(t.data_type != onnx.TensorProto.UINT8 for t in zero_points)
+    assert zero_points  # int8 for weights and activations: never uint8, never int32
+    assert all(t.data_type == onnx.TensorProto.INT8 for t in zero_points)
     assert all(not onnx.numpy_helper.to_array(t).any() for t in zero_points)
+    # Every graph TensorRT's parser takes: no Dequantize of an int32 bias, no uint8.
+    for name, file in m.precisions["int8"].files.items():
+        assert tensorrt_qdq_problems(onnx.load(str(out / file))) == [], name
+
+
+def test_the_cpu_target_keeps_int32_biases_tensorrt_would_refuse(
+    art: dict[str, Any], tmp_path: Path
+) -> None:
+    out = _copy(art, tmp_path)
+    m = quantize_artifact(
+        out,
+        QuantizeSettings("int8", calib_images=16, max_rows=16, budgets=[0.5]),
+        images=art["calib"][:16],
+    )
+    problems = tensorrt_qdq_problems(onnx.load(str(out / m.precisions["int8"].files["stem"])))
+    assert any("reads INT32" in p for p in problems)  # ONNX Runtime's fused CPU kernels
 
 
 def test_a_second_writer_waits_its_turn(art: dict[str, Any], tmp_path: Path) -> None:

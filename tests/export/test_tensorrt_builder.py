@@ -245,3 +245,39 @@ def test_fast_fp16_is_checked_where_tensorrt_can_still_say(
     trt = _fake(monkeypatch, "11.4.0")  # the query is gone: TensorRT builds what the graph asks
     build_engines(root, precision="fp16")
     assert trt.builds
+
+
+def test_a_graph_with_qdq_tensorrt_refuses_is_caught_before_tensorrt(
+    quantized_for_tensorrt, tmp_path, monkeypatch
+):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from budget_edge.runtime.manifest import Manifest
+
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    stem = root / Manifest.load(root).for_precision("int8").graph("stem").file
+    model = onnx.load(str(stem))  # an int32 bias behind a Dequantize, as the CPU target writes
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(4, np.int32), "bias_quantized"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "bias_scale"),
+        ]
+    )
+    model.graph.node.append(
+        helper.make_node("DequantizeLinear", ["bias_quantized", "bias_scale"], ["b"], "dq_bias")
+    )
+    onnx.save(model, str(stem))
+    write_manifest(root, Manifest.load(root))
+    trt = _fake(monkeypatch, "10.3.0")
+    with pytest.raises(
+        ConfigError, match="graph 'stem' has Q/DQ .*DequantizeLinear 'dq_bias' reads INT32"
+    ):
+        build_engines(root, precision="int8")
+    assert trt.builds == []
+    # The stand-in parser refuses it too, as TensorRT's does.
+    parser = trt.OnnxParser(trt.Builder(None).create_network(0), None)
+    assert not parser.parse_from_file(str(stem))
+    assert "dq_bias" in parser.get_error(0)
