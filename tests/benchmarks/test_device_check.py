@@ -1,0 +1,36 @@
+"""benchmarks/device_check.py --dry-run: the one-run GPU check works as a script here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_check.py"
+
+
+def test_the_device_check_runs_dry_and_says_what_it_skipped(tmp_path: Path) -> None:
+    out = tmp_path / "dry"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    stages = report["stages"]
+    assert list(stages) == [
+        "export", "onnxruntime-cpu", "tensorrt", "onnxruntime-cuda", "torch", "gpu-data-path"
+    ]  # fmt: skip
+    assert stages["tensorrt"] == {"status": "skipped", "why": "dry run", "seconds": 0.0}
+    # The reference agrees with itself in every precision, at batch 1, 8 and 9 (one above
+    # the engines' maximum), for explicit masks and budgets in the artifact's own mode.
+    rows = stages["onnxruntime-cpu"]["rows"]
+    assert {r["precision"] for r in rows} == {"fp32", "fp16", "int8"}
+    assert {r["batch"] for r in rows} == {1, 8, 9}
+    assert all(r["ok"] and r["same_masks"] for r in rows)
+    assert stages["export"]["mode"] == "allocate"  # so budgets at batch 1 take the count plan
+    assert stages["torch"]["ok"] and stages["gpu-data-path"]["ok"]
+    assert "| tensorrt | skipped |" in out.with_suffix(".md").read_text()
