@@ -207,3 +207,24 @@ def test_onnxruntime_telemetry_is_switched_off(monkeypatch: pytest.MonkeyPatch) 
     fake.disable_telemetry_events = lambda: calls.append("off")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
     assert import_onnxruntime() is fake and calls == ["off"]
+
+
+def test_a_listed_cuda_provider_that_does_not_load_is_caught_at_load(
+    resnet_artifact: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu without cuDNN: CUDA is listed, and the real ONNX Runtime runs the
+    session on the CPU. Chosen by default: one warning, then the CPU path throughout;
+    asked for by name: one clear error."""
+    from budget_edge.runtime import BudgetRuntime
+
+    listed = ["CUDAExecutionProvider", CPU]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with pytest.warns(RuntimeWarning, match="lists CUDAExecutionProvider but its session runs"):
+        rt = BudgetRuntime.load(resnet_artifact.path, backend="onnxruntime", threads=1)
+    assert rt.backend.device is None and rt.backend.providers == [CPU]
+    c, h, w = rt.manifest.preprocessing.input_size
+    x = np.zeros((2, h, w, c), np.uint8)
+    assert rt.infer(x, budget=0.5).logits.shape == (2, rt.num_classes)  # the CPU path works
+    rt.close()
+    with pytest.raises(BackendError, match="did not load.*providers=\\['CPUExecutionProvider'\\]"):
+        BudgetRuntime.load(resnet_artifact.path, backend="onnxruntime", providers=listed[:1])

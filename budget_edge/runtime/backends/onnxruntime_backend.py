@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,29 @@ class OnnxRuntimeBackend(HostTensors):
         # Every graph declares what its manifest entry says and holds its own weights: a
         # swapped or foreign file fails here, at load, not inside a request.
         check_graphs(manifest.graphs, lambda name: read_checked(self._dir, manifest, name))
+        if self.device == "cuda" and device is None:
+            self._check_gpu_provider_loads(first, chosen_by_user=providers is not None)
+
+    def _check_gpu_provider_loads(self, provider: str, chosen_by_user: bool) -> None:
+        """A GPU provider can be listed and still fail to load (no cuDNN 9, a CUDA runtime
+        the driver is too old for): ONNX Runtime then runs the session on the CPU, and
+        the GPU tensors bound to it fail later, mid-request. Probe one session now."""
+        stem = self._manifest.roles.get("stem") or self._manifest.graphs[0].name
+        in_use = self._session(stem)[0].get_providers()
+        if in_use and in_use[0] == provider:
+            return
+        problem = (
+            f"onnxruntime lists {provider} but its session runs on {in_use[0] if in_use else '?'}"
+            " (the provider did not load: often cuDNN 9 or CUDA 12 libraries are missing)"
+        )
+        if chosen_by_user:
+            raise BackendError(
+                f"{problem}: install what it needs, or pass providers=['CPUExecutionProvider']"
+            )
+        warnings.warn(f"{problem}; running on the CPU", RuntimeWarning, stacklevel=4)
+        self.providers = ["CPUExecutionProvider"]
+        self.device = None
+        self._sessions.clear()
 
     def _session(self, graph: str) -> tuple[Any, list[str], list[str]]:
         entry = self._sessions.get(graph)
