@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+ALIGNMENT = 256  # bytes: cudaMalloc gives it, TensorRT requires it of tensor addresses
+
 
 class FakeCudart:
     """Host-memory imitation of the cuda-python runtime calls the backend uses."""
@@ -43,6 +45,7 @@ class FakeCudart:
         self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}  # device memory
         self.pinned: dict[int, ctypes.Array[ctypes.c_char]] = {}  # page-locked host memory
         self.freed: list[int] = []
+        self._raw: dict[int, Any] = {}  # what keeps each aligned buffer alive
         self.streams = 0
         self.queue: list[Any] = []  # work queued on the stream, run at synchronisation
         self.counts = {"h2d": 0, "d2h": 0, "d2d": 0, "sync": 0, "malloc": 0}
@@ -75,14 +78,18 @@ class FakeCudart:
         return (0,)
 
     def _alloc(self, table: dict[int, Any], nbytes: int) -> tuple[int, int]:
-        buf = ctypes.create_string_buffer(nbytes)
-        table[ctypes.addressof(buf)] = buf
+        # As cudaMalloc: 256-byte aligned (TensorRT relies on it for tensor addresses).
+        raw = ctypes.create_string_buffer(nbytes + ALIGNMENT)
+        ptr = -(-ctypes.addressof(raw) // ALIGNMENT) * ALIGNMENT
+        table[ptr] = (ctypes.c_char * nbytes).from_address(ptr)
+        self._raw[ptr] = raw
         self.counts["malloc"] += 1
-        return (0, ctypes.addressof(buf))
+        return (0, ptr)
 
     def _release(self, table: dict[int, Any], ptr: int) -> tuple[int]:
         assert not self.queue, "memory freed while work on the stream may still use it"
         del table[ptr]
+        del self._raw[ptr]
         self.freed.append(ptr)
         return (0,)
 
@@ -191,6 +198,9 @@ class _Context:
         return True
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if ptr % ALIGNMENT:  # TensorRT refuses it (and would fault if it took it)
+            self.addresses.pop(name, None)
+            return False
         self.addresses[name] = ptr
         return True
 

@@ -239,6 +239,9 @@ def check_io(spec: GraphSpec, inputs: Sequence[str], outputs: Sequence[str]) -> 
         )
 
 
+TENSOR_ALIGNMENT = 256  # bytes: TensorRT's requirement for every tensor address
+
+
 def batch_chunks(n: int, max_batch: int) -> list[tuple[int, int]]:
     """[start, stop) ranges of at most max_batch images covering n."""
     if max_batch < 1:
@@ -519,13 +522,16 @@ class TensorRTBackend:
                     f"the preprocess engine rejects {(stop - start, h, w, c)} "
                     "pixels: rebuild the engines for this input size"
                 )
-            e.context.set_tensor_address("pixels", src.at(start))
+            self._set_address(e, "pixels", self._chunk(src, start, stop, copy_in=True))
             for name, ptr in (("scale", scale), ("shift", shift)):
                 e.context.set_input_shape(name, (1, c, 1, 1))
-                e.context.set_tensor_address(name, ptr)
-            e.context.set_tensor_address("image", out.at(start))
+                self._set_address(e, name, ptr)
+            image = self._chunk(out, start, stop, copy_in=False)
+            self._set_address(e, "image", image)
             if not e.context.execute_async_v3(int(self._stream)):
                 raise BackendError("TensorRT failed to run the preprocess engine")
+            if image != out.at(start):
+                self._copy(out.at(start), image, (stop - start) * out.row_nbytes, self._d2d)
         return out
 
     def _preprocess_engine(self, file: str, pre: Preprocessing) -> tuple[_Engine, int, int]:
@@ -560,6 +566,7 @@ class TensorRTBackend:
         n = inputs[0].shape[0]
         outs = [self.empty((n, *t.shape), t.dtype) for t in e.outputs]
         for start, stop in batch_chunks(n, e.max_batch):
+            copy_back: list[tuple[int, DeviceTensor]] = []
             for t, x in zip(e.inputs, inputs, strict=True):
                 if x.dtype != t.dtype:
                     raise BackendError(
@@ -572,12 +579,40 @@ class TensorRTBackend:
                         f"{(stop - start, *x.shape[1:])}: rebuild the engines "
                         "for this input size"
                     )
-                e.context.set_tensor_address(t.name, x.at(start))
+                self._set_address(e, t.name, self._chunk(x, start, stop, copy_in=True))
             for t, o in zip(e.outputs, outs, strict=True):
-                e.context.set_tensor_address(t.name, o.at(start))
+                address = self._chunk(o, start, stop, copy_in=False)
+                self._set_address(e, t.name, address)
+                if address != o.at(start):  # written to an aligned copy: move it into place
+                    copy_back.append(
+                        (o.at(start), DeviceTensor(address, (stop - start, *o.shape[1:]), o.dtype))
+                    )
             if not e.context.execute_async_v3(int(self._stream)):
                 raise BackendError(f"TensorRT failed to run the engine of {graph}")
+            for destination, staged in copy_back:
+                self._copy(destination, staged.ptr, staged.nbytes, self._d2d)
         return outs
+
+    def _chunk(self, tensor: DeviceTensor, start: int, stop: int, copy_in: bool) -> int:
+        """The device address of rows [start, stop) of `tensor` for an engine.
+
+        TensorRT takes only 256-byte aligned tensor addresses. A whole pooled buffer is
+        (cudaMalloc aligns); a chunk at an offset often is not (rows of 40 bytes of
+        logits, 784 of 28x28 pixels): it runs from an aligned pooled copy instead,
+        copied in for an input, copied back by the caller for an output.
+        """
+        address = tensor.at(start)
+        if address % TENSOR_ALIGNMENT == 0:
+            return address
+        staged = self.empty((stop - start, *tensor.shape[1:]), tensor.dtype)
+        if copy_in:
+            self._copy(staged.ptr, address, staged.nbytes, self._d2d)
+        return staged.ptr
+
+    @staticmethod
+    def _set_address(e: _Engine, name: str, address: int) -> None:
+        if e.context.set_tensor_address(name, address) is False:
+            raise BackendError(f"TensorRT refused the address of tensor {name!r}")
 
     def run(self, graph: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Host arrays in, host arrays out: one graph, one synchronisation."""
