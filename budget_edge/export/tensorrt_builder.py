@@ -116,7 +116,7 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
         trt_engine.tensorrt_version(), gpu.name, gpu.compute_capability
     )
     builder = trt_engine.EngineBuilder(
-        settings, cache_path.read_bytes() if cache_path.is_file() else b""
+        settings, cache_path.read_bytes() if cache_path.is_file() else b"", str(cache_path)
     )
     try:
         updated = _build_into(

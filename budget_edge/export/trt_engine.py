@@ -88,8 +88,11 @@ class EngineBuilder:
     block's tactic timing makes the others fast; saved, it makes rebuilds fast.
     """
 
-    def __init__(self, settings: BuildSettings, timing_cache: bytes = b"") -> None:
+    def __init__(
+        self, settings: BuildSettings, timing_cache: bytes = b"", cache_name: str = "the cache"
+    ) -> None:
         self.settings = settings
+        self.cache_name = cache_name  # the file to name when TensorRT rejects the cache
         self._builder = trt.Builder(_LOGGER)
         self._check_platform()
         self._cache = self._builder.create_builder_config().create_timing_cache(timing_cache)
@@ -123,7 +126,7 @@ class EngineBuilder:
         if not config.set_timing_cache(self._cache, False):
             raise BackendError(
                 "TensorRT rejected the timing cache (built on another GPU or TensorRT?): "
-                "delete engines/timing.cache and build again"
+                f"delete {self.cache_name} and build again"
             )
         return config
 

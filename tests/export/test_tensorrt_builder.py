@@ -281,3 +281,16 @@ def test_a_graph_with_qdq_tensorrt_refuses_is_caught_before_tensorrt(
     parser = trt.OnnxParser(trt.Builder(None).create_network(0), None)
     assert not parser.parse_from_file(str(stem))
     assert "dq_bias" in parser.get_error(0)
+
+
+def test_a_rejected_timing_cache_names_its_own_file(quantized_for_tensorrt, tmp_path, monkeypatch):
+    root = tmp_path / "art"
+    shutil.copytree(quantized_for_tensorrt, root)
+    _fake(monkeypatch, "10.3.0")
+    from . import fake_trt_builder
+
+    monkeypatch.setattr(
+        fake_trt_builder._Config, "set_timing_cache", lambda self, cache, ignore: False
+    )
+    with pytest.raises(BackendError, match=r"delete .*engines/timing-10\.3\.0-fake-gpu-sm8\.7"):
+        build_engines(root, precision="fp32")

@@ -567,3 +567,21 @@ def test_the_precision_that_runs_is_the_engines(
         assert (rt.backend.name, rt.precision) == ("tensorrt", "fp16")
     with BudgetRuntime.load(artifact.path, precision="int8") as rt:
         assert (rt.backend.name, rt.precision) == ("onnxruntime", "int8")
+
+
+def test_release_after_a_failed_call_waits_for_the_stream(
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
+    """A call that raised half-way left copies queued: its buffers go back to the pool
+    (and may be freed) only after the stream has done with them."""
+    artifact, cudart, _ = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    staged = rt.backend.to_device(np.ones((4, *artifact.net.input_size), np.float32))
+    assert cudart.queue  # the upload is queued, as when a later step raised
+    syncs = cudart.counts["sync"]
+    rt.backend.release()
+    assert cudart.counts["sync"] == syncs + 1 and not cudart.queue
+    rt.backend.release()  # nothing queued since: no extra synchronisation
+    assert cudart.counts["sync"] == syncs + 1
+    assert staged.nbytes > 0
+    rt.close()

@@ -388,6 +388,7 @@ class TensorRTBackend:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime: trt.Runtime = trt.Runtime(self._logger)
         self._stream = cuda_call(cudart.cudaStreamCreate())
+        self._queued = False  # work on the stream since its last synchronisation
         self._engines: dict[str, _Engine] = {}
         self._device = _Pool(cudart.cudaMalloc, cudart.cudaFree)
         self._pinned = _Pool(cudart.cudaMallocHost, cudart.cudaFreeHost)
@@ -494,16 +495,22 @@ class TensorRTBackend:
         return dst
 
     def release(self) -> None:
-        """The call is over (its last `to_host` synchronised): buffers may be reused."""
+        """The call is over: buffers may be reused. After a call that failed half-way
+        (work still queued on the stream), wait for that work first, so that no
+        buffer is handed out, or freed, while a copy or an engine may still use it."""
+        if self._queued:
+            self.synchronize()
         self._device.release()
         self._pinned.release()
 
     def synchronize(self) -> None:
         cuda_call(self._cudart.cudaStreamSynchronize(self._stream))
+        self._queued = False
 
     def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
         if nbytes:
             cuda_call(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream))
+            self._queued = True
 
     def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> DeviceTensor | None:
         """uint8 NHWC pixels up (a quarter of float32's bytes), normalised into the NCHW
@@ -528,6 +535,7 @@ class TensorRTBackend:
                 self._set_address(e, name, ptr)
             image = self._chunk(out, start, stop, copy_in=False)
             self._set_address(e, "image", image)
+            self._queued = True
             if not e.context.execute_async_v3(int(self._stream)):
                 raise BackendError("TensorRT failed to run the preprocess engine")
             if image != out.at(start):
@@ -587,6 +595,7 @@ class TensorRTBackend:
                     copy_back.append(
                         (o.at(start), DeviceTensor(address, (stop - start, *o.shape[1:]), o.dtype))
                     )
+            self._queued = True
             if not e.context.execute_async_v3(int(self._stream)):
                 raise BackendError(f"TensorRT failed to run the engine of {graph}")
             for destination, staged in copy_back:
