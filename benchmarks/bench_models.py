@@ -81,18 +81,15 @@ def backbone(model: str) -> tuple[Backbone, dict[str, Any], str]:
         return loaded.backbone, loaded.meta, f"akamaster pretrained ({weights[0].name})"
     net = build_backbone(**config, num_classes=10)
     measure_bn_statistics(net, [(random_images(32, seed),) for seed in range(4)])
-    meta = {
-        "preprocessing": {"mean": CIFAR_MEAN, "std": CIFAR_STD, "input_size": [3, 32, 32]},
-        "dataset": "cifar10",
-    }
+    meta = {"preprocessing": {"mean": CIFAR_MEAN, "std": CIFAR_STD, "input_size": [3, 32, 32]},
+            "dataset": "cifar10"}
     return net, meta, "random weights, BN statistics measured on random images"
 
 
 def agent(net: Backbone, extractor: str) -> PolicyNet:
     """An untrained agent whose keep-probabilities are all near 1 (see the module docstring)."""
-    policy = build_agent(
-        net.num_components, extractor=extractor, in_channels=3, input_size=net.input_size
-    )
+    policy = build_agent(net.num_components, extractor=extractor, in_channels=3,
+                         input_size=net.input_size)
     budgets = torch.rand(32, generator=torch.Generator().manual_seed(1))
     measure_bn_statistics(policy, [(random_images(32, 10 + s), budgets) for s in range(4)])
     with torch.no_grad():
@@ -105,9 +102,8 @@ def model(model_name: str, extractor: str) -> tuple[LoadedCheckpoint, str]:
     return LoadedCheckpoint(net, agent(net, extractor), meta, "budget-edge"), source
 
 
-def export(
-    model_name: str, extractor: str, out: Path, reuse: bool = True
-) -> tuple[LoadedCheckpoint, str]:
+def export(model_name: str, extractor: str, out: Path, reuse: bool = True
+           ) -> tuple[LoadedCheckpoint, str]:
     """Build the model and export it to `out` (kept across runs when `reuse`).
 
     Random weights come from fixed seeds, so a reused export holds the same model.
@@ -120,8 +116,6 @@ def export(
         return loaded, source
     t = time.perf_counter()
     export_checkpoint(loaded, out)
-    print(
-        f"exported {model_name} ({extractor} agent) to {out} in {time.perf_counter() - t:.0f} s",
-        flush=True,
-    )
+    print(f"exported {model_name} ({extractor} agent) to {out} in "
+          f"{time.perf_counter() - t:.0f} s", flush=True)
     return loaded, source

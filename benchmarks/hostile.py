@@ -105,81 +105,43 @@ def runtime_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
         def fn() -> tuple[str, str]:
             result = rt.infer(**call)
             return "silent", f"accepted; mask usage {result.usage.mean():.2f}"
-
         return fn
 
     def expect_finite(**call: Any) -> CaseFn:
         """Odd but finite input: a finite answer, or the runtime's error if the logits
         overflow; never NaN logits handed back."""
-
         def fn() -> tuple[str, str]:
             result = rt.infer(**call)
-            return (
-                ("answered", "finite logits")
-                if np.isfinite(result.logits).all()
+            return ("answered", "finite logits") if np.isfinite(result.logits).all() \
                 else ("silent", "non-finite logits returned")
-            )
-
         return fn
 
     def expect_same(**call: Any) -> CaseFn:
         """Valid in another form: the answer must equal the reference's."""
-
         def fn() -> tuple[str, str]:
             result = rt.infer(**call)
-            same = np.allclose(
-                result.logits, reference.logits[: len(result.logits)], rtol=1e-4, atol=1e-4
-            )
-            return (
-                ("answered", "equal to the reference")
-                if same
+            same = np.allclose(result.logits, reference.logits[:len(result.logits)],
+                               rtol=1e-4, atol=1e-4)
+            return ("answered", "equal to the reference") if same \
                 else ("silent", "answer differs from the reference")
-            )
-
         return fn
 
-    float_images = (
-        pixels.astype(np.float32) / 255 - np.float32(rt.manifest.preprocessing.mean[0])
-    ) / np.float32(rt.manifest.preprocessing.std[0])
+    float_images = ((pixels.astype(np.float32) / 255 - np.float32(
+        rt.manifest.preprocessing.mean[0])) / np.float32(rt.manifest.preprocessing.std[0]))
     nchw = float_images.transpose(0, 3, 1, 2).copy()
-    for shape in [
-        (),
-        (h,),
-        (2, 2, h, w, c),
-        (2, c + 1, h, w),
-        (2, c, h + 1, w),
-        (2, c, h, w - 1),
-        (0, c, h, w),
-        (0, h, w, c),
-        (2, h, w, c + 2),
-        (1, 1),
-        (2, 1, 1, 1),
-        (10**6, 0),
-    ]:
-        yield (
-            f"images of shape {shape}",
-            expect_error(images=np.zeros(shape, np.float32), budget=0.5),
-        )
-    for dtype in [
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint16",
-        "bool",
-        "complex64",
-        "float16",
-        "object",
-        "U3",
-        "datetime64[s]",
-    ]:
-        yield f"NCHW images of dtype {dtype}", expect_error(images=nchw.astype(dtype), budget=0.5)
+    for shape in [(), (h,), (2, 2, h, w, c), (2, c + 1, h, w), (2, c, h + 1, w),
+                  (2, c, h, w - 1), (0, c, h, w), (0, h, w, c), (2, h, w, c + 2), (1, 1),
+                  (2, 1, 1, 1), (10**6, 0)]:
+        yield f"images of shape {shape}", expect_error(images=np.zeros(shape, np.float32),
+                                                       budget=0.5)
+    for dtype in ["int8", "int16", "int32", "int64", "uint16", "bool", "complex64",
+                  "float16", "object", "U3", "datetime64[s]"]:
+        yield f"NCHW images of dtype {dtype}", expect_error(images=nchw.astype(dtype),
+                                                            budget=0.5)
     yield "float64 NCHW images", expect_same(images=nchw.astype(np.float64), budget=0.5)
     yield "NCHW images as nested lists", expect_same(images=nchw.tolist(), budget=0.5)
-    yield (
-        "non-contiguous NCHW images",
-        expect_same(images=np.ascontiguousarray(nchw[:, :, :, ::-1])[:, :, :, ::-1], budget=0.5),
-    )
+    yield "non-contiguous NCHW images", expect_same(
+        images=np.ascontiguousarray(nchw[:, :, :, ::-1])[:, :, :, ::-1], budget=0.5)
     for value in [np.nan, np.inf, -np.inf]:
         bad = nchw.copy()
         bad[0, 0, 0, 0] = value
@@ -188,98 +150,45 @@ def runtime_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
         bad = nchw.copy()
         bad[0, 0, 0, 0] = value
         yield f"an NCHW pixel of {value:g}", expect_finite(images=bad, budget=0.5)
-        yield (
-            f"every NCHW pixel {value:g}",
-            expect_finite(images=np.full_like(nchw, value), budget=0.5),
-        )
+        yield f"every NCHW pixel {value:g}", expect_finite(
+            images=np.full_like(nchw, value), budget=0.5)
     for value in [None, "images", b"\x00" * 10, {"x": 1}, 3.5, [[1, 2], [3]]]:
         yield f"images given as {type(value).__name__}", expect_error(images=value, budget=0.5)
-    for budget in [
-        -0.1,
-        1.1,
-        np.nan,
-        np.inf,
-        -np.inf,
-        "0.5",
-        2**70,
-        1e308,
-        1j,
-        True,
-        [0.5, 0.5, 0.5],
-        [[0.5], [0.5]],
-        np.array([0.2, np.nan]),
-        {"c": 0.5},
-        object(),
-    ]:
+    for budget in [-0.1, 1.1, np.nan, np.inf, -np.inf, "0.5", 2**70, 1e308, 1j, True,
+                   [0.5, 0.5, 0.5], [[0.5], [0.5]], np.array([0.2, np.nan]), {"c": 0.5},
+                   object()]:
         yield f"budget {budget!r:.40}", expect_error(images=pixels, budget=budget)
     yield "no budget and no mask", expect_error(images=pixels)
     yield "budget as numpy float16", expect_same(images=pixels, budget=np.float16(0.5))
     yield "budget per image as a list", expect_same(images=pixels, budget=[0.5, 0.5])
-    for mask in [
-        [1] * (k - 1),
-        [1] * (k + 1),
-        [2] * k,
-        [-1] * k,
-        [0.5] * k,
-        [np.nan] * k,
-        ["1"] * k,
-        [[1] * k] * 3,
-        np.ones((2, k, 1)),
-        "1" * k,
-        None,
-    ]:
+    for mask in [[1] * (k - 1), [1] * (k + 1), [2] * k, [-1] * k, [0.5] * k, [np.nan] * k,
+                 ["1"] * k, [[1] * k] * 3, np.ones((2, k, 1)), "1" * k, None]:
         if mask is None:
             continue
-        yield (
-            f"mask {np.asarray(mask, dtype=object).shape} of {mask!r:.30}",
-            expect_error(images=pixels, mask=mask),
-        )
+        yield f"mask {np.asarray(mask, dtype=object).shape} of {mask!r:.30}", \
+            expect_error(images=pixels, mask=mask)
     yield "both a budget and a mask", expect_error(images=pixels, budget=0.5, mask=[1] * k)
-    for name, value in [
-        ("mode", "Greedy"),
-        ("mode", ""),
-        ("mode", None),
-        ("mode", 5),
-        ("cap", "flop"),
-        ("cap", 1),
-        ("policy", "agnt"),
-        ("policy", None),
-        ("seed", -1),
-        ("seed", "x"),
-        ("seed", 1.5),
-        ("seed", True),
-    ]:
+    for name, value in [("mode", "Greedy"), ("mode", ""), ("mode", None), ("mode", 5),
+                        ("cap", "flop"), ("cap", 1), ("policy", "agnt"), ("policy", None),
+                        ("seed", -1), ("seed", "x"), ("seed", 1.5), ("seed", True)]:
         call = {"images": pixels, "budget": 0.5, name: value}
         if name == "seed":
             call["mode"] = "sample"
         yield f"{name}={value!r}", expect_error(**call)
-    yield (
-        "seed 2**70 (numpy takes any non-negative integer)",
-        expect_finite(images=pixels, budget=0.5, mode="sample", seed=2**70),
-    )
-    yield (
-        "policy 'static' on an artifact without static masks",
-        expect_error(images=pixels, budget=0.5, policy="static"),
-    )
+    yield "seed 2**70 (numpy takes any non-negative integer)", expect_finite(
+        images=pixels, budget=0.5, mode="sample", seed=2**70)
+    yield "policy 'static' on an artifact without static masks", \
+        expect_error(images=pixels, budget=0.5, policy="static")
 
     def load(**kwargs: Any) -> CaseFn:
         def fn() -> tuple[str, str]:
             BudgetRuntime.load(**kwargs).close()
             return "silent", "loaded"
-
         return fn
 
-    for kwargs in [
-        {"backend": "cuda"},
-        {"backend": ""},
-        {"threads": 0},
-        {"threads": -1},
-        {"threads": "2"},
-        {"precision": "int4"},
-        {"precision": "fp16"},
-        {"trusted_keys": ["/nonexistent.pem"]},
-        {"providers": ["NoSuchProvider"]},
-    ]:
+    for kwargs in [{"backend": "cuda"}, {"backend": ""}, {"threads": 0}, {"threads": -1},
+                   {"threads": "2"}, {"precision": "int4"}, {"precision": "fp16"},
+                   {"trusted_keys": ["/nonexistent.pem"]}, {"providers": ["NoSuchProvider"]}]:
         yield f"load with {kwargs}", load(directory=artifact, **kwargs)
     for where in ["/nonexistent/artifact", "/etc/hostname", "/", "/tmp"]:
         yield f"load {where}", load(directory=where)
@@ -296,13 +205,12 @@ def _corruptions(manifest: Manifest) -> Iterator[tuple[str, Callable[[Path], Non
         write_manifest(art, Manifest.load(art))
 
     for name in graphs:
-
         def delete(art: Path, n: str = name) -> None:
             (art / n).unlink()
 
         def truncate(art: Path, n: str = name) -> None:
             data = (art / n).read_bytes()
-            (art / n).write_bytes(data[: len(data) // 2])
+            (art / n).write_bytes(data[:len(data) // 2])
 
         def empty(art: Path, n: str = name) -> None:
             (art / n).write_bytes(b"")
@@ -344,30 +252,24 @@ def _corruptions(manifest: Manifest) -> Iterator[tuple[str, Callable[[Path], Non
             import onnx
 
             model = onnx.load(art / n)
-            onnx.save(
-                model, art / n, save_as_external_data=True, location="weights.bin", size_threshold=0
-            )
+            onnx.save(model, art / n, save_as_external_data=True, location="weights.bin",
+                      size_threshold=0)
             rehash(art)
 
         def directory(art: Path, n: str = name) -> None:
             (art / n).unlink()
             (art / n).mkdir()
 
-        for kind, fn in [
-            ("deleted", delete),
-            ("truncated to half", truncate),
-            ("emptied", empty),
-            ("one byte flipped", flip),
-            ("garbage appended", append),
-            ("swapped with another graph", swap),
-            ("swapped, manifest re-hashed", swap_rehash),
-            ("random bytes, manifest re-hashed", random_rehash),
-            ("one byte flipped, manifest re-hashed", flip_rehash),
-            ("a symlink to /etc/hostname", link_outside),
-            ("a symlink to a copy outside", link_copy),
-            ("weights moved to external data, re-hashed", external),
-            ("replaced by a directory", directory),
-        ]:
+        for kind, fn in [("deleted", delete), ("truncated to half", truncate),
+                         ("emptied", empty), ("one byte flipped", flip),
+                         ("garbage appended", append), ("swapped with another graph", swap),
+                         ("swapped, manifest re-hashed", swap_rehash),
+                         ("random bytes, manifest re-hashed", random_rehash),
+                         ("one byte flipped, manifest re-hashed", flip_rehash),
+                         ("a symlink to /etc/hostname", link_outside),
+                         ("a symlink to a copy outside", link_copy),
+                         ("weights moved to external data, re-hashed", external),
+                         ("replaced by a directory", directory)]:
             yield f"{name}: {kind}", fn
 
 
@@ -377,63 +279,44 @@ def _manifest_edits(manifest_json: dict[str, Any]) -> Iterator[tuple[str, Callab
             data = json.loads((art / MANIFEST_NAME).read_text())
             change(data)
             (art / MANIFEST_NAME).write_text(json.dumps(data))
-
         return apply
 
     def raw(text: str) -> Callable[[Path], None]:
         def apply(art: Path) -> None:
             (art / MANIFEST_NAME).write_text(text)
-
         return apply
 
     text = json.dumps(manifest_json)
-    for kind, content in [
-        ("empty", ""),
-        ("truncated", text[: len(text) // 2]),
-        ("a JSON list", "[]"),
-        ("JSON null", "null"),
-        ("not JSON", "manifest"),
-        ("NaN literals", text.replace("0.", "NaN", 1)),
-        ("nested 100,000 deep", "[" * 100000 + "]" * 100000),
-    ]:
+    for kind, content in [("empty", ""), ("truncated", text[:len(text) // 2]),
+                          ("a JSON list", "[]"), ("JSON null", "null"),
+                          ("not JSON", "manifest"), ("NaN literals", text.replace("0.", "NaN", 1)),
+                          ("nested 100,000 deep", "[" * 100000 + "]" * 100000)]:
         yield f"manifest.json {kind}", raw(content)
     for key in sorted(manifest_json):
-        for kind, value in [
-            ("deleted", ...),
-            ("null", None),
-            ("a string", "x"),
-            ("a list", []),
-            ("a huge integer", 10**40),
-        ]:
-
+        for kind, value in [("deleted", ...), ("null", None), ("a string", "x"),
+                            ("a list", []), ("a huge integer", 10**40)]:
             def change(data: dict[str, Any], k: str = key, v: Any = value) -> None:
                 if v is ...:
                     del data[k]
                 else:
                     data[k] = v
-
             yield f"manifest key {key!r} {kind}", edit(change)
     pre = manifest_json["preprocessing"]
     for kind, field, value in [
-        ("std 0", "std", [0.0] * len(pre["std"])),
-        ("std NaN", "std", [None]),
-        ("std 1e-300", "std", [1e-300] * len(pre["std"])),
-        ("mean 1e300", "mean", [1e300] * len(pre["mean"])),
-        ("input size negative", "input_size", [-1, 28, 28]),
-        ("input size 10^9", "input_size", [1, 10**9, 10**9]),
-        ("input size of two numbers", "input_size", [28, 28]),
-        ("layout NHWC", "layout", "NHWC"),
-    ]:
-
+            ("std 0", "std", [0.0] * len(pre["std"])), ("std NaN", "std", [None]),
+            ("std 1e-300", "std", [1e-300] * len(pre["std"])),
+            ("mean 1e300", "mean", [1e300] * len(pre["mean"])),
+            ("input size negative", "input_size", [-1, 28, 28]),
+            ("input size 10^9", "input_size", [1, 10**9, 10**9]),
+            ("input size of two numbers", "input_size", [28, 28]),
+            ("layout NHWC", "layout", "NHWC")]:
         def change(data: dict[str, Any], f: str = field, v: Any = value) -> None:
             data["preprocessing"][f] = v
-
         yield f"preprocessing {kind}", edit(change)
 
     def traversal(target: str) -> Callable[[dict[str, Any]], None]:
         def change(data: dict[str, Any]) -> None:
             data["graphs"][0]["file"] = target
-
         return change
 
     for target in ["../../etc/hostname", "/etc/hostname", "graphs/../../x.onnx", "", "."]:
@@ -442,20 +325,18 @@ def _manifest_edits(manifest_json: dict[str, Any]) -> Iterator[tuple[str, Callab
     def components(change_one: Callable[[dict[str, Any]], None], kind: str) -> Iterator[Any]:
         def change(data: dict[str, Any]) -> None:
             change_one(data["components"][0])
-
         yield f"component 0 {kind}", edit(change)
 
     yield from components(lambda c: c.__setitem__("flops", -5), "with negative FLOPs")
     yield from components(lambda c: c.__setitem__("flops", 2**70), "with 2^70 FLOPs")
     yield from components(lambda c: c.__setitem__("index", 99), "with index 99")
-    yield (
-        "class names one short",
-        edit(lambda d: d.__setitem__("class_names", d["class_names"][:-1])),
-    )
+    yield "class names one short", edit(lambda d: d.__setitem__("class_names",
+                                                                d["class_names"][:-1]))
     yield "num_classes 10^7", edit(lambda d: d.__setitem__("num_classes", 10**7))
     yield "a future schema version", edit(lambda d: d.__setitem__("schema_version", 999))
     yield "graphs listed twice", edit(lambda d: d.__setitem__("graphs", d["graphs"] * 2))
-    yield "a block with no variants", edit(lambda d: d["blocks"][0].__setitem__("variants", []))
+    yield "a block with no variants", edit(
+        lambda d: d["blocks"][0].__setitem__("variants", []))
 
 
 def artifact_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]]:
@@ -472,13 +353,8 @@ def artifact_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]
     pixels = rng.integers(0, 256, (4, h, w, c), dtype=np.uint8)
     k = rt.num_components
     mixed = (rng.random((4, k)) < 0.5).astype(np.uint8)
-    calls = [
-        {"budget": 0.3},
-        {"budget": 1.0},
-        {"mask": [1] * k},
-        {"mask": [0] * k},
-        {"mask": mixed},
-    ]
+    calls = [{"budget": 0.3}, {"budget": 1.0}, {"mask": [1] * k}, {"mask": [0] * k},
+             {"mask": mixed}]
     references = [rt.infer(pixels, **call).logits for call in calls]
     rt.close()
     manifest = Manifest.load(artifact)
@@ -486,22 +362,14 @@ def artifact_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]
     counter = iter(range(10**9))
     key = ed25519.Ed25519PrivateKey.generate()
     private, public = scratch / "owner.pem", scratch / "owner.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    def case(
-        corrupt: Callable[[Path], None], signed: bool = False, rehashed: bool = False
-    ) -> CaseFn:
+    def case(corrupt: Callable[[Path], None], signed: bool = False,
+             rehashed: bool = False) -> CaseFn:
         def fn() -> tuple[str, str]:
             art = scratch / f"art{next(counter)}"
             shutil.copytree(artifact, art)
@@ -510,26 +378,20 @@ def artifact_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]
             corrupt(art)
             trusted = [str(public)] if signed else None
             for dispatch in ("auto", "chain"):
-                with BudgetRuntime.load(
-                    art, backend="onnxruntime", threads=1, dispatch=dispatch, trusted_keys=trusted
-                ) as loaded:
+                with BudgetRuntime.load(art, backend="onnxruntime", threads=1,
+                                        dispatch=dispatch, trusted_keys=trusted) as loaded:
                     for call, want in zip(calls, references, strict=True):
                         got = loaded.infer(pixels, **call).logits
                         if got.shape != want.shape or not np.allclose(got, want, atol=1e-4):
-                            what = ", ".join(
-                                f"{key} {value if key == 'budget' else '...'}"
-                                for key, value in call.items()
-                            )
+                            what = ", ".join(f"{key} {value if key == 'budget' else '...'}"
+                                             for key, value in call.items())
                             # Without a signature the manifest is the only reference: a
                             # rewriter of it is trusted by design (docs/security.md).
                             outcome = "unsigned" if rehashed and not signed else "silent"
-                            return outcome, (
-                                f"loaded, and the call with {what} answers "
-                                f"differently ({dispatch} dispatch)"
-                            )
+                            return outcome, (f"loaded, and the call with {what} answers "
+                                             f"differently ({dispatch} dispatch)")
             shutil.rmtree(art, ignore_errors=True)
             return "answered", "loaded; every answer equals the original's"
-
         return fn
 
     for kind, corrupt in _corruptions(manifest):
@@ -566,10 +428,8 @@ class _Payload:
 def getattr_pickle(marker: Path) -> bytes:
     """Hand-written pickle opcodes: getattr(__import__('os'), 'system')('touch MARKER'), a
     chain no pickler writes from an object and no global named os.system in the file."""
-    return (
-        b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR"
-        b"(S'touch " + str(marker).encode() + b"'\ntR."
-    )
+    return (b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR"
+            b"(S'touch " + str(marker).encode() + b"'\ntR.")
 
 
 def _torch_zip(path: Path, data_pkl: bytes) -> None:
@@ -590,9 +450,8 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     counter = iter(range(10**9))
 
-    def loads(
-        write: Callable[[Path], None], marker: Path | None = None, fmt: str = "auto"
-    ) -> CaseFn:
+    def loads(write: Callable[[Path], None], marker: Path | None = None,
+              fmt: str = "auto") -> CaseFn:
         def fn() -> tuple[str, str]:
             path = scratch / f"ckpt{next(counter)}.pt"
             write(path)
@@ -605,7 +464,6 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
             if marker is not None and marker.exists():
                 return "silent", "the payload's code ran"
             return "silent", "loaded"
-
         return fn
 
     for how in ["os.system", "eval", "exec", "subprocess", "getattr chain"]:
@@ -613,9 +471,8 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
         for container in containers[:2] if how == "getattr chain" else containers:
             marker = scratch / f"pwned-{how.replace(' ', '_')}-{container[:5]}"
 
-            def write(
-                path: Path, how: str = how, container: str = container, marker: Path = marker
-            ) -> None:
+            def write(path: Path, how: str = how, container: str = container,
+                      marker: Path = marker) -> None:
                 if how == "getattr chain":
                     raw = getattr_pickle(marker)
                     if container == "plain pickle":
@@ -632,32 +489,27 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
                     tampered = dict(payload)
                     tampered["meta"] = {"note": evil}
                     torch.save(tampered, path)
-
             yield f"malicious pickle ({how}, {container})", loads(write, marker)
 
     def raw(data: bytes) -> Callable[[Path], None]:
         return lambda path: path.write_bytes(data)
 
     for share in [0.0, 0.1, 0.5, 0.9, 0.999]:
-        yield f"truncated to {share:.1%}", loads(raw(original[: int(len(original) * share)]))
+        yield f"truncated to {share:.1%}", loads(raw(original[:int(len(original) * share)]))
     yield "random bytes", loads(raw(os.urandom(len(original))))
     yield "a JSON file", loads(raw(b'{"backbone": {}}'))
     yield "a zip with a path-traversal entry", loads(_traversal_zip)
     for position in [0.3, 0.6, 0.95]:
-
         def flip(path: Path, position: float = position) -> None:
             data = bytearray(original)
             data[int(len(data) * position)] ^= 0x01
             path.write_bytes(bytes(data))
-
         yield f"one byte flipped at {position:.0%}", loads(flip)
 
     def tamper(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
         def write(path: Path) -> None:
-            copy = {
-                key: (dict(value) if isinstance(value, dict) else value)
-                for key, value in payload.items()
-            }
+            copy = {key: (dict(value) if isinstance(value, dict) else value)
+                    for key, value in payload.items()}
             copy["backbone"] = dict(copy["backbone"])
             copy["backbone"]["state_dict"] = dict(copy["backbone"]["state_dict"])
             copy["backbone"]["config"] = dict(copy["backbone"]["config"])
@@ -667,7 +519,6 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
                 # The attacker recomputes the digest too: the other checks must hold.
                 entry["sha256"] = state_digest(entry["state_dict"])
             torch.save(copy, path)
-
         return write
 
     first = next(iter(payload["backbone"]["state_dict"]))
@@ -677,26 +528,23 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
 
     weight = payload["backbone"]["state_dict"][first]
     for kind, change in [
-        ("int64 weights", set_state(weight.to(torch.int64))),
-        ("NaN weights", set_state(torch.full_like(weight, float("nan")))),
-        ("inf weights", set_state(torch.full_like(weight, float("inf")))),
-        ("a weight of another shape", set_state(weight[:1])),
-        ("a missing weight", lambda d: d["backbone"]["state_dict"].pop(first)),
-        (
-            "an extra weight",
-            lambda d: d["backbone"]["state_dict"].__setitem__("extra.weight", weight),
-        ),
-        ("num_classes 10^7", lambda d: d["backbone"]["config"].__setitem__("num_classes", 10**7)),
-        ("num_classes -1", lambda d: d["backbone"]["config"].__setitem__("num_classes", -1)),
-        (
-            "an unknown backbone name",
-            lambda d: d["backbone"]["config"].__setitem__("name", "resnet9000"),
-        ),
-        ("a config that is a string", lambda d: d["backbone"].__setitem__("config", "x")),
-        ("no backbone", lambda d: d.pop("backbone")),
-        ("a future format version", lambda d: d.__setitem__("version", 999)),
-        ("another format's name", lambda d: d.__setitem__("format", "other")),
-    ]:
+            ("int64 weights", set_state(weight.to(torch.int64))),
+            ("NaN weights", set_state(torch.full_like(weight, float("nan")))),
+            ("inf weights", set_state(torch.full_like(weight, float("inf")))),
+            ("a weight of another shape", set_state(weight[:1])),
+            ("a missing weight", lambda d: d["backbone"]["state_dict"].pop(first)),
+            ("an extra weight", lambda d: d["backbone"]["state_dict"].__setitem__(
+                "extra.weight", weight)),
+            ("num_classes 10^7", lambda d: d["backbone"]["config"].__setitem__(
+                "num_classes", 10**7)),
+            ("num_classes -1", lambda d: d["backbone"]["config"].__setitem__(
+                "num_classes", -1)),
+            ("an unknown backbone name", lambda d: d["backbone"]["config"].__setitem__(
+                "name", "resnet9000")),
+            ("a config that is a string", lambda d: d["backbone"].__setitem__("config", "x")),
+            ("no backbone", lambda d: d.pop("backbone")),
+            ("a future format version", lambda d: d.__setitem__("version", 999)),
+            ("another format's name", lambda d: d.__setitem__("format", "other"))]:
         yield kind, loads(tamper(change))
     yield "read as the reference format", loads(raw(original), fmt="budgetnet")
     yield "an unknown --format", loads(raw(original), fmt="keras")
@@ -727,12 +575,8 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
     runtime = BudgetRuntime.load(artifact, backend="onnxruntime", threads=1)
     model = ServedModel(runtime, FixedBudget(0.5))
     admission = Admission()
-    server = make_server(
-        create_app(model, 16 << 20, admission=admission),
-        log_level="critical",
-        admission=admission,
-        head_timeout_s=2.0,
-    )
+    server = make_server(create_app(model, 16 << 20, admission=admission), log_level="critical",
+                         admission=admission, head_timeout_s=2.0)
     sock = bind_tcp("127.0.0.1", 0)
     threading.Thread(target=run, args=(server, sock), daemon=True).start()
     while not server.started:
@@ -743,20 +587,11 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
     k = runtime.num_components
     good_pixels = np.random.default_rng(2).integers(0, 256, (2, h, w, c), dtype=np.uint8)
     want = runtime.infer(good_pixels, budget=0.5).logits
-    image = {
-        "name": "IMAGE",
-        "datatype": "UINT8",
-        "shape": [2, h, w, c],
-        "data": good_pixels.ravel().tolist(),
-    }
+    image = {"name": "IMAGE", "datatype": "UINT8", "shape": [2, h, w, c],
+             "data": good_pixels.ravel().tolist()}
 
-    def send(
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        timeout: float = 30,
-    ) -> tuple[int, dict[str, str], bytes]:
+    def send(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -766,9 +601,8 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
             conn.close()
 
     def still_serving() -> str | None:
-        status, _, body = send(
-            "POST", f"/v2/models/{name}/infer", json.dumps({"inputs": [image]}).encode()
-        )
+        status, _, body = send("POST", f"/v2/models/{name}/infer",
+                               json.dumps({"inputs": [image]}).encode())
         if status != 200:
             return f"a good request then got {status}"
         logits = next(o for o in json.loads(body)["outputs"] if o["name"] == "LOGITS")
@@ -776,9 +610,8 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
             return "a good request then got a wrong answer"
         return None
 
-    def judge(
-        status: int, headers: dict[str, str], body: bytes, expect_ok: bool
-    ) -> tuple[str, str]:
+    def judge(status: int, headers: dict[str, str], body: bytes, expect_ok: bool) -> \
+            tuple[str, str]:
         broken = still_serving()
         if broken:
             return "silent", broken
@@ -792,311 +625,137 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
             return "traceback", f"{status} without a JSON error: {body[:120]!r}"
         return "handled", f"{status}: {message[:200]}"
 
-    def infer(
-        header: Any,
-        extra: bytes = b"",
-        headers: dict[str, str] | None = None,
-        expect_ok: bool = False,
-        raw_body: bytes | None = None,
-    ) -> CaseFn:
+    def infer(header: Any, extra: bytes = b"", headers: dict[str, str] | None = None,
+              expect_ok: bool = False, raw_body: bytes | None = None) -> CaseFn:
         def fn() -> tuple[str, str]:
             text = raw_body if raw_body is not None else json.dumps(header).encode()
-            return judge(
-                *send("POST", f"/v2/models/{name}/infer", text + extra, headers), expect_ok
-            )
-
+            return judge(*send("POST", f"/v2/models/{name}/infer", text + extra, headers),
+                         expect_ok)
         return fn
 
     # Bodies that are not a request object at all.
-    for kind, body in [
-        ("empty", b""),
-        ("'{'", b"{"),
-        ("a list", b"[]"),
-        ("null", b"null"),
-        ("a number", b"1"),
-        ("a string", b'"x"'),
-        ("NaN", b"NaN"),
-        ("nested 100,000 deep", b"[" * 100000 + b"]" * 100000),
-        ("not UTF-8", b"\xff\xfe{}"),
-        ("a BOM then JSON", b"\xef\xbb\xbf{}"),
-        ("10 MB of spaces", b" " * 10_000_000),
-        ("a huge integer", b'{"inputs": ' + b"9" * 100000 + b"}"),
-        ("duplicate keys", b'{"inputs": [], "inputs": 5}'),
-    ]:
+    for kind, body in [("empty", b""), ("'{'", b"{"), ("a list", b"[]"), ("null", b"null"),
+                       ("a number", b"1"), ("a string", b'"x"'), ("NaN", b"NaN"),
+                       ("nested 100,000 deep", b"[" * 100000 + b"]" * 100000),
+                       ("not UTF-8", b"\xff\xfe{}"), ("a BOM then JSON", b"\xef\xbb\xbf{}"),
+                       ("10 MB of spaces", b" " * 10_000_000),
+                       ("a huge integer", b'{"inputs": ' + b"9" * 100000 + b"}"),
+                       ("duplicate keys", b'{"inputs": [], "inputs": 5}')]:
         yield f"body {kind}", infer(None, raw_body=body)
     # Every field of an input, wrong.
-    for field, values in [
-        ("name", [None, 5, "", "IMAGES", "x" * 10000]),
-        (
-            "datatype",
-            [
-                None,
-                5,
-                "",
-                "UINT9",
-                "FP32",
-                "BYTES",
-                "BF16",
-                "FP64",
-                "BOOL",
-                "INT64",
-                "UINT16",
-                "FP16",
-                "INT8",
-            ],
-        ),
-        (
-            "shape",
-            [
-                None,
-                "x",
-                [],
-                [2],
-                [-2, h, w, c],
-                [2, h, w, c, 1],
-                [2**62, h, w, c],
-                [2, 2**40, 2**40, c],
-                [2.5, h, w, c],
-                [True, h, w, c],
-                [0, h, w, c],
-            ],
-        ),
-        (
-            "data",
-            [
-                None,
-                "x",
-                [],
-                [1, 2, 3],
-                [[1], [2, 3]],
-                [256] * (2 * h * w * c),
-                [-1] * (2 * h * w * c),
-                [0.5] * (2 * h * w * c),
-                ["1"] * (2 * h * w * c),
-                [None] * (2 * h * w * c),
-            ],
-        ),
-        (
-            "parameters",
-            [
-                5,
-                "x",
-                [],
-                {"binary_data_size": -1},
-                {"binary_data_size": "x"},
-                {"binary_data_size": 10**12},
-            ],
-        ),
-    ]:
+    for field, values in [("name", [None, 5, "", "IMAGES", "x" * 10000]),
+                          ("datatype", [None, 5, "", "UINT9", "FP32", "BYTES", "BF16", "FP64",
+                                        "BOOL", "INT64", "UINT16", "FP16", "INT8"]),
+                          ("shape", [None, "x", [], [2], [-2, h, w, c], [2, h, w, c, 1],
+                                     [2**62, h, w, c], [2, 2**40, 2**40, c],
+                                     [2.5, h, w, c], [True, h, w, c], [0, h, w, c]]),
+                          ("data", [None, "x", [], [1, 2, 3], [[1], [2, 3]],
+                                    [256] * (2 * h * w * c), [-1] * (2 * h * w * c),
+                                    [0.5] * (2 * h * w * c), ["1"] * (2 * h * w * c),
+                                    [None] * (2 * h * w * c)]),
+                          ("parameters", [5, "x", [], {"binary_data_size": -1},
+                                          {"binary_data_size": "x"},
+                                          {"binary_data_size": 10**12}])]:
         for value in values:
             tensor = dict(image)
             tensor[field] = value
             yield f"IMAGE {field} = {json.dumps(value)[:40]}", infer({"inputs": [tensor]})
     # Request parameters.
-    for key, values in [
-        ("budget", [-1, 2, "x", None, True, 10**400, [0.5], {}, 1e309]),
-        ("mode", ["Greedy", 5, None, ""]),
-        ("seed", [-1, 2**70, "x", 1.5]),
-        ("cap", ["flop", 5]),
-        ("policy", ["static", "agnt", 5]),
-        ("unknown", [1]),
-        ("binary_data_output", ["yes", 1]),
-        ("timeout", [-1, "soon", 1.5, 10**30]),
-    ]:
+    for key, values in [("budget", [-1, 2, "x", None, True, 10**400, [0.5], {}, 1e309]),
+                        ("mode", ["Greedy", 5, None, ""]), ("seed", [-1, 2**70, "x", 1.5]),
+                        ("cap", ["flop", 5]), ("policy", ["static", "agnt", 5]),
+                        ("unknown", [1]), ("binary_data_output", ["yes", 1]),
+                        ("timeout", [-1, "soon", 1.5, 10**30])]:
         for value in values:
-            body = (
-                '{"inputs": ['
-                + json.dumps(image)
-                + '], "parameters": {"'
-                + key
-                + '": '
-                + (
-                    str(value)
-                    if isinstance(value, int) and not isinstance(value, bool)
-                    else json.dumps(value)
-                )
-                + "}}"
-            )
+            body = ('{"inputs": [' + json.dumps(image) + '], "parameters": {"' + key + '": '
+                    + (str(value) if isinstance(value, int) and not isinstance(value, bool)
+                       else json.dumps(value)) + "}}")
             yield f"parameter {key} = {str(value)[:30]}", infer(None, raw_body=body.encode())
     # Inputs beside IMAGE.
     fp32 = {"name": "INPUT", "datatype": "FP32", "shape": [1, c, h, w]}
     for kind, tensors in [
-        ("IMAGE and INPUT", [image, {**fp32, "data": [0.0] * (c * h * w)}]),
-        ("no image input", [{"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [0.5]}]),
-        ("INPUT of 3e38", [{**fp32, "data": [3e38] * (c * h * w)}]),
-        ("INPUT of -3e38", [{**fp32, "data": [-3e38] * (c * h * w)}]),
-        (
-            "BUDGET rows != images",
-            [image, {"name": "BUDGET", "datatype": "FP32", "shape": [3], "data": [0.5] * 3}],
-        ),
-        (
-            "MASK of 2s",
-            [image, {"name": "MASK", "datatype": "BOOL", "shape": [2, k], "data": [2] * (2 * k)}],
-        ),
-        (
-            "MASK too short",
-            [
-                image,
-                {
-                    "name": "MASK",
-                    "datatype": "BOOL",
-                    "shape": [2, k - 1],
-                    "data": [True] * (2 * (k - 1)),
-                },
-            ],
-        ),
-        ("the same input twice", [image, image]),
-    ]:
+            ("IMAGE and INPUT", [image, {**fp32, "data": [0.0] * (c * h * w)}]),
+            ("no image input", [{"name": "BUDGET", "datatype": "FP32", "shape": [1],
+                                 "data": [0.5]}]),
+            ("INPUT of 3e38", [{**fp32, "data": [3e38] * (c * h * w)}]),
+            ("INPUT of -3e38", [{**fp32, "data": [-3e38] * (c * h * w)}]),
+            ("BUDGET rows != images", [image, {"name": "BUDGET", "datatype": "FP32",
+                                               "shape": [3], "data": [0.5] * 3}]),
+            ("MASK of 2s", [image, {"name": "MASK", "datatype": "BOOL", "shape": [2, k],
+                                    "data": [2] * (2 * k)}]),
+            ("MASK too short", [image, {"name": "MASK", "datatype": "BOOL", "shape": [2, k - 1],
+                                        "data": [True] * (2 * (k - 1))}]),
+            ("the same input twice", [image, image])]:
         yield f"inputs: {kind}", infer({"inputs": tensors})
     # Outputs.
-    for kind, outputs in [
-        ("unknown", [{"name": "SCORES"}]),
-        ("twice", [{"name": "CLASS"}, {"name": "CLASS"}]),
-        ("classification", [{"name": "LOGITS", "parameters": {"classification": 3}}]),
-        ("shared memory", [{"name": "LOGITS", "parameters": {"shared_memory_region": "r"}}]),
-        ("not a list", {"name": "LOGITS"}),
-        ("no name", [{}]),
-    ]:
+    for kind, outputs in [("unknown", [{"name": "SCORES"}]),
+                          ("twice", [{"name": "CLASS"}, {"name": "CLASS"}]),
+                          ("classification", [{"name": "LOGITS",
+                                               "parameters": {"classification": 3}}]),
+                          ("shared memory", [{"name": "LOGITS",
+                                              "parameters": {"shared_memory_region": "r"}}]),
+                          ("not a list", {"name": "LOGITS"}), ("no name", [{}])]:
         yield f"outputs {kind}", infer({"inputs": [image], "outputs": outputs})
-    yield (
-        "PROBS asked with a MASK",
-        infer(
-            {
-                "inputs": [
-                    image,
-                    {"name": "MASK", "datatype": "BOOL", "shape": [2, k], "data": [True] * (2 * k)},
-                ],
-                "outputs": [{"name": "PROBS"}],
-            }
-        ),
-    )
+    yield "PROBS asked with a MASK", infer(
+        {"inputs": [image, {"name": "MASK", "datatype": "BOOL", "shape": [2, k],
+                            "data": [True] * (2 * k)}], "outputs": [{"name": "PROBS"}]})
     # Binary bodies and their header length.
     raw = good_pixels.tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    **{kk: v for kk, v in image.items() if kk != "data"},
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ]
-        }
-    ).encode()
-    for kind, length in [
-        ("a superscript digit", "\u00b2"),
-        ("5,001 digits", "9" * 5001),
-        ("negative", "-1"),
-        ("zero", "0"),
-        ("past the body", str(10**9)),
-        ("a float", "1e3"),
-        ("empty", ""),
-        ("spaces", " "),
-        ("one short", str(len(header) - 1)),
-    ]:
-        yield (
-            f"header length {kind}",
-            infer(
-                None,
-                raw_body=header,
-                extra=raw,
-                headers={
-                    "Inference-Header-Content-Length": length.encode("utf-8").decode("latin-1")
-                },
-            ),
-        )
-    for kind, extra in [
-        ("missing", b""),
-        ("one byte short", raw[:-1]),
-        ("one byte long", raw + b"\0"),
-    ]:
-        yield (
-            f"binary data {kind}",
-            infer(
-                None,
-                raw_body=header,
-                extra=extra,
-                headers={"Inference-Header-Content-Length": str(len(header))},
-            ),
-        )
+    header = json.dumps({"inputs": [{**{kk: v for kk, v in image.items() if kk != "data"},
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    for kind, length in [("a superscript digit", "\u00b2"), ("5,001 digits", "9" * 5001),
+                         ("negative", "-1"), ("zero", "0"), ("past the body", str(10**9)),
+                         ("a float", "1e3"), ("empty", ""), ("spaces", " "),
+                         ("one short", str(len(header) - 1))]:
+        yield f"header length {kind}", infer(None, raw_body=header, extra=raw,
+                                            headers={"Inference-Header-Content-Length":
+                                                     length.encode("utf-8").decode("latin-1")})
+    for kind, extra in [("missing", b""), ("one byte short", raw[:-1]),
+                        ("one byte long", raw + b"\0")]:
+        yield f"binary data {kind}", infer(None, raw_body=header, extra=extra,
+                                           headers={"Inference-Header-Content-Length":
+                                                    str(len(header))})
     # Sizes.
-    for n, kind in [
-        (65, "one image above --max-batch"),
-        (4096, "a JSON batch of 4096"),
-        (21399, "a binary batch of 21,399 (within 16 MiB)"),
-    ]:
+    for n, kind in [(65, "one image above --max-batch"), (4096, "a JSON batch of 4096"),
+                    (21399, "a binary batch of 21,399 (within 16 MiB)")]:
         pixels = np.zeros((n, h, w, c), np.uint8)
         if n == 21399:
-            head = json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "IMAGE",
-                            "datatype": "UINT8",
-                            "shape": [n, h, w, c],
-                            "parameters": {"binary_data_size": pixels.nbytes},
-                        }
-                    ]
-                }
-            ).encode()
-            yield (
-                kind,
-                infer(
-                    None,
-                    raw_body=head,
-                    extra=pixels.tobytes(),
-                    headers={"Inference-Header-Content-Length": str(len(head))},
-                ),
-            )
+            head = json.dumps({"inputs": [{"name": "IMAGE", "datatype": "UINT8",
+                                           "shape": [n, h, w, c],
+                                           "parameters": {"binary_data_size": pixels.nbytes}}]}
+                              ).encode()
+            yield kind, infer(None, raw_body=head, extra=pixels.tobytes(),
+                              headers={"Inference-Header-Content-Length": str(len(head))})
         else:
-            yield (
-                kind,
-                infer(
-                    {"inputs": [{**image, "shape": [n, h, w, c], "data": pixels.ravel().tolist()}]}
-                ),
-            )
-    yield "Content-Encoding gzip", infer({"inputs": [image]}, headers={"Content-Encoding": "gzip"})
-    yield (
-        "64 images (the cap itself)",
-        infer(
-            {"inputs": [{**image, "shape": [64, h, w, c], "data": [0] * (64 * h * w * c)}]},
-            expect_ok=True,
-        ),
-    )
+            yield kind, infer({"inputs": [{**image, "shape": [n, h, w, c],
+                                           "data": pixels.ravel().tolist()}]})
+    yield "Content-Encoding gzip", infer({"inputs": [image]},
+                                         headers={"Content-Encoding": "gzip"})
+    yield "64 images (the cap itself)", infer(
+        {"inputs": [{**image, "shape": [64, h, w, c], "data": [0] * (64 * h * w * c)}]},
+        expect_ok=True)
 
     # HTTP itself.
-    def route(
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        expect_ok: bool = False,
-    ) -> CaseFn:
+    def route(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+              expect_ok: bool = False) -> CaseFn:
         return lambda: judge(*send(method, path, body, headers), expect_ok)
 
-    for method, path in [
-        ("GET", f"/v2/models/{name}/infer"),
-        ("DELETE", "/v2"),
-        ("PUT", f"/v2/models/{name}"),
-        ("POST", "/v2/health/live"),
-        ("GET", "/v2/models/other"),
-        ("GET", f"/v2/models/{name}/versions/2"),
-        ("GET", "/"),
-        ("GET", "/v2/models/%00"),
-        ("GET", "/" + "a" * 8000),
-        ("POST", "/v2/repository/models/x/load"),
-        ("GET", "/v2/models/../../etc/passwd"),
-    ]:
+    for method, path in [("GET", f"/v2/models/{name}/infer"), ("DELETE", "/v2"),
+                         ("PUT", f"/v2/models/{name}"), ("POST", "/v2/health/live"),
+                         ("GET", "/v2/models/other"), ("GET", f"/v2/models/{name}/versions/2"),
+                         ("GET", "/"), ("GET", "/v2/models/%00"), ("GET", "/" + "a" * 8000),
+                         ("POST", "/v2/repository/models/x/load"),
+                         ("GET", "/v2/models/../../etc/passwd")]:
         yield f"{method} {path[:40]}", route(method, path)
     yield "GET /metrics", route("GET", "/metrics", expect_ok=True)
-    yield "POST /v2/repository/index", route("POST", "/v2/repository/index", b"{}", expect_ok=True)
+    yield "POST /v2/repository/index", route("POST", "/v2/repository/index", b"{}",
+                                             expect_ok=True)
 
     def declared(length: str) -> CaseFn:
         def fn() -> tuple[str, str]:
             with socket.create_connection((host, int(port)), timeout=10) as s:
-                s.sendall(
-                    f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
-                    f"Content-Length: {length}\r\n\r\n".encode()
-                )
+                s.sendall(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
+                          f"Content-Length: {length}\r\n\r\n".encode())
                 s.settimeout(10)
                 reply = http.client.HTTPResponse(s)
                 try:
@@ -1105,13 +764,9 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
                 except (http.client.HTTPException, OSError):
                     status, body = 0, b""  # closed without an answer
             if status == 0:
-                return (
-                    ("handled", "connection closed")
-                    if not still_serving()
-                    else ("silent", "closed, then the server did not serve")
-                )
+                return ("handled", "connection closed") if not still_serving() else \
+                    ("silent", "closed, then the server did not serve")
             return judge(status, {}, body, False)
-
         return fn
 
     for length in ["1000000000000", "-5", "abc", "1" * 400]:
@@ -1127,10 +782,8 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
                             s.sendall(bytes([byte]))
                             time.sleep(0.1)
                     elif kind == "stalled body":
-                        s.sendall(
-                            f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
-                            "Content-Length: 100\r\n\r\n{".encode()
-                        )
+                        s.sendall(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Length: 100\r\n\r\n{".encode())
                         s.settimeout(40)
                         answer = s.recv(4096)
                         if b" 408 " in answer.split(b"\r\n")[0]:
@@ -1143,7 +796,6 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
                 except OSError:
                     return "handled", f"closed after {time.monotonic() - start:.1f} s"
             return "hang", "the connection stayed open"
-
         return fn
 
     for kind in ["slow header", "stalled body", "idle connection"]:
@@ -1157,11 +809,8 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
         finally:
             for s in sockets:
                 s.close()
-        return (
-            ("handled", "idle sockets closed; good requests served")
-            if broken is None
+        return ("handled", "idle sockets closed; good requests served") if broken is None \
             else ("silent", broken)
-        )
 
     yield "300 idle connections, then a good request", many_idle
 
@@ -1175,84 +824,48 @@ def cli_cases(artifact: Path, checkpoint: Path, scratch: Path) -> Iterator[tuple
     existing.write_text("{}")
     a, ck = str(artifact), str(checkpoint)
     cases = [
-        ["bench", a, "--batch", "10000000"],
-        ["bench", a, "--seed", "-1"],
-        ["bench", a, "--budgets", "0:1:1e-9"],
-        ["bench", a, "--budgets", "x"],
-        ["bench", a, "--budgets", "1.5"],
-        ["bench", a, "--budgets", "nan"],
-        ["bench", "/nonexistent"],
-        ["bench", "/etc/hostname"],
-        ["bench", a, "--batch", "0"],
-        ["bench", a, "--iterations", "-3"],
-        ["bench", a, "--data", "nosuchdata"],
-        ["bench", a, "--precision", "int4"],
-        ["bench", a, "--json", "/nonexistent/dir/x.json"],
-        ["bench", a, "--backend", "cuda"],
-        ["bench", a, "--threads", "0"],
-        ["evaluate", ck, "--out", str(existing)],
-        ["evaluate", ck, "--val-size", str(10**9)],
-        ["evaluate", "/nonexistent.pt"],
-        ["evaluate", ck, "--budgets", "-1"],
-        ["evaluate", ck, "--data", "cifar10:/nonexistent"],
-        ["evaluate", str(existing)],
-        ["pretrain", "--out", str(existing)],
-        ["pretrain", "--arch", "resnet9000"],
-        ["pretrain", "--epochs", "-1"],
-        ["pretrain", "--data", "nosuch"],
-        ["pretrain", "--lr", "nan"],
-        ["pretrain", "--batch-size", "0"],
-        ["train", "/nonexistent.pt"],
-        ["train", ck, "--out", str(existing)],
-        ["train", str(existing)],
-        ["train", ck, "--omega", "nan"],
+        ["bench", a, "--batch", "10000000"], ["bench", a, "--seed", "-1"],
+        ["bench", a, "--budgets", "0:1:1e-9"], ["bench", a, "--budgets", "x"],
+        ["bench", a, "--budgets", "1.5"], ["bench", a, "--budgets", "nan"],
+        ["bench", "/nonexistent"], ["bench", "/etc/hostname"], ["bench", a, "--batch", "0"],
+        ["bench", a, "--iterations", "-3"], ["bench", a, "--data", "nosuchdata"],
+        ["bench", a, "--precision", "int4"], ["bench", a, "--json", "/nonexistent/dir/x.json"],
+        ["bench", a, "--backend", "cuda"], ["bench", a, "--threads", "0"],
+        ["evaluate", ck, "--out", str(existing)], ["evaluate", ck, "--val-size", str(10**9)],
+        ["evaluate", "/nonexistent.pt"], ["evaluate", ck, "--budgets", "-1"],
+        ["evaluate", ck, "--data", "cifar10:/nonexistent"], ["evaluate", str(existing)],
+        ["pretrain", "--out", str(existing)], ["pretrain", "--arch", "resnet9000"],
+        ["pretrain", "--epochs", "-1"], ["pretrain", "--data", "nosuch"],
+        ["pretrain", "--lr", "nan"], ["pretrain", "--batch-size", "0"],
+        ["train", "/nonexistent.pt"], ["train", ck, "--out", str(existing)],
+        ["train", str(existing)], ["train", ck, "--omega", "nan"],
         ["export", "/nonexistent.pt", "--out", str(scratch / "o1")],
-        ["export", ck, "--out", str(existing)],
-        ["export", ck, "--out", "/etc"],
+        ["export", ck, "--out", str(existing)], ["export", ck, "--out", "/etc"],
         ["export", ck, "--out", str(scratch / "o2"), "--opset", "3"],
         ["export", ck, "--out", str(scratch / "o3"), "--fuse-top", "-1"],
         ["export", str(existing), "--out", str(scratch / "o4")],
-        ["quantize", a, "--precision", "int4"],
-        ["quantize", "/nonexistent"],
+        ["quantize", a, "--precision", "int4"], ["quantize", "/nonexistent"],
         ["quantize", a, "--precision", "int8", "--calib-data", "nosuch"],
         ["quantize", a, "--precision", "int8", "--budgets", "2"],
-        ["sign", a, "--key", "/nonexistent.pem"],
-        ["sign", "/nonexistent", "--key", ck],
+        ["sign", a, "--key", "/nonexistent.pem"], ["sign", "/nonexistent", "--key", ck],
         ["sign", a, "--key", str(existing)],
-        ["build-engines", a],
-        ["build-engines", "/nonexistent"],
-        ["serve", a, "--host", "0.0.0.0"],
-        ["serve", a, "--tls-cert", str(existing)],
-        ["serve", a, "--budget", "fixed:2"],
-        ["serve", a, "--budget", "latency:-5"],
-        ["serve", a, "--budget", "battery:/nonexistent"],
-        ["serve", a, "--budget", "magic"],
-        ["serve", a, "--port", "70000"],
-        ["serve", a, "--max-batch", "0"],
-        ["serve", a, "--max-queue", "0"],
-        ["serve", a, "--request-timeout", "0"],
-        ["serve", a, "--token-file", "/nonexistent"],
-        ["serve", "/nonexistent"],
-        ["serve", a, "--precision", "fp16"],
-        ["serve", a, "--trusted-key", str(existing)],
-        ["serve", a, "--uds", "/nonexistent/dir/sock"],
-        ["serve", a, "--max-body-mb", "-1"],
-        ["demo", "--preset", "nosuch"],
-        ["nosuchcommand"],
-        ["bench"],
-        ["export", ck],
+        ["build-engines", a], ["build-engines", "/nonexistent"],
+        ["serve", a, "--host", "0.0.0.0"], ["serve", a, "--tls-cert", str(existing)],
+        ["serve", a, "--budget", "fixed:2"], ["serve", a, "--budget", "latency:-5"],
+        ["serve", a, "--budget", "battery:/nonexistent"], ["serve", a, "--budget", "magic"],
+        ["serve", a, "--port", "70000"], ["serve", a, "--max-batch", "0"],
+        ["serve", a, "--max-queue", "0"], ["serve", a, "--request-timeout", "0"],
+        ["serve", a, "--token-file", "/nonexistent"], ["serve", "/nonexistent"],
+        ["serve", a, "--precision", "fp16"], ["serve", a, "--trusted-key", str(existing)],
+        ["serve", a, "--uds", "/nonexistent/dir/sock"], ["serve", a, "--max-body-mb", "-1"],
+        ["demo", "--preset", "nosuch"], ["nosuchcommand"], ["bench"], ["export", ck],
     ]
 
     def run_cli(args: list[str]) -> CaseFn:
         def fn() -> tuple[str, str]:
             try:
-                done = subprocess.run(
-                    exe + args,
-                    capture_output=True,
-                    text=True,
-                    timeout=50,
-                    env={**os.environ, "BUDGET_EDGE_TOKEN": ""},
-                )
+                done = subprocess.run(exe + args, capture_output=True, text=True, timeout=50,
+                                      env={**os.environ, "BUDGET_EDGE_TOKEN": ""})
             except subprocess.TimeoutExpired:
                 return "hang", "still running after 50 s (long work before the check)"
             err = done.stderr.strip()
@@ -1261,11 +874,8 @@ def cli_cases(artifact: Path, checkpoint: Path, scratch: Path) -> Iterator[tuple
             if done.returncode == 2:
                 lines = [line for line in err.splitlines() if line.strip()]
                 return "handled", lines[-1][:200] if lines else "exit 2"
-            return (
-                "silent" if done.returncode == 0 else "traceback",
-                f"exit {done.returncode}: {err[-200:]}",
-            )
-
+            return ("silent" if done.returncode == 0 else "traceback",
+                    f"exit {done.returncode}: {err[-200:]}")
         return fn
 
     for args in cases:
@@ -1284,19 +894,8 @@ def main() -> None:
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix="hostile-"))
     artifact = scratch / "artifact"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "budget_edge.cli",
-            "export",
-            str(args.checkpoint),
-            "--out",
-            str(artifact),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run([sys.executable, "-m", "budget_edge.cli", "export", str(args.checkpoint),
+                    "--out", str(artifact)], check=True, capture_output=True)
     results: list[Result] = []
     groups: list[tuple[str, Iterator[tuple[str, CaseFn]], int]] = [
         ("runtime API", runtime_cases(artifact), 1),
@@ -1321,53 +920,40 @@ def main() -> None:
 def write_results(out: Path, results: list[Result], seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
-    report = {
-        "machine": machine,
-        "seconds": round(seconds, 1),
-        "command": "python benchmarks/hostile.py "
-        "benchmarks/results/budgetnet-resnet20-light/budgetnet.pt",
-        "cases": [asdict(r) for r in results],
-    }
+    report = {"machine": machine, "seconds": round(seconds, 1),
+              "command": "python benchmarks/hostile.py "
+                         "benchmarks/results/budgetnet-resnet20-light/budgetnet.pt",
+              "cases": [asdict(r) for r in results]}
     (out / "hostile.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        "# Hostile cases",
-        "",
-        f"`{report['command']}` ({seconds / 60:.1f} min on {machine.get('cpu')}, "
-        f"{machine.get('usable_cores')} cores). Every case and its detail: "
-        "`hostile.json`.",
-        "",
-        "Outcomes: **handled** refused with budget-edge's own one-line error (4xx/503 JSON "
-        "over HTTP, exit 2 from the CLI); **answered** valid (if odd) input answered, "
-        "checked against a reference; **unsigned** an unsigned artifact whose graph and "
-        "manifest hash were both rewritten answers differently (trusted by design: the "
-        "same cases on a signed artifact are all handled, see docs/security.md); "
-        "**traceback** a foreign exception reached the user; **http500** the server "
-        "answered 500 to client input; **silent** a wrong answer or an accepted bad "
-        "input without a word (for pickles: their code ran); **hang** no answer in time.",
-        "",
-        "| category | cases | " + " | ".join(OUTCOMES) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in OUTCOMES) + " |",
-    ]
+    lines = ["# Hostile cases", "",
+             f"`{report['command']}` ({seconds / 60:.1f} min on {machine.get('cpu')}, "
+             f"{machine.get('usable_cores')} cores). Every case and its detail: "
+             "`hostile.json`.", "",
+             "Outcomes: **handled** refused with budget-edge's own one-line error (4xx/503 JSON "
+             "over HTTP, exit 2 from the CLI); **answered** valid (if odd) input answered, "
+             "checked against a reference; **unsigned** an unsigned artifact whose graph and "
+             "manifest hash were both rewritten answers differently (trusted by design: the "
+             "same cases on a signed artifact are all handled, see docs/security.md); "
+             "**traceback** a foreign exception reached the user; **http500** the server "
+             "answered 500 to client input; **silent** a wrong answer or an accepted bad "
+             "input without a word (for pickles: their code ran); **hang** no answer in time.",
+             "",
+             "| category | cases | " + " | ".join(OUTCOMES) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in OUTCOMES) + " |"]
     for category in [*CATEGORIES, "all"]:
         rows = [r for r in results if category in ("all", r.category)]
         counts = Counter(r.outcome for r in rows)
         label = f"**{category}**" if category == "all" else category
-        lines.append(
-            f"| {label} | {len(rows)} | "
-            + " | ".join(str(counts.get(o, 0)) for o in OUTCOMES)
-            + " |"
-        )
+        lines.append(f"| {label} | {len(rows)} | "
+                     + " | ".join(str(counts.get(o, 0)) for o in OUTCOMES) + " |")
     findings = [r for r in results if r.outcome not in ("handled", "answered", "unsigned")]
     lines += [""]
     if findings:
-        lines += ["Findings:", ""] + [
-            f"- {r.category} / {r.kind}: **{r.outcome}**: {r.detail}" for r in findings
-        ]
+        lines += ["Findings:", ""] + [f"- {r.category} / {r.kind}: **{r.outcome}**: {r.detail}"
+                                      for r in findings]
     else:
-        lines += [
-            "No findings: 0 tracebacks, 0 HTTP 500 for client input, 0 silent wrong "
-            "answers, 0 hangs."
-        ]
+        lines += ["No findings: 0 tracebacks, 0 HTTP 500 for client input, 0 silent wrong "
+                  "answers, 0 hangs."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

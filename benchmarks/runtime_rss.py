@@ -33,15 +33,13 @@ print(json.dumps({'rss_mib': psutil.Process().memory_info().rss / 2**20,
 
 def run_child(code: str, *args: str) -> dict[str, Any]:
     """Run `code` in a fresh interpreter; its last stdout line is a JSON object."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=True)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
 def runtime_rss(artifact: Path, threads: int, shared_arena: bool = True) -> dict[str, Any]:
     """{'rss_mib', 'sessions'} of a runtime that ran every budget at batch 1 and 8."""
-    return run_child(
-        _CHILD, str(artifact), str(threads), "shared" if shared_arena else "per-session"
-    )
+    return run_child(_CHILD, str(artifact), str(threads),
+                     "shared" if shared_arena else "per-session")

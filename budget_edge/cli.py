@@ -19,18 +19,15 @@ from budget_edge.errors import BudgetEdgeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "Train a backbone on a dataset (optionally with stochastic depth)."),
     "train": ("train", "Train the BudgetNet agent: curriculum, then joint fine-tuning."),
-    "allocate": (
-        "allocate",
-        "Train the allocator: how many components each image runs (mode allocate).",
-    ),
+    "allocate": ("allocate", "Train the allocator: how many components each image runs "
+                             "(mode allocate)."),
     "evaluate": ("evaluate", "Sweep budgets: accuracy, usage, FLOPs, baselines and plots."),
     "export": ("export", "Export a checkpoint to ONNX graphs per block plus a manifest."),
-    "quantize": (
-        "quantize",
-        "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on its paths.",
-    ),
+    "quantize": ("quantize", "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on "
+                             "its paths."),
     "sign": ("sign", "Sign an artifact for devices that run only trusted artifacts."),
-    "build-engines": ("build_engines", "Build one TensorRT engine per exported graph, on the GPU."),
+    "build-engines": ("build_engines",
+                      "Build one TensorRT engine per exported graph, on the GPU."),
     "bench": ("bench", "Measure latency, accuracy and compute per budget with the runtime."),
     "serve": ("serve", "Serve an artifact dir over the Open Inference Protocol (v2)."),
     "demo": ("demo", "Run the whole pipeline on Fashion-MNIST: pretrain, train, export, bench."),

@@ -54,3 +54,4 @@ def policy_masks(
         if allocator is not None:
             rows += [m.astype(np.int64) for m in allocate(allocator, agent, x, budgets)]
     return np.concatenate(rows) if rows else np.zeros((0, agent.num_components), np.int64)
+

@@ -53,11 +53,8 @@ def trace_to_onnx(
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in example)
     # The exporter prints progress and FutureWarnings of its own; keep the CLI quiet.
-    with (
-        warnings.catch_warnings(),
-        redirect_stdout(io.StringIO()),
-        _export_errors(type(module).__name__, opset),
-    ):
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
+            _export_errors(type(module).__name__, opset):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -85,11 +82,9 @@ def _export_errors(what: str, opset: int) -> Iterator[None]:
         raise
     except Exception as exc:
         detail = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise ConfigError(
-            f"torch.onnx cannot export {what} at opset {opset} "
-            f"({type(exc).__name__}: {detail[:200]}): try the default opset "
-            f"{DEFAULT_OPSET}"
-        ) from exc
+        raise ConfigError(f"torch.onnx cannot export {what} at opset {opset} "
+                          f"({type(exc).__name__}: {detail[:200]}): try the default opset "
+                          f"{DEFAULT_OPSET}") from exc
 
 
 def _name_batch_axes(model: onnx.ModelProto) -> None:
@@ -228,14 +223,8 @@ def chain_graphs(
     last_output = onnx.ValueInfoProto()
     last_output.CopyFrom(parts[-1].graph.output[0])
     last_output.name = output_name
-    graph = onnx.helper.make_graph(
-        nodes,
-        "chain",
-        [first_input],
-        [last_output],
-        initializer=initializers,
-        value_info=value_info,
-    )
+    graph = onnx.helper.make_graph(nodes, "chain", [first_input], [last_output],
+                                   initializer=initializers, value_info=value_info)
     model = onnx.helper.make_model(graph, opset_imports=parts[0].opset_import)
     model.ir_version = parts[0].ir_version
     return model
@@ -246,10 +235,8 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
     onnx.checker.check_model(model, full_check=True)
     ops = {node.op_type for node in model.graph.node}
     if "BatchNormalization" in ops:
-        raise ConfigError(
-            f"graph {name} still has BatchNormalization nodes after folding: "
-            "export the model in eval mode"
-        )
+        raise ConfigError(f"graph {name} still has BatchNormalization nodes after folding: "
+                          "export the model in eval mode")
     for value in [*model.graph.input, *model.graph.output]:
         if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
             continue  # a control input with a fixed shape, not a batch
@@ -266,10 +253,8 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto]) -> list[TensorSpec]:
         shape: list[int | str] = [d.dim_param or int(d.dim_value) for d in tensor.shape.dim]
         dtype = ONNX_DTYPES.get(tensor.elem_type)
         if dtype is None:
-            raise ConfigError(
-                f"{value.name} has ONNX element type {tensor.elem_type}: "
-                "only float32 and float16 graphs are supported"
-            )
+            raise ConfigError(f"{value.name} has ONNX element type {tensor.elem_type}: "
+                              "only float32 and float16 graphs are supported")
         specs.append(TensorSpec(value.name, shape, dtype))
     return specs
 

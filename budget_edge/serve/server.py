@@ -125,7 +125,8 @@ class TimedH11Protocol(H11Protocol):
     and only a complete request head stops it.
     """
 
-    def __init__(self, *args: Any, head_timeout_s: float = HEAD_TIMEOUT_S, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_timeout_s: float = HEAD_TIMEOUT_S,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout_s = head_timeout_s
         self._head_timer: asyncio.TimerHandle | None = None
@@ -151,19 +152,12 @@ class TimedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """A request h11 cannot parse (a bad Content-Length, say): JSON like every other
         error, where uvicorn answers plain text."""
-        body = json.dumps(
-            {
-                "error": f"{msg} (malformed HTTP: check the request line and "
-                "headers, Content-Length in particular)"
-            }
-        ).encode()
+        body = json.dumps({"error": f"{msg} (malformed HTTP: check the request line and "
+                                    "headers, Content-Length in particular)"}).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
         try:
-            for event in (
-                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ):
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:
             pass  # a response had already started: nothing valid can be sent
@@ -203,15 +197,10 @@ class BudgetEdgeServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(
-    app: Any,
-    log_level: str = "info",
-    max_concurrency: int = MAX_CONCURRENCY,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    admission: Admission | None = None,
-    head_timeout_s: float = HEAD_TIMEOUT_S,
-) -> uvicorn.Server:
+def make_server(app: Any, log_level: str = "info",
+                max_concurrency: int = MAX_CONCURRENCY, tls_cert: str | None = None,
+                tls_key: str | None = None, admission: Admission | None = None,
+                head_timeout_s: float = HEAD_TIMEOUT_S) -> uvicorn.Server:
     """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown that
     first answers queued requests, a cap on concurrent connections (503 beyond it),
     on idle keep-alive time and on the time to send a request head."""
@@ -225,10 +214,8 @@ def make_server(
         timeout_keep_alive=KEEP_ALIVE_S,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        http=functools.partial(
-            TimedH11Protocol,  # type: ignore[arg-type]
-            head_timeout_s=head_timeout_s,
-        ),
+        http=functools.partial(TimedH11Protocol,  # type: ignore[arg-type]
+                               head_timeout_s=head_timeout_s),
     )
     if tls_cert is not None:
         try:

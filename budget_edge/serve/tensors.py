@@ -60,7 +60,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise RequestError(f"request body is not valid JSON ({exc}): send a JSON object") from exc
     if not isinstance(value, dict):
         raise RequestError(
-            f'request JSON must be an object, got {type(value).__name__}: send {{"inputs": [...]}}'
+            f"request JSON must be an object, got {type(value).__name__}: "
+            'send {"inputs": [...]}'
         )
     return value
 
@@ -162,7 +163,8 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         raise RequestError(f"input {name!r}: data is not a regular array ({exc})") from exc
     if values.size != count:
         raise RequestError(
-            f"input {name!r}: data has {values.size} elements but shape {list(shape)} needs {count}"
+            f"input {name!r}: data has {values.size} elements but shape {list(shape)} "
+            f"needs {count}"
         )
     if count == 0:
         return np.empty(shape, dtype)

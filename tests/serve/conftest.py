@@ -36,24 +36,14 @@ artifacts = load_artifact_builder("_serve_runtime_artifacts")
 
 
 @contextmanager
-def serving(
-    model: ServedModel,
-    max_body_bytes: int = 16 << 20,
-    max_concurrency: int = 128,
-    token: str | None = None,
-    admission: Admission | None = None,
-    head_timeout_s: float = 10.0,
-) -> Iterator[str]:
+def serving(model: ServedModel, max_body_bytes: int = 16 << 20,
+            max_concurrency: int = 128, token: str | None = None,
+            admission: Admission | None = None, head_timeout_s: float = 10.0) -> Iterator[str]:
     """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port."""
     admission = admission or Admission()
     app = create_app(model, max_body_bytes, token=token, admission=admission)
-    server = make_server(
-        app,
-        log_level="warning",
-        max_concurrency=max_concurrency,
-        admission=admission,
-        head_timeout_s=head_timeout_s,
-    )
+    server = make_server(app, log_level="warning", max_concurrency=max_concurrency,
+                         admission=admission, head_timeout_s=head_timeout_s)
     sock = bind_tcp("127.0.0.1", 0)
     url = address_of(sock)
     thread = threading.Thread(target=run, args=(server, sock), daemon=True)
@@ -79,22 +69,16 @@ class Response:
         return json.loads(self.body)
 
 
-def request(
-    url: str,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def request(url: str, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> Response:
     """One raw HTTP request (a fresh connection, 30 s timeout)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         answer = conn.getresponse()
-        return Response(
-            answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
-        )
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()},
+                        answer.read())
     finally:
         conn.close()
 
@@ -111,19 +95,14 @@ def read_head(sock: socket.socket) -> bytes:
 
 def infer_json(url: str, model: str, header: dict[str, Any]) -> Response:
     body = json.dumps(header).encode()
-    return request(
-        url, "POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"}
-    )
+    return request(url, "POST", f"/v2/models/{model}/infer", body,
+                   {"Content-Type": "application/json"})
 
 
 def image_input(images: np.ndarray) -> dict[str, Any]:
     """A JSON IMAGE tensor of uint8 NHWC pixels."""
-    return {
-        "name": "IMAGE",
-        "datatype": "UINT8",
-        "shape": list(images.shape),
-        "data": images.ravel().tolist(),
-    }
+    return {"name": "IMAGE", "datatype": "UINT8", "shape": list(images.shape),
+            "data": images.ravel().tolist()}
 
 
 def random_images(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -151,9 +130,8 @@ class Served:
         return (c, h, w)
 
 
-def load_model(
-    path: Path, controller: BudgetController | None = None, name: str | None = None
-) -> ServedModel:
+def load_model(path: Path, controller: BudgetController | None = None,
+               name: str | None = None) -> ServedModel:
     runtime = BudgetRuntime.load(path, backend="onnxruntime", threads=1)
     return ServedModel(runtime, controller or FixedBudget(SERVER_BUDGET), name=name)
 
@@ -180,3 +158,5 @@ def served(tiny_artifact: Path) -> Iterator[Served]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+

@@ -15,9 +15,8 @@ from .conftest import load_model, request
 TOKEN = "s3cret-token-0123456789"
 
 
-def test_token_from_a_file_or_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_token_from_a_file_or_the_environment(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "token").write_text(TOKEN + "\n")
     assert read_token(str(tmp_path / "token")) == TOKEN
     monkeypatch.delenv("BUDGET_EDGE_TOKEN", raising=False)
@@ -31,17 +30,9 @@ def test_token_from_a_file_or_the_environment(
         read_token(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize(
-    "host, loopback",
-    [
-        ("127.0.0.1", True),
-        ("::1", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("192.168.1.5", False),
-        ("jetson.lan", False),
-    ],
-)
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False),
+                                            ("192.168.1.5", False), ("jetson.lan", False)])
 def test_only_loopback_hosts_may_go_without_a_token(host: str, loopback: bool) -> None:
     assert is_loopback(host) == loopback
     check_exposure(host, TOKEN, insecure=False)
@@ -61,24 +52,18 @@ def test_every_route_but_health_needs_the_token(tiny_artifact: Path) -> None:
         assert request(url, "GET", "/v2/health/live").status == 200
         denied = request(url, "GET", f"/v2/models/{model.name}")
         assert denied.status == 401 and b"access token" in denied.body
-        wrong = request(
-            url,
-            "GET",
-            f"/v2/models/{model.name}",
-            None,
-            {"Authorization": "Bearer " + "x" * len(TOKEN)},
-        )
+        wrong = request(url, "GET", f"/v2/models/{model.name}", None,
+                        {"Authorization": "Bearer " + "x" * len(TOKEN)})
         assert wrong.status == 401
-        ok = request(
-            url, "GET", f"/v2/models/{model.name}", None, {"Authorization": f"Bearer {TOKEN}"}
-        )
+        ok = request(url, "GET", f"/v2/models/{model.name}", None,
+                     {"Authorization": f"Bearer {TOKEN}"})
         assert ok.status == 200
     model.runtime.close()
 
 
 def test_serve_refuses_a_public_host_without_a_token(
-    tiny_artifact: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+        tiny_artifact: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from budget_edge.cli import main
 
     monkeypatch.delenv("BUDGET_EDGE_TOKEN", raising=False)

@@ -13,14 +13,8 @@ from budget_edge.serve.admission import Admission
 from budget_edge.serve.errors import UnavailableError
 
 
-async def _hold(
-    admission: Admission,
-    seconds: float,
-    log: list[str],
-    name: str,
-    deadline_s: float = 10.0,
-    started: bool = False,
-) -> None:
+async def _hold(admission: Admission, seconds: float, log: list[str], name: str,
+                deadline_s: float = 10.0, started: bool = False) -> None:
     async with admission.turn(time.monotonic() + deadline_s, started=started):
         log.append(f"{name} runs")
         await asyncio.sleep(seconds)
@@ -127,9 +121,8 @@ def test_the_client_timeout_can_only_shorten_the_servers() -> None:
     assert admission.deadline(60.0) - now == pytest.approx(2.0, abs=0.05)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message", [({"max_queue": 0}, "--max-queue"), ({"timeout_s": 0}, "--request-timeout")]
-)
+@pytest.mark.parametrize("kwargs, message", [({"max_queue": 0}, "--max-queue"),
+                                             ({"timeout_s": 0}, "--request-timeout")])
 def test_bad_settings_are_config_errors(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Admission(**kwargs)  # type: ignore[arg-type]

@@ -33,10 +33,7 @@ class Process:
     def __init__(self, args: list[str]) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "budget_edge.cli", "serve", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -60,7 +57,8 @@ class Process:
             match = re.search(pattern, line)
             if match:
                 return match
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n" + "".join(self.seen))
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n"
+                             + "".join(self.seen))
 
 
 @contextmanager
@@ -75,9 +73,8 @@ def serve_process(args: list[str]) -> Iterator[Process]:
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path) -> None:
-    with serve_process(
-        [str(tiny_artifact), "--port", "0", "--budget", "fixed:0.5", "--model-name", "tiny"]
-    ) as process:
+    with serve_process([str(tiny_artifact), "--port", "0", "--budget", "fixed:0.5",
+                        "--model-name", "tiny"]) as process:
         url = process.wait_for(r"serving model 'tiny' .* on (http://\S+) with budget").group(1)
         host, port = url.removeprefix("http://").rsplit(":", 1)
         images = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
@@ -85,10 +82,9 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path)
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             # With Expect: 100-continue the server says "100 Continue" once the handler
             # reads the body: from then on the request is surely in flight.
-            sock.sendall(
-                f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {host}\r\n"
-                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
-            )
+            sock.sendall(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {host}\r\n"
+                         f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+                         .encode())
             assert read_head(sock).startswith(b"HTTP/1.1 100")
             sock.sendall(body[:100])
             process.popen.send_signal(signal.SIGTERM)
@@ -104,9 +100,8 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path)
     with BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1) as rt:
         want = rt.infer(images, budget=0.5)
     assert outputs["CLASS"]["data"] == want.classes.tolist()
-    np.testing.assert_allclose(
-        np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits, rtol=1e-6, atol=1e-6
-    )
+    np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_unix_socket_process_serves_and_cleans_up(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -180,12 +175,8 @@ print("budget_edge.serve.app" in sys.modules, "budget_edge.serve.model" in sys.m
 
 def test_serve_runs_without_torch(tiny_artifact: Path) -> None:
     # The bad budget stops the command after the runtime and server modules are loaded.
-    done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE, str(tiny_artifact)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tiny_artifact)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["exit 2", "['torch']", "True True"]
     assert "must be a number in [0, 1]" in done.stderr

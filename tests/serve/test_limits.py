@@ -52,16 +52,14 @@ class SlowRuntime:
 
 
 @contextmanager
-def slow_server(
-    path: Path, delay: float, admission: Admission | None = None, chunk: int = 16
-) -> Iterator[tuple[str, Any, SlowRuntime, Admission]]:
+def slow_server(path: Path, delay: float, admission: Admission | None = None,
+                chunk: int = 16) -> Iterator[tuple[str, Any, SlowRuntime, Admission]]:
     """A live server of a slow model; yields (url, uvicorn server, runtime, admission)."""
     runtime = SlowRuntime(BudgetRuntime.load(path, backend="onnxruntime", threads=1), delay)
     model = ServedModel(runtime, FixedBudget(SERVER_BUDGET), chunk=chunk)  # type: ignore[arg-type]
     admission = admission or Admission()
-    server = make_server(
-        create_app(model, 16 << 20, admission=admission), log_level="warning", admission=admission
-    )
+    server = make_server(create_app(model, 16 << 20, admission=admission),
+                         log_level="warning", admission=admission)
     sock = bind_tcp("127.0.0.1", 0)
     thread = threading.Thread(target=run, args=(server, sock), daemon=True)
     thread.start()
@@ -100,14 +98,12 @@ def _in_thread(target: Any, results: list[Any], *args: Any) -> threading.Thread:
 
 
 def test_a_large_batch_runs_in_chunks_and_answers_like_one_call(
-    served: Served, rng: np.random.Generator
-) -> None:
+        served: Served, rng: np.random.Generator) -> None:
     images = random_images(rng, 40, served.input_size)  # chunks of 16, 16 and 8
     answer = _infer(served.url, images, budget=0.6)
     assert answer.status == 200
-    outputs = {
-        o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]
-    }
+    outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
+               for o in answer.json()["outputs"]}
     want = served.runtime.infer(images, budget=0.6)
     np.testing.assert_allclose(outputs["LOGITS"], want.logits, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(outputs["MASK"], want.mask.astype(bool))
@@ -116,22 +112,19 @@ def test_a_large_batch_runs_in_chunks_and_answers_like_one_call(
 
 
 def test_sampled_masks_are_not_chunked_so_they_match_one_call(
-    served: Served, rng: np.random.Generator
-) -> None:
+        served: Served, rng: np.random.Generator) -> None:
     """Each chunk would restart the seeded draws: rows 0, 16, 32 would share them."""
     images = random_images(rng, 40, served.input_size)
     answer = _infer(served.url, images, budget=0.5, mode="sample", seed=7)
     assert answer.status == 200
     mask = next(o for o in answer.json()["outputs"] if o["name"] == "MASK")
     want = served.runtime.infer(images, budget=0.5, mode="sample", seed=7)
-    np.testing.assert_array_equal(
-        np.asarray(mask["data"]).reshape(mask["shape"]), want.mask.astype(bool)
-    )
+    np.testing.assert_array_equal(np.asarray(mask["data"]).reshape(mask["shape"]),
+                                  want.mask.astype(bool))
 
 
 def test_a_small_request_is_served_between_the_chunks_of_a_large_one(
-    tiny_artifact: Path, rng: np.random.Generator
-) -> None:
+        tiny_artifact: Path, rng: np.random.Generator) -> None:
     """A 64-image request once made a one-image request wait for all of it."""
     with slow_server(tiny_artifact, delay=0.2) as (url, _, runtime, _):
         big: list[Any] = []
@@ -147,15 +140,14 @@ def test_a_small_request_is_served_between_the_chunks_of_a_large_one(
 
 
 def test_a_full_queue_gets_503_with_retry_after_as_json(
-    tiny_artifact: Path, rng: np.random.Generator
-) -> None:
-    with slow_server(tiny_artifact, 0.5, Admission(max_queue=2)) as (url, _, runtime, admission):
+        tiny_artifact: Path, rng: np.random.Generator) -> None:
+    with slow_server(tiny_artifact, 0.5, Admission(max_queue=2)) as (url, _, runtime,
+                                                                      admission):
         answers: list[Any] = []
         threads = [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))]
         _wait_until(lambda: len(runtime.calls) >= 1)
-        threads += [
-            _in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8))) for _ in range(2)
-        ]
+        threads += [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
+                    for _ in range(2)]
         _wait_until(lambda: admission.waiting >= 2)
         start = time.monotonic()
         refused = _infer(url, random_images(rng, 1, (3, 8, 8)))
@@ -169,8 +161,7 @@ def test_a_full_queue_gets_503_with_retry_after_as_json(
 
 
 def test_the_clients_timeout_parameter_bounds_its_wait(
-    tiny_artifact: Path, rng: np.random.Generator
-) -> None:
+        tiny_artifact: Path, rng: np.random.Generator) -> None:
     with slow_server(tiny_artifact, delay=1.0) as (url, _, runtime, _):
         answers: list[Any] = []
         thread = _in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
@@ -184,15 +175,13 @@ def test_the_clients_timeout_parameter_bounds_its_wait(
 
 
 def test_stopping_answers_every_request_in_flight_with_json_within_the_drain_bound(
-    tiny_artifact: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+        tiny_artifact: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM once left 17 queued requests a plain-text 500 after 57 s."""
     monkeypatch.setattr("budget_edge.serve.admission.DRAIN_S", 1.0)
     with slow_server(tiny_artifact, delay=0.4) as (url, server, _, admission):
         answers: list[Any] = []
-        threads = [
-            _in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8))) for _ in range(8)
-        ]
+        threads = [_in_thread(_infer, answers, url, random_images(rng, 1, (3, 8, 8)))
+                   for _ in range(8)]
         _wait_until(lambda: admission.waiting >= 7)
         start = time.monotonic()
         server.should_exit = True  # what SIGTERM sets
@@ -239,8 +228,7 @@ def fast_timeout_server(tiny_artifact: Path) -> Iterator[str]:
 
 @pytest.mark.parametrize("sent", [b"", b"POST /v2/models/tiny-resnet/infer HTTP/1.1\r\nHost: x"])
 def test_idle_and_slow_header_connections_are_closed_after_the_head_timeout(
-    fast_timeout_server: str, sent: bytes
-) -> None:
+        fast_timeout_server: str, sent: bytes) -> None:
     sock = _raw_socket(fast_timeout_server)
     sock.sendall(sent)
     closed = _closed_within(sock, 5.0)
@@ -272,13 +260,12 @@ def test_a_kept_alive_connection_gets_a_new_head_deadline(fast_timeout_server: s
     assert closed is not None and closed < 2.0
 
 
-def test_a_stalled_body_gets_408_as_json(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stalled_body_gets_408_as_json(served: Served,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 0.3)
     sock = _raw_socket(served.url)
-    sock.sendall(
-        b"POST /v2/models/tiny-resnet/infer HTTP/1.1\r\nHost: x\r\n"
-        b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in'
-    )
+    sock.sendall(b"POST /v2/models/tiny-resnet/infer HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in")
     sock.settimeout(5)
     answer = b""
     while b"}" not in answer:
@@ -293,8 +280,7 @@ def test_a_stalled_body_gets_408_as_json(served: Served, monkeypatch: pytest.Mon
 
 
 def test_prometheus_metrics_count_requests_usage_and_queue(
-    tiny_artifact: Path, rng: np.random.Generator
-) -> None:
+        tiny_artifact: Path, rng: np.random.Generator) -> None:
     from .conftest import load_model, serving
 
     model = load_model(tiny_artifact)
@@ -307,11 +293,8 @@ def test_prometheus_metrics_count_requests_usage_and_queue(
     assert scraped.status == 200
     assert scraped.headers["content-type"].startswith("text/plain")
     text = scraped.body.decode()
-    values = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line and not line.startswith("#")}
     assert values['budget_edge_requests_total{code="200",route="infer"}'] == 2
     assert values['budget_edge_requests_total{code="400",route="infer"}'] == 1
     assert values["budget_edge_image_usage_count"] == 5  # one observation per image
@@ -325,4 +308,5 @@ def test_prometheus_metrics_count_requests_usage_and_queue(
 def test_the_repository_index_lists_the_model(served: Served) -> None:
     answer = request(served.url, "POST", "/v2/repository/index", b"{}")
     assert answer.status == 200
-    assert answer.json() == [{"name": served.name, "version": "1", "state": "READY", "reason": ""}]
+    assert answer.json() == [{"name": served.name, "version": "1", "state": "READY",
+                              "reason": ""}]

@@ -46,9 +46,8 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-def _check(
-    answer: Response, images: np.ndarray, budget: float, runtime: BudgetRuntime
-) -> str | None:
+def _check(answer: Response, images: np.ndarray, budget: float,
+           runtime: BudgetRuntime) -> str | None:
     """None if the answer is the runtime's own, else what differs."""
     if answer.status != 200:
         return f"status {answer.status}: {answer.body[:200]!r}"
@@ -62,15 +61,15 @@ def _check(
     return None
 
 
-def _small_client(url: str, name: str, seed: int, reference: BudgetRuntime, out: Outcome) -> None:
+def _small_client(url: str, name: str, seed: int, reference: BudgetRuntime,
+                  out: Outcome) -> None:
     rng = np.random.default_rng(seed)
     for i in range(SMALL_REQUESTS):
         images = random_images(rng, int(rng.integers(1, 4)), (3, 8, 8))
         budget = round(float(rng.random()), 3)
         start = time.monotonic()
-        answer = infer_json(
-            url, name, {"inputs": [image_input(images)], "parameters": {"budget": budget}}
-        )
+        answer = infer_json(url, name, {"inputs": [image_input(images)],
+                                        "parameters": {"budget": budget}})
         out.small_seconds.append(time.monotonic() - start)
         problem = _check(answer, images, budget, reference)
         if problem:
@@ -106,22 +105,20 @@ def _slow_socket(url: str, out: Outcome) -> None:
 
 
 def test_small_requests_stay_fast_and_correct_beside_a_maximal_batch_and_slow_sockets(
-    tiny_artifact: Path,
-) -> None:
+        tiny_artifact: Path) -> None:
     model = load_model(tiny_artifact)
     reference = load_model(tiny_artifact).runtime
     process = psutil.Process()
     out = Outcome()
     with serving(model, head_timeout_s=HEAD_TIMEOUT_S) as url:
         rss_before = process.memory_info().rss
-        threads = [
-            threading.Thread(target=_slow_socket, args=(url, out)) for _ in range(SLOW_SOCKETS)
-        ]
-        threads.append(threading.Thread(target=_big_client, args=(url, model.name, reference, out)))
-        threads += [
-            threading.Thread(target=_small_client, args=(url, model.name, seed, reference, out))
-            for seed in range(CLIENTS)
-        ]
+        threads = [threading.Thread(target=_slow_socket, args=(url, out))
+                   for _ in range(SLOW_SOCKETS)]
+        threads.append(threading.Thread(target=_big_client,
+                                        args=(url, model.name, reference, out)))
+        threads += [threading.Thread(target=_small_client,
+                                     args=(url, model.name, seed, reference, out))
+                    for seed in range(CLIENTS)]
         for thread in threads:
             thread.start()
         for thread in threads:
