@@ -104,9 +104,8 @@ def split_call(call: RuntimeCall, chunk: int) -> list[RuntimeCall]:
 
 def with_budget(call: RuntimeCall, budget: float) -> RuntimeCall:
     """The later chunks of a request run at the budget the controller chose for its first."""
-    return (
-        call if call.budget is not None or call.mask is not None else replace(call, budget=budget)
-    )
+    return call if call.budget is not None or call.mask is not None \
+        else replace(call, budget=budget)
 
 
 def merge_results(results: list[InferResult]) -> InferResult:
@@ -123,9 +122,8 @@ def merge_results(results: list[InferResult]) -> InferResult:
         logits=np.concatenate([r.logits for r in results]),
         classes=np.concatenate([r.classes for r in results]),
         mask=np.concatenate([r.mask for r in results]),
-        probs=None
-        if first.probs is None
-        else np.concatenate([r.probs for r in results if r.probs is not None]),
+        probs=None if first.probs is None else np.concatenate([r.probs for r in results
+                                                               if r.probs is not None]),
         flops=np.concatenate([r.flops for r in results]),
         latency_ms=latency,
     )
@@ -169,9 +167,8 @@ class ServedModel:
             self.platform += f"_{runtime.precision}"
         self.inputs, self.outputs = _signature(runtime)
         # An artifact exported without an agent but with static masks still serves budgets.
-        self._default_policy = (
-            "static" if runtime.has_static_masks and not runtime.has_policy else "agent"
-        )
+        self._default_policy = ("static" if runtime.has_static_masks and not runtime.has_policy
+                                else "agent")
         self._lock = threading.Lock()
 
     def metadata(self) -> dict[str, Any]:
@@ -209,27 +206,20 @@ class ServedModel:
         if n > self.max_batch:  # one request must not hold the model for everyone else
             raise PayloadTooLargeError(
                 f"the request holds {n} images; this server takes at most {self.max_batch} "
-                "per request (serve --max-batch): split it"
-            )
+                "per request (serve --max-batch): split it")
         asks_probs = any(out.name == "PROBS" for out in request.outputs or [])
         if asks_probs and (call.mask is not None or call.policy == "static"):
-            raise RequestError(
-                "output PROBS exists only when the agent runs: drop the MASK "
-                "input or the policy 'static' parameter"
-            )
+            raise RequestError("output PROBS exists only when the agent runs: drop the MASK "
+                               "input or the policy 'static' parameter")
         return PreparedRequest(request, wanted, call)
 
-    def answer(
-        self, prepared: PreparedRequest, result: InferResult, budget: float | None
-    ) -> tuple[bytes, int | None]:
+    def answer(self, prepared: PreparedRequest, result: InferResult,
+               budget: float | None) -> tuple[bytes, int | None]:
         """The response body (and its JSON header length, if binary) for a run request."""
         arrays = _output_arrays(result)
         # Without a policy run there are no PROBS; a request that did not name them gets the rest.
-        encoded = [
-            encode_output(o.name, arrays[o.name], o.binary)
-            for o in prepared.wanted
-            if o.name in arrays
-        ]
+        encoded = [encode_output(o.name, arrays[o.name], o.binary) for o in prepared.wanted
+                   if o.name in arrays]
         request = prepared.request
         header: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if request.id is not None:
@@ -246,13 +236,8 @@ class ServedModel:
             if budget is None and call.mask is None:
                 chosen = budget = self.controller.budget()
             result = self.runtime.infer(
-                call.images,
-                budget=budget,
-                mask=call.mask,
-                mode=call.mode,
-                seed=call.seed,
-                cap=call.cap,
-                policy=call.policy,
+                call.images, budget=budget, mask=call.mask, mode=call.mode, seed=call.seed,
+                cap=call.cap, policy=call.policy,
             )
             observe = getattr(self.controller, "observe", None)
             # Latency tables are per image: only single-image calls steer a controller.
@@ -361,18 +346,14 @@ def _budget(request: InferRequest) -> float | np.ndarray | None:
         return tensor.array
     if value is None:
         if "budget" in request.parameters:  # null: a client bug, not "use the server's"
-            raise RequestError(
-                "parameter budget must be a number in [0, 1], got null: "
-                "leave it out for the server's budget"
-            )
+            raise RequestError("parameter budget must be a number in [0, 1], got null: "
+                               "leave it out for the server's budget")
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"parameter budget must be a number in [0, 1], got {value!r}")
     if isinstance(value, int) and value.bit_length() > 64:  # float() would overflow
-        raise RequestError(
-            f"parameter budget must be a number in [0, 1], got an integer of "
-            f"{value.bit_length()} bits"
-        )
+        raise RequestError(f"parameter budget must be a number in [0, 1], got an integer of "
+                           f"{value.bit_length()} bits")
     return float(value)
 
 
@@ -382,10 +363,8 @@ def _string_parameter(parameters: dict[str, Any], key: str) -> str | None:
         return None
     value = parameters[key]
     if not isinstance(value, str) or not value:
-        raise RequestError(
-            f"parameter {key} must be a non-empty string, got "
-            f"{json.dumps(value)}: leave it out for the default"
-        )
+        raise RequestError(f"parameter {key} must be a non-empty string, got "
+                           f"{json.dumps(value)}: leave it out for the default")
     return value
 
 
@@ -394,11 +373,8 @@ def _seed(parameters: dict[str, Any]) -> int | None:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        shown = (
-            f"an integer of {seed.bit_length()} bits"
-            if isinstance(seed, int) and seed.bit_length() > 64
-            else repr(seed)
-        )
+        shown = (f"an integer of {seed.bit_length()} bits"
+                 if isinstance(seed, int) and seed.bit_length() > 64 else repr(seed))
         raise RequestError(f"parameter seed must be an integer in [0, 2**63), got {shown}")
     return seed
 
