@@ -39,7 +39,8 @@ class FakeCudart:
     def __init__(self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7),
                  devices: int = 1) -> None:
         self.gpu, self.cc, self.devices = gpu, cc, devices
-        self.driver = 12060  # CUDA 12.6, JetPack 6
+        self.driver = 12060  # CUDA 12.6, JetPack 6 (0: no driver loaded, as the runtime says)
+        self.no_libcuda = False  # True: cuda-python 12.6.x's RuntimeError for every call
         self.buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}  # device memory
         self.pinned: dict[int, ctypes.Array[ctypes.c_char]] = {}  # page-locked host memory
         self.freed: list[int] = []
@@ -49,9 +50,13 @@ class FakeCudart:
         self.counts = {"h2d": 0, "d2h": 0, "d2d": 0, "sync": 0, "malloc": 0}
 
     def cudaGetDeviceCount(self) -> tuple[int, int]:
+        if self.no_libcuda:  # cuda-python 12.6.x over the driver API, without libcuda
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
         return (0, self.devices)
 
     def cudaDriverGetVersion(self) -> tuple[int, int]:
+        if self.no_libcuda:
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
         return (0, self.driver)
 
     def cudaGetDevice(self) -> tuple[int, int]:

@@ -531,3 +531,33 @@ def test_release_after_a_failed_call_waits_for_the_stream(
     assert cudart.counts["sync"] == syncs + 1
     assert staged.nbytes > 0
     rt.close()
+
+
+@pytest.mark.parametrize(
+    "machine, words",
+    [
+        ("no libcuda", r"cannot reach the CUDA driver \(RuntimeError: Failed to dlopen"),
+        ("driver 0", "no CUDA GPU is visible"),
+    ],
+)
+def test_no_driver_is_a_reason_to_fall_back_never_a_traceback(
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+    machine: str,
+    words: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cuda-python 12.6.x raises RuntimeError without libcuda; the runtime API reports a
+    driver version of 0 with none loaded (once misread as "CUDA 0.0")."""
+    artifact, cudart, _ = fake_trt
+    monkeypatch.setattr(tb, "bindings_version", lambda: "12.9.10")
+    if machine == "no libcuda":
+        cudart.no_libcuda = True
+    else:
+        cudart.driver, cudart.devices = 0, 0
+    why = tb.tensorrt_unavailable()
+    assert why is not None and re.search(words, why), why
+    assert "0.0" not in why
+    with pytest.warns(RuntimeWarning, match="TensorRT cannot run here"):
+        rt = BudgetRuntime.load(artifact.path, backend="auto")
+    assert rt.backend.name == "onnxruntime"
+    rt.close()

@@ -118,8 +118,10 @@ def check_cuda_bindings(cudart: Any, version: str | None) -> None:
     call, so say so rather than fall back to the CPU without a word."""
     try:
         driver = int(cuda_call(cudart.cudaDriverGetVersion()))
-    except (BackendError, AttributeError):
+    except (BackendError, AttributeError, RuntimeError, OSError):
         return  # no driver to ask: the device count check reports it
+    if driver <= 0:
+        return  # 0: no driver loaded (not "CUDA 0.0"); the device count check says so
     driver_major, driver_minor = driver // 1000, driver % 1000 // 10
     try:
         bindings_major = int(str(version).split(".")[0])
@@ -142,6 +144,14 @@ def tensorrt_unavailable() -> str | None:
         count = cuda_call(cudart.cudaGetDeviceCount())
     except BackendError as exc:
         return str(exc)
+    except (RuntimeError, OSError) as exc:
+        # cuda-python 12.6.x implements the runtime over the driver and raises (rather
+        # than returning an error code) when it cannot load libcuda.
+        return (
+            f"cuda-python {bindings_version()} cannot reach the CUDA driver "
+            f"({type(exc).__name__}: {exc}): check the NVIDIA driver (nvidia-smi, or "
+            "tegrastats on a Jetson)"
+        )
     if not count:
         return "no CUDA GPU is visible"
     return None
