@@ -158,6 +158,7 @@ def command(
     """
     from rich.console import Console
 
+    from budget_edge.commands.status import status_line
     from budget_edge.errors import ConfigError
     from budget_edge.runtime import BudgetRuntime
     from budget_edge.runtime import bench_report as report
@@ -220,7 +221,7 @@ def command(
             zoo[name if name not in zoo else str(z)] = zoo_rt
         data = load_bench_data(data_spec, rt, data_dir, eval_images, seed)
         search = load_search_data(data_spec, rt, data_dir, static_search) if static_search else None
-        with console.status("bench") as status:
+        with status_line(console, "bench") as status:
             # The artifact's own static masks (export --static-masks) unless asked to search.
             baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo, precisions=others)
             if count_table:

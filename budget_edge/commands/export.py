@@ -110,13 +110,14 @@ def command(
     """
     from rich.console import Console
 
+    from budget_edge.commands.status import status_line
     from budget_edge.export.exporter import export_checkpoint
     from budget_edge.models.checkpoint import load_checkpoint
 
     console = Console(stderr=True)
     start = time.perf_counter()
     loaded = load_checkpoint(checkpoint, format=fmt)
-    with console.status("exporting") as status:
+    with status_line(console, "exporting") as status:
         manifest = export_checkpoint(
             loaded,
             out,

@@ -102,6 +102,7 @@ def command(
     """
     from rich.console import Console
 
+    from budget_edge.commands.status import status_line
     from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set_sizes
     from budget_edge.runtime.bench import parse_budgets
     from budget_edge.runtime.manifest import Manifest
@@ -125,7 +126,7 @@ def command(
     console = Console(stderr=True)
     start = time.perf_counter()
     before = signed_bytes(Manifest.load(artifact))
-    with console.status(f"quantizing to {precision}") as status:
+    with status_line(console, f"quantizing to {precision}") as status:
         manifest = quantize_artifact(artifact, settings, progress=status.update)
     sizes = set_sizes(manifest, artifact)
     recipe = manifest.precisions[precision].recipe
