@@ -36,6 +36,7 @@ from budget_edge.serve.errors import (
 from budget_edge.serve.metrics import ServerMetrics
 from budget_edge.serve.model import RuntimeCall, ServedModel, merge_results, split_call, with_budget
 from budget_edge.serve.request import HEADER_LENGTH
+from budget_edge.serve.stats import ModelStats
 
 logger = logging.getLogger("budget_edge.serve")
 
@@ -57,6 +58,7 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
     closes it when it begins to stop."""
     admission = admission or Admission()
     metrics = ServerMetrics(queue_depth=lambda: admission.waiting)
+    stats = ModelStats(model.name, model.version)
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -79,6 +81,15 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         _check_model(model, request)
         return JSONResponse({"name": model.name, "ready": True})
 
+    async def model_config(request: Request) -> Response:
+        _check_model(model, request)
+        return JSONResponse(model.config())
+
+    async def model_stats(request: Request) -> Response:
+        if "name" in request.path_params:
+            _check_model(model, request)
+        return JSONResponse(stats.as_triton())
+
     async def repository_index(request: Request) -> Response:
         # Triton's model repository index, as tritonclient's model discovery asks for it.
         return JSONResponse([{"name": model.name, "version": model.version,
@@ -89,6 +100,16 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         return Response(content, headers={"content-type": media_type})
 
     async def infer(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            response, images = await answer(request)
+        except Exception:
+            stats.request(time.perf_counter() - start, None)
+            raise
+        stats.request(time.perf_counter() - start, images)
+        return response
+
+    async def answer(request: Request) -> tuple[Response, int]:
         _check_model(model, request)
         if request.headers.get("content-encoding", "identity") != "identity":
             raise RequestError(
@@ -105,18 +126,21 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         for index, part in enumerate(split_call(prepared.call, model.chunk)):
             if chosen is not None:
                 part = with_budget(part, chosen)
+            waiting = time.perf_counter()
             async with admission.turn(deadline, started=index > 0):
                 start = time.perf_counter()
                 result, budget = await run_in_threadpool(model.run, part)
-                metrics.observe_run(result, _budget_of(part, budget),
-                                    time.perf_counter() - start)
+                ran = time.perf_counter() - start
+                metrics.observe_run(result, _budget_of(part, budget), ran)
+                stats.run(start - waiting, ran)
             chosen = budget if chosen is None else chosen
             results.append(result)
         content, json_length = await run_in_threadpool(
             model.answer, prepared, merge_results(results), chosen)
         headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
         media_type = "application/json" if json_length is None else "application/octet-stream"
-        return Response(content, media_type=media_type, headers=headers)
+        images = sum(len(r.classes) for r in results)
+        return Response(content, media_type=media_type, headers=headers), images
 
     routes = [
         Route("/v2/health/live", live, methods=["GET"]),
@@ -124,12 +148,15 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", prometheus, methods=["GET"]),
+        Route("/v2/models/stats", model_stats, methods=["GET"]),
     ]
     # Every model route also answers under /versions/{version}, as tritonclient may ask.
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [
             Route(prefix, model_metadata, methods=["GET"]),
             Route(prefix + "/ready", model_ready, methods=["GET"]),
+            Route(prefix + "/config", model_config, methods=["GET"]),
+            Route(prefix + "/stats", model_stats, methods=["GET"]),
             Route(prefix + "/infer", infer, methods=["POST"]),
         ]
     handlers: dict[Any, Any] = {
@@ -205,7 +232,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
-        message += ": the v2 routes are /v2, /v2/health/*, /v2/models/{name}[/ready|/infer]"
+        message += (
+            ": the routes are /v2, /v2/health/live, /v2/health/ready, /v2/repository/index, "
+            "/v2/models/stats, /v2/models/{name}[/versions/{v}][/ready|/config|/stats|/infer] "
+            "and /metrics"
+        )
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 

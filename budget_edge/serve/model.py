@@ -171,6 +171,25 @@ class ServedModel:
                                 else "agent")
         self._lock = threading.Lock()
 
+    def config(self) -> dict[str, Any]:
+        """The model's configuration in Triton's shape (tritonclient's get_model_config):
+        dims without the batch axis, which max_batch_size bounds."""
+        def tensors(metas: dict[str, TensorMeta]) -> list[dict[str, Any]]:
+            return [
+                {"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape[1:])}
+                for t in metas.values()
+            ]
+
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "backend": "budget-edge",
+            "max_batch_size": self.max_batch,
+            "input": tensors(self.inputs),
+            "output": tensors(self.outputs),
+            "parameters": {"mode": {"string_value": self.mode}},
+        }
+
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata object."""
         return {

@@ -136,3 +136,31 @@ def test_versioned_routes(client: Any, served: Served, rng: np.random.Generator)
     assert client.is_model_ready(served.name, model_version="1")
     with pytest.raises(InferenceServerException, match="unknown version '2'"):
         client.infer(served.name, [image_tensor(images)], model_version="2")
+
+
+def test_model_config_and_inference_statistics(
+    client: Any, served: Served, rng: np.random.Generator
+) -> None:
+    """tritonclient users call both; they answer in Triton's shapes."""
+    config = client.get_model_config(served.name)
+    assert config["name"] == served.name and config["max_batch_size"] >= 1
+    image = next(t for t in config["input"] if t["name"] == "IMAGE")
+    c, h, w = served.input_size
+    assert image["data_type"] == "TYPE_UINT8" and image["dims"] == [h, w, c]  # NHWC pixels
+    assert [t["name"] for t in config["output"]][:2] == ["LOGITS", "CLASS"]
+    before = client.get_inference_statistics(served.name)["model_stats"][0]
+    images = random_images(rng, 3, served.input_size)
+    client.infer(served.name, [image_tensor(images)])
+    with pytest.raises(InferenceServerException):
+        client.infer(served.name, [httpclient.InferInput("NOPE", [1], "FP32")])
+    after = client.get_inference_statistics(served.name)["model_stats"][0]
+    assert after["name"] == served.name and after["version"] == "1"
+    assert after["inference_count"] - before["inference_count"] == 3
+    assert after["execution_count"] > before["execution_count"]
+    stats, was = after["inference_stats"], before["inference_stats"]
+    assert stats["success"]["count"] - was["success"]["count"] == 1
+    assert stats["fail"]["count"] - was["fail"]["count"] == 1
+    assert stats["compute_infer"]["ns"] > was["compute_infer"]["ns"]
+    assert after["last_inference"] > 0
+    everything = client.get_inference_statistics()  # every model: the one served
+    assert [m["name"] for m in everything["model_stats"]] == [served.name]
