@@ -265,7 +265,7 @@ def run_stage(stage: Stage) -> None:
     default="demo",
     show_default=True,
     help="demo: about 15 minutes on 2 cores; paper: the full schedule; "
-    "smoke: seconds per stage, to check the wiring.",
+    "smoke: tiny stages (minutes in all), to check the wiring.",
 )
 @click.option(
     "--backbone",
@@ -278,7 +278,9 @@ def run_stage(stage: Stage) -> None:
 )
 @click.option("--fresh", is_flag=True, help="Start over: ignore what earlier runs left in --out.")
 def command(out: Path, preset: str, backbone: str, data_dir: str | None, fresh: bool) -> None:
-    """Pretrain, train the agent, export and bench, on Fashion-MNIST with no network.
+    """The whole pipeline on Fashion-MNIST with no network: pretrain (with a validation
+    split), train the agent, allocate (the depth router), evaluate, export, quantize to
+    int8, and bench.
 
     Finished stages are skipped and a stage that was interrupted resumes, so
     running the demo again continues where it stopped. The last stage prints
