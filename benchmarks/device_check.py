@@ -13,7 +13,7 @@ On a machine with a CUDA GPU, in one command and a few minutes:
    batch 1);
 3. ONNX Runtime on the CPU, the reference: its block chain against its
    whole-mask graphs in every precision; then ONNX Runtime's CUDA provider, the
-   same comparisons, after checking that the sessions really run on CUDA (a
+   fp32 comparisons (TF32 off), after checking that the sessions run on CUDA (a
    listed provider can fail to load);
 4. PyTorch on CUDA: the backbone's masked forward against the CPU graphs;
 5. `gpu_data_path.py`: the TensorRT backend's device data path with NVRTC
@@ -59,11 +59,12 @@ from budget_edge.train.allocator import count_masks_of
 SIZE = (1, 28, 28)
 MAX_BATCH = 8
 BATCHES = (1, MAX_BATCH, MAX_BATCH + 1)
-BUDGETS = (0.3, 0.7)
+BUDGETS = (0.4, 0.7, 1.0)
 # Logits may differ by this much from ONNX Runtime's fp32 on the CPU (fp32 engines may use
 # TF32-free kernels of another order of summation; fp16 rounds every activation).
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
-INT8_AGREEMENT = 0.9  # int8: the share of images that get the CPU int8 set's class
+INT8_AGREEMENT = 0.9  # int8: the share of all images that get the CPU int8 set's class
+CPU = ["CPUExecutionProvider"]  # the reference: never a GPU, even where one is installed
 
 
 def environment() -> dict[str, Any]:
@@ -104,7 +105,13 @@ def tiny_checkpoint() -> LoadedCheckpoint:
         net(x)
         agent(x, torch.rand(64))
     net.eval(), agent.eval()
-    calibration = {"budgets": [0.0, 0.5, 1.0], "prices": [9.0, 0.3, 0.0], "source": "device"}
+    # Prices and chances (below) such that budgets 0.4, 0.7 and 1 run 1, 2 and 3
+    # components: the count plan picks different, non-empty rows.
+    calibration = {
+        "budgets": [0.0, 0.4, 0.7, 1.0],
+        "prices": [3.0, 1.1, 0.5, 0.0],
+        "source": "device",
+    }
     allocator = build_allocator(
         net.num_components,
         in_channels=1,
@@ -112,6 +119,8 @@ def tiny_checkpoint() -> LoadedCheckpoint:
         calibration=calibration,
         count_masks=count_masks_of(agent, x).tolist(),
     ).eval()
+    with torch.no_grad():  # chances rising with the count, less and less (ResNet-8: K = 3)
+        allocator.chance.bias.copy_(torch.tensor([-3.0, 0.0, 1.5, 2.25]))
     meta = {
         "preprocessing": {"mean": [0.3], "std": [0.3], "input_size": list(SIZE), "layout": "NCHW"},
         "class_names": [f"c{i}" for i in range(10)],
@@ -120,14 +129,15 @@ def tiny_checkpoint() -> LoadedCheckpoint:
 
 
 def inputs(num_components: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per batch size: uint8 NHWC images and mixed 0/1 masks (every row different)."""
+    """Per batch size: uint8 NHWC images and masks mixing two patterns (few distinct masks
+    per batch: the runtime runs them as whole-mask graphs, not the block chain)."""
     rng = np.random.default_rng(0)
-    made = {}
-    for n in BATCHES:
-        images = rng.integers(0, 256, (n, SIZE[1], SIZE[2], SIZE[0]), dtype=np.uint8)
-        masks = rng.integers(0, 2, (n, num_components), dtype=np.uint8)
-        made[n] = (images, masks)
-    return made
+    patterns = np.array([[1, 0, 1], [0, 1, 1]], np.uint8)[:, :num_components]
+    return {n: (pixels(rng, n), patterns[rng.integers(0, 2, n)]) for n in BATCHES}
+
+
+def pixels(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, (n, SIZE[1], SIZE[2], SIZE[0]), dtype=np.uint8)
 
 
 def compare(
@@ -145,24 +155,29 @@ def compare(
             wall_ms = (time.perf_counter() - start) * 1e3
             same_masks = bool(np.array_equal(got.mask, want.mask))
             error = float(np.abs(got.logits - want.logits).max())
-            agreement = float((got.classes == want.classes).mean())
-            ok = same_masks and (
-                agreement >= INT8_AGREEMENT
-                if precision == "int8"
-                else error <= TOLERANCE[precision]
-            )
+            # int8 is judged over all its images together (below), not per small batch.
+            ok = same_masks and (precision == "int8" or error <= TOLERANCE[precision])
             rows.append(
                 {
                     "precision": precision,
                     "batch": n,
                     "case": label,
                     "same_masks": same_masks,
+                    "distinct_masks": len({row.tobytes() for row in got.mask}),
+                    "components_run": int(got.mask.sum()),
                     "max_abs_logit_error": error,
-                    "class_agreement": agreement,
+                    "agreeing": int((got.classes == want.classes).sum()),
+                    "images": n,
                     "wall_ms": wall_ms,
                     "ok": ok,
                 }
             )
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    if int8:
+        agreement = sum(r["agreeing"] for r in int8) / sum(r["images"] for r in int8)
+        for r in int8:
+            r["int8_class_agreement"] = agreement
+            r["ok"] = r["ok"] and agreement >= INT8_AGREEMENT
     return rows
 
 
@@ -188,18 +203,20 @@ class Skip(Exception):
 def tensorrt_stage(art: Path, data: dict[int, Any], dry_run: bool) -> dict[str, Any]:
     if dry_run:
         raise Skip("dry run")
-    from budget_edge.errors import BackendError
     from budget_edge.export.tensorrt_builder import build_engines
+    from budget_edge.runtime.backends.tensorrt_backend import tensorrt_unavailable
 
+    why = tensorrt_unavailable()  # only a missing TensorRT or GPU skips; any other error fails
+    if why is not None:
+        raise Skip(why)
     rows: list[dict[str, Any]] = []
     for precision in ("fp32", "fp16", "int8"):
-        try:
-            build_engines(art, precision=precision, max_batch=MAX_BATCH)
-        except BackendError as exc:
-            raise Skip(str(exc)) from exc
+        build_engines(art, precision=precision, max_batch=MAX_BATCH)
         with (
             BudgetRuntime.load(art, backend="tensorrt", precision=precision) as rt,
-            BudgetRuntime.load(art, backend="onnxruntime", precision=precision) as cpu,
+            BudgetRuntime.load(
+                art, backend="onnxruntime", precision=precision, providers=CPU
+            ) as cpu,
         ):
             rows += compare(rt, cpu, data, precision)
     return {"status": "ran", "ok": all(r["ok"] for r in rows), "rows": rows}
@@ -210,9 +227,11 @@ def cpu_dispatch_stage(art: Path, data: dict[int, Any]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for precision in ("fp32", "fp16", "int8"):
         with (
-            BudgetRuntime.load(art, backend="onnxruntime", precision=precision) as whole,
             BudgetRuntime.load(
-                art, backend="onnxruntime", precision=precision, dispatch="chain"
+                art, backend="onnxruntime", precision=precision, providers=CPU
+            ) as whole,
+            BudgetRuntime.load(
+                art, backend="onnxruntime", precision=precision, dispatch="chain", providers=CPU
             ) as chain,
         ):
             rows += compare(chain, whole, data, precision)
@@ -225,10 +244,11 @@ def onnxruntime_cuda_stage(art: Path, data: dict[int, Any]) -> dict[str, Any]:
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise Skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
     rows: list[dict[str, Any]] = []
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # TF32 off: the fp32 tolerance is for fp32 arithmetic (TF32 rounds to 10 bits).
+    providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
     with (
         BudgetRuntime.load(art, backend="onnxruntime", providers=providers) as rt,
-        BudgetRuntime.load(art, backend="onnxruntime") as cpu,
+        BudgetRuntime.load(art, backend="onnxruntime", providers=CPU) as cpu,
     ):
         rows += compare(rt, cpu, data, "fp32")
         # A provider that is listed but cannot load (no cuDNN, say) leaves sessions on the CPU.
@@ -246,9 +266,11 @@ def torch_stage(loaded: LoadedCheckpoint, art: Path, data: dict[int, Any], dry_r
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not dry_run:
         raise Skip("torch has no CUDA here")
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32, not TF32
+    torch.backends.cudnn.allow_tf32 = False
     net = loaded.backbone.to(device)
     rows = []
-    with BudgetRuntime.load(art, backend="onnxruntime") as cpu:
+    with BudgetRuntime.load(art, backend="onnxruntime", providers=CPU) as cpu:
         for n, (images, masks) in data.items():
             want = cpu.infer(images, mask=masks).logits
             x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.3) / 0.3
@@ -262,8 +284,9 @@ def torch_stage(loaded: LoadedCheckpoint, art: Path, data: dict[int, Any], dry_r
 def data_path_stage(out: Path, dry_run: bool) -> dict[str, Any]:
     script = Path(__file__).parent / "gpu_data_path.py"
     args = [sys.executable, str(script), "--out", str(out), "--calls", "20" if dry_run else "200"]
+    # 17: one above its engines' maximum (16), so chunks run at unaligned offsets.
     done = subprocess.run(
-        args + (["--dry-run", "--batches", "1,5"] if dry_run else []),
+        args + (["--dry-run", "--batches", "1,17"] if dry_run else ["--batches", "1,4,16,17"]),
         capture_output=True,
         text=True,
         timeout=600,
@@ -314,7 +337,9 @@ def main() -> int:
 
         def export() -> dict[str, Any]:
             manifest = export_checkpoint(loaded, art)
-            calib = np.random.default_rng(1).normal(size=(64, *SIZE)).astype(np.float32)
+            # Calibration images drawn as the test images are, normalised as the model does.
+            calib = (pixels(np.random.default_rng(1), 64).transpose(0, 3, 1, 2) / 255 - 0.3) / 0.3
+            calib = calib.astype(np.float32)
             quantize_artifact(art, QuantizeSettings("fp16"))
             tensorrt_int8 = QuantizeSettings("int8", target="tensorrt", calib_images=64)
             quantize_artifact(art, tensorrt_int8, images=calib)

@@ -196,6 +196,8 @@ class _Context:
         return ok
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if int(ptr) % 256:  # as TensorRT: tensor addresses are 256-byte aligned
+            return False
         self.addresses[name] = int(ptr)
         return True
 

@@ -31,6 +31,11 @@ def test_the_device_check_runs_dry_and_says_what_it_skipped(tmp_path: Path) -> N
     assert {r["precision"] for r in rows} == {"fp32", "fp16", "int8"}
     assert {r["batch"] for r in rows} == {1, 8, 9}
     assert all(r["ok"] and r["same_masks"] for r in rows)
+    # Budgets run different, non-empty rows of the count table (1, 2 and 3 components of
+    # ResNet-8's 3 per image), and the masks case runs two masks per batch.
+    per_image = {r["case"]: r["components_run"] / r["batch"] for r in rows if r["batch"] == 8}
+    assert (per_image["budget 0.4"], per_image["budget 0.7"], per_image["budget 1"]) == (1, 2, 3)
+    assert {r["distinct_masks"] for r in rows if r["case"] == "masks" and r["batch"] > 1} == {2}
     assert stages["export"]["mode"] == "allocate"  # so budgets at batch 1 take the count plan
     assert stages["torch"]["ok"] and stages["gpu-data-path"]["ok"]
     assert "| tensorrt | skipped |" in out.with_suffix(".md").read_text()

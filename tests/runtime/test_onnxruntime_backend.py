@@ -210,6 +210,7 @@ def test_a_listed_cuda_provider_that_does_not_load_is_caught_at_load(
     with pytest.warns(RuntimeWarning, match="lists CUDAExecutionProvider but its session runs"):
         rt = BudgetRuntime.load(resnet_artifact.path, backend="onnxruntime", threads=1)
     assert rt.backend.device is None and rt.backend.providers == [CPU]
+    assert rt.backend._weights is not None  # CPU sessions share their weights again
     c, h, w = rt.manifest.preprocessing.input_size
     x = np.zeros((2, h, w, c), np.uint8)
     assert rt.infer(x, budget=0.5).logits.shape == (2, rt.num_classes)  # the CPU path works

@@ -214,8 +214,8 @@ class OnnxRuntimeBackend(HostTensors):
         the GPU tensors bound to it fail later, mid-request. Probe one session now."""
         stem = self._manifest.roles.get("stem") or self._manifest.graphs[0].name
         in_use = self._session(stem)[0].get_providers()
-        if in_use and in_use[0] == provider:
-            return
+        if in_use and in_use[0] in GPU_DEVICE_PROVIDERS:
+            return  # (TensorRT's provider may fall back to CUDA's: still on the GPU)
         problem = (
             f"onnxruntime lists {provider} but its session runs on {in_use[0] if in_use else '?'}"
             " (the provider did not load: often cuDNN 9 or CUDA 12 libraries are missing)"
@@ -228,6 +228,8 @@ class OnnxRuntimeBackend(HostTensors):
         self.providers = ["CPUExecutionProvider"]
         self.device = None
         self._sessions.clear()
+        # On the CPU the sessions share their weights again (a Jetson's RAM is the GPU's).
+        self._weights = WeightPool(self._ort) if SHARED_WEIGHTS else None
 
     def _session(self, graph: str) -> tuple[Any, list[str], list[str]]:
         entry = self._sessions.get(graph)

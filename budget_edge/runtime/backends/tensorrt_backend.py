@@ -480,10 +480,12 @@ class TensorRTBackend:
         """The call is over: buffers may be reused. After a call that failed half-way
         (work still queued on the stream), wait for that work first, so that no
         buffer is handed out, or freed, while a copy or an engine may still use it."""
-        if self._queued:
-            self.synchronize()
-        self._device.release()
-        self._pinned.release()
+        try:
+            if self._queued:
+                self.synchronize()
+        finally:  # a sticky CUDA error must not also leak every buffer of the call
+            self._device.release()
+            self._pinned.release()
 
     def synchronize(self) -> None:
         cuda_call(self._cudart.cudaStreamSynchronize(self._stream))
