@@ -59,11 +59,13 @@ import click
     "cifar100:PATH or folder:PATH (training split).",
 )
 @click.option(
-    "--calib-count",
+    "--calib-images",
+    "--calib-count",  # the older name, kept for a release
+    "calib_count",
     type=int,
     default=512,
     show_default=True,
-    help="Calibration images drawn from --calib-data.",
+    help="Calibration images drawn from --calib-data (as quantize and allocate call it).",
 )
 @click.option(
     "--static-masks",

@@ -236,7 +236,7 @@ class BudgetRuntime:
                     f"this artifact has no {precision} TensorRT engines (they are "
                     f"{engines or 'not built'}): run `budget-edge build-engines "
                     f"DIR --precision {precision}` on the device, or use "
-                    "backend='onnxruntime'"
+                    "--backend onnxruntime (backend='onnxruntime' in Python)"
                 )
             backend = "onnxruntime"
         made = create_backend(backend, chosen, root, threads, providers)

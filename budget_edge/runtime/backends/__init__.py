@@ -137,7 +137,7 @@ def create_backend(name: str, manifest: Manifest, directory: Path, threads: int 
         if manifest.tensorrt is None:
             raise BackendError("this artifact has no TensorRT engines: run `budget-edge "
                                "build-engines DIR` on the target GPU, or use "
-                               "backend='onnxruntime'")
+                               "--backend onnxruntime (backend='onnxruntime' in Python)")
         from budget_edge.runtime.backends.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(manifest, directory)

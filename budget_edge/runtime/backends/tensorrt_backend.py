@@ -86,7 +86,8 @@ def check_tensorrt_version(version: str) -> None:
     if not low <= (major, minor) < high:
         raise BackendError(f"TensorRT {version} is not supported: budget-edge runs TensorRT "
                            "10.3 (JetPack 6.1/6.2) to 11.x; on JetPack 5 (TensorRT 8.5) use "
-                           "backend='onnxruntime', or upgrade to JetPack 6")
+                           "--backend onnxruntime (backend='onnxruntime' in Python), "
+                           "or upgrade to JetPack 6")
 
 
 def import_cudart() -> Any:
@@ -362,7 +363,8 @@ class TensorRTBackend:
         self._cudart = cudart = import_cudart()
         check_cuda_bindings(cudart, bindings_version())
         if not cuda_call(cudart.cudaGetDeviceCount()):
-            raise BackendError("no CUDA GPU is visible: use backend='onnxruntime'")
+            raise BackendError("no CUDA GPU is visible: use --backend onnxruntime "
+                               "(backend='onnxruntime' in Python)")
         device = cuda_call(cudart.cudaGetDevice())
         props = cuda_call(cudart.cudaGetDeviceProperties(device))
         self.gpu = decode_gpu_name(props.name)
