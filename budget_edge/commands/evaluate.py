@@ -86,8 +86,8 @@ def command(
           --budgets 0.1:1.0:0.05 --out runs/r20-budgetnet/eval
     """
     from rich.console import Console
-    from rich.progress import Progress
 
+    from budget_edge.commands.status import status_line
     from budget_edge.data.arrays import ImageArrays
     from budget_edge.data.registry import load_arrays
     from budget_edge.data.split import arranged_for_choices
@@ -154,8 +154,7 @@ def command(
         check_data_fits(test.info, zoo.backbone)
 
     console = Console(soft_wrap=True)  # a log keeps each line whole
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("budgets", total=len(budget_list))
+    with status_line(console, f"evaluating {len(budget_list)} budgets") as status:
         result = sweep(
             loaded.backbone,
             loaded.agent,
@@ -167,7 +166,7 @@ def command(
             seed=seed,
             batch_size=batch_size,
             latency_images=latency_images,
-            progress=lambda done, total: progress.update(task, completed=done),
+            progress=lambda done, total: status.update(f"evaluated {done}/{total} budgets"),
             mode=mode,
             allocator=loaded.allocator,
         )
