@@ -249,6 +249,9 @@ def command(
     if not out.is_terminal:  # piped to a file: no terminal width to respect
         out = Console(width=160)
     out.print(report.rich_table(result))
+    decided = report.verdict(result)
+    if decided is not None:
+        out.print(decided, soft_wrap=True, highlight=False)
     written = []
     for path, write in outputs:
         if path is not None:

@@ -120,6 +120,40 @@ HEADERS = [
 ]
 
 
+def verdict(result: BenchResult, batch: int | None = None) -> str | None:
+    """One line per batch size: which row to deploy. The most accurate row, and the fastest
+    row whose accuracy interval still reaches it (indistinguishable on these images);
+    None without labels."""
+    sizes = sorted({r.batch for r in result.rows}) if batch is None else [batch]
+    lines = []
+    for n in sizes:
+        rows = [r for r in result.rows if r.batch == n and r.accuracy is not None]
+        if not rows:
+            return None
+        best = max(rows, key=lambda r: (r.accuracy or 0.0, -r.latency.median))
+        tied = [
+            r for r in rows if r.accuracy_ci is None or r.accuracy_ci[1] >= (best.accuracy or 0)
+        ]
+        fastest = min(tied, key=lambda r: r.latency.median)
+        static = _find(result.rows, "static", n, "fp32")
+        ratio = (
+            ""
+            if static is None
+            else f", {fastest.latency.median / static.latency.median:.2f}x static"
+        )
+        line = (
+            f"batch {n}: deploy {fastest.label} ({_pct(fastest.accuracy)}, "
+            f"{fastest.latency.median:.2f} ms{ratio})"
+        )
+        if fastest is not best:
+            line += (
+                f": as accurate as the best row, {best.label} ({_pct(best.accuracy)}, "
+                f"{best.latency.median:.2f} ms), within its 95% interval"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def rich_table(result: BenchResult) -> Any:
     """A rich Table of every row (rich is a base dependency)."""
     from rich import box
@@ -167,6 +201,10 @@ def markdown(result: BenchResult) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    decided = verdict(result)
+    if decided is not None:
+        lines += ["", "**Verdict** (the fastest row as accurate as the best, on these images):", ""]
+        lines += [f"- {line}" for line in decided.splitlines()]
     return "\n".join(lines) + "\n"
 
 

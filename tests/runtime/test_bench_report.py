@@ -103,3 +103,24 @@ def test_reports_refuse_missing_folders_and_directories(tmp_path: Path) -> None:
         report.write_json(_result(), tmp_path / "no" / "bench.json")
     with pytest.raises(ConfigError, match="is a directory"):
         report.write_csv(_result(), tmp_path)
+
+
+def test_the_verdict_is_the_fastest_row_as_accurate_as_the_best() -> None:
+    from budget_edge.runtime.bench import LatencyStats
+
+    def row(kind: str, ms: float, acc: float, ci: tuple[float, float], c: float | None = None):
+        stats = LatencyStats(ms, ms, ms, ms, ms, ms)
+        return BenchRow(kind, 1, c, stats, 1e3 / ms, accuracy=acc, accuracy_ci=ci)
+
+    rows = [
+        row("static", 2.0, 0.930, (0.925, 0.935)),
+        row("budget", 1.0, 0.928, (0.923, 0.933), 0.5),  # its interval reaches 93.0%
+        row("budget", 0.6, 0.900, (0.894, 0.906), 0.25),  # faster, but clearly worse
+    ]
+    result = BenchResult(rows, {}, {"labelled": True}, {}, {})
+    line = report.verdict(result)
+    assert line is not None and line.startswith("batch 1: deploy c=0.5 (92.8%, 1.00 ms, 0.50x")
+    assert "as accurate as the best row, static (93.0%" in line
+    unlabelled = BenchResult([row("static", 2.0, 0.9, (0.8, 1.0))], {}, {}, {}, {})
+    unlabelled.rows[0].accuracy = None
+    assert report.verdict(unlabelled) is None
