@@ -56,6 +56,9 @@ from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.machine import machine_info
 from budget_edge.train.allocator import count_masks_of
 
+sys.path.insert(0, str(Path(__file__).parent))
+from interleaved_timing import write_result  # noqa: E402
+
 SIZE = (1, 28, 28)
 MAX_BATCH = 8
 BATCHES = (1, MAX_BATCH, MAX_BATCH + 1)
@@ -355,11 +358,7 @@ def main() -> int:
             report,
             lambda: data_path_stage(args.out.with_name(args.out.name + "-data-path"), args.dry_run),
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    text = markdown(report)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_result(str(args.out), report, markdown(report))
     failed = [
         n for n, r in report["stages"].items() if r["status"] == "error" or r.get("ok") is False
     ]
