@@ -256,22 +256,25 @@ def fake_tensorrt(kernels: Any) -> types.ModuleType:
 class GpuKernels:
     """NVRTC-compiled kernels launched with the driver API on the backend's stream."""
 
-    def __init__(self, params: dict[str, np.ndarray]) -> None:
+    def __init__(self, params: dict[str, np.ndarray], compute_capability: str) -> None:
         from cuda.bindings import driver, nvrtc
         from cuda.bindings import runtime as cudart
 
         self.driver, self.cudart = driver, cudart
         tb.cuda_call(cudart.cudaFree(0))  # make the primary context current
         prog = tb.cuda_call(nvrtc.nvrtcCreateProgram(KERNELS.encode(), b"k.cu", 0, [], []))
-        err = nvrtc.nvrtcCompileProgram(prog, 1, [b"--use_fast_math"])
+        # Machine code for this GPU, not PTX: a driver older than this NVRTC cannot JIT
+        # the newer PTX ISA it would write ("unsupported PTX version").
+        arch = f"--gpu-architecture=sm_{compute_capability.replace('.', '')}".encode()
+        err = nvrtc.nvrtcCompileProgram(prog, 2, [b"--use_fast_math", arch])
         if int(err[0]) != 0:
             size = tb.cuda_call(nvrtc.nvrtcGetProgramLogSize(prog))
             log = b" " * size
             nvrtc.nvrtcGetProgramLog(prog, log)
             raise RuntimeError(log.decode())
-        ptx = b" " * tb.cuda_call(nvrtc.nvrtcGetPTXSize(prog))
-        tb.cuda_call(nvrtc.nvrtcGetPTX(prog, ptx))
-        module = tb.cuda_call(driver.cuModuleLoadData(ptx))
+        cubin = b" " * tb.cuda_call(nvrtc.nvrtcGetCUBINSize(prog))
+        tb.cuda_call(nvrtc.nvrtcGetCUBIN(prog, cubin))
+        module = tb.cuda_call(driver.cuModuleLoadData(cubin))
         self.fn = {k: tb.cuda_call(driver.cuModuleGetFunction(module, k.encode()))
                    for k in ("stem", "block", "head", "policy")}
         self.params = {}
@@ -411,7 +414,7 @@ def main() -> None:
         device = tb.cuda_call(base.cudaGetDevice())
         props = tb.cuda_call(base.cudaGetDeviceProperties(device))
         gpu, cc = tb.decode_gpu_name(props.name), f"{props.major}.{props.minor}"
-        kernels = GpuKernels(params)
+        kernels = GpuKernels(params, cc)
     counting = Counting(base)
     tb.import_cudart = lambda: counting  # type: ignore[assignment]
     sys.modules["tensorrt"] = fake_tensorrt(kernels)
