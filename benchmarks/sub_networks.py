@@ -35,7 +35,7 @@ import torch
 
 from budget_edge.data.registry import load_arrays
 from budget_edge.data.split import split_from_meta
-from budget_edge.evaluate import as_tensors, preprocessing_of
+from budget_edge.evaluate import as_tensors, correct_under_masks, preprocessing_of
 from budget_edge.models import Backbone
 from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import load_checkpoint
@@ -48,13 +48,9 @@ from budget_edge.train.sandwich import depth_mask, stage_lengths
 def correct_of(
     net: Backbone, images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
 ) -> np.ndarray:
-    net.eval()
-    right = []
-    for start in range(0, len(images), 500):
-        x = images[start : start + 500]
-        rows = None if mask is None else mask.reshape(1, -1).expand(len(x), -1)
-        right.append((net(x, rows).argmax(1) == labels[start : start + 500]).numpy())
-    return np.concatenate(right)
+    """Per image, right or not, with one mask (K,) for every image (None: all kept)."""
+    rows = None if mask is None else mask.reshape(1, -1).expand(len(images), -1)
+    return correct_under_masks(net.eval(), images, labels, rows).numpy()
 
 
 def maximal_depths(net: Backbone, flops_limit: int) -> list[tuple[int, ...]]:

@@ -159,6 +159,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path):
         ({"momentum": 1.0}, r"--momentum must be in \[0, 1\)"),
         ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
         ({"val_size": -1}, "--val-size"),
+        ({"warmup_epochs": 2.0}, r"--warmup-epochs must be in \[0, --epochs\)"),
         ({"sandwich_random": -1}, "--sandwich-random"),
         ({"drop_prob": 1.0}, r"--drop-prob must be in \[0, 1\)"),
         ({"precision": "fp8"}, "--precision must be one of fp32, bf16"),
@@ -262,3 +263,21 @@ def test_resume_of_a_run_from_before_the_new_settings(tmp_path: Path):
     resumed = run(tmp_path, cfg, resume=True)
     assert [h.epoch for h in resumed.history] == [1, 2]
     assert resumed.history[1].lr == pytest.approx(cfg.lr * 0.5)  # halfway down the cosine
+
+
+def test_warmup_rises_linearly_then_follows_the_cosine(tmp_path: Path):
+    result = run(tmp_path, config(epochs=3, limit_train=64, warmup_epochs=1.0))  # 4 steps/epoch
+    lrs = [h.lr for h in result.history]  # the lr at the start of each epoch
+    # warmup over epoch 1, then the cosine over the 8 steps left: halfway at epoch 3
+    assert lrs == pytest.approx([0.05 / 4, 0.05, 0.05 / 2])
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut(tmp_path: Path):
+    from budget_edge.train.pretrain import zero_init_residuals
+
+    net = build_backbone("resnet20", num_classes=4, in_channels=1, input_size=(1, 8, 8))
+    zero_init_residuals(net)
+    assert all(float(block.bn2.weight.abs().sum()) == 0 for block in net.blocks)
+    x = torch.randn(2, 16, 8, 8)
+    block = net.blocks[1].eval()
+    torch.testing.assert_close(block(x), torch.relu(x + block.bn2.bias.view(1, -1, 1, 1)))
