@@ -9,6 +9,7 @@ header in the order of the tensors that have one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -34,9 +35,17 @@ DATATYPES: dict[str, np.dtype] = {
     "FP64": np.dtype("<f8"),
 }
 
-# Which kinds of JSON value (as numpy infers them) each kind of datatype accepts:
-# booleans only for BOOL, integers for integer types, any number for floats.
-_JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+# Which Python types of JSON value each kind of datatype accepts: booleans only for
+# BOOL, integers for integer types, any number for floats. Checked before numpy, which
+# would read [true, 0] as the integers [1, 0].
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "b": (bool,), "u": (int,), "i": (int,), "f": (int, float)}
+# Bounds on a declared shape, checked on its Python integers before numpy sees it:
+# numpy refuses more than 64 axes and dimensions past 2**63 with exceptions of its own,
+# and even an empty shape such as [0, 2**62, 2**62] is "too big" for it. The model's
+# inputs have one to four axes.
+MAX_RANK = 8
+MAX_VALUES = 2**31 - 1  # values in one tensor, an empty axis counted as one
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,29 @@ def _decode_tensor(spec: Any, binary: bytes | memoryview, offset: int) -> tuple[
 
 
 def _decode_shape(shape: Any, name: str) -> tuple[int, ...]:
-    valid = isinstance(shape, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    )
-    if not valid:
+    """The declared shape, bounded (MAX_RANK, MAX_VALUES) while still Python integers."""
+    if not isinstance(shape, list):
         raise RequestError(f'input {name!r} needs "shape": a list of non-negative integers')
+    if len(shape) > MAX_RANK:
+        raise RequestError(f"input {name!r} has a shape of {len(shape)} dimensions: at most "
+                           f"{MAX_RANK} are allowed (the model's inputs have 1 to 4)")
+    extent = 1
+    for d in shape:
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
+            raise RequestError(f'input {name!r} needs "shape": a list of non-negative '
+                               f"integers, got {_shown(d)}")
+        extent *= max(d, 1)
+        if extent > MAX_VALUES:
+            raise RequestError(f"input {name!r}: shape {[_shown(v) for v in shape]} is too "
+                               f"large: a tensor holds at most {MAX_VALUES} values")
     return tuple(shape)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, short even when it is a 4,000-digit integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return json.dumps(value)[:40] if isinstance(value, (str, list, dict)) else repr(value)
 
 
 def _from_binary(
@@ -157,23 +183,25 @@ def _from_binary(
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     dtype = DATATYPES[datatype]
     count = math.prod(shape)
+    size, types = _json_values(name, data)
+    if size != count:
+        raise RequestError(
+            f"input {name!r}: data has {size} elements but shape {list(shape)} needs {count}"
+        )
+    if count == 0:
+        return np.empty(shape, dtype)
+    wrong = sorted(t.__name__ for t in types if t not in _JSON_TYPES[dtype.kind])
+    if wrong:
+        want = "booleans (true/false)" if dtype.kind == "b" else \
+            "integers" if dtype.kind in "iu" else "numbers"
+        got = ", ".join(_JSON_NAMES.get(t, t) for t in wrong)
+        raise RequestError(f"input {name!r}: {datatype} data must be JSON {want}, not {got}")
     try:
         values = np.asarray(data)
     except ValueError as exc:  # ragged nesting
         raise RequestError(f"input {name!r}: data is not a regular array ({exc})") from exc
-    if values.size != count:
-        raise RequestError(
-            f"input {name!r}: data has {values.size} elements but shape {list(shape)} "
-            f"needs {count}"
-        )
-    if count == 0:
-        return np.empty(shape, dtype)
-    if values.dtype.kind not in _JSON_KINDS[dtype.kind]:
-        raise RequestError(
-            f"input {name!r}: {datatype} data must be JSON "
-            f"{'booleans' if dtype.kind == 'b' else 'numbers'}, not {values.dtype.kind!r}-kind "
-            "values (strings, mixed or too-large numbers?)"
-        )
+    if values.dtype.kind not in "biuf":  # integers too large for any numpy type
+        raise RequestError(f"input {name!r}: {datatype} data holds numbers too large for it")
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.min() < info.min or values.max() > info.max:
@@ -185,6 +213,26 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise RequestError(f"input {name!r}: {datatype} data must be finite numbers")
     return array
+
+
+# Python type names as JSON calls them, for error messages.
+_JSON_NAMES = {"bool": "true/false", "str": "strings", "NoneType": "null", "dict": "objects",
+               "float": "fractions", "int": "integers"}
+
+
+def _json_values(name: str, data: Any) -> tuple[int, set[type]]:
+    """How many values JSON tensor data holds, and their Python types: counted on the
+    parsed lists, one nesting level at a time, so a wrong count or type is refused
+    before numpy reads the data."""
+    items = data if isinstance(data, list) else [data]
+    while True:
+        types = set(map(type, items))
+        if list not in types:
+            return len(items), types
+        if len(types) > 1:
+            raise RequestError(f"input {name!r}: data is not a regular array (lists and "
+                               "values side by side): send it flat or evenly nested")
+        items = list(itertools.chain.from_iterable(items))
 
 
 def datatype_of(array: np.ndarray) -> str:

@@ -109,6 +109,11 @@ def test_unknown_models_and_routes_answer_json_errors(
     assert_error(response, status, fragment)
 
 
+# A binary tensor of one value under a shape of 100 axes (numpy allows 64).
+HUNDRED_AXES = (b'{"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": ['
+                + b"1, " * 99 + b'1], "parameters": {"binary_data_size": 1}}]}')
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "fragment"),
     [
@@ -120,6 +125,16 @@ def test_unknown_models_and_routes_answer_json_errors(
          "unknown input 'X'"),
         (b'{"inputs": []}', {"Inference-Header-Content-Length": "99"}, "Inference-Header"),
         (b'{"inputs": []}', {"Content-Encoding": "gzip"}, "Content-Encoding 'gzip'"),
+        # Shapes are bounded before numpy sees them (each was a 500), JSON and binary.
+        (b'{"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": '
+         b'[0, 18446744073709551616, 8, 3], "data": []}]}', {}, "an integer of 65 bits"),
+        (b'{"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": '
+         b'[0, 4611686018427387904, 4611686018427387904, 3], "data": []}]}', {}, "too large"),
+        (HUNDRED_AXES + b"\0", {"Inference-Header-Content-Length": str(len(HUNDRED_AXES))},
+         "100 dimensions"),
+        # JSON true is not the pixel 1.
+        (b'{"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 8, 8, 3], '
+         b'"data": [true' + b", 0" * 191 + b"]}]}", {}, "not true/false"),
     ],
 )
 def test_malformed_requests_get_400_and_the_server_keeps_serving(

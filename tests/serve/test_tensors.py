@@ -80,15 +80,21 @@ def test_float32_values_survive_json_exactly() -> None:
         (_json_input("X", "FP32", [1.5], [1]), b"", "non-negative integers"),
         (_json_input("X", "FP32", "2", [1, 2]), b"", "non-negative integers"),
         (_json_input("X", "FP32", [3], [1, 2]), b"", "has 2 elements but shape [3] needs 3"),
-        (_json_input("X", "FP32", [2, 2], [[1, 2], [3]]), b"", "not a regular array"),
-        (_json_input("X", "FP32", [2], ["1", "2"]), b"", "must be JSON numbers"),
-        (_json_input("X", "FP32", [2], [1, None]), b"", "must be JSON numbers"),
-        (_json_input("X", "INT64", [2], [1, 2.5]), b"", "must be JSON numbers"),
+        (_json_input("X", "FP32", [3], [[1, 2], [3]]), b"", "not a regular array"),
+        (_json_input("X", "FP32", [2, 2], [[1, 2], [3]]), b"", "has 3 elements"),
+        (_json_input("X", "FP32", [2], ["1", "2"]), b"", "must be JSON numbers, not strings"),
+        (_json_input("X", "FP32", [2], [1, None]), b"", "must be JSON numbers, not null"),
+        (_json_input("X", "INT64", [2], [1, 2.5]), b"", "JSON integers, not fractions"),
         (_json_input("X", "UINT8", [2], [1, 256]), b"", "[0, 255]"),
         (_json_input("X", "UINT8", [1], [-1]), b"", "[0, 255]"),
         (_json_input("X", "BOOL", [2], [1, 0]), b"", "must be JSON booleans"),
         (_json_input("X", "FP16", [1], [1e6]), b"", "finite"),
-        (_json_input("X", "INT64", [1], [2**80]), b"", "must be JSON numbers"),
+        (_json_input("X", "INT64", [1], [2**80]), b"", "numbers too large"),
+        (_json_input("X", "UINT8", [2], [True, 0]), b"", "JSON integers, not true/false"),
+        (_json_input("X", "FP32", [2], [0.5, False]), b"", "JSON numbers, not true/false"),
+        (_json_input("X", "BOOL", [2], [True, 1]), b"", "JSON booleans (true/false), not integ"),
+        (_json_input("X", "INT32", [2], [1, {}]), b"", "JSON integers, not objects"),
+        (_json_input("X", "FP32", [2, 1], [[1], 2]), b"", "not a regular array"),
         ({"name": "X", "datatype": "FP32", "shape": [1]}, b"", '"data" or a binary_data_size'),
         ({"name": "X", "datatype": "FP32", "shape": [1], "data": [1],
           "parameters": {"binary_data_size": 4}}, b"abcd", "both data and binary_data_size"),
@@ -112,6 +118,51 @@ def test_malformed_inputs_are_refused_with_a_reason(
     with pytest.raises(RequestError) as info:
         decode_inputs([spec], binary)
     assert message in str(info.value)
+
+
+# Shapes numpy once saw before they were checked (a 500 each): dimensions past 2**64,
+# empty shapes whose other dimensions overflow, and more axes than numpy allows.
+BAD_SHAPES = [
+    ([0, 2**64, 28, 1], "an integer of 65 bits"),
+    ([0, 2**62, 2**62, 1], "at most 2147483647 values"),
+    ([2**31, 1], "at most 2147483647 values"),
+    ([65536, 65536], "at most 2147483647 values"),
+    ([1] * 9, "9 dimensions: at most 8"),
+    ([1] * 100_000, "100000 dimensions"),
+    ([2, -1], "got -1"),
+    ([2, None], "got None"),
+]
+
+
+@pytest.mark.parametrize(("shape", "message"), BAD_SHAPES)
+def test_shapes_are_bounded_before_numpy_in_json_form(shape: list, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        decode_inputs([_json_input("X", "UINT8", shape, [])], b"")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("shape", "message"), BAD_SHAPES)
+def test_shapes_are_bounded_before_numpy_in_binary_form(shape: list, message: str) -> None:
+    spec = {"name": "X", "datatype": "UINT8", "shape": shape,
+            "parameters": {"binary_data_size": 0}}
+    with pytest.raises(RequestError) as info:
+        decode_inputs([spec], b"")
+    assert message in str(info.value)
+
+
+def test_the_largest_allowed_shapes_still_decode() -> None:
+    """The bounds refuse only what cannot be: eight axes, and empty tensors of any
+    extent up to the value bound."""
+    eight = decode_inputs([_json_input("X", "UINT8", [1] * 8, [7])], b"")
+    assert eight["X"].array.shape == (1,) * 8
+    empty = decode_inputs([_json_input("X", "FP32", [0, 2**15, 2**15], [])], b"")
+    assert empty["X"].array.shape == (0, 2**15, 2**15)
+
+
+def test_data_whose_count_differs_from_the_shape_is_refused_before_numpy() -> None:
+    """A million values against a shape of two: counted on the lists, never converted."""
+    with pytest.raises(RequestError, match="data has 1000000 elements but shape"):
+        decode_inputs([_json_input("X", "UINT8", [2], [[0] * 1000] * 1000)], b"")
 
 
 def test_inputs_must_be_a_non_empty_list_of_unique_names() -> None:
