@@ -30,3 +30,7 @@ class InputError(BudgetEdgeError):
 
 class BackendError(BudgetEdgeError):
     """An inference backend (ONNX Runtime, TensorRT) is missing or unusable."""
+
+
+class TrainingError(BudgetEdgeError):
+    """Training diverged (a loss turned NaN or infinite); nothing from that epoch was saved."""

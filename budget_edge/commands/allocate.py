@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from budget_edge.commands import command_line
+from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
 
 
 @click.command("allocate")
@@ -23,21 +24,21 @@ from budget_edge.commands import command_line
     "the checkpoint names). Only its training split is read.",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
-@click.option("--limit-train", type=int, help="Use only the first N training images.")
+@click.option("--limit-train", type=BoundedInt(), help="Use only the first N training images.")
 @click.option(
     "--calib-images",
-    type=int,
+    type=BoundedInt(),
     default=5000,
     show_default=True,
     help="The training split's last N images: calibration only, never fitted on.",
 )
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--threads", type=int, help="CPU threads [torch's default].")
+@click.option("--epochs", type=BoundedInt(), default=8, show_default=True)
+@click.option("--batch-size", type=BoundedInt(), default=256, show_default=True)
+@click.option("--lr", type=FiniteFloat(), default=2e-3, show_default=True)
+@click.option("--threads", type=THREADS, help="CPU threads [torch's default].")
 @click.option(
     "--accuracy-slack",
-    type=float,
+    type=FiniteFloat(),
     default=0.001,
     show_default=True,
     help="Held-out accuracy (a fraction) a budget may give up against the best "
@@ -49,7 +50,7 @@ from budget_edge.commands import command_line
     is_flag=True,
     help="Spend up to c at every budget, even where it buys no accuracy.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def command(
     checkpoint: Path,
     out: Path,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from budget_edge.commands import command_line
+from budget_edge.commands.options import SEED, BoundedInt
 
 
 @click.command("bench")
@@ -35,22 +36,26 @@ from budget_edge.commands import command_line
 @click.option("--data-dir", help="Folder (or CIFAR .tar.gz) of the dataset.")
 @click.option(
     "--eval-images",
-    type=int,
+    type=BoundedInt(),
     help="Images for usage/FLOPs/accuracy (default: the whole test set; 256 for random).",
 )
 @click.option(
-    "--warmup", type=int, default=10, show_default=True, help="Untimed calls per row before timing."
+    "--warmup",
+    type=BoundedInt(),
+    default=10,
+    show_default=True,
+    help="Untimed calls per row before timing.",
 )
 @click.option(
     "--iterations",
-    type=int,
+    type=BoundedInt(),
     default=100,
     show_default=True,
     help="Timed calls per row (budget x batch size).",
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1),
     help="Threads per ONNX Runtime session (default: the usable cores).",
 )
 @click.option(
@@ -75,7 +80,7 @@ from budget_edge.commands import command_line
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of random pixels and sampled masks.",
@@ -98,7 +103,7 @@ from budget_edge.commands import command_line
 )
 @click.option(
     "--static-search",
-    type=click.IntRange(min=0),
+    type=BoundedInt(0),
     default=0,
     show_default=True,
     help="Search the best static mask per budget on the last N training images "

@@ -7,21 +7,43 @@ from pathlib import Path
 
 import click
 
+from budget_edge.commands.options import BoundedInt
+
 
 @click.command("build-engines")
 @click.argument("artifact_dir", type=click.Path(path_type=Path))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16",
-              show_default=True,
-              help="Engine precision: fp32 builds from the exported graphs, fp16 and int8 from "
-                   "the sets `budget-edge quantize` adds (int8 with --target tensorrt).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Largest batch the engines accept (profile 1..B).")
-@click.option("--opt-batch", type=click.IntRange(min=1), default=None,
-              help="Batch size the kernels are tuned for [1: one camera frame at a time].")
-@click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=1024,
-              show_default=True, help="Builder workspace limit in MiB.")
-def command(artifact_dir: Path, precision: str, max_batch: int, opt_batch: int | None,
-            workspace_mib: int) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp16",
+    show_default=True,
+    help="Engine precision: fp32 builds from the exported graphs, fp16 and int8 from "
+    "the sets `budget-edge quantize` adds (int8 with --target tensorrt).",
+)
+@click.option(
+    "--max-batch",
+    type=BoundedInt(1),
+    default=8,
+    show_default=True,
+    help="Largest batch the engines accept (profile 1..B).",
+)
+@click.option(
+    "--opt-batch",
+    type=BoundedInt(1),
+    default=None,
+    help="Batch size the kernels are tuned for [1: one camera frame at a time].",
+)
+@click.option(
+    "--workspace",
+    "workspace_mib",
+    type=BoundedInt(1),
+    default=1024,
+    show_default=True,
+    help="Builder workspace limit in MiB.",
+)
+def command(
+    artifact_dir: Path, precision: str, max_batch: int, opt_batch: int | None, workspace_mib: int
+) -> None:
     """Build a TensorRT engine for every graph of an exported artifact dir.
 
     Engines run only on the TensorRT version and GPU model that built them, so
@@ -38,7 +60,10 @@ def command(artifact_dir: Path, precision: str, max_batch: int, opt_batch: int |
 
     start = time.perf_counter()
     manifest = build_engines(
-        artifact_dir, precision=precision, max_batch=max_batch, workspace_mib=workspace_mib,
+        artifact_dir,
+        precision=precision,
+        max_batch=max_batch,
+        workspace_mib=workspace_mib,
         opt_batch=opt_batch,
         progress=lambda name: click.echo(f"built {name}", err=True),
     )

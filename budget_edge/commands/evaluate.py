@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from budget_edge.commands.options import SEED, BoundedInt
+
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -27,24 +29,24 @@ import click
     required=True,
     help="Folder for sweep.json, sweep.csv, sweep.md and the PNG plots.",
 )
-@click.option("--limit", type=int, help="Evaluate only the first N test images.")
+@click.option("--limit", type=BoundedInt(), help="Evaluate only the first N test images.")
 @click.option(
     "--val-size",
-    type=int,
+    type=BoundedInt(),
     default=5000,
     show_default=True,
     help="Last N training images: the split that ranks the static drop order. A checkpoint "
     "with a validation split (pretrain --val-size) uses that split instead.",
 )
-@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--batch-size", type=BoundedInt(), default=500, show_default=True)
 @click.option(
     "--latency-images",
-    type=int,
+    type=BoundedInt(),
     default=50,
     show_default=True,
     help="Images timed one by one per budget (PyTorch latency, information only).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random masks.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random masks.")
 @click.option(
     "--mode",
     type=click.Choice(["greedy", "rank", "allocate"]),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from budget_edge.commands.options import BoundedInt
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -25,7 +27,7 @@ import click
 )
 @click.option(
     "--opset",
-    type=click.IntRange(min=18),
+    type=BoundedInt(18),
     default=18,
     show_default=True,
     help="ONNX opset (18 or later: torch's exporter writes 18, and converting "
@@ -40,7 +42,7 @@ import click
 )
 @click.option(
     "--fuse-top",
-    type=click.IntRange(min=0),
+    type=BoundedInt(0),
     help="Also export the K masks the policy picks most often as whole graphs "
     "(with an allocator's table of count masks, its rows first). Default: what "
     "the mode runs: every count mask for allocate (one image is then two graph "
@@ -62,7 +64,7 @@ import click
     "--calib-images",
     "--calib-count",  # the older name, kept for a release
     "calib_count",
-    type=int,
+    type=BoundedInt(),
     default=512,
     show_default=True,
     help="Calibration images drawn from --calib-data (as quantize and allocate call it).",
@@ -76,7 +78,7 @@ import click
 )
 @click.option(
     "--static-search-images",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1),
     default=5000,
     show_default=True,
     help="Training images (the split's last N) for the search.",

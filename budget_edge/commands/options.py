@@ -13,6 +13,9 @@ from typing import Any
 
 import click
 
+# Counts of images, epochs, steps, calls: generous, and still far below what overflows.
+MAX_COUNT = 10**9
+
 
 class FiniteFloat(click.FloatRange):
     """A finite float inside [min, max] (either end optional, open with min_open/max_open)."""
@@ -27,17 +30,15 @@ class FiniteFloat(click.FloatRange):
 
 
 class BoundedInt(click.IntRange):
-    """An integer inside [min, max]; both ends are required so that no count is unbounded."""
+    """An integer inside [min, max]; the default max refuses a typo of ten extra zeros."""
 
     name = "integer"
 
-    def __init__(self, min: int, max: int) -> None:
+    def __init__(self, min: int = 0, max: int = MAX_COUNT) -> None:
         super().__init__(min=min, max=max)
 
 
 # The largest seed torch, numpy and Python's random all accept.
 SEED = BoundedInt(0, 2**32 - 1)
-# Counts of images, epochs and steps: generous, but a typo of ten zeros is refused.
-IMAGES = BoundedInt(1, 10**8)
-EPOCHS = BoundedInt(0, 10**5)
-THREADS = BoundedInt(1, 1024)
+# Intra-op CPU threads; 0 where the option takes it to mean "the cores available".
+THREADS = BoundedInt(0, 1024)

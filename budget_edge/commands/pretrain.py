@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
+
 # The defaults train ResNet-20 on Fashion-MNIST past 92% test accuracy in well
 # under an hour on 2 CPU cores (see docs/pretrain.md for the measurements).
 DEFAULTS = {
@@ -79,26 +81,28 @@ def command_line(options: list[tuple[str, Any]]) -> str:
     required=True,
     help="Run folder: last.pt every epoch, best.pt, history.json.",
 )
-@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True)
+@click.option("--epochs", type=BoundedInt(), default=DEFAULTS["epochs"], show_default=True)
 @click.option(
     "--batch-size",
-    type=int,
+    type=BoundedInt(),
     default=DEFAULTS["batch_size"],
     show_default=True,
     help="Images per step and process.",
 )
 @click.option(
     "--lr",
-    type=float,
+    type=FiniteFloat(),
     default=DEFAULTS["lr"],
     show_default=True,
     help="Initial learning rate; cosine to 0, stepped every batch.",
 )
-@click.option("--momentum", type=float, default=DEFAULTS["momentum"], show_default=True)
-@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True)
+@click.option("--momentum", type=FiniteFloat(), default=DEFAULTS["momentum"], show_default=True)
+@click.option(
+    "--weight-decay", type=FiniteFloat(), default=DEFAULTS["weight_decay"], show_default=True
+)
 @click.option(
     "--drop-prob",
-    type=float,
+    type=FiniteFloat(),
     default=DEFAULTS["drop_prob"],
     show_default=True,
     help="Stochastic depth: drop probability of the last block (linear in depth).",
@@ -113,7 +117,7 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 @click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
 @click.option(
     "--warmup-epochs",
-    type=float,
+    type=FiniteFloat(),
     default=0.0,
     show_default=True,
     help="Linear learning-rate warmup before the cosine, in epochs (fractions allowed).",
@@ -126,7 +130,7 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 )
 @click.option(
     "--val-size",
-    type=int,
+    type=BoundedInt(),
     help="Training images held out as the validation split (the same images for every "
     "model of the dataset with this size); it picks best.pt, the test set only reports. "
     "0: none. Default: 10% of the training set, at most 5000; with --resume, what the "
@@ -140,22 +144,22 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 )
 @click.option(
     "--sandwich-random",
-    type=int,
+    type=BoundedInt(),
     default=DEFAULTS["sandwich_random"],
     show_default=True,
     help="Sampled sub-networks per step with --sandwich.",
 )
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option("--seed", type=SEED, default=DEFAULTS["seed"], show_default=True)
 @click.option(
     "--resume",
     is_flag=True,
     help="Continue the run in --out from last.pt, exactly where it stopped.",
 )
-@click.option("--limit-train", type=int, help="Use only the first N training images.")
-@click.option("--limit-test", type=int, help="Use only the first N test images.")
+@click.option("--limit-train", type=BoundedInt(), help="Use only the first N training images.")
+@click.option("--limit-test", type=BoundedInt(), help="Use only the first N test images.")
 @click.option(
     "--workers",
-    type=int,
+    type=BoundedInt(),
     default=0,
     show_default=True,
     help="DataLoader worker processes (augmentation is batched; 0 is usually best).",
@@ -169,7 +173,7 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 )
 @click.option(
     "--threads",
-    type=int,
+    type=THREADS,
     default=0,
     show_default=True,
     help="CPU threads per process; 0: the cores shared among local processes.",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from budget_edge.commands.options import SEED, BoundedInt
 from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROWS
 
 
@@ -25,7 +26,7 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
 )
 @click.option(
     "--calib-images",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1),
     default=512,
     show_default=True,
     help="Calibration images drawn from the training split.",
@@ -59,15 +60,15 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
 )
 @click.option(
     "--max-rows",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1),
     default=DEFAULT_MAX_ROWS,
     show_default=True,
     help="Calibration rows kept per graph (a uniform sample).",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1),
     default=None,
     help="ONNX Runtime threads while calibrating [the usable cores].",
 )

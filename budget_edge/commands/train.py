@@ -7,63 +7,120 @@ from typing import Any
 
 import click
 
+from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
+
 USAGE_CHOICES = ("components", "flops")
 EXTRACTOR_CHOICES = ("auto", "resnet8", "light")
 
 
 @click.command("train")
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="Pretrained backbone: any checkpoint budget-edge reads (own, akamaster, ...).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run folder: last.pt after every epoch, budgetnet.pt at the end, history.json.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --out from last.pt with its settings "
-              "(--device, --threads, --workers may change).")
-@click.option("--preset", type=click.Choice(["demo", "paper"]),
-              help="demo: minutes on a subset; paper: the full schedule (options override it).")
-@click.option("--data", help="Dataset: fashion-mnist, cifar10, cifar100, folder "
-              "(default: the one the checkpoint names).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Pretrained backbone: any checkpoint budget-edge reads (own, akamaster, ...).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder: last.pt after every epoch, budgetnet.pt at the end, history.json.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from last.pt with its settings "
+    "(--device, --threads, --workers may change).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["demo", "paper"]),
+    help="demo: minutes on a subset; paper: the full schedule (options override it).",
+)
+@click.option(
+    "--data",
+    help="Dataset: fashion-mnist, cifar10, cifar100, folder "
+    "(default: the one the checkpoint names).",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
-@click.option("--limit-train", type=int, help="Use only the first N training images.")
-@click.option("--eval-images", type=int, help="Test images for the check after each epoch.")
-@click.option("--curriculum-epochs", type=int, help="Stage 1: agent only, backbone frozen.")
-@click.option("--finetune-epochs", type=int, help="Stage 2: agent and backbone together.")
-@click.option("--forced-epochs", type=float,
-              help="Epochs for the forced-on components i to reach 0 (default: half stage 1).")
-@click.option("--budget-epochs", type=float,
-              help="Epochs for c_min to fall from 1.0 to 0.1 (default: half stage 1).")
-@click.option("--curriculum-unit", type=click.Choice(["batch", "epoch"]),
-              help="Move the curriculum every batch (smooth) or every epoch (the reference).")
-@click.option("--batch-size", type=int, help="Images per step and process [256].")
-@click.option("--lr", type=float, help="Agent learning rate in stage 1 [1e-3].")
-@click.option("--finetune-lr", type=float, help="Agent learning rate in stage 2 [1e-3].")
-@click.option("--backbone-lr", type=float, help="Backbone learning rate in stage 2 [1e-4].")
-@click.option("--gamma", type=float, help="Eq. 4: penalty scale for wrong predictions [1.0].")
-@click.option("--omega", type=float, help="Eq. 4: extra penalty for exceeding the budget [1.0].")
-@click.option("--alpha", type=float, help="Eq. 11: exploration bound [0.8].")
-@click.option("--beta", type=float, help="Eq. 11: bound decay per epoch [1/all epochs].")
-@click.option("--value-coef", type=float, help="Weight of the value loss, Eq. 9 [1.0].")
-@click.option("--entropy-coef", type=float, help="Weight of the optional entropy bonus [0].")
-@click.option("--usage", type=click.Choice(USAGE_CHOICES),
-              help="Budget usage as a fraction of components (paper) or of FLOPs.")
-@click.option("--prior", type=click.Choice(["static", "prefix", "none"]),
-              help="Starting policy: static drop order (default), last blocks first, or the "
-              "paper's plain initialisation (none); see docs/budgetnet.md.")
-@click.option("--prior-sharpness", type=float,
-              help="Slope in c of the starting policy's logits [4 K].")
-@click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES),
-              help="Agent feature extractor: resnet8 (reference), light (about 10x cheaper) or "
-                   "auto (resnet8 unless it costs over 5% of the backbone) [auto].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
-              help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].")
-@click.option("--workers", type=int, help="DataLoader worker processes [0].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where to train [auto: the GPU if there is one].")
-@click.option("--threads", type=int,
-              help="CPU threads per process [0: the cores shared among processes].")
-@click.option("--seed", type=int, help="Random seed [0].")
-def command(checkpoint: Path | None, out: Path, resume: bool, preset: str | None,
-            **options: Any) -> None:
+@click.option("--limit-train", type=BoundedInt(), help="Use only the first N training images.")
+@click.option(
+    "--eval-images", type=BoundedInt(), help="Test images for the check after each epoch."
+)
+@click.option(
+    "--curriculum-epochs", type=BoundedInt(), help="Stage 1: agent only, backbone frozen."
+)
+@click.option("--finetune-epochs", type=BoundedInt(), help="Stage 2: agent and backbone together.")
+@click.option(
+    "--forced-epochs",
+    type=FiniteFloat(),
+    help="Epochs for the forced-on components i to reach 0 (default: half stage 1).",
+)
+@click.option(
+    "--budget-epochs",
+    type=FiniteFloat(),
+    help="Epochs for c_min to fall from 1.0 to 0.1 (default: half stage 1).",
+)
+@click.option(
+    "--curriculum-unit",
+    type=click.Choice(["batch", "epoch"]),
+    help="Move the curriculum every batch (smooth) or every epoch (the reference).",
+)
+@click.option("--batch-size", type=BoundedInt(), help="Images per step and process [256].")
+@click.option("--lr", type=FiniteFloat(), help="Agent learning rate in stage 1 [1e-3].")
+@click.option("--finetune-lr", type=FiniteFloat(), help="Agent learning rate in stage 2 [1e-3].")
+@click.option("--backbone-lr", type=FiniteFloat(), help="Backbone learning rate in stage 2 [1e-4].")
+@click.option(
+    "--gamma", type=FiniteFloat(), help="Eq. 4: penalty scale for wrong predictions [1.0]."
+)
+@click.option(
+    "--omega", type=FiniteFloat(), help="Eq. 4: extra penalty for exceeding the budget [1.0]."
+)
+@click.option("--alpha", type=FiniteFloat(), help="Eq. 11: exploration bound [0.8].")
+@click.option("--beta", type=FiniteFloat(), help="Eq. 11: bound decay per epoch [1/all epochs].")
+@click.option("--value-coef", type=FiniteFloat(), help="Weight of the value loss, Eq. 9 [1.0].")
+@click.option(
+    "--entropy-coef", type=FiniteFloat(), help="Weight of the optional entropy bonus [0]."
+)
+@click.option(
+    "--usage",
+    type=click.Choice(USAGE_CHOICES),
+    help="Budget usage as a fraction of components (paper) or of FLOPs.",
+)
+@click.option(
+    "--prior",
+    type=click.Choice(["static", "prefix", "none"]),
+    help="Starting policy: static drop order (default), last blocks first, or the "
+    "paper's plain initialisation (none); see docs/budgetnet.md.",
+)
+@click.option(
+    "--prior-sharpness",
+    type=FiniteFloat(),
+    help="Slope in c of the starting policy's logits [4 K].",
+)
+@click.option(
+    "--extractor",
+    type=click.Choice(EXTRACTOR_CHOICES),
+    help="Agent feature extractor: resnet8 (reference), light (about 10x cheaper) or "
+    "auto (resnet8 unless it costs over 5% of the backbone) [auto].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].",
+)
+@click.option("--workers", type=BoundedInt(), help="DataLoader worker processes [0].")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where to train [auto: the GPU if there is one].",
+)
+@click.option(
+    "--threads", type=THREADS, help="CPU threads per process [0: the cores shared among processes]."
+)
+@click.option("--seed", type=SEED, help="Random seed [0].")
+def command(
+    checkpoint: Path | None, out: Path, resume: bool, preset: str | None, **options: Any
+) -> None:
     """Train the BudgetNet agent: curriculum, then joint fine-tuning.
 
     Stage 1 freezes the backbone and trains the agent with the actor-critic
@@ -85,8 +142,10 @@ def command(checkpoint: Path | None, out: Path, resume: bool, preset: str | None
     config = None
     overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
     if resume:
-        if checkpoint is not None or preset is not None or any(
-            v is not None for v in options.values()
+        if (
+            checkpoint is not None
+            or preset is not None
+            or any(v is not None for v in options.values())
         ):
             raise ConfigError(
                 "--resume continues the run in --out with its own settings; drop the other "

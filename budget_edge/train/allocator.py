@@ -43,6 +43,8 @@ from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import state_digest
 from budget_edge.runtime.allocation import calibrate_prices, counts_for
 from budget_edge.runtime.masks import project_to_variants
+from budget_edge.train.config_checks import not_finite, seed_problem
+from budget_edge.train.divergence import stop_if_diverged
 
 Progress = Callable[[str], None]
 
@@ -69,6 +71,9 @@ class AllocatorConfig:
     accuracy_slack: float | None = 0.001
 
     def check(self) -> None:
+        problems = not_finite(self) + seed_problem(self.seed)
+        if problems:
+            raise ConfigError("; ".join(problems))
         if self.epochs < 1 or self.batch_size < 1 or self.calib_images < 1:
             raise ConfigError("--epochs, --batch-size and --calib-images must be >= 1")
         if not self.lr > 0:
@@ -146,6 +151,8 @@ def fit_allocator(allocator: Allocator, images: Tensor, table: np.ndarray, cfg: 
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
             loss = F.binary_cross_entropy_with_logits(allocator(images[rows]), targets[rows])
+            stop_if_diverged(loss.item(), where=f"in allocator epoch {epoch + 1}",
+                             kept="the checkpoint was not changed")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -60,6 +60,7 @@ from budget_edge.evaluate import (
 )
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
+from budget_edge.train.config_checks import not_finite, seed_problem
 from budget_edge.train.curriculum import Curriculum, controlled_components, force_on
 from budget_edge.train.distributed import (
     DistContext,
@@ -70,6 +71,7 @@ from budget_edge.train.distributed import (
     shutdown,
     sync_buffers,
 )
+from budget_edge.train.divergence import stop_if_diverged
 from budget_edge.train.prior import PRIORS, apply_budget_prior, prior_order
 from budget_edge.train.progress import TrainDisplay
 
@@ -137,6 +139,9 @@ class BudgetNetConfig:
 
     def check(self) -> None:
         """Raise ConfigError for settings that cannot work."""
+        problems = not_finite(self) + seed_problem(self.seed)
+        if problems:
+            raise ConfigError("; ".join(problems))
         if self.curriculum_epochs < 0 or self.finetune_epochs < 0 or self.total_epochs < 1:
             raise ConfigError("stage epochs must be >= 0 and at least one stage must run")
         if self.batch_size < 1:
@@ -148,6 +153,19 @@ class BudgetNetConfig:
             raise ConfigError(f"alpha must lie in [0.5, 1] (Eq. 11 bound), got {self.alpha}")
         if self.gamma < 0 or self.omega < 0:
             raise ConfigError("gamma and omega must be >= 0")
+        for name in ("value_coef", "entropy_coef", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("beta", "prior_sharpness"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 (or left out), got {getattr(self, name)}")
+        for name in ("forced_epochs", "budget_epochs"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (or left out), got {getattr(self, name)}")
+        if not 0.0 <= self.c_min_end <= 1.0:
+            raise ConfigError(f"c_min_end is a budget in [0, 1], got {self.c_min_end}")
+        if self.prior_images < 1 or (self.eval_images is not None and self.eval_images < 1):
+            raise ConfigError("prior_images and eval_images must be at least 1")
         if self.usage not in USAGE_KINDS:
             raise ConfigError(f"usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -491,6 +509,10 @@ def train_epoch(
         if finetune:
             loss = loss + F.cross_entropy(logits, labels)  # the backbone adapts to its masks
 
+        stop_if_diverged(
+            loss.item(), where=f"in epoch {epoch + 1}, step {step + 1}",
+            kept=f"{LAST} holds the last finished epoch",
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -59,6 +59,7 @@ from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.models import Backbone, build_backbone
 from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
+from budget_edge.train.config_checks import not_finite, seed_problem
 from budget_edge.train.distributed import (
     DistContext,
     all_gather_objects,
@@ -69,6 +70,7 @@ from budget_edge.train.distributed import (
     shutdown,
     sync_buffers,
 )
+from budget_edge.train.divergence import stop_if_diverged
 from budget_edge.train.progress import TrainDisplay
 from budget_edge.train.sandwich import (
     distillation_loss,
@@ -105,7 +107,7 @@ class PretrainConfig:
 
     def check(self) -> None:
         """Refuse hyperparameters that cannot train, with what to give instead."""
-        problems = []
+        problems = not_finite(self) + seed_problem(self.seed)
         if self.epochs < 1:
             problems.append(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -738,6 +740,8 @@ def run(
         loss, accuracy, rate, train_s = train_one_epoch(
             model, loaders.train, optimizer, scheduler, step, epoch
         )
+        kept = f"last.pt holds epoch {state.epoch}" if state.epoch else "nothing was written"
+        stop_if_diverged(loss, where=f"in epoch {epoch}", kept=kept)
         sync_buffers(backbone, ctx)
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(backbone, loaders.test, step)

@@ -89,7 +89,7 @@ def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
         (["--lr", "-0.1"], "error: --lr must be positive, got -0.1"),
         (["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
         (["--drop-prob", "1.5"], r"error: --drop-prob must be in [0, 1), got 1.5"),
-        (["--workers", "-1"], "error: --workers must be >= 0"),
+        (["--momentum", "1"], "error: --momentum must be in [0, 1), got 1.0"),
         (["--resume"], "error: --resume: there is no checkpoint at"),
     ],
 )
@@ -100,6 +100,29 @@ def test_user_errors_print_one_line_and_exit_2(
     assert code == 2
     assert stderr.startswith(message)
     assert stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--workers", "-1"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--seed", str(2**70)]],
+)
+def test_numbers_no_run_can_use_are_refused_before_it_starts(
+    fmnist: Path, tmp_path: Path, capsys, extra: list[str]
+):
+    code, _, stderr = cli(tiny(fmnist, tmp_path / "run", *extra), capsys)
+    assert code == 2
+    assert f"Invalid value for '{extra[0]}'" in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_loss_diverges_stops_without_saving_it(fmnist: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = cli(tiny(fmnist, out, "--lr", "1e30"), capsys)
+    assert code == 2
+    assert stderr.startswith("error: the training loss became ")
+    assert "in epoch 1: the run stopped without saving it (nothing was written)" in stderr
+    assert not (out / "last.pt").exists()
+    assert not (out / "best.pt").exists()
 
 
 def test_out_must_not_be_a_file(fmnist: Path, tmp_path: Path, capsys):
