@@ -22,7 +22,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from torch import nn
 from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet, build_agent
 from budget_edge.errors import BudgetEdgeError, CheckpointError, ConfigError
+from budget_edge.files import GiB, open_user_file
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint_formats import (
     FORMATS,
@@ -43,6 +44,10 @@ from budget_edge.models.checkpoint_formats import (
 from budget_edge.models.registry import build_backbone
 
 PathLike = str | os.PathLike[str]
+
+# The largest checkpoint the toolkit builds (ResNeXt-101) is under 400 MiB; a file past
+# this is not one, and reading it whole would take the machine's memory.
+CHECKPOINT_LIMIT = 8 * GiB
 
 
 @dataclass
@@ -83,12 +88,20 @@ def read_checkpoint_file(path: PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint file not found: {file}; check the path")
     if file.is_dir():
         raise CheckpointError(f"{file} is a directory; give the checkpoint file inside it")
-    _check_zip_crcs(file)
+    # A regular file of bounded size, opened once: the bytes checked are the bytes loaded.
+    with open_user_file(file, what="checkpoint", limit=CHECKPOINT_LIMIT,
+                        error=CheckpointError) as handle:
+        return _load_open_checkpoint(file, handle)
+
+
+def _load_open_checkpoint(file: Path, handle: IO[bytes]) -> dict[str, Any]:
+    _check_zip_crcs(file, handle)
+    handle.seek(0)
     try:
         with warnings.catch_warnings():
             # Plain pickles make torch warn about their protocol; the load refuses them anyway.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(file, map_location="cpu", weights_only=True)
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_unsafe_message(file, exc)) from exc
     except Exception as exc:  # torch raises many types for damaged files; all mean the same
@@ -104,14 +117,15 @@ def read_checkpoint_file(path: PathLike) -> dict[str, Any]:
     return obj
 
 
-def _check_zip_crcs(file: Path) -> None:
+def _check_zip_crcs(file: Path, handle: IO[bytes]) -> None:
     """torch.save writes a zip with a CRC-32 per member, which torch.load never checks: a
     flipped byte in a weight loaded silently. Check them (about 1 ms per 1 MB)."""
-    if not zipfile.is_zipfile(file):
+    if not zipfile.is_zipfile(handle):
         return  # a legacy (plain pickle) file: torch.load decides
     name = ""
     try:
-        with zipfile.ZipFile(file) as archive:
+        with zipfile.ZipFile(handle) as archive:
+            _check_sizes(file, archive)
             for member in archive.infolist():
                 if member.CRC == 0 and member.file_size > 0:
                     continue  # torch's compute_crc32 = False writes no checksum
@@ -129,6 +143,20 @@ def _check_zip_crcs(file: Path) -> None:
         raise CheckpointError(f"cannot read {file}: the archive is damaged "
                               f"({type(exc).__name__}: {str(exc)[:200]}); re-download or "
                               "re-save it") from exc
+
+
+def _check_sizes(file: Path, archive: zipfile.ZipFile) -> None:
+    """torch.save stores members uncompressed, so together they are no larger than the file.
+    A member that claims more is a compressed one (a 7 MiB file once held a 4 GiB member
+    that took 18 s to check and would have taken 4 GiB to load): refuse it unread."""
+    declared = sum(member.file_size for member in archive.infolist())
+    on_disk = file.stat().st_size
+    if declared > on_disk:
+        raise CheckpointError(
+            f"{file} is a {on_disk / 2**20:.1f} MiB archive whose members claim "
+            f"{declared / 2**20:.1f} MiB: torch.save does not compress, so this is not a "
+            "checkpoint it wrote; re-save it with torch.save"
+        )
 
 
 def _unsafe_message(file: Path, exc: pickle.UnpicklingError) -> str:

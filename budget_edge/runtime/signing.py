@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from budget_edge.errors import BackendError, ConfigError, ManifestError
-from budget_edge.runtime.manifest import Manifest, atomic_write_text
+from budget_edge.files import KiB, atomic_write_text, read_user_file
+from budget_edge.runtime.manifest import Manifest
 
 SIGNATURE_NAME = "manifest.sig"
+# A PEM Ed25519 key is about 120 bytes and a signature 90: anything near these limits
+# is another file given by mistake (or /dev/zero), refused before it is read.
+KEY_LIMIT = 64 * KiB
+SIGNATURE_LIMIT = 4 * KiB
 INSTALL_HINT = "pip install 'budget-edge[sign]' (the cryptography package)"
 
 
@@ -52,10 +57,8 @@ def _crypto() -> Any:
 
 def _read_key(path: str | os.PathLike[str], private: bool) -> Any:
     serialization, ed25519 = _crypto()
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the key {path} ({exc.strerror})") from exc
+    kind = "private" if private else "public"
+    data = read_user_file(path, what=f"the {kind} key", limit=KEY_LIMIT)
     try:
         key = (
             serialization.load_pem_private_key(data, password=None)
@@ -63,7 +66,6 @@ def _read_key(path: str | os.PathLike[str], private: bool) -> Any:
             else serialization.load_pem_public_key(data)
         )
     except (ValueError, TypeError) as exc:
-        kind = "private" if private else "public"
         raise ConfigError(f"{path} is not a PEM {kind} key without a password ({exc})") from exc
     wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
     if not isinstance(key, wanted):
@@ -126,9 +128,10 @@ def verify_signature(
             "device only runs signed artifacts: sign it on the workstation "
             "with `budget-edge sign DIR --key KEY`"
         )
+    text = read_user_file(path, what="the signature", limit=SIGNATURE_LIMIT, error=ManifestError)
     try:
-        signature = base64.b64decode(path.read_text().strip(), validate=True)
-    except (ValueError, UnicodeDecodeError) as exc:
+        signature = base64.b64decode(text.strip(), validate=True)
+    except ValueError as exc:
         raise ManifestError(f"{path} is not a signature: sign the artifact again") from exc
     payload = signed_bytes(manifest)
     for key in keys:

@@ -346,3 +346,25 @@ def test_files_from_before_the_digest_still_load(tmp_path: Path, pair: Pair) -> 
     payload = saved_payload(tmp_path, pair)
     del payload["backbone"]["sha256"]
     load_checkpoint(resave(tmp_path, payload))
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_device_or_a_pipe_is_refused_before_it_is_read(tmp_path: Path, kind: str) -> None:
+    path = Path("/dev/zero") if kind == "device" else tmp_path / "pipe"
+    if kind == "fifo":
+        os.mkfifo(path)  # a blocking open would wait forever for a writer
+    with pytest.raises(CheckpointError, match="checkpoint: .* is not a regular file"):
+        load_checkpoint(path)
+
+
+def test_a_compressed_member_claiming_more_than_the_file_is_refused_unread(
+    tmp_path: Path, pair: Pair
+) -> None:
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 << 20))  # 64 MiB in about 64 KiB
+    with pytest.raises(CheckpointError, match=r"bomb.pt is a 0.1 MiB archive whose members "
+                                              r"claim 64.0 MiB: torch.save does not compress"):
+        load_checkpoint(path)

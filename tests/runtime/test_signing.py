@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,37 @@ def test_bad_keys_and_signatures_are_one_line(fresh_artifact: Any, tmp_path: Pat
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="not a PEM private key"):
         sign_artifact(root, tmp_path / "junk.pem")
-    with pytest.raises(ConfigError, match="cannot read the key"):
+    with pytest.raises(ConfigError, match="the private key: cannot read .*missing.pem: no such"):
         sign_artifact(root, tmp_path / "missing.pem")
     _, pub = _keys(tmp_path, "k")
     (root / SIGNATURE_NAME).write_text("%%% not base64")
     with pytest.raises(ManifestError, match="is not a signature"):
         BudgetRuntime.load(root, trusted_keys=[pub])
+
+
+def test_keys_and_signatures_are_read_with_a_bound(fresh_artifact: Any, tmp_path: Path) -> None:
+    """A device file, a pipe or a huge file given as a key is refused before it is read:
+    /dev/zero would read until memory ran out, a FIFO would block the load forever."""
+    root = fresh_artifact.path
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "huge.pem").write_bytes(b"-" * (1 << 20))
+    for bad in ("/dev/zero", tmp_path / "pipe"):
+        with pytest.raises(ConfigError, match="the public key: .* is not a regular file"):
+            BudgetRuntime.load(root, trusted_keys=[bad])
+    with pytest.raises(ConfigError, match="the public key: .*huge.pem is 1.0 MiB, more than"):
+        BudgetRuntime.load(root, trusted_keys=[tmp_path / "huge.pem"])
+    _, pub = _keys(tmp_path, "k")
+    (root / SIGNATURE_NAME).write_bytes(b"A" * (1 << 20))
+    with pytest.raises(ManifestError, match="the signature: .* is 1.0 MiB"):
+        BudgetRuntime.load(root, trusted_keys=[pub])
+
+
+@pytest.mark.parametrize("keys", [[], "", Path("k.pem"), iter(())])
+def test_a_key_list_that_came_out_empty_or_is_not_a_list_fails_closed(
+    fresh_artifact: Any, keys: Any
+) -> None:
+    with pytest.raises(ConfigError, match="trusted_keys must be a non-empty list"):
+        BudgetRuntime.load(fresh_artifact.path, trusted_keys=keys)
 
 
 def test_sign_and_serve_commands(fresh_artifact: Any, tmp_path: Path,
