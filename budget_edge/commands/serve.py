@@ -6,6 +6,16 @@ from pathlib import Path
 
 import click
 
+from budget_edge.commands.options import BoundedInt, FiniteFloat
+
+# The ranges of the server's numbers: wide enough for any device, narrow enough that a
+# typo (ten extra zeros, nan, a unit slip) is refused at the command line.
+MAX_THREADS = 1024
+MIN_BODY_MB, MAX_BODY_MB = 0.01, 1024.0  # 10 KiB holds one small JSON image
+MAX_BATCH = 4096
+MAX_QUEUE = 10_000
+MAX_TIMEOUT_S = 3600.0
+
 
 @click.command("serve")
 @click.argument("directory", type=click.Path(path_type=Path))
@@ -17,7 +27,7 @@ import click
 )
 @click.option(
     "--port",
-    type=click.IntRange(0, 65535),
+    type=BoundedInt(0, 65535),
     default=8000,
     show_default=True,
     help="TCP port (0: any free port, printed at start).",
@@ -49,7 +59,7 @@ import click
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1, MAX_THREADS),
     help="Threads per ONNX Runtime session (default: the usable cores).",
 )
 @click.option(
@@ -57,31 +67,35 @@ import click
     type=click.Choice(["greedy", "sample", "rank", "allocate"]),
     help="Decision mode of requests that name none (default: the artifact's own).",
 )
-@click.option("--model-name", help="Model name in the URLs (default: the backbone's name).")
+@click.option(
+    "--model-name",
+    help="Model name in the URLs (default: the backbone's name): letters, digits, '.', "
+    "'_' and '-'.",
+)
 @click.option(
     "--max-body-mb",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(MIN_BODY_MB, MAX_BODY_MB),
     default=16.0,
     show_default=True,
     help="Larger request bodies get HTTP 413.",
 )
 @click.option(
     "--max-batch",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1, MAX_BATCH),
     default=64,
     show_default=True,
     help="Images per request; larger requests get HTTP 413 (split them).",
 )
 @click.option(
     "--max-queue",
-    type=click.IntRange(min=1),
+    type=BoundedInt(1, MAX_QUEUE),
     default=100,
     show_default=True,
     help="Requests waiting for the model; more get HTTP 503 with Retry-After.",
 )
 @click.option(
     "--request-timeout",
-    type=click.FloatRange(min=0, min_open=True, max=3600),
+    type=FiniteFloat(0, MAX_TIMEOUT_S, min_open=True),
     default=30.0,
     show_default=True,
     help="Seconds a request may take, queue included (a client's `timeout` "
@@ -163,7 +177,10 @@ def command(
 
     from budget_edge.errors import ConfigError
     from budget_edge.serve.access import check_exposure, read_token
+    from budget_edge.serve.model import check_model_name
 
+    if model_name is not None:
+        check_model_name(model_name)  # before anything loads
     token = read_token(token_file)
     if uds is None:
         check_exposure(host, token, insecure)  # before anything loads

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 from budget_edge.errors import ConfigError
+from budget_edge.files import KiB, read_user_text
 
 TOKEN_ENV = "BUDGET_EDGE_TOKEN"
 OPEN_PREFIX = "/v2/health/"
@@ -25,20 +26,33 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
                    Awaitable[None]]
 
 
+# What an `Authorization: Bearer` header can carry (RFC 6750's b64token): one line of
+# letters, digits and - . _ ~ + / =. A token with a newline or a space inside could never
+# be sent, so every request would get 401.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]+")
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_BYTES = 4 * KiB
+
+
 def read_token(path: str | None) -> str | None:
-    """The token from `path`, else from BUDGET_EDGE_TOKEN, else None (no token)."""
+    """The token from `path`, else from BUDGET_EDGE_TOKEN, else None (no token).
+
+    Whitespace around the token (the newline `echo` adds) is dropped."""
     if path is not None:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--token-file {path}: cannot read it ({exc})") from exc
+        text = read_user_text(path, what="--token-file", limit=MAX_TOKEN_BYTES)
+        token, where = text.strip(), f"--token-file {path}"
     else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
+        token, where = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
         if not token:
             return None
-    if len(token) < 16:
-        raise ConfigError("the access token must be at least 16 characters (for example "
-                          "`openssl rand -hex 32 > token`)")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{where}: the access token must be at least {MIN_TOKEN_CHARS} "
+                          "characters (for example `openssl rand -hex 32 > token`)")
+    bad = next((c for c in token if not TOKEN_PATTERN.fullmatch(c)), None)
+    if bad is not None:
+        raise ConfigError(f"{where}: the access token holds {bad!r}, which an Authorization "
+                          "header cannot carry: use one line of letters, digits and - . _ ~ "
+                          "+ / = (for example `openssl rand -hex 32 > token`)")
     return token
 
 

@@ -23,6 +23,7 @@ Without BUDGET, `budget` or MASK the server's budget controller decides.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +39,10 @@ from budget_edge.serve.request import InferRequest, RequestedOutput, parse_reque
 from budget_edge.serve.tensors import Tensor, encode_body, encode_output
 
 IMAGE_INPUTS = ("IMAGE", "INPUT")
+# A model name is a path segment of every model URL: letters, digits, '.', '_' and '-',
+# starting with a letter, digit or '_' (so never '..'), at most 64 characters. A name
+# with '/' or '..' started a server whose model no URL could reach.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 PARAMETERS = ("budget", "mode", "seed", "cap", "policy")
 
 
@@ -160,7 +165,7 @@ class ServedModel:
         self.max_batch = max_batch
         self.chunk = chunk
         self.controller = controller
-        self.name = name or runtime.manifest.backbone
+        self.name = check_model_name(name or runtime.manifest.backbone)
         self.version = version
         self.platform = f"budget-edge_{runtime.backend.name}"
         if runtime.precision != "fp32":  # clients see which graph set answers
@@ -332,6 +337,15 @@ class ServedModel:
                 f"input {tensor.name} has shape {list(shape)} but the model takes "
                 f"{list(meta.shape)} (-1: any batch size)"
             )
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it can be a model's URL segment, else a ConfigError saying what can."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(f"model name {name[:80]!r} cannot be part of a URL: use --model-name "
+                          "with 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                          "letter, digit or '_'")
+    return name
 
 
 def _signature(runtime: BudgetRuntime) -> tuple[dict[str, TensorMeta], dict[str, TensorMeta]]:

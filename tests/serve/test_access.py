@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,40 @@ def test_token_from_a_file_or_the_environment(tmp_path: Path,
     (tmp_path / "short").write_text("abc")
     with pytest.raises(ConfigError, match="at least 16 characters"):
         read_token(str(tmp_path / "short"))
-    with pytest.raises(ConfigError, match="cannot read it"):
+    with pytest.raises(ConfigError, match="--token-file: cannot read .*missing: no such file"):
         read_token(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("first-half-of-it\nsecond-half-of-it\n", "'\\n'"),
+    ("a token with spaces inside it", "' '"),
+    ("t\u00f6ken-with-an-umlaut-0123", "'\u00f6'"),
+    ("tab\tseparated-token-0123456", "'\\t'"),
+])
+def test_a_token_no_header_can_carry_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                text: str, shown: str) -> None:
+    """A newline inside the token was accepted, and then every request got 401."""
+    (tmp_path / "token").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="Authorization header cannot carry") as info:
+        read_token(str(tmp_path / "token"))
+    assert shown in str(info.value)
+    monkeypatch.setenv("BUDGET_EDGE_TOKEN", text)
+    with pytest.raises(ConfigError, match="BUDGET_EDGE_TOKEN: the access token holds"):
+        read_token(None)
+
+
+def test_a_token_file_is_read_bounded_and_only_if_regular(tmp_path: Path) -> None:
+    (tmp_path / "big").write_text("x" * 5000)
+    with pytest.raises(ConfigError, match="more than the 4.0 KiB"):
+        read_token(str(tmp_path / "big"))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_token("/dev/zero")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_token(str(fifo))  # refused at once, not blocked waiting for a writer
+    with pytest.raises(ConfigError, match="is a folder"):
+        read_token(str(tmp_path))
 
 
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True),

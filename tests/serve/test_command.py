@@ -154,6 +154,36 @@ def test_bad_budget_exits_2(
     assert message in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--max-body-mb", "nan"], "'nan' is not a finite number"),
+        (["--max-body-mb", "inf"], "'inf' is not a finite number"),
+        (["--max-body-mb", "1e-9"], "not in the range 0.01<=x<=1024"),
+        (["--request-timeout", "nan"], "'nan' is not a finite number"),
+        (["--request-timeout", "-inf"], "'-inf' is not a finite number"),
+        (["--threads", "1000000"], "not in the range 1<=x<=1024"),
+        (["--max-queue", str(2**70)], "not in the range 1<=x<=10000"),
+        (["--max-batch", str(10**9)], "not in the range 1<=x<=4096"),
+        (["--port", "-1"], "not in the range 0<=x<=65535"),
+        (["--model-name", "a/b"], "model name 'a/b' cannot be part of a URL"),
+        (["--model-name", "../../etc"], "cannot be part of a URL"),
+        (["--model-name", ".."], "cannot be part of a URL"),
+        (["--model-name", "x" * 65], "cannot be part of a URL"),
+        (["--model-name", "tiny\n"], "cannot be part of a URL"),
+    ],
+)
+def test_server_options_that_cannot_be_right_exit_2_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    """Each was a traceback or a server that could not work; the artifact path does not
+    exist, so a refusal that names the option came before any loading."""
+    code, err = run_cli([str(tmp_path / "nothing"), "--port", "0", *extra], capsys)
+    assert code == 2
+    assert message in err
+    assert "does not exist" not in err
+
+
 def test_missing_artifact_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_cli([str(tmp_path / "nothing"), "--port", "0"], capsys)
     assert code == 2

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from budget_edge.errors import InputError
+from budget_edge.errors import ConfigError, InputError
 from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.budget import FixedBudget
 from budget_edge.serve.errors import RequestError
 from budget_edge.serve.model import ServedModel
 from budget_edge.serve.tensors import DATATYPES
@@ -263,6 +264,8 @@ def test_model_name_can_be_chosen(tiny_artifact: Path) -> None:
     model = load_model(tiny_artifact, name="edge-classifier")
     assert model.name == "edge-classifier"
     assert model.metadata()["name"] == "edge-classifier"
+    with pytest.raises(ConfigError, match="cannot be part of a URL"):
+        ServedModel(model.runtime, FixedBudget(0.5), name="models/x")
     model.runtime.close()
 
 
