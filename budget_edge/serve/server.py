@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http
 import json
 import os
 import signal
@@ -116,6 +117,52 @@ KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 HEAD_TIMEOUT_S = 10.0
 
 
+HTTP_VERSIONS = (b"1.0", b"1.1")
+
+
+class StrictConnection(h11.Connection):
+    """h11's server side of a connection, refusing request heads it would take on trust.
+
+    h11 frames a request with both Content-Length and Transfer-Encoding as chunked and
+    keeps the connection: a proxy in front that frames it by Content-Length then sees a
+    different request boundary, and a second request hidden in the body gets answered
+    (request smuggling). h11 also parses any `HTTP/d.d` request line as HTTP/1.1. Such
+    a head is refused here (`refusal` says how), and the protocol answers it and closes
+    the connection.
+    """
+
+    refusal: tuple[int, str] | None = None
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.refusal = (exc.error_status_hint, f"{exc} (malformed HTTP: check the request "
+                                                   "line and headers, Content-Length in "
+                                                   "particular)")
+            raise
+        if isinstance(event, h11.Request):
+            self.refusal = _framing_problem(event)
+            if self.refusal is not None:
+                raise h11.RemoteProtocolError(self.refusal[1], self.refusal[0])
+        return event
+
+
+def _framing_problem(request: h11.Request) -> tuple[int, str] | None:
+    """(status, message) for a request head that must not be served, else None."""
+    if request.http_version not in HTTP_VERSIONS:
+        version = request.http_version.decode("ascii", "replace")
+        return 505, f"HTTP/{version} is not supported: send HTTP/1.1 (or HTTP/1.0)"
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return 400, ("the request has both Content-Length and Transfer-Encoding, which a "
+                     "proxy and this server could frame differently: send one of them")
+    if b"transfer-encoding" in names and request.http_version == b"1.0":
+        return 400, ("Transfer-Encoding is not part of HTTP/1.0: send Content-Length, or "
+                     "send the request as HTTP/1.1")
+    return None
+
+
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request head.
 
@@ -128,6 +175,9 @@ class TimedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, head_timeout_s: float = HEAD_TIMEOUT_S,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        size = self.config.h11_max_incomplete_event_size
+        self.conn = StrictConnection(h11.SERVER) if size is None \
+            else StrictConnection(h11.SERVER, size)
         self.head_timeout_s = head_timeout_s
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -150,13 +200,15 @@ class TimedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        """A request h11 cannot parse (a bad Content-Length, say): JSON like every other
-        error, where uvicorn answers plain text."""
-        body = json.dumps({"error": f"{msg} (malformed HTTP: check the request line and "
-                                    "headers, Content-Length in particular)"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        """A request head refused by StrictConnection or that h11 cannot parse: JSON like
+        every other error (uvicorn answers plain text), then the connection is closed."""
+        status, message = getattr(self.conn, "refusal", None) or (400, msg)
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        reason = http.HTTPStatus(status).phrase.encode()
         try:
-            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            for event in (h11.Response(status_code=status, headers=headers, reason=reason),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:

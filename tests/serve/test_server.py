@@ -1,8 +1,11 @@
-"""Binding sockets: busy ports, Unix socket files (stale, live, not a socket), addresses."""
+"""Binding sockets (busy ports, Unix socket files, addresses) and what the HTTP layer
+refuses before the app sees a request: ambiguous framing, unknown HTTP versions."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import pytest
 
 from budget_edge.errors import ConfigError
 from budget_edge.serve.server import address_of, bind_tcp, bind_unix
+
+from .conftest import Served
 
 
 def test_port_zero_binds_a_free_loopback_port() -> None:
@@ -103,3 +108,69 @@ def test_unix_socket_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 def test_unix_socket_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="check that its folder exists"):
         bind_unix(str(tmp_path / "missing" / "a.sock"))
+
+
+def _exchange(url: str, raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Send `raw` on a fresh connection; (head, body) of every response the server wrote
+    before it closed the connection (the socket timeout only guards against a hang)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(raw)
+        while chunk := sock.recv(65536):
+            received += chunk
+    responses = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length: *([0-9]+)", head)
+        assert length is not None, head
+        size = int(length.group(1))
+        responses.append((head, rest[:size]))
+        received = rest[size:]
+    return responses
+
+
+HIDDEN = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+        served: Served) -> None:
+    """h11 framed it as chunked and kept the connection: the request hidden in the body
+    was answered too (400, then 200), a smuggled request behind a proxy that frames by
+    Content-Length."""
+    body = b"0\r\n\r\n" + HIDDEN
+    raw = (f"POST /v2/models/{served.name}/infer HTTP/1.1\r\nHost: x\r\n"
+           f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + body
+    answers = _exchange(served.url, raw)
+    assert len(answers) == 1  # the hidden request is never answered
+    head, body = answers[0]
+    assert head.startswith(b"HTTP/1.1 400 Bad Request")
+    assert b"connection: close" in head.lower()
+    assert "both Content-Length and Transfer-Encoding" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(("head", "status", "fragment"), [
+    (b"GET /v2/health/live HTTP/9.9\r\nHost: x\r\n\r\n", b"505", "HTTP/9.9 is not supported"),
+    (b"GET /v2/health/live HTTP/2.0\r\nHost: x\r\n\r\n", b"505", "HTTP/2.0 is not supported"),
+    (b"GET /v2/health/live HTTP/0.9\r\n\r\n", b"505", "HTTP/0.9 is not supported"),
+    (b"POST /v2/health/live HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     b"400", "not part of HTTP/1.0"),
+    (b"POST /v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", b"501",
+     "Only Transfer-Encoding: chunked"),
+    (b"POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+     b"400", "conflicting Content-Length"),
+])
+def test_heads_with_unknown_versions_or_ambiguous_framing_get_a_json_error_and_close(
+        served: Served, head: bytes, status: bytes, fragment: str) -> None:
+    answers = _exchange(served.url, head + HIDDEN)
+    assert len(answers) == 1
+    assert answers[0][0].startswith(b"HTTP/1.1 " + status)
+    assert fragment in json.loads(answers[0][1])["error"]
+
+
+def test_http_1_0_and_pipelined_http_1_1_are_still_served(served: Served) -> None:
+    answers = _exchange(served.url, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+    assert [head[:12] for head, _ in answers] == [b"HTTP/1.1 200"]
+    two = HIDDEN + HIDDEN.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    answers = _exchange(served.url, two)
+    assert [head[:12] for head, _ in answers] == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
