@@ -28,6 +28,7 @@ the paper's Fig. 3/4.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from budget_edge.agent.allocator import Allocator, allocate, decision_graph
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.torch_dataset import ImageDataset
 from budget_edge.errors import ConfigError, DataError
+from budget_edge.files import atomic_write_text, atomic_writer
 from budget_edge.models.backbone import Backbone
 from budget_edge.runtime.masks import rank_counts
 
@@ -498,12 +500,6 @@ def machine_info() -> dict[str, Any]:
 # -- reports -------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def sweep_as_dict(result: Sweep) -> dict[str, Any]:
     return {
         "full_model": {"accuracy": result.full_accuracy, "flops": result.full_flops},
@@ -556,15 +552,14 @@ def write_reports(result: Sweep, out_dir: Path) -> list[Path]:
     """sweep.json, sweep.csv, sweep.md and the plots in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path, md_path = (out_dir / f"sweep.{ext}" for ext in ("json", "csv", "md"))
-    _atomic_write_text(json_path, json.dumps(sweep_as_dict(result), indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(sweep_as_dict(result), indent=2) + "\n")
     rows = [asdict(row) for row in result.rows]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
-    _atomic_write_text(md_path, markdown_table(result))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(csv_path, text.getvalue())
+    atomic_write_text(md_path, markdown_table(result))
     return [json_path, csv_path, md_path, *plot_sweep(result, out_dir)]
 
 
@@ -664,9 +659,8 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

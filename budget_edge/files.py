@@ -42,6 +42,8 @@ def os_error_message(exc: OSError, path: PathLike, doing: str = "read") -> str:
         return f"cannot {doing} {path}: the file system is read-only; copy it somewhere writable"
     if exc.errno == errno.ENOENT:
         return f"cannot {doing} {path}: no such file or folder; check the path"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot {doing} {path}: a file is in the way where a folder belongs"
     if exc.errno == errno.EISDIR:
         return f"cannot {doing} {path}: it is a folder, not a file"
     return f"cannot {doing} {path}: {exc.strerror or exc}"

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
@@ -29,6 +28,7 @@ from onnx import numpy_helper
 from torch import Tensor, fx, nn
 
 from budget_edge.errors import BudgetEdgeError, ConfigError
+from budget_edge.files import atomic_write_bytes
 from budget_edge.runtime.manifest import BATCH_AXIS, TensorSpec
 
 DEFAULT_OPSET = 18
@@ -262,6 +262,4 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto]) -> list[TensorSpec]:
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write atomically: a temporary name in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(model.SerializeToString())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, model.SerializeToString())

@@ -35,6 +35,7 @@ from budget_edge.export.engine_plan import (
     timing_cache_file,
     with_engines,
 )
+from budget_edge.files import atomic_write_bytes
 from budget_edge.runtime.device_graphs import PREPROCESS as PREPROCESS_GRAPH
 from budget_edge.runtime.manifest import Manifest, artifact_lock, verify_files, write_manifest
 
@@ -139,19 +140,19 @@ def _build_into(root: Path, manifest: Manifest, settings: BuildSettings, jobs: l
     engines: dict[str, str] = {}
     for job in jobs:
         engine = builder.build(root / job.onnx_file)
-        atomic_write_bytes(root / job.engine_file, engine)
+        write_file(root / job.engine_file, engine)
         # Save the cache as we go: an interrupted build still speeds up the next.
-        atomic_write_bytes(cache_path, builder.timing_cache())
+        write_file(cache_path, builder.timing_cache())
         engines[job.graph] = job.engine_file
         if progress is not None:
             progress(job.graph)
     # uint8 pixels are normalised on the GPU by one more engine (runtime/device_graphs.py).
     graph_path = root / folder / f"{PREPROCESS}.onnx"
-    atomic_write_bytes(graph_path, PREPROCESS_GRAPH)
+    write_file(graph_path, PREPROCESS_GRAPH)
     preprocess = engine_file(PREPROCESS, settings.precision, folder)
-    atomic_write_bytes(root / preprocess,
+    write_file(root / preprocess,
                        builder.build(graph_path, preprocess_shapes(manifest)))
-    atomic_write_bytes(cache_path, builder.timing_cache())
+    write_file(cache_path, builder.timing_cache())
     graph_path.unlink()
     if progress is not None:
         progress(PREPROCESS)
@@ -160,9 +161,7 @@ def _build_into(root: Path, manifest: Manifest, settings: BuildSettings, jobs: l
                         preprocess)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename over it."""
+def write_file(path: Path, data: bytes) -> None:
+    """Write atomically, creating the folder (engines/ of a fresh artifact)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)

@@ -30,7 +30,7 @@ from torch import nn
 from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet, build_agent
 from budget_edge.errors import BudgetEdgeError, CheckpointError, ConfigError
-from budget_edge.files import GiB, open_user_file
+from budget_edge.files import GiB, atomic_writer, open_user_file, os_error_message
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint_formats import (
     FORMATS,
@@ -374,25 +374,9 @@ def _check_loadable(value: Any, where: str) -> None:
 
 def atomic_torch_save(obj: Any, target: Path) -> None:
     """``torch.save`` to a temporary name in the same folder, then rename over ``target``."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
     except OSError as exc:
-        _remove_quietly(temp)
-        raise CheckpointError(f"cannot write checkpoint {target}: {exc}") from exc
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-
-
-def _remove_quietly(temp: Path) -> None:
-    """Clean up a temporary file that may not exist (or whose folder may not)."""
-    try:
-        temp.unlink(missing_ok=True)
-    except OSError:
-        pass
+        raise CheckpointError(os_error_message(exc, target.parent, "create")) from exc
+    with atomic_writer(target, error=CheckpointError) as handle:
+        torch.save(obj, handle)

@@ -11,11 +11,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from budget_edge.errors import BackendError, ConfigError
+from budget_edge.files import atomic_write_bytes
 from budget_edge.runtime.bench import BenchResult, BenchRow
 from budget_edge.runtime.runtime import LATENCY_KEYS
 
@@ -42,14 +42,7 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 
 def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     out = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, data)
     return out
 
 

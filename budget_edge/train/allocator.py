@@ -22,7 +22,6 @@ many of the agent's components each image runs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.export.graph_modules import prefix_blocks
+from budget_edge.files import atomic_writer
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import state_digest
@@ -130,9 +130,8 @@ def cached_correctness(path: Path, key: str, compute: Callable[[], np.ndarray]) 
         except (OSError, ValueError, KeyError):
             pass  # damaged or foreign: compute it again
     table = compute()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, key=np.array(key), table=table)
-    os.replace(tmp, path)
+    with atomic_writer(path, error=CheckpointError) as handle:
+        np.savez(handle, key=np.array(key), table=table)
     return table
 
 

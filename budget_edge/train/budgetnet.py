@@ -58,6 +58,7 @@ from budget_edge.evaluate import (
     policy_masks,
     preprocessing_of,
 )
+from budget_edge.files import atomic_write_text
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from budget_edge.train.config_checks import not_finite, seed_problem
@@ -747,6 +748,4 @@ def _describe(state: RunState, backbone_flops: int, ctx: DistContext) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n", error=CheckpointError)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -56,6 +55,7 @@ from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.split import ValidationSplit, split_validation
 from budget_edge.data.torch_dataset import build_loaders, eval_loader
 from budget_edge.errors import CheckpointError, ConfigError
+from budget_edge.files import atomic_write_text
 from budget_edge.models import Backbone, build_backbone
 from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
@@ -334,9 +334,7 @@ def preprocessing_meta(info: DatasetInfo) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", error=CheckpointError)
 
 
 # -- one epoch ------------------------------------------------------------------------

@@ -122,8 +122,12 @@ def test_save_into_an_unwritable_place_raises(tmp_path: Path, pair: Pair) -> Non
     backbone, _ = pair
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot create .*file: a file is in the way"):
         save_checkpoint(blocker / "m.pt", backbone)
+    (tmp_path / "taken.pt").mkdir()
+    with pytest.raises(CheckpointError, match="cannot write .*taken.pt: it is a folder"):
+        save_checkpoint(tmp_path / "taken.pt", backbone)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 # -- unsafe files ----------------------------------------------------------------------
