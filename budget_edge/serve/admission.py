@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from budget_edge.errors import ConfigError
+from budget_edge.serve.clock import Clock
 from budget_edge.serve.errors import UnavailableError
 
 DEFAULT_MAX_QUEUE = 100  # requests waiting for the model; the 101st gets 503 at once
@@ -33,17 +33,19 @@ class Admission:
     """A FIFO turn at the model for each chunk of a request.
 
     Made in any thread; used only from the server's event loop (asyncio objects bind
-    to the loop that first waits on them).
+    to the loop that first waits on them). Deadlines are read on `clock` (tests pass
+    one they move by hand).
     """
 
     def __init__(self, max_queue: int = DEFAULT_MAX_QUEUE,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, clock: Clock | None = None) -> None:
         if max_queue < 1:
             raise ConfigError(f"--max-queue must be at least 1, got {max_queue}")
         if not timeout_s > 0:
             raise ConfigError(f"--request-timeout must be positive, got {timeout_s}")
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.clock = clock or Clock()
         self.waiting = 0  # requests waiting for a turn now (the queue depth)
         self.closing = False
         self._model = asyncio.Lock()  # FIFO: waiters are woken in arrival order
@@ -51,10 +53,10 @@ class Admission:
         self._drain_deadline = float("inf")
 
     def deadline(self, requested_s: float | None = None) -> float:
-        """The monotonic time by which a request arriving now must be answered: the
+        """The time on `clock` by which a request arriving now must be answered: the
         server's timeout, or the client's own `timeout` if that is shorter."""
         limit = self.timeout_s if requested_s is None else min(self.timeout_s, requested_s)
-        return time.monotonic() + limit
+        return self.clock.now() + limit
 
     @contextlib.asynccontextmanager
     async def turn(self, deadline: float, started: bool = False) -> AsyncIterator[None]:
@@ -80,7 +82,7 @@ class Admission:
         """Begin to stop: requests already here keep their place for `drain_s` more
         seconds (DRAIN_S), then those still waiting are answered 503; new ones get 503."""
         self.closing = True
-        self._drain_deadline = time.monotonic() + (DRAIN_S if drain_s is None else drain_s)
+        self._drain_deadline = self.clock.now() + (DRAIN_S if drain_s is None else drain_s)
         self._closed.set()
 
     async def _acquire(self, deadline: float, started: bool) -> None:
@@ -91,8 +93,7 @@ class Admission:
                 limit = deadline
                 if self.closing and not started:
                     limit = min(deadline, self._drain_deadline)
-                remaining = limit - time.monotonic()
-                if remaining <= 0:
+                if limit <= self.clock.now():
                     break
                 waits: set[asyncio.Future[Any]] = {acquire}
                 closed = None
@@ -100,8 +101,7 @@ class Admission:
                     closed = asyncio.ensure_future(self._closed.wait())
                     waits.add(closed)
                 try:
-                    await asyncio.wait(waits, timeout=remaining,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await self.clock.wait(waits, until=limit)
                 finally:
                     if closed is not None:
                         closed.cancel()

@@ -26,6 +26,7 @@ from budget_edge import __version__
 from budget_edge.errors import BudgetEdgeError, InputError
 from budget_edge.serve.access import BearerToken
 from budget_edge.serve.admission import Admission
+from budget_edge.serve.clock import Clock
 from budget_edge.serve.errors import (
     NotFoundError,
     PayloadTooLargeError,
@@ -57,6 +58,7 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
     `admission` queues requests for the model (a default one if None); the server
     closes it when it begins to stop."""
     admission = admission or Admission()
+    clock = admission.clock  # one clock for every deadline of this app
     metrics = ServerMetrics(queue_depth=lambda: admission.waiting)
     stats = ModelStats(model.name, model.version)
 
@@ -116,7 +118,7 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
                 f"Content-Encoding {request.headers['content-encoding']!r} is not supported: "
                 "send the body uncompressed"
             )
-        body = await _read_body(request, max_body_bytes)
+        body = await _read_body(request, max_body_bytes, clock)
         header_length = request.headers.get(HEADER_LENGTH)
         prepared = await run_in_threadpool(model.prepare, body, header_length)
         del body  # the parsed arrays are all that is needed from here
@@ -191,18 +193,24 @@ def _check_model(model: ServedModel, request: Request) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, clock: Clock) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit` bytes,
     and with 408 if it has not all arrived BODY_TIMEOUT_S after the head."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
+    receiving = asyncio.ensure_future(_receive_body(request, limit))
     try:
-        return await asyncio.wait_for(_receive_body(request, limit), BODY_TIMEOUT_S)
-    except asyncio.TimeoutError as exc:  # an alias of TimeoutError from Python 3.11
-        raise RequestTimeoutError(
-            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s: send it at once "
-            "after the headers") from exc
+        await clock.wait([receiving], until=clock.now() + BODY_TIMEOUT_S)
+    except BaseException:
+        receiving.cancel()  # this request is being cancelled: stop reading for it
+        raise
+    if receiving.done():
+        return receiving.result()
+    receiving.cancel()  # the client was too slow: stop reading
+    raise RequestTimeoutError(
+        f"the request body did not arrive within {BODY_TIMEOUT_S:g} s: send it at once "
+        "after the headers")
 
 
 async def _receive_body(request: Request, limit: int) -> bytes:

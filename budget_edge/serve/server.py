@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import http
+import itertools
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from budget_edge.errors import ConfigError
 from budget_edge.serve.admission import Admission
+from budget_edge.serve.clock import Clock, Timer
 
 BACKLOG = 128
 # How long SIGTERM waits for running requests before cancelling them: the server always
@@ -106,15 +108,21 @@ def address_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-# Connections and requests at once: beyond it uvicorn answers 503 at once, instead
-# of sockets piling up until the process runs out of file descriptors (300 idle
-# connections under `ulimit -n 256` once made every good request time out).
-MAX_CONCURRENCY = 128
-KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
-# A connection must send a whole request head within this many seconds of opening (or
-# of its last response), else it is closed: uvicorn has no such limit, and slow-header
-# or idle sockets would hold connection slots for ever.
+# Connections at once. Beyond it the connection idle longest (no request in flight) is
+# closed to make room; when every one has a request in flight, uvicorn answers 503 to
+# the newcomer at once, health checks excepted. Without a cap, sockets piled up until
+# the process ran out of file descriptors (300 idle connections under `ulimit -n 256`
+# once made every good request time out); without eviction, 127 idle sockets made every
+# request, health checks included, get 503 until they timed out.
+MAX_CONNECTIONS = 128
+# A connection must send a whole request head within HEAD_TIMEOUT_S of opening, and
+# within KEEP_ALIVE_S of its last response, else it is closed: uvicorn restarts its
+# keep-alive timer on every byte and has no limit on the head, so slow-header or idle
+# sockets would hold connection slots for ever.
 HEAD_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5.0
+HEALTH_PREFIX = "/v2/health/"
+_idle_order = itertools.count()  # which connection has been idle longest
 
 
 HTTP_VERSIONS = (b"1.0", b"1.1")
@@ -164,26 +172,46 @@ def _framing_problem(request: h11.Request) -> tuple[int, str] | None:
 
 
 class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request head.
+    """uvicorn's h11 protocol with a deadline for each request head, a cap on
+    connections that closes the idle ones first, and strict framing (StrictConnection).
 
-    uvicorn's keep-alive timer restarts on every byte, so a client trickling a header
-    one byte at a time, or connecting and sending nothing, kept its socket open
-    indefinitely. This timer starts when the connection opens or a response ends,
-    and only a complete request head stops it.
+    The head timer starts when the connection opens (HEAD_TIMEOUT_S) or a response ends
+    (KEEP_ALIVE_S), and only a complete request head stops it: a client trickling a
+    header one byte at a time, or connecting and sending nothing, is closed on time.
+    Timers run on `clock` (tests pass one they move by hand).
     """
 
     def __init__(self, *args: Any, head_timeout_s: float = HEAD_TIMEOUT_S,
-                 **kwargs: Any) -> None:
+                 keep_alive_s: float = KEEP_ALIVE_S, max_connections: int = MAX_CONNECTIONS,
+                 clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         size = self.config.h11_max_incomplete_event_size
         self.conn = StrictConnection(h11.SERVER) if size is None \
             else StrictConnection(h11.SERVER, size)
         self.head_timeout_s = head_timeout_s
-        self._head_timer: asyncio.TimerHandle | None = None
+        self.keep_alive_s = keep_alive_s
+        self.max_connections = max_connections
+        self.clock = clock or Clock()
+        self.idle_since: int | None = None  # order in which it began to wait for a head
+        self._head_timer: Timer | None = None
+
+    # uvicorn answers 503 to a request while the open connections reach this limit.
+    # Health checks are exempt: they are answered on the event loop at once, and a
+    # supervisor must see a busy server as alive, not restart it.
+    @property  # type: ignore[override]
+    def limit_concurrency(self) -> int | None:
+        path = str(getattr(self, "scope", {}).get("path", ""))
+        return None if path.startswith(HEALTH_PREFIX) else self._limit_concurrency
+
+    @limit_concurrency.setter
+    def limit_concurrency(self, value: int | None) -> None:
+        self._limit_concurrency = value
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm_head_timer()
+        self._arm_head_timer(self.head_timeout_s)
+        if len(self.connections) > self.max_connections:
+            self._close_the_longest_idle()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -192,8 +220,12 @@ class TimedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        # uvicorn's own keep-alive timer restarts on every byte: ours replaces it.
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         if not self.transport.is_closing() and not self._in_request():
-            self._arm_head_timer()
+            self._arm_head_timer(self.keep_alive_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -215,14 +247,32 @@ class TimedH11Protocol(H11Protocol):
             pass  # a response had already started: nothing valid can be sent
         self.transport.close()
 
+    def _close_the_longest_idle(self) -> None:
+        """Make room at the cap: close the other connection that has waited longest for
+        a request head, so idle sockets never lock out a client with a request to send.
+        (With every other one busy, this one stays: its request gets 503, or an answer
+        if it is a health check.)"""
+        idle = [c for c in self.connections if c is not self
+                and isinstance(c, TimedH11Protocol) and c.idle_since is not None]
+        if idle:
+            min(idle, key=lambda c: c.idle_since or 0).close_idle()
+
+    def close_idle(self) -> None:
+        """Close this connection now: it has no request in flight."""
+        self._disarm_head_timer()
+        self.connections.discard(self)  # its slot is free from now on
+        self.transport.close()
+
     def _in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _arm_head_timer(self) -> None:
+    def _arm_head_timer(self, seconds: float) -> None:
         self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        self.idle_since = next(_idle_order)
+        self._head_timer = self.clock.call_later(seconds, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
+        self.idle_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -230,7 +280,7 @@ class TimedH11Protocol(H11Protocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self._in_request() and not self.transport.is_closing():
-            self.transport.close()
+            self.close_idle()
 
 
 class BudgetEdgeServer(uvicorn.Server):
@@ -250,24 +300,31 @@ class BudgetEdgeServer(uvicorn.Server):
 
 
 def make_server(app: Any, log_level: str = "info",
-                max_concurrency: int = MAX_CONCURRENCY, tls_cert: str | None = None,
+                max_connections: int = MAX_CONNECTIONS, tls_cert: str | None = None,
                 tls_key: str | None = None, admission: Admission | None = None,
-                head_timeout_s: float = HEAD_TIMEOUT_S) -> uvicorn.Server:
+                head_timeout_s: float = HEAD_TIMEOUT_S, keep_alive_s: float = KEEP_ALIVE_S,
+                clock: Clock | None = None) -> uvicorn.Server:
     """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown that
-    first answers queued requests, a cap on concurrent connections (503 beyond it),
-    on idle keep-alive time and on the time to send a request head."""
+    first answers queued requests, at most `max_connections` connections (idle ones
+    closed first, then 503 but for health checks), limits on the time to send a request
+    head and on idle keep-alive time. The clock defaults to the admission's."""
+    clock = clock or (admission.clock if admission is not None else Clock())
     config = uvicorn.Config(
         app,
         lifespan="off",
         log_level=log_level,
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
         server_header=False,
-        limit_concurrency=max_concurrency,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        # uvicorn counts the connection asking among the open ones, and refuses at the
+        # limit: one more, so that max_connections are served at once.
+        limit_concurrency=max_connections + 1,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
+        # Always h11 (never httptools, even when installed): StrictConnection's checks
+        # of framing and version live in its h11 connection.
         http=functools.partial(TimedH11Protocol,  # type: ignore[arg-type]
-                               head_timeout_s=head_timeout_s),
+                               head_timeout_s=head_timeout_s, keep_alive_s=keep_alive_s,
+                               max_connections=max_connections, clock=clock),
     )
     if tls_cert is not None:
         try:

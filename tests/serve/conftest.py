@@ -7,12 +7,13 @@ name from here).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,24 +27,133 @@ from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.budget import BudgetController, FixedBudget
 from budget_edge.serve.admission import Admission
 from budget_edge.serve.app import create_app
+from budget_edge.serve.clock import Clock
 from budget_edge.serve.model import ServedModel
 from budget_edge.serve.server import address_of, bind_tcp, make_server, run
 
 SERVER_BUDGET = 0.5  # the fixed budget of the shared server's controller
+HANG_S = 60.0  # how long a test waits for what must happen before calling it a hang
 
 
 artifacts = load_artifact_builder("_serve_runtime_artifacts")
 
 
+class ManualClock(Clock):
+    """A clock that moves only when the test calls `advance`: every deadline of the
+    server (request timeouts, the drain, head and body timeouts) can then be checked
+    without waiting for it, and no test asserts how long anything took.
+
+    Timers fire in the event loop that set them, so `advance` may be called from the
+    test's thread while the server runs in its own.
+    """
+
+    def __init__(self) -> None:
+        self._now = 1000.0
+        self._lock = threading.Lock()
+        self._timers: list[_ManualTimer] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _ManualTimer:
+        timer = _ManualTimer(self._now + delay, asyncio.get_running_loop(), callback)
+        if delay <= 0:
+            timer.loop.call_soon(timer.fire)
+            return timer
+        with self._lock:
+            self._timers.append(timer)
+        return timer
+
+    async def wait(self, futures: Iterable[asyncio.Future[Any]], until: float) -> None:
+        if until <= self._now:
+            return
+        alarm = asyncio.get_running_loop().create_future()
+        timer = self.call_later(until - self._now,
+                                lambda: alarm.done() or alarm.set_result(None))
+        try:
+            await asyncio.wait({*futures, alarm}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            alarm.cancel()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock; every timer now due fires (in its loop, soon after)."""
+        with self._lock:
+            self._now += seconds
+            due = [t for t in self._timers if t.when <= self._now]
+            self._timers = [t for t in self._timers if t.when > self._now and not t.cancelled]
+        for timer in due:
+            timer.loop.call_soon_threadsafe(timer.fire)
+
+    def pending(self) -> list[float]:
+        """In how many seconds each timer set and not yet fired or cancelled is due."""
+        with self._lock:
+            return sorted(round(t.when - self._now, 6) for t in self._timers if not t.cancelled)
+
+
+@dataclass
+class _ManualTimer:
+    when: float
+    loop: asyncio.AbstractEventLoop
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` (the server runs in another thread); the bound only turns a hang
+    into a failure, it is no claim about speed."""
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.002)
+
+
+class GatedRuntime:
+    """The real runtime, each call waiting for a permit the test gives: a model that is
+    busy exactly until the test lets it go. `calls` lists the images of each call."""
+
+    def __init__(self, runtime: BudgetRuntime) -> None:
+        self._runtime = runtime
+        self.calls: list[int] = []
+        self._permits = threading.Semaphore(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def infer(self, images: Any, **kwargs: Any) -> Any:
+        self.calls.append(len(images))
+        assert self._permits.acquire(timeout=HANG_S), "the test never let the call run"
+        return self._runtime.infer(images, **kwargs)
+
+    def allow(self, calls: int = 1) -> None:
+        """Let `calls` more calls run (those waiting first)."""
+        self._permits.release(calls)
+
+    def open(self) -> None:
+        """Let every call run from now on."""
+        self._permits.release(1_000_000)
+
+
 @contextmanager
 def serving(model: ServedModel, max_body_bytes: int = 16 << 20,
-            max_concurrency: int = 128, token: str | None = None,
-            admission: Admission | None = None, head_timeout_s: float = 10.0) -> Iterator[str]:
-    """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port."""
+            max_connections: int = 128, token: str | None = None,
+            admission: Admission | None = None, head_timeout_s: float = 10.0,
+            keep_alive_s: float = 5.0) -> Iterator[str]:
+    """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port.
+    The server's clock is the admission's (pass Admission(clock=ManualClock()))."""
     admission = admission or Admission()
     app = create_app(model, max_body_bytes, token=token, admission=admission)
-    server = make_server(app, log_level="warning", max_concurrency=max_concurrency,
-                         admission=admission, head_timeout_s=head_timeout_s)
+    server = make_server(app, log_level="warning", max_connections=max_connections,
+                         admission=admission, head_timeout_s=head_timeout_s,
+                         keep_alive_s=keep_alive_s)
     sock = bind_tcp("127.0.0.1", 0)
     url = address_of(sock)
     thread = threading.Thread(target=run, args=(server, sock), daemon=True)

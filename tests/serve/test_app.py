@@ -6,17 +6,22 @@ import http.client
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.budget import FixedBudget
+from budget_edge.serve.admission import Admission
 from budget_edge.serve.app import create_app
+from budget_edge.serve.model import ServedModel
 from budget_edge.serve.server import bind_unix, make_server, run
 
 from .conftest import (
+    HANG_S,
+    GatedRuntime,
     Served,
     image_input,
     infer_json,
@@ -25,6 +30,7 @@ from .conftest import (
     read_head,
     request,
     serving,
+    wait_until,
 )
 
 
@@ -268,22 +274,72 @@ def test_body_over_the_limit_gets_413_from_its_declared_length(small_server: Any
         assert "exceeds the server's limit of 4096 bytes" in json.loads(answer.read())["error"]
 
 
-def test_connections_beyond_the_limit_get_503_not_a_hang(tiny_artifact: Path) -> None:
-    """Idle sockets hold connection slots; past the limit a request is refused at once."""
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=HANG_S)
+
+
+def _is_closed(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (it sent nothing, so recv sees the end)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_at_the_cap_make_room_oldest_first(tiny_artifact: Path,
+                                                            rng: np.random.Generator) -> None:
+    """127 idle sockets once made every request, health checks included, get 503 until
+    they timed out. Now the cap (3 here) is what is served at once, and a newcomer at the
+    cap closes the connection idle longest."""
     model = load_model(tiny_artifact)
-    with serving(model, max_concurrency=3) as url:
-        host, port = url.removeprefix("http://").split(":")
-        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3)]
-        try:
-            time.sleep(0.2)
-            response = request(url, "GET", "/v2/health/live")
-            assert response.status == 503
-        finally:
-            for s in idle:
-                s.close()
-        time.sleep(0.2)
-        assert request(url, "GET", "/v2/health/live").status == 200
+    health = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with serving(model, max_connections=3) as url:
+        idle = [_connect(url) for _ in range(3)]  # the cap, all idle
+        newcomer = _connect(url)
+        newcomer.sendall(health)
+        assert newcomer.recv(4096).startswith(b"HTTP/1.1 200")
+        assert _is_closed(idle[0])  # the oldest made room
+        another = _connect(url)  # open now: idle[1], idle[2], newcomer (kept alive), another
+        images = random_images(rng, 1, (3, 8, 8))
+        body = json.dumps({"inputs": [image_input(images)]}).encode()
+        another.sendall(f"POST /v2/models/{model.name}/infer HTTP/1.1\r\nHost: x\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert another.recv(4096).startswith(b"HTTP/1.1 200")
+        assert _is_closed(idle[1])  # the next oldest idle one
+        idle[2].sendall(health)  # the newest idle one is still open, and served
+        assert idle[2].recv(4096).startswith(b"HTTP/1.1 200")
+        for sock in [*idle, newcomer, another]:
+            sock.close()
     model.runtime.close()
+
+
+def test_at_the_cap_with_every_connection_busy_health_is_still_answered(
+        tiny_artifact: Path, rng: np.random.Generator) -> None:
+    runtime = GatedRuntime(BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1))
+    model = ServedModel(runtime, FixedBudget(0.5))  # type: ignore[arg-type]
+    admission = Admission()
+    with serving(model, max_connections=3, admission=admission) as url:
+        answers: list[Any] = []
+        images = random_images(rng, 1, (3, 8, 8))
+        busy = [threading.Thread(target=lambda: answers.append(infer_json(
+            url, model.name, {"inputs": [image_input(images)]}))) for _ in range(3)]
+        for thread in busy:
+            thread.start()
+        wait_until(lambda: len(runtime.calls) == 1 and admission.waiting == 2,
+                   "three requests hold the three connections")
+        refused = request(url, "GET", "/v2")
+        live = request(url, "GET", "/v2/health/live")
+        ready = request(url, "GET", "/v2/health/ready")
+        runtime.open()
+        for thread in busy:
+            thread.join(timeout=HANG_S)
+    runtime.close()
+    assert refused.status == 503  # uvicorn's plain-text refusal past the cap
+    assert live.status == 200
+    assert live.json() == {"live": True}
+    assert ready.status == 200
+    assert [a.status for a in answers] == [200, 200, 200]  # the cap itself is served
 
 
 def test_chunked_body_over_the_limit_gets_413(small_server: Any) -> None:

@@ -1,9 +1,11 @@
-"""A bounded load test on loopback: 64 clients of small requests, one client sending the
-largest batch the server takes, and sockets trickling their headers, all at once.
+"""A load test on loopback: 64 clients of small requests, one client sending the largest
+batch the server takes, and sockets trickling their headers, all at once.
 
-Every small request must be answered correctly within SMALL_BOUND_S, every maximal
-batch correctly, and every slow socket closed by the head timeout: one allowed request
-once stalled everyone for 45 s, and idle sockets once exhausted the file descriptors.
+Every small request and every maximal batch must be answered, correctly, and every
+slow socket closed by the head timeout (on a manual clock, moved once the clients are
+done): one allowed request once stalled everyone for 45 s, and idle sockets once
+exhausted the file descriptors. That a small request waits for at most one chunk of a
+large one is checked exactly in test_limits.py; no test here times anything.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import numpy as np
 import psutil
 
 from budget_edge.runtime import BudgetRuntime
+from budget_edge.serve.admission import Admission
 from budget_edge.serve.model import DEFAULT_MAX_BATCH
 
 from .conftest import (
+    HANG_S,
     SERVER_BUDGET,
+    ManualClock,
     Response,
     image_input,
     infer_json,
@@ -34,20 +39,18 @@ CLIENTS = 64
 SMALL_REQUESTS = 8  # per client
 BIG_REQUESTS = 6
 SLOW_SOCKETS = 8
-HEAD_TIMEOUT_S = 1.0
-SMALL_BOUND_S = 5.0  # the stated bound for one small request under this load
+HEAD_TIMEOUT_S = 10.0
 
 
 @dataclass
 class Outcome:
-    small_seconds: list[float] = field(default_factory=list)
-    big_seconds: list[float] = field(default_factory=list)
-    slow_closed_after: list[float] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # "small", "big" or "slow closed" each
     errors: list[str] = field(default_factory=list)
 
 
-def _check(answer: Response, images: np.ndarray, budget: float,
-           runtime: BudgetRuntime) -> str | None:
+def _check(
+    answer: Response, images: np.ndarray, budget: float, runtime: BudgetRuntime
+) -> str | None:
     """None if the answer is the runtime's own, else what differs."""
     if answer.status != 200:
         return f"status {answer.status}: {answer.body[:200]!r}"
@@ -61,16 +64,15 @@ def _check(answer: Response, images: np.ndarray, budget: float,
     return None
 
 
-def _small_client(url: str, name: str, seed: int, reference: BudgetRuntime,
-                  out: Outcome) -> None:
+def _small_client(url: str, name: str, seed: int, reference: BudgetRuntime, out: Outcome) -> None:
     rng = np.random.default_rng(seed)
     for i in range(SMALL_REQUESTS):
         images = random_images(rng, int(rng.integers(1, 4)), (3, 8, 8))
         budget = round(float(rng.random()), 3)
-        start = time.monotonic()
-        answer = infer_json(url, name, {"inputs": [image_input(images)],
-                                        "parameters": {"budget": budget}})
-        out.small_seconds.append(time.monotonic() - start)
+        answer = infer_json(
+            url, name, {"inputs": [image_input(images)], "parameters": {"budget": budget}}
+        )
+        out.done.append("small")
         problem = _check(answer, images, budget, reference)
         if problem:
             out.errors.append(f"client {seed} request {i}: {problem}")
@@ -80,62 +82,71 @@ def _big_client(url: str, name: str, reference: BudgetRuntime, out: Outcome) -> 
     rng = np.random.default_rng(999)
     for i in range(BIG_REQUESTS):
         images = random_images(rng, DEFAULT_MAX_BATCH, (3, 8, 8))
-        start = time.monotonic()
         answer = infer_json(url, name, {"inputs": [image_input(images)]})
-        out.big_seconds.append(time.monotonic() - start)
+        out.done.append("big")
         problem = _check(answer, images, SERVER_BUDGET, reference)
         if problem:
             out.errors.append(f"maximal batch {i}: {problem}")
 
 
-def _slow_socket(url: str, out: Outcome) -> None:
-    """Send a header one byte every 0.1 s; note when the server hangs up."""
+def _slow_socket(url: str, started: threading.Event, out: Outcome) -> None:
+    """Trickle half a request head during the load, then wait for the server to hang up."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    start = time.monotonic()
+    sock = socket.create_connection((host, int(port)), timeout=HANG_S)
+    started.set()
     try:
-        for byte in b"POST /v2/models/x/infer HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+        for byte in b"POST /v2/models/x/infer HTTP/1.1\r\nHost: x\r\nX-Slow: aaaa":
             sock.sendall(bytes([byte]))
-            time.sleep(0.1)
+            time.sleep(0.02)  # a slow client, not a measurement
+        while sock.recv(1024):
+            pass
+        out.done.append("slow closed")
+    except TimeoutError:  # the hang guard
         out.errors.append("a slow-header socket was never closed")
-    except OSError:  # broken pipe or reset: the server closed it
-        out.slow_closed_after.append(time.monotonic() - start)
+    except OSError:  # reset, or a broken pipe while it still sent: closed too
+        out.done.append("slow closed")
     finally:
         sock.close()
 
 
-def test_small_requests_stay_fast_and_correct_beside_a_maximal_batch_and_slow_sockets(
-        tiny_artifact: Path) -> None:
+def test_small_requests_and_maximal_batches_are_answered_beside_slow_sockets(
+    tiny_artifact: Path,
+) -> None:
     model = load_model(tiny_artifact)
     reference = load_model(tiny_artifact).runtime
     process = psutil.Process()
     out = Outcome()
-    with serving(model, head_timeout_s=HEAD_TIMEOUT_S) as url:
+    clock = ManualClock()
+    with serving(model, admission=Admission(clock=clock), head_timeout_s=HEAD_TIMEOUT_S) as url:
         rss_before = process.memory_info().rss
-        threads = [threading.Thread(target=_slow_socket, args=(url, out))
-                   for _ in range(SLOW_SOCKETS)]
-        threads.append(threading.Thread(target=_big_client,
-                                        args=(url, model.name, reference, out)))
-        threads += [threading.Thread(target=_small_client,
-                                     args=(url, model.name, seed, reference, out))
-                    for seed in range(CLIENTS)]
-        for thread in threads:
+        connected = [threading.Event() for _ in range(SLOW_SOCKETS)]
+        slow = [
+            threading.Thread(target=_slow_socket, args=(url, event, out)) for event in connected
+        ]
+        clients = [threading.Thread(target=_big_client, args=(url, model.name, reference, out))]
+        clients += [
+            threading.Thread(target=_small_client, args=(url, model.name, seed, reference, out))
+            for seed in range(CLIENTS)
+        ]
+        for thread in slow + clients:
             thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        hung = sum(thread.is_alive() for thread in threads)
+        for thread in clients:
+            thread.join(timeout=HANG_S * 2)
+        for event in connected:
+            event.wait(timeout=HANG_S)
+        clock.advance(HEAD_TIMEOUT_S)  # now every slow socket is past its head deadline
+        for thread in slow:
+            thread.join(timeout=HANG_S)
+        hung = sum(thread.is_alive() for thread in slow + clients)
         rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
     model.runtime.close()
     reference.close()
 
     assert hung == 0, f"{hung} clients did not finish"
     assert out.errors == []
-    assert len(out.small_seconds) == CLIENTS * SMALL_REQUESTS
-    assert len(out.big_seconds) == BIG_REQUESTS
-    assert max(out.small_seconds) < SMALL_BOUND_S, sorted(out.small_seconds)[-5:]
-    # Closed by the head timeout, not after the whole header trickled in (20+ s).
-    assert len(out.slow_closed_after) == SLOW_SOCKETS
-    assert max(out.slow_closed_after) < HEAD_TIMEOUT_S + 2.0
+    assert out.done.count("small") == CLIENTS * SMALL_REQUESTS
+    assert out.done.count("big") == BIG_REQUESTS
+    assert out.done.count("slow closed") == SLOW_SOCKETS  # by the head timeout
     # The clients run in this process too; the bound is loose, the leak it catches is not
     # (a 4096-image JSON batch once left 827 MB behind).
     assert rss_growth_mb < 300
