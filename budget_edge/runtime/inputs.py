@@ -23,9 +23,7 @@ def prepare_images(images: Any, pre: Preprocessing) -> np.ndarray:
     or (N, H, W) / (H, W) for one channel, is normalised as
     (pixel / 255 - mean) / std per channel.
     """
-    if not isinstance(images, np.ndarray):
-        raise InputError(f"images must be a numpy array, got {type(images).__name__}: "
-                         "pass np.asarray(images) as uint8 NHWC or float32 NCHW")
+    images = plain_array(images, "images")
     c, h, w = pre.input_size
     if images.dtype == np.uint8:
         x = _uint8_to_nhwc(images, c, (h, w))
@@ -59,6 +57,7 @@ def pixels_nhwc(images: Any, pre: Preprocessing) -> np.ndarray | None:
     normalises on the device), or None when they are not uint8."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         return None
+    images = plain_array(images, "images")
     c, h, w = pre.input_size
     x = _uint8_to_nhwc(images, c, (h, w))
     if x.shape[1:3] != (h, w):
@@ -66,6 +65,22 @@ def pixels_nhwc(images: Any, pre: Preprocessing) -> np.ndarray | None:
                          f"{h}x{w}: resize them first")
     _check_batch(x.shape[0])
     return np.ascontiguousarray(x)
+
+
+def plain_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a plain ndarray. Subclasses that keep ndarray's meaning (np.memmap) are
+    viewed as one; those that change it are refused: np.matrix is always 2-D and indexes
+    differently, and a masked array's hidden values would be run as if they were pixels."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise InputError(f"{what} is a numpy masked array: its masked values would be "
+                         f"used as they are; fill them first ({what}.filled(0))")
+    if isinstance(value, np.matrix):
+        raise InputError(f"{what} is a numpy matrix, which is always 2-D: pass "
+                         f"np.asarray({what}) reshaped to the batch")
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"{what} must be a numpy array, got {type(value).__name__}: "
+                         "pass np.asarray(images) as uint8 NHWC or float32 NCHW")
+    return value if type(value) is np.ndarray else value.view(np.ndarray)
 
 
 def scale_and_shift(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
@@ -134,9 +149,12 @@ def prepare_budget(budget: Any, n: int) -> np.ndarray:
         raise InputError("budget must be a number in [0, 1], got a bool")
     if type(budget) in (float, int) and 0 <= budget <= 1:  # the common case, ~1 us not 15
         return np.full(n, budget, np.float32)
+    if isinstance(budget, (np.ma.MaskedArray, np.matrix)):
+        plain_array(budget, "budget")  # refuses them, saying why
     try:
         given = np.asarray(budget)
-        if given.dtype.kind not in "biuf":  # "0.5" would convert silently; 1j with a warning
+        # "0.5" would convert silently, 1j with a warning, and True would be budget 1.0
+        if given.dtype.kind not in "iuf":
             raise TypeError(f"dtype {given.dtype}")
         b = given.astype(np.float64)
     except (TypeError, ValueError) as exc:
@@ -158,6 +176,8 @@ def prepare_budget(budget: Any, n: int) -> np.ndarray:
 
 def prepare_mask(mask: Any, n: int, k: int) -> np.ndarray:
     """A (K,) mask for every image or an (N, K) mask, of 0/1 or bools -> uint8 (n, k)."""
+    if isinstance(mask, (np.ma.MaskedArray, np.matrix)):
+        plain_array(mask, "mask")  # refuses them, saying why
     try:
         m = np.asarray(mask)
     except (TypeError, ValueError) as exc:

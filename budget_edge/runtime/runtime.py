@@ -103,6 +103,23 @@ class _BlockPlan:
     same_shape: bool
 
 
+def _refuse_decision_options_with_a_mask(
+    mode: str | None, seed: int | None, cap: str | None, policy: str
+) -> None:
+    """A mask runs exactly its components: options that shape a decision would be
+    ignored, and a caller who passed one expected it to matter."""
+    given = [
+        name
+        for name, value in (("mode", mode), ("seed", seed), ("cap", cap))
+        if value is not None
+    ] + (["policy"] if policy != "agent" else [])
+    if given:
+        raise InputError(
+            f"a mask runs exactly its components, so {', '.join(given)} would be "
+            "ignored: pass either a mask, or a budget with these options"
+        )
+
+
 class BudgetRuntime:
     """An artifact directory loaded for inference. Build with :meth:`load`."""
 
@@ -247,11 +264,33 @@ class BudgetRuntime:
             runtime.warm_up()
         return runtime
 
+    def graph_names(self) -> list[str]:
+        """Every graph a call of this runtime may run: roles, block variants and skips,
+        whole-mask graphs, and the switch graph where it is used."""
+        roles = self.manifest.roles
+        names = [roles[r] for r in ("stem", "head", "policy", "allocator", "full")
+                 if roles.get(r) is not None]
+        names += [g for plan in self._plans for g in plan.graphs.values() if g is not None]
+        names += list(self._whole.values())
+        if self._switch is not None:
+            names.append(self._switch)
+        return [str(n) for n in dict.fromkeys(names)]
+
+    def load_sessions(self) -> None:
+        """Make the session (or engine) of every graph this runtime may run, now, from
+        bytes checked against the manifest as they are read. From then on no call reads
+        the artifact directory, so it may be deleted or exported again in place while a
+        server runs: the loaded model keeps answering (see docs/protocol.md, redeploy)."""
+        load = getattr(self.backend, "load", None)
+        if load is not None:
+            load(self.graph_names())
+
     def warm_up(self) -> None:
-        """Run each whole-mask graph, the static graph and the decision once on a blank
-        image. The first call of a graph makes its session and plans its memory (tens of
-        ms, where a steady call takes one or two): a `latency:` budget or a deadline
-        must not see that."""
+        """Make every session (`load_sessions`), then run each whole-mask graph, the static
+        graph and the decision once on a blank image. The first call of a graph plans its
+        memory (tens of ms, where a steady call takes one or two): a `latency:` budget or
+        a deadline must not see that."""
+        self.load_sessions()
         c, h, w = self.manifest.preprocessing.input_size
         blank = np.zeros((1, h, w, c), np.uint8)
         for hot in self.manifest.hot_policies:
@@ -321,6 +360,8 @@ class BudgetRuntime:
         """
         t_start = time.perf_counter()
         latency = dict.fromkeys(LATENCY_KEYS, 0.0)
+        if mask is not None:
+            _refuse_decision_options_with_a_mask(mode, seed, cap, policy)
         if mode is None:  # the artifact's mode where its policy decides; none matters else
             mode = self.default_mode if policy == "agent" and mask is None else "greedy"
         if mode not in masklib.MODES:

@@ -139,3 +139,29 @@ MASK_ERRORS: list[tuple[str, Any, str]] = [
 def test_mask_errors(case: str, mask: Any, message: str) -> None:
     with pytest.raises(InputError, match=message):
         prepare_mask(mask, 2, 3)
+
+
+def test_array_subclasses_that_change_meaning_are_refused() -> None:
+    px = np.zeros((1, 8, 6), np.uint8)
+    hidden = np.ma.masked_array(px, mask=px == 0)
+    with pytest.raises(InputError, match=r"masked array: .* fill them first \(images.filled\(0\)\)"):
+        prepare_images(hidden, GRAY)
+    with pytest.raises(InputError, match="numpy matrix"):
+        prepare_images(np.matrix(np.zeros((8, 6), np.uint8)), GRAY)
+    with pytest.raises(InputError, match="budget is a numpy masked array"):
+        prepare_budget(np.ma.masked_array([0.5], mask=[True]), 1)
+    with pytest.raises(InputError, match="mask is a numpy matrix"):
+        prepare_mask(np.matrix([[1, 0, 1]]), 1, 3)
+
+
+def test_a_memmap_is_read_as_the_array_it_is(tmp_path: Any) -> None:
+    px = np.random.default_rng(3).integers(0, 256, (2, 8, 6), dtype=np.uint8)
+    mapped = np.memmap(tmp_path / "px", np.uint8, "w+", shape=px.shape)
+    mapped[:] = px
+    np.testing.assert_array_equal(prepare_images(mapped, GRAY), prepare_images(px, GRAY))
+
+
+@pytest.mark.parametrize("budget", [[True], np.array([True, False]), np.bool_(True)])
+def test_bools_are_not_budgets(budget: Any) -> None:
+    with pytest.raises(InputError, match="budget must be a number"):
+        prepare_budget(budget, len(np.atleast_1d(budget)))
