@@ -141,6 +141,29 @@ def atomic_writer(
         raise
 
 
+def check_writable_file(path: PathLike, *, error: type[BudgetEdgeError] = ConfigError) -> Path:
+    """Check, before long work, that ``path`` can be written as a file: its folder exists
+    and takes new files, and nothing that is not a regular file (a folder, /proc/version,
+    a device) is in its place. The check writes and removes an empty temporary file."""
+    target = Path(path)
+    if target.is_dir():
+        raise error(f"{target} is a folder: give a file name")
+    if target.exists() and not target.is_file():
+        raise error(f"cannot write {target}: it is not a regular file; give a file name")
+    if not target.parent.is_dir():
+        raise error(f"cannot write {target}: the folder {target.parent} does not exist")
+    probe = target.with_name(f".{target.name}.{secrets.token_hex(4)}.probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # the folder exists but makes no files: /proc, /sys
+            raise error(f"cannot write {target}: {target.parent} takes no new files; "
+                        "give a path in an ordinary folder") from exc
+        raise error(os_error_message(exc, target, "write")) from exc
+    _unlink_quietly(probe)
+    return target
+
+
 def atomic_write_bytes(
     path: PathLike, data: bytes, *, error: type[BudgetEdgeError] = ConfigError
 ) -> None:

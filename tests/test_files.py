@@ -123,3 +123,18 @@ def test_a_full_disk_during_an_atomic_write_keeps_the_old_file(tmp_path, monkeyp
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.onnx"]
+
+
+def test_a_report_path_is_checked_writable_before_the_work(tmp_path):
+    from budget_edge.files import check_writable_file
+
+    assert check_writable_file(tmp_path / "report.csv") == tmp_path / "report.csv"
+    assert list(tmp_path.iterdir()) == []  # the probe is gone
+    with pytest.raises(ConfigError, match="cannot write /proc/version: /proc takes no new files"):
+        check_writable_file("/proc/version")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        check_writable_file("/dev/null")
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_writable_file(tmp_path)
+    with pytest.raises(ConfigError, match="folder .*missing does not exist"):
+        check_writable_file(tmp_path / "missing" / "r.csv")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from budget_edge.commands.options import BoundedInt
+from budget_edge.commands.options import CALIBRATION_IMAGES, BoundedInt
 
 
 @click.command("export")
@@ -64,7 +64,7 @@ from budget_edge.commands.options import BoundedInt
     "--calib-images",
     "--calib-count",  # the older name, kept for a release
     "calib_count",
-    type=BoundedInt(),
+    type=CALIBRATION_IMAGES,
     default=512,
     show_default=True,
     help="Calibration images drawn from --calib-data (as quantize and allocate call it).",
@@ -118,6 +118,10 @@ def command(
     from budget_edge.export.exporter import export_checkpoint
     from budget_edge.models.checkpoint import load_checkpoint
 
+    if static_data is not None:
+        from budget_edge.runtime.bench import check_search_spec
+
+        check_search_spec(static_data, static_search_images)
     console = Console(stderr=True)
     start = time.perf_counter()
     loaded = load_checkpoint(checkpoint, format=fmt)

@@ -42,3 +42,6 @@ class BoundedInt(click.IntRange):
 SEED = BoundedInt(0, 2**32 - 1)
 # Intra-op CPU threads; 0 where the option takes it to mean "the cores available".
 THREADS = BoundedInt(0, 1024)
+# Calibration (quantization ranges, BatchNorm statistics, the hot masks) settles within a
+# few thousand images; a larger count is hours of recording on a device-sized machine.
+CALIBRATION_IMAGES = BoundedInt(1, 50_000)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from budget_edge.commands.options import SEED, BoundedInt
+from budget_edge.commands.options import CALIBRATION_IMAGES, SEED, BoundedInt
 from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROWS
 
 
@@ -26,7 +26,7 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
 )
 @click.option(
     "--calib-images",
-    type=BoundedInt(1),
+    type=CALIBRATION_IMAGES,
     default=512,
     show_default=True,
     help="Calibration images drawn from the training split.",

@@ -53,6 +53,7 @@ from budget_edge.export.onnx_export import (
     GraphExporter,
     chain_graphs,
     check_graph,
+    check_opset,
     save_model,
     tensor_specs,
 )
@@ -66,6 +67,7 @@ from budget_edge.runtime.manifest import (
     LOCK_NAME,
     MANIFEST_NAME,
     AllocationSpec,
+    BackboneSpec,
     BlockSpec,
     ComponentSpec,
     FlopsSpec,
@@ -162,6 +164,7 @@ def export_checkpoint(
     `exporter` to several exports (checkpoints of one architecture, say) lets
     them share its traced graphs.
     """
+    check_opset(opset)  # seconds now instead of an error after minutes of export
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     # Deep copies in eval mode: exporting never touches the caller's modules.
     net = copy.deepcopy(loaded.backbone).eval()
@@ -246,8 +249,7 @@ def _export_into(
 
     table = net.flops()
     manifest = Manifest(
-        backbone=str(net.config["name"]),
-        backbone_config=_plain(net.config),
+        backbone_spec=BackboneSpec(str(net.config["name"]), _plain(net.config)),
         num_classes=net.num_classes,
         class_names=names,
         preprocessing=preprocessing,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import logging
 import warnings
@@ -71,6 +72,28 @@ def trace_to_onnx(
     model = program.model_proto
     _name_batch_axes(model)
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def check_opset(opset: int) -> None:
+    """Refuse an opset this machine cannot write, or ONNX Runtime cannot run, before the
+    export starts: a one-convolution graph goes the whole way (about a second)."""
+    newest = onnx.defs.onnx_opset_version()
+    if not DEFAULT_OPSET <= opset <= newest:
+        raise ConfigError(f"--opset {opset}: this machine's onnx {onnx.__version__} writes "
+                          f"opsets {DEFAULT_OPSET} to {newest}")
+    probe = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())
+    model = trace_to_onnx(probe, [torch.zeros(1, 1, 2, 2)], ["x"], ["y"], opset)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return  # nothing here runs graphs; the device checks on load
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 (ORT raises its own types for an unknown opset)
+        detail = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ConfigError(f"--opset {opset}: ONNX Runtime {ort.__version__} cannot run it "
+                          f"({detail[:160]}); use a lower opset, such as {DEFAULT_OPSET}") from exc
 
 
 @contextlib.contextmanager

@@ -202,10 +202,8 @@ def load_bench_data(
     return BenchData(name, arrays.images, arrays.labels)
 
 
-def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int) -> BenchData:
-    """Where static masks are searched (never the test set the bench reports): up to
-    `count` images of the artifact's validation split, or for artifacts without one,
-    the last `count` training images."""
+def check_search_spec(spec: str, count: int) -> None:
+    """Refuse a static-mask search that cannot run, before anything else is done."""
     if spec == RANDOM_DATA:
         raise ConfigError(
             "--static-search needs labelled data: pass --data fashion-mnist "
@@ -213,6 +211,13 @@ def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: 
         )
     if count < 1:
         raise ConfigError(f"--static-search must be at least 1 image, got {count}")
+
+
+def load_search_data(spec: str, rt: BudgetRuntime, data_dir: str | None, count: int) -> BenchData:
+    """Where static masks are searched (never the test set the bench reports): up to
+    `count` images of the artifact's validation split, or for artifacts without one,
+    the last `count` training images."""
+    check_search_spec(spec, count)
     from budget_edge.data.registry import load_arrays  # numpy-only readers
     from budget_edge.data.split import split_from_meta
 

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from budget_edge.errors import BackendError, ConfigError
-from budget_edge.files import atomic_write_bytes
+from budget_edge.errors import BackendError
+from budget_edge.files import atomic_write_bytes, check_writable_file
 from budget_edge.runtime.bench import BenchResult, BenchRow
 from budget_edge.runtime.runtime import LATENCY_KEYS
 
@@ -31,13 +31,8 @@ CSV_FIELDS = (
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
-    """A report path must be a file name in an existing folder (checked before timing)."""
-    out = Path(path)
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory: give a file name for the report")
-    if not out.parent.is_dir():
-        raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
-    return out
+    """A report path must be a file we can write (checked before timing)."""
+    return check_writable_file(path)
 
 
 def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:

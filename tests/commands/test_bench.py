@@ -99,6 +99,13 @@ def test_report_folder_missing_fails_before_timing(artifact: Path, tmp_path: Pat
     assert "does not exist" in err
 
 
+def test_a_report_path_that_is_no_writable_file_fails_before_timing(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fail(["bench", str(artifact), "--csv", "/proc/version"], capsys)
+    assert err.startswith("error: cannot write /proc/version: /proc takes no new files")
+
+
 def test_a_negative_seed_is_a_usage_error(artifact: Path) -> None:
     result = CliRunner().invoke(cli_module.cli, ["bench", str(artifact), "--seed", "-1"])
     assert result.exit_code == 2 and "--seed" in result.output

@@ -70,6 +70,7 @@ def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
     code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"],
                        capsys)
     assert code == 2 and err.startswith("error: --static-search needs labelled data")
+    assert not art.exists()  # refused before the export
     code, out, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks",
                           "fashion-mnist", "--static-search-images", "32"], capsys)
     assert code == 0, err

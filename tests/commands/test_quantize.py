@@ -79,6 +79,17 @@ def test_int8_without_calibration_data(artifact: Path, capsys: pytest.CaptureFix
                    "training dataset, e.g. --calib-data fashion-mnist")
 
 
+def test_a_calibration_count_no_one_needs_is_refused_before_work(artifact: Path) -> None:
+    result = CliRunner().invoke(
+        cli_module.cli,
+        ["quantize", str(artifact), "--precision", "int8", "--calib-data", "fashion-mnist",
+         "--calib-images", str(10**9)],
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--calib-images'" in result.output
+    assert "1<=x<=50000" in result.output
+
+
 def test_quantize_a_missing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                      ) -> None:
     err = _fail(["quantize", str(tmp_path / "nope"), "--precision", "fp16"], capsys)

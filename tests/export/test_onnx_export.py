@@ -127,3 +127,18 @@ def test_variant_scheme_keeps_the_file_count_sane(paths, scheme, count):
     if scheme == "all":
         assert sorted(map(tuple, sets)) == sorted(
             {tuple(p for p in range(paths) if bits >> p & 1) for bits in range(1, 2**paths)})
+
+
+def test_an_opset_no_tool_here_writes_is_refused_before_any_work(tmp_path) -> None:
+    from budget_edge.export.exporter import export_checkpoint
+    from budget_edge.export.onnx_export import check_opset
+
+    newest = onnx.defs.onnx_opset_version()
+    with pytest.raises(ConfigError, match=rf"--opset 99: .* writes opsets 18 to {newest}"):
+        check_opset(99)
+    with pytest.raises(ConfigError, match="--opset 17"):
+        check_opset(17)
+    # The checkpoint does not exist: the opset is refused before it is even read.
+    with pytest.raises(ConfigError, match="--opset 99"):
+        export_checkpoint(tmp_path / "missing.pt", tmp_path / "art", opset=99)
+    assert not (tmp_path / "art").exists()
