@@ -14,6 +14,7 @@ import click
 
 from budget_edge import __version__
 from budget_edge.errors import BudgetEdgeError
+from budget_edge.files import os_error_message
 
 # name -> (module under budget_edge.commands, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        # A file the system refused (permissions, a full disk, a read-only artifact) that
+        # no command turned into its own message: still one line naming the file.
+        if debug or exc.filename is None:
+            raise
+        click.echo(f"error: {os_error_message(exc, exc.filename, 'use')}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
