@@ -44,6 +44,7 @@ from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.backends import tensorrt_backend as tb
 from budget_edge.runtime.machine import machine_info
 from budget_edge.runtime.manifest import (
+    BackboneSpec,
     BlockSpec,
     ComponentSpec,
     FlopsSpec,
@@ -166,7 +167,7 @@ def write_artifact(root: Path, gpu: str, cc: str) -> None:
         engines[g.name] = f"{g.name}.engine"
     flops = 2 * FEATURES
     manifest = Manifest(
-        backbone="synthetic", backbone_config={}, num_classes=CLASSES,
+        backbone_spec=BackboneSpec("synthetic", {}), num_classes=CLASSES,
         class_names=[f"c{k}" for k in range(CLASSES)],
         preprocessing=Preprocessing([0.5] * C, [0.25] * C, [C, H, W]),
         components=[ComponentSpec(b, 0, b, None, flops) for b in range(BLOCKS)],

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from budget_edge.runtime.manifest import (
     BATCH_AXIS,
+    BackboneSpec,
     BlockSpec,
     ComponentSpec,
     FlopsSpec,
@@ -397,8 +398,7 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
         components.append(ComponentSpec(k, blk.stage, b, path, flops))
     c = net.input_size[0]
     manifest = Manifest(
-        backbone="tiny-" + net.blocks[0].kind,
-        backbone_config={"name": "tiny"},
+        backbone_spec=BackboneSpec("tiny-" + net.blocks[0].kind, {"name": "tiny"}),
         num_classes=net.num_classes,
         class_names=[f"class{i}" for i in range(net.num_classes)],
         preprocessing=Preprocessing(net.mean, net.std, list(net.input_size), "NCHW", c),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -226,7 +226,7 @@ def test_write_manifest_hashes_extra_files_and_engines(fresh_artifact: Any) -> N
     (root / "engines").mkdir()
     (root / "engines" / "stem.engine").write_bytes(b"engine bytes")
     (root / "timing.cache").write_bytes(b"cache")
-    m = dataclasses.replace(
+    m = msgspec.structs.replace(
         fresh_artifact.manifest,
         tensorrt=TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "engines/stem.engine"}, "8.7"),
         files={**fresh_artifact.manifest.files, "timing.cache": "0" * 64})

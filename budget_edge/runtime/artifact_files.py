@@ -1,0 +1,156 @@
+"""The files of an artifact directory: hashes, reading what was checked, writing, locking.
+
+Every file the manifest names (graphs, other precisions, engines) is listed in its
+``files`` with a SHA-256. ``write_manifest`` hashes them and writes ``manifest.json``
+atomically; ``verify_files`` checks them; ``read_checked`` returns the bytes that were
+checked, so the bytes that run are the bytes that were verified. Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+from budget_edge.errors import ManifestError
+from budget_edge.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from budget_edge.runtime.manifest import Manifest
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"  # held by commands that rewrite an artifact (artifact_lock)
+
+__all__ = [
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "artifact_file",
+    "artifact_lock",
+    "atomic_write_text",
+    "inside_artifact",
+    "read_checked",
+    "sha256_file",
+    "verify_files",
+    "write_manifest",
+]
+
+
+def inside_artifact(path: str) -> bool:
+    """Whether a listed path stays inside the artifact directory (no /etc, no ..)."""
+    pure = PurePath(path)
+    return path != "" and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (engines can be hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(directory: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
+    """Check the SHA-256 of every file the manifest lists; return the manifest.
+
+    A missing, truncated or edited file raises ManifestError naming the file.
+    """
+    if manifest is None:
+        from budget_edge.runtime.manifest import Manifest  # which imports this module
+
+        manifest = Manifest.load(directory)
+    root = Path(directory)
+    for name, digest in manifest.files.items():
+        if sha256_file(artifact_file(root, name)) != digest:
+            raise ManifestError(
+                f"{name} in {root} does not match its SHA-256 in the manifest "
+                "(corrupted, truncated or edited): copy it again or re-export"
+            )
+    return manifest
+
+
+def artifact_file(root: Path, name: str) -> Path:
+    """The path of a listed file: a plain file inside the artifact, never a symbolic link
+    (one pointing at /etc/hostname was once read and hashed as a graph)."""
+    path = root
+    linked = False
+    for part in Path(name).parts:  # the file and every folder between it and the root
+        path = path / part
+        linked = linked or path.is_symlink()
+    if linked:
+        raise ManifestError(
+            f"{name} in {root} is a symbolic link: an artifact holds its own "
+            "files; copy them in (cp -L) instead of linking"
+        )
+    if not path.is_file():
+        raise ManifestError(
+            f"{name} is listed in the manifest but missing from {root}: "
+            "copy the whole artifact directory, or export again"
+        )
+    return path
+
+
+def read_checked(root: Path, manifest: Manifest, name: str) -> bytes:
+    """A listed file's bytes, checked against its SHA-256 as they are read: the bytes that
+    run are the bytes that were checked, even if the file changes after loading."""
+    data = artifact_file(root, name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.files.get(name):
+        raise ManifestError(
+            f"{name} in {root} changed since the artifact was loaded (its "
+            "SHA-256 no longer matches the manifest): copy it again or "
+            "re-export, then load again"
+        )
+    return data
+
+
+def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Manifest:
+    """Hash every referenced file, validate, and write ``DIR/manifest.json`` atomically.
+
+    Files already in ``manifest.files`` that nothing references (a timing cache,
+    say) are hashed again too. Returns the manifest with ``files`` filled in.
+    """
+    root = Path(directory)
+    files = {}
+    for name in dict.fromkeys([*manifest.referenced_files(), *manifest.files]):
+        if not inside_artifact(name):
+            raise ManifestError(
+                f"manifest field files[{name!r}] must be a relative path inside the "
+                "artifact directory: fix the exporter that wrote it"
+            )
+        if not (root / name).is_file():
+            raise ManifestError(
+                f"{name} is named in the manifest but missing from {root}: "
+                "write every graph and engine before the manifest"
+            )
+        files[name] = sha256_file(root / name)
+    manifest.files = files
+    manifest.validate()
+    atomic_write_text(root / MANIFEST_NAME, manifest.to_json(), error=ManifestError)
+    return manifest
+
+
+@contextlib.contextmanager
+def artifact_lock(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the artifact's lock while a command rewrites it (quantize, build-engines,
+    static masks): two writers would each read the manifest, then the last to write
+    would drop the other's entries, and one could delete the other's new folder."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(Path(directory) / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ManifestError(
+                f"{directory} is being written by another budget-edge command "
+                "(quantize or build-engines): wait for it, then run again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
