@@ -40,13 +40,12 @@ import bench_models
 import numpy as np
 import torch
 
+from budget_edge.commands.options import parse_batches, parse_budgets
 from budget_edge.models.checkpoint import LoadedCheckpoint
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.bench import (
     LatencyStats,
     TimedJob,
-    parse_batches,
-    parse_budgets,
     time_jobs,
     timing_pool,
 )

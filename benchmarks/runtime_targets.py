@@ -34,7 +34,7 @@ import peer_eager
 import torch
 from runtime_rss import run_child, runtime_rss
 
-from budget_edge.runtime.bench import parse_batches, parse_budgets
+from budget_edge.commands.options import parse_batches, parse_budgets
 from budget_edge.runtime.machine import load_average, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"

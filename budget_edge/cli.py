@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line like every other user error, and where the options are listed.
+        where = exc.ctx.command_path if exc.ctx is not None else "budget-edge"
+        click.echo(f"error: {exc.format_message()} (see {where} --help)",
+                   err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import time
@@ -53,31 +52,6 @@ from budget_edge.runtime.masks import rank_counts
 # A probability at or above this keeps a component (the reference's test).
 KEEP_THRESHOLD = 0.5
 MASK_MODES = ("greedy", "rank", "allocate")
-
-
-def parse_budgets(text: str) -> list[float]:
-    """'0.1:1.0:0.05' (start:stop:step, stop included), '0.25,0.5,1' or '0.5'."""
-    text = text.strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = parts
-            if step <= 0 or start > stop:
-                raise ValueError
-            count = int(math.floor((stop - start) / step + 1e-6)) + 1
-            budgets = [round(start + i * step, 10) for i in range(count)]
-        else:
-            budgets = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(
-            f"budgets {text!r} not understood: give start:stop:step with step > 0 and "
-            "start <= stop (e.g. 0.1:1.0:0.05), or a comma list (e.g. 0.25,0.5,1.0)"
-        ) from None
-    if not budgets or any(not 0.0 <= b <= 1.0 for b in budgets):
-        raise ConfigError(f"budgets {text!r}: every budget must lie in [0, 1]")
-    return budgets
 
 
 def preprocessing_of(meta: dict[str, Any], info: DatasetInfo) -> tuple[list[float], list[float]]:

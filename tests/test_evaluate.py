@@ -17,31 +17,12 @@ from budget_edge.evaluate import (
     evaluate_budget,
     masks_from_probs,
     mutual_information,
-    parse_budgets,
     random_masks,
     static_drop_order,
     static_masks,
     sweep,
     write_reports,
 )
-
-
-def test_parse_budget_range_includes_the_stop() -> None:
-    budgets = parse_budgets("0.1:1.0:0.05")
-    assert len(budgets) == 19
-    assert budgets[0] == pytest.approx(0.1) and budgets[-1] == pytest.approx(1.0)
-    assert budgets[1] == pytest.approx(0.15)
-
-
-def test_parse_budget_list_and_single() -> None:
-    assert parse_budgets("0.25, 0.5,1") == [0.25, 0.5, 1.0]
-    assert parse_budgets("0.5") == [0.5]
-
-
-@pytest.mark.parametrize("text", ["abc", "0.5:0.1:0.1", "0:1:0", "0:1", "1.5", "", "0.1:2:0.5"])
-def test_bad_budgets_string(text: str) -> None:
-    with pytest.raises(ConfigError, match="budget"):
-        parse_budgets(text)
 
 
 def test_random_masks_keep_the_requested_count() -> None:

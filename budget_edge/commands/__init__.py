@@ -23,5 +23,5 @@ def command_line(ctx: click.Context) -> str:
             elif value:
                 words.append(param.opts[0])
         else:
-            words += [param.opts[0], str(value)]
+            words += [param.opts[0], str(getattr(value, "text", value))]
     return shlex.join(words)

@@ -7,20 +7,22 @@ from pathlib import Path
 import click
 
 from budget_edge.commands import command_line
-from budget_edge.commands.options import SEED, BoundedInt
+from budget_edge.commands.options import BATCHES, BUDGETS, SEED, BoundedInt
 
 
 @click.command("bench")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option(
     "--budgets",
+    type=BUDGETS,
     default="0.25,0.5,0.75,1.0",
     show_default=True,
     help="Comma list, or start:stop:step (stop included).",
 )
 @click.option(
     "--batch",
-    "batch_text",
+    "batches",
+    type=BATCHES,
     default="1,8",
     show_default=True,
     help="Batch sizes to time, comma list.",
@@ -48,7 +50,7 @@ from budget_edge.commands.options import SEED, BoundedInt
 )
 @click.option(
     "--iterations",
-    type=BoundedInt(),
+    type=BoundedInt(1),
     default=100,
     show_default=True,
     help="Timed calls per row (budget x batch size).",
@@ -127,8 +129,8 @@ from budget_edge.commands.options import SEED, BoundedInt
 )
 def command(
     directory: Path,
-    budgets: str,
-    batch_text: str,
+    budgets: list[float],
+    batches: list[int],
     data_spec: str,
     data_dir: str | None,
     eval_images: int | None,
@@ -172,8 +174,6 @@ def command(
         BenchSettings,
         load_bench_data,
         load_search_data,
-        parse_batches,
-        parse_budgets,
         parse_precisions,
         run_bench,
     )
@@ -185,8 +185,8 @@ def command(
 
     # Every option is checked before the artifact loads: a typo fails in a second.
     settings = BenchSettings(
-        budgets=parse_budgets(budgets),
-        batches=parse_batches(batch_text),
+        budgets=budgets,
+        batches=batches,
         warmup=warmup,
         iterations=iterations,
         mode=mode,

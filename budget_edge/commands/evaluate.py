@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from budget_edge.commands.options import SEED, BoundedInt
+from budget_edge.commands.options import BUDGETS, SEED, BoundedInt
 
 
 @click.command("evaluate")
@@ -19,6 +19,7 @@ from budget_edge.commands.options import SEED, BoundedInt
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
 @click.option(
     "--budgets",
+    type=BUDGETS,
     default="0.1:1.0:0.05",
     show_default=True,
     help="start:stop:step (stop included) or a comma list.",
@@ -66,7 +67,7 @@ def command(
     checkpoint: Path,
     data: str | None,
     data_dir: Path | None,
-    budgets: str,
+    budgets: list[float],
     out: Path,
     limit: int | None,
     val_size: int,
@@ -99,7 +100,6 @@ def command(
         check_data_fits,
         machine_info,
         markdown_table,
-        parse_budgets,
         preprocessing_of,
         sweep,
         write_reports,
@@ -107,7 +107,6 @@ def command(
     )
     from budget_edge.models.checkpoint import load_checkpoint
 
-    budget_list = parse_budgets(budgets)  # fail on a typo before loading anything
     if val_size < 1 or batch_size < 1 or latency_images < 0:
         raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
     if out.exists() and not out.is_dir():
@@ -156,7 +155,7 @@ def command(
         check_data_fits(test.info, zoo.backbone)
 
     console = Console(soft_wrap=True)  # a log keeps each line whole
-    with status_line(console, f"evaluating {len(budget_list)} budgets") as status:
+    with status_line(console, f"evaluating {len(budgets)} budgets") as status:
         result = sweep(
             loaded.backbone,
             loaded.agent,
@@ -164,7 +163,7 @@ def command(
             labels,
             val_images,
             val_labels,
-            budget_list,
+            budgets,
             seed=seed,
             batch_size=batch_size,
             latency_images=latency_images,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from budget_edge.commands.options import CALIBRATION_IMAGES, SEED, BoundedInt
+from budget_edge.commands.options import BUDGETS, CALIBRATION_IMAGES, SEED, BoundedInt
 from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROWS
 
 
@@ -33,6 +33,7 @@ from budget_edge.export.path_calibration import DEFAULT_BUDGETS, DEFAULT_MAX_ROW
 )
 @click.option(
     "--budgets",
+    type=BUDGETS,
     default=",".join(f"{c:g}" for c in DEFAULT_BUDGETS),
     show_default=True,
     help="Budgets whose masks the calibration follows (besides all blocks kept).",
@@ -84,7 +85,7 @@ def command(
     precision: str,
     calib_data: str | None,
     calib_images: int,
-    budgets: str,
+    budgets: list[float],
     target: str,
     activation_type: str,
     calibrate_method: str,
@@ -105,7 +106,6 @@ def command(
 
     from budget_edge.commands.status import status_line
     from budget_edge.export.quantize import QuantizeSettings, quantize_artifact, set_sizes
-    from budget_edge.runtime.bench import parse_budgets
     from budget_edge.runtime.manifest import Manifest
     from budget_edge.runtime.signing import after_manifest_change, check_signing_key, signed_bytes
 
@@ -113,7 +113,7 @@ def command(
         precision=precision,
         calib_data=calib_data,
         calib_images=calib_images,
-        budgets=parse_budgets(budgets),
+        budgets=budgets,
         target=target,
         activation_type=activation_type,
         calibrate_method=calibrate_method,

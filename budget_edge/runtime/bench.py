@@ -43,8 +43,6 @@ from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
 from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_correct
 
 RANDOM_DATA = "random"
-MAX_BATCH = 4096  # a timing batch beyond this is a typo, and would exhaust memory first
-MAX_BUDGETS = 1000  # a start:stop:step list beyond this is a typo (0:1:1e-9, say)
 DEFAULT_RANDOM_IMAGES = 256
 MAX_POOL_BATCHES = 64  # distinct batches timed per row; more calls cycle through them
 POLICY_BUDGET = 1.0  # the policy's cost does not depend on the budget value
@@ -53,57 +51,6 @@ Progress = Callable[[str], None]
 
 
 # ---- parsing the command line's lists --------------------------------------------
-
-
-def parse_budgets(text: str) -> list[float]:
-    """'0.25,0.5,1' or start:stop:step with stop included ('0.1:1.0:0.1')."""
-    text = text.strip()
-    try:
-        if ":" in text:
-            start, stop, step = (float(p) for p in text.split(":"))
-            if not step > 0 or start > stop:
-                raise ValueError
-            count = int(math.floor((stop - start) / step + 1e-6)) + 1
-            if count > MAX_BUDGETS:
-                raise ConfigError(
-                    f"--budgets {text!r} makes {count} budgets; at most "
-                    f"{MAX_BUDGETS}: use a larger step"
-                )
-            budgets = [round(start + i * step, 10) for i in range(count)]
-        else:
-            budgets = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(
-            f"--budgets {text!r} not understood: give a comma list such as "
-            "0.25,0.5,0.75,1.0 or start:stop:step with step > 0 and start <= "
-            "stop, such as 0.1:1.0:0.1"
-        ) from None
-    bad = [b for b in budgets if not (math.isfinite(b) and 0.0 <= b <= 1.0)]
-    if bad:
-        raise ConfigError(
-            f"--budgets {text!r}: budget {bad[0]:g} is outside [0, 1] (it is "
-            "the fraction of the model to use)"
-        )
-    return list(dict.fromkeys(budgets))
-
-
-def parse_batches(text: str) -> list[int]:
-    """'1,8' -> [1, 8]: batch sizes to time, each at least 1."""
-    try:
-        batches = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(
-            f"--batch {text!r} not understood: give batch sizes as a comma "
-            "list of whole numbers, such as 1,8"
-        ) from None
-    if any(b < 1 for b in batches):
-        raise ConfigError(f"--batch {text!r}: every batch size must be at least 1")
-    if any(b > MAX_BATCH for b in batches):
-        raise ConfigError(
-            f"--batch {text!r}: batch sizes above {MAX_BATCH} are not timed "
-            "(the batches would not fit in memory)"
-        )
-    return list(dict.fromkeys(batches))
 
 
 def parse_precisions(text: str) -> list[str]:

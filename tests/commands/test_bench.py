@@ -78,12 +78,14 @@ def test_missing_artifact_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ("--batch", "0", "at least 1"),
     ("--iterations", "0", "--iterations"),
     ("--batch", "10000000", "above 4096"),
-    ("--budgets", "0:1:1e-9", "at most 1000"),
+    ("--budgets", "0:1:1e-9", "more than 1000"),
 ])
 def test_bad_options_fail_before_loading(artifact: Path, option: str, value: str, match: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["bench", str(artifact), option, value], capsys)
-    assert err.startswith("error: --") and match in err
+    assert err.startswith(f"error: Invalid value for '{option}'")
+    assert match in err
+    assert err.endswith("(see budget-edge bench --help)")
 
 
 def test_missing_data(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -4,7 +4,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from budget_edge.commands.options import SEED, BoundedInt, FiniteFloat
+from budget_edge.commands.options import (
+    SEED,
+    BoundedInt,
+    FiniteFloat,
+    parse_batches,
+    parse_budgets,
+)
 
 
 @click.command()
@@ -36,3 +42,56 @@ def test_numbers_in_range_pass_through():
     result = CliRunner().invoke(command, ["--rate", "1e-3", "--seed", "7", "--count", "100"])
     assert result.exit_code == 0, result.output
     assert result.output.split() == ["0.001", "7", "100"]
+
+
+def test_budget_lists_and_ranges() -> None:
+    assert parse_budgets("0.25, 0.5,1") == [0.25, 0.5, 1.0]
+    assert parse_budgets("0.5") == [0.5]
+    budgets = parse_budgets("0.1:1.0:0.05")  # the stop is included
+    assert len(budgets) == 19
+    assert budgets[0] == pytest.approx(0.1)
+    assert budgets[1] == pytest.approx(0.15)
+    assert budgets[-1] == pytest.approx(1.0)
+    assert parse_budgets("0.5,0.5,1") == [0.5, 1.0]  # a duplicate would run a row twice
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a,b", "0.5,", "1:0:0.1", "0:1:0", "0:1", "0:1:-1", "0.1:0.5:0.1:2", "0:inf:1"]
+)
+def test_budget_lists_that_cannot_be_read(text: str) -> None:
+    with pytest.raises(ValueError, match="not understood"):
+        parse_budgets(text)
+
+
+@pytest.mark.parametrize("text", ["1.5", "-0.1,0.5", "0.5,nan", "0.5:1.5:0.5"])
+def test_budgets_outside_0_1(text: str) -> None:
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        parse_budgets(text)
+
+
+def test_a_range_of_a_billion_budgets_is_refused_without_making_it() -> None:
+    with pytest.raises(ValueError, match="more than 1000 budgets"):
+        parse_budgets("0:1:1e-9")
+
+
+def test_batch_lists() -> None:
+    assert parse_batches("1,8") == [1, 8]
+    assert parse_batches(" 4 ") == [4]
+    for bad in ("", "1,,8", "one", "1.5"):
+        with pytest.raises(ValueError, match="not understood"):
+            parse_batches(bad)
+    for bad in ("0", "8,-1"):
+        with pytest.raises(ValueError, match="at least 1"):
+            parse_batches(bad)
+    with pytest.raises(ValueError, match="above 4096"):
+        parse_batches("10000000")
+
+
+def test_every_command_reads_budgets_the_same_way() -> None:
+    """bench, evaluate and quantize share the one parser: the same text, the same list."""
+    from budget_edge.cli import cli
+
+    for name in ("bench", "evaluate", "quantize"):
+        command = cli.get_command(click.Context(cli), name)
+        option = next(p for p in command.params if p.name == "budgets")
+        assert option.type.convert("0.5,0.5,0.25", option, None) == [0.5, 0.25]

@@ -18,8 +18,6 @@ from budget_edge.runtime.bench import (
     TimedJob,
     load_bench_data,
     load_search_data,
-    parse_batches,
-    parse_budgets,
     run_bench,
     split_data_spec,
     time_jobs,
@@ -40,40 +38,6 @@ def rt(resnet_artifact: Any) -> BudgetRuntime:
 def _pixels(rt: BudgetRuntime, n: int, seed: int = 0) -> np.ndarray:
     c, h, w = rt.manifest.preprocessing.input_size
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
-
-
-# ---- parsing ------------------------------------------------------------------------
-
-
-def test_parse_budgets_lists_and_ranges() -> None:
-    assert parse_budgets("0.25,0.5,0.75,1.0") == [0.25, 0.5, 0.75, 1.0]
-    assert parse_budgets("0.5") == [0.5]
-    assert parse_budgets("0.2:1.0:0.2") == [0.2, 0.4, 0.6, 0.8, 1.0]
-    assert parse_budgets("0.5,0.5,1") == [0.5, 1.0]  # duplicates would time a row twice
-
-
-@pytest.mark.parametrize("text", ["", "a,b", "0.5,", "1:0:0.1", "0:1:0", "0:1", "0:1:-1",
-                                  "0.1:0.5:0.1:2"])
-def test_parse_budgets_rejects_what_it_cannot_read(text: str) -> None:
-    with pytest.raises(ConfigError, match="not understood"):
-        parse_budgets(text)
-
-
-@pytest.mark.parametrize("text", ["1.5", "-0.1,0.5", "0.5,nan", "0.5:1.5:0.5"])
-def test_parse_budgets_rejects_budgets_outside_0_1(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"outside \[0, 1\]"):
-        parse_budgets(text)
-
-
-def test_parse_batches() -> None:
-    assert parse_batches("1,8") == [1, 8]
-    assert parse_batches(" 4 ") == [4]
-    for bad in ("", "1,,8", "one", "1.5"):
-        with pytest.raises(ConfigError, match="not understood"):
-            parse_batches(bad)
-    for bad in ("0", "8,-1"):
-        with pytest.raises(ConfigError, match="at least 1"):
-            parse_batches(bad)
 
 
 @pytest.mark.parametrize("change, match", [
