@@ -30,8 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from budget_edge.agent.allocator import Allocator, allocate, decision_graph
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.torch_dataset import ImageDataset
 from budget_edge.errors import ConfigError, DataError
+from budget_edge.figures import new_figure, save_png
 from budget_edge.files import atomic_write_text, atomic_writer
 from budget_edge.models.backbone import Backbone
 from budget_edge.runtime.masks import rank_counts
@@ -460,17 +459,6 @@ def sweep(
     )
 
 
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured (latencies mean nothing without it)."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 # -- reports -------------------------------------------------------------------
 
 
@@ -539,16 +527,11 @@ def write_reports(result: Sweep, out_dir: Path) -> list[Path]:
 
 def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
     """Three PNGs like the paper's Fig. 3/4: accuracy vs FLOPs, usage and policies vs budget."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and devices
-    import matplotlib.pyplot as plt
-
     rows = result.rows
     budgets = [r.budget for r in rows]
     paths = []
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     ax.plot(
         [r.flops_mean / 1e6 for r in rows],
         [100 * r.accuracy for r in rows],
@@ -601,7 +584,7 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out_dir / "accuracy_vs_flops.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     ax.errorbar(
         budgets,
         [r.usage_mean for r in rows],
@@ -622,7 +605,7 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out_dir / "usage_vs_budget.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     ax.plot(budgets, [r.unique_policies for r in rows], "o-")
     ax.set(xlabel="budget c", ylabel="unique policies", title="Unique policies vs budget")
     ax.grid(alpha=0.3)
@@ -631,10 +614,6 @@ def plot_sweep(result: Sweep, out_dir: Path) -> list[Path]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
     with atomic_writer(path) as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+        save_png(fig, handle)
     return path

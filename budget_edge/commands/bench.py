@@ -205,7 +205,7 @@ def command(
         if path is not None:
             report.check_writable(path)
     if plot_path is not None:
-        report.import_pyplot()  # fail now, not after minutes of timing
+        report.check_plotting()  # fail now, not after minutes of timing
     zoo_dirs = [Path(p) for p in zoo_text.split(",") if p.strip()]
     for z in zoo_dirs:
         if not z.is_dir():

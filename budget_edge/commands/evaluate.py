@@ -88,6 +88,7 @@ def command(
       budget-edge evaluate runs/r20-budgetnet/budgetnet.pt --data fashion-mnist \\
           --budgets 0.1:1.0:0.05 --out runs/r20-budgetnet/eval
     """
+    import torch
     from rich.console import Console
 
     from budget_edge.commands.status import status_line
@@ -98,7 +99,6 @@ def command(
     from budget_edge.evaluate import (
         as_tensors,
         check_data_fits,
-        machine_info,
         markdown_table,
         preprocessing_of,
         sweep,
@@ -106,6 +106,7 @@ def command(
         zoo_point,
     )
     from budget_edge.models.checkpoint import load_checkpoint
+    from budget_edge.runtime.machine import machine_info
 
     if val_size < 1 or batch_size < 1 or latency_images < 0:
         raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
@@ -182,7 +183,7 @@ def command(
         "validation": f"last {len(val)} training images",
         "backbone": loaded.backbone.config.get("name"),
         "extractor": loaded.agent.config.get("extractor"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "torch_threads": torch.get_num_threads()},
     }
     paths = write_reports(result, out)
     console.print(markdown_table(result), markup=False, highlight=False)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from budget_edge.errors import BackendError
+from budget_edge.figures import new_figure, save_png
 from budget_edge.files import atomic_write_bytes, check_writable_file
 from budget_edge.runtime.bench import BenchResult, BenchRow
 from budget_edge.runtime.runtime import LATENCY_KEYS
@@ -240,25 +240,16 @@ def write_markdown(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     return _atomic_write(path, markdown(result).encode())
 
 
-def import_pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display on a device or in CI
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise BackendError(
-            f"--plot needs matplotlib ({exc}): pip install 'budget-edge[plot]', or drop --plot"
-        ) from exc
-    return plt
+def check_plotting() -> None:
+    """Fail now, not after minutes of timing, when matplotlib is missing."""
+    new_figure(figsize=(1, 1))
 
 
 def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """Median latency (p90 as error bar) and accuracy (or FLOPs share) against the budget,
     with the static model as a horizontal line of the same colour."""
-    plt = import_pyplot()
     front = result.data["labelled"]
-    fig, axes = plt.subplots(1, 3 if front else 2, figsize=(16.5 if front else 11, 4.2))
+    fig, axes = new_figure(1, 3 if front else 2, figsize=(16.5 if front else 11, 4.2))
     ax_lat, ax_q = axes[0], axes[1]
     batches = sorted({r.batch for r in result.rows})
     for i, n in enumerate(batches):
@@ -298,12 +289,8 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
         f"{env['threads_effective']} thread(s)",
         fontsize=10,
     )
-    fig.tight_layout()
     png = io.BytesIO()
-    try:
-        fig.savefig(png, format="png", dpi=120)
-    finally:
-        plt.close(fig)
+    save_png(fig, png)
     return _atomic_write(path, png.getvalue())
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import budget_edge
 
 # Distributions whose versions change runtime numbers.
-_PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python")
+_PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python", "torch")
 
 
 def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:

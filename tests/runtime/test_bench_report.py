@@ -86,13 +86,24 @@ def test_rich_table_has_every_row() -> None:
 
 @pytest.mark.parametrize("labelled", [True, False])
 def test_plot_is_a_png(tmp_path: Path, labelled: bool) -> None:
+    """A readable picture with a third panel (the accuracy-latency front) only when the
+    data has labels, drawn without switching the caller's matplotlib backend."""
+    import matplotlib
+    from matplotlib.image import imread
+
+    backend = matplotlib.get_backend()
     path = report.write_plot(_result(labelled), tmp_path / "bench.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = imread(path)
+    width = 16.5 if labelled else 11.0
+    assert pixels.shape[:2] == (round(4.2 * 120), round(width * 120))
+    assert pixels[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+    assert matplotlib.get_backend() == backend
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if never installed
     with pytest.raises(BackendError, match=r"pip install 'budget-edge\[plot\]'"):
         report.write_plot(_result(), tmp_path / "bench.png")
     assert not (tmp_path / "bench.png").exists()
@@ -101,7 +112,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyP
 def test_reports_refuse_missing_folders_and_directories(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         report.write_json(_result(), tmp_path / "no" / "bench.json")
-    with pytest.raises(ConfigError, match="is a directory"):
+    with pytest.raises(ConfigError, match="is a folder"):
         report.write_csv(_result(), tmp_path)
 
 
