@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -153,8 +154,10 @@ def command(
     Routes: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME,
     /v2/models/NAME/ready, /metrics (Prometheus); POST /v2/models/NAME/infer,
     /v2/repository/index. SIGTERM or Ctrl+C serves queued requests for 10 s more,
-    answers any still waiting 503, lets running ones finish, then exits. See
-    docs/protocol.md.
+    answers any still waiting 503, lets running ones finish, then exits. SIGHUP
+    loads DIRECTORY again and swaps it in, requests in flight finishing on the old
+    model (a redeploy: export elsewhere, switch a symlink, SIGHUP); SIGUSR1 and
+    SIGUSR2 are ignored. See docs/protocol.md.
 
     \b
     Example:
@@ -169,6 +172,7 @@ def command(
         from budget_edge.serve.app import create_app
         from budget_edge.serve.controller import parse_budget_spec
         from budget_edge.serve.model import ServedModel
+        from budget_edge.serve.reload import Reloader
         from budget_edge.serve.server import address_of, bind_tcp, bind_unix, make_server, run
     except ImportError as exc:
         raise BackendError(
@@ -186,38 +190,62 @@ def command(
         check_exposure(host, token, insecure)  # before anything loads
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
-    runtime = BudgetRuntime.load(
-        directory,
-        backend=backend,
-        threads=threads,
-        precision=precision,
-        trusted_keys=list(trusted_keys) or None,
-        warm_up=True,  # no request waits for a session to be made
-    )
+
+    def load() -> BudgetRuntime:
+        """The artifact, checked and with every session made: at startup and at SIGHUP."""
+        return BudgetRuntime.load(
+            directory,
+            backend=backend,
+            threads=threads,
+            precision=precision,
+            trusted_keys=list(trusted_keys) or None,
+            warm_up=True,  # no request waits for a session to be made
+        )
+
+    # Until the server handles them, a closed terminal (SIGHUP) or a stray SIGUSR1 must
+    # not kill a server that is still loading.
+    stray = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stray}
     try:
-        controller = parse_budget_spec(budget_spec, runtime, mode)
-        model = ServedModel(runtime, controller, name=model_name, max_batch=max_batch, mode=mode)
-        admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
-        app = create_app(
-            model, max_body_bytes=int(max_body_mb * 1024 * 1024), token=token, admission=admission
-        )
-        server = make_server(
-            app, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key, admission=admission
-        )
-        sock = bind_unix(uds) if uds else bind_tcp(host, port)
-        url = address_of(sock)
-        if tls_cert is not None:
-            url = url.replace("http://", "https://", 1)
-        route = f"/v2/models/{model.name}"
-        example = (
-            f"curl --unix-socket {uds} http://localhost{route}" if uds else f"curl {url}{route}"
-        )
-        click.echo(
-            f"serving model {model.name!r} ({model.platform}, {precision}, mode {model.mode}) "
-            f"on {url} with budget "
-            f"{budget_spec}; try: {example}",
-            err=True,
-        )
-        run(server, sock)
+        runtime = load()
+        model = None
+        try:
+            controller = parse_budget_spec(budget_spec, runtime, mode)
+            model = ServedModel(
+                runtime, controller, name=model_name, max_batch=max_batch, mode=mode
+            )
+            admission = Admission(max_queue=max_queue, timeout_s=request_timeout)
+            app = create_app(
+                model,
+                max_body_bytes=int(max_body_mb * 1024 * 1024),
+                token=token,
+                admission=admission,
+            )
+            server = make_server(
+                app,
+                log_level=log_level,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                admission=admission,
+                on_sighup=Reloader(model, load).request,
+            )
+            sock = bind_unix(uds) if uds else bind_tcp(host, port)
+            url = address_of(sock)
+            if tls_cert is not None:
+                url = url.replace("http://", "https://", 1)
+            route = f"/v2/models/{model.name}"
+            example = (
+                f"curl --unix-socket {uds} http://localhost{route}" if uds else f"curl {url}{route}"
+            )
+            click.echo(
+                f"serving model {model.name!r} ({model.platform}, {precision}, mode {model.mode}) "
+                f"on {url} with budget "
+                f"{budget_spec}; try: {example}",
+                err=True,
+            )
+            run(server, sock)
+        finally:
+            (runtime if model is None else model.runtime).close()  # a reload may have replaced it
     finally:
-        runtime.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

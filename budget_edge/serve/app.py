@@ -120,23 +120,24 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
             )
         body = await _read_body(request, max_body_bytes, clock)
         header_length = request.headers.get(HEADER_LENGTH)
-        prepared = await run_in_threadpool(model.prepare, body, header_length)
-        del body  # the parsed arrays are all that is needed from here
-        deadline = admission.deadline(prepared.request.timeout_s)
-        results = []
-        chosen = None
-        for index, part in enumerate(split_call(prepared.call, model.chunk)):
-            if chosen is not None:
-                part = with_budget(part, chosen)
-            waiting = time.perf_counter()
-            async with admission.turn(deadline, started=index > 0):
-                start = time.perf_counter()
-                result, budget = await run_in_threadpool(model.run, part)
-                ran = time.perf_counter() - start
-                metrics.observe_run(result, _budget_of(part, budget), ran)
-                stats.run(start - waiting, ran)
-            chosen = budget if chosen is None else chosen
-            results.append(result)
+        with model.pinned() as runtime:  # the whole request on one model, across reloads
+            prepared = await run_in_threadpool(model.prepare, body, header_length)
+            del body  # the parsed arrays are all that is needed from here
+            deadline = admission.deadline(prepared.request.timeout_s)
+            results = []
+            chosen = None
+            for index, part in enumerate(split_call(prepared.call, model.chunk)):
+                if chosen is not None:
+                    part = with_budget(part, chosen)
+                waiting = time.perf_counter()
+                async with admission.turn(deadline, started=index > 0):
+                    start = time.perf_counter()
+                    result, budget = await run_in_threadpool(model.run, part, runtime)
+                    ran = time.perf_counter() - start
+                    metrics.observe_run(result, _budget_of(part, budget), ran)
+                    stats.run(start - waiting, ran)
+                chosen = budget if chosen is None else chosen
+                results.append(result)
         content, json_length = await run_in_threadpool(
             model.answer, prepared, merge_results(results), chosen)
         headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}

@@ -22,9 +22,11 @@ Without BUDGET, `budget` or MASK the server's budget controller decides.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,7 +67,7 @@ class RuntimeCall:
     images: np.ndarray
     budget: float | np.ndarray | None  # None: the policy needs the server's budget
     mask: np.ndarray | None
-    mode: str
+    mode: str | None  # None with a mask: nothing is decided
     seed: int | None
     cap: str | None
     policy: str = "agent"
@@ -142,6 +144,11 @@ class ServedModel:
     controllers keep state, and latency fed back to a controller is only
     meaningful when calls do not compete for the cores. Parsing and encoding run
     in parallel, outside the lock.
+
+    Every session of the runtime is made when the model is (`load_sessions`), so the
+    artifact directory may be deleted or exported again while it serves. `replace`
+    swaps in a reloaded runtime (SIGHUP); a request runs wholly on the runtime it
+    began with (`pinned`).
     """
 
     def __init__(
@@ -159,7 +166,8 @@ class ServedModel:
         if chunk < 1:
             raise ConfigError(f"the chunk size must be at least 1, got {chunk}")
         self.runtime = runtime
-        self.mode = mode or runtime.default_mode  # what a request without `mode` runs
+        self._mode_option = mode
+        self.mode, self.platform, self._default_policy = self._defaults(runtime)
         if self.mode not in DECISION_MODES:
             raise ConfigError(f"--mode must be one of {', '.join(DECISION_MODES)}")
         self.max_batch = max_batch
@@ -167,14 +175,58 @@ class ServedModel:
         self.controller = controller
         self.name = check_model_name(name or runtime.manifest.backbone)
         self.version = version
-        self.platform = f"budget-edge_{runtime.backend.name}"
-        if runtime.precision != "fp32":  # clients see which graph set answers
-            self.platform += f"_{runtime.precision}"
         self.inputs, self.outputs = _signature(runtime)
+        self._lock = threading.Lock()  # one run at a time
+        self._swap = threading.Lock()  # guards `runtime` and `_users`
+        self._users: dict[BudgetRuntime, int] = {}  # requests running on each runtime
+        runtime.load_sessions()  # nothing reads the artifact directory after this
+
+    def _defaults(self, runtime: BudgetRuntime) -> tuple[str, str, str]:
+        """What `runtime` makes of a request that names no mode or policy, and the
+        platform clients see."""
+        mode = self._mode_option or runtime.default_mode
+        platform = f"budget-edge_{runtime.backend.name}"
+        if runtime.precision != "fp32":  # clients see which graph set answers
+            platform += f"_{runtime.precision}"
         # An artifact exported without an agent but with static masks still serves budgets.
-        self._default_policy = ("static" if runtime.has_static_masks and not runtime.has_policy
-                                else "agent")
-        self._lock = threading.Lock()
+        policy = "static" if runtime.has_static_masks and not runtime.has_policy else "agent"
+        return mode, platform, policy
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[BudgetRuntime]:
+        """The runtime serving now, kept open until the block ends even if a reload
+        replaces it meanwhile: every chunk of a request runs on the same model."""
+        with self._swap:
+            runtime = self.runtime
+            self._users[runtime] = self._users.get(runtime, 0) + 1
+        try:
+            yield runtime
+        finally:
+            with self._swap:
+                self._users[runtime] -= 1
+                retired = self._users[runtime] == 0 and runtime is not self.runtime
+                if self._users[runtime] == 0:
+                    del self._users[runtime]
+            if retired:  # its last request is done: a reload replaced it
+                runtime.close()
+
+    def replace(self, runtime: BudgetRuntime) -> None:
+        """Serve `runtime` from now on (a reload). Requests already running finish on the
+        runtime they began with, which is closed when the last of them ends. Only the
+        weights may change: a runtime with other inputs, outputs or defaults is refused,
+        and the one serving now stays."""
+        runtime.load_sessions()
+        new = (_signature(runtime), self._defaults(runtime))
+        old = ((self.inputs, self.outputs), (self.mode, self.platform, self._default_policy))
+        if new != old:
+            raise ConfigError(
+                f"the reloaded artifact {runtime.directory} has other inputs, outputs, mode, "
+                "policy or backend than the one served: restart the server to change them")
+        with self._swap:
+            retired, self.runtime = self.runtime, runtime
+            idle = retired not in self._users
+        if idle:
+            retired.close()
 
     def config(self) -> dict[str, Any]:
         """The model's configuration in Triton's shape (tritonclient's get_model_config):
@@ -212,13 +264,15 @@ class ServedModel:
         The server runs the same steps (`prepare`, `run` per chunk, `answer`) with its
         queue between them; this is the whole request in one call.
         """
-        prepared = self.prepare(body, header_length)
-        results: list[InferResult] = []
-        chosen = None
-        for part in split_call(prepared.call, self.chunk):
-            result, budget = self.run(part if chosen is None else with_budget(part, chosen))
-            chosen = budget if chosen is None else chosen
-            results.append(result)
+        with self.pinned() as runtime:
+            prepared = self.prepare(body, header_length)
+            results: list[InferResult] = []
+            chosen = None
+            for part in split_call(prepared.call, self.chunk):
+                part = part if chosen is None else with_budget(part, chosen)
+                result, budget = self.run(part, runtime)
+                chosen = budget if chosen is None else chosen
+                results.append(result)
         return self.answer(prepared, merge_results(results), chosen)
 
     def prepare(self, body: bytes, header_length: str | None) -> PreparedRequest:
@@ -252,14 +306,16 @@ class ServedModel:
         header["outputs"] = [entry for entry, _ in encoded]
         return encode_body(header, [section for _, section in encoded])
 
-    def run(self, call: RuntimeCall) -> tuple[InferResult, float | None]:
-        """Run the model; also return the budget the server chose (None: the request gave one)."""
+    def run(self, call: RuntimeCall, runtime: BudgetRuntime | None = None
+            ) -> tuple[InferResult, float | None]:
+        """Run the model (`runtime`: the one the request is pinned to; default the one
+        serving now); also return the budget the server chose (None: the request gave one)."""
         with self._lock:
             chosen = None
             budget = call.budget
             if budget is None and call.mask is None:
                 chosen = budget = self.controller.budget()
-            result = self.runtime.infer(
+            result = (runtime or self.runtime).infer(
                 call.images, budget=budget, mask=call.mask, mode=call.mode, seed=call.seed,
                 cap=call.cap, policy=call.policy,
             )
@@ -311,10 +367,14 @@ class ServedModel:
             images=images,
             budget=budget,
             mask=mask,
-            mode=_string_parameter(parameters, "mode") or self.mode,
+            # With a MASK nothing is decided: only what the request itself gave goes to
+            # the runtime, which refuses decision options beside a mask.
+            mode=_string_parameter(parameters, "mode") or (None if mask is not None
+                                                           else self.mode),
             seed=_seed(parameters),
             cap=_string_parameter(parameters, "cap"),
-            policy=_string_parameter(parameters, "policy") or self._default_policy,
+            policy=_string_parameter(parameters, "policy") or ("agent" if mask is not None
+                                                               else self._default_policy),
         )
 
     def _check_tensor(self, tensor: Tensor) -> None:

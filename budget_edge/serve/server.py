@@ -14,11 +14,13 @@ import functools
 import http
 import itertools
 import json
+import logging
 import os
 import signal
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -28,6 +30,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from budget_edge.errors import ConfigError
 from budget_edge.serve.admission import Admission
 from budget_edge.serve.clock import Clock, Timer
+
+# uvicorn's logger, so that these lines show in the server's log with its format.
+logger = logging.getLogger("uvicorn.error")
 
 BACKLOG = 128
 # How long SIGTERM waits for running requests before cancelling them: the server always
@@ -122,6 +127,10 @@ MAX_CONNECTIONS = 128
 HEAD_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5.0
 HEALTH_PREFIX = "/v2/health/"
+# Signals that would kill the process at once (a closed terminal sends SIGHUP): the
+# server handles them (BudgetEdgeServer), and the serve command ignores them while it
+# loads. SIGTERM and SIGINT stop it gracefully (uvicorn).
+CAUGHT_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 _idle_order = itertools.count()  # which connection has been idle longest
 
 
@@ -287,11 +296,36 @@ class BudgetEdgeServer(uvicorn.Server):
     """uvicorn's server, closing the admission queue first when it begins to stop: the
     requests not yet running are served for DRAIN_S more seconds, then answered 503,
     instead of waiting out the grace period (17 of them once got a plain-text 500
-    after 57 s)."""
+    after 57 s).
 
-    def __init__(self, config: uvicorn.Config, admission: Admission | None) -> None:
+    It also handles the signals that used to kill it at once, losing every request in
+    flight: SIGHUP calls `on_sighup` (the serve command reloads the artifact; without
+    one it is ignored), SIGUSR1 and SIGUSR2 are ignored. Each is logged.
+    """
+
+    def __init__(self, config: uvicorn.Config, admission: Admission | None,
+                 on_sighup: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.admission = admission
+        self.on_sighup = on_sighup
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # The loop runs these handlers as callbacks between its other work, never in
+        # the middle of it. Only the main thread can own signals.
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in CAUGHT_SIGNALS:
+                loop.add_signal_handler(sig, self._signalled, sig)
+            logger.info("SIGHUP %s; SIGUSR1 and SIGUSR2 are ignored; SIGTERM stops",
+                        "reloads the artifact" if self.on_sighup else "is ignored")
+
+    def _signalled(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP and self.on_sighup is not None:
+            self.on_sighup()
+            return
+        logger.warning("%s ignored: send SIGHUP to reload the artifact, SIGTERM to stop",
+                       sig.name)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.admission is not None:
@@ -303,11 +337,13 @@ def make_server(app: Any, log_level: str = "info",
                 max_connections: int = MAX_CONNECTIONS, tls_cert: str | None = None,
                 tls_key: str | None = None, admission: Admission | None = None,
                 head_timeout_s: float = HEAD_TIMEOUT_S, keep_alive_s: float = KEEP_ALIVE_S,
-                clock: Clock | None = None) -> uvicorn.Server:
+                clock: Clock | None = None,
+                on_sighup: Callable[[], None] | None = None) -> uvicorn.Server:
     """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown that
     first answers queued requests, at most `max_connections` connections (idle ones
     closed first, then 503 but for health checks), limits on the time to send a request
-    head and on idle keep-alive time. The clock defaults to the admission's."""
+    head and on idle keep-alive time. The clock defaults to the admission's. SIGHUP
+    calls `on_sighup` (a reload), SIGUSR1/2 are ignored (BudgetEdgeServer)."""
     clock = clock or (admission.clock if admission is not None else Clock())
     config = uvicorn.Config(
         app,
@@ -331,7 +367,7 @@ def make_server(app: Any, log_level: str = "info",
             config.load()  # reads the certificate and key now: a bad file is one line
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--tls-cert/--tls-key: cannot use them ({exc})") from exc
-    return BudgetEdgeServer(config, admission)
+    return BudgetEdgeServer(config, admission, on_sighup)
 
 
 def run(server: uvicorn.Server, sock: socket.socket) -> None:
@@ -345,9 +381,14 @@ def run(server: uvicorn.Server, sock: socket.socket) -> None:
     unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stopped) if main else None
+    # The loop resets the signals it caught (BudgetEdgeServer) to their defaults when it
+    # closes; what was there before (the serve command ignores them) comes back after.
+    others = {sig: signal.getsignal(sig) for sig in CAUGHT_SIGNALS} if main else {}
     try:
         server.run(sockets=[sock])
     finally:
+        for sig, handler in others.items():
+            signal.signal(sig, handler)
         if main:
             signal.signal(signal.SIGTERM, previous)
         sock.close()  # uvicorn closes it on a clean shutdown, but not on every failure

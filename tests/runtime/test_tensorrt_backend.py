@@ -210,6 +210,19 @@ def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.Mod
     assert not cudart.buffers and set(cudart.freed) >= buffers and cudart.streams == 0
 
 
+def test_load_sessions_deserialises_every_engine_and_the_preprocess_engine(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    """A server makes every engine at load, so that a redeploy that deletes the artifact
+    directory never leaves a graph to be read on first use."""
+    artifact, _, trt = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    rt.load_sessions()
+    made = {e.onnx for e in trt.engines}  # type: ignore[attr-defined]
+    graphs = {artifact.manifest.graph(name).file for name in rt.graph_names()}
+    assert made == graphs | {"engines/preprocess.onnx"}
+    rt.close()
+
+
 def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.ModuleType]
                                         ) -> None:
     """One upload per input, the probabilities and the logits back, at most two

@@ -22,7 +22,7 @@ import pytest
 from budget_edge.cli import main
 from budget_edge.runtime import BudgetRuntime
 
-from .conftest import image_input, read_head
+from .conftest import artifacts, image_input, read_head
 
 STARTUP_S = 60  # the process imports numpy and onnxruntime and checks every file
 
@@ -102,6 +102,70 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path)
     assert outputs["CLASS"]["data"] == want.classes.tolist()
     np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
                                rtol=1e-6, atol=1e-6)
+
+
+def _loop_requests(host: str, port: int, stop: threading.Event, statuses: list[object]) -> None:
+    """Send one-image requests back to back until `stop`; note every answer's status (or
+    the error in its place)."""
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    body = json.dumps({"inputs": [image_input(images)], "parameters": {"budget": 0.5}})
+    while not stop.is_set():
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("POST", "/v2/models/tiny/infer", body=body)
+            statuses.append(conn.getresponse().status)
+        except (OSError, http.client.HTTPException) as exc:
+            statuses.append(f"{type(exc).__name__}: {exc}")
+            return  # the server is gone: one error says so
+        finally:
+            conn.close()
+
+
+def test_sighup_reloads_under_load_and_sigusr_is_ignored(tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal) or SIGUSR1 under load killed the server at once, and
+    every request in flight lost its answer. Now SIGHUP reloads the artifact its symlink
+    points at, SIGUSR1/2 are ignored, and every request is answered."""
+    r1, r2, current = tmp_path / "r1", tmp_path / "r2", tmp_path / "current"
+    artifacts.write_artifact(artifacts.make_net("resnet", seed=0), r1)
+    artifacts.write_artifact(artifacts.make_net("resnet", seed=7), r2)
+    current.symlink_to("r1")
+    with serve_process([str(current), "--port", "0", "--model-name", "tiny"]) as process:
+        url = process.wait_for(r"serving model 'tiny' .* on (http://\S+) with budget").group(1)
+        process.wait_for("SIGHUP reloads the artifact")  # the server handles them now
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        stop, statuses = threading.Event(), []  # type: ignore[var-annotated]
+        clients = [threading.Thread(target=_loop_requests, args=(host, int(port), stop, statuses))
+                   for _ in range(6)]
+        for client in clients:
+            client.start()
+        try:
+            process.popen.send_signal(signal.SIGUSR1)
+            process.wait_for("SIGUSR1 ignored")
+            fresh = tmp_path / "current.new"
+            fresh.symlink_to("r2")
+            fresh.replace(current)  # the atomic switch of a redeploy
+            process.popen.send_signal(signal.SIGHUP)
+            process.wait_for(rf"reloaded: now serving {re.escape(str(r2))}")
+            process.popen.send_signal(signal.SIGUSR2)
+            process.wait_for("SIGUSR2 ignored")
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(timeout=60)
+        assert process.popen.poll() is None  # still running
+        images = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("POST", "/v2/models/tiny/infer", body=json.dumps(
+            {"inputs": [image_input(images)], "parameters": {"budget": 0.5}}))
+        outputs = {o["name"]: o for o in json.loads(conn.getresponse().read())["outputs"]}
+        conn.close()
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(timeout=40) == 0
+    assert statuses and set(statuses) == {200}, [s for s in statuses if s != 200][:3]
+    with BudgetRuntime.load(r2, backend="onnxruntime", threads=1) as rt:
+        want = rt.infer(images, budget=0.5)
+    np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_unix_socket_process_serves_and_cleans_up(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -428,10 +428,14 @@ class TensorRTBackend:
                        max_batch)
 
     def load(self, graphs: Sequence[str]) -> None:
-        """Deserialise these engines now rather than on first use."""
+        """Deserialise these engines, and the preprocess engine, now rather than on first
+        use."""
         with self._lock:
             for g in graphs:
                 self._engine(g)
+            spec = self._manifest.tensorrt
+            if spec is not None and spec.preprocess is not None:
+                self._preprocess_engine(spec.preprocess, self._manifest.preprocessing)
 
     # ---- tensors on the device ---------------------------------------------------
 
