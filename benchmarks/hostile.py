@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -687,6 +688,41 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
                                         "data": [True] * (2 * (k - 1))}]),
             ("the same input twice", [image, image])]:
         yield f"inputs: {kind}", infer({"inputs": tensors})
+    # Shapes numpy must never see (issue 25, class 2), in JSON and in binary form, on
+    # every input: more axes than numpy allows, dimensions past 2**63, empty shapes
+    # whose other dimensions overflow, and data whose count is far from the shape's.
+    def binary_tensor(tensor: dict[str, Any], raw: bytes) -> CaseFn:
+        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]}
+                          ).encode()
+        return infer(None, raw_body=head, extra=raw,
+                     headers={"Inference-Header-Content-Length": str(len(head))})
+
+    for input_name, datatype in [("IMAGE", "UINT8"), ("INPUT", "FP32"), ("BUDGET", "FP32"),
+                                 ("MASK", "BOOL")]:
+        for shape in [[1] * 65, [1] * 9, [0, 2**64 + 5, h, c], [2**31, 1, 1, 1],
+                      [0, 2**40, 2**40, 2**40], [3, 2**63 - 1]]:
+            tensor = {"name": input_name, "datatype": datatype, "shape": shape}
+            shown = f"{len(shape)} axes" if len(shape) > 8 else str(shape)
+            beside = [image] if input_name in ("BUDGET", "MASK") else []
+            yield (f"{input_name} shape {shown} (JSON)",
+                   infer({"inputs": beside + [{**tensor, "data": []}]}))
+            if not beside:
+                yield f"{input_name} shape {shown} (binary)", binary_tensor(tensor, b"")
+    yield "IMAGE data of 10**6 values for 2 images", infer(
+        {"inputs": [{**image, "data": [0] * 10**6}]})
+    # JSON booleans where numbers belong, and numbers where booleans belong (class 11).
+    pixels_list = image["data"]
+    for kind, tensors in [
+            ("IMAGE with one pixel `false`", [{**image, "data": [False] + pixels_list[1:]}]),
+            ("IMAGE all `true`", [{**image, "data": [True] * len(pixels_list)}]),
+            ("INPUT FP32 with `true`", [{**fp32, "data": [True] + [0.0] * (c * h * w - 1)}]),
+            ("BUDGET [true, false]", [image, {"name": "BUDGET", "datatype": "FP32",
+                                              "shape": [2], "data": [True, False]}]),
+            ("MASK of 1s and `true`", [image, {"name": "MASK", "datatype": "BOOL",
+                                               "shape": [2, k],
+                                               "data": [1] + [True] * (2 * k - 1)}])]:
+        yield f"inputs: {kind}", infer({"inputs": tensors})
+
     # Outputs.
     for kind, outputs in [("unknown", [{"name": "SCORES"}]),
                           ("twice", [{"name": "CLASS"}, {"name": "CLASS"}]),
@@ -814,6 +850,291 @@ def server_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
 
     yield "300 idle connections, then a good request", many_idle
 
+    def raw_exchange(raw: bytes) -> tuple[list[bytes], bool]:
+        """The status lines the server wrote for `raw`, and whether it then closed the
+        connection (within 5 s)."""
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(raw)
+            s.settimeout(5)
+            received, closed = b"", False
+            try:
+                while chunk := s.recv(65536):
+                    received += chunk
+                closed = True
+            except OSError:
+                pass
+        lines = [line for line in received.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+        return lines, closed
+
+    hidden = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def framing(raw: bytes, refuse: bytes) -> CaseFn:
+        """A head that must get one `refuse` status, then the connection closed: a second
+        answer means a request smuggled in the body was served."""
+        def fn() -> tuple[str, str]:
+            statuses, closed = raw_exchange(raw)
+            broken = still_serving()
+            if broken:
+                return "silent", broken
+            if len(statuses) == 1 and refuse in statuses[0] and closed:
+                return "handled", f"{statuses[0].decode()}, then closed"
+            return "silent", f"answered {[st.decode() for st in statuses]}, closed: {closed}"
+        return fn
+
+    smuggled = b"0\r\n\r\n" + hidden
+    for kind, raw, refuse in [
+            ("Content-Length and Transfer-Encoding: chunked",
+             f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+             f"{len(smuggled)}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + smuggled,
+             b" 400 "),
+            ("Transfer-Encoding first, Content-Length: 0",
+             b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+             b"\r\nContent-Length: 0\r\n\r\n" + smuggled, b" 400 "),
+            ("Transfer-Encoding in HTTP/1.0",
+             b"POST /v2/repository/index HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+             + smuggled, b" 400 "),
+            ("Transfer-Encoding: chunked, identity",
+             b"POST /v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+             + smuggled, b" 501 "),
+            ("two different Content-Lengths",
+             b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+             b"Content-Length: 45\r\n\r\n" + hidden, b" 400 "),
+            ("HTTP/1.2", b"GET /v2/health/live HTTP/1.2\r\nHost: x\r\n\r\n", b" 505 "),
+            ("HTTP/0.9", b"GET /v2/health/live HTTP/0.9\r\n\r\n", b" 505 "),
+            ("HTTP/3.0 with a body", b"POST /v2/repository/index HTTP/3.0\r\nHost: x\r\n"
+             b"Content-Length: 2\r\n\r\n{}", b" 505 ")]:
+        yield f"framing: {kind}", framing(raw, refuse)
+
+    def health_beside(count: int, sent: bytes) -> CaseFn:
+        """`count` sockets hold connections (idle, or part of a head sent); a health check
+        and an inference must still be answered before the 2 s head timeout frees them."""
+        def fn() -> tuple[str, str]:
+            sockets = []
+            try:
+                for _ in range(count):
+                    s = socket.create_connection((host, int(port)), timeout=10)
+                    s.sendall(sent)
+                    sockets.append(s)
+                try:
+                    status, _, _ = send("GET", "/v2/health/live", timeout=1.5)
+                    broken = None if status == 200 else f"health got {status}"
+                    if broken is None:
+                        answer = send("POST", f"/v2/models/{name}/infer",
+                                      json.dumps({"inputs": [image]}).encode(), timeout=1.5)
+                        broken = None if answer[0] == 200 else f"inference got {answer[0]}"
+                except OSError as exc:
+                    broken = f"no answer while the sockets were open ({exc})"
+            finally:
+                for s in sockets:
+                    s.close()
+            return ("handled", "idle connections made room; health and inference answered") \
+                if broken is None else ("silent", broken)
+        return fn
+
+    yield "130 idle connections, then health at once", health_beside(130, b"")
+    yield "200 half-sent heads, then health at once", health_beside(
+        200, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: aa")
+
+
+# ---- redeploys and signals under a live server ---------------------------------------
+
+
+def _serve_in_thread(directory: Path) -> tuple[str, int, Any]:
+    """A server of `directory` in this process: (host, port, its ServedModel)."""
+    from budget_edge.runtime.budget import FixedBudget
+    from budget_edge.serve.admission import Admission
+    from budget_edge.serve.app import create_app
+    from budget_edge.serve.model import ServedModel
+    from budget_edge.serve.server import address_of, bind_tcp, make_server, run
+
+    model = ServedModel(BudgetRuntime.load(directory, backend="onnxruntime", threads=1),
+                        FixedBudget(0.5))
+    admission = Admission()
+    server = make_server(create_app(model, 16 << 20, admission=admission),
+                         log_level="critical", admission=admission)
+    sock = bind_tcp("127.0.0.1", 0)
+    threading.Thread(target=run, args=(server, sock), daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+    host, port = address_of(sock).removeprefix("http://").rsplit(":", 1)
+    return host, int(port), model
+
+
+def _post(host: str, port: int, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode())
+        answer = conn.getresponse()
+        raw = answer.read()
+        return answer.status, json.loads(raw) if answer.status == 200 else raw[:200]
+    finally:
+        conn.close()
+
+
+def redeploy_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]]:
+    """The artifact directory changed under a live server (class 3): every answer must
+    stay the loaded model's, never a 500 because a graph was read on first use."""
+    manifest = Manifest.load(artifact)
+    c, h, w = manifest.preprocessing.input_size
+    k = manifest.num_components
+    rng = np.random.default_rng(11)
+    pixels = rng.integers(0, 256, (2, h, w, c), dtype=np.uint8)
+    masks = [np.ones(k, np.uint8), np.zeros(k, np.uint8)] + [
+        (rng.random(k) < 0.5).astype(np.uint8) for _ in range(6)]
+    budgets = [0.0, 0.3, 0.7, 1.0]
+
+    def damage_case(number: int, damage: Callable[[Path], Any]) -> CaseFn:
+        def fn() -> tuple[str, str]:
+            copy = scratch / f"redeploy-{number}"
+            shutil.copytree(artifact, copy)
+            with BudgetRuntime.load(copy, backend="onnxruntime", threads=1) as reference:
+                want = [reference.infer(pixels, budget=b).logits for b in budgets]
+                want += [reference.infer(pixels, mask=np.tile(m, (2, 1))).logits
+                         for m in masks]
+            host, port, model = _serve_in_thread(copy)  # no request has run on it yet
+            damage(copy)
+            image = {"name": "IMAGE", "datatype": "UINT8", "shape": [2, h, w, c],
+                     "data": pixels.ravel().tolist()}
+            bodies = [{"inputs": [image], "parameters": {"budget": b}} for b in budgets]
+            bodies += [{"inputs": [image, {"name": "MASK", "datatype": "BOOL",
+                                           "shape": [2, k],
+                                           "data": [bool(v) for v in m] * 2}]}
+                       for m in masks]
+            for body, logits in zip(bodies, want, strict=True):
+                status, answer = _post(host, port, f"/v2/models/{model.name}/infer", body)
+                if status == 500:
+                    return "http500", str(answer)
+                if status != 200:
+                    return "silent", f"a good request got {status}: {answer}"
+                got = next(o for o in answer["outputs"] if o["name"] == "LOGITS")
+                if not np.allclose(np.reshape(got["data"], logits.shape), logits, atol=1e-5):
+                    return "silent", "the answer is not the loaded model's"
+            return "handled", f"{len(bodies)} requests answered by the model loaded before"
+        return fn
+
+    def replace_graphs(directory: Path, content: bytes) -> None:
+        for graph in directory.rglob("*.onnx"):
+            graph.write_bytes(content)
+
+    def swap_graphs(directory: Path) -> None:  # every graph under another's name
+        graphs = sorted(directory.rglob("*.onnx"))
+        data = [g.read_bytes() for g in graphs]
+        for graph, other in zip(graphs, data[1:] + data[:1], strict=True):
+            graph.write_bytes(other)
+
+    def to_symlink(directory: Path) -> None:
+        shutil.rmtree(directory)
+        directory.symlink_to("/nonexistent")
+
+    damages: list[tuple[str, Callable[[Path], Any]]] = [
+
+            ("deleted", shutil.rmtree),
+            ("graphs emptied in place", lambda d: replace_graphs(d, b"")),
+            ("graphs half-written in place", lambda d: replace_graphs(d, b"\x08\x07" * 50)),
+            ("graphs swapped with each other", swap_graphs),
+            ("replaced by a dangling symlink", to_symlink),
+            ("manifest.json deleted", lambda d: (d / MANIFEST_NAME).unlink())]
+    for number, (kind, damage) in enumerate(damages):
+        yield f"artifact directory {kind} under a live server", damage_case(number, damage)
+
+
+def signal_cases(artifact: Path, scratch: Path) -> Iterator[tuple[str, CaseFn]]:
+    """Signals sent to `budget-edge serve` under load (class 6): every request in flight
+    must be answered and the server must keep serving (SIGTERM is tested elsewhere)."""
+    broken = scratch / "broken-artifact"
+    shutil.copytree(artifact, broken)
+    next(broken.rglob("*.onnx")).write_bytes(b"not a graph")
+
+    def under_load(number: int, signals: list[signal.Signals], switch_to: Path | None,
+                   expect: str | None) -> CaseFn:
+        def fn() -> tuple[str, str]:
+            link = scratch / f"serving-{number}"
+            link.symlink_to(artifact)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "budget_edge.cli", "serve", str(link), "--port", "0",
+                 "--model-name", "m"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True, env={**os.environ, "BUDGET_EDGE_TOKEN": ""})
+            lines: list[str] = []
+            assert proc.stderr is not None
+            threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+
+            def seen(text: str) -> bool:
+                deadline = time.monotonic() + 40
+                while time.monotonic() < deadline and proc.poll() is None:
+                    if any(text in line for line in lines):
+                        return True
+                    time.sleep(0.05)
+                return any(text in line for line in lines)
+
+            try:
+                if not seen("SIGHUP reloads"):
+                    return "hang", f"the server did not start: {''.join(lines)[-200:]}"
+                url = next(line for line in lines if "serving model" in line).split(" on ")[1]
+                host, port = url.split()[0].removeprefix("http://").rsplit(":", 1)
+                manifest = Manifest.load(artifact)
+                c, h, w = manifest.preprocessing.input_size
+                body = {"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [1, h, w, c],
+                                    "data": [0] * (h * w * c)}], "parameters": {"budget": 0.5}}
+                stop = threading.Event()
+                statuses: list[object] = []
+
+                def client() -> None:
+                    while not stop.is_set():
+                        try:
+                            statuses.append(_post(host, int(port), "/v2/models/m/infer",
+                                                  body)[0])
+                        except OSError as exc:
+                            statuses.append(f"{type(exc).__name__}")
+                            return
+
+                clients = [threading.Thread(target=client) for _ in range(8)]
+                for thread in clients:
+                    thread.start()
+                time.sleep(0.5)
+                if switch_to is not None:
+                    fresh = scratch / f"serving-{number}.new"
+                    fresh.symlink_to(switch_to)
+                    os.replace(fresh, link)
+                for sig in signals:
+                    proc.send_signal(sig)
+                    time.sleep(0.05)
+                logged = seen(expect) if expect else True
+                time.sleep(0.5)
+                stop.set()
+                for thread in clients:
+                    thread.join(timeout=30)
+                alive = proc.poll() is None
+                lost = [st for st in statuses if st != 200]
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if not alive:
+                return "silent", f"the server died ({proc.returncode}); {len(lost)} answers lost"
+            if lost or not statuses:
+                return "silent", f"{len(lost)} of {len(statuses)} requests lost: {lost[:3]}"
+            if not logged:
+                return "silent", f"no log line {expect!r}"
+            return "handled", f"{len(statuses)} requests answered, the server still serving"
+        return fn
+
+    hup, usr1, usr2 = signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2
+    for number, (kind, signals, switch_to, expect) in enumerate([
+            ("SIGHUP", [hup], None, "reloaded: now serving"),
+            ("SIGUSR1", [usr1], None, "SIGUSR1 ignored"),
+            ("SIGUSR2", [usr2], None, "SIGUSR2 ignored"),
+            ("five SIGHUPs at once", [hup] * 5, None, "reloaded: now serving"),
+            ("SIGHUP after the symlink moved to a corrupt artifact", [hup], broken,
+             "still serving the model loaded before"),
+            ("SIGHUP after the symlink moved to a missing folder", [hup],
+             scratch / "nothing-here", "still serving the model loaded before"),
+            ("SIGUSR1, SIGHUP and SIGUSR2 together", [usr1, hup, usr2], None,
+             "reloaded: now serving")]):
+        yield f"{kind} under load", under_load(number, signals, switch_to, expect)
+
 
 # ---- the CLI -----------------------------------------------------------------------
 
@@ -822,6 +1143,14 @@ def cli_cases(artifact: Path, checkpoint: Path, scratch: Path) -> Iterator[tuple
     exe = [sys.executable, "-m", "budget_edge.cli"]
     existing = scratch / "existing.json"
     existing.write_text("{}")
+    newline_token = scratch / "token-with-newline"
+    newline_token.write_text("first-half-of-the-token\nsecond-half-of-the-token\n")
+    space_token = scratch / "token-with-space"
+    space_token.write_text("a token with spaces in it\n")
+    huge_token = scratch / "huge-token"
+    huge_token.write_text("x" * 100_000)
+    fifo = scratch / "token-fifo"
+    os.mkfifo(fifo)
     a, ck = str(artifact), str(checkpoint)
     cases = [
         ["bench", a, "--batch", "10000000"], ["bench", a, "--seed", "-1"],
@@ -858,6 +1187,17 @@ def cli_cases(artifact: Path, checkpoint: Path, scratch: Path) -> Iterator[tuple
         ["serve", a, "--token-file", "/nonexistent"], ["serve", "/nonexistent"],
         ["serve", a, "--precision", "fp16"], ["serve", a, "--trusted-key", str(existing)],
         ["serve", a, "--uds", "/nonexistent/dir/sock"], ["serve", a, "--max-body-mb", "-1"],
+        ["serve", a, "--max-body-mb", "nan"], ["serve", a, "--max-body-mb", "inf"],
+        ["serve", a, "--max-body-mb", "1e-9"], ["serve", a, "--max-body-mb", "1e300"],
+        ["serve", a, "--request-timeout", "nan"], ["serve", a, "--request-timeout", "inf"],
+        ["serve", a, "--threads", "1000000"], ["serve", a, "--threads", "0"],
+        ["serve", a, "--max-queue", str(2**70)], ["serve", a, "--max-batch", str(10**9)],
+        ["serve", a, "--port", "-1"], ["serve", a, "--model-name", "a/b"],
+        ["serve", a, "--model-name", "../../etc"], ["serve", a, "--model-name", ""],
+        ["serve", a, "--model-name", "x" * 65], ["serve", a, "--model-name", "m?x=1"],
+        ["serve", a, "--token-file", str(newline_token)],
+        ["serve", a, "--token-file", str(space_token)], ["serve", a, "--token-file", "/dev/zero"],
+        ["serve", a, "--token-file", str(fifo)], ["serve", a, "--token-file", str(huge_token)],
         ["demo", "--preset", "nosuch"], ["nosuchcommand"], ["bench"], ["export", ck],
     ]
 
@@ -902,6 +1242,8 @@ def main() -> None:
         ("artifact directory", artifact_cases(artifact, scratch), 1),
         ("checkpoint", checkpoint_cases(args.checkpoint, scratch), 1),
         ("server", server_cases(artifact), 1),
+        ("server", redeploy_cases(artifact, scratch), 1),
+        ("server", signal_cases(artifact, scratch), 1),
         ("CLI", cli_cases(artifact, args.checkpoint, scratch), 2),
     ]
     for category, cases, workers in groups:

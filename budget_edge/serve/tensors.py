@@ -140,8 +140,9 @@ def _decode_shape(shape: Any, name: str) -> tuple[int, ...]:
                                f"integers, got {_shown(d)}")
         extent *= max(d, 1)
         if extent > MAX_VALUES:
-            raise RequestError(f"input {name!r}: shape {[_shown(v) for v in shape]} is too "
-                               f"large: a tensor holds at most {MAX_VALUES} values")
+            shown = ", ".join(_shown(v) for v in shape)
+            raise RequestError(f"input {name!r}: shape [{shown}] is too large: a tensor "
+                               f"holds at most {MAX_VALUES} values")
     return tuple(shape)
 
 
