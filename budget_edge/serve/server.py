@@ -209,7 +209,7 @@ class TimedH11Protocol(H11Protocol):
     # supervisor must see a busy server as alive, not restart it.
     @property  # type: ignore[override]
     def limit_concurrency(self) -> int | None:
-        path = str(getattr(self, "scope", {}).get("path", ""))
+        path = str((getattr(self, "scope", None) or {}).get("path", ""))
         return None if path.startswith(HEALTH_PREFIX) else self._limit_concurrency
 
     @limit_concurrency.setter
