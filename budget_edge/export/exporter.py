@@ -45,7 +45,6 @@ from budget_edge.export.graph_modules import (
     head_module,
     is_identity_skip,
     stem_module,
-    variant_scheme,
 )
 from budget_edge.export.hot_policies import most_frequent_masks, policy_masks
 from budget_edge.export.onnx_export import (
@@ -79,6 +78,7 @@ from budget_edge.runtime.manifest import (
     check_preprocessing,
     write_manifest,
 )
+from budget_edge.runtime.masks import variant_scheme
 from budget_edge.runtime.signing import SIGNATURE_NAME
 
 GRAPH_DIR = "graphs"

@@ -30,22 +30,6 @@ from budget_edge.errors import ConfigError
 from budget_edge.models.backbone import Backbone, ResidualBlock
 from budget_edge.models.resnext import ResNeXtBlock, ResNeXtPath
 
-MAX_ALL_SUBSETS = 4  # C <= 4: every path subset gets a graph; above: prefixes only
-
-
-def variant_scheme(num_paths: int) -> str:
-    """Which kept-path sets of a block get a graph: "single", "all" or "prefix"."""
-    if num_paths == 1:
-        return "single"
-    return "all" if num_paths <= MAX_ALL_SUBSETS else "prefix"
-
-
-def prefix_blocks(net: Backbone) -> list[list[int]]:
-    """Component indices of each block exported with the 'prefix' scheme: the runtime
-    runs a kept-path set of such a block as the prefix of the same size."""
-    return [net.block_components(b) for b, block in enumerate(net.blocks)
-            if variant_scheme(block.num_paths) == "prefix"]
-
 
 def fold_batchnorms(module: nn.Module) -> nn.Module:
     """Trace `module` and fold every Conv -> BatchNorm pair into one Conv.

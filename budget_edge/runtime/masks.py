@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,10 +112,22 @@ def cap(mask: np.ndarray, probs: np.ndarray, budget: np.ndarray, model: CostMode
     return out
 
 
-def prefix_blocks(manifest: Manifest) -> list[list[int]]:
-    """Component indices of each block exported with the 'prefix' variant scheme."""
-    return [manifest.block_components(b.index) for b in manifest.blocks
-            if b.variant_scheme == "prefix"]
+MAX_ALL_SUBSETS = 4  # C <= 4: every path subset gets a graph; above: prefixes only
+
+
+def variant_scheme(num_paths: int) -> str:
+    """Which kept-path sets of a block get a graph: "single", "all" or "prefix"."""
+    if num_paths == 1:
+        return "single"
+    return "all" if num_paths <= MAX_ALL_SUBSETS else "prefix"
+
+
+def prefix_blocks(model: Any) -> list[list[int]]:
+    """Component indices of each block exported with the 'prefix' scheme, whose kept-path
+    sets run as the prefix of the same size. `model`: a Manifest or a Backbone (both
+    have `blocks` with `num_paths`, in order, and `block_components(block)`)."""
+    return [model.block_components(b) for b, block in enumerate(model.blocks)
+            if variant_scheme(block.num_paths) == "prefix"]
 
 
 def project_to_variants(mask: np.ndarray, blocks: list[list[int]]) -> np.ndarray:

@@ -36,13 +36,12 @@ from torch import Tensor
 from budget_edge.agent.allocator import Allocator, build_allocator
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import CheckpointError, ConfigError
-from budget_edge.export.graph_modules import prefix_blocks
 from budget_edge.files import atomic_writer
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, save_checkpoint
 from budget_edge.models.checkpoint_formats import state_digest
 from budget_edge.runtime.allocation import calibrate_prices, counts_for
-from budget_edge.runtime.masks import project_to_variants
+from budget_edge.runtime.masks import prefix_blocks, project_to_variants
 from budget_edge.train.config_checks import not_finite, seed_problem
 from budget_edge.train.divergence import stop_if_diverged
 
@@ -88,7 +87,7 @@ def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500,
                    prefix_blocks: list[list[int]] | None = None) -> np.ndarray:
     """(K + 1, K) uint8: row k is the agent's most common top-k mask at budget k / K
     over `images` (ties: the smaller mask, as for the fused graphs). `prefix_blocks`
-    (`export.graph_modules.prefix_blocks`): blocks whose kept paths the runtime runs
+    (`runtime.masks.prefix_blocks`): blocks whose kept paths the runtime runs
     as a prefix; each row keeps the prefix of the same size there, so the table,
     the fit and the exported graphs describe the masks that run."""
     from budget_edge.evaluate import policy_masks
