@@ -399,6 +399,29 @@ def test_cuda_python_newer_than_the_driver_is_reported(
     assert BudgetRuntime.load(artifact.path).backend.name == "tensorrt"
 
 
+def test_a_jetson_refuses_a_cuda_runtime_newer_than_its_driver(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip's pick for cuda-python>=12.6,<13 is 12.9, whose static 12.9 runtime a JetPack 6
+    driver (12.6) refuses with error 35; a desktop's driver takes it (minor-version
+    compatibility). The fake driver reports 12.6."""
+    artifact, cudart, _ = fake_trt
+    assert cudart.driver == 12060
+    monkeypatch.setattr(tb, "bindings_version", lambda: "12.9.10")
+    monkeypatch.setattr(tb, "is_tegra", lambda: True)
+    with pytest.raises(BackendError, match=r"cuda-python 12.9.10 brings a CUDA 12.9 runtime, "
+                                           r"newer than this Jetson's CUDA 12.6 driver.*"
+                                           r"pip install 'cuda-python>=12.6,<12.7'"):
+        BudgetRuntime.load(artifact.path, backend="tensorrt")
+    with pytest.warns(RuntimeWarning, match="TensorRT cannot run here .*12.9.10"):
+        assert BudgetRuntime.load(artifact.path).backend.name == "onnxruntime"
+    monkeypatch.setattr(tb, "bindings_version", lambda: "12.6.2")
+    assert BudgetRuntime.load(artifact.path, backend="tensorrt").backend.name == "tensorrt"
+    monkeypatch.setattr(tb, "bindings_version", lambda: "12.9.10")
+    monkeypatch.setattr(tb, "is_tegra", lambda: False)  # a desktop: minor compatibility
+    assert BudgetRuntime.load(artifact.path, backend="tensorrt").backend.name == "tensorrt"
+
+
 def test_undeserialisable_engine(fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
     artifact, _, _ = fake_trt
     (artifact.path / "engines" / "stem.engine").write_bytes(b"\x00 not an engine")

@@ -114,9 +114,17 @@ def bindings_version() -> str | None:
     return None
 
 
-def check_cuda_bindings(cudart: Any, version: str | None) -> None:
+def is_tegra() -> bool:
+    """A Jetson (JetPack writes this file), where CUDA allows no runtime newer than its
+    driver even within a major: desktops have minor-version compatibility, Tegra has not."""
+    return Path("/etc/nv_tegra_release").exists()
+
+
+def check_cuda_bindings(cudart: Any, version: str | None, tegra: bool | None = None) -> None:
     """cuda-python N talks to a CUDA N driver: a newer major than the driver fails every
-    call, so say so rather than fall back to the CPU without a word."""
+    call, so say so rather than fall back to the CPU without a word. On a Jetson a newer
+    minor fails too (cuda-python 12.9 links CUDA 12.9's runtime statically; JetPack 6's
+    12.6 driver answers it with error 35, insufficient driver)."""
     try:
         driver = int(cuda_call(cudart.cudaDriverGetVersion()))
     except (BackendError, AttributeError, RuntimeError, OSError):
@@ -134,6 +142,21 @@ def check_cuda_bindings(cudart: Any, version: str | None) -> None:
             f"supports CUDA {driver_major}.{driver_minor}: pip install "
             f"'cuda-python>={driver_major}.{min(driver_minor, 6) if driver_major == 12 else 0},"
             f"<{driver_major + 1}' (or the budget-edge[tensorrt-cu{driver_major}] extra)")
+    bindings_minor = _minor(version)
+    if (tegra if tegra is not None else is_tegra()) and bindings_major == driver_major \
+            and bindings_minor is not None and bindings_minor > driver_minor:
+        raise BackendError(
+            f"cuda-python {version} brings a CUDA {bindings_major}.{bindings_minor} runtime, "
+            f"newer than this Jetson's CUDA {driver_major}.{driver_minor} driver, which "
+            f"Jetson does not allow: pip install 'cuda-python>={driver_major}.{driver_minor},"
+            f"<{driver_major}.{driver_minor + 1}' (JetPack 6: the budget-edge[jetpack6] extra)")
+
+
+def _minor(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def tensorrt_unavailable() -> str | None:
