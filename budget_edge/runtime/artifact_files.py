@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from budget_edge.errors import ManifestError
-from budget_edge.files import atomic_write_text
+from budget_edge.files import atomic_write_text as atomic_write_text  # re-exported
 
 if TYPE_CHECKING:
     from budget_edge.runtime.manifest import Manifest
@@ -24,24 +25,9 @@ if TYPE_CHECKING:
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"  # held by commands that rewrite an artifact (artifact_lock)
 
-__all__ = [
-    "LOCK_NAME",
-    "MANIFEST_NAME",
-    "artifact_file",
-    "artifact_lock",
-    "atomic_write_text",
-    "inside_artifact",
-    "read_checked",
-    "sha256_file",
-    "verify_files",
-    "write_manifest",
-]
 
-
-def inside_artifact(path: str) -> bool:
-    """Whether a listed path stays inside the artifact directory (no /etc, no ..)."""
-    pure = PurePath(path)
-    return path != "" and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+# A listed path stays inside the artifact: relative, no ".." part, no backslash.
+INSIDE = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\\]+$"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -115,7 +101,7 @@ def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Man
     root = Path(directory)
     files = {}
     for name in dict.fromkeys([*manifest.referenced_files(), *manifest.files]):
-        if not inside_artifact(name):
+        if not re.match(INSIDE, name):
             raise ManifestError(
                 f"manifest field files[{name!r}] must be a relative path inside the "
                 "artifact directory: fix the exporter that wrote it"

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import msgspec
 from msgspec import Meta
@@ -31,6 +31,7 @@ from budget_edge.errors import ConfigError, ManifestError
 from budget_edge.files import MiB, read_user_file
 
 # Files, hashes, locks and writing live in artifact_files.py; importers find them here too.
+from budget_edge.runtime.artifact_files import INSIDE
 from budget_edge.runtime.artifact_files import LOCK_NAME as LOCK_NAME
 from budget_edge.runtime.artifact_files import MANIFEST_NAME as MANIFEST_NAME
 from budget_edge.runtime.artifact_files import artifact_file as artifact_file
@@ -41,20 +42,30 @@ from budget_edge.runtime.artifact_files import sha256_file as sha256_file
 from budget_edge.runtime.artifact_files import verify_files as verify_files
 from budget_edge.runtime.artifact_files import write_manifest as write_manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 BATCH_AXIS = "batch"
 ROLES = ("stem", "head", "policy", "full", "switch", "allocator")
-DType = Literal["float32", "float16", "int64"]
 CONTROL_DTYPE = "int64"  # the switch graph's per-block codes: one fixed size, no batch axis
-VariantScheme = Literal["single", "all", "prefix"]
+# The enumerations: Literal types for the decoder and the schema, plain str for mypy
+# (exporters build specs from strings they read; decoding checks the values).
+if TYPE_CHECKING:
+    DType = str
+    Layout = str
+    VariantScheme = str
+    Precision = str
+    DecisionMode = str
+else:
+    DType = Literal["float32", "float16", "int64"]
+    Layout = Literal["NCHW"]
+    VariantScheme = Literal["single", "all", "prefix"]
+    Precision = Literal["fp32", "fp16", "int8"]
+    DecisionMode = Literal["greedy", "sample", "rank", "allocate"]
 VARIANT_SCHEMES: tuple[str, ...] = get_args(VariantScheme)
-Precision = Literal["fp32", "fp16", "int8"]
 # Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 TRT_PRECISIONS = PRECISIONS
 QUANTIZED_PRECISIONS = ("fp16", "int8")
 # How a budget becomes masks (runtime/masks.py); an artifact names the one it is made for.
-DecisionMode = Literal["greedy", "sample", "rank", "allocate"]
 DECISION_MODES: tuple[str, ...] = get_args(DecisionMode)
 
 # Every count is bounded while decoding, before anything is built from it: the runtime
@@ -63,8 +74,7 @@ DECISION_MODES: tuple[str, ...] = get_args(DecisionMode)
 MAX_COMPONENTS = 4096
 MAX_BLOCKS = 1024
 MAX_PATHS = 63  # a block's kept paths are the bits of an int64 code (the switch graph)
-MAX_RANK = 8
-MAX_ROW = 1 << 28  # elements of one batch row of any tensor (an image, features, logits)
+MAX_ROW = 1 << 28  # values in one batch row of any tensor (an image, features, logits)
 MAX_BATCH = 1 << 16
 # FLOPs are summed in int64 per image: keep totals far from its 9.2e18 limit (a real
 # model is under 1e13; 4.15e19 once wrapped round to 4.6e18 without a word).
@@ -75,8 +85,10 @@ Count = Annotated[int, Meta(ge=0)]
 Flops = Annotated[int, Meta(ge=0, lt=MAX_FLOPS)]
 Name = Annotated[str, Meta(min_length=1)]
 Size = Annotated[int, Meta(ge=1, le=MAX_ROW)]
-Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+Path_ = Annotated[int, Meta(ge=0, lt=MAX_PATHS)]
 Mask = Annotated[list[int], Meta(max_length=MAX_COMPONENTS)]
+RelPath = Annotated[str, Meta(pattern=INSIDE, description="a path inside the artifact")]
+Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="a lowercase hex SHA-256")]
 
 
 class Spec(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,21 +96,19 @@ class Spec(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TensorSpec(Spec):
-    """One graph input or output. The first axis is the symbolic batch axis (a string),
-    the others positive sizes; the one exception is the int64 control input of the
-    switch graph, one fixed size."""
+    """A graph input or output: the batch axis (a name), then sizes; or an int64 control
+    input of one fixed size (the switch graph's codes)."""
 
     name: Name
-    shape: Annotated[list[Size | str], Meta(min_length=1, max_length=MAX_RANK)]
+    shape: Annotated[list[Size | str], Meta(min_length=1, max_length=8)]
     dtype: DType = "float32"
 
 
 class GraphSpec(Spec):
-    """One ONNX graph file (a path relative to the artifact) with its inputs and outputs,
-    in call order."""
+    """An ONNX graph file with its inputs and outputs, in call order."""
 
     name: Name
-    file: str
+    file: RelPath
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
@@ -109,7 +119,7 @@ class Preprocessing(Spec):
     mean: list[float]
     std: list[float]
     input_size: Annotated[list[Size], Meta(min_length=3, max_length=3)]  # (C, H, W)
-    layout: Literal["NCHW"] = "NCHW"
+    layout: Layout = "NCHW"
     channels: Count = 0  # 0: taken from input_size[0]
 
     def __post_init__(self) -> None:
@@ -118,29 +128,26 @@ class Preprocessing(Spec):
 
 
 class ComponentSpec(Spec):
-    """One droppable component, in mask order: a whole block (path null) or one path of a
-    multi-path (ResNeXt) block. A block's components are contiguous, ordered by path."""
+    """A droppable component, in mask order: a block (path null) or one path of a block."""
 
     index: Count
     stage: Count
     block: Count
-    path: Annotated[int, Meta(ge=0, lt=MAX_PATHS)] | None
+    path: Path_ | None
     flops: Flops
 
 
 class VariantSpec(Spec):
     """The graph that runs a block with exactly these paths kept."""
 
-    paths: Annotated[list[Annotated[int, Meta(ge=0, lt=MAX_PATHS)]], Meta(max_length=MAX_PATHS)]
+    paths: Annotated[list[Path_], Meta(max_length=MAX_PATHS)]
     graph: str
 
 
 class BlockSpec(Spec):
-    """A residual block. ``variants`` are graphs for non-empty kept-path sets: 'single' (one
-    path, variant [0]), 'all' (every non-empty subset) or 'prefix' (paths 0..m-1 for
-    m = 1..num_paths, equal path FLOPs). ``skip`` is the graph for every path dropped,
-    null meaning the identity (one-path blocks that keep the shape only).
-    ``fixed_flops``: the shortcut convolution, which runs even when the block is dropped."""
+    """A residual block: graphs for its kept-path sets ('single': one path; 'all': every
+    non-empty subset; 'prefix': paths 0..m-1), the graph for every path dropped (skip;
+    null: the identity) and the FLOPs of its shortcut, which always runs."""
 
     index: Count
     stage: Count
@@ -152,15 +159,14 @@ class BlockSpec(Spec):
 
 
 class HotPolicySpec(Spec):
-    """A whole mask exported as one static graph (image -> logits)."""
+    """A whole mask exported as one graph (image -> logits)."""
 
     mask: Mask
     graph: str
 
 
 class StaticMaskSpec(Spec):
-    """A best static mask found by a search (runtime/static_masks.py), with its accuracy on
-    the images it was searched on."""
+    """A searched static mask (runtime/static_masks.py) and its accuracy where searched."""
 
     mask: Mask
     accuracy: float
@@ -174,9 +180,8 @@ class StaticMasksSpec(Spec):
 
 
 class AllocationSpec(Spec):
-    """The allocator's calibrated prices per budget (runtime/allocation.py): budgets rising
-    in [0, 1], prices >= 0 never rising. ``count_masks`` row k: the mask run with k
-    components; null for allocators that rank with the agent per image."""
+    """The allocator's calibrated price per budget (runtime/allocation.py); count_masks
+    row k is the mask run with k components (null: rank with the agent per image)."""
 
     source: str
     budgets: list[float]
@@ -185,10 +190,9 @@ class AllocationSpec(Spec):
 
 
 class PrecisionSpec(Spec):
-    """Every graph again in a lower precision (`budget-edge quantize`): graph name -> file,
-    and how the files were made (converter, calibration data and recipe)."""
+    """Every graph again in a lower precision (`budget-edge quantize`), and the recipe."""
 
-    files: dict[str, str]
+    files: dict[str, RelPath]  # graph name -> file
     recipe: dict[str, Any] = {}
 
 
@@ -202,16 +206,16 @@ class FlopsSpec(Spec):
 
 
 class TensorRTSpec(Spec):
-    """Engines built by `build-engines`; they run only on the TensorRT and GPU that built
-    them. ``preprocess``: uint8 NHWC pixels -> the normalised image, on the GPU."""
+    """Engines built by `build-engines`, for the TensorRT and GPU that built them;
+    preprocess: uint8 NHWC pixels -> the normalised image, on the GPU."""
 
     version: Name
     gpu: Name
     precision: Precision
     max_batch: Annotated[int, Meta(ge=1, le=MAX_BATCH)]
-    engines: dict[str, str]  # graph name -> engine file
+    engines: dict[str, RelPath]  # graph name -> engine file
     compute_capability: str | None = None
-    preprocess: str | None = None
+    preprocess: RelPath | None = None
 
 
 class BackboneSpec(Spec):
@@ -224,12 +228,13 @@ class BackboneSpec(Spec):
 class Manifest(Spec, kw_only=True):
     """Everything the runtime needs about an artifact directory (schema version 1).
 
-    Roles name graphs: stem (image -> features), head (features -> logits), full (the
-    static model) and policy ((image, budget) -> (probs, value)), switch ((image, int64
-    codes) -> logits), allocator (image -> chances). Cross-field rules:
-    budget_edge/runtime/manifest_rules.py."""
+    roles name graphs: stem (image -> features), head (features -> logits), full and
+    hot policies (image -> logits), policy ((image, budget) -> (probs, value)), switch
+    ((image, int64 codes) -> logits), allocator (image -> chances). What a schema cannot
+    say (shapes chain from stem to head, masks have K values, every file is hashed) is
+    checked by budget_edge/runtime/manifest_rules.py and described in docs/internals.md."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[1] = SCHEMA_VERSION
     backbone_spec: BackboneSpec = msgspec.field(name="backbone")
     num_classes: Annotated[int, Meta(ge=1)]
     class_names: list[str]
@@ -247,7 +252,7 @@ class Manifest(Spec, kw_only=True):
     validation_split: dict[str, Any] | None = None
     precisions: dict[str, PrecisionSpec] = {}
     versions: dict[str, Any]
-    files: dict[str, Sha256] = {}  # every file the manifest names -> its SHA-256
+    files: dict[RelPath, Sha256] = {}  # every file the manifest names -> its SHA-256
     tensorrt: TensorRTSpec | None = None
 
     # ---- lookups -------------------------------------------------------------
@@ -355,7 +360,7 @@ class Manifest(Spec, kw_only=True):
                 f"artifact directory {directory} does not exist: "
                 "pass the --out directory of `budget-edge export`"
             )
-        if not path.is_file():
+        if not path.exists():  # anything else there is refused as it is read
             raise ManifestError(
                 f"{path} is missing: this is not an artifact directory "
                 "written by `budget-edge export`"
@@ -422,13 +427,15 @@ def manifest_schema() -> dict[str, Any]:
     """The JSON Schema of manifest.json (docs/manifest.schema.json), made from the
     structures above."""
     schema = msgspec.json.schema(Manifest)
-    schema["$defs"]["Manifest"]["required"].insert(0, "schema_version")  # read first
+    # A file must carry its version (read first); the default only serves exporters' code.
+    schema["$defs"]["Manifest"]["required"].insert(0, "schema_version")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "budget-edge artifact manifest (manifest.json), schema version 1",
         "description": "Generated from budget_edge/runtime/manifest.py by "
-        "tools/manifest_schema.py; the cross-field rules (shapes, masks, hashes) are in "
-        "budget_edge/runtime/manifest_rules.py.",
+        "tools/manifest_schema.py. What a schema cannot say (shapes chain from stem to "
+        "head, masks have K values, every file is hashed) is checked by "
+        "budget_edge/runtime/manifest_rules.py and described in docs/internals.md.",
         **schema,
     }
 
@@ -436,49 +443,62 @@ def manifest_schema() -> dict[str, Any]:
 # ---- decoding, with errors that name the field -------------------------------------
 
 _STEP = re.compile(r"\.(\w+)|\[(\d+)\]|\[\.\.\.\]")
-_BOUND = re.compile(r"Expected `(\w+)`( of length)? (>=|<=|>|<) (\S+)")
+_BOUND = re.compile(r"Expected `\w+`( of length)? (>=|<=|>|<) (\S+)$")
 _WORDS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
 
 
-def decode(data: Any, kind: Any) -> Any:
-    """``data`` (parsed JSON) as ``kind``, strictly; errors name the field."""
+def decode(data: Any, kind: Any, where: str = "") -> Any:
+    """``data`` (parsed JSON, found at field ``where``) as ``kind``, strictly; an error
+    names the field."""
     try:
         return msgspec.convert(data, kind, strict=True)
     except msgspec.ValidationError as exc:
         problem, _, at = str(exc).partition(" - at `")
-        raise ManifestError(_describe(problem, at.rstrip("`"), data, kind)) from None
+        where, value, kind = _locate(at.rstrip("`").removeprefix("key` in `"), data, kind, where)
+        if at.startswith("key`"):  # a dict key, not its value
+            kind = get_args(_bare(kind))[0]
+            value = next((k for k in value if not _decodes(k, kind)), "...")
+            where += f"[{value!r}]"
+        raise ManifestError(f"manifest field {_describe(problem, where, value, kind)}") from None
 
 
-def _describe(problem: str, at: str, data: Any, kind: Any) -> str:
-    where, value, kind = _locate(at, data, kind)
+def _describe(problem: str, where: str, value: Any, kind: Any) -> str:
+    """msgspec's problem in words, e.g. "blocks[0].num_paths must be at most 63, got 10**9"."""
     field = re.match(r"Object (missing required|contains unknown) field `(\w+)`", problem)
     bound = _BOUND.match(problem)
+    got = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     if field:
         where = f"{where}.{field[2]}".lstrip(".")
         what = "is missing" if field[1] == "missing required" else "is not a manifest field"
     elif problem.startswith("Invalid enum value"):
-        what = f"is {value!r}, expected one of {get_args(kind)}"
-    elif bound and bound[2] and bound[4] == "1":
-        what = f"must not be empty, got {_short(value)}"
-    elif bound and bound[2]:
-        what = f"must have {_WORDS[bound[3]]} {bound[4]} items, got {_short(value)}"
-    elif bound and bound.groups()[2:] == (">=", "0"):
-        what = f"must not be negative, got {_short(value)}"
+        what = f"is {got}, expected one of {get_args(_bare(kind))}"
+    elif _description(kind):  # a pattern, in words
+        what = f"must be {_description(kind)}, got {got}"
     elif bound:
-        what = f"must be {_WORDS[bound[3]]} {bound[4]}, got {_short(value)}"
-    elif problem.startswith("Expected "):
-        wanted = problem[len("Expected ") :].split(", got")[0]
+        length, op, limit = bound.groups()
+        if length:
+            what = "must not be empty" if limit == "1" else f"needs {_WORDS[op]} {limit} items"
+        else:
+            what = "must not be negative" if limit == "0" else f"must be {_WORDS[op]} {limit}"
+        what += f", got {got}"
+    else:  # "Expected `int`, got `str`" and the like
+        wanted = problem.removeprefix("Expected ").split(", got")[0]
         wanted = wanted.replace("`object`", "an object").replace("`array`", "a list")
-        what = f"must be {wanted.replace('`', '')}, got {_short(value)}"
-    else:
-        what = f"is wrong ({problem})"
-    return f"manifest field {where or 'top level'} {what}: re-export the model"
+        what = f"must be {wanted.replace('`', '')}, got {got}"
+    return f"{where or 'top level'} {what}: re-export the model (or fix the exporter that wrote it)"
 
 
-def _locate(at: str, data: Any, kind: Any) -> tuple[str, Any, Any]:
+def _description(kind: Any) -> str | None:
+    """The description of an Annotated type (under an optional), if it has one."""
+    if get_origin(kind) in (Union, UnionType):
+        kind = get_args(kind)[0]
+    metas = get_args(kind)[1:] if get_origin(kind) is Annotated else ()
+    return next((m.description for m in metas if isinstance(m, Meta) and m.description), None)
+
+
+def _locate(at: str, data: Any, kind: Any, where: str) -> tuple[str, Any, Any]:
     """msgspec's path (``$.precisions[...].files``) as a field path with the dict keys
-    that msgspec leaves out (``precisions['int8'].files``), the value and type there."""
-    where = ""
+    that msgspec leaves out (``precisions['int8'].files``), and the value and type there."""
     for step in _STEP.finditer(at):
         kind = _bare(kind)
         if step[1] is not None:  # a field
@@ -490,7 +510,7 @@ def _locate(at: str, data: Any, kind: Any) -> tuple[str, Any, Any]:
             kind = get_args(kind)[1]
             key = next((k for k, v in data.items() if not _decodes(v, kind)), "...")
             data, where = data.get(key), f"{where}[{key!r}]"
-    return where.lstrip("."), data, _bare(kind)
+    return where.lstrip("."), data, kind
 
 
 def _bare(kind: Any) -> Any:
@@ -519,14 +539,10 @@ def _decodes(value: Any, kind: Any) -> bool:
     return True
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def check_preprocessing(p: Preprocessing) -> None:
     """The checks `Manifest.validate` applies to preprocessing, for an exporter to run
     before it writes anything."""
     from budget_edge.runtime.manifest_rules import preprocessing_is_usable
 
-    preprocessing_is_usable(decode(msgspec.to_builtins(p), Preprocessing))
+    data = msgspec.to_builtins(p, enc_hook=lambda v: _foreign(v, []))
+    preprocessing_is_usable(decode(data, Preprocessing, "preprocessing"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from budget_edge.runtime.manifest import (
     verify_files,
     write_manifest,
 )
+from budget_edge.runtime.manifest_rules import blocks_chain_from_stem_to_head
 
 
 def _data(path: Path) -> dict[str, Any]:
@@ -301,3 +304,86 @@ def test_the_validation_split_is_recorded_and_validated(resnet_artifact: Any) ->
         m.validation_split = {**good, **change}
         with pytest.raises(ManifestError, match=match):
             m.validate()
+
+
+# ---- every count bounded before anything is built from it (issue 25.5) ----------------
+
+BIG = 10**9
+
+BOUNDED = [
+    (lambda d: d["blocks"][0].update(num_paths=BIG), r"blocks\[0\]\.num_paths must be at most 63"),
+    (lambda d: d["preprocessing"].update(input_size=[3, BIG, BIG]),
+     r"preprocessing\.input_size\[1\] must be at most"),
+    (lambda d: d["preprocessing"].update(input_size=[3, 2**14, 2**14]),
+     r"preprocessing\.input_size is over"),
+    (lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch", 2**15, 2**15, 1]),
+     r"graphs\[1\]\.outputs\[0\]\.shape is too large"),
+    (lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch"] + [1] * 9),
+     r"graphs\[1\]\.outputs\[0\]\.shape needs at most 8 items"),
+    (lambda d: d.update(components=d["components"] * 1400), r"components needs at most 4096 items"),
+    (lambda d: d.update(hot_policies=[{"mask": [1] * 5000, "graph": "full"}]),
+     r"hot_policies\[0\]\.mask needs at most 4096 items"),
+    (lambda d: d.update(tensorrt={"version": "10.3", "gpu": "Orin", "precision": "fp16",
+                                  "max_batch": BIG, "engines": {}}),
+     r"tensorrt\.max_batch must be at most 65536"),
+    (lambda d: d["components"][0].update(block=BIG), r"components\[0\]\.block 1000000000 is not"),
+]
+
+
+@pytest.mark.parametrize("edit, message", BOUNDED)
+def test_counts_are_bounded_before_anything_is_built(fresh_artifact: Any, edit: Any,
+                                                     message: str) -> None:
+    """The runtime builds tables from these numbers at load: each is refused first, with
+    the field named and next to no memory used (a billion paths once took 22 GB)."""
+    from budget_edge.runtime import BudgetRuntime
+
+    data = _data(fresh_artifact.path)
+    edit(data)
+    (fresh_artifact.path / MANIFEST_NAME).write_text(json.dumps(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManifestError, match=message):
+            BudgetRuntime.load(fresh_artifact.path, backend="onnxruntime")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
+
+
+def test_path_sets_are_counted_before_they_are_listed(resnext_artifact: Any) -> None:
+    """Block 0 ('all') claims 40 paths, with a component each: 2**40 - 1 path sets would
+    be listed to compare with its 7 variants; their count is compared first."""
+    data = _data(resnext_artifact.path)
+    extra = [{"index": 0, "stage": 0, "block": 0, "path": p, "flops": 10} for p in range(40)]
+    data["components"] = extra + data["components"][3:]
+    for k, c in enumerate(data["components"]):
+        c["index"] = k
+    data["blocks"][0]["num_paths"] = 40
+    with pytest.raises(ManifestError, match=r"blocks\[0\]\.variants are not the path sets"):
+        blocks_chain_from_stem_to_head(Manifest.from_dict(data))
+
+
+def test_a_huge_or_blocking_manifest_is_refused_unread(tmp_path: Path) -> None:
+    """A 2 GiB manifest.json is refused by its size before a byte is read; a FIFO is
+    refused without waiting for a writer."""
+    with open(tmp_path / MANIFEST_NAME, "wb") as f:
+        f.truncate(2 * 2**30)  # sparse: no disk used
+    with pytest.raises(ManifestError, match=r"is 2\.0 GiB, more than the 16\.0 MiB"):
+        Manifest.load(tmp_path)
+    (tmp_path / MANIFEST_NAME).unlink()
+    os.mkfifo(tmp_path / MANIFEST_NAME)
+    with pytest.raises(ManifestError, match="not a regular file"):
+        Manifest.load(tmp_path)
+
+
+def test_unknown_fields_are_refused(resnet_artifact: Any) -> None:
+    """Strict decoding: a misspelt field is named, not silently given its default."""
+    data = _data(resnet_artifact.path)
+    data["blocks"][0]["skp"] = None
+    with pytest.raises(ManifestError, match=r"blocks\[0\]\.skp is not a manifest field"):
+        Manifest.from_dict(data)
+    data = _data(resnet_artifact.path)
+    data["files"]["../outside.onnx"] = "0" * 64
+    with pytest.raises(ManifestError, match=r"files\['\.\./outside\.onnx'\] must be a path "
+                                            "inside the artifact"):
+        Manifest.from_dict(data)

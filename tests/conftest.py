@@ -1,0 +1,41 @@
+"""Suite-wide: every manifest.json the suite writes must match the published JSON Schema.
+
+`write_manifest` (runtime/artifact_files.py) is the one place manifests are written; for
+the whole session its write checks the text against docs/manifest.schema.json with
+jsonschema, a validator that shares no code with the runtime's decoder. An exported
+artifact that the schema refuses fails the test that exported it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "manifest.schema.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def manifests_match_the_published_schema() -> Iterator[None]:
+    try:
+        import jsonschema
+    except ImportError:  # no dev extra: tests/runtime/test_manifest_schema.py skips too
+        yield
+        return
+    from budget_edge.runtime import artifact_files
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    write = artifact_files.atomic_write_text
+
+    def checked_write(path: Any, text: str, **kwargs: Any) -> None:
+        if Path(path).name == artifact_files.MANIFEST_NAME:
+            validator.validate(json.loads(text))
+        write(path, text, **kwargs)
+
+    checked_write.checks_schema = True  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(artifact_files, "atomic_write_text", checked_write)
+        yield
