@@ -190,6 +190,9 @@ class _Context:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
 
+    def set_device_memory(self, memory: int, size: int) -> None:
+        pass  # the kernels need no scratch (device_memory_size_v2 is 0)
+
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         ok = 1 <= shape[0] <= MAX_BATCH and list(shape[1:]) == self.engine.spec["shapes"][name]
         if ok:
@@ -214,6 +217,7 @@ class _Engine:
     def __init__(self, spec: dict[str, Any], kernels: Any) -> None:
         self.spec, self.kernels = spec, kernels
         self.num_io_tensors = len(spec["inputs"]) + len(spec["outputs"])
+        self.device_memory_size_v2 = 0
 
     def get_tensor_name(self, i: int) -> str:
         return [*self.spec["inputs"], *self.spec["outputs"]][i]
@@ -227,7 +231,7 @@ class _Engine:
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
         return [[1], [1], [MAX_BATCH]]
 
-    def create_execution_context(self) -> _Context:
+    def create_execution_context(self, strategy: str = "STATIC") -> _Context:
         return _Context(self)
 
 
@@ -236,6 +240,9 @@ def fake_tensorrt(kernels: Any) -> types.ModuleType:
     trt.__version__ = "10.3.0"  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
     trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(  # type: ignore[attr-defined]
+        USER_MANAGED="USER_MANAGED"
+    )
 
     class Logger:
         WARNING = 2

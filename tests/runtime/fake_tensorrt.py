@@ -183,11 +183,21 @@ class DeviceMemory:
 
 
 class _Context:
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _Engine, strategy: str) -> None:
         self.engine = engine
+        self.strategy = strategy
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
+        self.scratch: tuple[int, int] | None = None  # (address, size) given by the caller
         self.runs = 0
+
+    def set_device_memory(self, memory: int, size: int) -> None:
+        """As TensorRT 10.1+: only for a USER_MANAGED context; the memory must be 256-byte
+        aligned and at least device_memory_size_v2. (TensorRT logs an error and keeps no
+        memory; the next execute then fails.)"""
+        assert self.strategy == "USER_MANAGED", "set_device_memory on a context with its own"
+        ok = memory % ALIGNMENT == 0 and size >= self.engine.device_memory_size_v2
+        self.scratch = (memory, size) if ok else None
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         if shape[0] > self.engine.max_batch or shape[0] < 1:
@@ -209,6 +219,15 @@ class _Context:
         e = self.engine
         assert isinstance(stream_handle, int)
         assert set(self.addresses) == set(e.inputs) | set(e.outputs), "tensor without address"
+        if self.strategy == "USER_MANAGED":
+            if self.scratch is None:
+                return False  # TensorRT: no device memory set for this context
+            address, size = self.scratch
+            # The scratch must still be allocated, and as large as it was said to be (a
+            # real GPU's memory, in the device check, is not tracked here).
+            if isinstance(e.memory, FakeCudart):
+                assert address in e.memory.buffers, "context memory was freed"
+                assert e.memory.size_of(address) >= size, "context memory is too small"
         addresses, shapes = dict(self.addresses), dict(self.shapes)  # as they are now
 
         def run() -> None:
@@ -233,6 +252,8 @@ class _Engine:
                        for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.max_batch = int(spec["max_batch"])
+        # Activation scratch an execution context needs: more for larger batches.
+        self.device_memory_size_v2 = int(spec.get("scratch_bytes", 4096 * self.max_batch))
         self.onnx = spec["onnx"]
         self.memory = memory
         self.contexts: list[_Context] = []
@@ -253,8 +274,8 @@ class _Engine:
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
         return [[1], [self.max_batch], [self.max_batch]]
 
-    def create_execution_context(self) -> _Context:
-        self.contexts.append(_Context(self))
+    def create_execution_context(self, strategy: str = "STATIC") -> _Context:
+        self.contexts.append(_Context(self, strategy))
         return self.contexts[-1]
 
 
@@ -265,6 +286,9 @@ def make_fake_tensorrt(root: Path, memory: Any, version: str = "10.3.0") -> type
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(  # type: ignore[attr-defined]
+        STATIC="STATIC", ON_PROFILE_CHANGE="ON_PROFILE_CHANGE", USER_MANAGED="USER_MANAGED"
+    )
     trt.nptype = lambda dtype: {"FLOAT": np.float32, "UINT8": np.uint8}[dtype]  # type: ignore[attr-defined]
     engines: list[_Engine] = []
     trt.engines = engines  # type: ignore[attr-defined]

@@ -254,6 +254,29 @@ def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.M
     rt.close()
 
 
+def test_every_context_shares_one_activation_scratch(
+        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    """One stream runs one engine at a time, so one scratch as large as the largest
+    engine's need serves every context: device memory no longer grows with the number of
+    engines (an 8 GB Jetson shares it with the CPU). The fake engines need 4 KiB per
+    image of their profile's maximum, and refuse to run without memory, as TensorRT."""
+    artifact, cudart, trt = fake_trt
+    rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
+    x = np.random.default_rng(0).standard_normal((3, *artifact.net.input_size)).astype(np.float32)
+    rt.infer(x, mask=[[1, 0, 1], [1, 1, 1], [0, 0, 0]])
+    rt.infer(x, budget=0.5)
+    contexts = [c for e in trt.engines for c in e.contexts]  # type: ignore[attr-defined]
+    assert len(contexts) >= 4
+    assert {c.strategy for c in contexts} == {"USER_MANAGED"}
+    scratches = {c.scratch for c in contexts}
+    assert len(scratches) == 1  # one buffer, every context pointed at it
+    (address, size), = scratches
+    need = max(e.device_memory_size_v2 for e in trt.engines)  # type: ignore[attr-defined]
+    assert size == need and cudart.size_of(address) >= need
+    rt.close()
+    assert address not in cudart.buffers
+
+
 def test_uint8_pixels_are_normalised_on_the_gpu(
         fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
     """uint8 pixels go up as they are (a quarter of the bytes) and the preprocess
@@ -522,7 +545,12 @@ def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> Non
     assert live[a] == 1024  # power-of-two classes
     pool.release()
     assert pool.get(700) == a  # same class: reused, no allocation
-    big = pool.get(1 << 20)  # one huge batch
+    big = pool.get(1 << 20)  # one huge batch, above keep_bytes
+    pool.release()
+    assert big in live  # what a call used is kept: the next such call allocates nothing
+    assert pool.get(1 << 20) == big
+    pool.release()
+    pool.get(700)  # a normal call again
     pool.release()
     assert big not in live and a in live  # idle memory trimmed to keep_bytes, largest first
     pool.close()

@@ -21,8 +21,10 @@ blocking copy). The parts of `latency_ms` (stem, blocks, head) time how long
 the work takes to queue, not to run: the GPU's time shows in the call's
 total, and in `policy` when the probabilities are waited for. Batches above an
 engine profile's maximum run in chunks that read and write at offsets into
-the same buffers. Device memory goes
-through cuda-python (`cuda.bindings.runtime`, or the older `cuda.cudart`).
+the same buffers. Every execution context runs on one activation scratch
+(user-managed context memory, as large as the largest engine needs), not one
+each. Device memory goes through cuda-python (`cuda.bindings.runtime`, or the
+older `cuda.cudart`).
 """
 
 from __future__ import annotations
@@ -334,12 +336,15 @@ class _Pool:
         return ptr
 
     def release(self) -> None:
+        # Keep at least what this call used: a model whose calls need more than
+        # keep_bytes would otherwise free and allocate it again on every call.
+        keep = max(self.keep_bytes, sum(size for size, _ in self._busy))
         for size, ptr in self._busy:
             self._idle.setdefault(size, []).append(ptr)
         self._busy.clear()
         idle = sum(size * len(ptrs) for size, ptrs in self._idle.items())
         for size in sorted(self._idle, reverse=True):
-            while self._idle[size] and idle > self.keep_bytes:
+            while self._idle[size] and idle > keep:
                 cuda_call(self._free(self._idle[size].pop()))
                 idle -= size
 
@@ -412,6 +417,9 @@ class TensorRTBackend:
         # The preprocess engine and its per-channel constants, made on first use.
         self._prep: tuple[_Engine, int, int] | None = None
         self._const: list[int] = []
+        # One activation scratch for every execution context (see _context).
+        self._scratch, self._scratch_size = 0, 0
+        self._retired: list[int] = []  # scratch buffers replaced by a larger one
 
     def _engine(self, graph: str) -> _Engine:
         entry = self._engines.get(graph)
@@ -432,7 +440,7 @@ class TensorRTBackend:
         if engine is None:
             raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the engines "
                                 "on this device with `budget-edge build-engines`")
-        context = engine.create_execution_context()
+        context = self._context(engine)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -449,6 +457,36 @@ class TensorRTBackend:
         return _Engine(engine, context, [tensor(n) for n in ins],
                        sorted((tensor(n) for n in outs), key=lambda t: order[t.name]),
                        max_batch)
+
+    def _context(self, engine: Any) -> Any:
+        """An execution context on the backend's one activation scratch.
+
+        By default each context allocates its own activation memory, so an artifact of
+        40 engines holds 40 of them; one stream runs one engine at a time, so one
+        buffer, as large as the largest engine needs, serves all (what an 8 GB Jetson
+        sharing its RAM with the GPU wants). It grows when an engine needs more, and
+        every context is pointed at the new one.
+        """
+        import tensorrt as trt
+
+        new = engine.create_execution_context(
+            trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        need = int(engine.device_memory_size_v2)
+        if need > self._scratch_size:
+            if self._scratch:
+                # Engines queued on the stream may still use it: freed at `release`,
+                # which waits for the stream, rather than waiting here.
+                self._retired.append(self._scratch)
+            self._scratch = int(cuda_call(self._cudart.cudaMalloc(need)))
+            self._scratch_size = need
+            for context in self._contexts():
+                context.set_device_memory(self._scratch, self._scratch_size)
+        new.set_device_memory(self._scratch, self._scratch_size)
+        return new
+
+    def _contexts(self) -> list[Any]:
+        engines = [*self._engines.values(), *([self._prep[0]] if self._prep else [])]
+        return [e.context for e in engines]
 
     def load(self, graphs: Sequence[str]) -> None:
         """Deserialise these engines, and the preprocess engine, now rather than on first
@@ -515,6 +553,8 @@ class TensorRTBackend:
         finally:  # a sticky CUDA error must not also leak every buffer of the call
             self._device.release()
             self._pinned.release()
+            while self._retired:
+                cuda_call(self._cudart.cudaFree(self._retired.pop()))
 
     def synchronize(self) -> None:
         cuda_call(self._cudart.cudaStreamSynchronize(self._stream))
@@ -562,7 +602,7 @@ class TensorRTBackend:
                 raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the "
                                     "engines on this device with `budget-edge build-engines`")
             max_batch = profile_max_batch(engine.get_tensor_profile_shape("pixels", 0))
-            loaded = _Engine(engine, engine.create_execution_context(), [], [], max_batch)
+            loaded = _Engine(engine, self._context(engine), [], [], max_batch)
             # The constants live as long as the backend: their own buffers, copied once.
             consts = []
             for value in scale_and_shift(pre):
@@ -648,6 +688,10 @@ class TensorRTBackend:
             for ptr in self._const:
                 cuda_call(self._cudart.cudaFree(ptr))
             self._const.clear()
+            for ptr in [*self._retired, *([self._scratch] if self._scratch else [])]:
+                cuda_call(self._cudart.cudaFree(ptr))
+            self._retired.clear()
+            self._scratch, self._scratch_size = 0, 0
             self._device.close()
             self._pinned.close()
             if self._stream is not None:
