@@ -8,6 +8,7 @@ small CUDA kernel compiled at run time with NVRTC and launched on the backend's
 stream by `execute_async_v3`, on a synthetic artifact whose blocks are
 elementwise residual units, so numpy can check every logit:
 
+    prep    image     = pixels (uint8 NHWC) * scale[c] - shift[c], as NCHW float
     stem    f[n, j]   = mean(image[n, j % C]) * w[j]
     block   y[n, j]   = x[n, j] + relu(x[n, j] * a[j] + c[j])
     head    l[n, k]   = sum_i x[n, k * J + i]
@@ -16,7 +17,11 @@ elementwise residual units, so numpy can check every logit:
 For each batch size and mode (explicit masks, the policy), it checks the
 logits against numpy, counts host copies and synchronisations per `infer`
 (through a counting wrapper around cudart), and times the call: wall clock on
-the host and the stream's GPU time between CUDA events.
+the host; the engines' GPU time, summed from CUDA events around each kernel
+launch (the GPU's own work, not the host's waits between launches); and the
+stream's span from the call's first to its last event (which includes those
+waits). uint8 pixels go up as they are and the preprocess "engine" normalises
+them on the GPU, as TensorRT's preprocess engine does.
 
     python benchmarks/gpu_data_path.py --out benchmarks/results/gpu-data-path/NAME
     python benchmarks/gpu_data_path.py --dry-run    # no GPU: host memory, numpy kernels
@@ -64,6 +69,13 @@ BLOCKS = 12
 MAX_BATCH = 16
 
 KERNELS = string.Template(r"""
+extern "C" __global__ void prep(const unsigned char* px, const float* scale,
+                                const float* shift, float* img, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;  // one thread per output value
+    if (i >= n * ${C} * ${HW}) return;
+    int row = i / (${C} * ${HW}), c = (i / ${HW}) % ${C}, hw = i % ${HW};
+    img[i] = px[((size_t)row * ${HW} + hw) * ${C} + c] * scale[c] - shift[c];
+}
 extern "C" __global__ void stem(const float* img, const float* w, float* out, int n) {
     int row = blockIdx.x, j = threadIdx.x;  // one block per image, one thread per feature
     if (row >= n || j >= ${F}) return;
@@ -116,6 +128,11 @@ def weights(seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def np_prep(px: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    return (px.transpose(0, 3, 1, 2) * scale.reshape(1, C, 1, 1)
+            - shift.reshape(1, C, 1, 1)).astype(np.float32)
+
+
 def np_stem(img: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     means = img.reshape(img.shape[0], C, -1).mean(axis=2)
     return (means[:, np.arange(FEATURES) % C] * p["w"]).astype(np.float32)
@@ -165,6 +182,12 @@ def write_artifact(root: Path, gpu: str, cc: str) -> None:
              "inputs": [t.name for t in g.inputs], "outputs": [t.name for t in g.outputs],
              "shapes": {t.name: t.shape[1:] for t in [*g.inputs, *g.outputs]}}))
         engines[g.name] = f"{g.name}.engine"
+    channel = [C, 1, 1]
+    (root / "preprocess.engine").write_text(json.dumps(
+        {"kernel": "prep", "block": -1, "inputs": ["pixels", "scale", "shift"],
+         "outputs": ["image"], "dtypes": {"pixels": "UINT8"},
+         "shapes": {"pixels": [H, W, C], "scale": channel, "shift": channel,
+                    "image": [C, H, W]}}))
     flops = 2 * FEATURES
     manifest = Manifest(
         backbone_spec=BackboneSpec("synthetic", {}), num_classes=CLASSES,
@@ -177,7 +200,8 @@ def write_artifact(root: Path, gpu: str, cc: str) -> None:
                               "full": None, "switch": None},
         flops=FlopsSpec(stem=C * H * W, head=FEATURES, policy=C * H * W),
         versions={"onnx": "-", "opset": 17, "budget_edge": "gpu_data_path"},
-        tensorrt=TensorRTSpec("10.3.0", gpu, "fp32", MAX_BATCH, engines, cc))
+        tensorrt=TensorRTSpec("10.3.0", gpu, "fp32", MAX_BATCH, engines, cc,
+                              preprocess="preprocess.engine"))
     write_manifest(root, manifest)
 
 
@@ -226,7 +250,7 @@ class _Engine:
         return "INPUT" if name in self.spec["inputs"] else "OUTPUT"
 
     def get_tensor_dtype(self, name: str) -> str:
-        return "FLOAT"
+        return str(self.spec.get("dtypes", {}).get(name, "FLOAT"))
 
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
         return [[1], [1], [MAX_BATCH]]
@@ -239,7 +263,7 @@ def fake_tensorrt(kernels: Any) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.3.0"  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
+    trt.nptype = lambda dtype: {"FLOAT": np.float32, "UINT8": np.uint8}[dtype]  # type: ignore[attr-defined]
     trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(  # type: ignore[attr-defined]
         USER_MANAGED="USER_MANAGED"
     )
@@ -284,19 +308,25 @@ class GpuKernels:
         tb.cuda_call(nvrtc.nvrtcGetCUBIN(prog, cubin))
         module = tb.cuda_call(driver.cuModuleLoadData(cubin))
         self.fn = {k: tb.cuda_call(driver.cuModuleGetFunction(module, k.encode()))
-                   for k in ("stem", "block", "head", "policy")}
+                   for k in ("prep", "stem", "block", "head", "policy")}
         self.params = {}
         for name, value in params.items():  # weights live on the device, like an engine's
             ptr = tb.cuda_call(cudart.cudaMalloc(value.nbytes))
             tb.cuda_call(cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes,
                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
             self.params[name] = int(ptr)
+        self.events: list[Any] = []  # (start, end) around each launch, while timing
+        self.launches: dict[str, int] = {}
 
     def launch(self, spec: dict[str, Any], ptrs: list[int], n: int, stream: int) -> None:
         import ctypes
 
         kind, b, p = spec["kernel"], spec["block"], self.params
-        if kind == "stem":
+        self.launches[kind] = self.launches.get(kind, 0) + 1
+        if kind == "prep":
+            grid, threads = math.ceil(n * C * H * W / 128), 128
+            args = [*ptrs, n]
+        elif kind == "stem":
             args, grid, threads = [ptrs[0], p["w"], ptrs[1], n], n, FEATURES
         elif kind == "block":
             grid, threads = math.ceil(n * FEATURES / 128), 128
@@ -309,9 +339,25 @@ class GpuKernels:
         values = [ctypes.c_void_p(a) if i < len(args) - 1 else ctypes.c_int(a)
                   for i, a in enumerate(args)]
         types_ = [ctypes.c_void_p] * (len(args) - 1) + [ctypes.c_int]
+        start, end = (tb.cuda_call(self.cudart.cudaEventCreate()) for _ in range(2))
+        tb.cuda_call(self.cudart.cudaEventRecord(start, stream))
         tb.cuda_call(self.driver.cuLaunchKernel(
             self.fn[kind], grid, 1, 1, threads, 1, 1, 0, self.driver.CUstream(stream),
             (tuple(v.value for v in values), tuple(types_)), 0))
+        tb.cuda_call(self.cudart.cudaEventRecord(end, stream))
+        self.events.append((start, end))
+
+    def kernel_ms(self) -> float:
+        """GPU time of the launches since the last call, summed; waits for the last one."""
+        total = 0.0
+        if self.events:
+            tb.cuda_call(self.cudart.cudaEventSynchronize(self.events[-1][1]))
+        for start, end in self.events:
+            total += float(tb.cuda_call(self.cudart.cudaEventElapsedTime(start, end)))
+            for e in (start, end):
+                tb.cuda_call(self.cudart.cudaEventDestroy(e))
+        self.events.clear()
+        return total
 
 
 class HostKernels:
@@ -319,12 +365,18 @@ class HostKernels:
 
     def __init__(self, params: dict[str, np.ndarray], memory: Any) -> None:
         self.params, self.memory = params, memory
+        self.launches: dict[str, int] = {}
 
     def launch(self, spec: dict[str, Any], ptrs: list[int], n: int, stream: int) -> None:
         kind, b, p, mem = spec["kernel"], spec["block"], self.params, self.memory
+        self.launches[kind] = self.launches.get(kind, 0) + 1
 
         def run() -> None:
-            if kind == "stem":
+            if kind == "prep":
+                scale, shift = mem.read(ptrs[1], (C,)), mem.read(ptrs[2], (C,))
+                px = mem.read(ptrs[0], (n, H, W, C), np.uint8)
+                mem.write(ptrs[3], np_prep(px, scale, shift))
+            elif kind == "stem":
                 mem.write(ptrs[1], np_stem(mem.read(ptrs[0], (n, C, H, W)), p))
             elif kind == "block":
                 mem.write(ptrs[1], np_block(mem.read(ptrs[0], (n, FEATURES)), p, b))
@@ -364,7 +416,8 @@ class Counting:
 
 
 def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray],
-            batch: int, mode: str, calls: int, gpu: bool) -> dict[str, Any]:
+            batch: int, mode: str, calls: int, kernels: Any) -> dict[str, Any]:
+    gpu = isinstance(kernels, GpuKernels)
     rng = np.random.default_rng(batch)
     pixels = rng.integers(0, 256, (batch, H, W, C), np.uint8)
     img = (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255 - 0.5) / 0.25
@@ -376,12 +429,16 @@ def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray]
     if mode == "policy":
         want_mask = (np_policy(img, np.full(batch, 0.5, np.float32), params) >= 0.5)
         error = max(error, float((out.mask != want_mask).mean()))
-    before = dict(counting.counts)
+    before, launched = dict(counting.counts), dict(kernels.launches)
     rt.infer(pixels, **kwargs)
     per_call = {k: counting.counts[k] - before[k] for k in before}
-    wall, device = [], []
+    # Engine runs of one call, by kind: the preprocess engine normalises the uint8 pixels.
+    per_call["launches"] = {k: v - launched.get(k, 0) for k, v in kernels.launches.items()}
+    wall, span, busy = [], [], []
     stream = rt.backend._stream  # type: ignore[attr-defined]
     cudart = counting._cudart
+    if gpu:
+        kernels.kernel_ms()  # drop the warm-up calls' events
     for _ in range(calls):
         if gpu:
             start, end = (tb.cuda_call(cudart.cudaEventCreate()) for _ in range(2))
@@ -392,12 +449,15 @@ def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray]
         if gpu:
             tb.cuda_call(cudart.cudaEventRecord(end, stream))
             tb.cuda_call(cudart.cudaEventSynchronize(end))
-            device.append(float(tb.cuda_call(cudart.cudaEventElapsedTime(start, end))))
+            span.append(float(tb.cuda_call(cudart.cudaEventElapsedTime(start, end))))
             for e in (start, end):
                 tb.cuda_call(cudart.cudaEventDestroy(e))
+            busy.append(kernels.kernel_ms())
     return {"batch": batch, "mode": mode, "max_abs_error": error, "per_infer": per_call,
             "wall_ms_median": float(np.median(wall)),
-            "gpu_ms_median": float(np.median(device)) if device else None,
+            # The engines' own GPU time, and the stream's span (with the host's waits).
+            "kernel_ms_median": float(np.median(busy)) if busy else None,
+            "stream_span_ms_median": float(np.median(span)) if span else None,
             "distinct_masks": len({m.tobytes() for m in out.mask})}
 
 
@@ -432,8 +492,7 @@ def main() -> None:
         rt = BudgetRuntime.load(tmp, backend="tensorrt")
         for batch in (int(b) for b in args.batches.split(",")):
             for mode in ("mask", "policy"):
-                row = measure(rt, counting, params, batch, mode, args.calls,
-                              gpu=not args.dry_run)
+                row = measure(rt, counting, params, batch, mode, args.calls, kernels)
                 rows.append(row)
                 print(json.dumps(row))
         rt.close()
@@ -444,14 +503,16 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         dry = " - DRY RUN, no GPU" if args.dry_run else ""
         lines = [f"# Device data path on {gpu} (sm {cc}){dry}", "",
-                 "| batch | mode | max abs error | h2d | d2h | d2d | syncs | wall ms | GPU ms |",
-                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                 "| batch | mode | max abs error | h2d | d2h | d2d | syncs | wall ms "
+                 "| kernel ms | stream span ms |",
+                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             c = r["per_infer"]
-            gpu_ms = "-" if r["gpu_ms_median"] is None else f"{r['gpu_ms_median']:.3f}"
+            ms = ["-" if r[k] is None else f"{r[k]:.3f}"
+                  for k in ("kernel_ms_median", "stream_span_ms_median")]
             lines.append(f"| {r['batch']} | {r['mode']} | {r['max_abs_error']:.2e} | {c['h2d']} "
                          f"| {c['d2h']} | {c['d2d']} | {c['sync']} | {r['wall_ms_median']:.3f} | "
-                         f"{gpu_ms} |")
+                         f"{ms[0]} | {ms[1]} |")
         args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -525,6 +525,11 @@ def test_the_gpu_data_path_script_runs_dry(tmp_path: Path) -> None:
             assert row["per_infer"]["d2d"] == 0  # one image: no gather or scatter
         elif row["mode"] == "mask":
             assert row["per_infer"]["d2d"] > 0  # a mask per image: rows gathered
+        # uint8 pixels go up once and the preprocess engine normalises them on the device
+        assert row["per_infer"]["launches"]["prep"] == 1
+        assert row["per_infer"]["h2d"] == (1 if row["mode"] == "mask" else 2)
+    table = (tmp_path / "dry.md").read_text()
+    assert "| kernel ms | stream span ms |" in table  # GPU time apart from the host's waits
 
 
 def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> None:
