@@ -1,0 +1,113 @@
+"""The fair comparison's measurement: one accuracy-latency front, every method, one run.
+
+After `fair_training.py` has trained the zoo and the sandwich ResNet-56 under one
+recipe, this turns them into artifacts and measures them side by side through the
+runtime, each stage a real `budget-edge` command whose output marks it done (so the
+script can be stopped and started again, across sessions too):
+
+    agent      train the BudgetNet agent on the sandwich backbone (curriculum, joint
+               fine-tuning; its per-epoch check on the validation split)
+    allocate   the allocator on the agent (calibrated on the validation split)
+    export     the sandwich artifact in its own mode (allocate), static masks searched
+               on the validation split, each whole-mask graph with its own BatchNorm
+    zoo        each zoo member's best.pt (chosen on validation) as an artifact
+    bench      the sandwich artifact with --zoo, --count-table and the static masks, at
+               batch 1 and 8, on the test set (reported, never chosen on): accuracy with
+               95% intervals, McNemar tests against the nearest row, latency ratios
+    subnets    the sandwich network's best depth sub-network at each zoo member's FLOPs,
+               chosen on validation, against the zoo's seeds (sub_networks.py)
+
+    python benchmarks/fair_front.py --list      # which stages are done, which can start
+    python benchmarks/fair_front.py             # run every stage that can run
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fair_training import EPOCHS, QUEUES, RESULTS, epochs_of, progress
+
+FRONT = RESULTS / "front"
+SANDWICH = RESULTS / "sandwich-resnet56-s0"
+ZOO = ["resnet8-s0", "resnet14-s0", "resnet20-s0", "resnet32-s0"]
+CLI = [sys.executable, "-m", "budget_edge.cli"]
+DATA = ["--data", "fashion-mnist"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    done: Path  # exists when the stage has finished
+    needs: list[Path]  # must exist before it can start
+    command: list[str]
+
+
+def finished(run: str) -> bool:
+    options = {**QUEUES["zoo"], **QUEUES["sandwich"]}[run]
+    return progress(RESULTS / run) >= epochs_of(options)
+
+
+def stages() -> list[Stage]:
+    agent, allocated = FRONT / "agent", FRONT / "agent" / "allocated.pt"
+    artifact = FRONT / "artifacts" / "sandwich-resnet56"
+    zoo_artifacts = [FRONT / "artifacts" / name for name in ZOO]
+    plan = [
+        Stage("agent", agent / "budgetnet.pt", [SANDWICH / "best.pt"],
+              [*CLI, "train", "--checkpoint", str(SANDWICH / "best.pt"), *DATA,
+               "--out", str(agent), *(["--resume"] if (agent / "last.pt").exists() else [])]),
+        Stage("allocate", allocated, [agent / "budgetnet.pt"],
+              [*CLI, "allocate", str(agent / "budgetnet.pt"), *DATA, "--out", str(allocated)]),
+        Stage("export", artifact / "manifest.json", [allocated],
+              [*CLI, "export", str(allocated), "--out", str(artifact),
+               "--static-masks", "fashion-mnist", "--static-search-images", "5000"]),
+    ]
+    for name, out in zip(ZOO, zoo_artifacts, strict=True):
+        best = RESULTS / name / "best.pt"
+        plan.append(Stage(f"zoo {name}", out / "manifest.json", [best],
+                          [*CLI, "export", str(best), "--out", str(out)]))
+    bench = FRONT / "bench"
+    plan.append(Stage(
+        "bench", bench / "front.json", [artifact / "manifest.json",
+                                        *(z / "manifest.json" for z in zoo_artifacts)],
+        [*CLI, "bench", str(artifact), *DATA, "--budgets", "0.1:1.0:0.1", "--batch", "1,8",
+         "--zoo", ",".join(str(z) for z in zoo_artifacts), "--count-table",
+         "--static-search", "5000", "--iterations", "200",
+         "--json", str(bench / "front.json"), "--md", str(bench / "front.md"),
+         "--plot", str(bench / "front.png")]))
+    plan.append(Stage(
+        "subnets", FRONT / "sub-networks" / "sub_networks.json", [SANDWICH / "best.pt"],
+        [sys.executable, str(Path(__file__).parent / "sub_networks.py"),
+         str(SANDWICH / "best.pt"), "--zoo", str(RESULTS / "resnet*-s*" / "best.pt"),
+         "--out", str(FRONT / "sub-networks")]))
+    return plan
+
+
+def ready(stage: Stage) -> bool:
+    """Its inputs exist, and the training runs they come from have finished."""
+    runs = [SANDWICH.name] if any(SANDWICH in p.parents for p in stage.needs) else []
+    runs += [z for z in ZOO if any((RESULTS / z) in p.parents for p in stage.needs)]
+    return all(p.exists() for p in stage.needs) and all(finished(r) for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--list", action="store_true", help="show each stage's state")
+    args = parser.parse_args()
+    for stage in stages():
+        state = "done" if stage.done.exists() else "ready" if ready(stage) else "waiting"
+        if args.list or state != "ready":
+            print(f"{stage.name:20s} {state}")
+            continue
+        print(f"{stage.name:20s} running: {' '.join(stage.command)}", flush=True)
+        stage.done.parent.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(stage.command).returncode != 0:
+            sys.exit(f"stage {stage.name} failed; fix it and run again (done stages are kept)")
+    print(f"(training runs: {EPOCHS} epochs each under fair_training.py's recipe)")
+
+
+if __name__ == "__main__":
+    main()

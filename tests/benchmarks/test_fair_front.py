@@ -1,0 +1,42 @@
+"""The fair comparison's measurement plan: every stage a command the CLI accepts."""
+
+import sys
+from pathlib import Path
+
+import click
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import fair_front  # noqa: E402
+
+from budget_edge.cli import cli  # noqa: E402
+
+
+def test_every_stage_uses_options_its_command_has() -> None:
+    """A typo in an option would surface only when training has finished, hours later."""
+    plan = fair_front.stages()
+    assert [s.name for s in plan][:3] == ["agent", "allocate", "export"]
+    for stage in plan:
+        if stage.command[:3] != fair_front.CLI:
+            continue  # sub_networks.py: its own argparse
+        name, *args = stage.command[3:]
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None, name
+        known = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        used = {a for a in args if a.startswith("--")}
+        assert used <= known, f"{stage.name}: {sorted(used - known)}"
+        # Parsing checks values too (a budget list, a batch list); nothing runs.
+        command.make_context(name, list(args))
+
+
+def test_a_stage_waits_for_its_training_run(monkeypatch) -> None:
+    """best.pt exists from the first epoch on: the stage must also wait for the last."""
+    zoo8 = next(s for s in fair_front.stages() if s.name == "zoo resnet8-s0")
+    best = Path(zoo8.needs[0])
+    assert best.name == "best.pt" and "resnet8-s0" in best.parts
+    assert best.exists()  # committed, mid-training
+    monkeypatch.setattr(fair_front, "finished", lambda run: run != "resnet8-s0")
+    assert not fair_front.ready(zoo8)
+    monkeypatch.setattr(fair_front, "finished", lambda run: True)
+    assert fair_front.ready(zoo8)
