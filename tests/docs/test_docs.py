@@ -390,3 +390,10 @@ def test_readme_python_api_runs_without_torch(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.fullmatch(r"greedy \d+ \d+% of the FLOPs\n", done.stdout), done.stdout
+
+
+def test_the_docs_index_lists_every_document() -> None:
+    index = (ROOT / "docs" / "README.md").read_text()
+    linked = set(re.findall(r"\]\(([^)]+)\)", index))
+    present = {p.name for p in (ROOT / "docs").iterdir() if p.name != "README.md"}
+    assert linked == present, f"unlisted: {sorted(present - linked)}, dead: {sorted(linked - present)}"
