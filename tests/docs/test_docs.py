@@ -396,4 +396,5 @@ def test_the_docs_index_lists_every_document() -> None:
     index = (ROOT / "docs" / "README.md").read_text()
     linked = set(re.findall(r"\]\(([^)]+)\)", index))
     present = {p.name for p in (ROOT / "docs").iterdir() if p.name != "README.md"}
-    assert linked == present, f"unlisted: {sorted(present - linked)}, dead: {sorted(linked - present)}"
+    assert present <= linked, f"not in docs/README.md: {sorted(present - linked)}"
+    assert linked <= present, f"dead links in docs/README.md: {sorted(linked - present)}"
