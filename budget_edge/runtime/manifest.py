@@ -85,7 +85,7 @@ Count = Annotated[int, Meta(ge=0)]
 Flops = Annotated[int, Meta(ge=0, lt=MAX_FLOPS)]
 Name = Annotated[str, Meta(min_length=1)]
 Size = Annotated[int, Meta(ge=1, le=MAX_ROW)]
-Path_ = Annotated[int, Meta(ge=0, lt=MAX_PATHS)]
+PathIndex = Annotated[int, Meta(ge=0, lt=MAX_PATHS)]
 Mask = Annotated[list[int], Meta(max_length=MAX_COMPONENTS)]
 RelPath = Annotated[str, Meta(pattern=INSIDE, description="a path inside the artifact")]
 Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="a lowercase hex SHA-256")]
@@ -100,7 +100,7 @@ class TensorSpec(Spec):
     input of one fixed size (the switch graph's codes)."""
 
     name: Name
-    shape: Annotated[list[Size | str], Meta(min_length=1, max_length=8)]
+    shape: Annotated[list[Size | str], Meta(min_length=1, max_length=8)]  # rank 8 at most
     dtype: DType = "float32"
 
 
@@ -133,14 +133,14 @@ class ComponentSpec(Spec):
     index: Count
     stage: Count
     block: Count
-    path: Path_ | None
+    path: PathIndex | None
     flops: Flops
 
 
 class VariantSpec(Spec):
     """The graph that runs a block with exactly these paths kept."""
 
-    paths: Annotated[list[Path_], Meta(max_length=MAX_PATHS)]
+    paths: Annotated[list[PathIndex], Meta(max_length=MAX_PATHS)]
     graph: str
 
 
