@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from budget_edge.agent.masks import most_frequent_masks
 from budget_edge.data.registry import load_arrays
-from budget_edge.export.hot_policies import most_frequent_masks
 from budget_edge.runtime import allocation
 from budget_edge.runtime.machine import machine_info
 from budget_edge.runtime.runtime import BudgetRuntime

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 from budget_edge.data.registry import load_arrays
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.machine import machine_info
-from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
 
 sys.path.insert(0, str(Path(__file__).parent))
 from interleaved_timing import time_rows, write_result  # noqa: E402

@@ -16,7 +16,7 @@ preprocessed float32 batch, and both use the same number of threads. Before
 timing, the eager logits are checked against the runtime's. Models, weights
 and the untrained agent: see bench_models.py. Timing: every row of a model and
 batch size in one process, warmed up, interleaved in rounds (the discipline
-of `budget-edge bench`, budget_edge/runtime/bench.py).
+of `budget-edge bench`, budget_edge/bench/measure.py).
 
     .venv/bin/python benchmarks/peer_eager.py                 # all three models
     .venv/bin/python benchmarks/peer_eager.py --models resnet56 --iterations 20
@@ -40,15 +40,15 @@ import bench_models
 import numpy as np
 import torch
 
-from budget_edge.commands.options import parse_batches, parse_budgets
-from budget_edge.models.checkpoint import LoadedCheckpoint
-from budget_edge.runtime import BudgetRuntime
-from budget_edge.runtime.bench import (
+from budget_edge.bench.measure import (
     LatencyStats,
     TimedJob,
     time_jobs,
     timing_pool,
 )
+from budget_edge.commands.options import parse_batches, parse_budgets
+from budget_edge.models.checkpoint import LoadedCheckpoint
+from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.inputs import prepare_images
 from budget_edge.runtime.machine import load_average, machine_info
 

@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from budget_edge.agent.masks import correct_under_masks
+from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 from budget_edge.data.registry import load_arrays
 from budget_edge.data.split import split_from_meta
-from budget_edge.evaluate import as_tensors, correct_under_masks, preprocessing_of
+from budget_edge.data.torch_dataset import as_tensors, preprocessing_of
 from budget_edge.models import Backbone
 from budget_edge.models.batchnorm import recalibrate_batchnorm
 from budget_edge.models.checkpoint import load_checkpoint
 from budget_edge.runtime.machine import machine_info
-from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
 from budget_edge.train.sandwich import depth_mask, stage_lengths
 
 

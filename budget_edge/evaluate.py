@@ -39,191 +39,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from budget_edge.agent.allocator import Allocator, allocate, decision_graph
-from budget_edge.data.arrays import DatasetInfo, ImageArrays
-from budget_edge.data.torch_dataset import ImageDataset
-from budget_edge.errors import ConfigError, DataError
+from budget_edge.agent.allocator import Allocator, decision_graph
+from budget_edge.agent.masks import (
+    MASK_MODES,
+    best_static_masks,
+    correct_under_masks,
+    mutual_information,
+    policy_masks,
+    random_masks,
+    static_drop_order,
+    static_masks,
+)
+from budget_edge.errors import ConfigError
 from budget_edge.figures import new_figure, save_png
 from budget_edge.files import atomic_write_text, atomic_writer
 from budget_edge.models.backbone import Backbone
-from budget_edge.runtime.masks import rank_counts
-
-# A probability at or above this keeps a component (the reference's test).
-KEEP_THRESHOLD = 0.5
-MASK_MODES = ("greedy", "rank", "allocate")
-
-
-def preprocessing_of(meta: dict[str, Any], info: DatasetInfo) -> tuple[list[float], list[float]]:
-    """Mean/std the backbone was trained with (checkpoint meta), else the dataset's own."""
-    prep = meta.get("preprocessing") or {}
-    return list(prep.get("mean") or info.mean), list(prep.get("std") or info.std)
-
-
-def check_data_fits(info: DatasetInfo, backbone: Backbone) -> None:
-    """The dataset must have the images and classes the backbone was built for."""
-    if tuple(info.input_size) != tuple(backbone.input_size):
-        raise DataError(
-            f"{info.name} images are {tuple(info.input_size)} (C, H, W) but the backbone was "
-            f"built for {tuple(backbone.input_size)}; use the dataset it was trained on (--data)"
-        )
-    if info.num_classes != backbone.num_classes:
-        raise DataError(
-            f"{info.name} has {info.num_classes} classes but the backbone predicts "
-            f"{backbone.num_classes}; use the dataset it was trained on (--data)"
-        )
-
-
-def as_tensors(arrays: ImageArrays, mean: list[float], std: list[float]) -> tuple[Tensor, Tensor]:
-    """All images of a split, normalised, as one (N, C, H, W) float tensor, and the labels."""
-    dataset = ImageDataset(arrays, train=False, mean=mean, std=std)
-    return dataset.__getitems__(list(range(len(dataset))))
-
-
-def _batches(n: int, batch_size: int) -> list[slice]:
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-def masks_from_probs(probs: Tensor, budget: float, mode: str = "greedy") -> Tensor:
-    """(N, K) bool. greedy: p >= 0.5 (the paper). rank: the round(c K) most probable
-    components of each image, a tie at .5 rounding down (as the runtime's `rank`)."""
-    if mode == "greedy":
-        return probs >= KEEP_THRESHOLD
-    if mode == "rank":
-        k = probs.shape[1]
-        count = int(rank_counts(np.array([budget]), k)[0])  # the runtime's rounding rule
-        keep = torch.zeros_like(probs, dtype=torch.bool)
-        keep.scatter_(1, probs.topk(count, dim=1).indices, True)
-        return keep
-    raise ConfigError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")
-
-
-@torch.no_grad()
-def policy_masks(
-    agent: torch.nn.Module,
-    images: Tensor,
-    budget: float,
-    batch_size: int = 500,
-    mode: str = "greedy",
-    allocator: Allocator | None = None,
-) -> Tensor:
-    """(N, K) bool: the agent's deterministic masks for every image at budget c
-    (mode "allocate": the allocator's counts, as the runtime's mode)."""
-    if mode == "allocate":
-        return allocated_masks(agent, allocator, images, budget, batch_size)
-    masks = []
-    for part in _batches(len(images), batch_size):
-        probs, _ = agent(images[part], budget)
-        masks.append(masks_from_probs(probs, budget, mode))
-    return torch.cat(masks)
-
-
-@torch.no_grad()
-def allocated_masks(
-    agent: torch.nn.Module,
-    allocator: Allocator | None,
-    images: Tensor,
-    budget: float,
-    batch_size: int = 500,
-) -> Tensor:
-    """(N, K) bool: mode "allocate" (runtime/allocation.py) computed with torch."""
-    if allocator is None or allocator.calibration is None:
-        raise ConfigError(
-            "mode 'allocate' needs a checkpoint with a calibrated allocator: "
-            "run `budget-edge allocate CKPT --out CKPT2` first"
-        )
-    masks = [
-        torch.from_numpy(
-            allocate(
-                allocator,
-                agent,  # type: ignore[arg-type]
-                images[part],  # type: ignore[arg-type]
-                [budget],
-            )[0]
-        ).bool()
-        for part in _batches(len(images), batch_size)
-    ]
-    return torch.cat(masks)
-
-
-@torch.no_grad()
-def correct_under_masks(
-    backbone: Backbone, images: Tensor, labels: Tensor, masks: Tensor | None, batch_size: int = 500
-) -> Tensor:
-    """(N,) bool: whether the backbone, run with each image's mask, predicts its label."""
-    correct = []
-    for part in _batches(len(images), batch_size):
-        mask = None if masks is None else masks[part]
-        correct.append(backbone(images[part], mask).argmax(1) == labels[part])
-    return torch.cat(correct)
-
-
-def random_masks(counts: Tensor, num_components: int, generator: torch.Generator) -> Tensor:
-    """(N, K) bool: row i keeps exactly counts[i] components, chosen uniformly."""
-    scores = torch.rand(len(counts), num_components, generator=generator)
-    ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation per row
-    return ranks < counts[:, None]
-
-
-def static_drop_order(
-    backbone: Backbone, images: Tensor, labels: Tensor, batch_size: int = 500
-) -> list[int]:
-    """Components ordered from least to most harmful to drop, measured one at a time."""
-    k = backbone.num_components
-    accuracies = []
-    for component in range(k):
-        mask = torch.ones(len(images), k, dtype=torch.bool)
-        mask[:, component] = False
-        correct = correct_under_masks(backbone, images, labels, mask, batch_size)
-        accuracies.append(correct.float().mean().item())
-    # Highest accuracy without it first; ties keep mask order (sorted is stable).
-    return sorted(range(k), key=lambda c: -accuracies[c])
-
-
-def best_static_masks(
-    backbone: Backbone, images: Tensor, labels: Tensor, batch_size: int = 500
-) -> Tensor:
-    """(K+1, K) bool: row m is the best fixed mask with m components found by greedy
-    backward elimination on these (validation) images: from all kept, drop at each step
-    the component whose removal costs the least accuracy. The runtime's
-    `static_masks.search_static_masks` does the same through ONNX Runtime."""
-    k = backbone.num_components
-    table = torch.zeros(k + 1, k, dtype=torch.bool)
-    kept = torch.ones(k, dtype=torch.bool)
-    table[k] = kept
-    for m in range(k - 1, -1, -1):
-        best_acc, best = -1.0, kept
-        for component in torch.nonzero(kept).flatten().tolist():
-            trial = kept.clone()
-            trial[component] = False
-            masks = trial.expand(len(images), k)
-            acc = correct_under_masks(backbone, images, labels, masks, batch_size)
-            if acc.float().mean().item() > best_acc:
-                best_acc, best = acc.float().mean().item(), trial
-        kept = best
-        table[m] = kept
-    return table
-
-
-def mutual_information(masks: Tensor, labels: Tensor) -> float:
-    """I(class; mask) in bits from the empirical joint counts: 0 when the mask is a
-    function of the budget alone, up to H(class) when it sorts images by class."""
-    _, mask_ids = torch.unique(masks, dim=0, return_inverse=True)
-    _, class_ids = torch.unique(labels, return_inverse=True)
-    joint = torch.zeros(int(mask_ids.max()) + 1, int(class_ids.max()) + 1, dtype=torch.float64)
-    joint.index_put_(
-        (mask_ids, class_ids), torch.ones(len(labels), dtype=torch.float64), accumulate=True
-    )
-    joint /= joint.sum()
-    outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
-    nz = joint > 0
-    return float((joint[nz] * torch.log2(joint[nz] / outer[nz])).sum())
-
-
-def static_masks(counts: Tensor, order: list[int], num_components: int) -> Tensor:
-    """(N, K) bool: row i drops the first K - counts[i] components of the drop order."""
-    position = torch.empty(num_components, dtype=torch.long)
-    position[torch.tensor(order)] = torch.arange(num_components)
-    return position[None, :] >= (num_components - counts)[:, None]
 
 
 @dataclass

@@ -11,18 +11,16 @@ import torch
 from budgetnet_helpers import tiny_backbone
 from torch import Tensor, nn
 
-from budget_edge.errors import ConfigError
-from budget_edge.evaluate import (
+from budget_edge.agent.masks import (
     best_static_masks,
-    evaluate_budget,
     masks_from_probs,
     mutual_information,
     random_masks,
     static_drop_order,
     static_masks,
-    sweep,
-    write_reports,
 )
+from budget_edge.errors import ConfigError
+from budget_edge.evaluate import evaluate_budget, sweep, write_reports
 
 
 def test_random_masks_keep_the_requested_count() -> None:

@@ -86,8 +86,8 @@ def command(
 
     from budget_edge.data.registry import load_arrays
     from budget_edge.data.split import arranged_for_choices
+    from budget_edge.data.torch_dataset import as_tensors, check_data_fits, preprocessing_of
     from budget_edge.errors import ConfigError
-    from budget_edge.evaluate import as_tensors, check_data_fits, preprocessing_of
     from budget_edge.models.checkpoint import load_checkpoint
     from budget_edge.train.allocator import AllocatorConfig, train_allocator
 

@@ -165,11 +165,8 @@ def command(
     """
     from rich.console import Console
 
-    from budget_edge.commands.status import status_line
-    from budget_edge.errors import ConfigError
-    from budget_edge.runtime import BudgetRuntime
-    from budget_edge.runtime import bench_report as report
-    from budget_edge.runtime.bench import (
+    from budget_edge.bench import report
+    from budget_edge.bench.measure import (
         Baselines,
         BenchSettings,
         load_bench_data,
@@ -177,6 +174,9 @@ def command(
         parse_precisions,
         run_bench,
     )
+    from budget_edge.commands.status import status_line
+    from budget_edge.errors import ConfigError
+    from budget_edge.runtime import BudgetRuntime
     from budget_edge.runtime.static_masks import (
         from_count_table,
         from_manifest,

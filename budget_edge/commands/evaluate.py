@@ -95,16 +95,9 @@ def command(
     from budget_edge.data.arrays import ImageArrays
     from budget_edge.data.registry import load_arrays
     from budget_edge.data.split import arranged_for_choices
+    from budget_edge.data.torch_dataset import as_tensors, check_data_fits, preprocessing_of
     from budget_edge.errors import CheckpointError, ConfigError
-    from budget_edge.evaluate import (
-        as_tensors,
-        check_data_fits,
-        markdown_table,
-        preprocessing_of,
-        sweep,
-        write_reports,
-        zoo_point,
-    )
+    from budget_edge.evaluate import markdown_table, sweep, write_reports, zoo_point
     from budget_edge.models.checkpoint import load_checkpoint
     from budget_edge.runtime.machine import machine_info
 

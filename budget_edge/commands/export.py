@@ -119,7 +119,7 @@ def command(
     from budget_edge.models.checkpoint import load_checkpoint
 
     if static_data is not None:
-        from budget_edge.runtime.bench import check_search_spec
+        from budget_edge.bench.measure import check_search_spec
 
         check_search_spec(static_data, static_search_images)
     console = Console(stderr=True)
@@ -138,8 +138,8 @@ def command(
             own_batchnorm=own_batchnorm,
         )
         if static_data is not None:
+            from budget_edge.bench.measure import load_search_data
             from budget_edge.runtime import BudgetRuntime
-            from budget_edge.runtime.bench import load_search_data
             from budget_edge.runtime.static_masks import attach_static_masks
 
             with BudgetRuntime.load(out, backend="onnxruntime") as rt:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 from budget_edge.data.arrays import DatasetInfo, ImageArrays
 from budget_edge.data.registry import load_arrays
+from budget_edge.errors import DataError
+
+if TYPE_CHECKING:  # only its attributes are read; models imports data, not back
+    from budget_edge.models.backbone import Backbone
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -209,3 +213,32 @@ def make_loaders(
     return build_loaders(
         train_arrays, test_arrays, batch_size, workers, rank, world_size, seed, pin_memory
     )
+
+
+# ---- the checks and tensors training and evaluation share ------------------------
+
+
+def preprocessing_of(meta: dict[str, Any], info: DatasetInfo) -> tuple[list[float], list[float]]:
+    """Mean/std the backbone was trained with (checkpoint meta), else the dataset's own."""
+    prep = meta.get("preprocessing") or {}
+    return list(prep.get("mean") or info.mean), list(prep.get("std") or info.std)
+
+
+def check_data_fits(info: DatasetInfo, backbone: Backbone) -> None:
+    """The dataset must have the images and classes the backbone was built for."""
+    if tuple(info.input_size) != tuple(backbone.input_size):
+        raise DataError(
+            f"{info.name} images are {tuple(info.input_size)} (C, H, W) but the backbone was "
+            f"built for {tuple(backbone.input_size)}; use the dataset it was trained on (--data)"
+        )
+    if info.num_classes != backbone.num_classes:
+        raise DataError(
+            f"{info.name} has {info.num_classes} classes but the backbone predicts "
+            f"{backbone.num_classes}; use the dataset it was trained on (--data)"
+        )
+
+
+def as_tensors(arrays: ImageArrays, mean: list[float], std: list[float]) -> Batch:
+    """All images of a split, normalised, as one (N, C, H, W) float tensor, and the labels."""
+    dataset = ImageDataset(arrays, train=False, mean=mean, std=std)
+    return dataset.__getitems__(list(range(len(dataset))))

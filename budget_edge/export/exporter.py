@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 import budget_edge
 from budget_edge.agent.allocator import Allocator, ChancesGraph, decision_graph
+from budget_edge.agent.masks import masks_over_budgets, most_frequent_masks
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
 from budget_edge.export.calibration import DEFAULT_COUNT, calibration_images
@@ -46,7 +47,6 @@ from budget_edge.export.graph_modules import (
     is_identity_skip,
     stem_module,
 )
-from budget_edge.export.hot_policies import most_frequent_masks, policy_masks
 from budget_edge.export.onnx_export import (
     DEFAULT_OPSET,
     GraphExporter,
@@ -422,7 +422,7 @@ def _hot_masks(
                 f"(N, {', '.join(map(str, preprocessing.input_size))}), "
                 "preprocessed float32"
             )
-    masks = policy_masks(agent, images, allocator=allocator)
+    masks = masks_over_budgets(agent, images, allocator=allocator)
     ranked = most_frequent_masks(masks, len(masks))
     table = (
         []

@@ -10,8 +10,8 @@ import dataclasses
 import math
 import os
 
+from budget_edge.bench.measure import BenchSettings, load_bench_data, run_bench
 from budget_edge.errors import ConfigError
-from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
 from budget_edge.runtime.budget import (
     BatteryBudget,
     BudgetController,

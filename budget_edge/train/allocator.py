@@ -90,8 +90,7 @@ def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500,
     (`runtime.masks.prefix_blocks`): blocks whose kept paths the runtime runs
     as a prefix; each row keeps the prefix of the same size there, so the table,
     the fit and the exported graphs describe the masks that run."""
-    from budget_edge.evaluate import policy_masks
-    from budget_edge.export.hot_policies import most_frequent_masks
+    from budget_edge.agent.masks import most_frequent_masks, policy_masks
 
     k = agent.num_components
     rows = [most_frequent_masks(policy_masks(agent, images, count / k, batch_size,
@@ -105,7 +104,7 @@ def level_correctness(backbone: Backbone, count_masks: np.ndarray, images: Tenso
                       labels: Tensor, batch_size: int = 500,
                       progress: Progress | None = None) -> np.ndarray:
     """(N, K + 1) bool: right with row k of `count_masks`, for every count k."""
-    from budget_edge.evaluate import correct_under_masks
+    from budget_edge.agent.masks import correct_under_masks
 
     k = backbone.num_components
     table = np.zeros((len(images), k + 1), bool)

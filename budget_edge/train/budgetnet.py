@@ -43,21 +43,21 @@ from torch.utils.data.distributed import DistributedSampler
 
 from budget_edge.agent.explore import explore
 from budget_edge.agent.losses import advantage, entropy_bonus, log_prob, policy_loss, value_loss
+from budget_edge.agent.masks import correct_under_masks, policy_masks
 from budget_edge.agent.policy import PolicyNet, build_agent
 from budget_edge.agent.reward import reward
 from budget_edge.agent.usage import USAGE_KINDS, usage, usage_weights
 from budget_edge.data.arrays import ImageArrays
 from budget_edge.data.registry import load_arrays
 from budget_edge.data.split import arranged_for_choices
-from budget_edge.data.torch_dataset import ImageDataset, batch_collate
-from budget_edge.errors import CheckpointError, ConfigError
-from budget_edge.evaluate import (
+from budget_edge.data.torch_dataset import (
+    ImageDataset,
     as_tensors,
+    batch_collate,
     check_data_fits,
-    correct_under_masks,
-    policy_masks,
     preprocessing_of,
 )
+from budget_edge.errors import CheckpointError, ConfigError
 from budget_edge.files import atomic_write_text
 from budget_edge.models.backbone import Backbone
 from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint

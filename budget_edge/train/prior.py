@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from budget_edge.agent.masks import static_drop_order
 from budget_edge.agent.policy import PolicyNet
 from budget_edge.errors import ConfigError
-from budget_edge.evaluate import static_drop_order
 from budget_edge.models.backbone import Backbone
 
 PRIORS = ("static", "prefix", "none")

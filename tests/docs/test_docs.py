@@ -325,9 +325,9 @@ def set_constant(code: str, name: str, value: object) -> str:
 
 def write_bench_report(artifact: Path, path: Path) -> None:
     """A small real `budget-edge bench --batch 1 --json` report of the artifact."""
+    from budget_edge.bench.measure import BenchSettings, load_bench_data, run_bench
+    from budget_edge.bench.report import write_json
     from budget_edge.runtime import BudgetRuntime
-    from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
-    from budget_edge.runtime.bench_report import write_json
 
     with BudgetRuntime.load(artifact, backend="onnxruntime", threads=1) as rt:
         data = load_bench_data("random", rt, eval_images=16)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from budget_edge.agent.allocator import build_allocator
+from budget_edge.agent.masks import allocated_masks
 from budget_edge.agent.policy import build_agent
+from budget_edge.bench.measure import BenchData, BenchSettings, run_bench
 from budget_edge.errors import ConfigError, InputError, ManifestError
-from budget_edge.evaluate import allocated_masks
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.models import build_backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint
-from budget_edge.runtime.bench import BenchData, BenchSettings, run_bench
 from budget_edge.runtime.manifest import Manifest
 from budget_edge.runtime.runtime import BudgetRuntime
 from budget_edge.train.allocator import count_masks_of
@@ -279,12 +279,12 @@ def test_serve_mode_overrides_the_artifacts_and_is_checked(allocated) -> None:
 
 
 def test_hot_masks_include_the_allocated_masks(allocated) -> None:
-    from budget_edge.export.hot_policies import policy_masks
+    from budget_edge.agent.masks import masks_over_budgets
 
     x = np.random.default_rng(5).standard_normal((12, 3, 32, 32)).astype(np.float32)
     budgets = (0.3, 0.7)
-    plain = policy_masks(allocated["agent"], x, budgets)
-    both = policy_masks(allocated["agent"], x, budgets, allocator=allocated["allocator"])
+    plain = masks_over_budgets(allocated["agent"], x, budgets)
+    both = masks_over_budgets(allocated["agent"], x, budgets, allocator=allocated["allocator"])
     assert len(both) == 2 * len(plain)
     want = np.concatenate([allocated_masks(allocated["agent"], allocated["allocator"],
                                            torch.from_numpy(x), c).numpy() for c in budgets])
@@ -393,7 +393,7 @@ def test_a_mode_the_checkpoint_cannot_run_is_refused(allocated, tmp_path, export
 
 
 def test_the_count_table_is_the_uniform_baseline_of_the_same_graphs(allocated) -> None:
-    from budget_edge.runtime.bench import Baselines
+    from budget_edge.bench.measure import Baselines
     from budget_edge.runtime.static_masks import from_count_table
 
     x = np.random.default_rng(5).integers(0, 255, (12, 32, 32, 3)).astype(np.uint8)

@@ -11,9 +11,9 @@ import onnx
 import pytest
 import torch
 
+from budget_edge.agent.masks import masks_over_budgets
 from budget_edge.errors import ManifestError
 from budget_edge.export.exporter import export_checkpoint
-from budget_edge.export.hot_policies import policy_masks
 from budget_edge.models import build_backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint
 from budget_edge.runtime.manifest import Manifest, verify_files
@@ -113,7 +113,7 @@ def test_manifest_records_flops_shapes_preprocessing_and_versions(art):
 
 def test_hot_policies_are_the_most_frequent_masks(art):
     m = art["manifest"]
-    masks = policy_masks(art["agent"], art["calib"])
+    masks = masks_over_budgets(art["agent"], art["calib"])
     counts = Counter(tuple(int(v) for v in row) for row in masks)
     counts.pop((1,) * m.num_components, None)  # all kept: the static `full` graph runs it
     top = sorted(counts.values(), reverse=True)[:2]

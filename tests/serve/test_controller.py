@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from budget_edge.bench.measure import BenchSettings, load_bench_data, run_bench
 from budget_edge.errors import ConfigError
 from budget_edge.runtime import BudgetRuntime
-from budget_edge.runtime.bench import BenchSettings, load_bench_data, run_bench
 from budget_edge.runtime.budget import BatteryBudget, FixedBudget, LatencyBudget
 from budget_edge.serve.controller import CALIBRATION, calibrate, parse_budget_spec
 

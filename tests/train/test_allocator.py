@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from budget_edge.agent.masks import correct_under_masks, policy_masks
 from budget_edge.agent.policy import build_agent
+from budget_edge.data.torch_dataset import as_tensors
 from budget_edge.errors import CheckpointError, ConfigError
-from budget_edge.evaluate import as_tensors, correct_under_masks, policy_masks
 from budget_edge.models import build_backbone
 from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from budget_edge.runtime import allocation

@@ -6,9 +6,9 @@ import pytest
 import torch
 from budgetnet_helpers import tiny_backbone
 
+from budget_edge.agent.masks import policy_masks
 from budget_edge.agent.policy import build_agent
 from budget_edge.errors import ConfigError
-from budget_edge.evaluate import policy_masks
 from budget_edge.train.prior import apply_budget_prior, prior_order
 
 

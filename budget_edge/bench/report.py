@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from budget_edge.bench.measure import BenchResult, BenchRow
 from budget_edge.figures import new_figure, save_png
 from budget_edge.files import atomic_write_bytes, check_writable_file
-from budget_edge.runtime.bench import BenchResult, BenchRow
 from budget_edge.runtime.runtime import LATENCY_KEYS
 
 STAT_FIELDS = ("min", "mean", "median", "p90", "p95", "p99")
@@ -91,7 +91,7 @@ def _paired(paired: dict[str, Any] | None) -> str:
 # precision.
 # "95% CI": the accuracy's Wilson interval. "paired": accuracy points over the row of
 # another method with the nearest median latency at the same batch size, and the exact
-# McNemar test's p-value on the same images (runtime/significance.py).
+# McNemar test's p-value on the same images (bench/significance.py).
 # "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
 HEADERS = [
     "row",

@@ -7,10 +7,9 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from runtime.conftest import make_net, write_artifact
 
-from budget_edge.errors import ConfigError, DataError
-from budget_edge.runtime import BudgetRuntime
-from budget_edge.runtime.bench import (
+from budget_edge.bench.measure import (
     Baselines,
     BenchData,
     BenchSettings,
@@ -23,9 +22,9 @@ from budget_edge.runtime.bench import (
     time_jobs,
     timing_pool,
 )
+from budget_edge.errors import ConfigError, DataError
+from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.static_masks import mask_accuracy, search_static_masks
-
-from .conftest import make_net, write_artifact
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -290,7 +289,7 @@ def test_static_masks_are_searched_on_the_artifacts_validation_split(tmp_path: P
 
 
 def test_each_row_is_paired_with_the_nearest_latency_row_of_another_method() -> None:
-    from budget_edge.runtime.bench import BenchRow, LatencyStats, pair_with_nearest
+    from budget_edge.bench.measure import BenchRow, LatencyStats, pair_with_nearest
 
     def row(kind: str, median: float, name: str | None = None, batch: int = 1) -> BenchRow:
         stats = LatencyStats(median, median, median, median, median, median)

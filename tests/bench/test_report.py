@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from budget_edge.bench import report
+from budget_edge.bench.measure import BenchResult, BenchRow, LatencyStats
 from budget_edge.errors import BackendError, ConfigError
-from budget_edge.runtime import bench_report as report
-from budget_edge.runtime.bench import BenchResult, BenchRow, LatencyStats
 
 
 def _result(labelled: bool = True) -> BenchResult:
@@ -117,7 +117,7 @@ def test_reports_refuse_missing_folders_and_directories(tmp_path: Path) -> None:
 
 
 def test_the_verdict_is_the_fastest_row_as_accurate_as_the_best() -> None:
-    from budget_edge.runtime.bench import LatencyStats
+    from budget_edge.bench.measure import LatencyStats
 
     def row(kind: str, ms: float, acc: float, ci: tuple[float, float], c: float | None = None):
         stats = LatencyStats(ms, ms, ms, ms, ms, ms)

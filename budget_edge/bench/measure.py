@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.machine import load_average, machine_info, peak_rss_mib, usable_cores
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
-from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
 from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_correct
 
 RANDOM_DATA = "random"

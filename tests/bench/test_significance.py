@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from budget_edge.runtime.significance import mcnemar_exact, wilson_interval
+from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_values():
