@@ -25,7 +25,13 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float]) 
     return figure, figure.subplots(nrows, ncols)
 
 
-def save_png(figure: Any, handle: IO[bytes], dpi: int = 120) -> None:
-    """Lay the figure out and write it as PNG to an open binary file."""
-    figure.tight_layout()
+def save_png(
+    figure: Any,
+    handle: IO[bytes],
+    dpi: int = 120,
+    rect: tuple[float, float, float, float] = (0, 0, 1, 1),
+) -> None:
+    """Lay the figure out inside `rect` (room for a legend outside it) and write it as PNG
+    to an open binary file."""
+    figure.tight_layout(rect=rect)
     figure.savefig(handle, format="png", dpi=dpi)

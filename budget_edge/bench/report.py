@@ -1,8 +1,7 @@
-"""Bench results as a rich table, JSON, CSV, Markdown and a PNG plot.
+"""Bench results as a rich table, JSON, CSV and Markdown (the figure: plot.py).
 
-Torch-free. matplotlib is imported only by :func:`write_plot` (it is the
-`plot` extra, not something a device needs). Every file is written to a
-temporary name and renamed, so a crash never leaves half a report.
+Torch-free. Every file is written to a temporary name and renamed, so a crash
+never leaves half a report.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from budget_edge.bench.measure import BenchResult, BenchRow
-from budget_edge.figures import new_figure, save_png
 from budget_edge.files import atomic_write_bytes, check_writable_file
 from budget_edge.runtime.runtime import LATENCY_KEYS
 
@@ -35,7 +33,8 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return check_writable_file(path)
 
 
-def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a report file atomically, after checking the path can take it."""
     out = check_writable(path)
     atomic_write_bytes(out, data)
     return out
@@ -225,7 +224,7 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
 
 def write_json(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     text = json.dumps(result.to_dict(), indent=1) + "\n"
-    return _atomic_write(path, text.encode())
+    return write_bytes(path, text.encode())
 
 
 def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> Path:
@@ -233,196 +232,11 @@ def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_records(result))
-    return _atomic_write(path, buf.getvalue().encode())
+    return write_bytes(path, buf.getvalue().encode())
 
 
 def write_markdown(result: BenchResult, path: str | os.PathLike[str]) -> Path:
-    return _atomic_write(path, markdown(result).encode())
-
-
-def check_plotting() -> None:
-    """Fail now, not after minutes of timing, when matplotlib is missing."""
-    new_figure(figsize=(1, 1))
-
-
-def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
-    """Median latency (p90 as error bar) and accuracy (or FLOPs share) against the budget,
-    with the static model as a horizontal line of the same colour."""
-    front = result.data["labelled"]
-    fig, axes = new_figure(1, 3 if front else 2, figsize=(16.5 if front else 11, 4.2))
-    ax_lat, ax_q = axes[0], axes[1]
-    batches = sorted({r.batch for r in result.rows})
-    for i, n in enumerate(batches):
-        for j, p in enumerate(_precisions(result)):
-            color, tag = f"C{i}", _tag(result, p)
-            rows = _budget_rows(result, n, p)
-            up = [r.latency.p90 - r.latency.median for r in rows]
-            ax_lat.errorbar(
-                [r.budget for r in rows],
-                [r.latency.median for r in rows],
-                yerr=[[0.0] * len(rows), up],
-                marker=MARKERS[j % len(MARKERS)],
-                color=color,
-                capsize=3,
-                alpha=1.0 if j == 0 else 0.6,
-                label=f"runtime{tag}, batch {n} (median, p90)",
-            )
-            static = _find(result.rows, "static", n, p)
-            if static is not None:
-                ax_lat.axhline(
-                    static.latency.median,
-                    color=color,
-                    linestyle="--" if j == 0 else ":",
-                    label=f"static full graph{tag}, batch {n}",
-                )
-    ax_lat.set_xlabel("budget c")
-    ax_lat.set_ylabel("latency (ms per batch)")
-    ax_lat.set_ylim(bottom=0)
-    ax_lat.grid(alpha=0.3)
-    ax_lat.legend(fontsize=8)
-    _quality_panel(ax_q, result, batches[0])
-    if front:
-        _front_panel(axes[2], result, batches[0])
-    env = result.environment
-    fig.suptitle(
-        f"{result.model['backbone']} · {env['cpu']} · {env['backend']}, "
-        f"{env['threads_effective']} thread(s)",
-        fontsize=10,
-    )
-    png = io.BytesIO()
-    save_png(fig, png)
-    return _atomic_write(path, png.getvalue())
-
-
-def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
-    """Accuracy when the data has labels, else the executed FLOPs share."""
-    main = _precisions(result)[0]
-    rows = _budget_rows(result, batch, main)
-    static = _find(result.rows, "static", batch, main)
-    labelled = result.data["labelled"]
-    attr, name = ("accuracy", "accuracy") if labelled else ("flops_share", "executed FLOPs share")
-    for j, p in enumerate(_precisions(result)):
-        line = _budget_rows(result, batch, p)
-        ax.plot(
-            [r.budget for r in line],
-            [getattr(r, attr) for r in line],
-            marker=MARKERS[j % len(MARKERS)],
-            color="C0" if j == 0 else f"C{3 + j}",
-            label=f"runtime{_tag(result, p)} ({name})",
-        )
-    masks = sorted(
-        (r for r in result.rows if r.kind == "static-mask" and r.batch == batch),
-        key=lambda r: r.budget or 0.0,
-    )
-    if masks:
-        ax.plot(
-            [r.budget for r in masks],
-            [getattr(r, attr) for r in masks],
-            marker="s",
-            linestyle="--",
-            color="C2",
-            label=f"best static mask ({name})",
-        )
-    if labelled and static is not None and static.accuracy is not None:
-        ax.axhline(static.accuracy, color="C0", linestyle="--", label="static full graph")
-    if not labelled:
-        ax.plot(
-            [r.budget for r in rows],
-            [r.usage for r in rows],
-            marker="s",
-            color="C1",
-            label="component usage",
-        )
-        ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="usage = budget")
-    ax.set_xlabel("budget c")
-    ax.set_ylabel(name)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
-    """Accuracy against measured latency: the front a user picks a model from."""
-    main = _precisions(result)[0]
-
-    def rows(kind: str, precision: str = main) -> list[BenchRow]:
-        return sorted(
-            (
-                r
-                for r in result.rows
-                if r.kind == kind and r.batch == batch and r.precision == precision
-            ),
-            key=lambda r: r.latency.median,
-        )
-
-    lines = [
-        (
-            rows("budget", p),
-            f"{MARKERS[j % len(MARKERS)]}-",
-            f"BudgetNet{_tag(result, p)} (policy included)",
-        )
-        for j, p in enumerate(_precisions(result))
-    ]
-    lines.append((rows("static-mask"), "s--", "best static mask per budget"))
-    for line, style, label in lines:
-        if line:
-            ax.plot(
-                [r.latency.median for r in line], [r.accuracy for r in line], style, label=label
-            )
-            for r in line:
-                ax.annotate(
-                    f"{r.budget:g}",
-                    (r.latency.median, r.accuracy or 0.0),
-                    fontsize=7,
-                    textcoords="offset points",
-                    xytext=(3, -9),
-                )
-    for j, p in enumerate(_precisions(result)):
-        static = _find(result.rows, "static", batch, p)
-        if static is not None:
-            ax.plot(
-                [static.latency.median],
-                [static.accuracy],
-                "*",
-                color="k" if j == 0 else f"C{3 + j}",
-                markersize=10,
-                label=f"static full graph{_tag(result, p)}",
-            )
-    for i, r in enumerate(r for r in result.rows if r.kind == "zoo" and r.batch == batch):
-        ax.plot([r.latency.median], [r.accuracy], "D", color=f"C{3 + i}", label=f"zoo: {r.name}")
-    ax.set_xlabel(f"median latency (ms per batch of {batch})")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(left=0)
-    # The choice is made near the top: zoom to 10 points under the best model there.
-    accuracies = [r.accuracy for r in result.rows if r.accuracy is not None]
-    if accuracies:
-        top = max(accuracies)
-        ax.set_ylim(max(min(accuracies), top - 0.10) - 0.005, top + 0.005)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-MARKERS = ("o", "^", "v", "D")
-
-
-def _precisions(result: BenchResult) -> list[str]:
-    """The graph sets measured, the main one first (results before precisions: fp32)."""
-    return list(result.environment.get("precisions") or ["fp32"])
-
-
-def _tag(result: BenchResult, precision: str) -> str:
-    """' int8' in legends when several precisions were measured, else nothing."""
-    return f" {precision}" if len(_precisions(result)) > 1 else ""
-
-
-def _budget_rows(result: BenchResult, batch: int, precision: str) -> list[BenchRow]:
-    return sorted(
-        (
-            r
-            for r in result.rows
-            if r.kind == "budget" and r.batch == batch and r.precision == precision
-        ),
-        key=lambda r: r.budget or 0.0,
-    )
+    return write_bytes(path, markdown(result).encode())
 
 
 def _find(

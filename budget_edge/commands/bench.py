@@ -165,7 +165,7 @@ def command(
     """
     from rich.console import Console
 
-    from budget_edge.bench import report
+    from budget_edge.bench import plot, report
     from budget_edge.bench.measure import (
         Baselines,
         BenchSettings,
@@ -199,13 +199,13 @@ def command(
         (json_path, report.write_json),
         (csv_path, report.write_csv),
         (md_path, report.write_markdown),
-        (plot_path, report.write_plot),
+        (plot_path, plot.write_plot),
     )
     for path, _ in outputs:
         if path is not None:
             report.check_writable(path)
     if plot_path is not None:
-        report.check_plotting()  # fail now, not after minutes of timing
+        plot.check_plotting()  # fail now, not after minutes of timing
     zoo_dirs = [Path(p) for p in zoo_text.split(",") if p.strip()]
     for z in zoo_dirs:
         if not z.is_dir():

@@ -1,10 +1,9 @@
-"""bench reports: JSON, CSV, Markdown, PNG and the rich table, written atomically."""
+"""bench reports: JSON, CSV, Markdown and the rich table, written atomically."""
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from rich.console import Console
 
 from budget_edge.bench import report
 from budget_edge.bench.measure import BenchResult, BenchRow, LatencyStats
-from budget_edge.errors import BackendError, ConfigError
+from budget_edge.errors import ConfigError
 
 
 def _result(labelled: bool = True) -> BenchResult:
@@ -82,31 +81,6 @@ def test_rich_table_has_every_row() -> None:
     for label in ("static", "policy", "c=0.5", "c=1"):
         assert label in text
     assert "80.0%" in text  # accuracy at c=1.0
-
-
-@pytest.mark.parametrize("labelled", [True, False])
-def test_plot_is_a_png(tmp_path: Path, labelled: bool) -> None:
-    """A readable picture with a third panel (the accuracy-latency front) only when the
-    data has labels, drawn without switching the caller's matplotlib backend."""
-    import matplotlib
-    from matplotlib.image import imread
-
-    backend = matplotlib.get_backend()
-    path = report.write_plot(_result(labelled), tmp_path / "bench.png")
-    pixels = imread(path)
-    width = 16.5 if labelled else 11.0
-    assert pixels.shape[:2] == (round(4.2 * 120), round(width * 120))
-    assert pixels[..., :3].std() > 0.05  # something is drawn, not a blank canvas
-    assert matplotlib.get_backend() == backend
-
-
-def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
-    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
-        monkeypatch.setitem(sys.modules, name, None)  # as if never installed
-    with pytest.raises(BackendError, match=r"pip install 'budget-edge\[plot\]'"):
-        report.write_plot(_result(), tmp_path / "bench.png")
-    assert not (tmp_path / "bench.png").exists()
 
 
 def test_reports_refuse_missing_folders_and_directories(tmp_path: Path) -> None:

@@ -1,0 +1,91 @@
+"""The bench figure: every method in every panel, one colour each, accuracy in %."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.test_report import _result
+from budget_edge.bench import plot
+from budget_edge.bench.measure import BenchResult, BenchRow, LatencyStats
+from budget_edge.errors import BackendError
+
+
+def _with_zoo_and_masks(labelled: bool = True) -> BenchResult:
+    result = _result(labelled)
+    stats = LatencyStats(0.5, 0.6, 0.6, 0.7, 0.8, 0.9)
+    for n in (1, 8):
+        acc = 0.85 if labelled else None
+        result.rows.append(BenchRow("zoo", n, None, stats, 1e3, 1.0, 0.3, acc, name="resnet8"))
+        for c in (0.5, 1.0):
+            result.rows.append(BenchRow("static-mask", n, c, stats, 1e3, c, c,
+                                        0.7 * c if labelled else None))
+    return result
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_every_method_appears_once_in_one_legend_under_the_panels() -> None:
+    fig = plot.figure(_with_zoo_and_masks())
+    assert len(fig.axes) == 3
+    assert _legend(fig) == ["BudgetNet", "static mask per budget", "static full graph",
+                            "zoo: resnet8"]
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
+
+
+def test_a_method_keeps_its_colour_in_every_panel() -> None:
+    fig = plot.figure(_with_zoo_and_masks())
+    colours: dict[str, set[str]] = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                colours.setdefault(line.get_label(), set()).add(line.get_color())
+    zoo = colours["zoo: resnet8"]
+    assert len(zoo) == 1 and zoo != colours["static full graph"]
+    assert all(len(c) == 1 for c in colours.values()), colours
+
+
+def test_accuracy_is_in_percent_and_every_point_is_inside_the_front() -> None:
+    fig = plot.figure(_with_zoo_and_masks())
+    front = fig.axes[2]
+    assert front.get_ylabel() == "accuracy (%)"
+    low, high = front.get_ylim()
+    points = [y for line in front.get_lines() for y in line.get_ydata()]
+    assert min(points) == pytest.approx(35.0)  # static mask at c = 0.5: 0.7 * 0.5
+    assert low < min(points) and high > max(points)
+
+
+def test_the_title_says_what_was_measured_where() -> None:
+    text = plot.title(_with_zoo_and_masks())
+    for part in ("resnet56", "mode allocate", "fp32", "cifar10 (100 images)", "Test CPU",
+                 "onnxruntime", "2 thread(s)"):
+        assert part in text
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_the_png_is_drawn_without_touching_the_callers_backend(
+    tmp_path: Path, labelled: bool
+) -> None:
+    import matplotlib
+    from matplotlib.image import imread
+
+    backend = matplotlib.get_backend()
+    path = plot.write_plot(_with_zoo_and_masks(labelled), tmp_path / "bench.png")
+    pixels = imread(path)
+    width = 16.5 if labelled else 11.0  # the front is drawn only with labels
+    assert pixels.shape[:2] == (round(5.2 * 120), round(width * 120))
+    assert pixels[..., :3].std() > 0.05  # something is drawn
+    assert matplotlib.get_backend() == backend
+
+
+def test_without_matplotlib_it_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if never installed
+    with pytest.raises(BackendError, match=r"pip install 'budget-edge\[plot\]'"):
+        plot.write_plot(_result(), tmp_path / "bench.png")
+    assert not (tmp_path / "bench.png").exists()
