@@ -102,9 +102,21 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(
 
 
 def test_bf16_autocast_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """The convolutions really run in bf16 (autocast on), and the weights stay fp32."""
     data, backbone = setup
     cfg = tiny_config(data, precision="bf16", curriculum_epochs=1, eval_budgets=(0.5,))
-    loaded = load_checkpoint(train_budgetnet(tmp_path / "run", backbone, cfg))
+    seen: set[torch.dtype] = set()
+
+    def record(module: torch.nn.Module, args: object, output: object) -> None:
+        if isinstance(module, torch.nn.Conv2d) and torch.is_grad_enabled():
+            seen.add(output.dtype)  # type: ignore[attr-defined]
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        loaded = load_checkpoint(train_budgetnet(tmp_path / "run", backbone, cfg))
+    finally:
+        hook.remove()
+    assert seen == {torch.bfloat16}  # every training convolution, none left in fp32
     assert loaded.agent is not None
     weights = [*loaded.agent.parameters(), *loaded.backbone.parameters()]
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights)
