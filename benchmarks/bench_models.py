@@ -1,7 +1,11 @@
 """The three models the runtime targets are measured on, and their artifacts.
 
 Shared by `peer_eager.py` and `runtime_targets.py` (run from the repository
-root: `python benchmarks/<script>.py`).
+root: `python benchmarks/<script>.py`). Run alone, it exports the artifacts where
+they look for them (their --work), e.g. to run `budget-edge bench` on them or to
+copy them to a device:
+
+    python benchmarks/bench_models.py [--models resnet56] [--out DIR]
 
 - resnet56: the real akamaster CIFAR-10 weights when
   shared/pretrained/akamaster-cifar10 is there (imported with load_checkpoint),
@@ -23,6 +27,7 @@ and the policy graph, thresholding and cap all run as in production.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -38,6 +43,7 @@ from budget_edge.models.checkpoint import LoadedCheckpoint, load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BUDGET_EDGE_SHARED", ROOT / ".." / "shared"))
 AKAMASTER = SHARED / "pretrained" / "akamaster-cifar10"
+WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "budget-edge-bench"  # exported artifacts
 CIFAR_MEAN = [0.485, 0.456, 0.406]  # akamaster's training normalisation
 CIFAR_STD = [0.229, 0.224, 0.225]
 AGENT_LOGIT_BIAS = 4.0
@@ -119,3 +125,28 @@ def export(model_name: str, extractor: str, out: Path, reuse: bool = True
     print(f"exported {model_name} ({extractor} agent) to {out} in "
           f"{time.perf_counter() - t:.0f} s", flush=True)
     return loaded, source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, of {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--extractor", default="light", choices=["light", "resnet8"],
+                        help="the untrained agent's feature extractor")
+    parser.add_argument("--out", type=Path, default=WORK,
+                        help="each artifact goes to OUT/MODEL-EXTRACTOR (default: %(default)s, "
+                             "the other scripts' --work)")
+    parser.add_argument("--fresh", action="store_true", help="export again even if present")
+    args = parser.parse_args()
+    names = args.models.split(",")
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"no model {', '.join(unknown)} (have {', '.join(MODELS)})")
+    for name in names:
+        out = args.out / f"{name}-{args.extractor}"
+        _, source = export(name, args.extractor, out, reuse=not args.fresh)
+        print(f"{name}: {out} ({source})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

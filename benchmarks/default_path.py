@@ -3,7 +3,7 @@
 For each checkpoint: export it with no options into a temporary folder, load
 it with no options, and classify N test images one at a time with
 `rt.infer(x[i:i+1], budget=c)` (no mode: the artifact's own), next to the
-artifact's static graph on the same images, interleaved (interleaved_timing.py).
+artifact's static graph on the same images, interleaved (budget_edge/bench/interleaved.py).
 Reports the median latency ratio over the static graph and the accuracy of
 both, with 95% intervals and the paired test.
 
@@ -26,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from budget_edge.bench.interleaved import time_rows, write_result
 from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 from budget_edge.data.registry import load_arrays
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.machine import machine_info
-
-sys.path.insert(0, str(Path(__file__).parent))
-from interleaved_timing import time_rows, write_result  # noqa: E402
 
 
 def measure(checkpoint: Path, budget: float, n: int, rounds: int) -> dict[str, object]:

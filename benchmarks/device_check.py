@@ -48,6 +48,7 @@ import torch
 
 from budget_edge.agent.allocator import build_allocator
 from budget_edge.agent.policy import build_agent
+from budget_edge.bench.interleaved import write_result
 from budget_edge.export.exporter import export_checkpoint
 from budget_edge.export.quantize import QuantizeSettings, quantize_artifact
 from budget_edge.models import build_backbone
@@ -55,9 +56,6 @@ from budget_edge.models.checkpoint import LoadedCheckpoint
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.machine import machine_info
 from budget_edge.train.allocator import count_masks_of
-
-sys.path.insert(0, str(Path(__file__).parent))
-from interleaved_timing import write_result  # noqa: E402
 
 SIZE = (1, 28, 28)
 MAX_BATCH = 8

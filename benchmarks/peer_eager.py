@@ -53,7 +53,7 @@ from budget_edge.runtime.inputs import prepare_images
 from budget_edge.runtime.machine import load_average, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "budget-edge-bench"
+WORK = bench_models.WORK
 
 
 class EagerReference:
@@ -221,8 +221,10 @@ def write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None, description: str | None = None
+               ) -> argparse.Namespace:
+    """The command line of this script and of runtime_targets.py (its own description)."""
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet56,resnet110,resnext29")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--budgets", default="0.25,0.5,0.75,1.0")

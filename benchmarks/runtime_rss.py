@@ -1,12 +1,16 @@
 """Resident memory of the runtime after every budget at batch 1 and 8, in a fresh process.
 
-Torch-free, shared by runtime_targets.py (target 5) and runtime_overhead.py
-(section 4, with the shared arena on and off). The child runs with torch made
-unimportable, so only what the runtime needs is counted.
+Torch-free, shared by runtime_targets.py (target 5) and
+investigations/runtime_overhead.py (section 4, with the shared arena on and off).
+The child runs with torch made unimportable, so only what the runtime needs is
+counted. Run alone, on an artifact with an agent (psutil must be installed):
+
+    python benchmarks/runtime_rss.py ARTIFACT [--threads 1] [--per-session-arena]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -43,3 +47,25 @@ def runtime_rss(artifact: Path, threads: int, shared_arena: bool = True) -> dict
     """{'rss_mib', 'sessions'} of a runtime that ran every budget at batch 1 and 8."""
     return run_child(_CHILD, str(artifact), str(threads),
                      "shared" if shared_arena else "per-session")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("artifact", type=Path, help="an exported artifact directory")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--per-session-arena", action="store_true",
+                        help="each session its own memory arena (the runtime shares one)")
+    args = parser.parse_args()
+    try:
+        result = runtime_rss(args.artifact, args.threads, not args.per_session_arena)
+    except subprocess.CalledProcessError as exc:
+        print((exc.stderr.strip().splitlines() or [str(exc)])[-1], file=sys.stderr)  # the error
+        return 1
+    arena = "per-session arenas" if args.per_session_arena else "one shared arena"
+    print(f"{args.artifact}: {result['rss_mib']:.0f} MiB resident after every budget at "
+          f"batch 1 and 8 ({result['sessions']} sessions, {args.threads} threads, {arena})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

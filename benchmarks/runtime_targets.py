@@ -234,7 +234,7 @@ def readme_snippet(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    args = peer_eager.parse_args()
+    args = peer_eager.parse_args(description=__doc__.splitlines()[0])
     if args.out == str(peer_eager.RESULTS / "peer_eager"):
         args.out = str(RESULTS / "runtime_targets")
     torch.set_num_threads(args.threads)

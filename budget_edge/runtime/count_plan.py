@@ -10,7 +10,7 @@ cold. So the plan holds, per count, the graph, the mask, the keep shares and
 the FLOPs, and picks the count with the same arithmetic as
 `allocation.counts_for`, in plain Python on one row: 0.04-0.12x of
 ResNet-20's static graph faster than the general path
-(`benchmarks/allocate_batch_one.py`, benchmarks/results/allocate-batch-one/).
+(`benchmarks/investigations/allocate_batch_one.py`, benchmarks/results/allocate-batch-one/).
 Results equal the general path's bit for bit (tests/runtime/test_count_plan.py,
 tests/export/test_allocator_export.py).
 """

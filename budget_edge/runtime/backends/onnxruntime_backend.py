@@ -136,7 +136,7 @@ def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -
     """Options for every session, chosen by measurement.
 
     The runtime runs many small sessions one after another (stem, a graph per
-    block, head), never two at once. `python benchmarks/ort_session_options.py`
+    block, head), never two at once. `python benchmarks/investigations/ort_session_options.py`
     times a ResNet-56 shaped chain of 29 sessions against the one static graph
     (onnxruntime 1.32, the 2-core dev VM while other jobs ran, load ~8, so
     treat small differences as noise; median ms):

@@ -8,7 +8,7 @@ ResNet-20 with the whole-mask graphs of its count masks: 6.2 MB of weights
 in 11 graphs, 1.1 MB distinct. Mode allocate runs another graph nearly every
 image, and a graph whose copy has left the L2 cache is slower: round robin
 over six sessions of one ResNet-20 graph cost 11-13% more per call than one
-session, 4% with the weights shared (`benchmarks/shared_weights.py`,
+session, 4% with the weights shared (`benchmarks/investigations/shared_weights.py`,
 benchmarks/results/shared-weights/ and runtime-findings.md, section 9).
 
 So a session is made in two steps. ONNX Runtime optimises the graph once and

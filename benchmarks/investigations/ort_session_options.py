@@ -5,7 +5,7 @@ onnx.helper, as one graph per block plus stem and head (how the runtime runs
 it) and as one static graph, then times the chain of sessions and the static
 graph under several option sets. Torch-free.
 
-    .venv/bin/python benchmarks/ort_session_options.py [--iterations 50]
+    .venv/bin/python benchmarks/investigations/ort_session_options.py [--iterations 50]
 
 The choice in budget_edge/runtime/backends/onnxruntime_backend.py rests on
 the numbers this prints (recorded there with the machine they came from).

@@ -11,7 +11,7 @@
    the agent's most common mask at budget c (the switch graph, or a hot
    policy's whole graph when the mask has one), batch 8; time per op type.
 
-    python benchmarks/quantized_cpu.py ARTIFACT --calib-data fashion-mnist \
+    python benchmarks/investigations/quantized_cpu.py ARTIFACT --calib-data fashion-mnist \
         --out benchmarks/results/quantize/NAME
 
 Writes NAME.json and NAME.md.

@@ -13,7 +13,8 @@ running one budget would; every path sees the same images):
     allocate, switch  the same without whole-mask graphs (every mask by the switch graph)
     greedy            infer(budget=c): the agent alone, its own masks
 
-    python benchmarks/allocate_decision.py ARTIFACT --out benchmarks/results/NAME/decision
+    python benchmarks/investigations/allocate_decision.py ARTIFACT \\
+        --out benchmarks/results/NAME/decision
 
 Writes decision.json and decision.md: mean ms per image and each path over
 the static graph's mean.

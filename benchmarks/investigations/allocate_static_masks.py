@@ -14,7 +14,8 @@ through the runtime:
 
 next to the static mask of round(c K) components for every image:
 
-    python benchmarks/allocate_static_masks.py ARTIFACT --out benchmarks/results/NAME/static-counts
+    python benchmarks/investigations/allocate_static_masks.py ARTIFACT \\
+        --out benchmarks/results/NAME/static-counts
 
 Writes the .json and .md. Accuracy only: either variant needs no agent at run
 time, only the allocator graph.
@@ -105,8 +106,9 @@ def main() -> None:
         })
         print(rows[-1], flush=True)
     result = {"artifact": args.artifact, "machine": machine_info(),
-              "command": f"python benchmarks/allocate_static_masks.py {args.artifact} "
-                         f"--out {args.out} --budgets {args.budgets}", "budgets": rows}
+              "command": "python benchmarks/investigations/allocate_static_masks.py "
+                         f"{args.artifact} --out {args.out} --budgets {args.budgets}",
+              "budgets": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

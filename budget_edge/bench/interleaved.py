@@ -1,4 +1,4 @@
-"""Rows timed side by side, and the result files the benchmarks here write.
+"""Rows timed side by side, and the result files the scripts in benchmarks/ write.
 
 Each row is a call taking an index into a pool of inputs. Every row first
 runs once on every input, untimed (ONNX Runtime makes sessions on first use;

@@ -11,7 +11,8 @@ Two measurements, each side by side in one process, one ONNX Runtime thread:
    `--per` calls over the first 64 test images; and the weight bytes the
    sessions hold against the distinct bytes behind them.
 
-    python benchmarks/shared_weights.py ARTIFACT --out benchmarks/results/NAME/shared-weights
+    python benchmarks/investigations/shared_weights.py ARTIFACT \\
+        --out benchmarks/results/NAME/shared-weights
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from interleaved_timing import time_rows, write_result
 
+from budget_edge.bench.interleaved import time_rows, write_result
 from budget_edge.data.registry import load_arrays
 from budget_edge.runtime.backends import onnxruntime_backend as ort_backend
 from budget_edge.runtime.backends.shared_weights import WeightPool

@@ -11,7 +11,8 @@ running one budget would; every path sees the same images):
                then a whole-mask graph (hot policy) or the switch graph
     backbone   infer(mask=...) with the masks the allocator chose: no decision
 
-    python benchmarks/allocate_one_call.py ARTIFACT --out benchmarks/results/NAME/one-call
+    python benchmarks/investigations/allocate_one_call.py ARTIFACT \\
+        --out benchmarks/results/NAME/one-call
 
 Writes one-call.json and one-call.md: mean and median ms per image, each path
 over the static graph, the usage.
@@ -21,9 +22,9 @@ pay: benchmarks/results/runtime-findings.md, section 7), so this script runs
 against that commit's code and an artifact exported by it:
 
     git worktree add /tmp/one-call 051aa7d
-    cp benchmarks/allocate_one_call.py benchmarks/allocate_decision.py /tmp/one-call/benchmarks/
+    cp benchmarks/investigations/allocate_{one_call,decision}.py /tmp/one-call/benchmarks/
     cd /tmp/one-call && budget-edge export CKPT --out ART ...
-    python benchmarks/allocate_one_call.py ART --out ...
+    python /tmp/one-call/benchmarks/allocate_one_call.py ART --out ...
 
 (with the virtualenv's budget_edge pointing at /tmp/one-call, e.g. PYTHONPATH).
 Results: benchmarks/results/allocate-one-call/.

@@ -6,9 +6,10 @@ give the same result. Next to them, the floor: the allocator graph and the count
 whole-mask graph called straight on the backend (no checks, no result), and
 the static graph. Rows are interleaved in rounds, `--per` consecutive calls per
 row and round, over a pool of the first 64 test images
-(`interleaved_timing.py`).
+(budget_edge/bench/interleaved.py).
 
-    python benchmarks/allocate_batch_one.py ARTIFACT --out benchmarks/results/NAME/batch-one
+    python benchmarks/investigations/allocate_batch_one.py ARTIFACT \\
+        --out benchmarks/results/NAME/batch-one
 
 Writes batch-one.json and batch-one.md (median and mean per row over the static
 graph's, with the machine).
@@ -21,8 +22,8 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
-from interleaved_timing import time_rows, write_result
 
+from budget_edge.bench.interleaved import time_rows, write_result
 from budget_edge.data.registry import load_arrays
 from budget_edge.runtime.inputs import prepare_images
 from budget_edge.runtime.machine import machine_info

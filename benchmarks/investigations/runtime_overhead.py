@@ -1,12 +1,12 @@
 """Where the runtime's time and memory go: the experiments behind results/runtime-findings.md.
 
-Torch-free; runs on the artifacts runtime_targets.py exports (--work). Each
+Torch-free; runs on the artifacts runtime_targets.py or bench_models.py exports (--work). Each
 experiment prints CPU time per call (this process, one intra-op thread), which
 a shared machine's load barely moves.
 
-    .venv/bin/python benchmarks/runtime_overhead.py chain resnet56      # section 2
-    .venv/bin/python benchmarks/runtime_overhead.py nchwc resnet56      # section 2, prototype
-    .venv/bin/python benchmarks/runtime_overhead.py memory resnext29    # section 4
+    python benchmarks/investigations/runtime_overhead.py chain resnet56    # section 2
+    python benchmarks/investigations/runtime_overhead.py nchwc resnet56    # section 2, prototype
+    python benchmarks/investigations/runtime_overhead.py memory resnext29  # section 4
 
 Section 1's code-grouped dispatch and section 4's shared arena have since
 landed in the runtime; `memory` now compares the runtime with its shared
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from runtime_rss import runtime_rss
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: runtime_rss
+from runtime_rss import runtime_rss  # noqa: E402
 
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "budget-edge-bench"
 CAP = "components"

@@ -3,7 +3,7 @@
 Reads what `budget-edge evaluate` wrote (sweep.json) and, for the wall time,
 the run's history.json (per-epoch "seconds") or --wall-minutes:
 
-    .venv/bin/python benchmarks/budgetnet_targets.py \\
+    .venv/bin/python benchmarks/investigations/budgetnet_targets.py \\
         benchmarks/results/budgetnet-resnet20-fmnist/sweep.json \\
         --history benchmarks/results/budgetnet-resnet20-fmnist/train-history.json \\
         --pretrained-accuracy 0.936

@@ -10,7 +10,8 @@ come from the same minutes of the same machine:
     chain    stem, a session call per kept block (rows gathered), head
     switch   the `switch` graph: one call per distinct mask of the batch
 
-    python benchmarks/switch_graph.py ARTIFACT --out benchmarks/results/switch-graph/NAME
+    python benchmarks/investigations/switch_graph.py ARTIFACT \\
+        --out benchmarks/results/switch-graph/NAME
 
 Writes NAME.json and NAME.md (median ms per call, and each path over static).
 """
