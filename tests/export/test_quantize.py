@@ -224,14 +224,21 @@ def test_the_cpu_target_keeps_int32_biases_tensorrt_would_refuse(
     assert any("reads INT32" in p for p in problems)  # ONNX Runtime's fused CPU kernels
 
 
-def test_a_second_writer_waits_its_turn(art: dict[str, Any], tmp_path: Path) -> None:
-    from budget_edge.runtime.manifest import artifact_lock
+def test_a_second_writer_is_refused_and_changes_nothing(art: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """Two writers would each read the manifest and the last would drop the other's
+    entries: while one holds the lock, the other is refused before it writes a byte."""
+    from budget_edge.runtime.manifest import Manifest, artifact_lock
 
     out = _copy(art, tmp_path)
+    before = (out / "manifest.json").read_bytes()
     with artifact_lock(out):  # another quantize or build-engines is writing
         with pytest.raises(ManifestError, match="being written by another budget-edge"):
             quantize_artifact(out, QuantizeSettings("fp16"))
-    quantize_artifact(out, QuantizeSettings("fp16"))  # free again
+        assert (out / "manifest.json").read_bytes() == before
+        assert not (out / "quantized").exists() or not any((out / "quantized").iterdir())
+    quantize_artifact(out, QuantizeSettings("fp16"))  # free again: it runs
+    assert "fp16" in Manifest.load(out).available_precisions
 
 
 def test_a_quantizer_failure_is_one_line_and_changes_nothing(
