@@ -169,7 +169,9 @@ def runtime_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
         yield f"mask {np.asarray(mask, dtype=object).shape} of {mask!r:.30}", \
             expect_error(images=pixels, mask=mask)
     yield "both a budget and a mask", expect_error(images=pixels, budget=0.5, mask=[1] * k)
-    for name, value in [("mode", "Greedy"), ("mode", ""), ("mode", None), ("mode", 5),
+    yield "mode=None (the artifact's own mode)", expect_same(images=pixels, budget=0.5,
+                                                              mode=None)
+    for name, value in [("mode", "Greedy"), ("mode", ""), ("mode", 5),
                         ("cap", "flop"), ("cap", 1), ("policy", "agnt"), ("policy", None),
                         ("seed", -1), ("seed", "x"), ("seed", 1.5), ("seed", True)]:
         call = {"images": pixels, "budget": 0.5, name: value}
@@ -180,6 +182,27 @@ def runtime_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
         images=pixels, budget=0.5, mode="sample", seed=2**70)
     yield "policy 'static' on an artifact without static masks", \
         expect_error(images=pixels, budget=0.5, policy="static")
+    # Arrays that are ndarrays but mean something else (issue 25, class 11).
+    hidden = np.ma.masked_array(pixels, mask=pixels > 128)
+    yield "masked-array pixels (masked values would run as pixels)", \
+        expect_error(images=hidden, budget=0.5)
+    yield "masked-array NCHW floats", expect_error(
+        images=np.ma.masked_array(nchw, mask=nchw > 0), budget=0.5)
+    yield "np.matrix pixels", expect_error(images=np.matrix(pixels[0, :, :, 0]), budget=0.5)
+    yield "a masked-array budget", expect_error(
+        images=pixels, budget=np.ma.masked_array([0.5, 0.5], mask=[True, False]))
+    yield "a np.matrix mask", expect_error(images=pixels, mask=np.matrix([[1] * k] * 2))
+    for budget in [[True, False], np.array([True, True]), np.bool_(False)]:
+        yield f"bool budget {budget!r:.30}", expect_error(images=pixels, budget=budget)
+    for name, value in [("policy", "static"), ("mode", "sample"), ("seed", 3),
+                        ("cap", "flops"), ("mode", "allocate")]:
+        yield f"a mask with {name}={value!r} (ignored before)", expect_error(
+            images=pixels, mask=[1] * k, **{name: value})
+    memmap_path = Path(tempfile.mkdtemp(prefix="hostile-memmap-")) / "pixels"
+    mapped = np.memmap(memmap_path, np.uint8, "w+", shape=pixels.shape)
+    mapped[:] = pixels
+    yield "memmapped pixels (an ndarray subclass that means the same)", expect_same(
+        images=mapped, budget=0.5)
 
     def load(**kwargs: Any) -> CaseFn:
         def fn() -> tuple[str, str]:
@@ -191,6 +214,16 @@ def runtime_cases(artifact: Path) -> Iterator[tuple[str, CaseFn]]:
                    {"threads": "2"}, {"precision": "int4"}, {"precision": "fp16"},
                    {"trusted_keys": ["/nonexistent.pem"]}, {"providers": ["NoSuchProvider"]}]:
         yield f"load with {kwargs}", load(directory=artifact, **kwargs)
+    # Trust that must fail closed, and key files that must not be read unbounded.
+    keys = Path(tempfile.mkdtemp(prefix="hostile-keys-"))
+    os.mkfifo(keys / "fifo.pem")
+    (keys / "big.pem").write_bytes(b"-" * (2 << 20))
+    (keys / "empty.pem").write_bytes(b"")
+    for trusted in [[], "", (), iter(()), keys / "empty.pem", str(keys / "empty.pem"),
+                    ["/dev/zero"], [keys / "fifo.pem"], [keys / "big.pem"],
+                    [keys / "empty.pem"], [""], [keys]]:
+        yield f"load with trusted_keys={trusted!r:.50}", load(directory=artifact,
+                                                               trusted_keys=trusted)
     for where in ["/nonexistent/artifact", "/etc/hostname", "/", "/tmp"]:
         yield f"load {where}", load(directory=where)
 
@@ -554,6 +587,31 @@ def checkpoint_cases(checkpoint: Path, scratch: Path) -> Iterator[tuple[str, Cas
         path.mkdir()
 
     yield "a directory", loads(directory)
+
+    # Files that are not checkpoints and must be refused before they are read.
+    def fifo(path: Path) -> None:
+        os.mkfifo(path)
+
+    def huge_sparse(path: Path) -> None:
+        with open(path, "wb") as f:
+            f.truncate(9 << 30)  # 9 GiB of holes: nothing on disk, everything to read
+
+    def zip_bomb(path: Path) -> None:
+        import zipfile
+
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("archive/data.pkl", b"\0" * (256 << 20))
+            archive.writestr("archive/version", b"3\n")
+
+    yield "a FIFO (would block forever)", loads(fifo)
+    yield "a 9 GiB sparse file", loads(huge_sparse)
+    yield "a zip whose member inflates to 256 MiB", loads(zip_bomb)
+
+    def device() -> tuple[str, str]:
+        load_checkpoint("/dev/zero")
+        return "silent", "loaded"
+
+    yield "/dev/zero", device
 
 
 def _traversal_zip(path: Path) -> None:
@@ -1199,6 +1257,28 @@ def cli_cases(artifact: Path, checkpoint: Path, scratch: Path) -> Iterator[tuple
         ["serve", a, "--token-file", str(space_token)], ["serve", a, "--token-file", "/dev/zero"],
         ["serve", a, "--token-file", str(fifo)], ["serve", a, "--token-file", str(huge_token)],
         ["demo", "--preset", "nosuch"], ["nosuchcommand"], ["bench"], ["export", ck],
+        # Issue 25's second sweep, own cases: numbers no run can use, work refused late.
+        ["pretrain", "--out", str(scratch / "p1"), "--lr", "inf"],
+        ["pretrain", "--out", str(scratch / "p2"), "--seed", str(2**70)],
+        ["pretrain", "--out", str(scratch / "p3"), "--momentum", "-inf"],
+        ["pretrain", "--out", str(scratch / "p4"), "--warmup-epochs", "nan"],
+        ["pretrain", "--out", str(scratch / "p5"), "--limit-train", str(10**12)],
+        ["train", ck, "--gamma", "inf"], ["train", ck, "--value-coef", "nan"],
+        ["train", ck, "--prior-sharpness", "0"], ["train", ck, "--budget-epochs", "nan"],
+        ["train", ck, "--beta", "-1"], ["train", ck, "--entropy-coef", "-inf"],
+        ["train", ck, "--seed", "-5"], ["train", ck, "--alpha", "nan"],
+        ["allocate", ck, "--lr", "nan", "--out", str(scratch / "a1.pt")],
+        ["allocate", ck, "--accuracy-slack", "inf", "--out", str(scratch / "a2.pt")],
+        ["export", ck, "--out", str(scratch / "o5"), "--opset", "99"],
+        ["export", ck, "--out", str(scratch / "o6"), "--calib-images", str(10**9)],
+        ["export", ck, "--out", str(scratch / "o7"), "--static-masks", "random"],
+        ["bench", a, "--csv", "/proc/version"], ["bench", a, "--json", "/dev/full"],
+        ["bench", a, "--plot", "/proc/self/status"], ["bench", a, "--iterations", "0"],
+        ["bench", a, "--budgets", "0:inf:1"], ["bench", a, "--batch", "1,1e3"],
+        ["quantize", a, "--precision", "int8", "--calib-data", "fashion-mnist",
+         "--calib-images", str(10**9)],
+        ["evaluate", ck, "--budgets", "0:1:1e-12", "--out", str(scratch / "e1")],
+        ["sign", a, "--key", "/dev/zero"], ["sign", a, "--key", str(fifo)],
     ]
 
     def run_cli(args: list[str]) -> CaseFn:
