@@ -87,15 +87,18 @@ def backbone(model: str) -> tuple[Backbone, dict[str, Any], str]:
         return loaded.backbone, loaded.meta, f"akamaster pretrained ({weights[0].name})"
     net = build_backbone(**config, num_classes=10)
     measure_bn_statistics(net, [(random_images(32, seed),) for seed in range(4)])
-    meta = {"preprocessing": {"mean": CIFAR_MEAN, "std": CIFAR_STD, "input_size": [3, 32, 32]},
-            "dataset": "cifar10"}
+    meta = {
+        "preprocessing": {"mean": CIFAR_MEAN, "std": CIFAR_STD, "input_size": [3, 32, 32]},
+        "dataset": "cifar10",
+    }
     return net, meta, "random weights, BN statistics measured on random images"
 
 
 def agent(net: Backbone, extractor: str) -> PolicyNet:
     """An untrained agent whose keep-probabilities are all near 1 (see the module docstring)."""
-    policy = build_agent(net.num_components, extractor=extractor, in_channels=3,
-                         input_size=net.input_size)
+    policy = build_agent(
+        net.num_components, extractor=extractor, in_channels=3, input_size=net.input_size
+    )
     budgets = torch.rand(32, generator=torch.Generator().manual_seed(1))
     measure_bn_statistics(policy, [(random_images(32, 10 + s), budgets) for s in range(4)])
     with torch.no_grad():
@@ -108,8 +111,9 @@ def model(model_name: str, extractor: str) -> tuple[LoadedCheckpoint, str]:
     return LoadedCheckpoint(net, agent(net, extractor), meta, "budget-edge"), source
 
 
-def export(model_name: str, extractor: str, out: Path, reuse: bool = True
-           ) -> tuple[LoadedCheckpoint, str]:
+def export(
+    model_name: str, extractor: str, out: Path, reuse: bool = True
+) -> tuple[LoadedCheckpoint, str]:
     """Build the model and export it to `out` (kept across runs when `reuse`).
 
     Random weights come from fixed seeds, so a reused export holds the same model.
@@ -122,20 +126,33 @@ def export(model_name: str, extractor: str, out: Path, reuse: bool = True
         return loaded, source
     t = time.perf_counter()
     export_checkpoint(loaded, out)
-    print(f"exported {model_name} ({extractor} agent) to {out} in "
-          f"{time.perf_counter() - t:.0f} s", flush=True)
+    print(
+        f"exported {model_name} ({extractor} agent) to {out} in {time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     return loaded, source
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated, of {', '.join(MODELS)} (default: all)")
-    parser.add_argument("--extractor", default="light", choices=["light", "resnet8"],
-                        help="the untrained agent's feature extractor")
-    parser.add_argument("--out", type=Path, default=WORK,
-                        help="each artifact goes to OUT/MODEL-EXTRACTOR (default: %(default)s, "
-                             "the other scripts' --work)")
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated, of {', '.join(MODELS)} (default: all)",
+    )
+    parser.add_argument(
+        "--extractor",
+        default="light",
+        choices=["light", "resnet8"],
+        help="the untrained agent's feature extractor",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=WORK,
+        help="each artifact goes to OUT/MODEL-EXTRACTOR (default: %(default)s, "
+        "the other scripts' --work)",
+    )
     parser.add_argument("--fresh", action="store_true", help="export again even if present")
     args = parser.parse_args()
     names = args.models.split(",")

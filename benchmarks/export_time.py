@@ -36,8 +36,13 @@ MODELS = {
     "resnet110": {},
     "resnext29_4x16d": {"cardinality": 4, "base_width": 16},
 }
-META = {"preprocessing": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
-                          "input_size": [3, 32, 32]}}
+META = {
+    "preprocessing": {
+        "mean": [0.49, 0.48, 0.45],
+        "std": [0.25, 0.24, 0.26],
+        "input_size": [3, 32, 32],
+    }
+}
 TARGET_S = 120.0
 
 

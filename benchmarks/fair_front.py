@@ -56,33 +56,101 @@ def stages() -> list[Stage]:
     artifact = FRONT / "artifacts" / "sandwich-resnet56"
     zoo_artifacts = [FRONT / "artifacts" / name for name in ZOO]
     plan = [
-        Stage("agent", agent / "budgetnet.pt", [SANDWICH / "best.pt"],
-              [*CLI, "train", "--checkpoint", str(SANDWICH / "best.pt"), *DATA,
-               "--out", str(agent), *(["--resume"] if (agent / "last.pt").exists() else [])]),
-        Stage("allocate", allocated, [agent / "budgetnet.pt"],
-              [*CLI, "allocate", str(agent / "budgetnet.pt"), *DATA, "--out", str(allocated)]),
-        Stage("export", artifact / "manifest.json", [allocated],
-              [*CLI, "export", str(allocated), "--out", str(artifact),
-               "--static-masks", "fashion-mnist", "--static-search-images", "5000"]),
+        Stage(
+            "agent",
+            agent / "budgetnet.pt",
+            [SANDWICH / "best.pt"],
+            [
+                *CLI,
+                "train",
+                "--checkpoint",
+                str(SANDWICH / "best.pt"),
+                *DATA,
+                "--out",
+                str(agent),
+                *(["--resume"] if (agent / "last.pt").exists() else []),
+            ],
+        ),
+        Stage(
+            "allocate",
+            allocated,
+            [agent / "budgetnet.pt"],
+            [*CLI, "allocate", str(agent / "budgetnet.pt"), *DATA, "--out", str(allocated)],
+        ),
+        Stage(
+            "export",
+            artifact / "manifest.json",
+            [allocated],
+            [
+                *CLI,
+                "export",
+                str(allocated),
+                "--out",
+                str(artifact),
+                "--static-masks",
+                "fashion-mnist",
+                "--static-search-images",
+                "5000",
+            ],
+        ),
     ]
     for name, out in zip(ZOO, zoo_artifacts, strict=True):
         best = RESULTS / name / "best.pt"
-        plan.append(Stage(f"zoo {name}", out / "manifest.json", [best],
-                          [*CLI, "export", str(best), "--out", str(out)]))
+        plan.append(
+            Stage(
+                f"zoo {name}",
+                out / "manifest.json",
+                [best],
+                [*CLI, "export", str(best), "--out", str(out)],
+            )
+        )
     bench = FRONT / "bench"
-    plan.append(Stage(
-        "bench", bench / "front.json", [artifact / "manifest.json",
-                                        *(z / "manifest.json" for z in zoo_artifacts)],
-        [*CLI, "bench", str(artifact), *DATA, "--budgets", "0.1:1.0:0.1", "--batch", "1,8",
-         "--zoo", ",".join(str(z) for z in zoo_artifacts), "--count-table",
-         "--static-search", "5000", "--iterations", "200",
-         "--json", str(bench / "front.json"), "--md", str(bench / "front.md"),
-         "--plot", str(bench / "front.png")]))
-    plan.append(Stage(
-        "subnets", FRONT / "sub-networks" / "sub_networks.json", [SANDWICH / "best.pt"],
-        [sys.executable, str(Path(__file__).parent / "sub_networks.py"),
-         str(SANDWICH / "best.pt"), "--zoo", str(RESULTS / "resnet*-s*" / "best.pt"),
-         "--out", str(FRONT / "sub-networks")]))
+    plan.append(
+        Stage(
+            "bench",
+            bench / "front.json",
+            [artifact / "manifest.json", *(z / "manifest.json" for z in zoo_artifacts)],
+            [
+                *CLI,
+                "bench",
+                str(artifact),
+                *DATA,
+                "--budgets",
+                "0.1:1.0:0.1",
+                "--batch",
+                "1,8",
+                "--zoo",
+                ",".join(str(z) for z in zoo_artifacts),
+                "--count-table",
+                "--static-search",
+                "5000",
+                "--iterations",
+                "200",
+                "--json",
+                str(bench / "front.json"),
+                "--md",
+                str(bench / "front.md"),
+                "--plot",
+                str(bench / "front.png"),
+            ],
+        )
+    )
+    plan.append(
+        Stage(
+            "subnets",
+            FRONT / "sub-networks" / "sub_networks.json",
+            [SANDWICH / "best.pt"],
+            [
+                sys.executable,
+                str(Path(__file__).parent / "sub_networks.py"),
+                str(SANDWICH / "best.pt"),
+                "--zoo",
+                str(RESULTS / "resnet*-s*" / "best.pt"),
+                "--out",
+                str(FRONT / "sub-networks"),
+            ],
+        )
+    )
     return plan
 
 

@@ -110,8 +110,7 @@ extern "C" __global__ void policy(const float* img, const float* budget, const f
     probs[row * ${B} + k] = 1.f / (1.f + expf(-z));
     if (k == 0) value[row] = 0.f;
 }
-""").substitute(
-    F=FEATURES, C=C, HW=H * W, K=CLASSES, J=FEATURES // CLASSES, B=BLOCKS)
+""").substitute(F=FEATURES, C=C, HW=H * W, K=CLASSES, J=FEATURES // CLASSES, B=BLOCKS)
 
 
 # ---- the synthetic model, in numpy ------------------------------------------------------
@@ -119,9 +118,11 @@ extern "C" __global__ void policy(const float* img, const float* budget, const f
 
 def weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    out = {"w": rng.uniform(0.5, 1.5, FEATURES).astype(np.float32),
-           "u": rng.normal(0, 2, BLOCKS).astype(np.float32),
-           "v": rng.uniform(0.5, 1.5, BLOCKS).astype(np.float32)}
+    out = {
+        "w": rng.uniform(0.5, 1.5, FEATURES).astype(np.float32),
+        "u": rng.normal(0, 2, BLOCKS).astype(np.float32),
+        "v": rng.uniform(0.5, 1.5, BLOCKS).astype(np.float32),
+    }
     for b in range(BLOCKS):
         out[f"a{b}"] = rng.normal(0, 0.3, FEATURES).astype(np.float32)
         out[f"c{b}"] = rng.normal(0, 0.1, FEATURES).astype(np.float32)
@@ -129,8 +130,9 @@ def weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def np_prep(px: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    return (px.transpose(0, 3, 1, 2) * scale.reshape(1, C, 1, 1)
-            - shift.reshape(1, C, 1, 1)).astype(np.float32)
+    return (
+        px.transpose(0, 3, 1, 2) * scale.reshape(1, C, 1, 1) - shift.reshape(1, C, 1, 1)
+    ).astype(np.float32)
 
 
 def np_stem(img: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
@@ -147,15 +149,16 @@ def np_head(x: np.ndarray) -> np.ndarray:
 
 
 def np_policy(img: np.ndarray, budget: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
-    z = p["u"] * img.reshape(img.shape[0], -1).mean(axis=1)[:, None] \
-        + 8 * p["v"] * (budget[:, None] - 0.5)
+    z = p["u"] * img.reshape(img.shape[0], -1).mean(axis=1)[:, None] + 8 * p["v"] * (
+        budget[:, None] - 0.5
+    )
     return (1 / (1 + np.exp(-z))).astype(np.float32)
 
 
 def np_forward(img: np.ndarray, mask: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     h = np_stem(img, p)
     for b in range(BLOCKS):
-        h = np.where(mask[:, b:b + 1] == 1, np_block(h, p, b), h)
+        h = np.where(mask[:, b : b + 1] == 1, np_block(h, p, b), h)
     return np_head(h)
 
 
@@ -167,41 +170,70 @@ def write_artifact(root: Path, gpu: str, cc: str) -> None:
         return TensorSpec(name, ["batch", *shape])
 
     image, feats = spec("image", [C, H, W]), spec("features", [FEATURES])
-    graphs = [GraphSpec("stem", "stem.onnx", [image], [feats]),
-              GraphSpec("head", "head.onnx", [feats], [spec("logits", [CLASSES])]),
-              GraphSpec("policy", "policy.onnx", [image, spec("budget", [])],
-                        [spec("probs", [BLOCKS]), spec("value", [])])]
-    graphs += [GraphSpec(f"block{b:02d}", f"block{b:02d}.onnx", [feats],
-                         [spec("block_out", [FEATURES])]) for b in range(BLOCKS)]
+    graphs = [
+        GraphSpec("stem", "stem.onnx", [image], [feats]),
+        GraphSpec("head", "head.onnx", [feats], [spec("logits", [CLASSES])]),
+        GraphSpec(
+            "policy",
+            "policy.onnx",
+            [image, spec("budget", [])],
+            [spec("probs", [BLOCKS]), spec("value", [])],
+        ),
+    ]
+    graphs += [
+        GraphSpec(f"block{b:02d}", f"block{b:02d}.onnx", [feats], [spec("block_out", [FEATURES])])
+        for b in range(BLOCKS)
+    ]
     engines = {}
     for g in graphs:
         (root / g.file).write_bytes(b"placeholder: the engines below stand in for it\n")
         kind = g.name.rstrip("0123456789")
-        (root / f"{g.name}.engine").write_text(json.dumps(
-            {"kernel": kind, "block": int(g.name[5:]) if kind == "block" else -1,
-             "inputs": [t.name for t in g.inputs], "outputs": [t.name for t in g.outputs],
-             "shapes": {t.name: t.shape[1:] for t in [*g.inputs, *g.outputs]}}))
+        (root / f"{g.name}.engine").write_text(
+            json.dumps(
+                {
+                    "kernel": kind,
+                    "block": int(g.name[5:]) if kind == "block" else -1,
+                    "inputs": [t.name for t in g.inputs],
+                    "outputs": [t.name for t in g.outputs],
+                    "shapes": {t.name: t.shape[1:] for t in [*g.inputs, *g.outputs]},
+                }
+            )
+        )
         engines[g.name] = f"{g.name}.engine"
     channel = [C, 1, 1]
-    (root / "preprocess.engine").write_text(json.dumps(
-        {"kernel": "prep", "block": -1, "inputs": ["pixels", "scale", "shift"],
-         "outputs": ["image"], "dtypes": {"pixels": "UINT8"},
-         "shapes": {"pixels": [H, W, C], "scale": channel, "shift": channel,
-                    "image": [C, H, W]}}))
+    (root / "preprocess.engine").write_text(
+        json.dumps(
+            {
+                "kernel": "prep",
+                "block": -1,
+                "inputs": ["pixels", "scale", "shift"],
+                "outputs": ["image"],
+                "dtypes": {"pixels": "UINT8"},
+                "shapes": {
+                    "pixels": [H, W, C],
+                    "scale": channel,
+                    "shift": channel,
+                    "image": [C, H, W],
+                },
+            }
+        )
+    )
     flops = 2 * FEATURES
     manifest = Manifest(
-        backbone_spec=BackboneSpec("synthetic", {}), num_classes=CLASSES,
+        backbone_spec=BackboneSpec("synthetic", {}),
+        num_classes=CLASSES,
         class_names=[f"c{k}" for k in range(CLASSES)],
         preprocessing=Preprocessing([0.5] * C, [0.25] * C, [C, H, W]),
         components=[ComponentSpec(b, 0, b, None, flops) for b in range(BLOCKS)],
-        blocks=[BlockSpec(b, 0, 1, 0, [VariantSpec([0], f"block{b:02d}")])
-                for b in range(BLOCKS)],
-        graphs=graphs, roles={"stem": "stem", "head": "head", "policy": "policy",
-                              "full": None, "switch": None},
+        blocks=[BlockSpec(b, 0, 1, 0, [VariantSpec([0], f"block{b:02d}")]) for b in range(BLOCKS)],
+        graphs=graphs,
+        roles={"stem": "stem", "head": "head", "policy": "policy", "full": None, "switch": None},
         flops=FlopsSpec(stem=C * H * W, head=FEATURES, policy=C * H * W),
         versions={"onnx": "-", "opset": 17, "budget_edge": "gpu_data_path"},
-        tensorrt=TensorRTSpec("10.3.0", gpu, "fp32", MAX_BATCH, engines, cc,
-                              preprocess="preprocess.engine"))
+        tensorrt=TensorRTSpec(
+            "10.3.0", gpu, "fp32", MAX_BATCH, engines, cc, preprocess="preprocess.engine"
+        ),
+    )
     write_manifest(root, manifest)
 
 
@@ -307,13 +339,21 @@ class GpuKernels:
         cubin = b" " * tb.cuda_call(nvrtc.nvrtcGetCUBINSize(prog))
         tb.cuda_call(nvrtc.nvrtcGetCUBIN(prog, cubin))
         module = tb.cuda_call(driver.cuModuleLoadData(cubin))
-        self.fn = {k: tb.cuda_call(driver.cuModuleGetFunction(module, k.encode()))
-                   for k in ("prep", "stem", "block", "head", "policy")}
+        self.fn = {
+            k: tb.cuda_call(driver.cuModuleGetFunction(module, k.encode()))
+            for k in ("prep", "stem", "block", "head", "policy")
+        }
         self.params = {}
         for name, value in params.items():  # weights live on the device, like an engine's
             ptr = tb.cuda_call(cudart.cudaMalloc(value.nbytes))
-            tb.cuda_call(cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes,
-                                           cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            tb.cuda_call(
+                cudart.cudaMemcpy(
+                    ptr,
+                    value.ctypes.data,
+                    value.nbytes,
+                    cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                )
+            )
             self.params[name] = int(ptr)
         self.events: list[Any] = []  # (start, end) around each launch, while timing
         self.launches: dict[str, int] = {}
@@ -334,16 +374,28 @@ class GpuKernels:
         elif kind == "head":
             args, grid, threads = [ptrs[0], ptrs[1], n], n, CLASSES
         else:
-            args, grid, threads = [ptrs[0], ptrs[1], p["u"], p["v"], ptrs[2], ptrs[3], n], \
-                n, BLOCKS
-        values = [ctypes.c_void_p(a) if i < len(args) - 1 else ctypes.c_int(a)
-                  for i, a in enumerate(args)]
+            args, grid, threads = [ptrs[0], ptrs[1], p["u"], p["v"], ptrs[2], ptrs[3], n], n, BLOCKS
+        values = [
+            ctypes.c_void_p(a) if i < len(args) - 1 else ctypes.c_int(a) for i, a in enumerate(args)
+        ]
         types_ = [ctypes.c_void_p] * (len(args) - 1) + [ctypes.c_int]
         start, end = (tb.cuda_call(self.cudart.cudaEventCreate()) for _ in range(2))
         tb.cuda_call(self.cudart.cudaEventRecord(start, stream))
-        tb.cuda_call(self.driver.cuLaunchKernel(
-            self.fn[kind], grid, 1, 1, threads, 1, 1, 0, self.driver.CUstream(stream),
-            (tuple(v.value for v in values), tuple(types_)), 0))
+        tb.cuda_call(
+            self.driver.cuLaunchKernel(
+                self.fn[kind],
+                grid,
+                1,
+                1,
+                threads,
+                1,
+                1,
+                0,
+                self.driver.CUstream(stream),
+                (tuple(v.value for v in values), tuple(types_)),
+                0,
+            )
+        )
         tb.cuda_call(self.cudart.cudaEventRecord(end, stream))
         self.events.append((start, end))
 
@@ -402,8 +454,11 @@ class Counting:
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> Any:
         k = self._cudart.cudaMemcpyKind
-        name = {int(k.cudaMemcpyHostToDevice): "h2d", int(k.cudaMemcpyDeviceToHost): "d2h",
-                int(k.cudaMemcpyDeviceToDevice): "d2d"}[int(kind)]
+        name = {
+            int(k.cudaMemcpyHostToDevice): "h2d",
+            int(k.cudaMemcpyDeviceToHost): "d2h",
+            int(k.cudaMemcpyDeviceToDevice): "d2d",
+        }[int(kind)]
         self.counts[name] += 1
         return self._cudart.cudaMemcpyAsync(dst, src, count, kind, stream)
 
@@ -415,8 +470,15 @@ class Counting:
 # ---- the measurement ------------------------------------------------------------------
 
 
-def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray],
-            batch: int, mode: str, calls: int, kernels: Any) -> dict[str, Any]:
+def measure(
+    rt: BudgetRuntime,
+    counting: Counting,
+    params: dict[str, np.ndarray],
+    batch: int,
+    mode: str,
+    calls: int,
+    kernels: Any,
+) -> dict[str, Any]:
     gpu = isinstance(kernels, GpuKernels)
     rng = np.random.default_rng(batch)
     pixels = rng.integers(0, 256, (batch, H, W, C), np.uint8)
@@ -427,7 +489,7 @@ def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray]
     want = np_forward(img, out.mask, params)
     error = float(np.abs(out.logits - want).max())
     if mode == "policy":
-        want_mask = (np_policy(img, np.full(batch, 0.5, np.float32), params) >= 0.5)
+        want_mask = np_policy(img, np.full(batch, 0.5, np.float32), params) >= 0.5
         error = max(error, float((out.mask != want_mask).mean()))
     before, launched = dict(counting.counts), dict(kernels.launches)
     rt.infer(pixels, **kwargs)
@@ -453,12 +515,17 @@ def measure(rt: BudgetRuntime, counting: Counting, params: dict[str, np.ndarray]
             for e in (start, end):
                 tb.cuda_call(cudart.cudaEventDestroy(e))
             busy.append(kernels.kernel_ms())
-    return {"batch": batch, "mode": mode, "max_abs_error": error, "per_infer": per_call,
-            "wall_ms_median": float(np.median(wall)),
-            # The engines' own GPU time, and the stream's span (with the host's waits).
-            "kernel_ms_median": float(np.median(busy)) if busy else None,
-            "stream_span_ms_median": float(np.median(span)) if span else None,
-            "distinct_masks": len({m.tobytes() for m in out.mask})}
+    return {
+        "batch": batch,
+        "mode": mode,
+        "max_abs_error": error,
+        "per_infer": per_call,
+        "wall_ms_median": float(np.median(wall)),
+        # The engines' own GPU time, and the stream's span (with the host's waits).
+        "kernel_ms_median": float(np.median(busy)) if busy else None,
+        "stream_span_ms_median": float(np.median(span)) if span else None,
+        "distinct_masks": len({m.tobytes() for m in out.mask}),
+    }
 
 
 def main() -> None:
@@ -466,8 +533,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write NAME.json and NAME.md")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batches", default="1,4,16")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU: the tests' host-memory cudart, numpy kernels")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU: the tests' host-memory cudart, numpy kernels",
+    )
     args = parser.parse_args()
     params = weights()
     if args.dry_run:
@@ -496,23 +566,36 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row))
         rt.close()
-    result = {"gpu": gpu, "compute_capability": cc, "dry_run": args.dry_run,
-              "machine": machine_info(), "blocks": BLOCKS, "rows": rows}
+    result = {
+        "gpu": gpu,
+        "compute_capability": cc,
+        "dry_run": args.dry_run,
+        "machine": machine_info(),
+        "blocks": BLOCKS,
+        "rows": rows,
+    }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         dry = " - DRY RUN, no GPU" if args.dry_run else ""
-        lines = [f"# Device data path on {gpu} (sm {cc}){dry}", "",
-                 "| batch | mode | max abs error | h2d | d2h | d2d | syncs | wall ms "
-                 "| kernel ms | stream span ms |",
-                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            f"# Device data path on {gpu} (sm {cc}){dry}",
+            "",
+            "| batch | mode | max abs error | h2d | d2h | d2d | syncs | wall ms "
+            "| kernel ms | stream span ms |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             c = r["per_infer"]
-            ms = ["-" if r[k] is None else f"{r[k]:.3f}"
-                  for k in ("kernel_ms_median", "stream_span_ms_median")]
-            lines.append(f"| {r['batch']} | {r['mode']} | {r['max_abs_error']:.2e} | {c['h2d']} "
-                         f"| {c['d2h']} | {c['d2d']} | {c['sync']} | {r['wall_ms_median']:.3f} | "
-                         f"{ms[0]} | {ms[1]} |")
+            ms = [
+                "-" if r[k] is None else f"{r[k]:.3f}"
+                for k in ("kernel_ms_median", "stream_span_ms_median")
+            ]
+            lines.append(
+                f"| {r['batch']} | {r['mode']} | {r['max_abs_error']:.2e} | {c['h2d']} "
+                f"| {c['d2h']} | {c['d2d']} | {c['sync']} | {r['wall_ms_median']:.3f} | "
+                f"{ms[0]} | {ms[1]} |"
+            )
         args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -77,31 +77,46 @@ class EagerReference:
         x, budget, masks = item
         with torch.no_grad():
             self.agent(x, torch.full((x.shape[0],), budget))
-            torch.cat([self.forward_single(x[i:i + 1], masks[i]) for i in range(x.shape[0])])
+            torch.cat([self.forward_single(x[i : i + 1], masks[i]) for i in range(x.shape[0])])
 
     def logits(self, x: torch.Tensor, masks: list[list[int]]) -> np.ndarray:
         with torch.no_grad():
-            out = [self.forward_single(x[i:i + 1], masks[i]) for i in range(x.shape[0])]
+            out = [self.forward_single(x[i : i + 1], masks[i]) for i in range(x.shape[0])]
         return torch.cat(out).numpy()
 
 
 def _stats_row(job: TimedJob, **extra: Any) -> dict[str, Any]:
     stats = LatencyStats.of(job.times)
-    row = {"kind": job.kind, "batch": job.batch, "budget": job.budget,
-           "latency": asdict(stats), "throughput": job.batch / (stats.mean / 1e3),
-           "cpu_ms": float(np.median(job.cpu_times)), **extra}
+    row = {
+        "kind": job.kind,
+        "batch": job.batch,
+        "budget": job.budget,
+        "latency": asdict(stats),
+        "throughput": job.batch / (stats.mean / 1e3),
+        "cpu_ms": float(np.median(job.cpu_times)),
+        **extra,
+    }
     if job.calls and job.parts:
         row["breakdown_ms"] = {k: v / job.calls for k, v in job.parts.items()}
     return row
 
 
-def measure(rt: BudgetRuntime, eager: EagerReference, batch: int, budgets: list[float],
-            iterations: int, warmup: int, rounds: int, seed: int = 0) -> list[dict[str, Any]]:
+def measure(
+    rt: BudgetRuntime,
+    eager: EagerReference,
+    batch: int,
+    budgets: list[float],
+    iterations: int,
+    warmup: int,
+    rounds: int,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Time static, policy, runtime and eager rows for one batch size, interleaved."""
     c, h, w = rt.manifest.preprocessing.input_size
     pixels = np.random.default_rng(seed).integers(0, 256, (256, h, w, c), dtype=np.uint8)
-    pool = [prepare_images(p, rt.manifest.preprocessing)
-            for p in timing_pool(pixels, batch, iterations)]
+    pool = [
+        prepare_images(p, rt.manifest.preprocessing) for p in timing_pool(pixels, batch, iterations)
+    ]
     torch_pool = [torch.from_numpy(x.copy()) for x in pool]
 
     def static(x: np.ndarray) -> None:
@@ -110,14 +125,18 @@ def measure(rt: BudgetRuntime, eager: EagerReference, batch: int, budgets: list[
     def policy(x: np.ndarray) -> None:
         rt.run_policy(x, 1.0)  # its cost does not depend on the budget
 
-    jobs = [TimedJob("static", batch, None, static, pool),
-            TimedJob("policy", batch, None, policy, pool)]
+    jobs = [
+        TimedJob("static", batch, None, static, pool),
+        TimedJob("policy", batch, None, policy, pool),
+    ]
     quality: dict[float, dict[str, Any]] = {}
     for budget in budgets:
         results = [rt.infer(x, budget=budget, cap=bench_models.CAP) for x in pool]
         masks = [r.mask.tolist() for r in results]
-        diff = max(float(np.abs(eager.logits(t, m) - r.logits).max())
-                   for t, m, r in zip(torch_pool, masks, results, strict=True))
+        diff = max(
+            float(np.abs(eager.logits(t, m) - r.logits).max())
+            for t, m, r in zip(torch_pool, masks, results, strict=True)
+        )
         quality[budget] = {
             "usage": float(np.mean([r.usage.mean() for r in results])),
             "flops_share": float(np.mean([r.flops_share.mean() for r in results])),
@@ -128,8 +147,15 @@ def measure(rt: BudgetRuntime, eager: EagerReference, batch: int, budgets: list[
             return rt.infer(x, budget=c, cap=bench_models.CAP).latency_ms
 
         jobs.append(TimedJob("runtime", batch, budget, runtime_call, pool))
-        jobs.append(TimedJob("eager", batch, budget, eager,
-                             [(t, budget, m) for t, m in zip(torch_pool, masks, strict=True)]))
+        jobs.append(
+            TimedJob(
+                "eager",
+                batch,
+                budget,
+                eager,
+                [(t, budget, m) for t, m in zip(torch_pool, masks, strict=True)],
+            )
+        )
     time_jobs(jobs, warmup, iterations, rounds)
     rows = []
     for job in jobs:
@@ -140,8 +166,9 @@ def measure(rt: BudgetRuntime, eager: EagerReference, batch: int, budgets: list[
     return rows
 
 
-def run_model(name: str, extractor: str, batches: list[int], budgets: list[float],
-              args: argparse.Namespace) -> dict[str, Any]:
+def run_model(
+    name: str, extractor: str, batches: list[int], budgets: list[float], args: argparse.Namespace
+) -> dict[str, Any]:
     out = Path(args.work) / f"{name}-{extractor}"
     loaded, source = bench_models.export(name, extractor, out, reuse=not args.fresh)
     eager = EagerReference(loaded)
@@ -152,16 +179,23 @@ def run_model(name: str, extractor: str, batches: list[int], budgets: list[float
             rows += measure(rt, eager, n, budgets, args.iterations, args.warmup, args.rounds)
             print(f"{name} batch {n}: {time.perf_counter() - t:.0f} s", flush=True)
         m = rt.manifest
-        return {"weights": source, "agent": f"untrained {extractor} agent, logit bias "
-                f"+{bench_models.AGENT_LOGIT_BIAS}, cap={bench_models.CAP!r}",
-                "num_components": m.num_components, "full_flops": m.full_flops,
-                "policy_flops": m.flops.policy, "rows": rows}
+        return {
+            "weights": source,
+            "agent": f"untrained {extractor} agent, logit bias "
+            f"+{bench_models.AGENT_LOGIT_BIAS}, cap={bench_models.CAP!r}",
+            "num_components": m.num_components,
+            "full_flops": m.full_flops,
+            "policy_flops": m.flops.policy,
+            "rows": rows,
+        }
 
 
-def find(rows: list[dict[str, Any]], kind: str, batch: int, budget: float | None = None
-         ) -> dict[str, Any]:
-    return next(r for r in rows if r["kind"] == kind and r["batch"] == batch
-                and r["budget"] == budget)
+def find(
+    rows: list[dict[str, Any]], kind: str, batch: int, budget: float | None = None
+) -> dict[str, Any]:
+    return next(
+        r for r in rows if r["kind"] == kind and r["batch"] == batch and r["budget"] == budget
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -173,7 +207,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['settings']['threads']} thread(s) for ONNX Runtime and torch; "
         f"load average before {env['load_average_before']}, after "
         f"{env['load_average_after']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + ".",
         "",
         f"Command: `{result['command']}` at commit {env['git']['commit']}. Latency in ms "
         "per batch, median (p90) over "
@@ -194,11 +229,21 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| {name} | {n} | {c:g} | {100 * rt_row['usage']:.0f}% | "
                     f"{100 * rt_row['flops_share']:.0f}% | {a['median']:.2f} ({a['p90']:.2f}) | "
                     f"{b['median']:.2f} ({b['p90']:.2f}) | {b['median'] / a['median']:.1f}x | "
-                    f"{static['median']:.2f} |")
-    diff = max(r.get("eager_vs_runtime_max_abs_diff", 0.0)
-               for m in result["models"].values() for r in m["rows"])
-    lines += ["", f"Both paths ran the same masks: their logits agree to {diff:.1e} (max abs "
-              "difference over every timed batch).", "", "Weights and agents:", ""]
+                    f"{static['median']:.2f} |"
+                )
+    diff = max(
+        r.get("eager_vs_runtime_max_abs_diff", 0.0)
+        for m in result["models"].values()
+        for r in m["rows"]
+    )
+    lines += [
+        "",
+        f"Both paths ran the same masks: their logits agree to {diff:.1e} (max abs "
+        "difference over every timed batch).",
+        "",
+        "Weights and agents:",
+        "",
+    ]
     lines += [f"- {name}: {m['weights']}; {m['agent']}" for name, m in result["models"].items()]
     return "\n".join(lines) + "\n"
 
@@ -211,8 +256,10 @@ def git_state() -> dict[str, Any]:
         proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "runtime_modified": git("status", "--porcelain", "budget_edge/runtime") != ""}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "runtime_modified": git("status", "--porcelain", "budget_edge/runtime") != "",
+    }
 
 
 def write(path: Path, text: str) -> None:
@@ -221,8 +268,7 @@ def write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def parse_args(argv: list[str] | None = None, description: str | None = None
-               ) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
     """The command line of this script and of runtime_targets.py (its own description)."""
     ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet56,resnet110,resnext29")
@@ -235,8 +281,11 @@ def parse_args(argv: list[str] | None = None, description: str | None = None
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=str(WORK), help="where exported artifacts are kept")
     ap.add_argument("--fresh", action="store_true", help="export again even if present")
-    ap.add_argument("--out", default=str(RESULTS / "peer_eager"),
-                    help="output path without extension (.json and .md are written)")
+    ap.add_argument(
+        "--out",
+        default=str(RESULTS / "peer_eager"),
+        help="output path without extension (.json and .md are written)",
+    )
     return ap.parse_args(argv)
 
 
@@ -247,11 +296,21 @@ def main() -> None:
     budgets, batches = parse_budgets(args.budgets), parse_batches(args.batch)
     result: dict[str, Any] = {
         "command": "python benchmarks/peer_eager.py " + " ".join(sys.argv[1:]),
-        "settings": {"budgets": budgets, "batches": batches, "iterations": args.iterations,
-                     "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
-                     "extractor": args.extractor},
-        "environment": {**machine_info(), "load_average_before": load_average(),
-                        "torch": torch.__version__, "git": git_state()},
+        "settings": {
+            "budgets": budgets,
+            "batches": batches,
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "extractor": args.extractor,
+        },
+        "environment": {
+            **machine_info(),
+            "load_average_before": load_average(),
+            "torch": torch.__version__,
+            "git": git_state(),
+        },
         "models": {},
     }
     for name in args.models.split(","):

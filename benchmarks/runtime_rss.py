@@ -37,24 +37,29 @@ print(json.dumps({'rss_mib': psutil.Process().memory_info().rss / 2**20,
 
 def run_child(code: str, *args: str) -> dict[str, Any]:
     """Run `code` in a fresh interpreter; its last stdout line is a JSON object."""
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
 def runtime_rss(artifact: Path, threads: int, shared_arena: bool = True) -> dict[str, Any]:
     """{'rss_mib', 'sessions'} of a runtime that ran every budget at batch 1 and 8."""
-    return run_child(_CHILD, str(artifact), str(threads),
-                     "shared" if shared_arena else "per-session")
+    return run_child(
+        _CHILD, str(artifact), str(threads), "shared" if shared_arena else "per-session"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("artifact", type=Path, help="an exported artifact directory")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--per-session-arena", action="store_true",
-                        help="each session its own memory arena (the runtime shares one)")
+    parser.add_argument(
+        "--per-session-arena",
+        action="store_true",
+        help="each session its own memory arena (the runtime shares one)",
+    )
     args = parser.parse_args()
     try:
         result = runtime_rss(args.artifact, args.threads, not args.per_session_arena)
@@ -62,8 +67,10 @@ def main() -> int:
         print((exc.stderr.strip().splitlines() or [str(exc)])[-1], file=sys.stderr)  # the error
         return 1
     arena = "per-session arenas" if args.per_session_arena else "one shared arena"
-    print(f"{args.artifact}: {result['rss_mib']:.0f} MiB resident after every budget at "
-          f"batch 1 and 8 ({result['sessions']} sessions, {args.threads} threads, {arena})")
+    print(
+        f"{args.artifact}: {result['rss_mib']:.0f} MiB resident after every budget at "
+        f"batch 1 and 8 ({result['sessions']} sessions, {args.threads} threads, {arena})"
+    )
     return 0
 
 

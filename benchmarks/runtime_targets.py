@@ -73,11 +73,15 @@ def memory(artifact: Path, threads: int) -> dict[str, Any]:
     runtime = runtime_rss(artifact, threads)
     static = run_child(_STATIC_CHILD, str(full), str(threads))
     base = run_child(_BASELINE_CHILD)
-    return {"runtime_rss_mib": runtime["rss_mib"], "runtime_sessions": runtime["sessions"],
-            "static_rss_mib": static["rss_mib"], "interpreter_rss_mib": base["rss_mib"],
-            "ratio": runtime["rss_mib"] / static["rss_mib"],
-            "ratio_above_interpreter": (runtime["rss_mib"] - base["rss_mib"])
-            / max(static["rss_mib"] - base["rss_mib"], 1e-9)}
+    return {
+        "runtime_rss_mib": runtime["rss_mib"],
+        "runtime_sessions": runtime["sessions"],
+        "static_rss_mib": static["rss_mib"],
+        "interpreter_rss_mib": base["rss_mib"],
+        "ratio": runtime["rss_mib"] / static["rss_mib"],
+        "ratio_above_interpreter": (runtime["rss_mib"] - base["rss_mib"])
+        / max(static["rss_mib"] - base["rss_mib"], 1e-9),
+    }
 
 
 def _limit(c: float, flops_share: float, static: float, policy: float) -> float:
@@ -97,10 +101,14 @@ def targets(rows: list[dict[str, Any]], batch: int, budgets: list[float]) -> dic
     static_row = peer_eager.find(rows, "static", batch)
     policy_row = peer_eager.find(rows, "policy", batch)
     static, policy = static_row["latency"]["median"], policy_row["latency"]["median"]
-    out: dict[str, Any] = {"static_ms": static, "policy_ms": policy,
-                           "policy_share": policy / static,
-                           "cpu_policy_share": policy_row["cpu_ms"] / static_row["cpu_ms"],
-                           "policy_ok": policy / static <= POLICY_MAX, "budgets": {}}
+    out: dict[str, Any] = {
+        "static_ms": static,
+        "policy_ms": policy,
+        "policy_share": policy / static,
+        "cpu_policy_share": policy_row["cpu_ms"] / static_row["cpu_ms"],
+        "policy_ok": policy / static <= POLICY_MAX,
+        "budgets": {},
+    }
     for c in budgets:
         run = peer_eager.find(rows, "runtime", batch, c)
         eager = peer_eager.find(rows, "eager", batch, c)
@@ -108,12 +116,16 @@ def targets(rows: list[dict[str, Any]], batch: int, budgets: list[float]) -> dic
         limit = _limit(c, run["flops_share"], static, policy)
         cpu_limit = _limit(c, run["flops_share"], static_row["cpu_ms"], policy_row["cpu_ms"])
         out["budgets"][c] = {
-            "runtime_ms": ms, "eager_ms": eager["latency"]["median"],
-            "flops_share": run["flops_share"], "usage": run["usage"],
+            "runtime_ms": ms,
+            "eager_ms": eager["latency"]["median"],
+            "flops_share": run["flops_share"],
+            "usage": run["usage"],
             "speedup": eager["latency"]["median"] / ms,
             "speedup_ok": eager["latency"]["median"] / ms >= SPEEDUP_MIN,
             "cpu_speedup": eager["cpu_ms"] / run["cpu_ms"],
-            "limit_ms": limit, "ratio_to_limit": ms / limit, "latency_ok": ms <= limit,
+            "limit_ms": limit,
+            "ratio_to_limit": ms / limit,
+            "latency_ok": ms <= limit,
             "cpu_ratio_to_limit": run["cpu_ms"] / cpu_limit,
         }
     return out
@@ -127,7 +139,7 @@ def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     s = result["settings"]
     lines = [
-        "# Runtime targets (issue 5, \"Done when\") on this CPU",
+        '# Runtime targets (issue 5, "Done when") on this CPU',
         "",
         f"- machine: {env['cpu']}, {env['cpu_count']} cores ({env['usable_cores']} usable), "
         f"{env['os']}",
@@ -136,7 +148,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"- ONNX Runtime CPU and torch, {s['threads']} thread(s) each; {s['extractor']} agent; "
         f"{s['iterations']} timed calls per row after {s['warmup']} warm-up, interleaved in "
         f"{s['rounds']} rounds; latencies are medians in ms per batch",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        "- versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         + f", torch {env['torch']}",
         f"- command: `{result['command']}` at commit {env['git']['commit']}"
         + (" (runtime files modified)" if env["git"]["runtime_modified"] else ""),
@@ -154,27 +167,38 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{_mark(e['latency_ok'])} ({e['ratio_to_limit']:.2f}x) | "
                     f"{e['cpu_ratio_to_limit']:.2f}x | {e['eager_ms']:.2f} | "
                     f"{e['speedup']:.1f}x | {_mark(e['speedup_ok'])} | "
-                    f"{e['cpu_speedup']:.1f}x |")
-    lines += ["", "Limits: c = 1.0: 1.05 x static; c < 1: 1.15 x FLOPs share x static + "
-              "policy. Ratio = runtime / limit (<= 1 meets it); the CPU-time ratio is the "
-              "same on process CPU time.", "",
-              "| model | batch | static ms | policy ms | policy share | CPU-time share "
-              "| <= 5% |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+                    f"{e['cpu_speedup']:.1f}x |"
+                )
+    lines += [
+        "",
+        "Limits: c = 1.0: 1.05 x static; c < 1: 1.15 x FLOPs share x static + "
+        "policy. Ratio = runtime / limit (<= 1 meets it); the CPU-time ratio is the "
+        "same on process CPU time.",
+        "",
+        "| model | batch | static ms | policy ms | policy share | CPU-time share | <= 5% |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, model in result["models"].items():
         for n, t in model["targets"].items():
-            lines.append(f"| {name} | {n} | {t['static_ms']:.2f} | {t['policy_ms']:.3f} | "
-                         f"{100 * t['policy_share']:.1f}% | {100 * t['cpu_policy_share']:.1f}% "
-                         f"| {_mark(t['policy_ok'])} |")
-    lines += ["", "| model | runtime RSS MiB | static session RSS MiB | ratio | <= 1.5x | "
-              "sessions | interpreter MiB | ratio above interpreter |",
-              "|---|---:|---:|---:|---|---:|---:|---:|"]
+            lines.append(
+                f"| {name} | {n} | {t['static_ms']:.2f} | {t['policy_ms']:.3f} | "
+                f"{100 * t['policy_share']:.1f}% | {100 * t['cpu_policy_share']:.1f}% "
+                f"| {_mark(t['policy_ok'])} |"
+            )
+    lines += [
+        "",
+        "| model | runtime RSS MiB | static session RSS MiB | ratio | <= 1.5x | "
+        "sessions | interpreter MiB | ratio above interpreter |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for name, model in result["models"].items():
         m = model["memory"]
-        lines.append(f"| {name} | {m['runtime_rss_mib']:.0f} | {m['static_rss_mib']:.0f} | "
-                     f"{m['ratio']:.2f}x | {_mark(m['ratio'] <= MEMORY_MAX)} | "
-                     f"{m['runtime_sessions']} | {m['interpreter_rss_mib']:.0f} | "
-                     f"{m['ratio_above_interpreter']:.2f}x |")
+        lines.append(
+            f"| {name} | {m['runtime_rss_mib']:.0f} | {m['static_rss_mib']:.0f} | "
+            f"{m['ratio']:.2f}x | {_mark(m['ratio'] <= MEMORY_MAX)} | "
+            f"{m['runtime_sessions']} | {m['interpreter_rss_mib']:.0f} | "
+            f"{m['ratio_above_interpreter']:.2f}x |"
+        )
     lines += ["", "Weights and agents:", ""]
     lines += [f"- {name}: {m['weights']}; {m['agent']}" for name, m in result["models"].items()]
     lines += ["", "## README snippet", "", *readme_snippet(result)]
@@ -182,8 +206,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _cases(result: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
-    return [(name, n, t) for name, model in result["models"].items()
-            for n, t in model["targets"].items()]
+    return [
+        (name, n, t)
+        for name, model in result["models"].items()
+        for n, t in model["targets"].items()
+    ]
 
 
 def _verdict(oks: list[bool]) -> str:
@@ -195,12 +222,23 @@ def readme_snippet(result: dict[str, Any]) -> list[str]:
     """One line per target: met or not, with the numbers (worst case named)."""
     cases = _cases(result)
     env, threads = result["environment"], result["settings"]["threads"]
-    c1 = [(e["ratio_to_limit"] * C1_MAX, e["cpu_ratio_to_limit"] * C1_MAX, f"{name} b{n}")
-          for name, n, t in cases for c, e in t["budgets"].items() if c == 1.0]
-    below = [(e["ratio_to_limit"], e["cpu_ratio_to_limit"], f"{name} b{n} c={c:g}")
-             for name, n, t in cases for c, e in t["budgets"].items() if c != 1.0]
-    speed = [(e["speedup"], e["cpu_speedup"], f"{name} b{n} c={c:g}") for name, n, t in cases
-             for c, e in t["budgets"].items()]
+    c1 = [
+        (e["ratio_to_limit"] * C1_MAX, e["cpu_ratio_to_limit"] * C1_MAX, f"{name} b{n}")
+        for name, n, t in cases
+        for c, e in t["budgets"].items()
+        if c == 1.0
+    ]
+    below = [
+        (e["ratio_to_limit"], e["cpu_ratio_to_limit"], f"{name} b{n} c={c:g}")
+        for name, n, t in cases
+        for c, e in t["budgets"].items()
+        if c != 1.0
+    ]
+    speed = [
+        (e["speedup"], e["cpu_speedup"], f"{name} b{n} c={c:g}")
+        for name, n, t in cases
+        for c, e in t["budgets"].items()
+    ]
     policy = [(t["policy_share"], t["cpu_policy_share"], f"{name} b{n}") for name, n, t in cases]
     mem = [(m["memory"]["ratio"], name) for name, m in result["models"].items()]
 
@@ -208,9 +246,11 @@ def readme_snippet(result: dict[str, Any]) -> list[str]:
         wall, cpu = [r[0] for r in rows], [r[1] for r in rows]
         w_wall = worst(rows, key=lambda r: r[0])
         w_cpu = worst(rows, key=lambda r: r[1])
-        return (f"wall clock {_verdict([ok(v) for v in wall])} (worst {fmt.format(w_wall[0])}, "
-                f"{w_wall[2]}); CPU time {_verdict([ok(v) for v in cpu])} (worst "
-                f"{fmt.format(w_cpu[1])}, {w_cpu[2]})")
+        return (
+            f"wall clock {_verdict([ok(v) for v in wall])} (worst {fmt.format(w_wall[0])}, "
+            f"{w_wall[2]}); CPU time {_verdict([ok(v) for v in cpu])} (worst "
+            f"{fmt.format(w_cpu[1])}, {w_cpu[2]})"
+        )
 
     return [
         f"Measured on {env['cpu']} ({env['cpu_count']} cores, shared: load average "
@@ -229,7 +269,8 @@ def readme_snippet(result: dict[str, Any]) -> list[str]:
         + both(speed, lambda v: v >= SPEEDUP_MIN, min, "{:.1f}x"),
         f"- resident memory <= 1.5x one static ONNX Runtime session: "
         f"{_verdict([r <= MEMORY_MAX for r, _ in mem])} ("
-        + ", ".join(f"{w} {r:.2f}x" for r, w in mem) + ")",
+        + ", ".join(f"{w} {r:.2f}x" for r, w in mem)
+        + ")",
     ]
 
 
@@ -242,11 +283,21 @@ def main() -> None:
     budgets, batches = parse_budgets(args.budgets), parse_batches(args.batch)
     result: dict[str, Any] = {
         "command": "python benchmarks/runtime_targets.py " + " ".join(sys.argv[1:]),
-        "settings": {"budgets": budgets, "batches": batches, "iterations": args.iterations,
-                     "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
-                     "extractor": args.extractor},
-        "environment": {**machine_info(), "load_average_before": load_average(),
-                        "torch": torch.__version__, "git": peer_eager.git_state()},
+        "settings": {
+            "budgets": budgets,
+            "batches": batches,
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "extractor": args.extractor,
+        },
+        "environment": {
+            **machine_info(),
+            "load_average_before": load_average(),
+            "torch": torch.__version__,
+            "git": peer_eager.git_state(),
+        },
         "models": {},
     }
     for name in args.models.split(","):

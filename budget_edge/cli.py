@@ -20,15 +20,18 @@ from budget_edge.files import os_error_message
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "Train a backbone on a dataset (optionally with stochastic depth)."),
     "train": ("train", "Train the BudgetNet agent: curriculum, then joint fine-tuning."),
-    "allocate": ("allocate", "Train the allocator: how many components each image runs "
-                             "(mode allocate)."),
+    "allocate": (
+        "allocate",
+        "Train the allocator: how many components each image runs (mode allocate).",
+    ),
     "evaluate": ("evaluate", "Sweep budgets: accuracy, usage, FLOPs, baselines and plots."),
     "export": ("export", "Export a checkpoint to ONNX graphs per block plus a manifest."),
-    "quantize": ("quantize", "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on "
-                             "its paths."),
+    "quantize": (
+        "quantize",
+        "Add fp16 or int8 (Q/DQ) graphs to an artifact, calibrated on its paths.",
+    ),
     "sign": ("sign", "Sign an artifact for devices that run only trusted artifacts."),
-    "build-engines": ("build_engines",
-                      "Build one TensorRT engine per exported graph, on the GPU."),
+    "build-engines": ("build_engines", "Build one TensorRT engine per exported graph, on the GPU."),
     "bench": ("bench", "Measure latency, accuracy and compute per budget with the runtime."),
     "serve": ("serve", "Serve an artifact dir over the Open Inference Protocol (v2)."),
     "demo": ("demo", "Run the whole pipeline on Fashion-MNIST: pretrain, train, export, bench."),
@@ -82,8 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         # One line like every other user error, and where the options are listed.
         where = exc.ctx.command_path if exc.ctx is not None else "budget-edge"
-        click.echo(f"error: {exc.format_message()} (see {where} --help)",
-                   err=True)
+        click.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

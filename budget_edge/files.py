@@ -157,8 +157,10 @@ def check_writable_file(path: PathLike, *, error: type[BudgetEdgeError] = Config
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
         if exc.errno == errno.ENOENT:  # the folder exists but makes no files: /proc, /sys
-            raise error(f"cannot write {target}: {target.parent} takes no new files; "
-                        "give a path in an ordinary folder") from exc
+            raise error(
+                f"cannot write {target}: {target.parent} takes no new files; "
+                "give a path in an ordinary folder"
+            ) from exc
         raise error(os_error_message(exc, target, "write")) from exc
     _unlink_quietly(probe)
     return target

@@ -13,8 +13,19 @@ from budget_edge import cli as cli_module
 from budget_edge.errors import ConfigError
 
 # The commands the README and docs send users to: each must be listed and must load.
-DOCUMENTED = ["pretrain", "train", "allocate", "evaluate", "export", "quantize", "sign",
-              "build-engines", "bench", "serve", "demo"]
+DOCUMENTED = [
+    "pretrain",
+    "train",
+    "allocate",
+    "evaluate",
+    "export",
+    "quantize",
+    "sign",
+    "build-engines",
+    "bench",
+    "serve",
+    "demo",
+]
 
 
 def test_help_lists_every_documented_command_and_each_loads() -> None:
@@ -87,12 +98,18 @@ def test_unknown_subcommand_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("error", "words"),
     [
-        (PermissionError(13, "Permission denied", "/art/graphs/block0.onnx"),
-         "error: cannot use /art/graphs/block0.onnx: permission denied"),
-        (OSError(28, "No space left on device", "/art/manifest.json"),
-         "error: cannot use /art/manifest.json: the disk is full"),
-        (OSError(30, "Read-only file system", "/art/manifest.sig"),
-         "error: cannot use /art/manifest.sig: the file system is read-only"),
+        (
+            PermissionError(13, "Permission denied", "/art/graphs/block0.onnx"),
+            "error: cannot use /art/graphs/block0.onnx: permission denied",
+        ),
+        (
+            OSError(28, "No space left on device", "/art/manifest.json"),
+            "error: cannot use /art/manifest.json: the disk is full",
+        ),
+        (
+            OSError(30, "Read-only file system", "/art/manifest.sig"),
+            "error: cannot use /art/manifest.sig: the file system is read-only",
+        ),
     ],
 )
 def test_a_file_the_system_refused_is_one_line_naming_it(

@@ -99,8 +99,15 @@ def test_evaluate_budget_by_hand() -> None:
     net = KeyComponentNet(key=3)
     best = best_static_masks(net, images, labels)  # type: ignore[arg-type]
     row = evaluate_budget(
-        net, PrefixAgent(4), images, labels, budget=0.5, drop_order=[0, 1, 2, 3],  # type: ignore[arg-type]
-        generator=torch.Generator().manual_seed(0), best_masks=best, latency_images=2,
+        net,
+        PrefixAgent(4),
+        images,
+        labels,
+        budget=0.5,
+        drop_order=[0, 1, 2, 3],  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(0),
+        best_masks=best,
+        latency_images=2,
     )
     # The agent keeps components 0 and 1: the key component 3 is dropped, every answer wrong.
     assert row.accuracy == 0.0
@@ -129,9 +136,16 @@ def test_rank_masks_keep_the_most_probable() -> None:
 def test_evaluate_budget_rank_mode_keeps_round_c_k() -> None:
     images, labels = _images(20)
     row = evaluate_budget(
-        KeyComponentNet(key=3), PrefixAgent(4), images, labels, budget=0.75,  # type: ignore[arg-type]
-        drop_order=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0),
-        best_masks=torch.ones(5, 4, dtype=torch.bool), latency_images=0, mode="rank",
+        KeyComponentNet(key=3),
+        PrefixAgent(4),
+        images,
+        labels,
+        budget=0.75,  # type: ignore[arg-type]
+        drop_order=[0, 1, 2, 3],
+        generator=torch.Generator().manual_seed(0),
+        best_masks=torch.ones(5, 4, dtype=torch.bool),
+        latency_images=0,
+        mode="rank",
     )
     assert row.usage_mean == 0.75 and row.usage_abs_error == 0.0
 
@@ -142,8 +156,9 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     backbone = tiny_backbone()
     agent = build_agent(backbone.num_components, "light", 1, (1, 28, 28))
     images, labels = torch.randn(12, 1, 28, 28), torch.arange(12) % 10
-    result = sweep(backbone, agent, images, labels, images[:6], labels[:6], [0.2, 1.0],
-                   latency_images=1)
+    result = sweep(
+        backbone, agent, images, labels, images[:6], labels[:6], [0.2, 1.0], latency_images=1
+    )
     assert [r.budget for r in result.rows] == [0.2, 1.0]
     assert sorted(result.drop_order) == list(range(backbone.num_components))
     assert result.full_flops == backbone.flops().total
@@ -153,10 +168,16 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
 
     paths = write_reports(result, tmp_path / "eval")
     names = sorted(p.name for p in paths)
-    assert names == sorted([
-        "sweep.json", "sweep.csv", "sweep.md", "accuracy_vs_flops.png",
-        "usage_vs_budget.png", "unique_policies_vs_budget.png",
-    ])
+    assert names == sorted(
+        [
+            "sweep.json",
+            "sweep.csv",
+            "sweep.md",
+            "accuracy_vs_flops.png",
+            "usage_vs_budget.png",
+            "unique_policies_vs_budget.png",
+        ]
+    )
     data = json.loads((tmp_path / "eval" / "sweep.json").read_text())
     assert len(data["rows"]) == 2 and data["full_model"]["flops"] == result.full_flops
     k = backbone.num_components

@@ -32,8 +32,14 @@ from budget_edge.runtime.runtime import BudgetRuntime
 ROWS = ("static", "general path", "count plan", "floor: two graph calls")
 
 
-def time_budget(rt: BudgetRuntime, general: BudgetRuntime, pool: list[np.ndarray], c: float,
-                per: int, rounds: int) -> dict[str, object]:
+def time_budget(
+    rt: BudgetRuntime,
+    general: BudgetRuntime,
+    pool: list[np.ndarray],
+    c: float,
+    per: int,
+    rounds: int,
+) -> dict[str, object]:
     plan = rt._count_plan  # noqa: SLF001 (the benchmark reads what the runtime planned)
     assert plan is not None, "the artifact has no table of count masks"
     pre = rt.manifest.preprocessing
@@ -41,8 +47,10 @@ def time_budget(rt: BudgetRuntime, general: BudgetRuntime, pool: list[np.ndarray
     floats = [prepare_images(x, pre) for x in pool]
     counts = [plan.count(be.run(plan.allocator, [f])[0], c) for f in floats]
     if any(plan.graphs[k] is None for k in counts):
-        raise SystemExit("some counts have no whole-mask graph: export with --fuse-top "
-                         f"{len(plan.graphs)} or more")
+        raise SystemExit(
+            "some counts have no whole-mask graph: export with --fuse-top "
+            f"{len(plan.graphs)} or more"
+        )
 
     def floor(i: int) -> None:  # what the two graphs cost with nothing around them
         be.run(plan.allocator, [floats[i]])
@@ -57,30 +65,41 @@ def time_budget(rt: BudgetRuntime, general: BudgetRuntime, pool: list[np.ndarray
     times = time_rows(calls, per, rounds, len(pool))
     static_median = float(np.median(times["static"]))
     static_mean = float(np.mean(times["static"]))
-    return {"budget": c, "usage": float(np.mean([plan.masks[k].mean() for k in counts])),
-            "median_ms": {r: float(np.median(v)) for r, v in times.items()},
-            "median_x_static": {r: float(np.median(v)) / static_median for r, v in times.items()},
-            "mean_x_static": {r: float(np.mean(v)) / static_mean for r, v in times.items()}}
+    return {
+        "budget": c,
+        "usage": float(np.mean([plan.masks[k].mean() for k in counts])),
+        "median_ms": {r: float(np.median(v)) for r, v in times.items()},
+        "median_x_static": {r: float(np.median(v)) / static_median for r, v in times.items()},
+        "mean_x_static": {r: float(np.mean(v)) / static_mean for r, v in times.items()},
+    }
 
 
 def markdown(result: dict[str, object]) -> str:
     m = result["machine"]
     assert isinstance(m, dict)
-    lines = [f"# Mode allocate at batch 1: general path vs count plan ({result['artifact']})", "",
-             f"- machine: {m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
-             f"load average {m['load_average']}, one ONNX Runtime thread",
-             f"- command: `{result['command']}`",
-             f"- {result['rounds']} rounds of {result['per']} calls per row, 64 test images", "",
-             "Median (mean) latency over the static graph's:", "",
-             "| c | usage | " + " | ".join(ROWS[1:]) + " | static ms |",
-             "|---:|---:|" + "---:|" * len(ROWS)]
+    lines = [
+        f"# Mode allocate at batch 1: general path vs count plan ({result['artifact']})",
+        "",
+        f"- machine: {m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
+        f"load average {m['load_average']}, one ONNX Runtime thread",
+        f"- command: `{result['command']}`",
+        f"- {result['rounds']} rounds of {result['per']} calls per row, 64 test images",
+        "",
+        "Median (mean) latency over the static graph's:",
+        "",
+        "| c | usage | " + " | ".join(ROWS[1:]) + " | static ms |",
+        "|---:|---:|" + "---:|" * len(ROWS),
+    ]
     rows = result["budgets"]
     assert isinstance(rows, list)
     for row in rows:
         med, mean = row["median_x_static"], row["mean_x_static"]
         cells = [f"{med[r]:.2f}x ({mean[r]:.2f}x)" for r in ROWS[1:]]
-        lines.append(f"| {row['budget']:g} | {row['usage']:.2f} | " + " | ".join(cells)
-                     + f" | {row['median_ms']['static']:.3f} |")
+        lines.append(
+            f"| {row['budget']:g} | {row['usage']:.2f} | "
+            + " | ".join(cells)
+            + f" | {row['median_ms']['static']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -96,13 +115,16 @@ def main() -> None:
     general = BudgetRuntime.load(args.artifact, threads=1)
     general._count_plan = None  # noqa: SLF001 (every call through the general path)
     images = load_arrays("fashion-mnist", None, "test").subset(64).images
-    pool = [np.ascontiguousarray(images[i:i + 1]) for i in range(len(images))]
+    pool = [np.ascontiguousarray(images[i : i + 1]) for i in range(len(images))]
     budgets = [float(b) for b in args.budgets.split(",")]
     result: dict[str, object] = {
-        "artifact": args.artifact, "command": " ".join(["python", *sys.argv]),
-        "machine": machine_info(), "per": args.per, "rounds": args.rounds,
-        "budgets": [time_budget(rt, general, pool, c, args.per, args.rounds)
-                    for c in budgets]}
+        "artifact": args.artifact,
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_info(),
+        "per": args.per,
+        "rounds": args.rounds,
+        "budgets": [time_budget(rt, general, pool, c, args.per, args.rounds) for c in budgets],
+    }
     write_result(args.out, result, markdown(result))
 
 

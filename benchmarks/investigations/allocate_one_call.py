@@ -43,14 +43,15 @@ from budget_edge.runtime.runtime import BudgetRuntime
 PATHS = ("static", "one call", "separate", "backbone")
 
 
-def time_budget(rt: BudgetRuntime, separate: BudgetRuntime, images: np.ndarray, c: float,
-                per: int, rounds: int) -> dict[str, object]:
+def time_budget(
+    rt: BudgetRuntime, separate: BudgetRuntime, images: np.ndarray, c: float, per: int, rounds: int
+) -> dict[str, object]:
     masks = rt.infer(images, budget=c, mode="allocate").mask
     calls: dict[str, Callable[[int], object]] = {
-        "static": lambda i: rt.run_full(images[i:i + 1]),
-        "one call": lambda i: rt.infer(images[i:i + 1], budget=c, mode="allocate"),
-        "separate": lambda i: separate.infer(images[i:i + 1], budget=c, mode="allocate"),
-        "backbone": lambda i: rt.infer(images[i:i + 1], mask=masks[i]),
+        "static": lambda i: rt.run_full(images[i : i + 1]),
+        "one call": lambda i: rt.infer(images[i : i + 1], budget=c, mode="allocate"),
+        "separate": lambda i: separate.infer(images[i : i + 1], budget=c, mode="allocate"),
+        "backbone": lambda i: rt.infer(images[i : i + 1], mask=masks[i]),
     }
     times: dict[str, list[float]] = {p: [] for p in PATHS}
     n = len(images)
@@ -64,7 +65,9 @@ def time_budget(rt: BudgetRuntime, separate: BudgetRuntime, images: np.ndarray, 
     static_mean = float(np.mean(times["static"]))
     static_median = float(np.median(times["static"]))
     return {
-        "budget": c, "usage": float(masks.mean()), "distinct_masks": len(np.unique(masks, axis=0)),
+        "budget": c,
+        "usage": float(masks.mean()),
+        "distinct_masks": len(np.unique(masks, axis=0)),
         "mean_ms": {p: float(np.mean(v)) for p, v in times.items()},
         "median_ms": {p: float(np.median(v)) for p, v in times.items()},
         "mean_x_static": {p: float(np.mean(v)) / static_mean for p, v in times.items()},
@@ -75,39 +78,53 @@ def time_budget(rt: BudgetRuntime, separate: BudgetRuntime, images: np.ndarray, 
 def markdown(result: dict[str, object]) -> str:
     rows = result["budgets"]
     assert isinstance(rows, list)
-    lines = [f"# allocate at batch 1: one call against separate graphs ({result['artifact']})",
-             "", f"- machine: {_machine_line(result['machine'])}",
-             f"- command: `{result['command']}`",
-             "", "Mean latency over the static graph's (median in brackets):", "",
-             "| c | usage | masks | one call | separate | backbone alone | static ms |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# allocate at batch 1: one call against separate graphs ({result['artifact']})",
+        "",
+        f"- machine: {_machine_line(result['machine'])}",
+        f"- command: `{result['command']}`",
+        "",
+        "Mean latency over the static graph's (median in brackets):",
+        "",
+        "| c | usage | masks | one call | separate | backbone alone | static ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         mean, median = row["mean_x_static"], row["median_x_static"]
-        cells = [f"{mean[p]:.2f}x ({median[p]:.2f}x)" for p in ("one call", "separate",
-                                                                 "backbone")]
-        lines.append(f"| {row['budget']:g} | {row['usage']:.3f} | {row['distinct_masks']} | "
-                     + " | ".join(cells) + f" | {row['mean_ms']['static']:.2f} |")
+        cells = [f"{mean[p]:.2f}x ({median[p]:.2f}x)" for p in ("one call", "separate", "backbone")]
+        lines.append(
+            f"| {row['budget']:g} | {row['usage']:.3f} | {row['distinct_masks']} | "
+            + " | ".join(cells)
+            + f" | {row['mean_ms']['static']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _machine_line(m: object) -> str:
     assert isinstance(m, dict)
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return (f"{m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
-            f"load average {m['load_average']}; {versions}")
+    return (
+        f"{m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
+        f"load average {m['load_average']}; {versions}"
+    )
 
 
 def main() -> None:
     args = parse_args(__doc__ or "", "0.2,0.3,0.4,0.5,0.6,0.7,0.8", 40)
     rt = BudgetRuntime.load(args.artifact, threads=1)
     if rt.manifest.roles.get("allocate_switch") is None:
-        raise SystemExit("this artifact has no allocate_switch graph: run this script at "
-                         "commit 051aa7d on an artifact exported there (see its docstring)")
+        raise SystemExit(
+            "this artifact has no allocate_switch graph: run this script at "
+            "commit 051aa7d on an artifact exported there (see its docstring)"
+        )
     separate = BudgetRuntime.load(args.artifact, threads=1)
     separate._allocate_switch = None  # the path every batch > 1 takes
-    run_budgets(args, "allocate_one_call.py", markdown,
-                lambda images, c: time_budget(rt, separate, images, c, args.per,
-                                              args.rounds))
+    run_budgets(
+        args,
+        "allocate_one_call.py",
+        markdown,
+        lambda images, c: time_budget(rt, separate, images, c, args.per, args.rounds),
+    )
 
 
 if __name__ == "__main__":

@@ -39,10 +39,15 @@ def budget_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if not 0.2 - 1e-6 <= r["budget"] <= 1.0 + 1e-6:
             continue
-        out.append({"budget": r["budget"], "usage": r["usage_mean"],
-                    "mean_abs_error": r["usage_abs_error"],
-                    "error_of_mean": abs(r["usage_mean"] - r["budget"]),
-                    "met": r["usage_abs_error"] <= USAGE_TOLERANCE + 1e-9})
+        out.append(
+            {
+                "budget": r["budget"],
+                "usage": r["usage_mean"],
+                "mean_abs_error": r["usage_abs_error"],
+                "error_of_mean": abs(r["usage_mean"] - r["budget"]),
+                "met": r["usage_abs_error"] <= USAGE_TOLERANCE + 1e-9,
+            }
+        )
     return out
 
 
@@ -52,9 +57,16 @@ def accuracy_checks(rows: list[dict[str, Any]], full: float) -> list[dict[str, A
         r = _row_at(rows, c)
         if r is None:
             continue
-        out.append({"budget": c, "accuracy": r["accuracy"], "full": full,
-                    "allowed_drop": drop, "drop": full - r["accuracy"],
-                    "met": full - r["accuracy"] <= drop + 1e-9})
+        out.append(
+            {
+                "budget": c,
+                "accuracy": r["accuracy"],
+                "full": full,
+                "allowed_drop": drop,
+                "drop": full - r["accuracy"],
+                "met": full - r["accuracy"] <= drop + 1e-9,
+            }
+        )
     return out
 
 
@@ -65,10 +77,18 @@ def baseline_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         over_random = r["accuracy"] - r["random_accuracy"]
         over_static = r["accuracy"] - r["static_accuracy"]
-        out.append({"budget": r["budget"], "accuracy": r["accuracy"], "usage": r["usage_mean"],
-                    "random": r["random_accuracy"], "static": r["static_accuracy"],
-                    "over_random": over_random, "over_static": over_static,
-                    "met": over_random >= RANDOM_MARGIN - 1e-9 and over_static >= -1e-9})
+        out.append(
+            {
+                "budget": r["budget"],
+                "accuracy": r["accuracy"],
+                "usage": r["usage_mean"],
+                "random": r["random_accuracy"],
+                "static": r["static_accuracy"],
+                "over_random": over_random,
+                "over_static": over_static,
+                "met": over_random >= RANDOM_MARGIN - 1e-9 and over_static >= -1e-9,
+            }
+        )
     return out
 
 
@@ -93,45 +113,82 @@ def _mark(ok: bool) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Training targets: `{report['sweep']}`", ""]
-    lines += ["## Budget honoured (mean over images of |usage - c| <= 0.05, c in [0.2, 1])", "",
-              "| c | mean usage | mean abs error | error of the mean | |",
-              "|---:|---:|---:|---:|---|"]
-    lines += [f"| {r['budget']:.2f} | {r['usage']:.3f} | {r['mean_abs_error']:.3f} | "
-              f"{r['error_of_mean']:.3f} | {_mark(r['met'])} |" for r in report["budget"]]
+    lines += [
+        "## Budget honoured (mean over images of |usage - c| <= 0.05, c in [0.2, 1])",
+        "",
+        "| c | mean usage | mean abs error | error of the mean | |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['budget']:.2f} | {r['usage']:.3f} | {r['mean_abs_error']:.3f} | "
+        f"{r['error_of_mean']:.3f} | {_mark(r['met'])} |"
+        for r in report["budget"]
+    ]
     met = sum(r["met"] for r in report["budget"])
     lines += ["", f"{met} of {len(report['budget'])} budgets met.", ""]
-    lines += ["## Accuracy against the full model", "",
-              "| c | accuracy | full model | drop | allowed | |", "|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {r['budget']:.2f} | {_pct(r['accuracy'])} | {_pct(r['full'])} | "
-              f"{100 * r['drop']:.2f} pts | {100 * r['allowed_drop']:.1f} pts | "
-              f"{_mark(r['met'])} |" for r in report["accuracy"]]
+    lines += [
+        "## Accuracy against the full model",
+        "",
+        "| c | accuracy | full model | drop | allowed | |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['budget']:.2f} | {_pct(r['accuracy'])} | {_pct(r['full'])} | "
+        f"{100 * r['drop']:.2f} pts | {100 * r['allowed_drop']:.1f} pts | "
+        f"{_mark(r['met'])} |"
+        for r in report["accuracy"]
+    ]
     if report.get("pretrained_accuracy") is not None:
-        lines += ["", f"Full model = the fine-tuned backbone unmasked ({_pct(report['full'])}); "
-                  f"the pretrained backbone before fine-tuning: "
-                  f"{_pct(report['pretrained_accuracy'])}."]
-    lines += ["", "## Against the baselines at the same usage (c <= 0.75)", "",
-              "| c | usage | agent | random | static order | over random | over static | |",
-              "|---:|---:|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {r['budget']:.2f} | {r['usage']:.3f} | {_pct(r['accuracy'])} | "
-              f"{_pct(r['random'])} | {_pct(r['static'])} | {100 * r['over_random']:+.2f} | "
-              f"{100 * r['over_static']:+.2f} | {_mark(r['met'])} |" for r in report["baselines"]]
+        lines += [
+            "",
+            f"Full model = the fine-tuned backbone unmasked ({_pct(report['full'])}); "
+            f"the pretrained backbone before fine-tuning: "
+            f"{_pct(report['pretrained_accuracy'])}.",
+        ]
+    lines += [
+        "",
+        "## Against the baselines at the same usage (c <= 0.75)",
+        "",
+        "| c | usage | agent | random | static order | over random | over static | |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['budget']:.2f} | {r['usage']:.3f} | {_pct(r['accuracy'])} | "
+        f"{_pct(r['random'])} | {_pct(r['static'])} | {100 * r['over_random']:+.2f} | "
+        f"{100 * r['over_static']:+.2f} | {_mark(r['met'])} |"
+        for r in report["baselines"]
+    ]
     met = sum(r["met"] for r in report["baselines"])
     lines += ["", f"{met} of {len(report['baselines'])} budgets met.", ""]
     wall = report.get("wall_minutes")
     if wall is not None:
-        lines += ["## Wall time", "",
-                  f"{wall:.1f} min of training (pretraining excluded): "
-                  f"{_mark(wall <= WALL_LIMIT_MIN)} (limit {WALL_LIMIT_MIN:.0f} min).", ""]
+        lines += [
+            "## Wall time",
+            "",
+            f"{wall:.1f} min of training (pretraining excluded): "
+            f"{_mark(wall <= WALL_LIMIT_MIN)} (limit {WALL_LIMIT_MIN:.0f} min).",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def check(sweep_path: Path, history: Path | None = None, wall: float | None = None,
-          pretrained: float | None = None) -> dict[str, Any]:
+def check(
+    sweep_path: Path,
+    history: Path | None = None,
+    wall: float | None = None,
+    pretrained: float | None = None,
+) -> dict[str, Any]:
     sweep = json.loads(sweep_path.read_text())
     rows, full = sweep["rows"], sweep["full_model"]["accuracy"]
-    return {"sweep": str(sweep_path), "full": full, "pretrained_accuracy": pretrained,
-            "budget": budget_checks(rows), "accuracy": accuracy_checks(rows, full),
-            "baselines": baseline_checks(rows), "wall_minutes": wall_minutes(history, wall)}
+    return {
+        "sweep": str(sweep_path),
+        "full": full,
+        "pretrained_accuracy": pretrained,
+        "budget": budget_checks(rows),
+        "accuracy": accuracy_checks(rows, full),
+        "baselines": baseline_checks(rows),
+        "wall_minutes": wall_minutes(history, wall),
+    }
 
 
 def main() -> None:

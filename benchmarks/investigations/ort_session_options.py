@@ -37,11 +37,17 @@ class Graph:
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int) -> str:
         w, b, y = self.name(), self.name(), self.name()
         scale = (2.0 / (cin * k * k)) ** 0.5
-        self.inits += [numpy_helper.from_array(
-            (self.rng.standard_normal((cout, cin, k, k)) * scale).astype(np.float32), w),
-            numpy_helper.from_array(np.zeros(cout, np.float32), b)]
-        self.nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k],
-                                           strides=[stride] * 2, pads=[k // 2] * 4))
+        self.inits += [
+            numpy_helper.from_array(
+                (self.rng.standard_normal((cout, cin, k, k)) * scale).astype(np.float32), w
+            ),
+            numpy_helper.from_array(np.zeros(cout, np.float32), b),
+        ]
+        self.nodes.append(
+            helper.make_node(
+                "Conv", [x, w, b], [y], kernel_shape=[k, k], strides=[stride] * 2, pads=[k // 2] * 4
+            )
+        )
         return y
 
     def op(self, kind: str, ins: list[str], **attrs: Any) -> str:
@@ -57,10 +63,13 @@ class Graph:
 
     def save(self, path: Path, x: str, y: str, in_shape: list[Any], out_shape: list[Any]) -> None:
         self.nodes.append(helper.make_node("Identity", [y], ["out"]))
-        g = helper.make_graph(self.nodes, "g",
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)],
-                              initializer=self.inits)
+        g = helper.make_graph(
+            self.nodes,
+            "g",
+            [helper.make_tensor_value_info(x, TensorProto.FLOAT, in_shape)],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)],
+            initializer=self.inits,
+        )
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.save(model, str(path))
@@ -80,20 +89,31 @@ def build(root: Path) -> tuple[list[Path], Path]:
     parts = []
     rng = np.random.default_rng(0)  # same weights, drawn in the same order
     g = Graph(rng)
-    g.save(root / "stem.onnx", "x", g.op("Relu", [g.conv("x", 3, 16, 3, 1)]),
-           ["n", 3, 32, 32], ["n", 16, 32, 32])
+    g.save(
+        root / "stem.onnx",
+        "x",
+        g.op("Relu", [g.conv("x", 3, 16, 3, 1)]),
+        ["n", 3, 32, 32],
+        ["n", 16, 32, 32],
+    )
     parts.append(root / "stem.onnx")
     size = 32
     for i, (cin, cout, s) in enumerate(plan):
         g = Graph(rng)
         out = g.block("x", cin, cout, s)
-        g.save(root / f"b{i}.onnx", "x", out, ["n", cin, size, size],
-               ["n", cout, size // s, size // s])
+        g.save(
+            root / f"b{i}.onnx", "x", out, ["n", cin, size, size], ["n", cout, size // s, size // s]
+        )
         size //= s
         parts.append(root / f"b{i}.onnx")
     g = Graph(rng)
-    g.save(root / "head.onnx", "x", g.op("Flatten", [g.op("GlobalAveragePool", ["x"])]),
-           ["n", 64, 8, 8], ["n", 64])
+    g.save(
+        root / "head.onnx",
+        "x",
+        g.op("Flatten", [g.op("GlobalAveragePool", ["x"])]),
+        ["n", 64, 8, 8],
+        ["n", 64],
+    )
     parts.append(root / "head.onnx")
     return parts, root / "full.onnx"
 
@@ -134,8 +154,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         parts, full_path = build(Path(tmp))
         print(f"onnxruntime {ort.__version__}; {len(parts)} chained sessions vs one static graph")
-        print(f"{'options':<12} {'batch':>5} {'chain med':>10} {'p90':>8} {'full med':>9} "
-              f"{'p90':>8}")
+        print(
+            f"{'options':<12} {'batch':>5} {'chain med':>10} {'p90':>8} {'full med':>9} {'p90':>8}"
+        )
         for kind in ("default", "spin", "no-spin", "intra1"):
             so = options(kind, args.threads)
             provs = ["CPUExecutionProvider"]
@@ -144,8 +165,9 @@ def main() -> None:
 
             names = [s.get_inputs()[0].name for s in sessions]
 
-            def chain(x: np.ndarray, sessions: list[Any] = sessions,
-                      names: list[str] = names) -> np.ndarray:
+            def chain(
+                x: np.ndarray, sessions: list[Any] = sessions, names: list[str] = names
+            ) -> np.ndarray:
                 for s, name in zip(sessions, names, strict=True):
                     x = s.run(["out"], {name: x})[0]
                 return x
@@ -160,8 +182,10 @@ def main() -> None:
                 assert np.abs(chain(x) - ref).max() <= 1e-4 * np.abs(ref).max()
                 c_med, c_p90 = time_it(chain, x, args.iterations)
                 f_med, f_p90 = time_it(static, x, args.iterations)
-                print(f"{kind:<12} {batch:>5} {c_med:>10.2f} {c_p90:>8.2f} {f_med:>9.2f} "
-                      f"{f_p90:>8.2f}")
+                print(
+                    f"{kind:<12} {batch:>5} {c_med:>10.2f} {c_p90:>8.2f} {f_med:>9.2f} "
+                    f"{f_p90:>8.2f}"
+                )
 
 
 if __name__ == "__main__":

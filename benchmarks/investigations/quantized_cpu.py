@@ -38,8 +38,7 @@ from budget_edge.runtime.machine import machine_info
 from budget_edge.runtime.runtime import BudgetRuntime
 
 
-def time_static(runtimes: dict[str, BudgetRuntime], x: np.ndarray, calls: int
-                ) -> dict[str, float]:
+def time_static(runtimes: dict[str, BudgetRuntime], x: np.ndarray, calls: int) -> dict[str, float]:
     """Median ms of the static graph per runtime, calls interleaved."""
     times: dict[str, list[float]] = {k: [] for k in runtimes}
     for call in range(calls + 10):
@@ -51,8 +50,7 @@ def time_static(runtimes: dict[str, BudgetRuntime], x: np.ndarray, calls: int
     return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
-def activation_types(artifact: Path, calib: str, images: np.ndarray, calls: int
-                     ) -> dict[str, Any]:
+def activation_types(artifact: Path, calib: str, images: np.ndarray, calls: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         copies = {}
@@ -66,11 +64,14 @@ def activation_types(artifact: Path, calib: str, images: np.ndarray, calls: int
                         manifest["files"].pop(f, None)
                 manifest["precisions"] = {}
                 (copies[act] / "manifest.json").write_text(json.dumps(manifest))
-            quantize_artifact(copies[act], QuantizeSettings(
-                "int8", calib_data=calib, calib_images=256, activation_type=act))
+            quantize_artifact(
+                copies[act],
+                QuantizeSettings("int8", calib_data=calib, calib_images=256, activation_type=act),
+            )
         runtimes = {"fp32": BudgetRuntime.load(copies["u8"], threads=1)}
-        runtimes |= {a: BudgetRuntime.load(p, threads=1, precision="int8")
-                     for a, p in copies.items()}
+        runtimes |= {
+            a: BudgetRuntime.load(p, threads=1, precision="int8") for a, p in copies.items()
+        }
         for n in (1, 8):
             out[f"batch {n}"] = time_static(runtimes, images[:n], calls)
     return out
@@ -94,8 +95,7 @@ def profile(path: Path, feeds: dict[str, np.ndarray], runs: int) -> Counter[str]
     return Counter({k: v / runs for k, v in per_op.items()})
 
 
-def where_time_goes(artifact: Path, images: np.ndarray, budget: float, runs: int
-                    ) -> dict[str, Any]:
+def where_time_goes(artifact: Path, images: np.ndarray, budget: float, runs: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     x8 = images[:8]
     for precision in ("fp32", "int8"):
@@ -114,38 +114,59 @@ def where_time_goes(artifact: Path, images: np.ndarray, budget: float, runs: int
         else:
             g = rt.manifest.graph(str(rt.manifest.roles["switch"]))
             codes = mask.astype(np.int64) @ rt._code_weights
-            masked = profile(artifact / g.file, {g.inputs[0].name: x, g.inputs[1].name: codes},
-                             runs)
+            masked = profile(
+                artifact / g.file, {g.inputs[0].name: x, g.inputs[1].name: codes}, runs
+            )
             path = "switch graph"
-        result[precision] = {"mask_kept": int(mask.sum()), "path": path,
-                             "static_us": dict(static.most_common()),
-                             "masked_us": dict(masked.most_common())}
+        result[precision] = {
+            "mask_kept": int(mask.sum()),
+            "path": path,
+            "static_us": dict(static.most_common()),
+            "masked_us": dict(masked.most_common()),
+        }
         rt.close()
     return result
 
 
 def markdown(data: dict[str, Any]) -> str:
-    lines = [f"# int8 on this CPU: {data['artifact']}", "",
-             f"- machine: {data['machine']['cpu']}, {data['machine']['cpu_count']} cores; "
-             "one ONNX Runtime thread", "",
-             "## Activation type (static graph, median ms, interleaved)", "",
-             "| batch | fp32 | int8 u8 activations | int8 s8 activations | u8 / fp32 | s8 / fp32 |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# int8 on this CPU: {data['artifact']}",
+        "",
+        f"- machine: {data['machine']['cpu']}, {data['machine']['cpu_count']} cores; "
+        "one ONNX Runtime thread",
+        "",
+        "## Activation type (static graph, median ms, interleaved)",
+        "",
+        "| batch | fp32 | int8 u8 activations | int8 s8 activations | u8 / fp32 | s8 / fp32 |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for batch, t in data["activation_types"].items():
-        lines.append(f"| {batch.split()[1]} | {t['fp32']:.3f} | {t['u8']:.3f} | {t['s8']:.3f} | "
-                     f"{t['u8'] / t['fp32']:.2f} | {t['s8'] / t['fp32']:.2f} |")
-    lines += ["", f"## Where the time goes (batch 8, c = {data['budget']:g}, us per call by "
-                  "ONNX Runtime's profiler)", ""]
+        lines.append(
+            f"| {batch.split()[1]} | {t['fp32']:.3f} | {t['u8']:.3f} | {t['s8']:.3f} | "
+            f"{t['u8'] / t['fp32']:.2f} | {t['s8'] / t['fp32']:.2f} |"
+        )
+    lines += [
+        "",
+        f"## Where the time goes (batch 8, c = {data['budget']:g}, us per call by "
+        "ONNX Runtime's profiler)",
+        "",
+    ]
     for precision, d in data["profile"].items():
         total_s, total_m = sum(d["static_us"].values()), sum(d["masked_us"].values())
-        lines += [f"### {precision}: static {total_s:.0f} us; mask ({d['mask_kept']} kept, "
-                  f"{d['path']}) {total_m:.0f} us", "",
-                  "| op | static us | masked us |", "|---|---:|---:|"]
-        ops = sorted(set(d["static_us"]) | set(d["masked_us"]),
-                     key=lambda o: -d["static_us"].get(o, 0.0))
+        lines += [
+            f"### {precision}: static {total_s:.0f} us; mask ({d['mask_kept']} kept, "
+            f"{d['path']}) {total_m:.0f} us",
+            "",
+            "| op | static us | masked us |",
+            "|---|---:|---:|",
+        ]
+        ops = sorted(
+            set(d["static_us"]) | set(d["masked_us"]), key=lambda o: -d["static_us"].get(o, 0.0)
+        )
         for op in ops:
-            lines.append(f"| {op} | {d['static_us'].get(op, 0.0):.0f} | "
-                         f"{d['masked_us'].get(op, 0.0):.0f} |")
+            lines.append(
+                f"| {op} | {d['static_us'].get(op, 0.0):.0f} | {d['masked_us'].get(op, 0.0):.0f} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -160,10 +181,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     images = load_arrays(args.data, None, "test").subset(256).images
-    data = {"artifact": str(args.artifact), "machine": machine_info(), "budget": args.budget,
-            "activation_types": activation_types(args.artifact, args.calib_data, images,
-                                                 args.calls),
-            "profile": where_time_goes(args.artifact, images, args.budget, 50)}
+    data = {
+        "artifact": str(args.artifact),
+        "machine": machine_info(),
+        "budget": args.budget,
+        "activation_types": activation_types(args.artifact, args.calib_data, images, args.calls),
+        "profile": where_time_goes(args.artifact, images, args.budget, 50),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(data))

@@ -54,8 +54,9 @@ def _on(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> Callable[[int], Any]:
     return lambda _i: fn(x)
 
 
-def _options(level: Any = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-             dump: str | None = None) -> ort.SessionOptions:
+def _options(
+    level: Any = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, dump: str | None = None
+) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.graph_optimization_level = level
@@ -75,15 +76,18 @@ def chain(args: argparse.Namespace) -> None:
     root = Path(args.work) / f"{args.model}-light"
     manifest = json.loads((root / "manifest.json").read_text())
     names = ["stem"] + [b["variants"][-1]["graph"] for b in manifest["blocks"]] + ["head"]
-    levels = {"ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-              "ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+    levels = {
+        "ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }
     for label, level in levels.items():
         full = _session(root / "graphs" / "full.onnx", level=level)
         parts = [_session(root / "graphs" / f"{g}.onnx", level=level) for g in names]
         inputs = [s.get_inputs()[0].name for s in parts]
 
-        def run_chain(x: np.ndarray, parts: list[Any] = parts, inputs: list[str] = inputs
-                      ) -> np.ndarray:
+        def run_chain(
+            x: np.ndarray, parts: list[Any] = parts, inputs: list[str] = inputs
+        ) -> np.ndarray:
             for s, name in zip(parts, inputs, strict=True):
                 x = s.run(None, {name: x})[0]
             return x
@@ -95,8 +99,11 @@ def chain(args: argparse.Namespace) -> None:
             x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32), np.float32)
             a = cpu_ms(_on(run_full, x), 10)
             b = cpu_ms(_on(run_chain, x), 10)
-            print(f"{args.model} {label} b{batch}: static {a:.2f} ms, chain of "
-                  f"{len(parts)} graphs {b:.2f} ms, ratio {b / a:.2f}", flush=True)
+            print(
+                f"{args.model} {label} b{batch}: static {a:.2f} ms, chain of "
+                f"{len(parts)} graphs {b:.2f} ms, ratio {b / a:.2f}",
+                flush=True,
+            )
 
 
 def _blocked_block(source: Path, dump: Path, channels: int, hw: int) -> onnx.ModelProto:
@@ -106,8 +113,10 @@ def _blocked_block(source: Path, dump: Path, channels: int, hw: int) -> onnx.Mod
     model = onnx.load(str(dump))
     ops = [n.op_type for n in model.graph.node]
     if ops != ["ReorderInput", "Conv", "Conv", "ReorderOutput", "Add", "Relu"]:
-        raise SystemExit(f"{source.name}: unexpected optimised graph {ops}; the prototype "
-                         "handles identity-shortcut ResNet blocks only")
+        raise SystemExit(
+            f"{source.name}: unexpected optimised graph {ops}; the prototype "
+            "handles identity-shortcut ResNet blocks only"
+        )
     conv1, conv2 = model.graph.node[1], model.graph.node[2]
     conv1.input[0] = "xb"
     conv2.input.append("xb")
@@ -126,11 +135,16 @@ def _blocked_block(source: Path, dump: Path, channels: int, hw: int) -> onnx.Mod
 def _reorder(op: str, width: int, hw: int, **attrs: Any) -> onnx.ModelProto:
     node = helper.make_node(op, ["i"], ["o"], domain="com.microsoft.nchwc", **attrs)
     shape: list[str | int] = ["batch", width, hw, hw]
-    graph = helper.make_graph([node], op, [helper.make_tensor_value_info(
-        "i", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("o", TensorProto.FLOAT,
-                                                                        shape)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
+    graph = helper.make_graph(
+        [node],
+        op,
+        [helper.make_tensor_value_info("i", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft.nchwc", 1)],
+    )
     model.ir_version = 8
     return model
 
@@ -154,13 +168,16 @@ def nchwc(args: argparse.Namespace) -> None:
         from_blocked = _reorder("ReorderOutput", 16, 32, channels=16)
         onnx.save(to_blocked, str(Path(tmp) / "in.onnx"))
         onnx.save(from_blocked, str(Path(tmp) / "out.onnx"))
-        r_in, r_out = (_session(Path(tmp) / "in.onnx", level=off),
-                       _session(Path(tmp) / "out.onnx", level=off))
+        r_in, r_out = (
+            _session(Path(tmp) / "in.onnx", level=off),
+            _session(Path(tmp) / "out.onnx", level=off),
+        )
         merged = onnx.load(str(root / f"{names[0]}.onnx"))
         for i, n in enumerate(names[1:], 1):
             part = onnx.compose.add_prefix(onnx.load(str(root / f"{n}.onnx")), f"b{i}_")
-            merged = onnx.compose.merge_models(merged, part,
-                                               io_map=[(merged.graph.output[0].name, f"b{i}_x")])
+            merged = onnx.compose.merge_models(
+                merged, part, io_map=[(merged.graph.output[0].name, f"b{i}_x")]
+            )
         onnx.save(merged, str(Path(tmp) / "stage.onnx"))
         one = _session(Path(tmp) / "stage.onnx")
 
@@ -183,9 +200,12 @@ def nchwc(args: argparse.Namespace) -> None:
             a = cpu_ms(_on(run_plain, x), 10)
             b = cpu_ms(_on(run_blocked, x), 10)
             c = cpu_ms(_on(lambda x: one.run(None, {"x": x}), x), 10)
-            print(f"{args.model} blocks 0-{args.blocks - 1} b{batch}: NCHW block graphs "
-                  f"{a:.2f} ms ({a / c:.2f}x), NCHWc-persistent {b:.2f} ms ({b / c:.2f}x), "
-                  f"one graph {c:.2f} ms", flush=True)
+            print(
+                f"{args.model} blocks 0-{args.blocks - 1} b{batch}: NCHW block graphs "
+                f"{a:.2f} ms ({a / c:.2f}x), NCHWc-persistent {b:.2f} ms ({b / c:.2f}x), "
+                f"one graph {c:.2f} ms",
+                flush=True,
+            )
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -204,7 +224,10 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=9, help="nchwc: stage-1 blocks to chain")
     args = ap.parse_args()
     experiments: dict[str, Callable[[argparse.Namespace], None]] = {
-        "chain": chain, "nchwc": nchwc, "memory": memory}
+        "chain": chain,
+        "nchwc": nchwc,
+        "memory": memory,
+    }
     experiments[args.experiment](args)
 
 

@@ -49,8 +49,9 @@ def load(artifact: str, shared: bool, seconds: dict[str, float]) -> BudgetRuntim
     return rt
 
 
-def round_robin(rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray],
-                rounds: int) -> dict[str, float]:
+def round_robin(
+    rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray], rounds: int
+) -> dict[str, float]:
     """Mean us per call: one session, then round robin, plain and from one pool."""
     ort = ort_backend.import_onnxruntime()
     be: Any = rt.backend
@@ -59,10 +60,19 @@ def round_robin(rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray
     name = spec.inputs[0].name
     pool = WeightPool(ort)
     made = {
-        "plain": [ort.InferenceSession(model, sess_options=be._fresh_options(None),  # noqa: SLF001
-                                       providers=be.providers) for _ in range(sessions)],
-        "shared": [pool.session(model, be._fresh_options, be.providers)  # noqa: SLF001
-                   for _ in range(sessions)]}
+        "plain": [
+            ort.InferenceSession(
+                model,
+                sess_options=be._fresh_options(None),  # noqa: SLF001
+                providers=be.providers,
+            )
+            for _ in range(sessions)
+        ],
+        "shared": [
+            pool.session(model, be._fresh_options, be.providers)  # noqa: SLF001
+            for _ in range(sessions)
+        ],
+    }
 
     def run(group: list[Any], order: list[int]) -> float:
         t = time.perf_counter()
@@ -75,15 +85,19 @@ def round_robin(rt: BudgetRuntime, graph: str, sessions: int, x: list[np.ndarray
         for label, group in made.items():
             times.setdefault(f"{label}, one session", []).append(run(group, [0] * 200))
             times.setdefault(f"{label}, round robin", []).append(
-                run(group, [i % sessions for i in range(200)]))
+                run(group, [i % sessions for i in range(200)])
+            )
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def interleaved(rows: dict[str, Callable[[int], object]], per: int, rounds: int, n: int
-                ) -> dict[str, dict[str, float]]:
+def interleaved(
+    rows: dict[str, Callable[[int], object]], per: int, rounds: int, n: int
+) -> dict[str, dict[str, float]]:
     times = time_rows(rows, per, rounds, n)
-    return {r: {"median_ms": float(np.median(v)), "mean_ms": float(np.mean(v))}
-            for r, v in times.items()}
+    return {
+        r: {"median_ms": float(np.median(v)), "mean_ms": float(np.mean(v))}
+        for r, v in times.items()
+    }
 
 
 def run_static(rt: BudgetRuntime, pool: list[np.ndarray], i: int) -> None:
@@ -98,25 +112,36 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     rr = result["round_robin"]
     one = rr["plain, one session"]
-    lines = [f"# Shared weights against a copy per session ({result['artifact']})", "",
-             f"- machine: {m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
-             f"load average {m['load_average']}, one ONNX Runtime thread",
-             f"- command: `{result['command']}`", "",
-             f"Round robin over {result['sessions']} sessions of `{result['graph']}` "
-             "(median us per call, and over one plain session's):", "",
-             "| sessions | one session | round robin |", "|---|---:|---:|"]
+    lines = [
+        f"# Shared weights against a copy per session ({result['artifact']})",
+        "",
+        f"- machine: {m['cpu']}, {m['cpu_count']} cores ({m['usable_cores']} usable), "
+        f"load average {m['load_average']}, one ONNX Runtime thread",
+        f"- command: `{result['command']}`",
+        "",
+        f"Round robin over {result['sessions']} sessions of `{result['graph']}` "
+        "(median us per call, and over one plain session's):",
+        "",
+        "| sessions | one session | round robin |",
+        "|---|---:|---:|",
+    ]
     for label in ("plain", "shared"):
         a, b = rr[f"{label}, one session"], rr[f"{label}, round robin"]
         lines.append(f"| {label} | {a:.0f} ({a / one:.3f}x) | {b:.0f} ({b / one:.3f}x) |")
     rows = result["rows"]
     static = rows["static, own weights"]["median_ms"]
-    lines += ["", f"The artifact loaded twice ({result['rounds']} rounds of {result['per']} "
-              "calls per row; median (mean) over the static graph's with its own weights; "
-              f"weights held {result['weight_bytes'][0] / 1e6:.1f} MB, distinct "
-              f"{result['weight_bytes'][1] / 1e6:.1f} MB; every graph's session made in "
-              f"{result['load_seconds']['own weights']:.2f} s with its own weights, "
-              f"{result['load_seconds']['shared weights']:.2f} s shared):", "",
-              "| row | own weights | shared weights |", "|---|---:|---:|"]
+    lines += [
+        "",
+        f"The artifact loaded twice ({result['rounds']} rounds of {result['per']} "
+        "calls per row; median (mean) over the static graph's with its own weights; "
+        f"weights held {result['weight_bytes'][0] / 1e6:.1f} MB, distinct "
+        f"{result['weight_bytes'][1] / 1e6:.1f} MB; every graph's session made in "
+        f"{result['load_seconds']['own weights']:.2f} s with its own weights, "
+        f"{result['load_seconds']['shared weights']:.2f} s shared):",
+        "",
+        "| row | own weights | shared weights |",
+        "|---|---:|---:|",
+    ]
     static_mean = rows["static, own weights"]["mean_ms"]
     labels = dict.fromkeys(r.rsplit(", ", 1)[0] for r in rows)
     for label in labels:
@@ -141,7 +166,7 @@ def main() -> None:
     seconds: dict[str, float] = {}
     own, shared = load(args.artifact, False, seconds), load(args.artifact, True, seconds)
     images = load_arrays("fashion-mnist", None, "test").subset(64).images
-    pool = [np.ascontiguousarray(images[i:i + 1]) for i in range(len(images))]
+    pool = [np.ascontiguousarray(images[i : i + 1]) for i in range(len(images))]
     floats = [prepare_images(x, own.manifest.preprocessing) for x in pool]
     rows: dict[str, Callable[[int], object]] = {}
     for how, rt in (("own weights", own), ("shared weights", shared)):
@@ -149,13 +174,18 @@ def main() -> None:
         for c in (float(b) for b in args.budgets.split(",")):
             rows[f"allocate c = {c:g}, {how}"] = functools.partial(run_allocate, rt, pool, c)
     result: dict[str, Any] = {
-        "artifact": args.artifact, "command": " ".join(["python", *sys.argv]),
-        "machine": machine_info(), "graph": args.graph, "sessions": args.sessions,
-        "per": args.per, "rounds": args.rounds,
+        "artifact": args.artifact,
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_info(),
+        "graph": args.graph,
+        "sessions": args.sessions,
+        "per": args.per,
+        "rounds": args.rounds,
         "round_robin": round_robin(own, args.graph, args.sessions, floats, args.rounds),
         "rows": interleaved(rows, args.per, args.rounds, len(pool)),
         "weight_bytes": list(shared.backend.weight_bytes),  # type: ignore[attr-defined]
-        "load_seconds": seconds}
+        "load_seconds": seconds,
+    }
     write_result(args.out, result, markdown(result))
 
 

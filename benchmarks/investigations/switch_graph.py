@@ -38,8 +38,9 @@ def random_masks(rng: np.random.Generator, count: int, k: int, keep: int) -> np.
     return masks
 
 
-def time_paths(rt: BudgetRuntime, x: np.ndarray, masks: np.ndarray, calls: int, warmup: int,
-               same_mask: bool) -> dict[str, float]:
+def time_paths(
+    rt: BudgetRuntime, x: np.ndarray, masks: np.ndarray, calls: int, warmup: int, same_mask: bool
+) -> dict[str, float]:
     switch = rt._switch
     n = x.shape[0]
     times: dict[str, list[float]] = {p: [] for p in PATHS}
@@ -94,28 +95,50 @@ def main() -> None:
             masks = random_masks(rng, args.masks, k, keep)
             diff = check_parity(rt, x, masks)
             med = time_paths(rt, x, masks, args.calls, args.warmup, args.same_mask)
-            rows.append({"batch": batch, "c": c, "kept": keep, "max_abs_diff": diff,
-                         "median_ms": med,
-                         "over_static": {p: med[p] / med["static"] for p in PATHS}})
-            print(f"batch {batch} c {c}: " + ", ".join(
-                f"{p} {med[p]:.3f} ms ({med[p] / med['static']:.2f}x)" for p in PATHS))
-    report = {"artifact": args.artifact, "backbone": rt.manifest.backbone,
-              "machine": machine_info(), "threads": args.threads, "calls": args.calls,
-              "same_mask": args.same_mask, "rows": rows}
+            rows.append(
+                {
+                    "batch": batch,
+                    "c": c,
+                    "kept": keep,
+                    "max_abs_diff": diff,
+                    "median_ms": med,
+                    "over_static": {p: med[p] / med["static"] for p in PATHS},
+                }
+            )
+            print(
+                f"batch {batch} c {c}: "
+                + ", ".join(f"{p} {med[p]:.3f} ms ({med[p] / med['static']:.2f}x)" for p in PATHS)
+            )
+    report = {
+        "artifact": args.artifact,
+        "backbone": rt.manifest.backbone,
+        "machine": machine_info(),
+        "threads": args.threads,
+        "calls": args.calls,
+        "same_mask": args.same_mask,
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    lines = [f"# Switch graph vs block chain vs static: {rt.manifest.backbone}", "",
-             f"Machine: {report['machine']}; {args.threads} thread(s); median of "
-             f"{args.calls} interleaved calls; random masks of round(c K) components, "
-             + ("one per batch." if args.same_mask else "one per image."), "",
-             "| batch | c | kept | static ms | chain ms | switch ms | chain/static | "
-             "switch/static | max abs diff |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Switch graph vs block chain vs static: {rt.manifest.backbone}",
+        "",
+        f"Machine: {report['machine']}; {args.threads} thread(s); median of "
+        f"{args.calls} interleaved calls; random masks of round(c K) components, "
+        + ("one per batch." if args.same_mask else "one per image."),
+        "",
+        "| batch | c | kept | static ms | chain ms | switch ms | chain/static | "
+        "switch/static | max abs diff |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         m, o = r["median_ms"], r["over_static"]
-        lines.append(f"| {r['batch']} | {r['c']} | {r['kept']}/{k} | {m['static']:.3f} | "
-                     f"{m['chain']:.3f} | {m['switch']:.3f} | {o['chain']:.2f} | "
-                     f"{o['switch']:.2f} | {r['max_abs_diff']:.1e} |")
+        lines.append(
+            f"| {r['batch']} | {r['c']} | {r['kept']}/{k} | {m['static']:.3f} | "
+            f"{m['chain']:.3f} | {m['switch']:.3f} | {o['chain']:.2f} | "
+            f"{o['switch']:.2f} | {r['max_abs_diff']:.1e} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -15,9 +15,7 @@ import torch
 from torch import Tensor
 
 
-def reward(
-    usage: Tensor, budget: Tensor, correct: Tensor, gamma: float, omega: float
-) -> Tensor:
+def reward(usage: Tensor, budget: Tensor, correct: Tensor, gamma: float, omega: float) -> Tensor:
     """Eq. 4: reward per sample from usage (N,), budget c (N,) and correctness (N,) bool."""
     budget = budget.reshape(usage.shape).to(usage.dtype)
     distance = torch.sqrt((usage - budget).abs())

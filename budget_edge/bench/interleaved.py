@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-def time_rows(rows: dict[str, Callable[[int], object]], per: int, rounds: int, n: int
-              ) -> dict[str, list[float]]:
+def time_rows(
+    rows: dict[str, Callable[[int], object]], per: int, rounds: int, n: int
+) -> dict[str, list[float]]:
     """Milliseconds per call of each row, over inputs 0..n-1 in turn."""
     for call in rows.values():
         for i in range(n):

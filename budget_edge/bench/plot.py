@@ -86,8 +86,14 @@ def _latency_panel(ax: Any, result: BenchResult, batches: list[int]) -> None:
                 label=f"BudgetNet{_tag(result, p)}",
             )
         masks = _rows(result, "static-mask", n)
-        ax.plot([r.budget for r in masks], [r.latency.median for r in masks], marker="s",
-                linestyle=style, color=STATIC_MASK, label="static mask per budget")
+        ax.plot(
+            [r.budget for r in masks],
+            [r.latency.median for r in masks],
+            marker="s",
+            linestyle=style,
+            color=STATIC_MASK,
+            label="static mask per budget",
+        )
         for row, colour, label in _fixed_methods(result, n):
             ax.axhline(row.latency.median, color=colour, linestyle=style, label=label)
     ax.set_xlabel("budget c")
@@ -103,12 +109,23 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     value, name = (_percent, "accuracy (%)") if labelled else (_flops, "executed FLOPs share")
     for j, p in enumerate(_precisions(result)):
         rows = _rows(result, "budget", batch, p)
-        ax.plot([r.budget for r in rows], [value(r) for r in rows],
-                marker=PRECISION_MARKERS[j % len(PRECISION_MARKERS)], color=BUDGETNET,
-                alpha=1.0 if j == 0 else 0.6, label=f"BudgetNet{_tag(result, p)}")
+        ax.plot(
+            [r.budget for r in rows],
+            [value(r) for r in rows],
+            marker=PRECISION_MARKERS[j % len(PRECISION_MARKERS)],
+            color=BUDGETNET,
+            alpha=1.0 if j == 0 else 0.6,
+            label=f"BudgetNet{_tag(result, p)}",
+        )
     masks = _rows(result, "static-mask", batch)
-    ax.plot([r.budget for r in masks], [value(r) for r in masks], marker="s", linestyle="--",
-            color=STATIC_MASK, label="static mask per budget")
+    ax.plot(
+        [r.budget for r in masks],
+        [value(r) for r in masks],
+        marker="s",
+        linestyle="--",
+        color=STATIC_MASK,
+        label="static mask per budget",
+    )
     for row, colour, label in _fixed_methods(result, batch):
         if value(row) is not None:
             ax.axhline(value(row), color=colour, linestyle="--", label=label)
@@ -124,13 +141,24 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     """Accuracy against measured latency: up and to the left is better."""
     for j, p in enumerate(_precisions(result)):
         rows = sorted(_rows(result, "budget", batch, p), key=lambda r: r.latency.median)
-        _line_with_budgets(ax, rows, f"{PRECISION_MARKERS[j % len(PRECISION_MARKERS)]}-",
-                           BUDGETNET, f"BudgetNet{_tag(result, p)}")
+        _line_with_budgets(
+            ax,
+            rows,
+            f"{PRECISION_MARKERS[j % len(PRECISION_MARKERS)]}-",
+            BUDGETNET,
+            f"BudgetNet{_tag(result, p)}",
+        )
     masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.latency.median)
     _line_with_budgets(ax, masks, "s--", STATIC_MASK, "static mask per budget")
     for row, colour, label in _fixed_methods(result, batch):
-        ax.plot([row.latency.median], [_percent(row)], "*" if row.kind == "static" else "D",
-                color=colour, markersize=11 if row.kind == "static" else 8, label=label)
+        ax.plot(
+            [row.latency.median],
+            [_percent(row)],
+            "*" if row.kind == "static" else "D",
+            color=colour,
+            markersize=11 if row.kind == "static" else 8,
+            label=label,
+        )
     ax.set_xlabel(f"median latency, ms per batch of {batch}")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy against latency: up and left is better", fontsize=9)
@@ -139,18 +167,27 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     ax.grid(alpha=0.3)
 
 
-def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str,
-                       label: str) -> None:
+def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, label: str) -> None:
     """A method's points joined, each marked with its budget; the labels alternate above
     and below the line, so neighbouring points do not write over each other."""
     if not rows:
         return
-    ax.plot([r.latency.median for r in rows], [_percent(r) for r in rows], style,
-            color=colour, label=label)
+    ax.plot(
+        [r.latency.median for r in rows],
+        [_percent(r) for r in rows],
+        style,
+        color=colour,
+        label=label,
+    )
     for k, r in enumerate(rows):
-        ax.annotate(f"{r.budget:g}", (r.latency.median, _percent(r) or 0.0), fontsize=7,
-                    color=colour, textcoords="offset points",
-                    xytext=(3, 5 if k % 2 else -10))
+        ax.annotate(
+            f"{r.budget:g}",
+            (r.latency.median, _percent(r) or 0.0),
+            fontsize=7,
+            color=colour,
+            textcoords="offset points",
+            xytext=(3, 5 if k % 2 else -10),
+        )
 
 
 def _fixed_methods(result: BenchResult, batch: int) -> Iterator[tuple[BenchRow, str, str]]:
@@ -178,16 +215,26 @@ def _legend_below(fig: Any, axes: Any) -> None:
         return next((i for i, o in enumerate(order) if label.startswith(o)), len(order))
 
     labels = sorted(seen, key=rank)
-    fig.legend([seen[t] for t in labels], labels, loc="lower center",
-               ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.legend(
+        [seen[t] for t in labels],
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 5),
+        fontsize=8,
+        frameon=False,
+    )
 
 
-def _rows(result: BenchResult, kind: str, batch: int,
-          precision: str | None = None) -> list[BenchRow]:
+def _rows(
+    result: BenchResult, kind: str, batch: int, precision: str | None = None
+) -> list[BenchRow]:
     """Rows of one kind at one batch (and precision), in budget order."""
     return sorted(
-        (r for r in result.rows
-         if r.kind == kind and r.batch == batch and precision in (None, r.precision)),
+        (
+            r
+            for r in result.rows
+            if r.kind == kind and r.batch == batch and precision in (None, r.precision)
+        ),
         key=lambda r: r.budget or 0.0,
     )
 

@@ -9,8 +9,13 @@ import click
 
 @click.command("sign")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Ed25519 private key (PEM), e.g. from `openssl genpkey -algorithm ed25519`.")
+@click.option(
+    "--key",
+    "key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Ed25519 private key (PEM), e.g. from `openssl genpkey -algorithm ed25519`.",
+)
 def command(artifact: Path, key: Path) -> None:
     """Sign ARTIFACT's manifest (and so every graph it hashes) with KEY; devices load it with
     `serve --trusted-key PUB` or BudgetRuntime.load(..., trusted_keys=[PUB]). Sign last:

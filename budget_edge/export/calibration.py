@@ -22,8 +22,10 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
     """'fashion-mnist' or 'cifar10:/path/to/cifar' -> (name, root or None)."""
     name, _, root = spec.partition(":")
     if not name:
-        raise DataError(f"--calib-data {spec!r} is empty: give a dataset name, e.g. "
-                        "fashion-mnist or cifar10:/path/to/cifar-10-python.tar.gz")
+        raise DataError(
+            f"--calib-data {spec!r} is empty: give a dataset name, e.g. "
+            "fashion-mnist or cifar10:/path/to/cifar-10-python.tar.gz"
+        )
     return name, root or None
 
 

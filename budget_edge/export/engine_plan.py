@@ -84,13 +84,17 @@ def engine_graphs(manifest: Manifest, precision: str) -> Manifest:
     """The manifest whose graph files the engines of `precision` build from: int8 engines
     need the set quantized for TensorRT (symmetric int8 activations)."""
     spec = manifest.precisions.get(precision) if precision == "int8" else None
-    if precision == "int8" and (spec is None
-                                or spec.recipe.get("activations") != "int8 symmetric"):
-        made = "made for the CPU (uint8 activations, which TensorRT cannot read)" if spec \
+    if precision == "int8" and (spec is None or spec.recipe.get("activations") != "int8 symmetric"):
+        made = (
+            "made for the CPU (uint8 activations, which TensorRT cannot read)"
+            if spec
             else "missing"
-        raise ConfigError(f"int8 engines build from the artifact's int8 graphs for TensorRT, "
-                          f"and they are {made}: run `budget-edge quantize DIR --precision "
-                          "int8 --target tensorrt --calib-data DATA` first (on the workstation)")
+        )
+        raise ConfigError(
+            f"int8 engines build from the artifact's int8 graphs for TensorRT, "
+            f"and they are {made}: run `budget-edge quantize DIR --precision "
+            "int8 --target tensorrt --calib-data DATA` first (on the workstation)"
+        )
     return manifest.for_precision(precision)  # fp32 itself; a missing fp16 set says so
 
 
@@ -152,8 +156,7 @@ class EngineJob:
     block: int = -1
 
 
-def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
-                 ) -> list[EngineJob]:
+def plan_engines(manifest: Manifest, precision: str, folder: str | None = None) -> list[EngineJob]:
     """One engine per graph, in chain order: stem, each block's variants and skip,
     head, then policy, allocator, full and the hot-policy graphs; each from the graph set of
     `precision` (see engine_graphs)."""
@@ -178,8 +181,10 @@ def plan_engines(manifest: Manifest, precision: str, folder: str | None = None
     planned = {j.graph for j in jobs} | {manifest.roles.get("switch")}
     missing = sorted(set(files) - planned)
     if missing:
-        raise ConfigError(f"manifest graphs {missing} belong to no stem, block, head, policy, "
-                          "allocator, full or hot policy: re-export the checkpoint")
+        raise ConfigError(
+            f"manifest graphs {missing} belong to no stem, block, head, policy, "
+            "allocator, full or hot policy: re-export the checkpoint"
+        )
     return jobs
 
 

@@ -87,11 +87,19 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return fused.weight.detach(), fused.bias.detach()
 
 
-def _conv(weight: Tensor, bias: Tensor, stride: int = 1, padding: int = 0,
-          groups: int = 1) -> nn.Conv2d:
+def _conv(
+    weight: Tensor, bias: Tensor, stride: int = 1, padding: int = 0, groups: int = 1
+) -> nn.Conv2d:
     out_channels, in_per_group, k, _ = weight.shape
-    conv = nn.Conv2d(in_per_group * groups, out_channels, k, stride=stride, padding=padding,
-                     groups=groups, bias=True)
+    conv = nn.Conv2d(
+        in_per_group * groups,
+        out_channels,
+        k,
+        stride=stride,
+        padding=padding,
+        groups=groups,
+        bias=True,
+    )
     conv.weight = nn.Parameter(weight.clone(), requires_grad=False)
     conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
     return conv.eval()
@@ -119,8 +127,13 @@ class ResNeXtVariant(nn.Module):
         expand = torch.cat([p.conv_expand.weight.detach() for p in kept], dim=1)
         stride = int(kept[0].conv_conv.stride[0])
         self.reduce = _conv(torch.cat([w for w, _ in reduce]), torch.cat([b for _, b in reduce]))
-        self.grouped = _conv(torch.cat([w for w, _ in middle]), torch.cat([b for _, b in middle]),
-                             stride=stride, padding=1, groups=len(kept))
+        self.grouped = _conv(
+            torch.cat([w for w, _ in middle]),
+            torch.cat([b for _, b in middle]),
+            stride=stride,
+            padding=1,
+            groups=len(kept),
+        )
         self.expand = _conv(expand * scale.detach()[:, None, None, None], shift.detach())
         self.shortcut = _folded_shortcut(block)
 

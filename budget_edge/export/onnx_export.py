@@ -54,8 +54,11 @@ def trace_to_onnx(
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in example)
     # The exporter prints progress and FutureWarnings of its own; keep the CLI quiet.
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
-            _export_errors(type(module).__name__, opset):
+    with (
+        warnings.catch_warnings(),
+        redirect_stdout(io.StringIO()),
+        _export_errors(type(module).__name__, opset),
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -80,8 +83,10 @@ def check_opset(opset: int) -> None:
     export starts: a one-convolution graph goes the whole way (about a second)."""
     newest = onnx.defs.onnx_opset_version()
     if not DEFAULT_OPSET <= opset <= newest:
-        raise ConfigError(f"--opset {opset}: this machine's onnx {onnx.__version__} writes "
-                          f"opsets {DEFAULT_OPSET} to {newest}")
+        raise ConfigError(
+            f"--opset {opset}: this machine's onnx {onnx.__version__} writes "
+            f"opsets {DEFAULT_OPSET} to {newest}"
+        )
     probe = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())
     model = trace_to_onnx(probe, [torch.zeros(1, 1, 2, 2)], ["x"], ["y"], opset)
     try:
@@ -92,8 +97,10 @@ def check_opset(opset: int) -> None:
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 (ORT raises its own types for an unknown opset)
         detail = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise ConfigError(f"--opset {opset}: ONNX Runtime {ort.__version__} cannot run it "
-                          f"({detail[:160]}); use a lower opset, such as {DEFAULT_OPSET}") from exc
+        raise ConfigError(
+            f"--opset {opset}: ONNX Runtime {ort.__version__} cannot run it "
+            f"({detail[:160]}); use a lower opset, such as {DEFAULT_OPSET}"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -105,9 +112,11 @@ def _export_errors(what: str, opset: int) -> Iterator[None]:
         raise
     except Exception as exc:
         detail = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise ConfigError(f"torch.onnx cannot export {what} at opset {opset} "
-                          f"({type(exc).__name__}: {detail[:200]}): try the default opset "
-                          f"{DEFAULT_OPSET}") from exc
+        raise ConfigError(
+            f"torch.onnx cannot export {what} at opset {opset} "
+            f"({type(exc).__name__}: {detail[:200]}): try the default opset "
+            f"{DEFAULT_OPSET}"
+        ) from exc
 
 
 def _name_batch_axes(model: onnx.ModelProto) -> None:
@@ -246,8 +255,14 @@ def chain_graphs(
     last_output = onnx.ValueInfoProto()
     last_output.CopyFrom(parts[-1].graph.output[0])
     last_output.name = output_name
-    graph = onnx.helper.make_graph(nodes, "chain", [first_input], [last_output],
-                                   initializer=initializers, value_info=value_info)
+    graph = onnx.helper.make_graph(
+        nodes,
+        "chain",
+        [first_input],
+        [last_output],
+        initializer=initializers,
+        value_info=value_info,
+    )
     model = onnx.helper.make_model(graph, opset_imports=parts[0].opset_import)
     model.ir_version = parts[0].ir_version
     return model
@@ -258,8 +273,10 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
     onnx.checker.check_model(model, full_check=True)
     ops = {node.op_type for node in model.graph.node}
     if "BatchNormalization" in ops:
-        raise ConfigError(f"graph {name} still has BatchNormalization nodes after folding: "
-                          "export the model in eval mode")
+        raise ConfigError(
+            f"graph {name} still has BatchNormalization nodes after folding: "
+            "export the model in eval mode"
+        )
     for value in [*model.graph.input, *model.graph.output]:
         if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
             continue  # a control input with a fixed shape, not a batch
@@ -276,8 +293,10 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto]) -> list[TensorSpec]:
         shape: list[int | str] = [d.dim_param or int(d.dim_value) for d in tensor.shape.dim]
         dtype = ONNX_DTYPES.get(tensor.elem_type)
         if dtype is None:
-            raise ConfigError(f"{value.name} has ONNX element type {tensor.elem_type}: "
-                              "only float32 and float16 graphs are supported")
+            raise ConfigError(
+                f"{value.name} has ONNX element type {tensor.elem_type}: "
+                "only float32 and float16 graphs are supported"
+            )
         specs.append(TensorSpec(value.name, shape, dtype))
     return specs
 

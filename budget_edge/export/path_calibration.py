@@ -92,41 +92,50 @@ class GraphFeeds:
     rows: dict[str, int]
 
 
-def record_graph_inputs(directory: Path, manifest: Manifest, images: np.ndarray,
-                        budgets: Sequence[float] = DEFAULT_BUDGETS,
-                        max_rows: int = DEFAULT_MAX_ROWS, threads: int | None = None,
-                        seed: int = 0, progress: Progress | None = None) -> GraphFeeds:
+def record_graph_inputs(
+    directory: Path,
+    manifest: Manifest,
+    images: np.ndarray,
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> GraphFeeds:
     """Run the fp32 graphs on `images` along the paths the runtime takes; see the module
     docstring. `images`: preprocessed float32 NCHW or uint8 NHWC pixels."""
     if len(images) == 0:
         raise DataError("no calibration images: pass a dataset with training images")
     say = progress or (lambda _msg: None)
-    recorder = RecordingBackend(create_backend("onnxruntime", manifest, directory, threads),
-                                max_rows, seed)
+    recorder = RecordingBackend(
+        create_backend("onnxruntime", manifest, directory, threads), max_rows, seed
+    )
     rt = BudgetRuntime(manifest, directory, recorder, dispatch="chain")
     x = prepare_images(images, manifest.preprocessing)
     passes: list[tuple[str, dict[str, object]]] = [
-        ("all kept", {"mask": np.ones(rt.num_components, np.uint8)})]
+        ("all kept", {"mask": np.ones(rt.num_components, np.uint8)})
+    ]
     if rt.has_policy:
         passes += [(f"agent c={c:g}", {"budget": c, "mode": "greedy"}) for c in budgets]
     if rt.has_allocator:  # the paths of mode 'allocate': fewer components for easy images
         passes += [(f"allocate c={c:g}", {"budget": c, "mode": "allocate"}) for c in budgets]
     if rt.has_static_masks:
-        passes += [(f"static mask c={c:g}", {"budget": c, "policy": "static"})
-                   for c in budgets]
+        passes += [(f"static mask c={c:g}", {"budget": c, "policy": "static"}) for c in budgets]
     for label, kwargs in passes:
         say(f"recording graph inputs: {label}")
         for start in range(0, len(x), CHUNK):
-            rt.infer(x[start:start + CHUNK], **kwargs)  # type: ignore[arg-type]
+            rt.infer(x[start : start + CHUNK], **kwargs)  # type: ignore[arg-type]
     rt.close()
     feeds = {g: s.stacked() for g, s in recorder.samples.items()}
     _fill_unreached(manifest, feeds, x[:max_rows])
-    return GraphFeeds(feeds, [label for label, _ in passes],
-                      {g: int(f[0].shape[0]) for g, f in feeds.items()})
+    return GraphFeeds(
+        feeds, [label for label, _ in passes], {g: int(f[0].shape[0]) for g, f in feeds.items()}
+    )
 
 
-def _fill_unreached(manifest: Manifest, feeds: dict[str, list[np.ndarray]],
-                    images: np.ndarray) -> None:
+def _fill_unreached(
+    manifest: Manifest, feeds: dict[str, list[np.ndarray]], images: np.ndarray
+) -> None:
     """Give the graphs no pass called the inputs they would have seen."""
     image_shape = list(images.shape[1:])
     switch = manifest.roles.get("switch")
@@ -142,5 +151,7 @@ def _fill_unreached(manifest: Manifest, feeds: dict[str, list[np.ndarray]],
         if len(g.inputs) == 1 and list(g.inputs[0].shape[1:]) == image_shape:
             feeds[g.name] = [images]  # full model, hot policies
         else:
-            raise DataError(f"no calibration input reached graph {g.name!r}: re-export the "
-                            "artifact (its manifest and graphs disagree)")
+            raise DataError(
+                f"no calibration input reached graph {g.name!r}: re-export the "
+                "artifact (its manifest and graphs disagree)"
+            )

@@ -33,8 +33,12 @@ CODES = "codes"
 LOGITS = "logits"
 
 
-def switch_graph(models: Mapping[str, onnx.ModelProto], blocks: Sequence[BlockSpec],
-                 stem: str = "stem", head: str = "head") -> onnx.ModelProto:
+def switch_graph(
+    models: Mapping[str, onnx.ModelProto],
+    blocks: Sequence[BlockSpec],
+    stem: str = "stem",
+    head: str = "head",
+) -> onnx.ModelProto:
     """Build the switch graph from the artifact's exported graphs (`models` by name)."""
     first = models[stem]
     nodes, initializers = _inline(first, "stem_", IMAGE)
@@ -69,8 +73,9 @@ def _opsets(models: Iterable[onnx.ModelProto]) -> list[onnx.OperatorSetIdProto]:
     return [helper.make_opsetid(domain, v) for domain, v in sorted(versions.items())]
 
 
-def _block(models: Mapping[str, onnx.ModelProto], block: BlockSpec, x: str
-           ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+def _block(
+    models: Mapping[str, onnx.ModelProto], block: BlockSpec, x: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """Nodes of one block: its code, one Equal per variant, the nested Ifs."""
     b = block.index
     code = f"code{b:03d}"
@@ -94,8 +99,7 @@ def _block(models: Mapping[str, onnx.ModelProto], block: BlockSpec, x: str
         if last:
             nodes.append(node)
         else:
-            branch = helper.make_graph([node], f"b{b:03d}_else{depth}", [],
-                                       [_untyped(name)])
+            branch = helper.make_graph([node], f"b{b:03d}_else{depth}", [], [_untyped(name)])
     return nodes, initializers, out
 
 
@@ -106,17 +110,20 @@ def _graph_branch(model: onnx.ModelProto, x: str, prefix: str) -> onnx.GraphProt
     return helper.make_graph(nodes, prefix, [], [_untyped(out)], initializer=initializers)
 
 
-def _skip_branch(models: Mapping[str, onnx.ModelProto], skip: str | None, x: str,
-                 prefix: str) -> onnx.GraphProto:
+def _skip_branch(
+    models: Mapping[str, onnx.ModelProto], skip: str | None, x: str, prefix: str
+) -> onnx.GraphProto:
     if skip is not None:
         return _graph_branch(models[skip], x, prefix)
     out = f"{prefix}_identity"
-    return helper.make_graph([helper.make_node("Identity", [x], [out])], prefix, [],
-                             [_untyped(out)])
+    return helper.make_graph(
+        [helper.make_node("Identity", [x], [out])], prefix, [], [_untyped(out)]
+    )
 
 
-def _inline(model: onnx.ModelProto, prefix: str, input_name: str,
-            output_name: str | None = None) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def _inline(
+    model: onnx.ModelProto, prefix: str, input_name: str, output_name: str | None = None
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """`model`'s nodes and weights with every name prefixed, reading `input_name`."""
     renamed = onnx.compose.add_prefix(model, prefix)
     rename = {renamed.graph.input[0].name: input_name}

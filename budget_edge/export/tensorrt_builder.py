@@ -113,14 +113,24 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
     from budget_edge.export.cuda_device import gpu_info
 
     gpu = gpu_info()
-    cache_path = root / timing_cache_file(trt_engine.tensorrt_version(), gpu.name,
-                                          gpu.compute_capability)
+    cache_path = root / timing_cache_file(
+        trt_engine.tensorrt_version(), gpu.name, gpu.compute_capability
+    )
     builder = trt_engine.EngineBuilder(
         settings, cache_path.read_bytes() if cache_path.is_file() else b"", str(cache_path)
     )
     try:
-        updated = _build_into(root, manifest, settings, jobs, folder, builder, cache_path,
-                              progress, (trt_engine.tensorrt_version(), gpu))
+        updated = _build_into(
+            root,
+            manifest,
+            settings,
+            jobs,
+            folder,
+            builder,
+            cache_path,
+            progress,
+            (trt_engine.tensorrt_version(), gpu),
+        )
         updated = write_manifest(root, updated)
     except BaseException:
         shutil.rmtree(root / folder, ignore_errors=True)
@@ -133,9 +143,17 @@ def _build(root: Path, settings: BuildSettings, progress: Progress | None) -> Ma
     return updated
 
 
-def _build_into(root: Path, manifest: Manifest, settings: BuildSettings, jobs: list[Any],
-                folder: str, builder: Any, cache_path: Path, progress: Progress | None,
-                made_by: tuple[str, Any]) -> Manifest:
+def _build_into(
+    root: Path,
+    manifest: Manifest,
+    settings: BuildSettings,
+    jobs: list[Any],
+    folder: str,
+    builder: Any,
+    cache_path: Path,
+    progress: Progress | None,
+    made_by: tuple[str, Any],
+) -> Manifest:
     """Every engine, then the preprocess engine, into `folder`; the manifest to write."""
     engines: dict[str, str] = {}
     for job in jobs:
@@ -150,15 +168,15 @@ def _build_into(root: Path, manifest: Manifest, settings: BuildSettings, jobs: l
     graph_path = root / folder / f"{PREPROCESS}.onnx"
     write_file(graph_path, PREPROCESS_GRAPH)
     preprocess = engine_file(PREPROCESS, settings.precision, folder)
-    write_file(root / preprocess,
-                       builder.build(graph_path, preprocess_shapes(manifest)))
+    write_file(root / preprocess, builder.build(graph_path, preprocess_shapes(manifest)))
     write_file(cache_path, builder.timing_cache())
     graph_path.unlink()
     if progress is not None:
         progress(PREPROCESS)
     version, gpu = made_by
-    return with_engines(manifest, engines, settings, version, gpu.name, gpu.compute_capability,
-                        preprocess)
+    return with_engines(
+        manifest, engines, settings, version, gpu.name, gpu.compute_capability, preprocess
+    )
 
 
 def write_file(path: Path, data: bytes) -> None:

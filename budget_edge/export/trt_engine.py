@@ -33,9 +33,7 @@ def tensorrt_version() -> str:
     return str(trt.__version__)
 
 
-def _parse(
-    builder: trt.Builder, onnx_path: Path
-) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+def _parse(builder: trt.Builder, onnx_path: Path) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
     """The network and its parser: the parser owns the weights, so keep both alive."""
     network = builder.create_network(strongly_typed_flags())
     parser = trt.OnnxParser(network, _LOGGER)
@@ -68,10 +66,15 @@ def _add_profiles(
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = list((shapes_of or {}).get(tensor.name, _dims(tensor.shape)))
-        shapes = profile_shapes(tensor.name, shape, settings) if shape[0] == -1 \
+        shapes = (
+            profile_shapes(tensor.name, shape, settings)
+            if shape[0] == -1
             else ProfileShapes(tuple(shape), tuple(shape), tuple(shape))
+        )
         profile.set_shape(
-            tensor.name, trt.Dims(list(shapes.min)), trt.Dims(list(shapes.opt)),
+            tensor.name,
+            trt.Dims(list(shapes.min)),
+            trt.Dims(list(shapes.opt)),
             trt.Dims(list(shapes.max)),
         )
     if config.add_optimization_profile(profile) < 0:
@@ -103,8 +106,11 @@ class EngineBuilder:
             other = "fp32" if precision == "fp16" else "fp16 or fp32"
             raise ConfigError(f"this GPU has no fast {precision}: build with --precision {other}")
 
-    def _config(self, network: trt.INetworkDefinition,
-                shapes_of: Mapping[str, tuple[int, ...]] | None = None) -> trt.IBuilderConfig:
+    def _config(
+        self,
+        network: trt.INetworkDefinition,
+        shapes_of: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> trt.IBuilderConfig:
         config = self._builder.create_builder_config()
         config.set_memory_pool_limit(
             trt.MemoryPoolType.WORKSPACE, self.settings.workspace_mib << 20
@@ -124,8 +130,9 @@ class EngineBuilder:
             )
         return config
 
-    def build(self, onnx_path: Path,
-              shapes_of: Mapping[str, tuple[int, ...]] | None = None) -> bytes:
+    def build(
+        self, onnx_path: Path, shapes_of: Mapping[str, tuple[int, ...]] | None = None
+    ) -> bytes:
         """The serialized engine of one graph (`shapes_of`: see _add_profiles)."""
         network, _parser = _parse(self._builder, onnx_path)
         config = self._config(network, shapes_of)

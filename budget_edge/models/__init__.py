@@ -1,8 +1,8 @@
 """Backbones whose components (blocks or ResNeXt paths) can be dropped per image.
 
-    from budget_edge.models import build_backbone
-    net = build_backbone("resnet110", num_classes=10)
-    logits = net(images, mask)   # mask (N, K) of 0/1, K = net.num_components
+from budget_edge.models import build_backbone
+net = build_backbone("resnet110", num_classes=10)
+logits = net(images, mask)   # mask (N, K) of 0/1, K = net.num_components
 """
 
 from budget_edge.models.backbone import (

@@ -128,9 +128,7 @@ class ResidualBlock(nn.Module):
         if paths is None:
             return list(range(self.num_paths))
         chosen = [int(p) for p in paths]
-        if len(set(chosen)) != len(chosen) or any(
-            p < 0 or p >= self.num_paths for p in chosen
-        ):
+        if len(set(chosen)) != len(chosen) or any(p < 0 or p >= self.num_paths for p in chosen):
             raise ConfigError(
                 f"paths={list(paths)} is invalid for a block with {self.num_paths} "
                 f"path(s): give distinct indices in 0..{self.num_paths - 1}"
@@ -194,9 +192,9 @@ def kept_rows(keep_column: Tensor, device: torch.device) -> Tensor:
     return keep_column.cpu().nonzero().squeeze(1).to(device, non_blocking=True)
 
 
-def check_input_size(input_size: Sequence[int] | None, in_channels: int, default_hw: int) -> tuple[
-    int, int, int
-]:
+def check_input_size(
+    input_size: Sequence[int] | None, in_channels: int, default_hw: int
+) -> tuple[int, int, int]:
     """Normalise the `input_size` option to (C, H, W), checking it fits `in_channels`."""
     if input_size is None:
         return in_channels, default_hw, default_hw

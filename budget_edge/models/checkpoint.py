@@ -89,8 +89,9 @@ def read_checkpoint_file(path: PathLike) -> dict[str, Any]:
     if file.is_dir():
         raise CheckpointError(f"{file} is a directory; give the checkpoint file inside it")
     # A regular file of bounded size, opened once: the bytes checked are the bytes loaded.
-    with open_user_file(file, what="checkpoint", limit=CHECKPOINT_LIMIT,
-                        error=CheckpointError) as handle:
+    with open_user_file(
+        file, what="checkpoint", limit=CHECKPOINT_LIMIT, error=CheckpointError
+    ) as handle:
         return _load_open_checkpoint(file, handle)
 
 
@@ -135,14 +136,19 @@ def _check_zip_crcs(file: Path, handle: IO[bytes]) -> None:
                         pass
     except zipfile.BadZipFile as exc:
         if "CRC" in str(exc):
-            raise CheckpointError(f"{file} is corrupted: its member {name} fails its CRC-32 "
-                                  "check (a changed byte); re-download or re-save it") from exc
-        raise CheckpointError(f"cannot read {file}: the archive is damaged ({exc}); "
-                              "re-download or re-save it") from exc
+            raise CheckpointError(
+                f"{file} is corrupted: its member {name} fails its CRC-32 "
+                "check (a changed byte); re-download or re-save it"
+            ) from exc
+        raise CheckpointError(
+            f"cannot read {file}: the archive is damaged ({exc}); re-download or re-save it"
+        ) from exc
     except Exception as exc:  # zipfile raises several types for damaged archives
-        raise CheckpointError(f"cannot read {file}: the archive is damaged "
-                              f"({type(exc).__name__}: {str(exc)[:200]}); re-download or "
-                              "re-save it") from exc
+        raise CheckpointError(
+            f"cannot read {file}: the archive is damaged "
+            f"({type(exc).__name__}: {str(exc)[:200]}); re-download or "
+            "re-save it"
+        ) from exc
 
 
 def _check_sizes(file: Path, archive: zipfile.ZipFile) -> None:
@@ -212,24 +218,35 @@ def _build(converted: Converted, name: str, path: PathLike) -> LoadedCheckpoint:
             )
         agent.eval()
     backbone.eval()
-    return LoadedCheckpoint(backbone, agent, converted.meta, name, converted.train_state,
-                            _build_allocator(converted, agent, path))
+    return LoadedCheckpoint(
+        backbone,
+        agent,
+        converted.meta,
+        name,
+        converted.train_state,
+        _build_allocator(converted, agent, path),
+    )
 
 
-def _build_allocator(converted: Converted, agent: PolicyNet | None,
-                     path: PathLike) -> Allocator | None:
+def _build_allocator(
+    converted: Converted, agent: PolicyNet | None, path: PathLike
+) -> Allocator | None:
     if converted.allocator_config is None or converted.allocator_state is None:
         return None
     if agent is None:
-        raise CheckpointError(f"{path}: it has an allocator but no agent to rank components; "
-                              "the file is damaged or was edited")
+        raise CheckpointError(
+            f"{path}: it has an allocator but no agent to rank components; "
+            "the file is damaged or was edited"
+        )
     built = _build_module(build_allocator, converted.allocator_config, "allocator", path)
     assert isinstance(built, Allocator)
     load_state(built, converted.allocator_state, "allocator", path)
     if built.num_components != agent.num_components:
-        raise CheckpointError(f"{path}: the allocator counts {built.num_components} "
-                              f"components but the agent decides {agent.num_components}; the "
-                              "file mixes two models")
+        raise CheckpointError(
+            f"{path}: the allocator counts {built.num_components} "
+            f"components but the agent decides {agent.num_components}; the "
+            "file mixes two models"
+        )
     return built.eval()
 
 
@@ -239,11 +256,16 @@ MAX_SIZE = 100_000
 
 
 def _build_module(builder: Any, config: dict[str, Any], what: str, path: PathLike) -> nn.Module:
-    huge = {k: v for k, v in config.items()
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SIZE}
+    huge = {
+        k: v
+        for k, v in config.items()
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SIZE
+    }
     if huge:
-        raise CheckpointError(f"{path}: the {what} config asks for {huge}, beyond any model "
-                              f"here (at most {MAX_SIZE}); the file is damaged or not ours")
+        raise CheckpointError(
+            f"{path}: the {what} config asks for {huge}, beyond any model "
+            f"here (at most {MAX_SIZE}); the file is damaged or not ours"
+        )
     try:
         return builder(**config)
     except (BudgetEdgeError, TypeError, ValueError) as exc:
@@ -283,8 +305,9 @@ def load_state(
     module.load_state_dict({**own, **state}, strict=True)
 
 
-def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str,
-                  path: PathLike) -> None:
+def _check_values(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str, path: PathLike
+) -> None:
     """Weights of the module's own kind of number, and finite: load_state_dict would cast
     int64 weights silently, and NaN weights make every answer NaN."""
     for key, value in state.items():
@@ -292,11 +315,13 @@ def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
         if want.is_floating_point() != value.is_floating_point():
             raise CheckpointError(
                 f"{path}: {what} tensor {key!r} is {value.dtype}, expected {want.dtype}; the "
-                "file is damaged or not a checkpoint of this model")
+                "file is damaged or not a checkpoint of this model"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(
                 f"{path}: {what} tensor {key!r} holds NaN or inf; the training that wrote it "
-                "diverged, or the file is damaged")
+                "diverged, or the file is damaged"
+            )
 
 
 def _few(keys: list[str], limit: int = 4) -> str:

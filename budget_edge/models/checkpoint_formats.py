@@ -104,8 +104,9 @@ def _own_convert(obj: dict[str, Any]) -> Converted:
     train_state = obj.get("train_state")
     if not isinstance(meta, dict) or not isinstance(train_state, (dict, type(None))):
         raise CheckpointError("its 'meta' or 'train_state' entry is not a dict")
-    converted = Converted(backbone_config, backbone_state, agent_config, agent_state, meta,
-                          train_state)
+    converted = Converted(
+        backbone_config, backbone_state, agent_config, agent_state, meta, train_state
+    )
     if obj.get("allocator") is not None:  # optional: files without one load as before
         converted.allocator_config, converted.allocator_state = _own_part(obj, "allocator")
     return converted
@@ -120,8 +121,10 @@ def _own_part(obj: dict[str, Any], part: str) -> tuple[dict[str, Any], StateDict
         raise CheckpointError(f"its '{part}' entry lacks a 'state_dict' of tensors")
     digest = entry.get("sha256")  # files from before it was recorded have none
     if digest is not None and digest != state_digest(state):
-        raise CheckpointError(f"its {part} weights do not match their SHA-256 (the file was "
-                              "damaged or edited after it was saved): use a good copy")
+        raise CheckpointError(
+            f"its {part} weights do not match their SHA-256 (the file was "
+            "damaged or edited after it was saved): use a good copy"
+        )
     return dict(entry["config"]), state
 
 

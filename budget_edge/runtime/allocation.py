@@ -106,14 +106,21 @@ def prices_for(budget: np.ndarray, budgets: np.ndarray, prices: np.ndarray) -> n
     A budget within BUDGET_TOLERANCE under a calibrated one takes that one: the runtime
     holds budgets in float32, and float32(0.7) = 0.69999999 must not fall back to the
     price of 0.65 (it did: ResNet-20 ran c = 0.7 at a mean usage of 0.655)."""
-    idx = np.searchsorted(budgets, np.asarray(budget, np.float64) + BUDGET_TOLERANCE,
-                          side="right") - 1
+    idx = (
+        np.searchsorted(budgets, np.asarray(budget, np.float64) + BUDGET_TOLERANCE, side="right")
+        - 1
+    )
     # searchsorted gives at most len(budgets): only a budget below the table needs a clip.
     return prices[np.maximum(idx, 0)]
 
 
-def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.ndarray,
-                    budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def allocated_masks(
+    chances: np.ndarray,
+    level_probs: np.ndarray,
+    budget: np.ndarray,
+    budgets: np.ndarray,
+    prices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """The masks to run and the agent's probabilities behind them.
 
     chances: (N, K + 1); level_probs: (N, K + 1, K), the agent's probabilities at
@@ -122,8 +129,10 @@ def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.nda
     """
     n, levels, k = level_probs.shape
     if chances.shape != (n, levels) or levels != k + 1:
-        raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
-                         f"level probabilities {level_probs.shape}")
+        raise InputError(
+            f"allocator outputs do not fit: chances {chances.shape}, "
+            f"level probabilities {level_probs.shape}"
+        )
     counts = counts_for(chances, prices_for(budget, budgets, prices))
     probs = level_probs[np.arange(n), counts].astype(np.float32)
     order = np.argsort(-probs, axis=1, kind="stable")
@@ -131,7 +140,6 @@ def allocated_masks(chances: np.ndarray, level_probs: np.ndarray, budget: np.nda
     mask = np.zeros((n, k), np.uint8)
     np.put_along_axis(mask, order, keep, axis=1)
     return mask, probs
-
 
 
 @dataclass(frozen=True)
@@ -151,20 +159,32 @@ class CountTable:
         return cls(masks, np.where(masks.astype(bool), share, np.float32(0)))
 
 
-def table_masks(chances: np.ndarray, table: CountTable, budget: np.ndarray,
-                budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def table_masks(
+    chances: np.ndarray,
+    table: CountTable,
+    budget: np.ndarray,
+    budgets: np.ndarray,
+    prices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """The masks to run with a table of count masks (image i runs the row of its
     count), and their keep shares, which stand in for the agent's probabilities."""
     levels, k = table.masks.shape
     if chances.ndim != 2 or chances.shape[1] != levels or levels != k + 1:
-        raise InputError(f"allocator outputs do not fit: chances {chances.shape}, "
-                         f"count masks {table.masks.shape}")
+        raise InputError(
+            f"allocator outputs do not fit: chances {chances.shape}, "
+            f"count masks {table.masks.shape}"
+        )
     counts = counts_for(chances, prices_for(budget, budgets, prices))
     return table.masks[counts], table.shares[counts]
 
 
-def decide(outputs: list[np.ndarray], table: CountTable | None, budget: np.ndarray,
-           budgets: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decide(
+    outputs: list[np.ndarray],
+    table: CountTable | None,
+    budget: np.ndarray,
+    budgets: np.ndarray,
+    prices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Masks and probabilities from the decision graph's outputs: (chances,) with a
     table of count masks, else (chances, level_probs)."""
     if table is not None:

@@ -41,20 +41,32 @@ class CountPlan:
     prices: tuple[float, ...]
 
     @classmethod
-    def build(cls, allocator: str, table: CountTable, whole: dict[bytes, str],
-              budgets: np.ndarray, prices: np.ndarray, base_flops: int,
-              comp_flops: np.ndarray, prefix_blocks: list[list[int]]) -> CountPlan:
+    def build(
+        cls,
+        allocator: str,
+        table: CountTable,
+        whole: dict[bytes, str],
+        budgets: np.ndarray,
+        prices: np.ndarray,
+        base_flops: int,
+        comp_flops: np.ndarray,
+        prefix_blocks: list[list[int]],
+    ) -> CountPlan:
         """The plan. Rows are projected to the variants the artifact has, as the general
         path projects the masks it runs; a row without a whole-mask graph (exported
         without `--fuse-top`) runs through the general path's dispatch."""
         masks = project_to_variants(table.masks, prefix_blocks)
         k = masks.shape[1]
-        return cls(allocator=allocator, graphs=tuple(whole.get(row.tobytes()) for row in masks),
-                   masks=_frozen(masks), shares=_frozen(table.shares),
-                   flops=_frozen(base_flops + masks.astype(np.int64) @ comp_flops),
-                   levels=tuple(float(i) / k for i in range(k + 1)),
-                   budgets=tuple(float(b) for b in budgets),
-                   prices=tuple(float(p) for p in prices))
+        return cls(
+            allocator=allocator,
+            graphs=tuple(whole.get(row.tobytes()) for row in masks),
+            masks=_frozen(masks),
+            shares=_frozen(table.shares),
+            flops=_frozen(base_flops + masks.astype(np.int64) @ comp_flops),
+            levels=tuple(float(i) / k for i in range(k + 1)),
+            budgets=tuple(float(b) for b in budgets),
+            prices=tuple(float(p) for p in prices),
+        )
 
     def price(self, budget: float) -> float:
         """`allocation.prices_for` on one budget held in float32, as `infer` holds it."""

@@ -35,8 +35,9 @@ MODES = DECISION_MODES
 CAPS = ("components", "flops")
 
 
-def choose(probs: np.ndarray, mode: str, seed: int | None,
-           budget: np.ndarray | None = None) -> np.ndarray:
+def choose(
+    probs: np.ndarray, mode: str, seed: int | None, budget: np.ndarray | None = None
+) -> np.ndarray:
     """uint8 (N, K) mask from probabilities (N, K); `rank` needs the budgets (N,)."""
     if mode == "greedy":
         return (probs >= 0.5).astype(np.uint8)
@@ -48,15 +49,18 @@ def choose(probs: np.ndarray, mode: str, seed: int | None,
             raise InputError("mode 'rank' keeps round(budget x K) components: give a budget")
         return rank_masks(probs, budget)
     if mode == "allocate":
-        raise InputError("mode 'allocate' needs the allocator graph's outputs: run it through "
-                         "BudgetRuntime.infer")
+        raise InputError(
+            "mode 'allocate' needs the allocator graph's outputs: run it through "
+            "BudgetRuntime.infer"
+        )
     raise InputError(f"mode {mode!r} is not one of {MODES}")
 
 
 def rank_counts(budget: np.ndarray, num_components: int) -> np.ndarray:
     """round(c K) per image, a tie at .5 rounding down (the budget is also a ceiling)."""
     return np.clip(np.ceil(budget * num_components - 0.5 - 1e-9), 0, num_components).astype(
-        np.int64)
+        np.int64
+    )
 
 
 def rank_masks(probs: np.ndarray, budget: np.ndarray) -> np.ndarray:
@@ -126,8 +130,11 @@ def prefix_blocks(model: Any) -> list[list[int]]:
     """Component indices of each block exported with the 'prefix' scheme, whose kept-path
     sets run as the prefix of the same size. `model`: a Manifest or a Backbone (both
     have `blocks` with `num_paths`, in order, and `block_components(block)`)."""
-    return [model.block_components(b) for b, block in enumerate(model.blocks)
-            if variant_scheme(block.num_paths) == "prefix"]
+    return [
+        model.block_components(b)
+        for b, block in enumerate(model.blocks)
+        if variant_scheme(block.num_paths) == "prefix"
+    ]
 
 
 def project_to_variants(mask: np.ndarray, blocks: list[list[int]]) -> np.ndarray:
@@ -146,8 +153,9 @@ def project_to_variants(mask: np.ndarray, blocks: list[list[int]]) -> np.ndarray
     return out
 
 
-def check_variants(mask: np.ndarray, manifest: Manifest,
-                   blocks: list[list[int]] | None = None) -> None:
+def check_variants(
+    mask: np.ndarray, manifest: Manifest, blocks: list[list[int]] | None = None
+) -> None:
     """An explicit mask must ask only for path sets that have a graph.
 
     blocks: `prefix_blocks(manifest)`, when the caller has it already.
@@ -164,4 +172,5 @@ def check_variants(mask: np.ndarray, manifest: Manifest,
             raise InputError(
                 f"mask row {i} keeps paths {paths} of block {block}, but this {len(idx)}-path "
                 f"block was exported with prefix path sets only (paths 0..m-1): keep the "
-                f"first m paths of the block (components {idx[0]}..{idx[-1]})")
+                f"first m paths of the block (components {idx[0]}..{idx[-1]})"
+            )

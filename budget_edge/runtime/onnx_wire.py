@@ -31,8 +31,7 @@ _CHILDREN: dict[str, dict[int, str]] = {
     "function": {7: "node", 11: "attribute"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
     "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse",
-                  23: "sparse"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
 }
 _TENSOR_DIMS = 1
@@ -75,7 +74,7 @@ def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
                 raise WireError(f"field {number} runs past the end of its message")
-            yield number, kind, data[pos:pos + size]
+            yield number, kind, data[pos : pos + size]
             pos += size
         elif kind in (_FIXED64, _FIXED32):
             pos += 8 if kind == _FIXED64 else 4
@@ -216,24 +215,31 @@ def check_graph(model: bytes, spec: GraphSpec, what: str) -> None:
         external = external_tensors(model)
         inputs, outputs = graph_signature(model)
     except WireError as exc:
-        raise ManifestError(f"{what} is not a readable ONNX file ({exc}): re-export the "
-                            "model") from exc
+        raise ManifestError(
+            f"{what} is not a readable ONNX file ({exc}): re-export the model"
+        ) from exc
     if external:
         shown = ", ".join(external[:3])
         if len(external) > 3:
             shown += f" and {len(external) - 3} more"
-        raise ManifestError(f"{what} keeps tensors in external data files ({shown}), which "
-                            "the manifest does not hash: an artifact's graphs hold their "
-                            "own weights; re-export it with budget-edge")
+        raise ManifestError(
+            f"{what} keeps tensors in external data files ({shown}), which "
+            "the manifest does not hash: an artifact's graphs hold their "
+            "own weights; re-export it with budget-edge"
+        )
     names = [t.name for t in inputs]
     if names != [t.name for t in spec.inputs]:
-        raise ManifestError(f"{what} has inputs {names} but the manifest says "
-                            f"{[t.name for t in spec.inputs]}: re-export the model")
+        raise ManifestError(
+            f"{what} has inputs {names} but the manifest says "
+            f"{[t.name for t in spec.inputs]}: re-export the model"
+        )
     by_name = {t.name: t for t in outputs}
     missing = [t.name for t in spec.outputs if t.name not in by_name]
     if missing:
-        raise ManifestError(f"{what} has outputs {list(by_name)} but the manifest names "
-                            f"{missing}: re-export the model")
+        raise ManifestError(
+            f"{what} has outputs {list(by_name)} but the manifest names "
+            f"{missing}: re-export the model"
+        )
     pairs = [*zip(spec.inputs, inputs, strict=True)]
     pairs += [(t, by_name[t.name]) for t in spec.outputs]
     for listed, declared in pairs:
@@ -243,12 +249,14 @@ def check_graph(model: bytes, spec: GraphSpec, what: str) -> None:
 def _check_declared(listed: TensorSpec, declared: DeclaredTensor, what: str) -> None:
     differ = len(declared.shape) != len(listed.shape) or any(
         isinstance(a, int) and isinstance(b, int) and a != b
-        for a, b in zip(listed.shape, declared.shape, strict=False))
+        for a, b in zip(listed.shape, declared.shape, strict=False)
+    )
     if differ or declared.dtype != listed.dtype:
         raise ManifestError(
             f"{what}: tensor {listed.name!r} is {declared.dtype} {list(declared.shape)} but "
             f"the manifest says {listed.dtype} {listed.shape}: the graph does not belong to "
-            "this manifest; re-export the model")
+            "this manifest; re-export the model"
+        )
 
 
 def check_graphs(specs: Sequence[GraphSpec], read: Any) -> None:
@@ -321,8 +329,9 @@ def _raw_initializer(data: memoryview) -> RawInitializer | None:
         elif number == _TENSOR_RAW_DATA and kind == _BYTES:
             assert isinstance(value, memoryview)
             raw = value
-        elif number == _TENSOR_EXTERNAL_DATA or (number == _TENSOR_DATA_LOCATION
-                                                  and value == _EXTERNAL):
+        elif number == _TENSOR_EXTERNAL_DATA or (
+            number == _TENSOR_DATA_LOCATION and value == _EXTERNAL
+        ):
             return None  # external data is refused elsewhere; never shared
     if raw is None or not name:
         return None

@@ -109,9 +109,7 @@ def _refuse_decision_options_with_a_mask(
     """A mask runs exactly its components: options that shape a decision would be
     ignored, and a caller who passed one expected it to matter."""
     given = [
-        name
-        for name, value in (("mode", mode), ("seed", seed), ("cap", cap))
-        if value is not None
+        name for name, value in (("mode", mode), ("seed", seed), ("cap", cap)) if value is not None
     ] + (["policy"] if policy != "agent" else [])
     if given:
         raise InputError(
@@ -268,8 +266,11 @@ class BudgetRuntime:
         """Every graph a call of this runtime may run: roles, block variants and skips,
         whole-mask graphs, and the switch graph where it is used."""
         roles = self.manifest.roles
-        names = [roles[r] for r in ("stem", "head", "policy", "allocator", "full")
-                 if roles.get(r) is not None]
+        names = [
+            roles[r]
+            for r in ("stem", "head", "policy", "allocator", "full")
+            if roles.get(r) is not None
+        ]
         names += [g for plan in self._plans for g in plan.graphs.values() if g is not None]
         names += list(self._whole.values())
         if self._switch is not None:

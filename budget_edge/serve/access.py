@@ -22,8 +22,9 @@ TOKEN_ENV = "BUDGET_EDGE_TOKEN"
 OPEN_PREFIX = "/v2/health/"
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-                   Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 # What an `Authorization: Bearer` header can carry (RFC 6750's b64token): one line of
@@ -46,13 +47,17 @@ def read_token(path: str | None) -> str | None:
         if not token:
             return None
     if len(token) < MIN_TOKEN_CHARS:
-        raise ConfigError(f"{where}: the access token must be at least {MIN_TOKEN_CHARS} "
-                          "characters (for example `openssl rand -hex 32 > token`)")
+        raise ConfigError(
+            f"{where}: the access token must be at least {MIN_TOKEN_CHARS} "
+            "characters (for example `openssl rand -hex 32 > token`)"
+        )
     bad = next((c for c in token if not TOKEN_PATTERN.fullmatch(c)), None)
     if bad is not None:
-        raise ConfigError(f"{where}: the access token holds {bad!r}, which an Authorization "
-                          "header cannot carry: use one line of letters, digits and - . _ ~ "
-                          "+ / = (for example `openssl rand -hex 32 > token`)")
+        raise ConfigError(
+            f"{where}: the access token holds {bad!r}, which an Authorization "
+            "header cannot carry: use one line of letters, digits and - . _ ~ "
+            "+ / = (for example `openssl rand -hex 32 > token`)"
+        )
     return token
 
 
@@ -68,9 +73,11 @@ def is_loopback(host: str) -> bool:
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
     """Serving beyond this machine without a token serves anyone on the network."""
     if not is_loopback(host) and token is None and not insecure:
-        raise ConfigError(f"--host {host} serves other machines, and there is no access "
-                          f"token: give --token-file (or {TOKEN_ENV}), or --insecure if the "
-                          "network is yours alone")
+        raise ConfigError(
+            f"--host {host} serves other machines, and there is no access "
+            f"token: give --token-file (or {TOKEN_ENV}), or --insecure if the "
+            "network is yours alone"
+        )
 
 
 class BearerToken:
@@ -89,8 +96,15 @@ class BearerToken:
             await self.app(scope, receive, send)
             return
         body = b'{"error": "missing or wrong access token: send Authorization: Bearer <token>"}'
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -37,8 +37,12 @@ class Admission:
     one they move by hand).
     """
 
-    def __init__(self, max_queue: int = DEFAULT_MAX_QUEUE,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clock: Clock | None = None,
+    ) -> None:
         if max_queue < 1:
             raise ConfigError(f"--max-queue must be at least 1, got {max_queue}")
         if not timeout_s > 0:
@@ -67,7 +71,8 @@ class Admission:
                 raise UnavailableError(
                     f"the server is busy: {self.waiting} requests are already waiting for "
                     f"the model (serve --max-queue {self.max_queue}); retry shortly",
-                    retry_after=RETRY_AFTER_S)
+                    retry_after=RETRY_AFTER_S,
+                )
         self.waiting += 1
         try:
             await self._acquire(deadline, started)
@@ -118,12 +123,17 @@ class Admission:
 
 
 def _stopping() -> UnavailableError:
-    return UnavailableError("the server is shutting down: send the request to another "
-                            "instance or retry after it restarts", retry_after=RETRY_AFTER_S)
+    return UnavailableError(
+        "the server is shutting down: send the request to another "
+        "instance or retry after it restarts",
+        retry_after=RETRY_AFTER_S,
+    )
 
 
 def _late(timeout_s: float) -> UnavailableError:
     return UnavailableError(
         f"the request waited for the model until its deadline ({timeout_s:g} s, or the "
         "request's own `timeout` parameter): the server is overloaded; retry later or "
-        "send smaller batches", retry_after=RETRY_AFTER_S)
+        "send smaller batches",
+        retry_after=RETRY_AFTER_S,
+    )

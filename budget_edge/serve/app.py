@@ -51,8 +51,12 @@ EXTENSIONS = ["binary_tensor_data", "parameters"]
 BODY_TIMEOUT_S = 30.0
 
 
-def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None,
-               admission: Admission | None = None) -> Any:
+def create_app(
+    model: ServedModel,
+    max_body_bytes: int,
+    token: str | None = None,
+    admission: Admission | None = None,
+) -> Any:
     """The ASGI app serving one model; request bodies above `max_body_bytes` get 413;
     with a token, every route but health needs `Authorization: Bearer <token>`.
     `admission` queues requests for the model (a default one if None); the server
@@ -67,13 +71,12 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
 
     async def ready(request: Request) -> Response:
         # A stopping server is not ready: a load balancer should send traffic elsewhere.
-        return JSONResponse({"ready": not admission.closing},
-                            status_code=503 if admission.closing else 200)
+        return JSONResponse(
+            {"ready": not admission.closing}, status_code=503 if admission.closing else 200
+        )
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(
-            {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
-        )
+        return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     async def model_metadata(request: Request) -> Response:
         _check_model(model, request)
@@ -94,8 +97,9 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
 
     async def repository_index(request: Request) -> Response:
         # Triton's model repository index, as tritonclient's model discovery asks for it.
-        return JSONResponse([{"name": model.name, "version": model.version,
-                              "state": "READY", "reason": ""}])
+        return JSONResponse(
+            [{"name": model.name, "version": model.version, "state": "READY", "reason": ""}]
+        )
 
     async def prometheus(request: Request) -> Response:
         content, media_type = metrics.exposition()
@@ -139,7 +143,8 @@ def create_app(model: ServedModel, max_body_bytes: int, token: str | None = None
                 chosen = budget if chosen is None else chosen
                 results.append(result)
         content, json_length = await run_in_threadpool(
-            model.answer, prepared, merge_results(results), chosen)
+            model.answer, prepared, merge_results(results), chosen
+        )
         headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
         media_type = "application/json" if json_length is None else "application/octet-stream"
         images = sum(len(r.classes) for r in results)
@@ -211,7 +216,8 @@ async def _read_body(request: Request, limit: int, clock: Clock) -> bytes:
     receiving.cancel()  # the client was too slow: stop reading
     raise RequestTimeoutError(
         f"the request body did not arrive within {BODY_TIMEOUT_S:g} s: send it at once "
-        "after the headers")
+        "after the headers"
+    )
 
 
 async def _receive_body(request: Request, limit: int) -> bytes:

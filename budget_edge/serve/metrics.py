@@ -23,8 +23,7 @@ from prometheus_client import (
 from budget_edge.runtime.runtime import InferResult
 
 # Seconds; a Jetson answers one image in milliseconds, a batch of 64 in about a second.
-LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-                   10.0, 30.0)
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def route_of(path: str) -> str:
@@ -50,33 +49,44 @@ class ServerMetrics:
     def __init__(self, queue_depth: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("budget_edge_requests", "HTTP requests answered",
-                                ["route", "code"], registry=r)
-        self.request_seconds = Histogram("budget_edge_request_seconds",
-                                         "Time from request to response", ["route"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.model_seconds = Histogram("budget_edge_model_seconds",
-                                       "Time the model ran per chunk of a request",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        queue = Gauge("budget_edge_queue_depth", "Requests waiting for the model",
-                      registry=r)
+        self.requests = Counter(
+            "budget_edge_requests", "HTTP requests answered", ["route", "code"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "budget_edge_request_seconds",
+            "Time from request to response",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "budget_edge_model_seconds",
+            "Time the model ran per chunk of a request",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        queue = Gauge("budget_edge_queue_depth", "Requests waiting for the model", registry=r)
         queue.set_function(queue_depth)
-        self.budget = Gauge("budget_edge_budget",
-                            "Budget of the last model run (mean over its images)", registry=r)
-        self.usage = Summary("budget_edge_image_usage",
-                             "Share of components each image ran (mean: sum / count)",
-                             registry=r)
-        self.flops_share = Summary("budget_edge_image_flops_share",
-                                   "Executed backbone FLOPs of each image, as a share of the "
-                                   "full model", registry=r)
+        self.budget = Gauge(
+            "budget_edge_budget", "Budget of the last model run (mean over its images)", registry=r
+        )
+        self.usage = Summary(
+            "budget_edge_image_usage",
+            "Share of components each image ran (mean: sum / count)",
+            registry=r,
+        )
+        self.flops_share = Summary(
+            "budget_edge_image_flops_share",
+            "Executed backbone FLOPs of each image, as a share of the full model",
+            registry=r,
+        )
 
     def observe_run(self, result: InferResult, budget: float | None, seconds: float) -> None:
         """Record one model run."""
         self.model_seconds.observe(seconds)
         if budget is not None:
             self.budget.set(budget)
-        for usage, share in zip(result.usage.tolist(), result.flops_share.tolist(),
-                                strict=True):
+        for usage, share in zip(result.usage.tolist(), result.flops_share.tolist(), strict=True):
             self.usage.observe(usage)
             self.flops_share.observe(share)
 

@@ -111,8 +111,9 @@ def split_call(call: RuntimeCall, chunk: int) -> list[RuntimeCall]:
 
 def with_budget(call: RuntimeCall, budget: float) -> RuntimeCall:
     """The later chunks of a request run at the budget the controller chose for its first."""
-    return call if call.budget is not None or call.mask is not None \
-        else replace(call, budget=budget)
+    return (
+        call if call.budget is not None or call.mask is not None else replace(call, budget=budget)
+    )
 
 
 def merge_results(results: list[InferResult]) -> InferResult:
@@ -129,8 +130,9 @@ def merge_results(results: list[InferResult]) -> InferResult:
         logits=np.concatenate([r.logits for r in results]),
         classes=np.concatenate([r.classes for r in results]),
         mask=np.concatenate([r.mask for r in results]),
-        probs=None if first.probs is None else np.concatenate([r.probs for r in results
-                                                               if r.probs is not None]),
+        probs=None
+        if first.probs is None
+        else np.concatenate([r.probs for r in results if r.probs is not None]),
         flops=np.concatenate([r.flops for r in results]),
         latency_ms=latency,
     )
@@ -221,7 +223,8 @@ class ServedModel:
         if new != old:
             raise ConfigError(
                 f"the reloaded artifact {runtime.directory} has other inputs, outputs, mode, "
-                "policy or backend than the one served: restart the server to change them")
+                "policy or backend than the one served: restart the server to change them"
+            )
         with self._swap:
             retired, self.runtime = self.runtime, runtime
             idle = retired not in self._users
@@ -231,6 +234,7 @@ class ServedModel:
     def config(self) -> dict[str, Any]:
         """The model's configuration in Triton's shape (tritonclient's get_model_config):
         dims without the batch axis, which max_batch_size bounds."""
+
         def tensors(metas: dict[str, TensorMeta]) -> list[dict[str, Any]]:
             return [
                 {"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape[1:])}
@@ -284,20 +288,27 @@ class ServedModel:
         if n > self.max_batch:  # one request must not hold the model for everyone else
             raise PayloadTooLargeError(
                 f"the request holds {n} images; this server takes at most {self.max_batch} "
-                "per request (serve --max-batch): split it")
+                "per request (serve --max-batch): split it"
+            )
         asks_probs = any(out.name == "PROBS" for out in request.outputs or [])
         if asks_probs and (call.mask is not None or call.policy == "static"):
-            raise RequestError("output PROBS exists only when the agent runs: drop the MASK "
-                               "input or the policy 'static' parameter")
+            raise RequestError(
+                "output PROBS exists only when the agent runs: drop the MASK "
+                "input or the policy 'static' parameter"
+            )
         return PreparedRequest(request, wanted, call)
 
-    def answer(self, prepared: PreparedRequest, result: InferResult,
-               budget: float | None) -> tuple[bytes, int | None]:
+    def answer(
+        self, prepared: PreparedRequest, result: InferResult, budget: float | None
+    ) -> tuple[bytes, int | None]:
         """The response body (and its JSON header length, if binary) for a run request."""
         arrays = _output_arrays(result)
         # Without a policy run there are no PROBS; a request that did not name them gets the rest.
-        encoded = [encode_output(o.name, arrays[o.name], o.binary) for o in prepared.wanted
-                   if o.name in arrays]
+        encoded = [
+            encode_output(o.name, arrays[o.name], o.binary)
+            for o in prepared.wanted
+            if o.name in arrays
+        ]
         request = prepared.request
         header: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if request.id is not None:
@@ -306,8 +317,9 @@ class ServedModel:
         header["outputs"] = [entry for entry, _ in encoded]
         return encode_body(header, [section for _, section in encoded])
 
-    def run(self, call: RuntimeCall, runtime: BudgetRuntime | None = None
-            ) -> tuple[InferResult, float | None]:
+    def run(
+        self, call: RuntimeCall, runtime: BudgetRuntime | None = None
+    ) -> tuple[InferResult, float | None]:
         """Run the model (`runtime`: the one the request is pinned to; default the one
         serving now); also return the budget the server chose (None: the request gave one)."""
         with self._lock:
@@ -316,8 +328,13 @@ class ServedModel:
             if budget is None and call.mask is None:
                 chosen = budget = self.controller.budget()
             result = (runtime or self.runtime).infer(
-                call.images, budget=budget, mask=call.mask, mode=call.mode, seed=call.seed,
-                cap=call.cap, policy=call.policy,
+                call.images,
+                budget=budget,
+                mask=call.mask,
+                mode=call.mode,
+                seed=call.seed,
+                cap=call.cap,
+                policy=call.policy,
             )
             observe = getattr(self.controller, "observe", None)
             # Latency tables are per image: only single-image calls steer a controller.
@@ -369,12 +386,11 @@ class ServedModel:
             mask=mask,
             # With a MASK nothing is decided: only what the request itself gave goes to
             # the runtime, which refuses decision options beside a mask.
-            mode=_string_parameter(parameters, "mode") or (None if mask is not None
-                                                           else self.mode),
+            mode=_string_parameter(parameters, "mode") or (None if mask is not None else self.mode),
             seed=_seed(parameters),
             cap=_string_parameter(parameters, "cap"),
-            policy=_string_parameter(parameters, "policy") or ("agent" if mask is not None
-                                                               else self._default_policy),
+            policy=_string_parameter(parameters, "policy")
+            or ("agent" if mask is not None else self._default_policy),
         )
 
     def _check_tensor(self, tensor: Tensor) -> None:
@@ -402,9 +418,11 @@ class ServedModel:
 def check_model_name(name: str) -> str:
     """`name` if it can be a model's URL segment, else a ConfigError saying what can."""
     if not MODEL_NAME.fullmatch(name):
-        raise ConfigError(f"model name {name[:80]!r} cannot be part of a URL: use --model-name "
-                          "with 1 to 64 letters, digits, '.', '_' or '-', starting with a "
-                          "letter, digit or '_'")
+        raise ConfigError(
+            f"model name {name[:80]!r} cannot be part of a URL: use --model-name "
+            "with 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+            "letter, digit or '_'"
+        )
     return name
 
 
@@ -439,14 +457,18 @@ def _budget(request: InferRequest) -> float | np.ndarray | None:
         return tensor.array
     if value is None:
         if "budget" in request.parameters:  # null: a client bug, not "use the server's"
-            raise RequestError("parameter budget must be a number in [0, 1], got null: "
-                               "leave it out for the server's budget")
+            raise RequestError(
+                "parameter budget must be a number in [0, 1], got null: "
+                "leave it out for the server's budget"
+            )
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"parameter budget must be a number in [0, 1], got {value!r}")
     if isinstance(value, int) and value.bit_length() > 64:  # float() would overflow
-        raise RequestError(f"parameter budget must be a number in [0, 1], got an integer of "
-                           f"{value.bit_length()} bits")
+        raise RequestError(
+            f"parameter budget must be a number in [0, 1], got an integer of "
+            f"{value.bit_length()} bits"
+        )
     return float(value)
 
 
@@ -456,8 +478,10 @@ def _string_parameter(parameters: dict[str, Any], key: str) -> str | None:
         return None
     value = parameters[key]
     if not isinstance(value, str) or not value:
-        raise RequestError(f"parameter {key} must be a non-empty string, got "
-                           f"{json.dumps(value)}: leave it out for the default")
+        raise RequestError(
+            f"parameter {key} must be a non-empty string, got "
+            f"{json.dumps(value)}: leave it out for the default"
+        )
     return value
 
 
@@ -466,8 +490,11 @@ def _seed(parameters: dict[str, Any]) -> int | None:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        shown = (f"an integer of {seed.bit_length()} bits"
-                 if isinstance(seed, int) and seed.bit_length() > 64 else repr(seed))
+        shown = (
+            f"an integer of {seed.bit_length()} bits"
+            if isinstance(seed, int) and seed.bit_length() > 64
+            else repr(seed)
+        )
         raise RequestError(f"parameter seed must be an integer in [0, 2**63), got {shown}")
     return seed
 

@@ -74,10 +74,14 @@ def _timeout(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        shown = (f"an integer of {value.bit_length()} bits"
-                 if isinstance(value, int) and value.bit_length() > 64 else repr(value))
-        raise RequestError(f"parameter timeout must be microseconds, an integer in "
-                           f"[0, 2**63), got {shown}")
+        shown = (
+            f"an integer of {value.bit_length()} bits"
+            if isinstance(value, int) and value.bit_length() > 64
+            else repr(value)
+        )
+        raise RequestError(
+            f"parameter timeout must be microseconds, an integer in [0, 2**63), got {shown}"
+        )
     return value / 1e6 if value else None
 
 

@@ -154,9 +154,12 @@ class StrictConnection(h11.Connection):
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
-            self.refusal = (exc.error_status_hint, f"{exc} (malformed HTTP: check the request "
-                                                   "line and headers, Content-Length in "
-                                                   "particular)")
+            self.refusal = (
+                exc.error_status_hint,
+                f"{exc} (malformed HTTP: check the request "
+                "line and headers, Content-Length in "
+                "particular)",
+            )
             raise
         if isinstance(event, h11.Request):
             self.refusal = _framing_problem(event)
@@ -172,11 +175,15 @@ def _framing_problem(request: h11.Request) -> tuple[int, str] | None:
         return 505, f"HTTP/{version} is not supported: send HTTP/1.1 (or HTTP/1.0)"
     names = {name for name, _ in request.headers}
     if b"transfer-encoding" in names and b"content-length" in names:
-        return 400, ("the request has both Content-Length and Transfer-Encoding, which a "
-                     "proxy and this server could frame differently: send one of them")
+        return 400, (
+            "the request has both Content-Length and Transfer-Encoding, which a "
+            "proxy and this server could frame differently: send one of them"
+        )
     if b"transfer-encoding" in names and request.http_version == b"1.0":
-        return 400, ("Transfer-Encoding is not part of HTTP/1.0: send Content-Length, or "
-                     "send the request as HTTP/1.1")
+        return 400, (
+            "Transfer-Encoding is not part of HTTP/1.0: send Content-Length, or "
+            "send the request as HTTP/1.1"
+        )
     return None
 
 
@@ -190,13 +197,20 @@ class TimedH11Protocol(H11Protocol):
     Timers run on `clock` (tests pass one they move by hand).
     """
 
-    def __init__(self, *args: Any, head_timeout_s: float = HEAD_TIMEOUT_S,
-                 keep_alive_s: float = KEEP_ALIVE_S, max_connections: int = MAX_CONNECTIONS,
-                 clock: Clock | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        keep_alive_s: float = KEEP_ALIVE_S,
+        max_connections: int = MAX_CONNECTIONS,
+        clock: Clock | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         size = self.config.h11_max_incomplete_event_size
-        self.conn = StrictConnection(h11.SERVER) if size is None \
-            else StrictConnection(h11.SERVER, size)
+        self.conn = (
+            StrictConnection(h11.SERVER) if size is None else StrictConnection(h11.SERVER, size)
+        )
         self.head_timeout_s = head_timeout_s
         self.keep_alive_s = keep_alive_s
         self.max_connections = max_connections
@@ -245,12 +259,18 @@ class TimedH11Protocol(H11Protocol):
         every other error (uvicorn answers plain text), then the connection is closed."""
         status, message = getattr(self.conn, "refusal", None) or (400, msg)
         body = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"connection", b"close"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         reason = http.HTTPStatus(status).phrase.encode()
         try:
-            for event in (h11.Response(status_code=status, headers=headers, reason=reason),
-                          h11.Data(data=body), h11.EndOfMessage()):
+            for event in (
+                h11.Response(status_code=status, headers=headers, reason=reason),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:
             pass  # a response had already started: nothing valid can be sent
@@ -261,8 +281,11 @@ class TimedH11Protocol(H11Protocol):
         a request head, so idle sockets never lock out a client with a request to send.
         (With every other one busy, this one stays: its request gets 503, or an answer
         if it is a health check.)"""
-        idle = [c for c in self.connections if c is not self
-                and isinstance(c, TimedH11Protocol) and c.idle_since is not None]
+        idle = [
+            c
+            for c in self.connections
+            if c is not self and isinstance(c, TimedH11Protocol) and c.idle_since is not None
+        ]
         if idle:
             min(idle, key=lambda c: c.idle_since or 0).close_idle()
 
@@ -303,8 +326,12 @@ class BudgetEdgeServer(uvicorn.Server):
     one it is ignored), SIGUSR1 and SIGUSR2 are ignored. Each is logged.
     """
 
-    def __init__(self, config: uvicorn.Config, admission: Admission | None,
-                 on_sighup: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        admission: Admission | None,
+        on_sighup: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.admission = admission
         self.on_sighup = on_sighup
@@ -317,15 +344,16 @@ class BudgetEdgeServer(uvicorn.Server):
             loop = asyncio.get_running_loop()
             for sig in CAUGHT_SIGNALS:
                 loop.add_signal_handler(sig, self._signalled, sig)
-            logger.info("SIGHUP %s; SIGUSR1 and SIGUSR2 are ignored; SIGTERM stops",
-                        "reloads the artifact" if self.on_sighup else "is ignored")
+            logger.info(
+                "SIGHUP %s; SIGUSR1 and SIGUSR2 are ignored; SIGTERM stops",
+                "reloads the artifact" if self.on_sighup else "is ignored",
+            )
 
     def _signalled(self, sig: signal.Signals) -> None:
         if sig == signal.SIGHUP and self.on_sighup is not None:
             self.on_sighup()
             return
-        logger.warning("%s ignored: send SIGHUP to reload the artifact, SIGTERM to stop",
-                       sig.name)
+        logger.warning("%s ignored: send SIGHUP to reload the artifact, SIGTERM to stop", sig.name)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.admission is not None:
@@ -333,12 +361,18 @@ class BudgetEdgeServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(app: Any, log_level: str = "info",
-                max_connections: int = MAX_CONNECTIONS, tls_cert: str | None = None,
-                tls_key: str | None = None, admission: Admission | None = None,
-                head_timeout_s: float = HEAD_TIMEOUT_S, keep_alive_s: float = KEEP_ALIVE_S,
-                clock: Clock | None = None,
-                on_sighup: Callable[[], None] | None = None) -> uvicorn.Server:
+def make_server(
+    app: Any,
+    log_level: str = "info",
+    max_connections: int = MAX_CONNECTIONS,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    admission: Admission | None = None,
+    head_timeout_s: float = HEAD_TIMEOUT_S,
+    keep_alive_s: float = KEEP_ALIVE_S,
+    clock: Clock | None = None,
+    on_sighup: Callable[[], None] | None = None,
+) -> uvicorn.Server:
     """A uvicorn server for `app`: no lifespan events, bounded graceful shutdown that
     first answers queued requests, at most `max_connections` connections (idle ones
     closed first, then 503 but for health checks), limits on the time to send a request
@@ -358,9 +392,13 @@ def make_server(app: Any, log_level: str = "info",
         ssl_keyfile=tls_key,
         # Always h11 (never httptools, even when installed): StrictConnection's checks
         # of framing and version live in its h11 connection.
-        http=functools.partial(TimedH11Protocol,  # type: ignore[arg-type]
-                               head_timeout_s=head_timeout_s, keep_alive_s=keep_alive_s,
-                               max_connections=max_connections, clock=clock),
+        http=functools.partial(
+            TimedH11Protocol,  # type: ignore[arg-type]
+            head_timeout_s=head_timeout_s,
+            keep_alive_s=keep_alive_s,
+            max_connections=max_connections,
+            clock=clock,
+        ),
     )
     if tls_cert is not None:
         try:

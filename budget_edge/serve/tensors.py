@@ -39,7 +39,11 @@ DATATYPES: dict[str, np.dtype] = {
 # BOOL, integers for integer types, any number for floats. Checked before numpy, which
 # would read [true, 0] as the integers [1, 0].
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "b": (bool,), "u": (int,), "i": (int,), "f": (int, float)}
+    "b": (bool,),
+    "u": (int,),
+    "i": (int,),
+    "f": (int, float),
+}
 # Bounds on a declared shape, checked on its Python integers before numpy sees it:
 # numpy refuses more than 64 axes and dimensions past 2**63 with exceptions of its own,
 # and even an empty shape such as [0, 2**62, 2**62] is "too big" for it. The model's
@@ -69,8 +73,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise RequestError(f"request body is not valid JSON ({exc}): send a JSON object") from exc
     if not isinstance(value, dict):
         raise RequestError(
-            f"request JSON must be an object, got {type(value).__name__}: "
-            'send {"inputs": [...]}'
+            f'request JSON must be an object, got {type(value).__name__}: send {{"inputs": [...]}}'
         )
     return value
 
@@ -131,18 +134,23 @@ def _decode_shape(shape: Any, name: str) -> tuple[int, ...]:
     if not isinstance(shape, list):
         raise RequestError(f'input {name!r} needs "shape": a list of non-negative integers')
     if len(shape) > MAX_RANK:
-        raise RequestError(f"input {name!r} has a shape of {len(shape)} dimensions: at most "
-                           f"{MAX_RANK} are allowed (the model's inputs have 1 to 4)")
+        raise RequestError(
+            f"input {name!r} has a shape of {len(shape)} dimensions: at most "
+            f"{MAX_RANK} are allowed (the model's inputs have 1 to 4)"
+        )
     extent = 1
     for d in shape:
         if not isinstance(d, int) or isinstance(d, bool) or d < 0:
-            raise RequestError(f'input {name!r} needs "shape": a list of non-negative '
-                               f"integers, got {_shown(d)}")
+            raise RequestError(
+                f'input {name!r} needs "shape": a list of non-negative integers, got {_shown(d)}'
+            )
         extent *= max(d, 1)
         if extent > MAX_VALUES:
             shown = ", ".join(_shown(v) for v in shape)
-            raise RequestError(f"input {name!r}: shape [{shown}] is too large: a tensor "
-                               f"holds at most {MAX_VALUES} values")
+            raise RequestError(
+                f"input {name!r}: shape [{shown}] is too large: a tensor "
+                f"holds at most {MAX_VALUES} values"
+            )
     return tuple(shape)
 
 
@@ -193,8 +201,13 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         return np.empty(shape, dtype)
     wrong = sorted(t.__name__ for t in types if t not in _JSON_TYPES[dtype.kind])
     if wrong:
-        want = "booleans (true/false)" if dtype.kind == "b" else \
-            "integers" if dtype.kind in "iu" else "numbers"
+        want = (
+            "booleans (true/false)"
+            if dtype.kind == "b"
+            else "integers"
+            if dtype.kind in "iu"
+            else "numbers"
+        )
         got = ", ".join(_JSON_NAMES.get(t, t) for t in wrong)
         raise RequestError(f"input {name!r}: {datatype} data must be JSON {want}, not {got}")
     try:
@@ -217,8 +230,14 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
 
 
 # Python type names as JSON calls them, for error messages.
-_JSON_NAMES = {"bool": "true/false", "str": "strings", "NoneType": "null", "dict": "objects",
-               "float": "fractions", "int": "integers"}
+_JSON_NAMES = {
+    "bool": "true/false",
+    "str": "strings",
+    "NoneType": "null",
+    "dict": "objects",
+    "float": "fractions",
+    "int": "integers",
+}
 
 
 def _json_values(name: str, data: Any) -> tuple[int, set[type]]:
@@ -231,8 +250,10 @@ def _json_values(name: str, data: Any) -> tuple[int, set[type]]:
         if list not in types:
             return len(items), types
         if len(types) > 1:
-            raise RequestError(f"input {name!r}: data is not a regular array (lists and "
-                               "values side by side): send it flat or evenly nested")
+            raise RequestError(
+                f"input {name!r}: data is not a regular array (lists and "
+                "values side by side): send it flat or evenly nested"
+            )
         items = list(itertools.chain.from_iterable(items))
 
 

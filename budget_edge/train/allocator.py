@@ -78,13 +78,19 @@ class AllocatorConfig:
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.accuracy_slack is not None and not 0.0 <= self.accuracy_slack <= MAX_SLACK:
-            raise ConfigError(f"--accuracy-slack is a fraction in [0, {MAX_SLACK}] (0.001 is "
-                              f"0.1 point), got {self.accuracy_slack}")
+            raise ConfigError(
+                f"--accuracy-slack is a fraction in [0, {MAX_SLACK}] (0.001 is "
+                f"0.1 point), got {self.accuracy_slack}"
+            )
 
 
 @torch.no_grad()
-def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500,
-                   prefix_blocks: list[list[int]] | None = None) -> np.ndarray:
+def count_masks_of(
+    agent: PolicyNet,
+    images: Tensor,
+    batch_size: int = 500,
+    prefix_blocks: list[list[int]] | None = None,
+) -> np.ndarray:
     """(K + 1, K) uint8: row k is the agent's most common top-k mask at budget k / K
     over `images` (ties: the smaller mask, as for the fused graphs). `prefix_blocks`
     (`runtime.masks.prefix_blocks`): blocks whose kept paths the runtime runs
@@ -93,16 +99,24 @@ def count_masks_of(agent: PolicyNet, images: Tensor, batch_size: int = 500,
     from budget_edge.agent.masks import most_frequent_masks, policy_masks
 
     k = agent.num_components
-    rows = [most_frequent_masks(policy_masks(agent, images, count / k, batch_size,
-                                             mode="rank").numpy(), 1)[0]
-            for count in range(k + 1)]
+    rows = [
+        most_frequent_masks(
+            policy_masks(agent, images, count / k, batch_size, mode="rank").numpy(), 1
+        )[0]
+        for count in range(k + 1)
+    ]
     return project_to_variants(np.array(rows, np.uint8), prefix_blocks or [])
 
 
 @torch.no_grad()
-def level_correctness(backbone: Backbone, count_masks: np.ndarray, images: Tensor,
-                      labels: Tensor, batch_size: int = 500,
-                      progress: Progress | None = None) -> np.ndarray:
+def level_correctness(
+    backbone: Backbone,
+    count_masks: np.ndarray,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 500,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """(N, K + 1) bool: right with row k of `count_masks`, for every count k."""
     from budget_edge.agent.masks import correct_under_masks
 
@@ -110,8 +124,7 @@ def level_correctness(backbone: Backbone, count_masks: np.ndarray, images: Tenso
     table = np.zeros((len(images), k + 1), bool)
     for count in range(k + 1):
         masks = torch.from_numpy(count_masks[count]).bool().expand(len(images), k)
-        table[:, count] = correct_under_masks(backbone, images, labels, masks,
-                                              batch_size).numpy()
+        table[:, count] = correct_under_masks(backbone, images, labels, masks, batch_size).numpy()
         if progress is not None:
             progress(f"{count} of {k} components: {100 * table[:, count].mean():.1f}% right")
     return table
@@ -133,8 +146,13 @@ def cached_correctness(path: Path, key: str, compute: Callable[[], np.ndarray]) 
     return table
 
 
-def fit_allocator(allocator: Allocator, images: Tensor, table: np.ndarray, cfg: AllocatorConfig,
-                  progress: Progress | None = None) -> list[float]:
+def fit_allocator(
+    allocator: Allocator,
+    images: Tensor,
+    table: np.ndarray,
+    cfg: AllocatorConfig,
+    progress: Progress | None = None,
+) -> list[float]:
     """Binary cross-entropy of every count's chance; returns the loss of each epoch."""
     generator = torch.Generator().manual_seed(cfg.seed)
     targets = torch.from_numpy(table.astype(np.float32))
@@ -146,10 +164,13 @@ def fit_allocator(allocator: Allocator, images: Tensor, table: np.ndarray, cfg: 
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
+            rows = order[start : start + cfg.batch_size]
             loss = F.binary_cross_entropy_with_logits(allocator(images[rows]), targets[rows])
-            stop_if_diverged(loss.item(), where=f"in allocator epoch {epoch + 1}",
-                             kept="the checkpoint was not changed")
+            stop_if_diverged(
+                loss.item(),
+                where=f"in allocator epoch {epoch + 1}",
+                kept="the checkpoint was not changed",
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -166,8 +187,10 @@ def fit_allocator(allocator: Allocator, images: Tensor, table: np.ndarray, cfg: 
 def chances(allocator: Allocator, images: Tensor, batch_size: int = 1000) -> np.ndarray:
     """(N, K + 1) float64: the allocator's chance of being right with each count."""
     allocator.eval()
-    parts = [torch.sigmoid(allocator(images[i:i + batch_size]))
-             for i in range(0, len(images), batch_size)]
+    parts = [
+        torch.sigmoid(allocator(images[i : i + batch_size]))
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(parts).double().numpy()
 
 
@@ -176,8 +199,9 @@ def held_out_accuracy(chances: np.ndarray, correct: np.ndarray) -> np.ndarray:
     price of each of SATURATION_BUDGETS."""
     rows = np.arange(len(chances))
     prices = calibrate_prices(chances, np.array(SATURATION_BUDGETS))
-    return np.array([correct[rows, counts_for(chances, np.full(len(rows), p))].mean()
-                     for p in prices])
+    return np.array(
+        [correct[rows, counts_for(chances, np.full(len(rows), p))].mean() for p in prices]
+    )
 
 
 def saturation_budget(chances: np.ndarray, correct: np.ndarray, slack: float) -> float:
@@ -192,8 +216,12 @@ def _first_within(accuracy: np.ndarray, slack: float) -> float:
     return float(SATURATION_BUDGETS[np.flatnonzero(accuracy >= accuracy.max() - slack)[0]])
 
 
-def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | None,
-                     accuracy: np.ndarray | None = None) -> tuple[list[float], float]:
+def saturated_prices(
+    chances: np.ndarray,
+    correct: np.ndarray,
+    slack: float | None,
+    accuracy: np.ndarray | None = None,
+) -> tuple[list[float], float]:
     """Prices of CALIBRATION_BUDGETS, none under the saturation budget's (slack None:
     no floor, the saturation budget is 1); and that budget. `accuracy`: the
     `held_out_accuracy` of `chances` and `correct`, when the caller has it already."""
@@ -207,19 +235,30 @@ def saturated_prices(chances: np.ndarray, correct: np.ndarray, slack: float | No
     return [float(p) for p in np.maximum(prices, floor)], saturation
 
 
-def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, out: Path,
-                    cfg: AllocatorConfig, source: str, progress: Progress | None = None,
-                    meta: dict[str, Any] | None = None) -> Allocator:
+def train_allocator(
+    loaded: LoadedCheckpoint,
+    images: Tensor,
+    labels: Tensor,
+    out: Path,
+    cfg: AllocatorConfig,
+    source: str,
+    progress: Progress | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Allocator:
     """Fit and calibrate an allocator for `loaded` on training `images`; save the
     checkpoint with it to `out`. `source` names the images in the calibration."""
     cfg.check()
     agent = loaded.agent
     if agent is None:
-        raise CheckpointError("the checkpoint has no agent: the allocator ranks the agent's "
-                              "components, so train one first (budget-edge train)")
+        raise CheckpointError(
+            "the checkpoint has no agent: the allocator ranks the agent's "
+            "components, so train one first (budget-edge train)"
+        )
     if cfg.calib_images >= len(images):
-        raise ConfigError(f"--calib-images {cfg.calib_images} leaves none of the "
-                          f"{len(images)} training images to fit on; pass fewer")
+        raise ConfigError(
+            f"--calib-images {cfg.calib_images} leaves none of the "
+            f"{len(images)} training images to fit on; pass fewer"
+        )
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     backbone = loaded.backbone.eval()
@@ -228,34 +267,59 @@ def train_allocator(loaded: LoadedCheckpoint, images: Tensor, labels: Tensor, ou
     count_masks = count_masks_of(agent, images[tail], prefix_blocks=prefix_blocks(backbone))
     # Every image and label counts (hashing 60,000 Fashion-MNIST images takes well
     # under a second; the table takes minutes), and the count masks the table used.
-    key = "|".join([state_digest(backbone.state_dict()), state_digest(agent.state_dict()),
-                    state_digest({"x": images, "y": labels,
-                                  "count_masks": torch.from_numpy(count_masks)})])
+    key = "|".join(
+        [
+            state_digest(backbone.state_dict()),
+            state_digest(agent.state_dict()),
+            state_digest({"x": images, "y": labels, "count_masks": torch.from_numpy(count_masks)}),
+        ]
+    )
     table = cached_correctness(
-        out.with_name(out.name + ".levels.npz"), key,
-        lambda: level_correctness(backbone, count_masks, images, labels, progress=progress))
-    allocator = build_allocator(agent.num_components, cfg.extractor, agent.in_channels,
-                                agent.input_size, count_masks=count_masks.tolist())
+        out.with_name(out.name + ".levels.npz"),
+        key,
+        lambda: level_correctness(backbone, count_masks, images, labels, progress=progress),
+    )
+    allocator = build_allocator(
+        agent.num_components,
+        cfg.extractor,
+        agent.in_channels,
+        agent.input_size,
+        count_masks=count_masks.tolist(),
+    )
     losses = fit_allocator(allocator, images[fit], table[fit], cfg, progress)
     tail_chances = chances(allocator, images[tail])
     curve = held_out_accuracy(tail_chances, table[tail])  # a few seconds: computed once
     prices, saturation = saturated_prices(tail_chances, table[tail], cfg.accuracy_slack, curve)
-    calibration = {"budgets": list(CALIBRATION_BUDGETS), "prices": prices,
-                   "source": f"{source}: last {cfg.calib_images} images"}
+    calibration = {
+        "budgets": list(CALIBRATION_BUDGETS),
+        "prices": prices,
+        "source": f"{source}: last {cfg.calib_images} images",
+    }
     allocator = _with_calibration(allocator, calibration)
     info = {
-        "fit_images": fit.stop, "calib_images": cfg.calib_images, "epochs": cfg.epochs,
-        "lr": cfg.lr, "losses": losses, "accuracy_slack": cfg.accuracy_slack,
+        "fit_images": fit.stop,
+        "calib_images": cfg.calib_images,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "losses": losses,
+        "accuracy_slack": cfg.accuracy_slack,
         "saturation_budget": saturation,
         # What the saturation budget was read from: the tail's accuracy at each budget.
-        "held_out_accuracy": {f"{b:g}": round(float(a), 4) for b, a in zip(
-            SATURATION_BUDGETS, curve, strict=True)
-            if round(b * 100) % 5 == 0}, "wall_s": round(time.perf_counter() - start, 1),
+        "held_out_accuracy": {
+            f"{b:g}": round(float(a), 4)
+            for b, a in zip(SATURATION_BUDGETS, curve, strict=True)
+            if round(b * 100) % 5 == 0
+        },
+        "wall_s": round(time.perf_counter() - start, 1),
         "level_accuracy_train": [float(v) for v in table.mean(axis=0)],
     }
-    save_checkpoint(out, backbone, agent, meta={**loaded.meta, **(meta or {}),
-                                                "allocator": info},
-                    allocator=allocator)
+    save_checkpoint(
+        out,
+        backbone,
+        agent,
+        meta={**loaded.meta, **(meta or {}), "allocator": info},
+        allocator=allocator,
+    )
     return allocator
 
 

@@ -511,7 +511,8 @@ def train_epoch(
             loss = loss + F.cross_entropy(logits, labels)  # the backbone adapts to its masks
 
         stop_if_diverged(
-            loss.item(), where=f"in epoch {epoch + 1}, step {step + 1}",
+            loss.item(),
+            where=f"in epoch {epoch + 1}, step {step + 1}",
             kept=f"{LAST} holds the last finished epoch",
         )
         optimizer.zero_grad(set_to_none=True)

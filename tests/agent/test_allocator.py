@@ -51,26 +51,32 @@ def test_the_graph_refuses_an_agent_of_another_model() -> None:
         AllocatorGraph(build_allocator(7, in_channels=1), agent)
 
 
-@pytest.mark.parametrize("calibration, message", [
-    ({"budgets": [0.5], "prices": []}, "equally long"),
-    ({"budgets": [0.0, 0.5], "prices": [1.0, float("nan")]}, "NaN"),
-    ({"budgets": [0.5, 0.2], "prices": [1.0, 0.5]}, "rise strictly"),
-    ({"budgets": [0.0, 1.5], "prices": [1.0, 0.5]}, "rise strictly"),
-    ({"budgets": [0.0, 0.5], "prices": [1.0, 2.0]}, "never rise"),
-    ({"budgets": [0.0, 0.5], "prices": [1.0, -1.0]}, ">= 0"),
-    ({"budgets": [0.0, 0.5], "prices": [1.0, "x"]}, "non-number"),
-    ("prices", "dict"),
-])
+@pytest.mark.parametrize(
+    "calibration, message",
+    [
+        ({"budgets": [0.5], "prices": []}, "equally long"),
+        ({"budgets": [0.0, 0.5], "prices": [1.0, float("nan")]}, "NaN"),
+        ({"budgets": [0.5, 0.2], "prices": [1.0, 0.5]}, "rise strictly"),
+        ({"budgets": [0.0, 1.5], "prices": [1.0, 0.5]}, "rise strictly"),
+        ({"budgets": [0.0, 0.5], "prices": [1.0, 2.0]}, "never rise"),
+        ({"budgets": [0.0, 0.5], "prices": [1.0, -1.0]}, ">= 0"),
+        ({"budgets": [0.0, 0.5], "prices": [1.0, "x"]}, "non-number"),
+        ("prices", "dict"),
+    ],
+)
 def test_bad_calibrations_are_refused(calibration: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_allocator(4, calibration=calibration)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_components": 0}, "positive"),
-    ({"num_components": 3, "extractor": "vgg"}, "unknown allocator extractor"),
-    ({"num_components": 3, "in_channels": 0}, "in_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_components": 0}, "positive"),
+        ({"num_components": 3, "extractor": "vgg"}, "unknown allocator extractor"),
+        ({"num_components": 3, "in_channels": 0}, "in_channels"),
+    ],
+)
 def test_bad_architectures_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_allocator(**kwargs)
@@ -94,15 +100,18 @@ def test_with_count_masks_the_decision_is_the_allocator_alone() -> None:
     assert build_allocator(**allocator.config).count_masks == NESTED
 
 
-@pytest.mark.parametrize("table, message", [
-    (NESTED[:3], "4 rows of 3"),
-    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 2]], "zeros and ones"),
-    ([[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]], "row 2 keeps 1"),
-    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0.5]], "zeros and ones"),
-    ("0101", "zeros and ones"),
-    (5, "0/1 lists"),
-    ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, float("inf")]], "0/1 lists"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (NESTED[:3], "4 rows of 3"),
+        ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 2]], "zeros and ones"),
+        ([[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]], "row 2 keeps 1"),
+        ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0.5]], "zeros and ones"),
+        ("0101", "zeros and ones"),
+        (5, "0/1 lists"),
+        ([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, float("inf")]], "0/1 lists"),
+    ],
+)
 def test_bad_count_masks_are_refused(table: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_allocator(3, count_masks=table)

@@ -11,15 +11,17 @@ def test_reward_matches_hand_computed_values() -> None:
     budget = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.01])
     correct = torch.tensor([True, False, True, False, True, False, True])
     got = reward(usage, budget, correct, gamma=2.0, omega=0.1)
-    expected = torch.tensor([
-        1 - 0.5 - 0.1,            # over by 0.25: sqrt = 0.5, plus the over-budget penalty
-        -2.0 * (1 + 0.5 + 0.1),   # = -3.2
-        1 - 0.5,                  # under by 0.25: no over-budget penalty
-        -2.0 * (1 + 0.5),         # = -3.0
-        1.0,                      # exactly on budget: not over
-        -2.0,
-        1 - 0.1,                  # d = 0.01, sqrt = 0.1
-    ])
+    expected = torch.tensor(
+        [
+            1 - 0.5 - 0.1,  # over by 0.25: sqrt = 0.5, plus the over-budget penalty
+            -2.0 * (1 + 0.5 + 0.1),  # = -3.2
+            1 - 0.5,  # under by 0.25: no over-budget penalty
+            -2.0 * (1 + 0.5),  # = -3.0
+            1.0,  # exactly on budget: not over
+            -2.0,
+            1 - 0.1,  # d = 0.01, sqrt = 0.1
+        ]
+    )
     torch.testing.assert_close(got, expected)
 
 

@@ -39,13 +39,24 @@ def _pixels(rt: BudgetRuntime, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"budgets": []}, "no budgets"), ({"batches": [0]}, "at least 1"),
-    ({"iterations": 0}, "--iterations"), ({"warmup": -1}, "--warmup"),
-    ({"mode": "best"}, "--mode"), ({"cap": "watts"}, "--cap"), ({"rounds": 0}, "rounds")])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"budgets": []}, "no budgets"),
+        ({"batches": [0]}, "at least 1"),
+        ({"iterations": 0}, "--iterations"),
+        ({"warmup": -1}, "--warmup"),
+        ({"mode": "best"}, "--mode"),
+        ({"cap": "watts"}, "--cap"),
+        ({"rounds": 0}, "rounds"),
+    ],
+)
 def test_settings_check(change: dict[str, Any], match: str) -> None:
-    settings = BenchSettings(budgets=[0.5], **change) if "budgets" not in change else \
-        BenchSettings(**change)
+    settings = (
+        BenchSettings(budgets=[0.5], **change)
+        if "budgets" not in change
+        else BenchSettings(**change)
+    )
     with pytest.raises(ConfigError, match=match):
         settings.check()
 
@@ -79,8 +90,10 @@ def test_time_jobs_times_exactly_the_iterations_in_rounds() -> None:
     def call(name: str) -> Any:
         return lambda x: order.append(name)
 
-    jobs = [TimedJob("static", 1, None, call("a"), pool),
-            TimedJob("budget", 1, 0.5, call("b"), pool)]
+    jobs = [
+        TimedJob("static", 1, None, call("a"), pool),
+        TimedJob("budget", 1, 0.5, call("b"), pool),
+    ]
     time_jobs(jobs, warmup=2, iterations=7, rounds=3)
     assert [len(j.times) for j in jobs] == [7, 7]
     assert [len(j.cpu_times) for j in jobs] == [7, 7]
@@ -138,8 +151,9 @@ def _folder_dataset(root: Path, rt: BudgetRuntime, per_class: int, classes: int)
     return root
 
 
-def test_folder_dataset_with_the_wrong_class_count_is_refused(rt: BudgetRuntime,
-                                                               tmp_path: Path) -> None:
+def test_folder_dataset_with_the_wrong_class_count_is_refused(
+    rt: BudgetRuntime, tmp_path: Path
+) -> None:
     root = _folder_dataset(tmp_path / "imgs", rt, per_class=1, classes=3)
     with pytest.raises(DataError, match="3 classes but the model predicts 5"):
         load_bench_data(f"folder:{root}", rt)
@@ -156,8 +170,14 @@ def test_folder_dataset_is_loaded_with_labels(rt: BudgetRuntime, tmp_path: Path)
 
 
 def _settings(**change: Any) -> BenchSettings:
-    base: dict[str, Any] = {"budgets": [0.3, 1.0], "batches": [1, 3], "warmup": 1,
-                            "iterations": 4, "rounds": 2, "eval_batch": 5}
+    base: dict[str, Any] = {
+        "budgets": [0.3, 1.0],
+        "batches": [1, 3],
+        "warmup": 1,
+        "iterations": 4,
+        "rounds": 2,
+        "eval_batch": 5,
+    }
     return BenchSettings(**(base | change))
 
 
@@ -169,9 +189,16 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
     result = run_bench(rt, data, _settings(), threads=1)
 
     kinds = [(r.kind, r.batch, r.budget) for r in result.rows]
-    assert kinds == [("static", 1, None), ("policy", 1, None), ("budget", 1, 0.3),
-                     ("budget", 1, 1.0), ("static", 3, None), ("policy", 3, None),
-                     ("budget", 3, 0.3), ("budget", 3, 1.0)]
+    assert kinds == [
+        ("static", 1, None),
+        ("policy", 1, None),
+        ("budget", 1, 0.3),
+        ("budget", 1, 1.0),
+        ("static", 3, None),
+        ("policy", 3, None),
+        ("budget", 3, 0.3),
+        ("budget", 3, 1.0),
+    ]
     static = result.row("static", 3)
     assert static.accuracy == 1.0 and static.usage == 1.0 and static.flops_share == 1.0
     for c in (0.3, 1.0):
@@ -196,8 +223,10 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
     assert env["cpu"] and env["versions"]["onnxruntime"]
     assert result.data == {"name": "synthetic", "eval_images": 11, "labelled": True}
     assert result.model["num_components"] == rt.num_components
-    assert result.latency_table(3) == [(0.3, result.row("budget", 3, 0.3).latency.p95),
-                                       (1.0, result.row("budget", 3, 1.0).latency.p95)]
+    assert result.latency_table(3) == [
+        (0.3, result.row("budget", 3, 0.3).latency.p95),
+        (1.0, result.row("budget", 3, 1.0).latency.p95),
+    ]
 
 
 def test_run_bench_without_labels_has_no_accuracy(rt: BudgetRuntime) -> None:
@@ -225,8 +254,9 @@ def test_run_bench_without_full_graph_has_no_static_row(tmp_path: Path) -> None:
     assert [r.kind for r in result.rows] == ["policy", "budget"]
 
 
-def test_run_bench_times_static_masks_and_zoo_in_the_same_run(rt: BudgetRuntime,
-                                                             tmp_path: Path) -> None:
+def test_run_bench_times_static_masks_and_zoo_in_the_same_run(
+    rt: BudgetRuntime, tmp_path: Path
+) -> None:
     images = _pixels(rt, 9)
     labels = rt.run_full(images).argmax(axis=1).astype(np.int64)
     data = BenchData("synthetic", images, labels)
@@ -234,17 +264,26 @@ def test_run_bench_times_static_masks_and_zoo_in_the_same_run(rt: BudgetRuntime,
     write_artifact(make_net("resnet", seed=5), tmp_path)
     with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as small:
         baselines = Baselines(static_masks=masks, zoo={"small": small})
-        result = run_bench(rt, data, _settings(budgets=[0.34, 1.0], batches=[2]),
-                           baselines=baselines)
+        result = run_bench(
+            rt, data, _settings(budgets=[0.34, 1.0], batches=[2]), baselines=baselines
+        )
         zoo_acc = float((small.run_full(images).argmax(axis=1) == labels).mean())
     kinds = [r.label for r in result.rows]
-    assert kinds == ["static", "policy", "c=0.34", "c=1", "static mask c=0.34",
-                     "static mask c=1", "zoo small"]
+    assert kinds == [
+        "static",
+        "policy",
+        "c=0.34",
+        "c=1",
+        "static mask c=0.34",
+        "static mask c=1",
+        "zoo small",
+    ]
     one = result.row("static-mask", 2, 0.34)
     chosen = next(m for m in masks if m.kept == 1)  # round(0.34 * 3)
     assert one.usage == pytest.approx(1 / 3) and one.flops_share == chosen.flops_share
-    assert one.accuracy == pytest.approx(mask_accuracy(rt, images, labels,
-                                                       np.array(chosen.mask, np.uint8)))
+    assert one.accuracy == pytest.approx(
+        mask_accuracy(rt, images, labels, np.array(chosen.mask, np.uint8))
+    )
     assert result.row("static-mask", 2, 1.0).accuracy == 1.0
     assert one.distinct_masks == 1
     zoo = result.row("zoo", 2, name="small")

@@ -20,8 +20,9 @@ def _with_zoo_and_masks(labelled: bool = True) -> BenchResult:
         acc = 0.85 if labelled else None
         result.rows.append(BenchRow("zoo", n, None, stats, 1e3, 1.0, 0.3, acc, name="resnet8"))
         for c in (0.5, 1.0):
-            result.rows.append(BenchRow("static-mask", n, c, stats, 1e3, c, c,
-                                        0.7 * c if labelled else None))
+            result.rows.append(
+                BenchRow("static-mask", n, c, stats, 1e3, c, c, 0.7 * c if labelled else None)
+            )
     return result
 
 
@@ -32,8 +33,12 @@ def _legend(fig) -> list[str]:
 def test_every_method_appears_once_in_one_legend_under_the_panels() -> None:
     fig = plot.figure(_with_zoo_and_masks())
     assert len(fig.axes) == 3
-    assert _legend(fig) == ["BudgetNet", "static mask per budget", "static full graph",
-                            "zoo: resnet8"]
+    assert _legend(fig) == [
+        "BudgetNet",
+        "static mask per budget",
+        "static full graph",
+        "zoo: resnet8",
+    ]
     assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
 
 
@@ -61,8 +66,15 @@ def test_accuracy_is_in_percent_and_every_point_is_inside_the_front() -> None:
 
 def test_the_title_says_what_was_measured_where() -> None:
     text = plot.title(_with_zoo_and_masks())
-    for part in ("resnet56", "mode allocate", "fp32", "cifar10 (100 images)", "Test CPU",
-                 "onnxruntime", "2 thread(s)"):
+    for part in (
+        "resnet56",
+        "mode allocate",
+        "fp32",
+        "cifar10 (100 images)",
+        "Test CPU",
+        "onnxruntime",
+        "2 thread(s)",
+    ):
         assert part in text
 
 
@@ -82,8 +94,9 @@ def test_the_png_is_drawn_without_touching_the_callers_backend(
     assert matplotlib.get_backend() == backend
 
 
-def test_without_matplotlib_it_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_without_matplotlib_it_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if never installed
     with pytest.raises(BackendError, match=r"pip install 'budget-edge\[plot\]'"):

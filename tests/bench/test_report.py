@@ -24,21 +24,53 @@ def _result(labelled: bool = True) -> BenchResult:
         rows.append(BenchRow("static", n, None, stats(2.0 * n), 1e3 / 2.0, 1.0, 1.0, acc))
         rows.append(BenchRow("policy", n, None, stats(0.1 * n), 1e4, flops_share=0.01))
         for c in (0.5, 1.0):
-            rows.append(BenchRow("budget", n, c, stats(2.0 * c * n), n / (2e-3 * c * n), c,
-                                 c * 0.95, 0.8 * c if labelled else None,
-                                 {"policy": 0.1, "stem": 0.2, "blocks": 1.0, "head": 0.1,
-                                  "hot": 0.0, "total": 1.4}))
+            rows.append(
+                BenchRow(
+                    "budget",
+                    n,
+                    c,
+                    stats(2.0 * c * n),
+                    n / (2e-3 * c * n),
+                    c,
+                    c * 0.95,
+                    0.8 * c if labelled else None,
+                    {
+                        "policy": 0.1,
+                        "stem": 0.2,
+                        "blocks": 1.0,
+                        "head": 0.1,
+                        "hot": 0.0,
+                        "total": 1.4,
+                    },
+                )
+            )
     return BenchResult(
         rows=rows,
-        model={"directory": "artifacts/r56", "backbone": "resnet56", "num_components": 27,
-               "full_flops": 251_000_000, "base_flops": 1_000_000, "policy_flops": 2_580_000},
-        data={"name": "cifar10" if labelled else "random", "eval_images": 100,
-              "labelled": labelled},
+        model={
+            "directory": "artifacts/r56",
+            "backbone": "resnet56",
+            "num_components": 27,
+            "full_flops": 251_000_000,
+            "base_flops": 1_000_000,
+            "policy_flops": 2_580_000,
+        },
+        data={
+            "name": "cifar10" if labelled else "random",
+            "eval_images": 100,
+            "labelled": labelled,
+        },
         settings={"iterations": 100, "warmup": 10, "rounds": 5, "mode": "allocate"},
-        environment={"cpu": "Test CPU", "cpu_count": 2, "usable_cores": 2, "os": "Linux",
-                     "backend": "onnxruntime", "threads_effective": 2,
-                     "load_average_before": [0.5, 0.5, 0.5], "load_average_after": [0.6, 0.5, 0.5],
-                     "versions": {"numpy": "2.0"}},
+        environment={
+            "cpu": "Test CPU",
+            "cpu_count": 2,
+            "usable_cores": 2,
+            "os": "Linux",
+            "backend": "onnxruntime",
+            "threads_effective": 2,
+            "load_average_before": [0.5, 0.5, 0.5],
+            "load_average_after": [0.6, 0.5, 0.5],
+            "versions": {"numpy": "2.0"},
+        },
     )
 
 
@@ -57,8 +89,19 @@ def test_csv_has_one_line_per_row_with_trtexec_fields(tmp_path: Path) -> None:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
-    assert list(rows[0])[:11] == ["label", "kind", "precision", "budget", "batch", "min_ms",
-                                  "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms"]
+    assert list(rows[0])[:11] == [
+        "label",
+        "kind",
+        "precision",
+        "budget",
+        "batch",
+        "min_ms",
+        "mean_ms",
+        "median_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+    ]
     assert {r["precision"] for r in rows} == {"fp32"}
     assert rows[3]["label"] == "c=1" and float(rows[3]["blocks_ms"]) == 1.0
     assert rows[1]["accuracy"] == "" and rows[1]["blocks_ms"] == ""

@@ -22,8 +22,16 @@ LINK = re.compile(r"\]\(([^)#\s]+)\)")
 # A script path as cited from the repository root: benchmarks/[investigations/]name.py.
 # Not part of a longer path (/tmp/x/benchmarks/...) and not a placeholder (NAME.py).
 CITED = re.compile(r"(?<![\w/.-])benchmarks/(?:[a-z_]+/)*[a-z0-9_]+\.py\b")
-CITING = ["README.md", "docs/**/*.md", "benchmarks/**/*.md", "benchmarks/**/*.py",
-          "budget_edge/**/*.py", "tests/**/*.py", "pyproject.toml", "Makefile"]
+CITING = [
+    "README.md",
+    "docs/**/*.md",
+    "benchmarks/**/*.md",
+    "benchmarks/**/*.py",
+    "budget_edge/**/*.py",
+    "tests/**/*.py",
+    "pyproject.toml",
+    "Makefile",
+]
 
 
 def scripts(folder: Path) -> list[Path]:
@@ -91,14 +99,21 @@ def test_the_investigations_readme_lists_each_one() -> None:
 
 def test_every_script_answers_help() -> None:
     found = [str(p) for p in scripts(BENCHMARKS) + scripts(INVESTIGATIONS)]
-    run = subprocess.run([sys.executable, "-c", HELP_RUNNER, *found], capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-c", HELP_RUNNER, *found],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     done = json.loads(run.stdout)
     assert sorted(done) == sorted(found)
-    failed = {Path(script).name: (status, err[-1000:])
-              for script, (status, out, err) in done.items()
-              if status != 0 or not out.startswith(f"usage: {Path(script).name}")}
+    failed = {
+        Path(script).name: (status, err[-1000:])
+        for script, (status, out, err) in done.items()
+        if status != 0 or not out.startswith(f"usage: {Path(script).name}")
+    }
     assert failed == {}
 
 
@@ -112,8 +127,11 @@ def test_the_readmes_links_resolve() -> None:
 def test_every_cited_script_path_exists() -> None:
     """A script moved without its citations leaves a result nobody can rerun."""
     files = {path for pattern in CITING for path in ROOT.glob(pattern)}
-    cited = {(str(path.relative_to(ROOT)), name) for path in files
-             for name in CITED.findall(path.read_text(errors="replace"))}
+    cited = {
+        (str(path.relative_to(ROOT)), name)
+        for path in files
+        for name in CITED.findall(path.read_text(errors="replace"))
+    }
     assert len(cited) >= 20  # the pattern still finds citations
     missing = sorted((where, name) for where, name in cited if not (ROOT / name).is_file())
     assert missing == []

@@ -31,12 +31,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 QUICK = ["--epochs", "2", "--calib-images", "20", "--batch-size", "16"]
 
 
-def test_allocate_then_evaluate(data: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_allocate_then_evaluate(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     out = tmp_path / "allocated.pt"
-    code, stdout, err = run(["allocate", str(checkpoint), "--data-dir", str(data),
-                             "--out", str(out), *QUICK], capsys)
+    code, stdout, err = run(
+        ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *QUICK], capsys
+    )
     assert code == 0, err
     assert "epoch 2/2" in stdout and f"wrote {out}" in stdout
     loaded = load_checkpoint(out)
@@ -46,9 +48,25 @@ def test_allocate_then_evaluate(data: Path, tmp_path: Path,
     assert loaded.meta["allocate_command"].startswith("budget-edge allocate ")
     assert 0.0 <= loaded.meta["allocator"]["saturation_budget"] <= 1.0
     assert "saturation" not in loaded.meta["allocate_command"]
-    code, stdout, err = run(["evaluate", str(out), "--data-dir", str(data), "--budgets",
-                             "0.3,0.6", "--out", str(tmp_path / "eval"), "--val-size", "20",
-                             "--latency-images", "1", "--mode", "allocate"], capsys)
+    code, stdout, err = run(
+        [
+            "evaluate",
+            str(out),
+            "--data-dir",
+            str(data),
+            "--budgets",
+            "0.3,0.6",
+            "--out",
+            str(tmp_path / "eval"),
+            "--val-size",
+            "20",
+            "--latency-images",
+            "1",
+            "--mode",
+            "allocate",
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "sweep.json").read_text())
     assert result["mask_mode"] == "allocate"
@@ -59,27 +77,54 @@ def test_allocate_then_evaluate(data: Path, tmp_path: Path,
         assert 0.0 <= row["static_front_accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "0"], "must be >= 1"),
-    (["--calib-images", "60"], "leaves none"),
-    (["--threads", "0"], "--threads"),
-    (["--accuracy-slack", "1.5"], "--accuracy-slack"),
-])
-def test_bad_options_fail_in_one_line(data: Path, tmp_path: Path, extra: list[str],
-                                      message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "0"], "must be >= 1"),
+        (["--calib-images", "60"], "leaves none"),
+        (["--threads", "0"], "--threads"),
+        (["--accuracy-slack", "1.5"], "--accuracy-slack"),
+    ],
+)
+def test_bad_options_fail_in_one_line(
+    data: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
-    code, _, err = run(["allocate", str(checkpoint), "--data-dir", str(data), "--out",
-                        str(tmp_path / "a.pt"), *QUICK, *extra], capsys)
+    code, _, err = run(
+        [
+            "allocate",
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--out",
+            str(tmp_path / "a.pt"),
+            *QUICK,
+            *extra,
+        ],
+        capsys,
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.pt").exists()
 
 
-def test_no_saturation_spends_up_to_every_budget(data: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_saturation_spends_up_to_every_budget(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     out = tmp_path / "allocated.pt"
-    code, _, err = run(["allocate", str(checkpoint), "--data-dir", str(data), "--out",
-                        str(out), *QUICK, "--no-saturation"], capsys)
+    code, _, err = run(
+        [
+            "allocate",
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            *QUICK,
+            "--no-saturation",
+        ],
+        capsys,
+    )
     assert code == 0, err
     meta = load_checkpoint(out).meta
     assert meta["allocator"]["accuracy_slack"] is None
@@ -88,22 +133,38 @@ def test_no_saturation_spends_up_to_every_budget(data: Path, tmp_path: Path,
     assert meta["allocate_command"].endswith("--no-saturation --seed 0")
 
 
-def test_a_backbone_alone_or_a_folder_is_refused(data: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_backbone_alone_or_a_folder_is_refused(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bare = write_backbone_checkpoint(tmp_path / "bare.pt")
-    code, _, err = run(["allocate", str(bare), "--data-dir", str(data), "--out",
-                        str(tmp_path / "a.pt"), *QUICK], capsys)
+    code, _, err = run(
+        ["allocate", str(bare), "--data-dir", str(data), "--out", str(tmp_path / "a.pt"), *QUICK],
+        capsys,
+    )
     assert code == 2 and "no agent" in err
-    code, _, err = run(["allocate", str(bare), "--data-dir", str(data), "--out",
-                        str(tmp_path), *QUICK], capsys)
+    code, _, err = run(
+        ["allocate", str(bare), "--data-dir", str(data), "--out", str(tmp_path), *QUICK], capsys
+    )
     assert code == 2 and "is a folder" in err
 
 
-def test_evaluate_allocate_needs_an_allocator(data: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_allocate_needs_an_allocator(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
-    code, _, err = run(["evaluate", str(checkpoint), "--data-dir", str(data), "--out",
-                        str(tmp_path / "eval"), "--mode", "allocate"], capsys)
+    code, _, err = run(
+        [
+            "evaluate",
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--out",
+            str(tmp_path / "eval"),
+            "--mode",
+            "allocate",
+        ],
+        capsys,
+    )
     assert code == 2 and "budget-edge allocate" in err
 
 

@@ -25,19 +25,41 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
     out = {ext: tmp_path / f"bench.{ext}" for ext in ("json", "csv", "md", "png")}
-    args = ["bench", str(artifact), "--budgets", "0.5:1.0:0.5", "--batch", "1,2", *QUICK,
-            "--json", str(out["json"]), "--csv", str(out["csv"]), "--md", str(out["md"]),
-            "--plot", str(out["png"])]
+    args = [
+        "bench",
+        str(artifact),
+        "--budgets",
+        "0.5:1.0:0.5",
+        "--batch",
+        "1,2",
+        *QUICK,
+        "--json",
+        str(out["json"]),
+        "--csv",
+        str(out["csv"]),
+        "--md",
+        str(out["md"]),
+        "--plot",
+        str(out["png"]),
+    ]
     result = CliRunner().invoke(cli_module.cli, args)
     assert result.exit_code == 0, result.output
     assert "static" in result.output and "c=0.5" in result.output
     data = json.loads(out["json"].read_text())
     assert [(r["kind"], r["batch"]) for r in data["rows"]] == [
-        ("static", 1), ("policy", 1), ("budget", 1), ("budget", 1),
-        ("static", 2), ("policy", 2), ("budget", 2), ("budget", 2)]
+        ("static", 1),
+        ("policy", 1),
+        ("budget", 1),
+        ("budget", 1),
+        ("static", 2),
+        ("policy", 2),
+        ("budget", 2),
+        ("budget", 2),
+    ]
     assert data["settings"]["iterations"] == 3 and data["environment"]["threads"] == 1
-    assert data["settings"]["command"].startswith(f"budget-edge bench {artifact} --budgets "
-                                                  "0.5:1.0:0.5 --batch 1,2 --data random")
+    assert data["settings"]["command"].startswith(
+        f"budget-edge bench {artifact} --budgets 0.5:1.0:0.5 --batch 1,2 --data random"
+    )
     assert len(out["csv"].read_text().splitlines()) == 1 + 8
     assert "| c=1 | 2 |" in out["md"].read_text()
     assert "- command: `budget-edge bench " in out["md"].read_text()
@@ -46,8 +68,23 @@ def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
 
 def test_bench_with_a_capped_budget_and_sampled_masks(artifact: Path, tmp_path: Path) -> None:
     path = tmp_path / "b.json"
-    args = ["bench", str(artifact), "--budgets", "0.34", "--batch", "1", "--cap", "components",
-            "--mode", "sample", "--seed", "3", *QUICK, "--json", str(path)]
+    args = [
+        "bench",
+        str(artifact),
+        "--budgets",
+        "0.34",
+        "--batch",
+        "1",
+        "--cap",
+        "components",
+        "--mode",
+        "sample",
+        "--seed",
+        "3",
+        *QUICK,
+        "--json",
+        str(path),
+    ]
     result = CliRunner().invoke(cli_module.cli, args)
     assert result.exit_code == 0, result.output
     data = json.loads(path.read_text())
@@ -71,32 +108,38 @@ def test_missing_artifact_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert err.startswith("error: artifact directory") and "does not exist" in err
 
 
-@pytest.mark.parametrize("option, value, match", [
-    ("--budgets", "0.5,2", "outside [0, 1]"),
-    ("--budgets", "1:0:0.1", "not understood"),
-    ("--batch", "1,x", "not understood"),
-    ("--batch", "0", "at least 1"),
-    ("--iterations", "0", "--iterations"),
-    ("--batch", "10000000", "above 4096"),
-    ("--budgets", "0:1:1e-9", "more than 1000"),
-])
-def test_bad_options_fail_before_loading(artifact: Path, option: str, value: str, match: str,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("--budgets", "0.5,2", "outside [0, 1]"),
+        ("--budgets", "1:0:0.1", "not understood"),
+        ("--batch", "1,x", "not understood"),
+        ("--batch", "0", "at least 1"),
+        ("--iterations", "0", "--iterations"),
+        ("--batch", "10000000", "above 4096"),
+        ("--budgets", "0:1:1e-9", "more than 1000"),
+    ],
+)
+def test_bad_options_fail_before_loading(
+    artifact: Path, option: str, value: str, match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _fail(["bench", str(artifact), option, value], capsys)
     assert err.startswith(f"error: Invalid value for '{option}'")
     assert match in err
     assert err.endswith("(see budget-edge bench --help)")
 
 
-def test_missing_data(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                      ) -> None:
-    err = _fail(["bench", str(artifact), "--data", "cifar10", "--data-dir",
-                 str(tmp_path / "none"), *QUICK], capsys)
+def test_missing_data(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fail(
+        ["bench", str(artifact), "--data", "cifar10", "--data-dir", str(tmp_path / "none"), *QUICK],
+        capsys,
+    )
     assert err.startswith("error: ") and "cifar" in err.lower()
 
 
-def test_report_folder_missing_fails_before_timing(artifact: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_folder_missing_fails_before_timing(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _fail(["bench", str(artifact), "--json", str(tmp_path / "no" / "b.json")], capsys)
     assert "does not exist" in err
 
@@ -134,8 +177,9 @@ def test_bench_runs_without_torch_or_matplotlib(artifact: Path, tmp_path: Path) 
     assert json.loads(path.read_text())["rows"]
 
 
-def test_zoo_and_static_search_errors(artifact: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_zoo_and_static_search_errors(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _fail(["bench", str(artifact), "--zoo", str(tmp_path / "none"), *QUICK], capsys)
     assert err.startswith("error: --zoo:") and "not an artifact directory" in err
     err = _fail(["bench", str(artifact), "--static-search", "100", *QUICK], capsys)
@@ -146,8 +190,19 @@ def test_bench_with_a_zoo_row(artifact: Path, tmp_path: Path) -> None:
     zoo = tmp_path / "zoo"
     write_artifact(make_net("resnet", seed=4), zoo)
     path = tmp_path / "b.json"
-    args = ["bench", str(artifact), "--budgets", "0.5", "--batch", "1", "--zoo", str(zoo),
-            *QUICK, "--json", str(path)]
+    args = [
+        "bench",
+        str(artifact),
+        "--budgets",
+        "0.5",
+        "--batch",
+        "1",
+        "--zoo",
+        str(zoo),
+        *QUICK,
+        "--json",
+        str(path),
+    ]
     result = CliRunner().invoke(cli_module.cli, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(path.read_text())["rows"]

@@ -19,8 +19,15 @@ needs_fmnist = pytest.mark.skipif(
 
 def test_plan_names_each_stage_output_in_order(tmp_path: Path) -> None:
     stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], "resnet20")
-    assert [s.name for s in stages] == ["pretrain", "train", "allocate", "evaluate", "export",
-                                        "quantize", "bench"]
+    assert [s.name for s in stages] == [
+        "pretrain",
+        "train",
+        "allocate",
+        "evaluate",
+        "export",
+        "quantize",
+        "bench",
+    ]
     # Each stage reads what the one before it wrote.
     assert str(tmp_path / "pretrain" / "best.pt") in stages[1].args
     assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[2].args

@@ -31,8 +31,19 @@ def test_writes_json_csv_markdown_and_plots(
 ) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     out = tmp_path / "eval"
-    args = [str(checkpoint), "--data-dir", str(data), "--budgets", "0.25,0.5,1", "--out", str(out),
-            "--val-size", "20", "--latency-images", "2"]
+    args = [
+        str(checkpoint),
+        "--data-dir",
+        str(data),
+        "--budgets",
+        "0.25,0.5,1",
+        "--out",
+        str(out),
+        "--val-size",
+        "20",
+        "--latency-images",
+        "2",
+    ]
     code, stdout, err = cli(args, capsys)
     assert code == 0, err
     assert "| 0.25 |" in stdout and "| 1.00 |" in stdout
@@ -41,18 +52,39 @@ def test_writes_json_csv_markdown_and_plots(
     assert result["dataset"] == "fashion-mnist" and result["num_images"] == 20
     assert result["validation"] == "last 20 training images"
     assert "cpu_count" in result["machine"]
-    for name in ("sweep.csv", "sweep.md", "accuracy_vs_flops.png", "usage_vs_budget.png",
-                 "unique_policies_vs_budget.png"):
+    for name in (
+        "sweep.csv",
+        "sweep.md",
+        "accuracy_vs_flops.png",
+        "usage_vs_budget.png",
+        "unique_policies_vs_budget.png",
+    ):
         assert (out / name).stat().st_size > 0
 
 
-def test_rank_mode_is_recorded(data: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_rank_mode_is_recorded(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     out = tmp_path / "eval"
-    code, stdout, err = cli([str(checkpoint), "--data-dir", str(data), "--budgets", "0.5",
-                             "--out", str(out), "--val-size", "20", "--latency-images", "0",
-                             "--mode", "rank"], capsys)
+    code, stdout, err = cli(
+        [
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--budgets",
+            "0.5",
+            "--out",
+            str(out),
+            "--val-size",
+            "20",
+            "--latency-images",
+            "0",
+            "--mode",
+            "rank",
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((out / "sweep.json").read_text())
     assert result["mask_mode"] == "rank" and "masks: rank" in stdout
@@ -60,11 +92,13 @@ def test_rank_mode_is_recorded(data: Path, tmp_path: Path,
     assert abs(result["rows"][0]["usage_mean"] - round(0.5 * k - 1e-9) / k) < 1e-9
 
 
-def test_checkpoint_without_agent(data: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_without_agent(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "backbone.pt")
-    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "e")],
-                       capsys)
+    code, _, err = cli(
+        [str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "e")], capsys
+    )
     assert code == 2
     assert "without an agent" in err and "budget-edge train" in err
 
@@ -76,19 +110,36 @@ def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.parametrize("budgets", ["0.1:1.0", "a,b", "0.5:0.1:0.1", "2"])
 def test_bad_budgets(budgets: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = cli([str(tmp_path / "nope.pt"), "--budgets", budgets, "--out", str(tmp_path)],
-                       capsys)
+    code, _, err = cli(
+        [str(tmp_path / "nope.pt"), "--budgets", budgets, "--out", str(tmp_path)], capsys
+    )
     assert code == 2 and "budgets" in err
 
 
-def test_zoo_models_are_points_of_the_sweep(data: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_zoo_models_are_points_of_the_sweep(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     small = write_backbone_checkpoint(tmp_path / "small.pt", seed=3)
     out = tmp_path / "eval"
-    code, stdout, err = cli([str(checkpoint), "--data-dir", str(data), "--budgets", "0.5",
-                             "--out", str(out), "--val-size", "20", "--latency-images", "0",
-                             "--zoo", str(small)], capsys)
+    code, stdout, err = cli(
+        [
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--budgets",
+            "0.5",
+            "--out",
+            str(out),
+            "--val-size",
+            "20",
+            "--latency-images",
+            "0",
+            "--zoo",
+            str(small),
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((out / "sweep.json").read_text())
     (zoo,) = result["zoo"]
@@ -96,8 +147,18 @@ def test_zoo_models_are_points_of_the_sweep(data: Path, tmp_path: Path,
     assert "Zoo (trained on their own)" in stdout
     row = result["rows"][0]
     assert 0.0 <= row["best_static_accuracy"] <= 1.0 and row["mask_class_mi"] >= 0.0
-    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(out),
-                        "--zoo", str(tmp_path / "none.pt")], capsys)
+    code, _, err = cli(
+        [
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--zoo",
+            str(tmp_path / "none.pt"),
+        ],
+        capsys,
+    )
     assert code == 2 and err.startswith("error: ")
 
 
@@ -106,11 +167,24 @@ def test_out_and_val_size_are_checked_before_the_sweep(
 ) -> None:
     checkpoint = write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True)
     (tmp_path / "taken").write_text("a file")
-    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out",
-                        str(tmp_path / "taken")], capsys)
-    assert code == 2 and err == f"error: --out {tmp_path / 'taken'} is a file: give a folder " \
-        "for the reports\n"
-    code, _, err = cli([str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "o"),
-                        "--val-size", str(10**9)], capsys)
+    code, _, err = cli(
+        [str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "taken")], capsys
+    )
+    assert (
+        code == 2
+        and err == f"error: --out {tmp_path / 'taken'} is a file: give a folder for the reports\n"
+    )
+    code, _, err = cli(
+        [
+            str(checkpoint),
+            "--data-dir",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--val-size",
+            str(10**9),
+        ],
+        capsys,
+    )
     assert code == 2 and "--val-size 1000000000 is not smaller than the 40 training" in err
     assert err.count("\n") == 1

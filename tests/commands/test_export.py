@@ -12,8 +12,10 @@ from budget_edge.models import build_backbone
 from budget_edge.models.checkpoint import save_checkpoint
 from budget_edge.runtime.manifest import verify_files
 
-META = {"preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32]},
-        "class_names": [str(i) for i in range(10)]}
+META = {
+    "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32]},
+    "class_names": [str(i) for i in range(10)],
+}
 
 
 def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -42,15 +44,18 @@ def test_export_then_build_engines_without_tensorrt(tmp_path: Path, capsys) -> N
 
 
 def test_export_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    code, _, err = cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
-                       capsys)
+    code, _, err = cli(
+        ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 2 and "checkpoint file not found" in err and err.count("\n") == 1
 
 
 def test_an_opset_below_18_is_refused_up_front(tmp_path: Path, capsys) -> None:
     """torch's exporter writes 18 and its down-conversion failed at 17 with a traceback."""
-    code, _, err = cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"),
-                        "--opset", "17"], capsys)
+    code, _, err = cli(
+        ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"), "--opset", "17"],
+        capsys,
+    )
     assert code == 2 and "--opset" in err and "18" in err
 
 
@@ -58,21 +63,35 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (FMNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
-    meta = {"preprocessing": {"mean": [0.286], "std": [0.353], "input_size": [1, 28, 28]},
-            "class_names": [str(i) for i in range(10)]}
+    meta = {
+        "preprocessing": {"mean": [0.286], "std": [0.353], "input_size": [1, 28, 28]},
+        "class_names": [str(i) for i in range(10)],
+    }
     net = build_backbone("resnet8", in_channels=1, input_size=(1, 28, 28))
     ckpt = save_checkpoint(tmp_path / "r8.pt", net, meta=meta)
     art = tmp_path / "art"
-    code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"],
-                       capsys)
+    code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"], capsys)
     assert code == 2 and err.startswith("error: --static-search needs labelled data")
     assert not art.exists()  # refused before the export
-    code, out, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks",
-                          "fashion-mnist", "--static-search-images", "32"], capsys)
+    code, out, err = cli(
+        [
+            "export",
+            str(ckpt),
+            "--out",
+            str(art),
+            "--static-masks",
+            "fashion-mnist",
+            "--static-search-images",
+            "32",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "4 static masks" in out
     manifest = verify_files(art)

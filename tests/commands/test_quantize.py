@@ -40,13 +40,26 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_quantize_then_bench_both_precisions(artifact: Path, image_folder: Path,
-                                             tmp_path: Path) -> None:
+def test_quantize_then_bench_both_precisions(
+    artifact: Path, image_folder: Path, tmp_path: Path
+) -> None:
     art = tmp_path / "art"
     shutil.copytree(artifact, art)
-    result = CliRunner().invoke(cli_module.cli, [
-        "quantize", str(art), "--precision", "int8", "--calib-data", f"folder:{image_folder}",
-        "--calib-images", "20", "--budgets", "0.5,1.0"])
+    result = CliRunner().invoke(
+        cli_module.cli,
+        [
+            "quantize",
+            str(art),
+            "--precision",
+            "int8",
+            "--calib-data",
+            f"folder:{image_folder}",
+            "--calib-images",
+            "20",
+            "--budgets",
+            "0.5,1.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "added int8 graphs" in result.output and "smaller than fp32" in result.output
     recipe = json.loads((art / "manifest.json").read_text())["precisions"]["int8"]["recipe"]
@@ -54,15 +67,36 @@ def test_quantize_then_bench_both_precisions(artifact: Path, image_folder: Path,
     assert recipe["calibration"]["passes"] == ["all kept", "agent c=0.5", "agent c=1"]
 
     out = tmp_path / "b.json"
-    result = CliRunner().invoke(cli_module.cli, [
-        "bench", str(art), "--budgets", "0.5", "--batch", "1", "--precision", "fp32,int8",
-        *QUICK, "--json", str(out), "--md", str(tmp_path / "b.md"),
-        "--plot", str(tmp_path / "b.png")])
+    result = CliRunner().invoke(
+        cli_module.cli,
+        [
+            "bench",
+            str(art),
+            "--budgets",
+            "0.5",
+            "--batch",
+            "1",
+            "--precision",
+            "fp32,int8",
+            *QUICK,
+            "--json",
+            str(out),
+            "--md",
+            str(tmp_path / "b.md"),
+            "--plot",
+            str(tmp_path / "b.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [(r["label"], r["precision"]) for r in data["rows"]] == [
-        ("static", "fp32"), ("policy", "fp32"), ("c=0.5", "fp32"),
-        ("int8 static", "int8"), ("int8 policy", "int8"), ("int8 c=0.5", "int8")]
+        ("static", "fp32"),
+        ("policy", "fp32"),
+        ("c=0.5", "fp32"),
+        ("int8 static", "int8"),
+        ("int8 policy", "int8"),
+        ("int8 c=0.5", "int8"),
+    ]
     assert data["environment"]["precisions"] == ["fp32", "int8"]
     md = (tmp_path / "b.md").read_text()
     # "x static" divides by the static graph of the same precision
@@ -72,46 +106,65 @@ def test_quantize_then_bench_both_precisions(artifact: Path, image_folder: Path,
     assert line.split(" | ")[8] == f"{ratio:.2f}"
 
 
-def test_int8_without_calibration_data(artifact: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+def test_int8_without_calibration_data(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["quantize", str(artifact), "--precision", "int8"], capsys)
-    assert err == ("error: int8 needs calibration images: pass --calib-data with the "
-                   "training dataset, e.g. --calib-data fashion-mnist")
+    assert err == (
+        "error: int8 needs calibration images: pass --calib-data with the "
+        "training dataset, e.g. --calib-data fashion-mnist"
+    )
 
 
 def test_a_calibration_count_no_one_needs_is_refused_before_work(artifact: Path) -> None:
     result = CliRunner().invoke(
         cli_module.cli,
-        ["quantize", str(artifact), "--precision", "int8", "--calib-data", "fashion-mnist",
-         "--calib-images", str(10**9)],
+        [
+            "quantize",
+            str(artifact),
+            "--precision",
+            "int8",
+            "--calib-data",
+            "fashion-mnist",
+            "--calib-images",
+            str(10**9),
+        ],
     )
     assert result.exit_code == 2
     assert "Invalid value for '--calib-images'" in result.output
     assert "1<=x<=50000" in result.output
 
 
-def test_quantize_a_missing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                     ) -> None:
+def test_quantize_a_missing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["quantize", str(tmp_path / "nope"), "--precision", "fp16"], capsys)
     assert "does not exist" in err
 
 
-def test_calibration_images_of_another_size(artifact: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibration_images_of_another_size(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     (tmp_path / "imgs" / "a").mkdir(parents=True)
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "imgs" / "a" / "0.png")
     art = tmp_path / "art"
     shutil.copytree(artifact, art)
-    err = _fail(["quantize", str(art), "--precision", "int8", "--calib-data",
-                 f"folder:{tmp_path / 'imgs'}"], capsys)
+    err = _fail(
+        [
+            "quantize",
+            str(art),
+            "--precision",
+            "int8",
+            "--calib-data",
+            f"folder:{tmp_path / 'imgs'}",
+        ],
+        capsys,
+    )
     assert "(C, H, W) = (3, 16, 16) but the model takes (3, 8, 8)" in err
     assert list((art / "quantized").iterdir()) == []
 
 
-def test_bench_a_precision_the_artifact_lacks(artifact: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_a_precision_the_artifact_lacks(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _fail(["bench", str(artifact), "--precision", "fp32,int8", *QUICK], capsys)
     assert "no int8 graphs" in err and "budget-edge quantize" in err
 

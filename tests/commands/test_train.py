@@ -64,8 +64,9 @@ def test_resume_takes_no_other_options(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = cli(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")],
-                       capsys)
+    code, _, err = cli(
+        ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 2 and "not found" in err
 
 
@@ -78,8 +79,12 @@ def test_bad_hyperparameter(
 
 def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "budget_edge.cli", "train", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "budget_edge.cli", "train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:

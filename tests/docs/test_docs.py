@@ -35,8 +35,12 @@ import budget_edge
 from budget_edge.cli import COMMANDS, cli
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "jetson.md", ROOT / "docs" / "checkpoints.md",
-        ROOT / "docs" / "quantize.md"]
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "docs" / "jetson.md",
+    ROOT / "docs" / "checkpoints.md",
+    ROOT / "docs" / "quantize.md",
+]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console", ""}
 INLINE = re.compile(r"`(budget-edge(?:\s[^`]*)?)`")
@@ -66,8 +70,12 @@ def shell_lines(code: str) -> list[str]:
 
 def fenced_commands(text: str) -> list[str]:
     """`budget-edge ...` lines of the shell blocks."""
-    lines = [line.strip() for lang, code in fenced_blocks(text) if lang in SHELL_LANGUAGES
-             for line in shell_lines(code)]
+    lines = [
+        line.strip()
+        for lang, code in fenced_blocks(text)
+        if lang in SHELL_LANGUAGES
+        for line in shell_lines(code)
+    ]
     return [line for line in lines if line.split(maxsplit=1)[:1] == ["budget-edge"]]
 
 
@@ -117,7 +125,7 @@ def split_subcommand(words: list[str]) -> tuple[list[str], str | None, list[str]
     rest = words[1:]
     for i, word in enumerate(rest):
         if not word.startswith("-"):
-            return rest[:i], word, rest[i + 1:]
+            return rest[:i], word, rest[i + 1 :]
     return rest, None, []
 
 
@@ -146,8 +154,9 @@ def check_command_line(line: str, full_parse: bool) -> None:
         parse_like_the_shell(command, name, args, group_ctx, line)
 
 
-def parse_like_the_shell(command: click.Command, name: str, args: list[str],
-                         parent: click.Context, line: str) -> None:
+def parse_like_the_shell(
+    command: click.Command, name: str, args: list[str], parent: click.Context, line: str
+) -> None:
     try:
         command.make_context(name, list(args), parent=parent)
     except click.exceptions.Exit:
@@ -174,14 +183,17 @@ def test_the_docs_are_scanned() -> None:
     assert {"export", "train", "evaluate", "build-engines", "bench", "serve", "quantize"} <= names
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("budget-edge exprt model.pt --out a", "no subcommand 'exprt'"),
-    ("budget-edge export model.pt --out a --bogus 1", "has no option ['--bogus']"),
-    ("budget-edge build-engines a --precision fp8", "fp8"),
-    ("budget-edge build-engines a --max-batch eight", "eight"),
-    ("budget-edge export model.pt", "--out"),
-    ("budget-edge --verbose bench a", "budget-edge has no option ['--verbose']"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("budget-edge exprt model.pt --out a", "no subcommand 'exprt'"),
+        ("budget-edge export model.pt --out a --bogus 1", "has no option ['--bogus']"),
+        ("budget-edge build-engines a --precision fp8", "fp8"),
+        ("budget-edge build-engines a --max-batch eight", "eight"),
+        ("budget-edge export model.pt", "--out"),
+        ("budget-edge --verbose bench a", "budget-edge has no option ['--verbose']"),
+    ],
+)
 def test_the_checker_rejects_what_the_cli_rejects(line: str, message: str) -> None:
     with pytest.raises(AssertionError, match=re.escape(message)):
         check_command_line(line, full_parse=True)
@@ -208,9 +220,16 @@ def test_pip_extras_exist_in_pyproject() -> None:
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = set(pyproject["project"]["optional-dependencies"])
-    named = {extra for doc in DOCS for lang, code in fenced_blocks(doc.read_text())
-             if lang in SHELL_LANGUAGES for line in shell_lines(code) if "pip install" in line
-             for group in EXTRAS.findall(line) for extra in group.split(",")}
+    named = {
+        extra
+        for doc in DOCS
+        for lang, code in fenced_blocks(doc.read_text())
+        if lang in SHELL_LANGUAGES
+        for line in shell_lines(code)
+        if "pip install" in line
+        for group in EXTRAS.findall(line)
+        for extra in group.split(",")
+    }
     assert named, "no extras found: the pattern no longer matches the docs"
     assert named <= extras, f"extras not in pyproject.toml: {sorted(named - extras)}"
 
@@ -268,16 +287,17 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("index", range(len(pycon_blocks())))
-def test_checkpoints_doctests(index: int, checkpoint_dir: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoints_doctests(
+    index: int, checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = pycon_blocks()[index]
     if AKAMASTER in code and not (checkpoint_dir / "checkpoints" / AKAMASTER).exists():
         pytest.skip("the akamaster weights (../shared/pretrained) are not here")
     monkeypatch.chdir(checkpoint_dir)
-    test = doctest.DocTestParser().get_doctest(code, {}, f"checkpoints.md[{index}]",
-                                               "docs/checkpoints.md", 0)
-    runner = doctest.DocTestRunner(
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    test = doctest.DocTestParser().get_doctest(
+        code, {}, f"checkpoints.md[{index}]", "docs/checkpoints.md", 0
+    )
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     report = io.StringIO()
     runner.run(test, out=report.write)
     assert runner.failures == 0, report.getvalue()
@@ -310,8 +330,11 @@ def runtime_artifacts() -> ModuleType:
 
 def device_loop_code() -> str:
     text = (ROOT / "docs" / "jetson.md").read_text()
-    blocks = [code for lang, code in fenced_blocks(text)
-              if lang == "python" and "BudgetRuntime.load(" in code]
+    blocks = [
+        code
+        for lang, code in fenced_blocks(text)
+        if lang == "python" and "BudgetRuntime.load(" in code
+    ]
     assert len(blocks) == 1, "jetson.md should have one Python device loop"
     return blocks[0]
 
@@ -331,8 +354,9 @@ def write_bench_report(artifact: Path, path: Path) -> None:
 
     with BudgetRuntime.load(artifact, backend="onnxruntime", threads=1) as rt:
         data = load_bench_data("random", rt, eval_images=16)
-        settings = BenchSettings(budgets=[0.25, 0.5, 1.0], batches=[1], warmup=1,
-                                 iterations=3, rounds=1)
+        settings = BenchSettings(
+            budgets=[0.25, 0.5, 1.0], batches=[1], warmup=1, iterations=3, rounds=1
+        )
         write_json(run_bench(rt, data, settings, threads=1), path)
 
 
@@ -346,18 +370,28 @@ def test_jetson_device_loop_runs_without_torch(tmp_path: Path) -> None:
     capacity.write_text(f"{FAKE_CAPACITY}\n")
 
     code = device_loop_code()
-    for name, value in [("ARTIFACT_DIR", str(artifact)), ("BENCH_JSON", str(bench)),
-                        ("BATTERY_FILE", str(capacity)), ("STEPS", STEPS)]:
+    for name, value in [
+        ("ARTIFACT_DIR", str(artifact)),
+        ("BENCH_JSON", str(bench)),
+        ("BATTERY_FILE", str(capacity)),
+        ("STEPS", STEPS),
+    ]:
         code = set_constant(code, name, value)
     loop = tmp_path / "loop.py"
     loop.write_text(code)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(loop)], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(loop)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     report = json.loads(lines[-1].removeprefix("REPORT "))
-    printed = [re.fullmatch(r"class\d budget=([\d.]+) latency_ms=[\d.]+", line)
-               for line in lines[:-1]]
+    printed = [
+        re.fullmatch(r"class\d budget=([\d.]+) latency_ms=[\d.]+", line) for line in lines[:-1]
+    ]
     assert len(printed) == STEPS and all(printed), done.stdout[-2000:]
     # The battery file was read (a failed read would give the safe budget 0.3) ...
     assert report["battery"] == 0.6

@@ -56,8 +56,10 @@ def session(path: Path) -> ort.InferenceSession:
 
 def run_graph(path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
     s = session(path)
-    feeds = {i.name: np.ascontiguousarray(x, np.float32)
-             for i, x in zip(s.get_inputs(), inputs, strict=True)}
+    feeds = {
+        i.name: np.ascontiguousarray(x, np.float32)
+        for i, x in zip(s.get_inputs(), inputs, strict=True)
+    }
     return s.run(None, feeds)
 
 
@@ -96,8 +98,12 @@ def exporter() -> GraphExporter:
 
 CLASSES = [f"c{i}" for i in range(10)]
 META = {
-    "preprocessing": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
-                      "input_size": [3, 32, 32], "layout": "NCHW"},
+    "preprocessing": {
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+        "input_size": [3, 32, 32],
+        "layout": "NCHW",
+    },
     "class_names": CLASSES,
 }
 
@@ -116,13 +122,22 @@ def art(tmp_path_factory, exporter):
     calib = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
     out = tmp_path_factory.mktemp("resnet20")
     manifest = export_checkpoint(
-        LoadedCheckpoint(net, agent, META, "budget-edge"), out, fuse_top=2, calib_data=calib,
+        LoadedCheckpoint(net, agent, META, "budget-edge"),
+        out,
+        fuse_top=2,
+        calib_data=calib,
         exporter=exporter,
     )
     net.eval()
     agent.eval()
-    return {"net": net, "agent": agent, "dir": out, "manifest": manifest, "before": before,
-            "calib": calib}
+    return {
+        "net": net,
+        "agent": agent,
+        "dir": out,
+        "manifest": manifest,
+        "before": before,
+        "calib": calib,
+    }
 
 
 def budgetnet_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:
@@ -136,10 +151,10 @@ def blockdrop_file(path: Path, net: nn.Module, agent: nn.Module) -> Path:
     resnet = {}
     for key, value in net.state_dict().items():
         if key.startswith("layer"):
-            stage, rest = key[len("layer"):].split(".", 1)
+            stage, rest = key[len("layer") :].split(".", 1)
             key = f"blocks.{int(stage) - 1}.{rest}"
         elif key.startswith("linear."):
-            key = "fc." + key[len("linear."):]
+            key = "fc." + key[len("linear.") :]
         resnet[key] = value
     policy = dict(agent.state_dict())
     for head in ("logit", "vnet"):

@@ -97,7 +97,8 @@ def make_fake_trt_builder(version: str, fast_fp16: bool = True) -> types.ModuleT
     trt.BuilderFlag = enum.Enum("BuilderFlag", flags)  # type: ignore[attr-defined]
     trt.NetworkDefinitionCreationFlag = enum.IntEnum(  # type: ignore[attr-defined]
         "NetworkDefinitionCreationFlag",
-        {"STRONGLY_TYPED": STRONGLY_TYPED_BIT} | ({"EXPLICIT_BATCH": 0} if major == 10 else {}))
+        {"STRONGLY_TYPED": STRONGLY_TYPED_BIT} | ({"EXPLICIT_BATCH": 0} if major == 10 else {}),
+    )
     trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE"])  # type: ignore[attr-defined]
     trt.Dims = _Dims  # type: ignore[attr-defined]
 

@@ -22,8 +22,11 @@ from budget_edge.train.allocator import count_masks_of
 
 from .conftest import META, realistic
 
-CALIBRATION = {"budgets": [0.0, 0.25, 0.5, 0.75, 1.0], "prices": [9.0, 0.6, 0.3, 0.1, 0.0],
-               "source": "test"}
+CALIBRATION = {
+    "budgets": [0.0, 0.25, 0.5, 0.75, 1.0],
+    "prices": [9.0, 0.6, 0.3, 0.1, 0.0],
+    "source": "test",
+}
 
 
 # "table": the allocator's count masks give the components (what `budget-edge allocate`
@@ -36,15 +39,15 @@ def allocated(request, tmp_path_factory, exporter):
     table = None
     if request.param == "table":
         table = count_masks_of(agent, torch.randn(64, 3, 32, 32)).tolist()
-    allocator = realistic(build_allocator(net.num_components, calibration=CALIBRATION,
-                                          count_masks=table), seed=6)
+    allocator = realistic(
+        build_allocator(net.num_components, calibration=CALIBRATION, count_masks=table), seed=6
+    )
     with torch.no_grad():  # spread the chances, so the counts differ between images
         allocator.chance.weight.mul_(20.0)
     out = tmp_path_factory.mktemp("allocated")
     loaded = LoadedCheckpoint(net, agent, META, "budget-edge", allocator=allocator)
     manifest = export_checkpoint(loaded, out, exporter=exporter)
-    return {"net": net, "agent": agent, "allocator": allocator, "dir": out,
-            "manifest": manifest}
+    return {"net": net, "agent": agent, "allocator": allocator, "dir": out, "manifest": manifest}
 
 
 def test_the_manifest_records_the_allocator(allocated) -> None:
@@ -76,8 +79,7 @@ def test_with_count_masks_each_image_runs_the_row_of_its_count(allocated) -> Non
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_one_image_at_a_time_equals_the_general_path(allocated, fused, tmp_path,
-                                                     exporter) -> None:
+def test_one_image_at_a_time_equals_the_general_path(allocated, fused, tmp_path, exporter) -> None:
     """Batch 1 decides through the count plan (runtime/count_plan.py) and runs the
     count's whole-mask graph when export fused the table's rows; it must give what the
     general path gives, field for field, and what the batch gives, row for row."""
@@ -90,20 +92,33 @@ def test_one_image_at_a_time_equals_the_general_path(allocated, fused, tmp_path,
     directory = allocated["dir"]
     if fused:  # the rows come first among the fused masks
         directory = tmp_path / "fused"
-        loaded = LoadedCheckpoint(allocated["net"], allocated["agent"], META, "budget-edge",
-                                  allocator=allocated["allocator"])
-        manifest = export_checkpoint(loaded, directory, exporter=exporter,
-                                     fuse_top=len(table) - 1, calib_data=x)
+        loaded = LoadedCheckpoint(
+            allocated["net"],
+            allocated["agent"],
+            META,
+            "budget-edge",
+            allocator=allocated["allocator"],
+        )
+        manifest = export_checkpoint(
+            loaded, directory, exporter=exporter, fuse_top=len(table) - 1, calib_data=x
+        )
         # every row but all ones, which the static `full` graph runs
         assert {tuple(h.mask) for h in manifest.hot_policies} == {
-            tuple(r) for r in table if not all(r)}
-    with BudgetRuntime.load(directory, threads=1) as rt, \
-            BudgetRuntime.load(directory, threads=1) as general:
+            tuple(r) for r in table if not all(r)
+        }
+    with (
+        BudgetRuntime.load(directory, threads=1) as rt,
+        BudgetRuntime.load(directory, threads=1) as general,
+    ):
         general._count_plan = None
         ran: list[str] = []
         run_device = rt.backend.run_device
-        rt.backend.run_device = lambda graph, inputs: ran.append(graph) or run_device(  # type: ignore[method-assign]
-            graph, inputs)
+        rt.backend.run_device = lambda graph, inputs: (
+            ran.append(graph)
+            or run_device(  # type: ignore[method-assign]
+                graph, inputs
+            )
+        )
 
         def no_general_path(*args, **kwargs):
             raise AssertionError("batch 1 should take the count plan")
@@ -123,8 +138,8 @@ def test_one_image_at_a_time_equals_the_general_path(allocated, fused, tmp_path,
                     np.testing.assert_array_equal(got, expected, err_msg=field)
                 assert one.policy_flops == want.policy_flops
                 if i < len(x):
-                    np.testing.assert_array_equal(one.mask, batch.mask[i:i + 1])
-                    np.testing.assert_allclose(one.logits, batch.logits[i:i + 1], atol=1e-5)
+                    np.testing.assert_array_equal(one.mask, batch.mask[i : i + 1])
+                    np.testing.assert_allclose(one.logits, batch.logits[i : i + 1], atol=1e-5)
                 if fused:  # two calls: the allocator, then the count's graph
                     assert ran == ["allocator", whole[tuple(one.mask[0].tolist())]]
             one.mask[:] = 1  # a caller's edit must not reach the plan's table
@@ -137,8 +152,11 @@ def test_runtime_allocate_equals_torch(allocated, budget) -> None:
     x = np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32)
     with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
         out = rt.infer(x, budget=budget, mode="allocate")
-        want = allocated_masks(allocated["agent"], allocated["allocator"], torch.from_numpy(x),
-                               budget).numpy().astype(np.uint8)
+        want = (
+            allocated_masks(allocated["agent"], allocated["allocator"], torch.from_numpy(x), budget)
+            .numpy()
+            .astype(np.uint8)
+        )
         np.testing.assert_array_equal(out.mask, want)
         with torch.no_grad():
             logits = allocated["net"](torch.from_numpy(x), torch.from_numpy(want).bool())
@@ -159,14 +177,16 @@ def test_an_artifact_without_an_allocator_says_how_to_get_one(tmp_path, exporter
     torch.manual_seed(0)
     net = build_backbone("resnet8", shortcut="A").eval()
     agent = build_agent(net.num_components, "light").eval()
-    export_checkpoint(LoadedCheckpoint(net, agent, META, "budget-edge"), tmp_path,
-                      exporter=exporter)
+    export_checkpoint(
+        LoadedCheckpoint(net, agent, META, "budget-edge"), tmp_path, exporter=exporter
+    )
     x = np.zeros((2, 3, 32, 32), np.float32)
     with BudgetRuntime.load(tmp_path, threads=1) as rt:
         with pytest.raises(InputError, match="budget-edge allocate"):
             rt.infer(x, budget=0.5, mode="allocate")
-        settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=1,
-                                 mode="allocate")
+        settings = BenchSettings(
+            budgets=[0.5], batches=[1], warmup=0, iterations=1, mode="allocate"
+        )
         with pytest.raises(ConfigError, match="allocator"):
             run_bench(rt, BenchData("random", np.zeros((2, 32, 32, 3), np.uint8), None), settings)
 
@@ -177,32 +197,42 @@ def test_an_uncalibrated_allocator_is_not_exported(tmp_path, exporter) -> None:
     agent = build_agent(net.num_components, "light").eval()
     bare = build_allocator(net.num_components).eval()
     with pytest.raises(ConfigError, match="never calibrated"):
-        export_checkpoint(LoadedCheckpoint(net, agent, META, "budget-edge", allocator=bare),
-                          tmp_path / "out", exporter=exporter)
+        export_checkpoint(
+            LoadedCheckpoint(net, agent, META, "budget-edge", allocator=bare),
+            tmp_path / "out",
+            exporter=exporter,
+        )
 
 
 def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
     x = np.random.default_rng(3).integers(0, 255, (8, 32, 32, 3)).astype(np.uint8)
-    settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2,
-                             mode="allocate")
+    settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2, mode="allocate")
     with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
         result = run_bench(rt, BenchData("random", x, None), settings)
         policy_row = result.row("policy", 1)
         assert policy_row.flops_share == pytest.approx(
-            allocated["manifest"].flops.allocator / rt.full_flops)
+            allocated["manifest"].flops.allocator / rt.full_flops
+        )
         assert result.row("budget", 1, 0.5).distinct_masks >= 1
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.pop("allocation"), "allocation"),
-    (lambda d: d["allocation"].update(prices=[1, 2, 3, 4, 5]), "never rise"),
-    (lambda d: d["allocation"].update(budgets=[0.0, 0.5]), "equally long"),
-    (lambda d: d["allocation"].update(prices=["a"] * 5), "must be float"),
-    (lambda d: d["flops"].pop("allocator"), "flops.allocator"),
-    (lambda d: d["roles"].pop("allocator"), "allocation"),
-    (lambda d: next(g for g in d["graphs"] if g["name"] == "allocator")["outputs"][0]
-     .update(shape=["batch", 3]), "roles.allocator"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("allocation"), "allocation"),
+        (lambda d: d["allocation"].update(prices=[1, 2, 3, 4, 5]), "never rise"),
+        (lambda d: d["allocation"].update(budgets=[0.0, 0.5]), "equally long"),
+        (lambda d: d["allocation"].update(prices=["a"] * 5), "must be float"),
+        (lambda d: d["flops"].pop("allocator"), "flops.allocator"),
+        (lambda d: d["roles"].pop("allocator"), "allocation"),
+        (
+            lambda d: next(g for g in d["graphs"] if g["name"] == "allocator")["outputs"][0].update(
+                shape=["batch", 3]
+            ),
+            "roles.allocator",
+        ),
+    ],
+)
 def test_inconsistent_allocator_entries_are_refused(allocated, edit, message) -> None:
     data = json.loads((allocated["dir"] / "manifest.json").read_text())
     edit(data)
@@ -210,12 +240,15 @@ def test_inconsistent_allocator_entries_are_refused(allocated, edit, message) ->
         Manifest.from_dict(data).validate()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.pop(), "count_masks"),
-    (lambda t: t[1].__setitem__(slice(None), [1] * len(t[1])), "row k keeping k"),
-    (lambda t: t[2].__setitem__(0, 2), "zeros and ones"),
-    (lambda t: t[2].__setitem__(0, "1"), "must be int"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.pop(), "count_masks"),
+        (lambda t: t[1].__setitem__(slice(None), [1] * len(t[1])), "row k keeping k"),
+        (lambda t: t[2].__setitem__(0, 2), "zeros and ones"),
+        (lambda t: t[2].__setitem__(0, "1"), "must be int"),
+    ],
+)
 def test_a_damaged_table_of_count_masks_is_refused(allocated, edit, message) -> None:
     data = json.loads((allocated["dir"] / "manifest.json").read_text())
     if data["allocation"]["count_masks"] is None:
@@ -245,9 +278,14 @@ def test_the_server_answers_mode_allocate_like_the_runtime(allocated) -> None:
     model = load_model(allocated["dir"])
     try:
         with serving(model) as url:
-            response = infer_json(url, model.name, {
-                "inputs": [image_input(images)],
-                "parameters": {"budget": 0.5, "mode": "allocate"}})
+            response = infer_json(
+                url,
+                model.name,
+                {
+                    "inputs": [image_input(images)],
+                    "parameters": {"budget": 0.5, "mode": "allocate"},
+                },
+            )
             # Without a mode the server runs the artifact's own: allocate.
             default = infer_json(
                 url, model.name, {"inputs": [image_input(images)], "parameters": {"budget": 0.5}}
@@ -286,9 +324,15 @@ def test_hot_masks_include_the_allocated_masks(allocated) -> None:
     plain = masks_over_budgets(allocated["agent"], x, budgets)
     both = masks_over_budgets(allocated["agent"], x, budgets, allocator=allocated["allocator"])
     assert len(both) == 2 * len(plain)
-    want = np.concatenate([allocated_masks(allocated["agent"], allocated["allocator"],
-                                           torch.from_numpy(x), c).numpy() for c in budgets])
-    np.testing.assert_array_equal(both[len(plain):], want.astype(np.int64))
+    want = np.concatenate(
+        [
+            allocated_masks(
+                allocated["agent"], allocated["allocator"], torch.from_numpy(x), c
+            ).numpy()
+            for c in budgets
+        ]
+    )
+    np.testing.assert_array_equal(both[len(plain) :], want.astype(np.int64))
 
 
 def test_build_engines_plans_an_engine_for_the_allocator(allocated) -> None:
@@ -319,14 +363,16 @@ def test_a_cap_makes_the_allocated_budget_a_ceiling_per_image(allocated) -> None
     with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
         k = rt.num_components
         # A budget at which some images run more than c K components.
-        budget = next(c for c in (0.3, 0.5, 0.7)
-                      if (rt.infer(x, budget=c, mode="allocate").mask.sum(axis=1) > c * k).any())
+        budget = next(
+            c
+            for c in (0.3, 0.5, 0.7)
+            if (rt.infer(x, budget=c, mode="allocate").mask.sum(axis=1) > c * k).any()
+        )
         free = rt.infer(x, budget=budget, mode="allocate")
         capped = rt.infer(x, budget=budget, mode="allocate", cap="components")
     assert (capped.mask.sum(axis=1) <= budget * k).all()
     assert (capped.mask <= free.mask).all()  # only the least probable ones were dropped
     assert capped.usage.mean() < free.usage.mean()
-
 
 
 @pytest.mark.parametrize("n", [1, 3])

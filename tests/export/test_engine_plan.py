@@ -62,5 +62,7 @@ def test_file_names_live_under_engines_per_precision():
     assert engine_file("block003_v02", "fp16") == "engines/fp16/block003_v02.engine"
     assert engine_file("stem", "int8") == "engines/int8/stem.engine"
     assert timing_cache_file("10.3.0", "Orin", "8.7") == "engines/timing-10.3.0-orin-sm8.7.cache"
-    assert timing_cache_file("11.4.0", "NVIDIA H200 / 141GB", "9.0") == \
-        "engines/timing-11.4.0-nvidia-h200-141gb-sm9.0.cache"
+    assert (
+        timing_cache_file("11.4.0", "NVIDIA H200 / 141GB", "9.0")
+        == "engines/timing-11.4.0-nvidia-h200-141gb-sm9.0.cache"
+    )

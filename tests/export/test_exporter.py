@@ -31,8 +31,7 @@ def test_export_leaves_the_model_unchanged(art):
 
 def test_export_keeps_the_callers_training_mode(tmp_path, exporter):
     net = realistic(build_backbone("resnet20"), seed=3).train()
-    export_checkpoint(LoadedCheckpoint(net, None, META, "budget-edge"), tmp_path,
-                      exporter=exporter)
+    export_checkpoint(LoadedCheckpoint(net, None, META, "budget-edge"), tmp_path, exporter=exporter)
     assert net.training and all(m.training for m in net.modules())
 
 

@@ -83,8 +83,9 @@ def test_preprocessing_size_must_match_the_backbone(tmp_path):
 def test_preprocessing_that_cannot_work_is_refused_before_any_graph(tmp_path, std):
     from budget_edge.errors import ManifestError
 
-    meta = {"preprocessing": {"mean": [0.5] * 3, "std": [std, 0.25, 0.25],
-                              "input_size": [3, 32, 32]}}
+    meta = {
+        "preprocessing": {"mean": [0.5] * 3, "std": [std, 0.25, 0.25], "input_size": [3, 32, 32]}
+    }
     with pytest.raises(ManifestError, match="preprocessing.std"):
         export_checkpoint(loaded(meta=meta), tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -115,8 +116,7 @@ def test_out_dir_with_other_files_is_refused(tmp_path):
         export_checkpoint(loaded(), file)
 
 
-def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path,
-                                                                        monkeypatch):
+def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path, monkeypatch):
     """export with NaN preprocessing once left 14 graphs and no manifest behind."""
     from budget_edge.export import exporter as exporter_module
 
@@ -213,8 +213,12 @@ def test_fuse_top_needs_an_agent_and_data(tmp_path):
     with pytest.raises(ConfigError, match="--calib-data"):
         export_checkpoint(loaded(agent=build_agent(9).eval()), tmp_path, fuse_top=2)
     with pytest.raises(ConfigError, match="preprocessed float32"):
-        export_checkpoint(loaded(agent=build_agent(9).eval()), tmp_path, fuse_top=2,
-                          calib_data=np.zeros((4, 32, 32, 3), np.float32))
+        export_checkpoint(
+            loaded(agent=build_agent(9).eval()),
+            tmp_path,
+            fuse_top=2,
+            calib_data=np.zeros((4, 32, 32, 3), np.float32),
+        )
     with pytest.raises(ConfigError, match="0 or more"):
         export_checkpoint(loaded(), tmp_path, fuse_top=-1)
 

@@ -82,10 +82,17 @@ def _value(name, shape):
 
 def test_chain_joins_graphs_in_order():
     one = numpy_helper.from_array(np.ones(3, np.float32), "one")
-    add = _graph([helper.make_node("Add", ["a", "one"], ["b"])], [_value("a", ["batch", 3])],
-                 [_value("b", ["batch", 3])], [one])
-    relu = _graph([helper.make_node("Relu", ["a"], ["b"])], [_value("a", ["batch", 3])],
-                  [_value("b", ["batch", 3])])
+    add = _graph(
+        [helper.make_node("Add", ["a", "one"], ["b"])],
+        [_value("a", ["batch", 3])],
+        [_value("b", ["batch", 3])],
+        [one],
+    )
+    relu = _graph(
+        [helper.make_node("Relu", ["a"], ["b"])],
+        [_value("a", ["batch", 3])],
+        [_value("b", ["batch", 3])],
+    )
     chained = chain_graphs([add, relu, add], "image", "logits")
     onnx.checker.check_model(chained, full_check=True)
     x = np.array([[-3.0, 0.5, 2.0]], np.float32)
@@ -95,14 +102,18 @@ def test_chain_joins_graphs_in_order():
 
 
 def test_graphs_with_batchnorm_or_a_fixed_batch_are_refused():
-    bn_inits = [numpy_helper.from_array(np.ones(2, np.float32), n)
-                for n in ("s", "b", "m", "v")]
-    bn = _graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
-                [_value("x", ["batch", 2, 3, 3])], [_value("y", ["batch", 2, 3, 3])], bn_inits)
+    bn_inits = [numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("s", "b", "m", "v")]
+    bn = _graph(
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
+        [_value("x", ["batch", 2, 3, 3])],
+        [_value("y", ["batch", 2, 3, 3])],
+        bn_inits,
+    )
     with pytest.raises(ConfigError, match="BatchNormalization"):
         check_graph(bn, "bn")
-    fixed = _graph([helper.make_node("Relu", ["x"], ["y"])], [_value("x", [1, 2])],
-                   [_value("y", [1, 2])])
+    fixed = _graph(
+        [helper.make_node("Relu", ["x"], ["y"])], [_value("x", [1, 2])], [_value("y", [1, 2])]
+    )
     with pytest.raises(ConfigError, match="no dynamic batch axis"):
         check_graph(fixed, "fixed")
 
@@ -126,7 +137,8 @@ def test_variant_scheme_keeps_the_file_count_sane(paths, scheme, count):
         assert sets == [list(range(m)) for m in range(1, paths + 1)]
     if scheme == "all":
         assert sorted(map(tuple, sets)) == sorted(
-            {tuple(p for p in range(paths) if bits >> p & 1) for bits in range(1, 2**paths)})
+            {tuple(p for p in range(paths) if bits >> p & 1) for bits in range(1, 2**paths)}
+        )
 
 
 def test_an_opset_no_tool_here_writes_is_refused_before_any_work(tmp_path) -> None:

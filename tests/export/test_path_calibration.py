@@ -43,8 +43,9 @@ def test_the_recorder_passes_calls_through_and_keeps_the_inputs(tmp_path: Path) 
 def test_every_graph_gets_inputs_from_every_pass(tmp_path: Path) -> None:
     write_artifact(make_net("resnet"), tmp_path, hot=[[1, 0, 1]], switch=True)
     m = Manifest.load(tmp_path)
-    got = record_graph_inputs(tmp_path, m, _images(40), budgets=[0.2, 0.6], max_rows=1000,
-                              threads=1)
+    got = record_graph_inputs(
+        tmp_path, m, _images(40), budgets=[0.2, 0.6], max_rows=1000, threads=1
+    )
     assert got.passes == ["all kept", "agent c=0.2", "agent c=0.6"]
     graphs = {g.name for g in m.graphs} - {"switch"}
     assert set(got.feeds) == graphs

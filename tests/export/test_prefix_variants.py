@@ -26,8 +26,10 @@ def test_prefix_blocks_export_prefixes_and_any_mask_as_a_whole_graph(tmp_path, e
     with torch.no_grad():
         h = net.blocks[0](net.stem(x))
         for v in blocks[1].variants:
-            close(run_graph(tmp_path / f"graphs/{v.graph}.onnx", h.numpy())[0],
-                  net.blocks[1](h, v.paths))
+            close(
+                run_graph(tmp_path / f"graphs/{v.graph}.onnx", h.numpy())[0],
+                net.blocks[1](h, v.paths),
+            )
         # Paths {1, 3} of block 0 and {0, 2, 4} of block 2 have no variant graph.
         mask = np.zeros(15, np.float32)
         mask[[1, 3, 10, 12, 14]] = 1

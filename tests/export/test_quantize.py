@@ -32,15 +32,17 @@ def quantized(art: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     """The exported resnet20 with an int8 and an fp16 set, calibrated on its own images."""
     out = _copy(art, tmp_path_factory.mktemp("quantized"))
     before = set_sizes(Manifest.load(out), out)["fp32"]
-    quantize_artifact(out, QuantizeSettings("int8", calib_images=64, max_rows=96),
-                      images=art["calib"])
+    quantize_artifact(
+        out, QuantizeSettings("int8", calib_images=64, max_rows=96), images=art["calib"]
+    )
     manifest = quantize_artifact(out, QuantizeSettings("fp16"))
     return {"dir": out, "manifest": manifest, "calib": art["calib"], "fp32_bytes": before}
 
 
 def _logits(directory: Path, precision: str, x: np.ndarray, **kwargs: Any) -> Any:
-    with BudgetRuntime.load(directory, precision=precision, threads=1,
-                            dispatch=kwargs.pop("dispatch", "auto")) as rt:
+    with BudgetRuntime.load(
+        directory, precision=precision, threads=1, dispatch=kwargs.pop("dispatch", "auto")
+    ) as rt:
         return rt.infer(x, **kwargs)
 
 
@@ -63,8 +65,11 @@ def test_int8_graphs_are_qdq_with_int8_weights(quantized: dict[str, Any]) -> Non
     block = onnx.load(str(quantized["dir"] / m.precisions["int8"].files["block000"]))
     ops = [n.op_type for n in block.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    int8_weights = [t for t in block.graph.initializer if t.data_type == onnx.TensorProto.INT8
-                    and len(t.dims) == 4]
+    int8_weights = [
+        t
+        for t in block.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4
+    ]
     assert len(int8_weights) == 2  # both 3x3 convolutions of the block
     recipe = m.precisions["int8"].recipe
     assert recipe["format"] == "QDQ" and recipe["activations"] == "uint8 asymmetric"
@@ -112,8 +117,7 @@ def test_int8_switch_graph_equals_the_int8_chain(quantized: dict[str, Any]) -> N
 
 def test_the_policy_runs_in_each_precision(quantized: dict[str, Any]) -> None:
     x = quantized["calib"][:16]
-    masks = {p: _logits(quantized["dir"], p, x, budget=0.5).mask
-             for p in ("fp32", "fp16", "int8")}
+    masks = {p: _logits(quantized["dir"], p, x, budget=0.5).mask for p in ("fp32", "fp16", "int8")}
     assert (masks["fp16"] == masks["fp32"]).mean() > 0.95
     assert (masks["int8"] == masks["fp32"]).mean() > 0.9
 
@@ -132,8 +136,9 @@ def test_requantizing_replaces_the_old_set(art: dict[str, Any], tmp_path: Path) 
     BudgetRuntime.load(out, precision="fp16").close()
 
 
-def test_a_failure_leaves_the_artifact_as_it_was(art: dict[str, Any], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_leaves_the_artifact_as_it_was(
+    art: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = _copy(art, tmp_path)
     before = (out / "manifest.json").read_text()
 
@@ -148,8 +153,7 @@ def test_a_failure_leaves_the_artifact_as_it_was(art: dict[str, Any], tmp_path: 
     BudgetRuntime.load(out).close()
 
 
-def test_a_folder_left_by_a_crash_is_removed_next_time(art: dict[str, Any],
-                                                       tmp_path: Path) -> None:
+def test_a_folder_left_by_a_crash_is_removed_next_time(art: dict[str, Any], tmp_path: Path) -> None:
     out = _copy(art, tmp_path)
     orphan = out / "quantized" / "int8-deadbeef"
     orphan.mkdir(parents=True)
@@ -169,18 +173,24 @@ def test_graphs_that_changed_are_not_quantized(art: dict[str, Any], tmp_path: Pa
     assert not (out / "quantized").exists()
 
 
-@pytest.mark.parametrize(("settings", "match"), [
-    (QuantizeSettings("int4"), "precision 'int4' is not one of fp16, int8"),
-    (QuantizeSettings("int8"), "int8 needs calibration images: pass --calib-data"),
-    (QuantizeSettings("int8", "x", target="gpu"), "target 'gpu'"),
-    (QuantizeSettings("int8", "x", target="tensorrt", activation_type="u8"),
-     "TensorRT reads only symmetric int8"),
-    (QuantizeSettings("int8", "x", calibrate_method="mse"), "calibration method 'mse'"),
-    (QuantizeSettings("int8", "x", budgets=[1.5]), r"budgets must be .* in \[0, 1\]"),
-    (QuantizeSettings("int8", "x", calib_images=0), "at least 1"),
-])
-def test_bad_settings_are_one_line(art: dict[str, Any], settings: QuantizeSettings,
-                                   match: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (QuantizeSettings("int4"), "precision 'int4' is not one of fp16, int8"),
+        (QuantizeSettings("int8"), "int8 needs calibration images: pass --calib-data"),
+        (QuantizeSettings("int8", "x", target="gpu"), "target 'gpu'"),
+        (
+            QuantizeSettings("int8", "x", target="tensorrt", activation_type="u8"),
+            "TensorRT reads only symmetric int8",
+        ),
+        (QuantizeSettings("int8", "x", calibrate_method="mse"), "calibration method 'mse'"),
+        (QuantizeSettings("int8", "x", budgets=[1.5]), r"budgets must be .* in \[0, 1\]"),
+        (QuantizeSettings("int8", "x", calib_images=0), "at least 1"),
+    ],
+)
+def test_bad_settings_are_one_line(
+    art: dict[str, Any], settings: QuantizeSettings, match: str
+) -> None:
     with pytest.raises(ConfigError, match=match):
         quantize_artifact(art["dir"], settings)
 
@@ -194,12 +204,15 @@ def test_missing_calibration_data_is_a_clear_error(art: dict[str, Any], tmp_path
     assert list((out / "quantized").iterdir()) == []
 
 
-def test_tensorrt_target_uses_symmetric_int8_activations(art: dict[str, Any],
-                                                          tmp_path: Path) -> None:
+def test_tensorrt_target_uses_symmetric_int8_activations(
+    art: dict[str, Any], tmp_path: Path
+) -> None:
     out = _copy(art, tmp_path)
-    m = quantize_artifact(out, QuantizeSettings("int8", target="tensorrt", calib_images=16,
-                                                max_rows=16, budgets=[0.5]),
-                          images=art["calib"][:16])
+    m = quantize_artifact(
+        out,
+        QuantizeSettings("int8", target="tensorrt", calib_images=16, max_rows=16, budgets=[0.5]),
+        images=art["calib"][:16],
+    )
     assert m.precisions["int8"].recipe["activations"] == "int8 symmetric"
     stem = onnx.load(str(out / m.precisions["int8"].files["stem"]))
     zero_points = [t for t in stem.graph.initializer if t.name.endswith("zero_point")]
@@ -224,8 +237,9 @@ def test_the_cpu_target_keeps_int32_biases_tensorrt_would_refuse(
     assert any("reads INT32" in p for p in problems)  # ONNX Runtime's fused CPU kernels
 
 
-def test_a_second_writer_is_refused_and_changes_nothing(art: dict[str, Any],
-                                                        tmp_path: Path) -> None:
+def test_a_second_writer_is_refused_and_changes_nothing(
+    art: dict[str, Any], tmp_path: Path
+) -> None:
     """Two writers would each read the manifest and the last would drop the other's
     entries: while one holds the lock, the other is refused before it writes a byte."""
     from budget_edge.runtime.manifest import Manifest, artifact_lock
@@ -242,7 +256,8 @@ def test_a_second_writer_is_refused_and_changes_nothing(art: dict[str, Any],
 
 
 def test_a_quantizer_failure_is_one_line_and_changes_nothing(
-        art: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    art: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxruntime.transformers.float16 as float16
 
     out = _copy(art, tmp_path)
@@ -252,15 +267,18 @@ def test_a_quantizer_failure_is_one_line_and_changes_nothing(
         raise ValueError("unsupported op")
 
     monkeypatch.setattr(float16, "convert_float_to_float16", broken)
-    with pytest.raises(BackendError, match="quantizing to fp16 failed .*ValueError: unsupported "
-                                           "op.*the artifact is unchanged"):
+    with pytest.raises(
+        BackendError,
+        match="quantizing to fp16 failed .*ValueError: unsupported op.*the artifact is unchanged",
+    ):
         quantize_artifact(out, QuantizeSettings("fp16"))
     assert (out / "manifest.json").read_text() == before
     assert list((out / "quantized").iterdir()) == []
 
 
-def test_requantizing_unlists_the_engines_built_from_the_old_set(art: dict[str, Any],
-                                                                tmp_path: Path) -> None:
+def test_requantizing_unlists_the_engines_built_from_the_old_set(
+    art: dict[str, Any], tmp_path: Path
+) -> None:
     from budget_edge.runtime.manifest import TensorRTSpec, write_manifest
 
     out = _copy(art, tmp_path)
@@ -274,14 +292,16 @@ def test_requantizing_unlists_the_engines_built_from_the_old_set(art: dict[str, 
     BudgetRuntime.load(out).close()
 
 
-def test_exporting_again_drops_the_old_quantized_sets(art: dict[str, Any], exporter: Any,
-                                                     tmp_path: Path) -> None:
+def test_exporting_again_drops_the_old_quantized_sets(
+    art: dict[str, Any], exporter: Any, tmp_path: Path
+) -> None:
     from budget_edge.export.exporter import export_checkpoint
     from budget_edge.models.checkpoint import LoadedCheckpoint
 
     out = _copy(art, tmp_path)
     quantize_artifact(out, QuantizeSettings("fp16"))
-    export_checkpoint(LoadedCheckpoint(art["net"], art["agent"], META, "budget-edge"), out,
-                      exporter=exporter)
+    export_checkpoint(
+        LoadedCheckpoint(art["net"], art["agent"], META, "budget-edge"), out, exporter=exporter
+    )
     assert not (out / "quantized").exists()
     assert Manifest.load(out).precisions == {}

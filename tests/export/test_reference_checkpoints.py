@@ -38,14 +38,23 @@ def export_reference(tmp_path_factory, exporter, name, writer, backbone, **optio
 
 @pytest.fixture(scope="module")
 def budgetnet(tmp_path_factory, exporter):
-    return export_reference(tmp_path_factory, exporter, "budgetnet", budgetnet_file, "resnext29",
-                            cardinality=2, base_width=2, widen_factor=1)
+    return export_reference(
+        tmp_path_factory,
+        exporter,
+        "budgetnet",
+        budgetnet_file,
+        "resnext29",
+        cardinality=2,
+        base_width=2,
+        widen_factor=1,
+    )
 
 
 @pytest.fixture(scope="module")
 def blockdrop(tmp_path_factory, exporter):
-    return export_reference(tmp_path_factory, exporter, "blockdrop", blockdrop_file, "resnet20",
-                            shortcut="B")
+    return export_reference(
+        tmp_path_factory, exporter, "blockdrop", blockdrop_file, "resnet20", shortcut="B"
+    )
 
 
 def images(seed: int) -> np.ndarray:
@@ -65,8 +74,7 @@ def check_graphs(loaded, root, manifest: Manifest, x: np.ndarray) -> None:
                 got = run_graph(root / manifest.graph(variant.graph).file, h.numpy())[0]
                 close(got, block(h, variant.paths))
             if spec.skip is not None:
-                close(run_graph(root / manifest.graph(spec.skip).file, h.numpy())[0],
-                      block.skip(h))
+                close(run_graph(root / manifest.graph(spec.skip).file, h.numpy())[0], block.skip(h))
             h = block(h)
         close(run_graph(root / manifest.graph("head").file, h.numpy())[0], net.head(h))
         budget = np.full(len(x), 0.3, np.float32)

@@ -17,8 +17,11 @@ from budget_edge.runtime.backends.tensorrt_backend import graphs_to_run
 from budget_edge.runtime.manifest import MANIFEST_NAME, Manifest
 
 artifacts = load_artifact_builder("_switch_runtime_artifacts")
-Artifact, make_net, write_artifact = (artifacts.Artifact, artifacts.make_net,
-                                      artifacts.write_artifact)
+Artifact, make_net, write_artifact = (
+    artifacts.Artifact,
+    artifacts.make_net,
+    artifacts.write_artifact,
+)
 
 ATOL = 1e-4
 
@@ -40,8 +43,9 @@ class CountingBackend(HostTensors):
 
 
 @pytest.fixture(scope="module", params=["resnet", "resnext"])
-def switch_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Any:
+def switch_artifact(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     kind = str(request.param)
     net = make_net(kind, channels=1 if kind == "resnext" else 3, seed=1)
     path = tmp_path_factory.mktemp(f"switch-{kind}")
@@ -76,8 +80,9 @@ def test_switch_matches_the_per_sample_reference(switch_artifact: Any) -> None:
     pool[1] = 1
     mask = pool[np.arange(12) % 5]  # five masks over twelve rows: a call per mask
     result = rt.infer(x, mask=mask)
-    np.testing.assert_allclose(result.logits, switch_artifact.net.np_forward(x, mask),
-                               atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, switch_artifact.net.np_forward(x, mask), atol=ATOL, rtol=1e-4
+    )
     distinct = len({m.tobytes() for m in mask})
     assert len(counting.calls) == distinct
     # The all-ones row runs the static graph; every other mask the switch graph.
@@ -94,8 +99,9 @@ def test_a_mask_per_row_runs_the_block_chain(switch_artifact: Any) -> None:
     assert len({m.tobytes() for m in mask}) > 4
     result = rt.infer(x, mask=mask)
     assert "switch" not in counting.calls and "stem" in counting.calls
-    np.testing.assert_allclose(result.logits, switch_artifact.net.np_forward(x, mask),
-                               atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, switch_artifact.net.np_forward(x, mask), atol=ATOL, rtol=1e-4
+    )
 
 
 def test_switch_and_block_chain_agree(switch_artifact: Any) -> None:
@@ -116,9 +122,9 @@ def test_policy_masks_run_through_the_switch(switch_artifact: Any) -> None:
     x = x.astype(np.float32)
     result = rt.infer(x, budget=0.5)
     assert counting.calls[0] == "policy" and len(counting.calls) == 2
-    np.testing.assert_allclose(result.logits,
-                               switch_artifact.net.np_forward(x, result.mask), atol=ATOL,
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, switch_artifact.net.np_forward(x, result.mask), atol=ATOL, rtol=1e-4
+    )
 
 
 def test_tensorrt_does_not_build_the_switch_graph(switch_artifact: Any) -> None:

@@ -26,15 +26,15 @@ def test_one_engine_per_graph_in_chain_order(art):
     m = art["manifest"]
     jobs = plan_engines(m, "fp32")
     # Every graph but the switch graph, which is for ONNX Runtime only.
-    assert sorted(j.graph for j in jobs) == sorted(g.name for g in m.graphs
-                                                   if g.name != "switch")
+    assert sorted(j.graph for j in jobs) == sorted(g.name for g in m.graphs if g.name != "switch")
     assert m.roles["switch"] == "switch"
     names = [j.graph for j in jobs]
     assert names[:5] == ["stem", "block000", "block001", "block002", "block003"]
     assert names.index("block003_skip") == names.index("block003") + 1
     assert names[-5:] == ["head", "policy", "full", "hot00", "hot01"]
     assert [j.block for j in jobs if j.role == "block"] == sorted(
-        j.block for j in jobs if j.role == "block")
+        j.block for j in jobs if j.role == "block"
+    )
     policy = next(j for j in jobs if j.graph == "policy")
     assert (policy.role, policy.engine_file) == ("policy", "engines/fp32/policy.engine")
     assert next(j for j in jobs if j.graph == "stem").onnx_file == "graphs/stem.onnx"
@@ -66,8 +66,12 @@ def test_manifest_update_lists_engines_version_and_gpu(art, tmp_path):
         (root / job.engine_file).parent.mkdir(parents=True, exist_ok=True)
         (root / job.engine_file).write_bytes(b"32")
     shutil.rmtree(root / "engines" / "fp16")
-    rebuilt = write_manifest(root, with_engines(
-        loaded, {j.graph: j.engine_file for j in jobs32}, fp32, "10.3.0", "Orin", "8.7"))
+    rebuilt = write_manifest(
+        root,
+        with_engines(
+            loaded, {j.graph: j.engine_file for j in jobs32}, fp32, "10.3.0", "Orin", "8.7"
+        ),
+    )
     assert not any(f.startswith("engines/fp16/") for f in rebuilt.files)
     verify_files(root)
 
@@ -122,9 +126,11 @@ def quantized_for_tensorrt(art, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trt") / "art"
     shutil.copytree(art["dir"], root)
     quantize_artifact(root, QuantizeSettings("fp16"))
-    quantize_artifact(root, QuantizeSettings("int8", target="tensorrt", calib_images=16,
-                                             max_rows=16, budgets=[0.5]),
-                      images=art["calib"][:16])
+    quantize_artifact(
+        root,
+        QuantizeSettings("int8", target="tensorrt", calib_images=16, max_rows=16, budgets=[0.5]),
+        images=art["calib"][:16],
+    )
     return root
 
 
@@ -134,15 +140,17 @@ def _fake(monkeypatch: pytest.MonkeyPatch, version: str, **kwargs: Any) -> Any:
     # A fresh trt_engine bound to this stand-in (the package caches its submodules too).
     monkeypatch.delitem(sys.modules, "budget_edge.export.trt_engine", raising=False)
     monkeypatch.delattr(budget_edge.export, "trt_engine", raising=False)
-    monkeypatch.setattr(cuda_device, "gpu_info",
-                        lambda device=0: cuda_device.GpuInfo("Fake GPU", "8.7"))
+    monkeypatch.setattr(
+        cuda_device, "gpu_info", lambda device=0: cuda_device.GpuInfo("Fake GPU", "8.7")
+    )
     return trt
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engines_build_strongly_typed_from_the_precision_set(
-        quantized_for_tensorrt, tmp_path, monkeypatch, version, precision):
+    quantized_for_tensorrt, tmp_path, monkeypatch, version, precision
+):
     root = tmp_path / "art"
     shutil.copytree(quantized_for_tensorrt, root)
     trt = _fake(monkeypatch, version)
@@ -169,14 +177,16 @@ def test_engines_build_strongly_typed_from_the_precision_set(
     assert {str(Path(f).parent) for f in manifest.tensorrt.engines.values()} == {str(folder)}
     assert not list((root / folder).glob("*.onnx"))
     assert (manifest.tensorrt.version, manifest.tensorrt.precision) == (version, precision)
-    assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == \
-        Path(sources.graph("stem").file).name.encode()
+    assert (root / manifest.tensorrt.engines["stem"]).read_bytes() == Path(
+        sources.graph("stem").file
+    ).name.encode()
     verify_files(root)
     assert (root / f"engines/timing-{version}-fake-gpu-sm8.7.cache").is_file()
 
 
-def test_a_failed_build_leaves_the_artifact_as_it_was(quantized_for_tensorrt, tmp_path,
-                                                      monkeypatch):
+def test_a_failed_build_leaves_the_artifact_as_it_was(
+    quantized_for_tensorrt, tmp_path, monkeypatch
+):
     root = tmp_path / "art"
     shutil.copytree(quantized_for_tensorrt, root)
     trt = _fake(monkeypatch, "11.4.0")
@@ -193,7 +203,8 @@ def test_a_failed_build_leaves_the_artifact_as_it_was(quantized_for_tensorrt, tm
         build_engines(root, precision="fp32")
     assert (root / "manifest.json").read_text() == before
     assert sorted(p.name for p in (root / "engines").iterdir() if p.is_dir()) == [
-        Path(first.tensorrt.preprocess).parent.name]
+        Path(first.tensorrt.preprocess).parent.name
+    ]
     verify_files(root)  # the earlier engines are intact
     monkeypatch.setattr(trt.Builder, "build_serialized_network", original)
     second = build_engines(root, precision="fp32")
@@ -213,15 +224,19 @@ def test_unsupported_tensorrt_is_one_line(quantized_for_tensorrt, tmp_path, monk
 def test_a_cpu_int8_set_cannot_make_engines(art, tmp_path, monkeypatch):
     root = tmp_path / "art"
     shutil.copytree(art["dir"], root)
-    quantize_artifact(root, QuantizeSettings("int8", calib_images=8, max_rows=8, budgets=[0.5]),
-                      images=art["calib"][:8])
+    quantize_artifact(
+        root,
+        QuantizeSettings("int8", calib_images=8, max_rows=8, budgets=[0.5]),
+        images=art["calib"][:8],
+    )
     _fake(monkeypatch, "11.4.0")
     with pytest.raises(ConfigError, match="made for the CPU .*--target tensorrt"):
         build_engines(root, precision="int8")
 
 
-def test_fast_fp16_is_checked_where_tensorrt_can_still_say(quantized_for_tensorrt, tmp_path,
-                                                          monkeypatch):
+def test_fast_fp16_is_checked_where_tensorrt_can_still_say(
+    quantized_for_tensorrt, tmp_path, monkeypatch
+):
     root = tmp_path / "art"
     shutil.copytree(quantized_for_tensorrt, root)
     _fake(monkeypatch, "10.3.0", fast_fp16=False)

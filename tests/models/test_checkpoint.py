@@ -31,8 +31,12 @@ def pair(randomize_bn: Callable[..., None]) -> Pair:
 
 
 META = {
-    "preprocessing": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2],
-                      "input_size": [3, 32, 32], "layout": "NCHW"},
+    "preprocessing": {
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.2, 0.2],
+        "input_size": [3, 32, 32],
+        "layout": "NCHW",
+    },
     "class_names": ["a", "b", "c", "d", "e", "f", "g"],
     "dataset": "fashion-mnist",
     "extra": {"tuple": (1, 2.5, None), "tensor": torch.arange(3)},
@@ -253,8 +257,11 @@ def resave(tmp_path: Path, payload: dict, keep_digest: bool = False) -> Path:
 def test_wrong_tensor_shape(tmp_path: Path, pair: Pair) -> None:
     payload = saved_payload(tmp_path, pair)
     payload["backbone"]["state_dict"]["layer2.0.conv1.weight"] = torch.zeros(32, 16, 1, 1)
-    with pytest.raises(CheckpointError, match=r"edited.pt: backbone tensor 'layer2.0.conv1.weight' "
-                       r"has shape \(32, 16, 1, 1\), expected \(32, 16, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"edited.pt: backbone tensor 'layer2.0.conv1.weight' "
+        r"has shape \(32, 16, 1, 1\), expected \(32, 16, 3, 3\)",
+    ):
         load_checkpoint(resave(tmp_path, payload))
 
 
@@ -262,8 +269,11 @@ def test_integer_weights_are_refused_not_cast(tmp_path: Path, pair: Pair) -> Non
     payload = saved_payload(tmp_path, pair)
     weight = payload["backbone"]["state_dict"]["layer2.0.conv1.weight"]
     payload["backbone"]["state_dict"]["layer2.0.conv1.weight"] = weight.to(torch.int64)
-    with pytest.raises(CheckpointError, match=r"'layer2.0.conv1.weight' is torch.int64, "
-                                              r"expected torch.float32"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'layer2.0.conv1.weight' is torch.int64, "
+        r"expected torch.float32",
+    ):
         load_checkpoint(resave(tmp_path, payload))
 
 
@@ -278,8 +288,10 @@ def test_missing_and_unexpected_keys(tmp_path: Path, pair: Pair) -> None:
     payload = saved_payload(tmp_path, pair)
     state = payload["agent"]["state_dict"]
     state["surprise.weight"] = state.pop("logit.bias")
-    with pytest.raises(CheckpointError, match="agent weights do not fit.*missing logit.bias, "
-                       "unexpected surprise.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match="agent weights do not fit.*missing logit.bias, unexpected surprise.weight",
+    ):
         load_checkpoint(resave(tmp_path, payload))
 
 
@@ -321,7 +333,8 @@ def test_a_flipped_byte_in_the_weights_is_caught(tmp_path: Path, pair: Pair) -> 
 
 
 def test_a_flipped_byte_in_a_file_without_a_digest_is_caught_by_its_zip_crc(
-        tmp_path: Path, pair: Pair) -> None:
+    tmp_path: Path, pair: Pair
+) -> None:
     """Files from before the digest (and the reference's) loaded a changed weight silently:
     torch.load does not check the CRC-32 that torch.save writes for every member."""
     payload = saved_payload(tmp_path, pair)
@@ -369,6 +382,9 @@ def test_a_compressed_member_claiming_more_than_the_file_is_refused_unread(
     path = tmp_path / "bomb.pt"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data.pkl", b"\0" * (64 << 20))  # 64 MiB in about 64 KiB
-    with pytest.raises(CheckpointError, match=r"bomb.pt is a 0.1 MiB archive whose members "
-                                              r"claim 64.0 MiB: torch.save does not compress"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"bomb.pt is a 0.1 MiB archive whose members "
+        r"claim 64.0 MiB: torch.save does not compress",
+    ):
         load_checkpoint(path)

@@ -34,8 +34,11 @@ def test_akamaster_arch_from_our_cifar_resnet(depth: int) -> None:
     state = shapes_of(f"resnet{depth}", num_classes=100)
     assert layouts.akamaster_problem(state) is None
     assert layouts.akamaster_arch(state) == {
-        "name": f"resnet{depth}", "num_classes": 100, "in_channels": 3,
-        "input_size": [3, 32, 32], "shortcut": "A",
+        "name": f"resnet{depth}",
+        "num_classes": 100,
+        "in_channels": 3,
+        "input_size": [3, 32, 32],
+        "shortcut": "A",
     }
 
 
@@ -66,13 +69,22 @@ def test_uneven_stages_are_reported() -> None:
     ("depth", "cardinality", "base_width", "widen"), [(29, 2, 4, 4), (56, 3, 8, 2)]
 )
 def test_resnext_arch(depth: int, cardinality: int, base_width: int, widen: int) -> None:
-    state = shapes_of(f"resnext{depth}", num_classes=10, cardinality=cardinality,
-                      base_width=base_width, widen_factor=widen)
+    state = shapes_of(
+        f"resnext{depth}",
+        num_classes=10,
+        cardinality=cardinality,
+        base_width=base_width,
+        widen_factor=widen,
+    )
     assert layouts.resnext_problem(state) is None
     arch = layouts.resnext_arch(state)
     assert arch == {
-        "name": f"resnext{depth}", "num_classes": 10, "in_channels": 3,
-        "input_size": [3, 32, 32], "cardinality": cardinality, "base_width": base_width,
+        "name": f"resnext{depth}",
+        "num_classes": 10,
+        "in_channels": 3,
+        "input_size": [3, 32, 32],
+        "cardinality": cardinality,
+        "base_width": base_width,
         "widen_factor": widen,
     }
 
@@ -80,8 +92,13 @@ def test_resnext_arch(depth: int, cardinality: int, base_width: int, widen: int)
 def torchvision_skeleton(name: str) -> dict[str, torch.Tensor]:
     """Only the keys torchvision inference reads, from the real architecture's shapes."""
     full = build_backbone(name, num_classes=3).state_dict()
-    wanted = ("conv1.weight", "fc.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight",
-              "layer1.0.conv3.weight")
+    wanted = (
+        "conv1.weight",
+        "fc.weight",
+        "layer1.0.conv1.weight",
+        "layer1.0.conv2.weight",
+        "layer1.0.conv3.weight",
+    )
     skeleton = {k: v for k, v in full.items() if k in wanted}
     skeleton.update({k: torch.zeros(1) for k in full if k.endswith(".bn1.weight")})
     return skeleton
@@ -94,7 +111,10 @@ def test_torchvision_arch_names(name: str) -> None:
     state = torchvision_skeleton(name)
     assert layouts.torchvision_problem(state) is None
     assert layouts.torchvision_arch(state) == {
-        "name": name, "num_classes": 3, "in_channels": 3, "input_size": [3, 224, 224],
+        "name": name,
+        "num_classes": 3,
+        "in_channels": 3,
+        "input_size": [3, 224, 224],
     }
 
 
@@ -105,8 +125,6 @@ def test_reference_agent_layout_checks() -> None:
     assert layouts.reference_agent_problem(state) is None
     assert layouts.agent_takes_budget(state)
     state["features.blocks.0.1.conv1.weight"] = torch.zeros(1)
-    assert "expected one block in each of 3 stages" in str(
-        layouts.reference_agent_problem(state)
-    )
+    assert "expected one block in each of 3 stages" in str(layouts.reference_agent_problem(state))
     legacy = {"features.fc.weight": torch.zeros(1), "logit.weight": torch.zeros(1)}
     assert layouts.agent_without_legacy_keys(legacy).keys() == {"logit.weight"}

@@ -131,22 +131,32 @@ class RefPolicy32(nn.Module):
 
 class RefResNeXtBottleneck(nn.Module):
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, cardinality: int,
-        base_width: int, widen_factor: int, block_id: int,
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        cardinality: int,
+        base_width: int,
+        widen_factor: int,
+        block_id: int,
     ) -> None:
         super().__init__()
         width = int(base_width * out_channels / (widen_factor * 16.0))
         self.block_policy_idx = [block_id * cardinality, (block_id + 1) * cardinality]
         self.path = nn.ModuleList(
-            nn.Sequential(OrderedDict([
-                ("conv_reduce", nn.Conv2d(in_channels, width, 1, 1, 0, bias=False)),
-                ("bn_reduce", nn.BatchNorm2d(width)),
-                ("relu_reduce", nn.ReLU()),
-                ("conv_conv", nn.Conv2d(width, width, 3, stride, 1, bias=False)),
-                ("bn", nn.BatchNorm2d(width)),
-                ("relu_conv", nn.ReLU()),
-                ("conv_expand", nn.Conv2d(width, out_channels, 1, 1, 0, bias=False)),
-            ]))
+            nn.Sequential(
+                OrderedDict(
+                    [
+                        ("conv_reduce", nn.Conv2d(in_channels, width, 1, 1, 0, bias=False)),
+                        ("bn_reduce", nn.BatchNorm2d(width)),
+                        ("relu_reduce", nn.ReLU()),
+                        ("conv_conv", nn.Conv2d(width, width, 3, stride, 1, bias=False)),
+                        ("bn", nn.BatchNorm2d(width)),
+                        ("relu_conv", nn.ReLU()),
+                        ("conv_expand", nn.Conv2d(width, out_channels, 1, 1, 0, bias=False)),
+                    ]
+                )
+            )
             for _ in range(cardinality)
         )
         self.bn = nn.BatchNorm2d(out_channels)
@@ -188,8 +198,13 @@ class RefCifarResNeXt(nn.Module):
     ) -> nn.ModuleList:
         return nn.ModuleList(
             RefResNeXtBottleneck(
-                in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1,
-                cardinality, base_width, widen, i,
+                in_ch if i == 0 else out_ch,
+                out_ch,
+                stride if i == 0 else 1,
+                cardinality,
+                base_width,
+                widen,
+                i,
             )
             for i in range(self.block_depth)
         )
@@ -295,8 +310,10 @@ def test_budgetnet_resnext_and_agent_match_the_reference(
 ) -> None:
     rnet = randomized(RefCifarResNeXt(2, 29, 10, base_width=4), randomize_bn, 1)
     agent = randomized(RefPolicy32(9 * 2, budget=True), randomize_bn, 2)
-    path = save(tmp_path / "ckpt_E_5.t7",
-                {"resnet": rnet.state_dict(), "agent": agent.state_dict(), "epoch": 5})
+    path = save(
+        tmp_path / "ckpt_E_5.t7",
+        {"resnet": rnet.state_dict(), "agent": agent.state_dict(), "epoch": 5},
+    )
 
     loaded = load_checkpoint(path)
     assert loaded.format == "budgetnet"
@@ -352,16 +369,25 @@ def test_blockdrop_resnet32_and_agent_match_the_reference(
 ) -> None:
     rnet = randomized(RefFlatResNet32([5, 5, 5]), randomize_bn, 7)
     agent = randomized(RefPolicy32(15, budget=False), randomize_bn, 8)
-    path = save(tmp_path / "ckpt.t7", {
-        "resnet": rnet.state_dict(), "agent": agent.state_dict(),
-        "epoch": 10, "reward": torch.tensor(0.5), "acc": torch.tensor(0.25),
-    })
+    path = save(
+        tmp_path / "ckpt.t7",
+        {
+            "resnet": rnet.state_dict(),
+            "agent": agent.state_dict(),
+            "epoch": 10,
+            "reward": torch.tensor(0.5),
+            "acc": torch.tensor(0.25),
+        },
+    )
 
     loaded = load_checkpoint(path)
     assert loaded.format == "blockdrop"
     assert loaded.backbone.config == {
-        "name": "resnet32", "num_classes": 10, "in_channels": 3,
-        "input_size": [3, 32, 32], "shortcut": "B",
+        "name": "resnet32",
+        "num_classes": 10,
+        "in_channels": 3,
+        "input_size": [3, 32, 32],
+        "shortcut": "B",
     }
     x = torch.randn(6, 3, 32, 32)
     mask = make_mask(6, 15, seed=9)
@@ -379,8 +405,7 @@ def test_blockdrop_resnet32_and_agent_match_the_reference(
     assert BLOCKDROP_AGENT_NOTE in loaded.meta["warnings"]
     # BlockDrop normalises its ResNet-32 CIFAR-10 model with the CIFAR statistics.
     assert loaded.meta["preprocessing"]["mean"] == CIFAR_MEAN
-    assert loaded.meta["source"] == {"format": "blockdrop", "epoch": 10, "reward": 0.5,
-                                     "acc": 0.25}
+    assert loaded.meta["source"] == {"format": "blockdrop", "epoch": 10, "reward": 0.5, "acc": 0.25}
 
     # Re-saved in our format, the import keeps its outputs and meta.
     resaved = load_checkpoint(
@@ -453,8 +478,11 @@ def test_agent_for_another_backbone_is_refused(
 
 def akamaster_file(reference: nn.Module, best_prec1: float) -> dict:
     """akamaster's layout: DataParallel 'module.' keys, no num_batches_tracked."""
-    state = {f"module.{k}": v for k, v in reference.state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        f"module.{k}": v
+        for k, v in reference.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     return {"best_prec1": best_prec1, "state_dict": state}
 
 
@@ -475,8 +503,10 @@ def test_akamaster_layout_matches_the_reference(
         ours = loaded.backbone(x, mask)
     close(ours, per_sample(reference.forward_single, x, mask))
     assert loaded.meta["preprocessing"] == {
-        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-        "input_size": [3, 32, 32], "layout": "NCHW",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "input_size": [3, 32, 32],
+        "layout": "NCHW",
     }
     assert loaded.meta["source"] == {"format": "akamaster", "best_prec1": 91.5}
 
@@ -492,8 +522,9 @@ AKAMASTER_DIR = shared_dir() / "pretrained" / "akamaster-cifar10"
 
 
 @pytest.mark.skipif(not AKAMASTER_DIR.is_dir(), reason="pretrained akamaster weights absent")
-@pytest.mark.parametrize(("depth", "file"), [(20, "resnet20-12fca82f.th"),
-                                             (56, "resnet56-4bfd9763.th")])
+@pytest.mark.parametrize(
+    ("depth", "file"), [(20, "resnet20-12fca82f.th"), (56, "resnet56-4bfd9763.th")]
+)
 def test_real_akamaster_weights(depth: int, file: str) -> None:
     path = AKAMASTER_DIR / file
     loaded = load_checkpoint(path)

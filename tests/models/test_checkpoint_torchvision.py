@@ -49,11 +49,17 @@ def test_resnet18_state_dict_loads_as_torchvision(
     loaded = load_checkpoint(path)
     assert loaded.format == "torchvision"
     assert loaded.backbone.config == {
-        "name": "resnet18", "num_classes": 1000, "in_channels": 3, "input_size": [3, 224, 224],
+        "name": "resnet18",
+        "num_classes": 1000,
+        "in_channels": 3,
+        "input_size": [3, 224, 224],
     }
     same_outputs(loaded.backbone, resnet18)
     assert loaded.meta["preprocessing"] == {
-        "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_size": [3, 224, 224], "layout": "NCHW",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "input_size": [3, 224, 224],
+        "layout": "NCHW",
     }
     assert loaded.meta["dataset"] == "imagenet"
 
@@ -100,9 +106,13 @@ def test_blockdrop_imagenet_resnet_loads_and_its_agent_is_left_out(
     tmp_path: Path, resnet18: Backbone
 ) -> None:
     # BlockDrop's Policy224 agent: a 4-stage FlatResNet224 extractor we do not build.
-    agent = {"features.conv1.weight": torch.zeros(64, 3, 7, 7),
-             "logit.weight": torch.zeros(8, 512), "logit.bias": torch.zeros(8),
-             "vnet.weight": torch.zeros(1, 512), "vnet.bias": torch.zeros(1)}
+    agent = {
+        "features.conv1.weight": torch.zeros(64, 3, 7, 7),
+        "logit.weight": torch.zeros(8, 512),
+        "logit.bias": torch.zeros(8),
+        "vnet.weight": torch.zeros(1, 512),
+        "vnet.bias": torch.zeros(1),
+    }
     for stage in range(4):
         agent[f"features.blocks.{stage}.0.conv1.weight"] = torch.zeros(1)
     path = tmp_path / "bd224.t7"
@@ -124,4 +134,3 @@ def test_wrong_shapes_in_a_torchvision_file(tmp_path: Path, resnet18: Backbone) 
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="bad.pth: backbone tensor 'layer3.1.conv2.weight'"):
         load_checkpoint(path)
-

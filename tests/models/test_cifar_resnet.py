@@ -73,8 +73,12 @@ def test_shortcut_options_differ():
 
 @pytest.mark.parametrize(
     ("name", "blocks", "params"),
-    [("resnet20", 9, 269_722), ("resnet32", 15, 464_154), ("resnet56", 27, 853_018),
-     ("resnet110", 54, 1_727_962)],
+    [
+        ("resnet20", 9, 269_722),
+        ("resnet32", 15, 464_154),
+        ("resnet56", 27, 853_018),
+        ("resnet110", 54, 1_727_962),
+    ],
 )
 def test_depths(name, blocks, params):
     """Block and parameter counts of the published CIFAR-10 models (0.27M ... 1.7M)."""

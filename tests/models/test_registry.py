@@ -25,10 +25,16 @@ def test_unknown_option_lists_valid_options():
 
 
 def test_config_round_trip():
-    net = build_backbone("resnet32", num_classes=7, in_channels=1, input_size=(1, 28, 28),
-                         shortcut="B")
-    assert net.config == {"name": "resnet32", "num_classes": 7, "in_channels": 1,
-                          "input_size": [1, 28, 28], "shortcut": "B"}
+    net = build_backbone(
+        "resnet32", num_classes=7, in_channels=1, input_size=(1, 28, 28), shortcut="B"
+    )
+    assert net.config == {
+        "name": "resnet32",
+        "num_classes": 7,
+        "in_channels": 1,
+        "input_size": [1, 28, 28],
+        "shortcut": "B",
+    }
     again = build_backbone(**net.config)
     assert again.config == net.config
     again.load_state_dict(net.state_dict(), strict=True)

@@ -158,9 +158,15 @@ def test_reference_key_names():
 def test_options_and_round_trip():
     net = build_backbone("resnext29", num_classes=100, cardinality=8, base_width=8)
     assert net.num_components == 72
-    assert net.config == {"name": "resnext29", "num_classes": 100, "in_channels": 3,
-                          "input_size": [3, 32, 32], "cardinality": 8, "base_width": 8,
-                          "widen_factor": 4}
+    assert net.config == {
+        "name": "resnext29",
+        "num_classes": 100,
+        "in_channels": 3,
+        "input_size": [3, 32, 32],
+        "cardinality": 8,
+        "base_width": 8,
+        "widen_factor": 4,
+    }
     build_backbone(**net.config).load_state_dict(net.state_dict(), strict=True)
 
 

@@ -74,8 +74,12 @@ def test_state_dict_round_trip():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a.eval()(x), b.eval()(x))
-    assert a.config == {"name": "resnet18", "num_classes": 5, "in_channels": 3,
-                        "input_size": [3, 224, 224]}
+    assert a.config == {
+        "name": "resnet18",
+        "num_classes": 5,
+        "in_channels": 3,
+        "input_size": [3, 224, 224],
+    }
 
 
 def reference_block(blk: TorchvisionBlock, h: torch.Tensor, keep: bool) -> torch.Tensor:

@@ -49,7 +49,7 @@ def np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int) 
     out = np.zeros((n, w.shape[0], ho, wo), np.float64)
     for i in range(k):
         for j in range(k):
-            patch = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+            patch = xp[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return out + b[None, :, None, None]
 
@@ -89,20 +89,28 @@ class OnnxBuilder:
 
     def conv(self, x: str, w: np.ndarray, b: np.ndarray, stride: int, pad: int) -> str:
         k = w.shape[2]
-        return self.op("Conv", [x, self.const(w), self.const(b)], kernel_shape=[k, k],
-                       strides=[stride, stride], pads=[pad] * 4)
+        return self.op(
+            "Conv",
+            [x, self.const(w), self.const(b)],
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+        )
 
-    def model(self, inputs: list[tuple[str, list[Any]]], outputs: list[tuple[str, str, list[Any]]]
-              ) -> onnx.ModelProto:
+    def model(
+        self, inputs: list[tuple[str, list[Any]]], outputs: list[tuple[str, str, list[Any]]]
+    ) -> onnx.ModelProto:
         """inputs: (name, shape); outputs: (graph name, internal tensor, shape)."""
         nodes = list(self.nodes)
         for public, internal, _ in outputs:
             nodes.append(helper.make_node("Identity", [internal], [public]))
         graph = helper.make_graph(
-            nodes, "tiny",
+            nodes,
+            "tiny",
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, _, s in outputs],
-            initializer=self.inits)
+            initializer=self.inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
         model.ir_version = 8
         onnx.checker.check_model(model)
@@ -183,7 +191,7 @@ class TinyNet:
         comps = self.components
         rows = []
         for i in range(x.shape[0]):
-            h = relu(np_conv(x[i:i + 1].astype(np.float64), self.stem["w"], self.stem["b"], 1, 1))
+            h = relu(np_conv(x[i : i + 1].astype(np.float64), self.stem["w"], self.stem["b"], 1, 1))
             for b, blk in enumerate(self.blocks):
                 kept = [k for k, (cb, _) in enumerate(comps) if cb == b and mask[i, k]]
                 if blk.kind == "resnet":
@@ -219,8 +227,9 @@ class TinyNet:
             outs.append(g.conv(h, q["we"], q["be"], 1, 0))
         if outs:
             total = outs[0] if len(outs) == 1 else g.op("Sum", outs)
-            bn = g.op("Add", [g.op("Mul", [total, g.const(p["scale"].reshape(1, -1, 1, 1))]),
-                              shift])
+            bn = g.op(
+                "Add", [g.op("Mul", [total, g.const(p["scale"].reshape(1, -1, 1, 1))]), shift]
+            )
         else:
             bn = shift
         return g.op("Relu", [g.op("Add", [x, bn])])
@@ -235,8 +244,9 @@ class TinyNet:
         g.inits.append(numpy_helper.from_array(np.array([1], np.int64), axes))
         feats = g.op("Concat", [pooled, g.op("Unsqueeze", [budget, axes])], axis=1)
         z = g.op("Gemm", [feats, g.const(self.policy["w"]), g.const(self.policy["b"])], transB=1)
-        value = g.op("Gemm", [feats, g.const(self.policy["wv"]), g.const(self.policy["bv"])],
-                     transB=1)
+        value = g.op(
+            "Gemm", [feats, g.const(self.policy["wv"]), g.const(self.policy["bv"])], transB=1
+        )
         return g.op("Sigmoid", [z]), value
 
     def shapes(self) -> list[list[Any]]:
@@ -257,25 +267,43 @@ def make_net(kind: str = "resnet", channels: int = 3, seed: int = 0) -> TinyNet:
     width = 4
 
     def resnet_block(stage: int, cin: int, cout: int, stride: int) -> Block:
-        p = {"w1": _rand(rng, cout, cin, 3, 3), "b1": _rand(rng, cout),
-             "w2": _rand(rng, cout, cout, 3, 3), "b2": _rand(rng, cout)}
+        p = {
+            "w1": _rand(rng, cout, cin, 3, 3),
+            "b1": _rand(rng, cout),
+            "w2": _rand(rng, cout, cout, 3, 3),
+            "b2": _rand(rng, cout),
+        }
         if stride != 1 or cin != cout:
             p |= {"wsc": _rand(rng, cout, cin, 1, 1, scale=0.5), "bsc": _rand(rng, cout)}
         return Block("resnet", stage, cin, cout, stride, p)
 
     def resnext_block(stage: int, c: int, num_paths: int, scheme: str) -> Block:
-        paths = [{"wr": _rand(rng, 2, c, 1, 1), "br": _rand(rng, 2),
-                  "wc": _rand(rng, 2, 2, 3, 3), "bc": _rand(rng, 2),
-                  "we": _rand(rng, c, 2, 1, 1), "be": _rand(rng, c)} for _ in range(num_paths)]
+        paths = [
+            {
+                "wr": _rand(rng, 2, c, 1, 1),
+                "br": _rand(rng, 2),
+                "wc": _rand(rng, 2, 2, 3, 3),
+                "bc": _rand(rng, 2),
+                "we": _rand(rng, c, 2, 1, 1),
+                "be": _rand(rng, c),
+            }
+            for _ in range(num_paths)
+        ]
         p = {"paths": paths, "scale": 1.0 + _rand(rng, c, scale=0.1), "shift": _rand(rng, c)}
         return Block("resnext", stage, c, c, 1, p, num_paths, scheme)
 
     if kind == "resnet":
-        blocks = [resnet_block(0, width, width, 1), resnet_block(1, width, 6, 2),
-                  resnet_block(1, 6, 6, 1)]
+        blocks = [
+            resnet_block(0, width, width, 1),
+            resnet_block(1, width, 6, 2),
+            resnet_block(1, 6, 6, 1),
+        ]
     else:
-        blocks = [resnext_block(0, width, 3, "all"), resnext_block(0, width, 5, "prefix"),
-                  resnet_block(1, width, 6, 2)]
+        blocks = [
+            resnext_block(0, width, 3, "all"),
+            resnext_block(0, width, 5, "prefix"),
+            resnet_block(1, width, 6, 2),
+        ]
     size = hw
     for blk in blocks:
         blk.in_hw = size
@@ -283,13 +311,18 @@ def make_net(kind: str = "resnet", channels: int = 3, seed: int = 0) -> TinyNet:
     num_classes = 5
     k = sum(1 if b.kind == "resnet" else b.num_paths for b in blocks)
     return TinyNet(
-        input_size=(channels, *hw), num_classes=num_classes,
+        input_size=(channels, *hw),
+        num_classes=num_classes,
         stem={"w": _rand(rng, width, channels, 3, 3), "b": _rand(rng, width)},
         blocks=blocks,
         head={"w": _rand(rng, num_classes, blocks[-1].cout), "b": _rand(rng, num_classes)},
         # large weights on the pooled image so probabilities spread over (0, 1)
-        policy={"w": _rand(rng, k, channels + 1, scale=4.0), "b": _rand(rng, k, scale=0.5),
-                "wv": _rand(rng, 1, channels + 1), "bv": _rand(rng, 1)},
+        policy={
+            "w": _rand(rng, k, channels + 1, scale=4.0),
+            "b": _rand(rng, k, scale=0.5),
+            "wv": _rand(rng, 1, channels + 1),
+            "bv": _rand(rng, 1),
+        },
         mean=[0.5, 0.4, 0.3][:channels] if channels <= 3 else [0.5] * channels,
         std=[0.25, 0.2, 0.3][:channels] if channels <= 3 else [0.25] * channels,
     )
@@ -302,8 +335,14 @@ def _spec(name: str, shape: list[Any]) -> TensorSpec:
     return TensorSpec(name, list(shape), "float32")
 
 
-def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = True,
-                   hot: list[list[int]] | None = None, switch: bool = False) -> Manifest:
+def write_artifact(
+    net: TinyNet,
+    out: Path,
+    policy: bool = True,
+    full: bool = True,
+    hot: list[list[int]] | None = None,
+    switch: bool = False,
+) -> Manifest:
     """Write every graph and the manifest, as the exporter would (the switch graph
     only when asked, so the other tests keep exercising the per-block chain)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -313,8 +352,9 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
     graphs: list[GraphSpec] = []
     models: dict[str, onnx.ModelProto] = {}
 
-    def save(name: str, model: onnx.ModelProto, ins: list[TensorSpec],
-             outs: list[TensorSpec]) -> str:
+    def save(
+        name: str, model: onnx.ModelProto, ins: list[TensorSpec], outs: list[TensorSpec]
+    ) -> str:
         onnx.save(model, str(out / f"{name}.onnx"))
         graphs.append(GraphSpec(name, f"{name}.onnx", ins, outs))
         models[name] = model
@@ -334,21 +374,32 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
         if blk.scheme == "single":
             kept_sets = [(0,)]
         elif blk.scheme == "all":
-            kept_sets = [s for r in range(1, blk.num_paths + 1)
-                         for s in itertools.combinations(range(blk.num_paths), r)]
+            kept_sets = [
+                s
+                for r in range(1, blk.num_paths + 1)
+                for s in itertools.combinations(range(blk.num_paths), r)
+            ]
         else:
             kept_sets = [tuple(range(m)) for m in range(1, blk.num_paths + 1)]
         variants = []
         for s in kept_sets:
             name = f"block{b}_p" + "".join(map(str, s))
             run = list(s) if blk.kind == "resnext" else None
-            one(name, shapes[b], shapes[b + 1],
-                lambda g, x, blk=blk, run=run: net.onnx_block(g, blk, x, run))
+            one(
+                name,
+                shapes[b],
+                shapes[b + 1],
+                lambda g, x, blk=blk, run=run: net.onnx_block(g, blk, x, run),
+            )
             variants.append(VariantSpec(list(s), name))
         skip = None
         if blk.kind == "resnext" or blk.has_conv_shortcut:
-            skip = one(f"block{b}_skip", shapes[b], shapes[b + 1],
-                       lambda g, x, blk=blk: net.onnx_block(g, blk, x, []))
+            skip = one(
+                f"block{b}_skip",
+                shapes[b],
+                shapes[b + 1],
+                lambda g, x, blk=blk: net.onnx_block(g, blk, x, []),
+            )
         fixed = conv_flops(blk.p["wsc"], blk.out_hw) if "wsc" in blk.p else 0
         blocks.append(BlockSpec(b, blk.stage, blk.num_paths, fixed, variants, skip, blk.scheme))
     head = one("head", shapes[-1], logits, net.onnx_head)
@@ -374,14 +425,20 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
         from budget_edge.export.switch_graph import switch_graph  # onnx only, no torch
 
         codes = TensorSpec("codes", [len(blocks)], "int64")
-        roles["switch"] = save("switch", switch_graph(models, blocks, stem, head),
-                               [_spec("image", image), codes], [_spec("logits", logits)])
+        roles["switch"] = save(
+            "switch",
+            switch_graph(models, blocks, stem, head),
+            [_spec("image", image), codes],
+            [_spec("logits", logits)],
+        )
     if policy:
         g = OnnxBuilder()
         probs, value = net.onnx_policy(g, "image", "budget")
         k = len(comps)
-        model = g.model([("image", image), ("budget", [BATCH_AXIS])],
-                        [("probs", probs, [BATCH_AXIS, k]), ("value", value, [BATCH_AXIS, 1])])
+        model = g.model(
+            [("image", image), ("budget", [BATCH_AXIS])],
+            [("probs", probs, [BATCH_AXIS, k]), ("value", value, [BATCH_AXIS, 1])],
+        )
         ins = [_spec("image", image), _spec("budget", [BATCH_AXIS])]
         outs = [_spec("probs", [BATCH_AXIS, k]), _spec("value", [BATCH_AXIS, 1])]
         roles["policy"] = save("policy", model, ins, outs)
@@ -406,10 +463,11 @@ def write_artifact(net: TinyNet, out: Path, policy: bool = True, full: bool = Tr
         blocks=blocks,
         graphs=graphs,
         roles=roles,
-        flops=FlopsSpec(stem=conv_flops(net.stem["w"], (h0, w0)),
-                        head=2 * int(net.head["w"].size),
-                        policy=2 * int(net.policy["w"].size + net.policy["wv"].size)
-                        if policy else None),
+        flops=FlopsSpec(
+            stem=conv_flops(net.stem["w"], (h0, w0)),
+            head=2 * int(net.head["w"].size),
+            policy=2 * int(net.policy["w"].size + net.policy["wv"].size) if policy else None,
+        ),
         versions={"onnx": onnx.__version__, "opset": OPSET, "budget_edge": "test"},
         hot_policies=hot_specs,
     )

@@ -33,11 +33,13 @@ ALIGNMENT = 256  # bytes: cudaMalloc gives it, TensorRT requires it of tensor ad
 class FakeCudart:
     """Host-memory imitation of the cuda-python runtime calls the backend uses."""
 
-    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2,
-                                           cudaMemcpyDeviceToDevice=3)
+    cudaMemcpyKind = types.SimpleNamespace(
+        cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2, cudaMemcpyDeviceToDevice=3
+    )
 
-    def __init__(self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7),
-                 devices: int = 1) -> None:
+    def __init__(
+        self, gpu: bytes = b"Fake GPU\x00\x00\x00", cc: tuple[int, int] = (8, 7), devices: int = 1
+    ) -> None:
         self.gpu, self.cc, self.devices = gpu, cc, devices
         self.driver = 12060  # CUDA 12.6, JetPack 6 (0: no driver loaded, as the runtime says)
         self.no_libcuda = False  # True: cuda-python 12.6.x's RuntimeError for every call
@@ -126,10 +128,12 @@ class FakeCudart:
         ctypes.memmove(dst, src, count)
         return (0,)
 
-    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int
-                        ) -> tuple[int]:
-        where = {1: (self.pinned, self.buffers, "h2d"), 2: (self.buffers, self.pinned, "d2h"),
-                 3: (self.buffers, self.buffers, "d2d")}
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int) -> tuple[int]:
+        where = {
+            1: (self.pinned, self.buffers, "h2d"),
+            2: (self.buffers, self.pinned, "d2h"),
+            3: (self.buffers, self.buffers, "d2d"),
+        }
         src_table, dst_table, name = where[kind]
         assert self._inside(src_table, src, count), f"{name} copy reads outside a buffer"
         assert self._inside(dst_table, dst, count), f"{name} copy writes outside a buffer"
@@ -231,8 +235,10 @@ class _Context:
         addresses, shapes = dict(self.addresses), dict(self.shapes)  # as they are now
 
         def run() -> None:
-            feeds = {name: e.memory.read(addresses[name], shapes[name], e.dtypes[name])
-                     for name in e.inputs}
+            feeds = {
+                name: e.memory.read(addresses[name], shapes[name], e.dtypes[name])
+                for name in e.inputs
+            }
             outputs = e.session.run(e.outputs, feeds)
             for name, value in zip(e.outputs, outputs, strict=True):
                 e.memory.write(addresses[name], np.ascontiguousarray(value, np.float32))
@@ -244,12 +250,15 @@ class _Context:
 
 class _Engine:
     def __init__(self, spec: dict[str, Any], root: Path, memory: Any) -> None:
-        self.session = ort.InferenceSession(str(root / spec["onnx"]),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(root / spec["onnx"]), providers=["CPUExecutionProvider"]
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.input_shapes = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
-        self.dtypes = {i.name: np.uint8 if i.type == "tensor(uint8)" else np.float32
-                       for i in self.session.get_inputs()}
+        self.dtypes = {
+            i.name: np.uint8 if i.type == "tensor(uint8)" else np.float32
+            for i in self.session.get_inputs()
+        }
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.max_batch = int(spec["max_batch"])
         # Activation scratch an execution context needs: more for larger batches.

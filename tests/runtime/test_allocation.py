@@ -58,8 +58,9 @@ def test_easy_images_get_fewer_components_than_hard_ones() -> None:
     assert len(np.unique(counts)) >= 3
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 4)), np.zeros(5), np.zeros((3, 1)),
-                                 np.array([[0.1, np.nan]])])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((0, 4)), np.zeros(5), np.zeros((3, 1)), np.array([[0.1, np.nan]])]
+)
 def test_calibration_refuses_bad_chances(bad: np.ndarray) -> None:
     with pytest.raises(InputError):
         allocation.calibrate_prices(bad, np.array([0.5]))
@@ -90,31 +91,45 @@ def test_a_float32_budget_takes_its_own_calibrated_price() -> None:
 
 def test_masks_keep_the_agents_top_components_at_each_images_count() -> None:
     k = 4
-    chances = np.array([[0.1, 0.9, 0.9, 0.9, 0.9],    # easy: one component
-                        [0.1, 0.2, 0.3, 0.4, 0.95]])  # hard: all four
+    chances = np.array(
+        [
+            [0.1, 0.9, 0.9, 0.9, 0.9],  # easy: one component
+            [0.1, 0.2, 0.3, 0.4, 0.95],
+        ]
+    )  # hard: all four
     level_probs = np.zeros((2, k + 1, k), np.float32)
     level_probs[0, 1] = [0.1, 0.2, 0.9, 0.3]  # at count 1 the agent ranks component 2 first
     level_probs[1, 4] = [0.9, 0.8, 0.7, 0.6]
     budgets, prices = np.array([0.0, 1.0]), np.array([0.4, 0.4])
-    mask, probs = allocation.allocated_masks(chances, level_probs, np.array([0.5, 0.5]),
-                                             budgets, prices)
+    mask, probs = allocation.allocated_masks(
+        chances, level_probs, np.array([0.5, 0.5]), budgets, prices
+    )
     assert mask.tolist() == [[0, 0, 1, 0], [1, 1, 1, 1]]
     np.testing.assert_array_equal(probs, level_probs[[0, 1], [1, 4]])
 
 
 def test_masks_refuse_outputs_that_do_not_fit() -> None:
     with pytest.raises(InputError, match="do not fit"):
-        allocation.allocated_masks(np.zeros((2, 4)), np.zeros((2, 5, 4)), np.zeros(2),
-                                   np.array([0.0]), np.array([0.0]))
+        allocation.allocated_masks(
+            np.zeros((2, 4)), np.zeros((2, 5, 4)), np.zeros(2), np.array([0.0]), np.array([0.0])
+        )
 
 
 def test_with_count_masks_each_image_runs_the_row_of_its_count() -> None:
-    chances = np.array([[0.1, 0.9, 0.9, 0.9],     # easy: one component
-                        [0.1, 0.2, 0.3, 0.95]])   # hard: all three
+    chances = np.array(
+        [
+            [0.1, 0.9, 0.9, 0.9],  # easy: one component
+            [0.1, 0.2, 0.3, 0.95],
+        ]
+    )  # hard: all three
     table = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]], np.uint8)
-    mask, shares = allocation.decide([chances], allocation.CountTable.of(table),
-                                     np.array([0.5, 0.5]),
-                                     np.array([0.0]), np.array([0.4]))
+    mask, shares = allocation.decide(
+        [chances],
+        allocation.CountTable.of(table),
+        np.array([0.5, 0.5]),
+        np.array([0.0]),
+        np.array([0.4]),
+    )
     assert mask.tolist() == [[0, 1, 0], [1, 1, 1]]
     # Component 1 is in three of the four rows: a cap drops it last.
     np.testing.assert_allclose(shares, [[0, 0.75, 0], [0.5, 0.75, 0.25]])
@@ -123,5 +138,10 @@ def test_with_count_masks_each_image_runs_the_row_of_its_count() -> None:
 def test_count_masks_refuse_chances_that_do_not_fit() -> None:
     table = np.tril(np.ones((4, 3), np.uint8), -1)
     with pytest.raises(InputError, match="do not fit"):
-        allocation.table_masks(np.zeros((2, 5)), allocation.CountTable.of(table), np.zeros(2),
-                               np.array([0.0]), np.array([0.0]))
+        allocation.table_masks(
+            np.zeros((2, 5)),
+            allocation.CountTable.of(table),
+            np.zeros(2),
+            np.array([0.0]),
+            np.array([0.0]),
+        )

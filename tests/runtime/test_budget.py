@@ -33,8 +33,14 @@ def _battery(tmp_path: Path, value: str, **kwargs: object) -> tuple[BatteryBudge
 
 
 def test_battery_schedule_levels(tmp_path: Path) -> None:
-    for charge, expected in [("100\n", 1.0), ("60", 1.0), ("59", 0.6), ("30", 0.6), ("29", 0.3),
-                             ("0", 0.3)]:
+    for charge, expected in [
+        ("100\n", 1.0),
+        ("60", 1.0),
+        ("59", 0.6),
+        ("30", 0.6),
+        ("29", 0.3),
+        ("0", 0.3),
+    ]:
         control, _ = _battery(tmp_path, charge)
         assert control.budget() == expected, charge
 
@@ -42,8 +48,15 @@ def test_battery_schedule_levels(tmp_path: Path) -> None:
 def test_battery_hysteresis_going_down(tmp_path: Path) -> None:
     control, path = _battery(tmp_path, "70", hysteresis=3.0)
     assert control.budget() == 1.0
-    for charge, expected in [(59, 1.0), (58, 1.0), (57.5, 1.0), (56.9, 0.6), (58, 0.6),
-                             (61, 0.6), (62.9, 0.6)]:
+    for charge, expected in [
+        (59, 1.0),
+        (58, 1.0),
+        (57.5, 1.0),
+        (56.9, 0.6),
+        (58, 0.6),
+        (61, 0.6),
+        (62.9, 0.6),
+    ]:
         path.write_text(str(charge))
         assert control.budget() == expected, charge
 
@@ -130,8 +143,7 @@ def test_latency_starts_from_the_table() -> None:
     assert c.table_p95(0.1) == 4.0 and c.table_p95(0.625) == pytest.approx(8.5)
 
 
-def _simulate(control: LatencyBudget, latency_of: object, steps: int, seed: int = 0
-              ) -> list[float]:
+def _simulate(control: LatencyBudget, latency_of: object, steps: int, seed: int = 0) -> list[float]:
     """Device loop against a synthetic latency model with 5 % multiplicative noise."""
     rng = np.random.default_rng(seed)
     seen = []

@@ -15,12 +15,14 @@ PRICES = np.array([9.0, 0.6, 0.3, 0.1, 0.0])
 COMP_FLOPS = np.arange(1, K + 1, dtype=np.int64) * 100
 
 
-def _plan(whole: dict[bytes, str] | None = None,
-          prefix_blocks: list[list[int]] | None = None) -> CountPlan:
+def _plan(
+    whole: dict[bytes, str] | None = None, prefix_blocks: list[list[int]] | None = None
+) -> CountPlan:
     if whole is None:
         whole = {row.tobytes(): f"g{i}" for i, row in enumerate(TABLE.masks)}
-    return CountPlan.build("allocator", TABLE, whole, BUDGETS, PRICES, 7, COMP_FLOPS,
-                           prefix_blocks or [])
+    return CountPlan.build(
+        "allocator", TABLE, whole, BUDGETS, PRICES, 7, COMP_FLOPS, prefix_blocks or []
+    )
 
 
 def test_counts_equal_the_general_arithmetic_on_many_images() -> None:
@@ -30,8 +32,9 @@ def test_counts_equal_the_general_arithmetic_on_many_images() -> None:
     chances[:40] = np.round(chances[:40], 1)  # ties between counts
     for budget in (0.0, 0.1, 0.25, 0.49, 0.5, 0.7, 0.99, 1.0):
         want = allocation.counts_for(
-            chances, allocation.prices_for(np.full(300, budget, np.float32), BUDGETS, PRICES))
-        got = [plan.count(chances[i:i + 1], budget) for i in range(300)]
+            chances, allocation.prices_for(np.full(300, budget, np.float32), BUDGETS, PRICES)
+        )
+        got = [plan.count(chances[i : i + 1], budget) for i in range(300)]
         assert got == want.tolist(), budget
 
 
@@ -77,16 +80,29 @@ def test_a_count_without_a_whole_mask_graph_has_none() -> None:
 def test_rows_are_projected_to_the_prefix_variants_the_artifact_has() -> None:
     # Components 3..5 are paths of one prefix-scheme block: a row keeping paths {4} runs
     # the prefix {3}, as the general path projects the masks it runs.
-    table = allocation.CountTable.of([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0],
-                                      [1, 0, 0, 0, 1, 0], [1, 1, 0, 0, 1, 0],
-                                      [1, 1, 1, 0, 1, 0], [1, 1, 1, 1, 1, 0],
-                                      [1, 1, 1, 1, 1, 1]])
-    projected = allocation.CountTable.of([[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0],
-                                          [1, 0, 0, 1, 0, 0], [1, 1, 0, 1, 0, 0],
-                                          [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0],
-                                          [1, 1, 1, 1, 1, 1]])
+    table = allocation.CountTable.of(
+        [
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 1, 0],
+            [1, 0, 0, 0, 1, 0],
+            [1, 1, 0, 0, 1, 0],
+            [1, 1, 1, 0, 1, 0],
+            [1, 1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1, 1],
+        ]
+    )
+    projected = allocation.CountTable.of(
+        [
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 1, 0, 0],
+            [1, 0, 0, 1, 0, 0],
+            [1, 1, 0, 1, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1, 1],
+        ]
+    )
     whole = {row.tobytes(): f"p{i}" for i, row in enumerate(projected.masks)}
-    plan = CountPlan.build("allocator", table, whole, BUDGETS, PRICES, 0, COMP_FLOPS,
-                           [[3, 4, 5]])
+    plan = CountPlan.build("allocator", table, whole, BUDGETS, PRICES, 0, COMP_FLOPS, [[3, 4, 5]])
     np.testing.assert_array_equal(plan.masks, projected.masks)
     np.testing.assert_array_equal(plan.shares, table.shares)  # the table's, as in general

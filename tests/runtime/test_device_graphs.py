@@ -38,7 +38,8 @@ def test_gather_and_scatter_rows() -> None:
     (picked,) = _session(device_graphs.GATHER_ROWS).run(None, {"data": data, "rows": rows})
     np.testing.assert_array_equal(picked, data[[3, 1]])
     (written,) = _session(device_graphs.SCATTER_ROWS).run(
-        None, {"data": data, "rows": rows[:, None], "updates": -picked})
+        None, {"data": data, "rows": rows[:, None], "updates": -picked}
+    )
     want = data.copy()
     want[[3, 1]] = -picked
     np.testing.assert_array_equal(written, want)
@@ -49,5 +50,6 @@ def test_preprocess_matches_the_host_normalisation() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (4, 5, 7, 3), np.uint8)
     scale, shift = scale_and_shift(pre)
     (image,) = _session(device_graphs.PREPROCESS).run(
-        None, {"pixels": pixels, "scale": scale, "shift": shift})
+        None, {"pixels": pixels, "scale": scale, "shift": shift}
+    )
     np.testing.assert_allclose(image, prepare_images(pixels, pre), rtol=1e-5, atol=1e-5)

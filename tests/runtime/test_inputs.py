@@ -74,8 +74,7 @@ IMAGE_ERRORS: list[tuple[str, Any, Preprocessing, str]] = [
 ]
 
 
-@pytest.mark.parametrize("case,images,pre,message", IMAGE_ERRORS,
-                         ids=[c[0] for c in IMAGE_ERRORS])
+@pytest.mark.parametrize("case,images,pre,message", IMAGE_ERRORS, ids=[c[0] for c in IMAGE_ERRORS])
 def test_image_errors(case: str, images: Any, pre: Preprocessing, message: str) -> None:
     with pytest.raises(InputError, match=message):
         prepare_images(images, pre)
@@ -113,8 +112,9 @@ def test_budget_errors(case: str, budget: Any, message: str) -> None:
 
 def test_mask_forms() -> None:
     np.testing.assert_array_equal(prepare_mask([1, 0, 1], 2, 3), [[1, 0, 1], [1, 0, 1]])
-    np.testing.assert_array_equal(prepare_mask(np.array([[True, False, True]] * 2), 2, 3),
-                                  [[1, 0, 1]] * 2)
+    np.testing.assert_array_equal(
+        prepare_mask(np.array([[True, False, True]] * 2), 2, 3), [[1, 0, 1]] * 2
+    )
     m = prepare_mask(np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), 2, 3)
     assert m.dtype == np.uint8 and m.tolist() == [[1, 0, 1], [0, 0, 0]]
     one = prepare_mask(np.array([0, 1, 1], np.uint8), 1, 3)  # one image: a (1, K) row

@@ -46,8 +46,13 @@ def test_resnext_variants(resnext_artifact: Any) -> None:
     m = Manifest.load(resnext_artifact.path)
     assert [b.variant_scheme for b in m.blocks] == ["all", "prefix", "single"]
     assert len(m.blocks[0].variants) == 7  # 2^3 - 1 path subsets
-    assert [v.paths for v in m.blocks[1].variants] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3],
-                                                       [0, 1, 2, 3, 4]]
+    assert [v.paths for v in m.blocks[1].variants] == [
+        [0],
+        [0, 1],
+        [0, 1, 2],
+        [0, 1, 2, 3],
+        [0, 1, 2, 3, 4],
+    ]
     assert m.num_components == 3 + 5 + 1
 
 
@@ -61,6 +66,7 @@ def test_every_file_hashed(resnet_artifact: Any) -> None:
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """A mutation that sets a dotted path (list indices as numbers) in the manifest dict."""
+
     def mutate(d: Any) -> None:
         keys: list[Any] = [int(k) if k.isdigit() else k for k in path.split(".")]
         for k in keys[:-1]:
@@ -69,6 +75,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             del d[keys[-1]]
         else:
             d[keys[-1]] = value
+
     return mutate
 
 
@@ -104,11 +111,28 @@ BAD_FIELDS = [
     ("hash missing", _set("files", {}), "files"),
     ("missing opset", _set("versions.opset", _DELETE), "versions.opset"),
     ("hot mask", _set("hot_policies", [{"mask": [1, 2, 0], "graph": "full"}]), "hot_policies[0]"),
-    ("trt precision", _set("tensorrt", {"version": "10.3", "gpu": "Orin", "precision": "fp8",
-                                        "max_batch": 8, "engines": {}}), "tensorrt.precision"),
-    ("trt engine graph", _set("tensorrt", {"version": "10.3", "gpu": "Orin", "precision": "fp16",
-                                           "max_batch": 8, "engines": {"nope": "x.engine"}}),
-     "tensorrt.engines"),
+    (
+        "trt precision",
+        _set(
+            "tensorrt",
+            {"version": "10.3", "gpu": "Orin", "precision": "fp8", "max_batch": 8, "engines": {}},
+        ),
+        "tensorrt.precision",
+    ),
+    (
+        "trt engine graph",
+        _set(
+            "tensorrt",
+            {
+                "version": "10.3",
+                "gpu": "Orin",
+                "precision": "fp16",
+                "max_batch": 8,
+                "engines": {"nope": "x.engine"},
+            },
+        ),
+        "tensorrt.engines",
+    ),
     ("not an object", _set("blocks.0", 3), "blocks[0]"),
     ("tiny std", _set("preprocessing.std", [1e-300, 0.2, 0.3]), "preprocessing.std"),
     ("huge mean", _set("preprocessing.mean", [1e300, 0.4, 0.3]), "preprocessing.mean"),
@@ -116,30 +140,41 @@ BAD_FIELDS = [
     ("negative component flops", _set("components.0.flops", -5), "components"),
     ("unknown precision", lambda d: _precision(d, "int4"), "precisions['int4']"),
     ("fp32 is not a set", lambda d: _precision(d, "fp32"), "precisions['fp32']"),
-    ("precision misses a graph", lambda d: _precision(d, drop="head"),
-     "precisions['int8'].files"),
-    ("precision reuses an fp32 file", lambda d: _precision(d, stem="stem.onnx"),
-     "precisions['int8'].files['stem']"),
-    ("precision file escapes", lambda d: _precision(d, stem="../stem.onnx"),
-     "precisions['int8'].files['stem']"),
-    ("precision files not an object", _set("precisions", {"int8": {"files": []}}),
-     "precisions['int8'].files"),
+    ("precision misses a graph", lambda d: _precision(d, drop="head"), "precisions['int8'].files"),
+    (
+        "precision reuses an fp32 file",
+        lambda d: _precision(d, stem="stem.onnx"),
+        "precisions['int8'].files['stem']",
+    ),
+    (
+        "precision file escapes",
+        lambda d: _precision(d, stem="../stem.onnx"),
+        "precisions['int8'].files['stem']",
+    ),
+    (
+        "precision files not an object",
+        _set("precisions", {"int8": {"files": []}}),
+        "precisions['int8'].files",
+    ),
     ("precision file unhashed", lambda d: _precision(d), "files"),
 ]
 
 
-def _precision(d: dict[str, Any], key: str = "int8", drop: str | None = None,
-               stem: str | None = None) -> None:
-    files = {g["name"]: f"quantized/{key}/{g['name']}.onnx" for g in d["graphs"]
-             if g["name"] != drop}
+def _precision(
+    d: dict[str, Any], key: str = "int8", drop: str | None = None, stem: str | None = None
+) -> None:
+    files = {
+        g["name"]: f"quantized/{key}/{g['name']}.onnx" for g in d["graphs"] if g["name"] != drop
+    }
     if stem is not None:
         files["stem"] = stem
     d["precisions"] = {key: {"files": files, "recipe": {}}}
 
 
 @pytest.mark.parametrize("case,mutate,field", BAD_FIELDS, ids=[c[0] for c in BAD_FIELDS])
-def test_invalid_field_is_named(resnet_artifact: Any, case: str,
-                                mutate: Callable[[dict[str, Any]], None], field: str) -> None:
+def test_invalid_field_is_named(
+    resnet_artifact: Any, case: str, mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
     data = copy.deepcopy(_data(resnet_artifact.path))
     mutate(data)
     with pytest.raises(ManifestError, match=field.replace("[", r"\[").replace(".", r"\.")):
@@ -232,7 +267,8 @@ def test_write_manifest_hashes_extra_files_and_engines(fresh_artifact: Any) -> N
     m = msgspec.structs.replace(
         fresh_artifact.manifest,
         tensorrt=TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "engines/stem.engine"}, "8.7"),
-        files={**fresh_artifact.manifest.files, "timing.cache": "0" * 64})
+        files={**fresh_artifact.manifest.files, "timing.cache": "0" * 64},
+    )
     written = write_manifest(root, m)
     assert written.files["engines/stem.engine"] == sha256_file(root / "engines" / "stem.engine")
     assert written.files["timing.cache"] == sha256_file(root / "timing.cache")
@@ -255,16 +291,18 @@ def test_static_masks_are_validated(tmp_path: Path) -> None:
     write_artifact(make_net("resnet"), tmp_path)
     m = Manifest.load(tmp_path)
     k = m.num_components
-    good = StaticMasksSpec("train tail", [StaticMaskSpec([1] * k, 0.9),
-                                          StaticMaskSpec([1] + [0] * (k - 1), 0.5)])
+    good = StaticMasksSpec(
+        "train tail", [StaticMaskSpec([1] * k, 0.9), StaticMaskSpec([1] + [0] * (k - 1), 0.5)]
+    )
     m.static_masks = good
     m.validate()
     assert Manifest.from_dict(json.loads(m.to_json())).static_masks == good
-    for masks, match in (([StaticMaskSpec([1] * (k + 1), 0.9)], "values of 0 or 1"),
-                         ([StaticMaskSpec([1] * k, 0.9), StaticMaskSpec([1] * k, 0.8)],
-                          "like an earlier mask"),
-                         ([StaticMaskSpec([1] * k, 1.5)], r"\[0, 1\]"),
-                         ([], "must not be empty")):
+    for masks, match in (
+        ([StaticMaskSpec([1] * (k + 1), 0.9)], "values of 0 or 1"),
+        ([StaticMaskSpec([1] * k, 0.9), StaticMaskSpec([1] * k, 0.8)], "like an earlier mask"),
+        ([StaticMaskSpec([1] * k, 1.5)], r"\[0, 1\]"),
+        ([], "must not be empty"),
+    ):
         m.static_masks = StaticMasksSpec("x", masks)
         with pytest.raises(ManifestError, match=match):
             m.validate()
@@ -282,8 +320,10 @@ def test_for_precision_swaps_the_graph_files(resnet_artifact: Any) -> None:
     assert int8.graph("stem").file == "quantized/int8/stem.onnx"
     assert m.graph("stem").file == "stem.onnx"  # the original is not changed
     assert m.for_precision("fp32") is m
-    with pytest.raises(ConfigError, match="no fp16 graphs .*it has fp32, int8.*budget-edge "
-                                          "quantize DIR --precision fp16"):
+    with pytest.raises(
+        ConfigError,
+        match="no fp16 graphs .*it has fp32, int8.*budget-edge quantize DIR --precision fp16",
+    ):
         m.for_precision("fp16")
     with pytest.raises(ConfigError, match="precision 'bf16' is not one of"):
         m.for_precision("bf16")
@@ -312,27 +352,47 @@ BIG = 10**9
 
 BOUNDED = [
     (lambda d: d["blocks"][0].update(num_paths=BIG), r"blocks\[0\]\.num_paths must be at most 63"),
-    (lambda d: d["preprocessing"].update(input_size=[3, BIG, BIG]),
-     r"preprocessing\.input_size\[1\] must be at most"),
-    (lambda d: d["preprocessing"].update(input_size=[3, 2**14, 2**14]),
-     r"preprocessing\.input_size is over"),
-    (lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch", 2**15, 2**15, 1]),
-     r"graphs\[1\]\.outputs\[0\]\.shape is too large"),
-    (lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch"] + [1] * 9),
-     r"graphs\[1\]\.outputs\[0\]\.shape needs at most 8 items"),
+    (
+        lambda d: d["preprocessing"].update(input_size=[3, BIG, BIG]),
+        r"preprocessing\.input_size\[1\] must be at most",
+    ),
+    (
+        lambda d: d["preprocessing"].update(input_size=[3, 2**14, 2**14]),
+        r"preprocessing\.input_size is over",
+    ),
+    (
+        lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch", 2**15, 2**15, 1]),
+        r"graphs\[1\]\.outputs\[0\]\.shape is too large",
+    ),
+    (
+        lambda d: d["graphs"][1]["outputs"][0].update(shape=["batch"] + [1] * 9),
+        r"graphs\[1\]\.outputs\[0\]\.shape needs at most 8 items",
+    ),
     (lambda d: d.update(components=d["components"] * 1400), r"components needs at most 4096 items"),
-    (lambda d: d.update(hot_policies=[{"mask": [1] * 5000, "graph": "full"}]),
-     r"hot_policies\[0\]\.mask needs at most 4096 items"),
-    (lambda d: d.update(tensorrt={"version": "10.3", "gpu": "Orin", "precision": "fp16",
-                                  "max_batch": BIG, "engines": {}}),
-     r"tensorrt\.max_batch must be at most 65536"),
+    (
+        lambda d: d.update(hot_policies=[{"mask": [1] * 5000, "graph": "full"}]),
+        r"hot_policies\[0\]\.mask needs at most 4096 items",
+    ),
+    (
+        lambda d: d.update(
+            tensorrt={
+                "version": "10.3",
+                "gpu": "Orin",
+                "precision": "fp16",
+                "max_batch": BIG,
+                "engines": {},
+            }
+        ),
+        r"tensorrt\.max_batch must be at most 65536",
+    ),
     (lambda d: d["components"][0].update(block=BIG), r"components\[0\]\.block 1000000000 is not"),
 ]
 
 
 @pytest.mark.parametrize("edit, message", BOUNDED)
-def test_counts_are_bounded_before_anything_is_built(fresh_artifact: Any, edit: Any,
-                                                     message: str) -> None:
+def test_counts_are_bounded_before_anything_is_built(
+    fresh_artifact: Any, edit: Any, message: str
+) -> None:
     """The runtime builds tables from these numbers at load: each is refused first, with
     the field named and next to no memory used (a billion paths once took 22 GB)."""
     from budget_edge.runtime import BudgetRuntime
@@ -384,6 +444,9 @@ def test_unknown_fields_are_refused(resnet_artifact: Any) -> None:
         Manifest.from_dict(data)
     data = _data(resnet_artifact.path)
     data["files"]["../outside.onnx"] = "0" * 64
-    with pytest.raises(ManifestError, match=r"files\['\.\./outside\.onnx'\] must be a path "
-                                            "inside the artifact"):
+    with pytest.raises(
+        ManifestError,
+        match=r"files\['\.\./outside\.onnx'\] must be a path "
+        "inside the artifact",
+    ):
         Manifest.from_dict(data)

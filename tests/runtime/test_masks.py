@@ -38,12 +38,14 @@ def test_sample_follows_probabilities_and_seed() -> None:
 
 
 def test_rank_keeps_the_most_probable_round_c_k() -> None:
-    probs = np.array([[0.1, 0.9, 0.3, 0.8], [0.6, 0.2, 0.7, 0.1], [0.5, 0.5, 0.5, 0.5]],
-                     np.float32)
+    probs = np.array([[0.1, 0.9, 0.3, 0.8], [0.6, 0.2, 0.7, 0.1], [0.5, 0.5, 0.5, 0.5]], np.float32)
     budget = np.array([0.5, 0.3, 0.75])
     # 0.5 x 4 = 2: components 1 and 3; 0.3 x 4 = 1.2 -> 1: component 2; 3 of equal ones: 0..2
     assert choose(probs, "rank", None, budget).tolist() == [
-        [0, 1, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]]
+        [0, 1, 0, 1],
+        [0, 0, 1, 0],
+        [1, 1, 1, 0],
+    ]
 
 
 def test_rank_counts_round_to_nearest_with_ties_down() -> None:

@@ -39,15 +39,15 @@ def _weight(name: str = "W") -> TensorProto:
 
 
 def _model(graph: onnx.GraphProto) -> bytes:
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
-        .SerializeToString()
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 def _matmul_graph(weight: TensorProto, name: str = "g") -> onnx.GraphProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
-    return helper.make_graph([helper.make_node("MatMul", ["x", weight.name], ["y"])], name,
-                             [x], [y], [weight])
+    return helper.make_graph(
+        [helper.make_node("MatMul", ["x", weight.name], ["y"])], name, [x], [y], [weight]
+    )
 
 
 def test_raw_initializers_are_read_with_their_type_shape_and_bytes() -> None:
@@ -56,15 +56,23 @@ def test_raw_initializers_are_read_with_their_type_shape_and_bytes() -> None:
     typed = helper.make_tensor("typed", TensorProto.FLOAT, [2], [1.0, 2.0])  # float_data
     scalar = numpy_helper.from_array(np.array(3.5, np.float64), "scalar")
     graph = _matmul_graph(_weight("W"))
-    graph.initializer.extend([numpy_helper.from_array(weights, "weights"),
-                              numpy_helper.from_array(steps, "steps"), typed, scalar,
-                              _as_external(numpy_helper.from_array(weights, "outside"))])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(steps, "steps"),
+            typed,
+            scalar,
+            _as_external(numpy_helper.from_array(weights, "outside")),
+        ]
+    )
     found = {t.name: t for t in raw_initializers(_model(graph))}
     assert set(found) == {"W", "weights", "steps", "scalar"}  # no typed fields, no external
     assert (found["weights"].data_type, found["weights"].dims) == (TensorProto.FLOAT, (2, 3))
     assert bytes(found["weights"].raw) == weights.tobytes()
-    assert (found["steps"].data_type, bytes(found["steps"].raw)) == (TensorProto.INT64,
-                                                                     steps.tobytes())
+    assert (found["steps"].data_type, bytes(found["steps"].raw)) == (
+        TensorProto.INT64,
+        steps.tobytes(),
+    )
     assert found["scalar"].dims == () and bytes(found["scalar"].raw) == scalar.raw_data
 
 
@@ -102,8 +110,7 @@ def test_a_constant_node_with_external_data_is_found() -> None:
     const = helper.make_node("Constant", [], ["W"], value=_as_external(_weight("c")))
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
-    graph = helper.make_graph([const, helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                              [x], [y])
+    graph = helper.make_graph([const, helper.make_node("MatMul", ["x", "W"], ["y"])], "g", [x], [y])
     assert external_tensors(_model(graph)) == ["c"]
 
 
@@ -121,11 +128,14 @@ def test_an_external_tensor_inside_an_if_branch_is_found() -> None:
     assert external_tensors(_model(graph)) == ["inner"]
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\x3a\x10abc", "runs past the end"),  # graph field says 16 bytes, 3 follow
-    (b"\xff\xff\xff", "varint"),
-    (b"\x3b", "wire type 3"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x3a\x10abc", "runs past the end"),  # graph field says 16 bytes, 3 follow
+        (b"\xff\xff\xff", "varint"),
+        (b"\x3b", "wire type 3"),
+    ],
+)
 def test_bytes_that_are_not_protobuf_are_a_wire_error(data: bytes, message: str) -> None:
     with pytest.raises(WireError, match=message):
         external_tensors(data)
@@ -177,8 +187,7 @@ def test_load_refuses_a_graph_with_external_weights(fresh_artifact: Any) -> None
 
 def test_load_refuses_swapped_graphs_with_the_same_names(fresh_artifact: Any) -> None:
     """block2's graph in block0's place: same input and output names, other shapes."""
-    shutil.copyfile(fresh_artifact.path / "block2_p0.onnx",
-                    fresh_artifact.path / "block0_p0.onnx")
+    shutil.copyfile(fresh_artifact.path / "block2_p0.onnx", fresh_artifact.path / "block0_p0.onnx")
     write_manifest(fresh_artifact.path, fresh_artifact.manifest)
     with pytest.raises(ManifestError, match="block0_p0.* tensor 'x' .* manifest says"):
         _infer_all(fresh_artifact.path)

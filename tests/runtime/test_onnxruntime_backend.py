@@ -32,8 +32,9 @@ def test_default_providers() -> None:
 
 
 def test_unknown_provider_is_refused() -> None:
-    with pytest.raises(BackendError, match="'CUDAExecutionProvider' is not available.*"
-                                           "onnxruntime-gpu"):
+    with pytest.raises(
+        BackendError, match="'CUDAExecutionProvider' is not available.*onnxruntime-gpu"
+    ):
         choose_providers([CPU], ["CUDAExecutionProvider"])
 
 
@@ -54,8 +55,7 @@ def test_sessions_share_one_arena(resnet_artifact: Any) -> None:
     assert backend._options.get_session_config_entry("session.use_env_allocators") == "1"
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     shared = backend.run("stem", [x])[0]
-    alone = ort.InferenceSession(str(resnet_artifact.path / "stem.onnx"), plain,
-                                 providers=[CPU])
+    alone = ort.InferenceSession(str(resnet_artifact.path / "stem.onnx"), plain, providers=[CPU])
     np.testing.assert_allclose(shared, alone.run(None, {"x": x})[0], atol=1e-6)
 
 
@@ -102,14 +102,22 @@ def test_input_names_must_match_the_manifest(fresh_artifact: Any) -> None:
 def test_gpu_providers_get_budget_edges_options(tmp_path: Any) -> None:
     from budget_edge.runtime.backends.onnxruntime_backend import with_options
 
-    got = with_options(["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
-                       tmp_path)
+    got = with_options(
+        [
+            "TensorrtExecutionProvider",
+            "CUDAExecutionProvider",
+            ("CUDAExecutionProvider", {"device_id": 1}),
+            "CPUExecutionProvider",
+        ],
+        tmp_path,
+    )
     trt, cuda, given, cpu = got
     assert trt[1]["trt_engine_cache_enable"] and trt[1]["trt_timing_cache_enable"]
     assert trt[1]["trt_engine_cache_path"] == str(tmp_path / "engines" / "ort-tensorrt")
-    assert cuda == ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC",
-                                              "arena_extend_strategy": "kSameAsRequested"})
+    assert cuda == (
+        "CUDAExecutionProvider",
+        {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"},
+    )
     assert given == ("CUDAExecutionProvider", {"device_id": 1})  # the user's own stay
     assert cpu == "CPUExecutionProvider"
 
@@ -131,16 +139,20 @@ def test_device_tensors_give_the_host_paths_logits(kind: str, tmp_path: Any) -> 
     x = rng.standard_normal((7, *net.input_size)).astype(np.float32)
     k = m.num_components
     masks = (rng.random((7, k)) < 0.6).astype(np.uint8)
-    masks[:, 3:8] = np.sort(masks[:, 3:8], axis=1)[:, ::-1] if kind == "resnext" else \
-        masks[:, 3:8]
+    masks[:, 3:8] = np.sort(masks[:, 3:8], axis=1)[:, ::-1] if kind == "resnext" else masks[:, 3:8]
     masks[0] = [1] * 3 + [0] * (k - 3)  # the hot policy
     for dispatch in ("auto", "chain"):
-        host = BudgetRuntime(m, tmp_path, OnnxRuntimeBackend(m, tmp_path, threads=1),
-                             dispatch=dispatch)
+        host = BudgetRuntime(
+            m, tmp_path, OnnxRuntimeBackend(m, tmp_path, threads=1), dispatch=dispatch
+        )
         dev_backend = OnnxRuntimeBackend(m, tmp_path, threads=1, device="cpu")
         dev = BudgetRuntime(m, tmp_path, dev_backend, dispatch=dispatch)
-        for call in ({"mask": masks}, {"mask": masks[0]}, {"budget": 0.5},
-                     {"mask": np.tile(masks[2], (7, 1))}):
+        for call in (
+            {"mask": masks},
+            {"mask": masks[0]},
+            {"budget": 0.5},
+            {"mask": np.tile(masks[2], (7, 1))},
+        ):
             a, b = host.infer(x, **call), dev.infer(x, **call)
             np.testing.assert_allclose(b.logits, a.logits, rtol=1e-5, atol=1e-5)
             np.testing.assert_array_equal(b.mask, a.mask)

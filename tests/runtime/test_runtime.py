@@ -47,8 +47,7 @@ def _valid_masks(rt: BudgetRuntime, n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("which", ["resnet", "resnext"])
-def test_mixed_masks_match_per_sample_reference(which: str, request: pytest.FixtureRequest
-                                                ) -> None:
+def test_mixed_masks_match_per_sample_reference(which: str, request: pytest.FixtureRequest) -> None:
     artifact = request.getfixturevalue(f"{which}_artifact")
     rt = request.getfixturevalue(f"{which}_rt")
     x = _images(artifact.net, 16, seed=3)
@@ -81,8 +80,7 @@ def test_same_mask_for_all_uses_one_call(resnet_artifact: Any, resnet_rt: Budget
     np.testing.assert_allclose(result.logits, ref, atol=ATOL, rtol=1e-4)
 
 
-def test_hot_policy_and_full_graph_are_used(resnet_artifact: Any, resnet_rt: BudgetRuntime
-                                            ) -> None:
+def test_hot_policy_and_full_graph_are_used(resnet_artifact: Any, resnet_rt: BudgetRuntime) -> None:
     net = resnet_artifact.net
     x = _images(net, 6, seed=7)
     mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 0], [1, 0, 1], [1, 1, 1], [0, 0, 0]], np.uint8)
@@ -118,7 +116,8 @@ def test_policy_greedy_matches_reference(resnet_artifact: Any, resnet_rt: Budget
     np.testing.assert_allclose(result.logits, net.np_forward(x, expected), atol=ATOL, rtol=1e-4)
     m = resnet_rt.manifest
     np.testing.assert_array_equal(
-        result.flops, m.base_flops + expected @ np.array([c.flops for c in m.components]))
+        result.flops, m.base_flops + expected @ np.array([c.flops for c in m.components])
+    )
     assert result.policy_flops == m.flops.policy
     assert set(result.latency_ms) == {"policy", "stem", "blocks", "head", "hot", "total"}
     np.testing.assert_allclose(result.usage, expected.mean(axis=1))
@@ -133,8 +132,9 @@ def test_sample_mode_is_seeded(resnext_rt: BudgetRuntime, resnext_artifact: Any)
     np.testing.assert_array_equal(a.mask, b.mask)
     assert (a.mask != c.mask).any()
     # The policy's masks pass through the prefix projection: they must run correctly.
-    np.testing.assert_allclose(a.logits, resnext_artifact.net.np_forward(x, a.mask), atol=ATOL,
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        a.logits, resnext_artifact.net.np_forward(x, a.mask), atol=ATOL, rtol=1e-4
+    )
 
 
 def test_prefix_projection_keeps_counts(resnext_rt: BudgetRuntime, resnext_artifact: Any) -> None:
@@ -146,12 +146,14 @@ def test_prefix_projection_keeps_counts(resnext_rt: BudgetRuntime, resnext_artif
     idx = resnext_rt.manifest.block_components(1)  # the 'prefix' block
     np.testing.assert_array_equal(result.mask[:, idx].sum(1), drawn[:, idx].sum(1))
     counts = result.mask[:, idx].sum(1)
-    np.testing.assert_array_equal(result.mask[:, idx],
-                                  np.arange(len(idx))[None, :] < counts[:, None])
+    np.testing.assert_array_equal(
+        result.mask[:, idx], np.arange(len(idx))[None, :] < counts[:, None]
+    )
 
 
-def test_explicit_non_prefix_mask_is_refused(resnext_rt: BudgetRuntime, resnext_artifact: Any
-                                             ) -> None:
+def test_explicit_non_prefix_mask_is_refused(
+    resnext_rt: BudgetRuntime, resnext_artifact: Any
+) -> None:
     mask = np.ones(resnext_rt.num_components, np.uint8)
     mask[3] = 0  # block 1 keeps paths 1..4 but not path 0
     with pytest.raises(InputError, match="prefix path sets"):
@@ -159,8 +161,7 @@ def test_explicit_non_prefix_mask_is_refused(resnext_rt: BudgetRuntime, resnext_
 
 
 @pytest.mark.parametrize("cap", ["components", "flops"])
-def test_cap_is_a_hard_ceiling(resnext_rt: BudgetRuntime, resnext_artifact: Any, cap: str
-                               ) -> None:
+def test_cap_is_a_hard_ceiling(resnext_rt: BudgetRuntime, resnext_artifact: Any, cap: str) -> None:
     x = _images(resnext_artifact.net, 24, seed=13)
     budget = np.linspace(0.0, 1.0, 24)
     result = resnext_rt.infer(x, budget=budget, cap=cap)
@@ -171,8 +172,9 @@ def test_cap_is_a_hard_ceiling(resnext_rt: BudgetRuntime, resnext_artifact: Any,
         assert (result.flops_share <= np.maximum(budget, floor) + 1e-9).all()
     free = resnext_rt.infer(x, budget=budget)
     assert (result.mask <= free.mask).all()  # the cap only drops components
-    np.testing.assert_allclose(result.logits, resnext_artifact.net.np_forward(x, result.mask),
-                               atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, resnext_artifact.net.np_forward(x, result.mask), atol=ATOL, rtol=1e-4
+    )
 
 
 def test_rank_mode_follows_the_budget(resnext_rt: BudgetRuntime, resnext_artifact: Any) -> None:
@@ -181,8 +183,9 @@ def test_rank_mode_follows_the_budget(resnext_rt: BudgetRuntime, resnext_artifac
     result = resnext_rt.infer(x, budget=budget, mode="rank")
     k = resnext_rt.num_components
     assert (np.abs(result.usage - budget) <= 0.5 / k + 1e-9).all()
-    np.testing.assert_allclose(result.logits, resnext_artifact.net.np_forward(x, result.mask),
-                               atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, resnext_artifact.net.np_forward(x, result.mask), atol=ATOL, rtol=1e-4
+    )
 
 
 def test_uint8_images_are_normalised(resnext_rt: BudgetRuntime, resnext_artifact: Any) -> None:
@@ -200,31 +203,34 @@ def test_uint8_images_are_normalised(resnext_rt: BudgetRuntime, resnext_artifact
 def test_run_full_and_policy(resnet_artifact: Any, resnet_rt: BudgetRuntime) -> None:
     x = _images(resnet_artifact.net, 3)
     full = resnet_rt.run_full(x)
-    np.testing.assert_allclose(full, resnet_artifact.net.np_forward(x, np.ones((3, 3))),
-                               atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        full, resnet_artifact.net.np_forward(x, np.ones((3, 3))), atol=ATOL, rtol=1e-4
+    )
     probs = resnet_rt.run_policy(x, 0.25)
-    np.testing.assert_allclose(probs, resnet_artifact.net.np_policy(x, np.full(3, 0.25)),
-                               atol=1e-5)
+    np.testing.assert_allclose(probs, resnet_artifact.net.np_policy(x, np.full(3, 0.25)), atol=1e-5)
 
 
-@pytest.mark.parametrize("call, message", [
-    ({"budget": 0.5, "mask": [1, 1, 1]}, "a budget or a mask, not both"),
-    ({"budget": 0.5, "mode": "sample", "seed": -1}, "non-negative integer"),
-    ({"budget": 0.5, "mode": "sample", "seed": "x"}, "non-negative integer"),
-    ({"budget": 0.5, "mode": "sample", "seed": 1.5}, "non-negative integer"),
-    ({"budget": 0.5, "mode": "sample", "seed": True}, "non-negative integer"),
-])
-def test_contradictory_or_bad_arguments_are_input_errors(resnet_rt: BudgetRuntime,
-                                                         resnet_artifact: Any,
-                                                         call: dict[str, Any],
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ({"budget": 0.5, "mask": [1, 1, 1]}, "a budget or a mask, not both"),
+        ({"budget": 0.5, "mode": "sample", "seed": -1}, "non-negative integer"),
+        ({"budget": 0.5, "mode": "sample", "seed": "x"}, "non-negative integer"),
+        ({"budget": 0.5, "mode": "sample", "seed": 1.5}, "non-negative integer"),
+        ({"budget": 0.5, "mode": "sample", "seed": True}, "non-negative integer"),
+    ],
+)
+def test_contradictory_or_bad_arguments_are_input_errors(
+    resnet_rt: BudgetRuntime, resnet_artifact: Any, call: dict[str, Any], message: str
+) -> None:
     """Each was silently ignored or a numpy traceback (ValueError, TypeError)."""
     with pytest.raises(InputError, match=message):
         resnet_rt.infer(_images(resnet_artifact.net, 2), **call)
 
 
-def test_any_non_negative_integer_seeds_sampling(resnet_rt: BudgetRuntime,
-                                                 resnet_artifact: Any) -> None:
+def test_any_non_negative_integer_seeds_sampling(
+    resnet_rt: BudgetRuntime, resnet_artifact: Any
+) -> None:
     images = _images(resnet_artifact.net, 2)
     first = resnet_rt.infer(images, budget=0.5, mode="sample", seed=2**70)
     again = resnet_rt.infer(images, budget=0.5, mode="sample", seed=np.int64(2**40))
@@ -242,8 +248,9 @@ def test_without_policy_mask_is_required(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="no `full` graph"):
             rt.run_full(x)
         result = rt.infer(x, mask=[1, 0, 1])
-        np.testing.assert_allclose(result.logits, net.np_forward(x, np.tile([1, 0, 1], (2, 1))),
-                                   atol=ATOL, rtol=1e-4)
+        np.testing.assert_allclose(
+            result.logits, net.np_forward(x, np.tile([1, 0, 1], (2, 1))), atol=ATOL, rtol=1e-4
+        )
 
 
 INFER_ERRORS = [
@@ -264,8 +271,9 @@ INFER_ERRORS = [
 
 
 @pytest.mark.parametrize("kwargs,message", INFER_ERRORS, ids=[m for _, m in INFER_ERRORS])
-def test_infer_argument_errors(resnet_artifact: Any, resnet_rt: BudgetRuntime,
-                               kwargs: dict[str, Any], message: str) -> None:
+def test_infer_argument_errors(
+    resnet_artifact: Any, resnet_rt: BudgetRuntime, kwargs: dict[str, Any], message: str
+) -> None:
     with pytest.raises(InputError, match=message):
         resnet_rt.infer(_images(resnet_artifact.net, 2), **kwargs)
 
@@ -277,12 +285,16 @@ def test_load_refuses_a_corrupted_file(fresh_artifact: Any) -> None:
         BudgetRuntime.load(fresh_artifact.path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not an onnx graph", "graph 'stem' .* is not a readable ONNX file"),
-    (b"\x08\x07", r"graph 'stem' .* has inputs \[\] but the manifest says \['x'\]"),
-])
-def test_unloadable_graph_is_a_manifest_error_at_load(fresh_artifact: Any, content: bytes,
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not an onnx graph", "graph 'stem' .* is not a readable ONNX file"),
+        (b"\x08\x07", r"graph 'stem' .* has inputs \[\] but the manifest says \['x'\]"),
+    ],
+)
+def test_unloadable_graph_is_a_manifest_error_at_load(
+    fresh_artifact: Any, content: bytes, message: str
+) -> None:
     """A graph whose hash matches (rewritten manifest) but is not the graph listed: refused
     when the artifact loads, not inside a request."""
     from budget_edge.runtime.manifest import write_manifest
@@ -359,8 +371,12 @@ print(r.classes.tolist(), sorted(k for k in sys.modules if k.split(".")[0] == "t
 
 
 def test_runtime_imports_and_runs_without_torch(resnet_artifact: Any) -> None:
-    out = subprocess.run([sys.executable, "-c", TORCH_FREE, str(resnet_artifact.path)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE, str(resnet_artifact.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("['torch']")  # only our None placeholder
 
@@ -373,8 +389,10 @@ def test_load_picks_the_graph_set_of_a_precision(fresh_artifact: Any) -> None:
 
     quantize_artifact(fresh_artifact.path, QuantizeSettings("fp16"))
     x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), np.uint8)
-    with BudgetRuntime.load(fresh_artifact.path, threads=1) as fp32, \
-            BudgetRuntime.load(fresh_artifact.path, threads=1, precision="fp16") as fp16:
+    with (
+        BudgetRuntime.load(fresh_artifact.path, threads=1) as fp32,
+        BudgetRuntime.load(fresh_artifact.path, threads=1, precision="fp16") as fp16,
+    ):
         assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
         assert fp16.manifest.graph("stem").file.startswith("quantized/fp16-")
         a = fp32.infer(x, mask=np.ones(3)).logits
@@ -386,8 +404,10 @@ def test_load_picks_the_graph_set_of_a_precision(fresh_artifact: Any) -> None:
 
 
 def test_a_precision_the_artifact_lacks_is_one_line(resnet_artifact: Any) -> None:
-    with pytest.raises(ConfigError, match="no int8 graphs .*budget-edge quantize DIR "
-                                          "--precision int8 --calib-data DATA"):
+    with pytest.raises(
+        ConfigError,
+        match="no int8 graphs .*budget-edge quantize DIR --precision int8 --calib-data DATA",
+    ):
         BudgetRuntime.load(resnet_artifact.path, precision="int8")
     with pytest.raises(ConfigError, match="precision 'fp64' is not one of"):
         BudgetRuntime.load(resnet_artifact.path, precision="fp64")
@@ -396,8 +416,10 @@ def test_a_precision_the_artifact_lacks_is_one_line(resnet_artifact: Any) -> Non
 def test_chain_dispatch_calls_a_graph_per_block(resnet_artifact: Any) -> None:
     x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
     hot = np.array([1, 0, 1], np.uint8)  # the artifact's hot policy: one whole graph
-    with BudgetRuntime.load(resnet_artifact.path, threads=1) as auto, \
-            BudgetRuntime.load(resnet_artifact.path, threads=1, dispatch="chain") as chain:
+    with (
+        BudgetRuntime.load(resnet_artifact.path, threads=1) as auto,
+        BudgetRuntime.load(resnet_artifact.path, threads=1, dispatch="chain") as chain,
+    ):
         a = auto.infer(x, mask=hot)
         c = chain.infer(x, mask=hot)
     assert a.latency_ms["hot"] > 0 and a.latency_ms["blocks"] == 0

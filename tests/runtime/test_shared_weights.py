@@ -29,9 +29,15 @@ def _conv_model(weight: np.ndarray, name: str) -> bytes:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1], 6, 6])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["h"], ["y"])],
-        name, [x], [y], [numpy_helper.from_array(weight, "w")])
+        [
+            helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["h"], ["y"]),
+        ],
+        name,
+        [x],
+        [y],
+        [numpy_helper.from_array(weight, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return model.SerializeToString()
 
@@ -45,8 +51,9 @@ def test_sessions_from_a_pool_give_the_plain_sessions_outputs() -> None:
     shared = pool.session(model, _options, CPU)
     assert shared is not None
     plain = ort.InferenceSession(model, sess_options=_options(None), providers=CPU)
-    np.testing.assert_allclose(shared.run(None, {"x": x})[0], plain.run(None, {"x": x})[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        shared.run(None, {"x": x})[0], plain.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_equal_weights_of_different_graphs_are_one_aligned_buffer() -> None:
@@ -54,23 +61,28 @@ def test_equal_weights_of_different_graphs_are_one_aligned_buffer() -> None:
     weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     other = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     pool = WeightPool(ort)
-    sessions = [pool.session(_conv_model(weight, name), _options, CPU)
-                for name in ("a", "b", "c")]  # three graphs, one filter
+    sessions = [
+        pool.session(_conv_model(weight, name), _options, CPU) for name in ("a", "b", "c")
+    ]  # three graphs, one filter
     assert pool.distinct_bytes * 3 == pool.total_bytes > 0
     sessions.append(pool.session(_conv_model(other, "d"), _options, CPU))
     assert pool.total_bytes == 2 * pool.distinct_bytes  # four graphs, two filters
     assert all(b.ctypes.data % ALIGNMENT == 0 for b in pool._buffers)
 
 
-def test_the_runtime_shares_weights_and_keeps_its_results(resnet_artifact: Any,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runtime_shares_weights_and_keeps_its_results(
+    resnet_artifact: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
     results = {}
     for shared in (False, True):
         monkeypatch.setattr(ort_backend, "SHARED_WEIGHTS", shared)
         with BudgetRuntime.load(resnet_artifact.path, threads=1) as rt:
-            results[shared] = [rt.infer(x, budget=0.5).logits, rt.run_full(x),
-                               rt.infer(x, mask=[1, 0, 1]).logits]
+            results[shared] = [
+                rt.infer(x, budget=0.5).logits,
+                rt.run_full(x),
+                rt.infer(x, mask=[1, 0, 1]).logits,
+            ]
             held, distinct = rt.backend.weight_bytes  # type: ignore[attr-defined]
             assert (held > distinct > 0) if shared else (held, distinct) == (0, 0)
     for a, b in zip(results[False], results[True], strict=True):
@@ -78,8 +90,10 @@ def test_the_runtime_shares_weights_and_keeps_its_results(resnet_artifact: Any,
 
 
 def test_without_optimised_models_every_session_keeps_its_own(
-        resnet_artifact: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    resnet_artifact: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An onnxruntime that cannot write the optimised model still runs every graph."""
+
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("cannot save the optimised model")
 
@@ -93,8 +107,9 @@ def test_without_optimised_models_every_session_keeps_its_own(
 
 def test_gpu_providers_keep_their_own_weights(resnet_artifact: Any) -> None:
     """The pool is for the CPU provider's blocked layouts; a device path keeps ORT's own."""
-    backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1,
-                                 device="cpu")
+    backend = OnnxRuntimeBackend(
+        resnet_artifact.manifest, resnet_artifact.path, threads=1, device="cpu"
+    )
     assert backend._weights is None
     backend.close()
 
@@ -116,24 +131,36 @@ def test_graphs_with_if_bodies_keep_their_own_weights(tmp_path: Any) -> None:
     assert held > 0
     pool = WeightPool(ort)
     assert pool.session((tmp_path / "switch.onnx").read_bytes(), _options, CPU) is None
-    plain = {g: ort.InferenceSession(str(tmp_path / f"{g}.onnx"), _options(None), providers=CPU)
-             for g in ("stem", "switch")}
+    plain = {
+        g: ort.InferenceSession(str(tmp_path / f"{g}.onnx"), _options(None), providers=CPU)
+        for g in ("stem", "switch")
+    }
     rng = np.random.default_rng(3)
     for n in (7, 1, 3):
         x = rng.standard_normal((n, 3, 8, 8)).astype(np.float32)
-        np.testing.assert_allclose(shared.run("stem", [x])[0],
-                                   plain["stem"].run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            shared.run("stem", [x])[0], plain["stem"].run(None, {"x": x})[0], rtol=1e-5, atol=1e-5
+        )
         for codes in ([1, 1, 1], [0, 1, 0], [1, 0, 1]):
-            feeds = dict(zip([i.name for i in plain["switch"].get_inputs()],
-                             [x, np.asarray(codes, np.int64)], strict=True))
-            np.testing.assert_allclose(shared.run("switch", list(feeds.values()))[0],
-                                       plain["switch"].run(None, feeds)[0],
-                                       rtol=1e-5, atol=1e-5)
+            feeds = dict(
+                zip(
+                    [i.name for i in plain["switch"].get_inputs()],
+                    [x, np.asarray(codes, np.int64)],
+                    strict=True,
+                )
+            )
+            np.testing.assert_allclose(
+                shared.run("switch", list(feeds.values()))[0],
+                plain["switch"].run(None, feeds)[0],
+                rtol=1e-5,
+                atol=1e-5,
+            )
     shared.close()
 
 
-def test_the_optimised_models_leave_no_files_behind(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Any) -> None:
+def test_the_optimised_models_leave_no_files_behind(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

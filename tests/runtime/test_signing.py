@@ -21,11 +21,18 @@ ed25519 = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519
 def _keys(folder: Path, name: str) -> tuple[Path, Path]:
     key = ed25519.Ed25519PrivateKey.generate()
     private, public = folder / f"{name}.pem", folder / f"{name}.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return private, public
 
 
@@ -43,8 +50,9 @@ def test_a_signed_artifact_loads_with_its_key_only(fresh_artifact: Any, tmp_path
         BudgetRuntime.load(root, trusted_keys=[theirs_pub])
 
 
-def test_a_manifest_rewritten_with_new_hashes_is_refused(fresh_artifact: Any,
-                                                         tmp_path: Path) -> None:
+def test_a_manifest_rewritten_with_new_hashes_is_refused(
+    fresh_artifact: Any, tmp_path: Path
+) -> None:
     """Re-hashing swapped graphs passes the SHA-256 check; the signature catches it."""
     root = fresh_artifact.path
     key, pub = _keys(tmp_path, "k")
@@ -57,8 +65,9 @@ def test_a_manifest_rewritten_with_new_hashes_is_refused(fresh_artifact: Any,
         BudgetRuntime.load(root, trusted_keys=[pub])
 
 
-def test_engines_built_on_the_device_keep_the_signature(fresh_artifact: Any,
-                                                        tmp_path: Path) -> None:
+def test_engines_built_on_the_device_keep_the_signature(
+    fresh_artifact: Any, tmp_path: Path
+) -> None:
     root = fresh_artifact.path
     key, pub = _keys(tmp_path, "k")
     sign_artifact(root, key)
@@ -107,8 +116,9 @@ def test_a_key_list_that_came_out_empty_or_is_not_a_list_fails_closed(
         BudgetRuntime.load(fresh_artifact.path, trusted_keys=keys)
 
 
-def test_sign_and_serve_commands(fresh_artifact: Any, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_sign_and_serve_commands(
+    fresh_artifact: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from budget_edge.cli import main
 
     root = fresh_artifact.path

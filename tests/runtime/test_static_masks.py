@@ -106,8 +106,9 @@ def test_attached_masks_run_with_policy_static(tmp_path: Any) -> None:
         for row, count in zip(result.mask, (0, 1, 1, 2, 3), strict=True):
             assert tuple(row) == tuple(by_count[count])
         assert result.probs is None
-        np.testing.assert_allclose(result.logits, net.np_forward(_float(rt, x), result.mask),
-                                   atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            result.logits, net.np_forward(_float(rt, x), result.mask), atol=1e-4, rtol=1e-4
+        )
         with pytest.raises(InputError, match="cap needs"):
             rt.infer(x, budget=0.5, policy="static", cap="components")
         with pytest.raises(InputError, match="policy 'oracle'"):

@@ -36,15 +36,19 @@ SPEC = TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}, "8.7")
 
 def test_matching_engines_are_accepted() -> None:
     tb.check_engine_compat(SPEC, "10.3.0.26", "Orin", "8.7")
-    tb.check_engine_compat(TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}), "10.3.0.26",
-                           "Orin", "8.7")  # no capability recorded: the name decides
+    tb.check_engine_compat(
+        TensorRTSpec("10.3.0.26", "Orin", "fp16", 8, {}), "10.3.0.26", "Orin", "8.7"
+    )  # no capability recorded: the name decides
 
 
-@pytest.mark.parametrize("version,gpu,cc,message", [
-    ("10.0.1.6", "Orin", "8.7", "built with TensorRT 10.3.0.26 but TensorRT 10.0.1.6"),
-    ("10.3.0.26", "NVIDIA GeForce RTX 4090", "8.9", "built on a Orin but this GPU is a NVIDIA"),
-    ("10.3.0.26", "Orin", "8.6", "compute capability 8.7 but this GPU has 8.6"),
-])
+@pytest.mark.parametrize(
+    "version,gpu,cc,message",
+    [
+        ("10.0.1.6", "Orin", "8.7", "built with TensorRT 10.3.0.26 but TensorRT 10.0.1.6"),
+        ("10.3.0.26", "NVIDIA GeForce RTX 4090", "8.9", "built on a Orin but this GPU is a NVIDIA"),
+        ("10.3.0.26", "Orin", "8.6", "compute capability 8.7 but this GPU has 8.6"),
+    ],
+)
 def test_foreign_engines_are_refused(version: str, gpu: str, cc: str, message: str) -> None:
     with pytest.raises(BackendError, match=message):
         tb.check_engine_compat(SPEC, version, gpu, cc)
@@ -73,9 +77,12 @@ def test_cuda_call_unpacks_and_raises() -> None:
 
 
 def test_check_io() -> None:
-    spec = GraphSpec("policy", "policy.onnx",
-                     [TensorSpec("image", ["batch", 3, 8, 8]), TensorSpec("budget", ["batch"])],
-                     [TensorSpec("probs", ["batch", 3]), TensorSpec("value", ["batch", 1])])
+    spec = GraphSpec(
+        "policy",
+        "policy.onnx",
+        [TensorSpec("image", ["batch", 3, 8, 8]), TensorSpec("budget", ["batch"])],
+        [TensorSpec("probs", ["batch", 3]), TensorSpec("value", ["batch", 1])],
+    )
     tb.check_io(spec, ["image", "budget"], ["value", "probs"])  # output order may differ
     with pytest.raises(BackendError, match="rebuild the engines"):
         tb.check_io(spec, ["budget", "image"], ["probs", "value"])
@@ -108,9 +115,18 @@ def test_missing_tensorrt_names_what_to_install(monkeypatch: pytest.MonkeyPatch)
     assert "pip install tensorrt" in str(tb.tensorrt_unavailable())
 
 
-@pytest.mark.parametrize("version, ok", [("10.3.0.26", True), ("10.13.3", True),
-                                         ("11.4.0.106", True), ("8.5.2.2", False),
-                                         ("10.0.1", False), ("12.0.0", False), ("dev", False)])
+@pytest.mark.parametrize(
+    "version, ok",
+    [
+        ("10.3.0.26", True),
+        ("10.13.3", True),
+        ("11.4.0.106", True),
+        ("8.5.2.2", False),
+        ("10.0.1", False),
+        ("12.0.0", False),
+        ("dev", False),
+    ],
+)
 def test_supported_tensorrt_versions(version: str, ok: bool) -> None:
     if ok:
         tb.check_tensorrt_version(version)
@@ -166,15 +182,17 @@ def _add_engines(artifact: Any, gpu: str, cc: str, preprocess: bool = True) -> N
     if preprocess:
         (root / "engines" / "preprocess.onnx").write_bytes(PREPROCESS)
         (root / "engines" / "preprocess.engine").write_text(
-            json.dumps({"onnx": "engines/preprocess.onnx", "max_batch": 4}))
+            json.dumps({"onnx": "engines/preprocess.onnx", "max_batch": 4})
+        )
         prep = "engines/preprocess.engine"
     artifact.manifest.tensorrt = TensorRTSpec("10.3.0", gpu, "fp16", 4, engines, cc, prep)
     write_manifest(root, artifact.manifest)
 
 
 @pytest.fixture
-def fake_trt(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
-             ) -> tuple[Any, FakeCudart, types.ModuleType]:
+def fake_trt(
+    fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, FakeCudart, types.ModuleType]:
     root = fresh_artifact.path
     _add_engines(fresh_artifact, "Fake GPU", "8.7")
     cudart = FakeCudart()
@@ -184,8 +202,7 @@ def fake_trt(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
     return fresh_artifact, cudart, trt
 
 
-def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.ModuleType]
-                                      ) -> None:
+def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
     artifact, cudart, trt = fake_trt
     assert tb.tensorrt_unavailable() is None
     rt = BudgetRuntime.load(artifact.path)  # auto: engines + TensorRT available
@@ -211,7 +228,8 @@ def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.Mod
 
 
 def test_load_sessions_deserialises_every_engine_and_the_preprocess_engine(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
     """A server makes every engine at load, so that a redeploy that deletes the artifact
     directory never leaves a graph to be read on first use."""
     artifact, _, trt = fake_trt
@@ -223,20 +241,18 @@ def test_load_sessions_deserialises_every_engine_and_the_preprocess_engine(
     rt.close()
 
 
-def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.ModuleType]
-                                        ) -> None:
+def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
     """One upload per input, the probabilities and the logits back, at most two
     synchronisations per infer (one with an explicit mask); no buffer allocated twice."""
     artifact, cudart, _ = fake_trt
     rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
     net = artifact.net
     x = np.random.default_rng(0).standard_normal((6, *net.input_size)).astype(np.float32)
-    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]],
-                    np.uint8)
+    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]], np.uint8)
 
     def counted(**kwargs: Any) -> tuple[Any, dict[str, int]]:
         before = dict(cudart.counts)
-        result = rt.infer(x[:kwargs.pop("n", 6)], **kwargs)
+        result = rt.infer(x[: kwargs.pop("n", 6)], **kwargs)
         return result, {k: cudart.counts[k] - before[k] for k in before}
 
     result, c = counted(mask=mask)
@@ -245,8 +261,7 @@ def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.M
     assert c["d2d"] > 0  # rows gathered and scattered on the device
     result, c = counted(budget=0.5)
     assert (c["h2d"], c["d2h"], c["sync"]) == (2, 2, 2)  # image, budget up; probs, logits down
-    np.testing.assert_allclose(result.logits, net.np_forward(x, result.mask), atol=1e-4,
-                               rtol=1e-4)
+    np.testing.assert_allclose(result.logits, net.np_forward(x, result.mask), atol=1e-4, rtol=1e-4)
     _, c = counted(mask=mask)
     assert c["malloc"] == 0  # the pools serve a repeated call
     _, c = counted(mask=mask[:1], n=1)
@@ -255,7 +270,8 @@ def test_activations_stay_on_the_device(fake_trt: tuple[Any, FakeCudart, types.M
 
 
 def test_every_context_shares_one_activation_scratch(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
     """One stream runs one engine at a time, so one scratch as large as the largest
     engine's need serves every context: device memory no longer grows with the number of
     engines (an 8 GB Jetson shares it with the CPU). The fake engines need 4 KiB per
@@ -270,7 +286,7 @@ def test_every_context_shares_one_activation_scratch(
     assert {c.strategy for c in contexts} == {"USER_MANAGED"}
     scratches = {c.scratch for c in contexts}
     assert len(scratches) == 1  # one buffer, every context pointed at it
-    (address, size), = scratches
+    ((address, size),) = scratches
     need = max(e.device_memory_size_v2 for e in trt.engines)  # type: ignore[attr-defined]
     assert size == need and cudart.size_of(address) >= need
     rt.close()
@@ -278,20 +294,19 @@ def test_every_context_shares_one_activation_scratch(
 
 
 def test_uint8_pixels_are_normalised_on_the_gpu(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
     """uint8 pixels go up as they are (a quarter of the bytes) and the preprocess
     engine normalises them: the same logits as normalising on the host."""
     artifact, cudart, trt = fake_trt
     rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
     pixels = np.random.default_rng(3).integers(0, 256, (6, 8, 8, 3), np.uint8)
-    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]],
-                    np.uint8)
+    mask = np.array([[1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]], np.uint8)
     host = BudgetRuntime.load(artifact.path, backend="onnxruntime").infer(pixels, mask=mask)
     before = dict(cudart.counts)
     got = rt.infer(pixels, mask=mask)
     np.testing.assert_allclose(got.logits, host.logits, atol=1e-4, rtol=1e-4)
-    assert cudart.counts["h2d"] - before["h2d"] == 1 and cudart.counts["sync"] - \
-        before["sync"] == 1
+    assert cudart.counts["h2d"] - before["h2d"] == 1 and cudart.counts["sync"] - before["sync"] == 1
     prep = next(e for e in trt.engines if e.onnx == "engines/preprocess.onnx")  # type: ignore[attr-defined]
     assert prep.contexts[0].runs == 2  # 6 images: chunks of 4 and 2
     rt.close()
@@ -299,7 +314,8 @@ def test_uint8_pixels_are_normalised_on_the_gpu(
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
 def test_the_same_backend_runs_on_tensorrt_10_and_11(
-        fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
     """The runtime calls exist in both (test_tensorrt_names.py); engines say which built them."""
     root = fresh_artifact.path
     _add_engines(fresh_artifact, "Fake GPU", "8.7")
@@ -312,12 +328,14 @@ def test_the_same_backend_runs_on_tensorrt_10_and_11(
     with BudgetRuntime.load(root, backend="tensorrt") as rt:
         x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
         got = rt.infer(x, mask=[1, 0, 1]).logits
-    np.testing.assert_allclose(got, fresh_artifact.net.np_forward(x, np.array([[1, 0, 1]] * 3)),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        got, fresh_artifact.net.np_forward(x, np.array([[1, 0, 1]] * 3)), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_wrong_image_size_is_refused_by_the_engine(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
     artifact, _, _ = fake_trt
     rt = BudgetRuntime.load(artifact.path, backend="tensorrt")
     with pytest.raises(BackendError, match="rejects input shape"):
@@ -364,16 +382,16 @@ def _real_cudart() -> Any:
         return None
 
 
-def test_cuda_buffers_on_a_real_gpu(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch
-                                    ) -> None:
+def test_cuda_buffers_on_a_real_gpu(fresh_artifact: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real cuda-python buffers, stream and copies; only the engines are stand-ins."""
     cudart = _real_cudart()
     if cudart is None:
         pytest.skip("needs cuda-python and a CUDA GPU")
     props = tb.cuda_call(cudart.cudaGetDeviceProperties(tb.cuda_call(cudart.cudaGetDevice())))
     _add_engines(fresh_artifact, tb.decode_gpu_name(props.name), f"{props.major}.{props.minor}")
-    monkeypatch.setitem(sys.modules, "tensorrt",
-                        make_fake_tensorrt(fresh_artifact.path, DeviceMemory(cudart)))
+    monkeypatch.setitem(
+        sys.modules, "tensorrt", make_fake_tensorrt(fresh_artifact.path, DeviceMemory(cudart))
+    )
     rt = BudgetRuntime.load(fresh_artifact.path, backend="tensorrt")
     net = fresh_artifact.net
     x = np.random.default_rng(0).standard_normal((10, *net.input_size)).astype(np.float32)
@@ -386,8 +404,9 @@ def test_cuda_buffers_on_a_real_gpu(fresh_artifact: Any, monkeypatch: pytest.Mon
     rt.close()
 
 
-def test_tensorrt_refuses_foreign_engines(fake_trt: tuple[Any, FakeCudart, types.ModuleType],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensorrt_refuses_foreign_engines(
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
     artifact, cudart, trt = fake_trt
     trt.__version__ = "10.7.0"  # type: ignore[attr-defined]
     with pytest.raises(BackendError, match="TensorRT 10.3.0 but TensorRT 10.7.0"):
@@ -404,13 +423,16 @@ def test_tensorrt_refuses_foreign_engines(fake_trt: tuple[Any, FakeCudart, types
 
 
 def test_cuda_python_newer_than_the_driver_is_reported(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     artifact, cudart, _ = fake_trt
     monkeypatch.setattr(tb, "bindings_version", lambda: "13.0.1")
-    with pytest.raises(BackendError, match=r"cuda-python 13.0.1 needs a CUDA 13 driver, but "
-                                           r"this driver supports CUDA 12.6: pip install "
-                                           r"'cuda-python>=12.6,<13'"):
+    with pytest.raises(
+        BackendError,
+        match=r"cuda-python 13.0.1 needs a CUDA 13 driver, but "
+        r"this driver supports CUDA 12.6: pip install "
+        r"'cuda-python>=12.6,<13'",
+    ):
         BudgetRuntime.load(artifact.path, backend="tensorrt")
     with pytest.warns(RuntimeWarning, match="TensorRT cannot run here .*cuda-python 13.0.1"):
         rt = BudgetRuntime.load(artifact.path)  # auto: falls back, but says why
@@ -423,7 +445,7 @@ def test_cuda_python_newer_than_the_driver_is_reported(
 
 
 def test_a_jetson_refuses_a_cuda_runtime_newer_than_its_driver(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pip's pick for cuda-python>=12.6,<13 is 12.9, whose static 12.9 runtime a JetPack 6
     driver (12.6) refuses with error 35; a desktop's driver takes it (minor-version
@@ -432,9 +454,12 @@ def test_a_jetson_refuses_a_cuda_runtime_newer_than_its_driver(
     assert cudart.driver == 12060
     monkeypatch.setattr(tb, "bindings_version", lambda: "12.9.10")
     monkeypatch.setattr(tb, "is_tegra", lambda: True)
-    with pytest.raises(BackendError, match=r"cuda-python 12.9.10 brings a CUDA 12.9 runtime, "
-                                           r"newer than this Jetson's CUDA 12.6 driver.*"
-                                           r"pip install 'cuda-python>=12.6,<12.7'"):
+    with pytest.raises(
+        BackendError,
+        match=r"cuda-python 12.9.10 brings a CUDA 12.9 runtime, "
+        r"newer than this Jetson's CUDA 12.6 driver.*"
+        r"pip install 'cuda-python>=12.6,<12.7'",
+    ):
         BudgetRuntime.load(artifact.path, backend="tensorrt")
     with pytest.warns(RuntimeWarning, match="TensorRT cannot run here .*12.9.10"):
         assert BudgetRuntime.load(artifact.path).backend.name == "onnxruntime"
@@ -460,8 +485,10 @@ def test_undeserialisable_engine(fake_trt: tuple[Any, FakeCudart, types.ModuleTy
 # a few lines that are not valid Python; this test repairs a copy and checks against it.
 _STUB_FIXES = [
     (re.compile(r"\((self(?:: IPluginV3)?), in: "), r"(\1, in_: "),
-    (re.compile(r"power: Weights = None, channel_axis: int\)"),
-     "power: Weights = None, channel_axis: int = ...)"),
+    (
+        re.compile(r"power: Weights = None, channel_axis: int\)"),
+        "power: Weights = None, channel_axis: int = ...)",
+    ),
 ]
 
 _REMOVED_API = """
@@ -490,30 +517,59 @@ def test_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
     (tmp_path / "mypy.ini").write_text(
         "[mypy]\npython_version = 3.10\nignore_missing_imports = True\n"
         "[mypy-tensorrt.*]\nignore_errors = True\n[mypy-tensorrt_bindings.*]\n"
-        "ignore_errors = True\n")
+        "ignore_errors = True\n"
+    )
     control = tmp_path / "removed_api.py"
     control.write_text(_REMOVED_API)
     backend = Path(tb.__file__)
     builder = backend.parents[2] / "export" / "trt_engine.py"
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
-         "--cache-dir", str(tmp_path / "cache"), "--no-incremental", str(backend),
-         str(builder), str(control)],
-        capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(stubs)}, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(tmp_path / "mypy.ini"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-incremental",
+            str(backend),
+            str(builder),
+            str(control),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(stubs)},
+        timeout=300,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ": error:" in ln]
     # The control proves the stubs are really consulted: the removed v2 call is caught.
     assert any("removed_api.py" in ln and "execute_async_v2" in ln for ln in lines), out.stdout
-    assert not [ln for ln in lines if "tensorrt_backend.py" in ln or "trt_engine.py" in ln], \
+    assert not [ln for ln in lines if "tensorrt_backend.py" in ln or "trt_engine.py" in ln], (
         out.stdout
+    )
 
 
 def test_the_gpu_data_path_script_runs_dry(tmp_path: Path) -> None:
     """benchmarks/gpu_data_path.py on the host-memory stand-in: the logits match numpy
     and the counts hold; on a GPU the same script runs NVRTC kernels instead."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_data_path.py"
-    out = subprocess.run([sys.executable, str(script), "--dry-run", "--calls", "2",
-                          "--batches", "1,5", "--out", str(tmp_path / "dry")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--dry-run",
+            "--calls",
+            "2",
+            "--batches",
+            "1,5",
+            "--out",
+            str(tmp_path / "dry"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "dry.json").read_text())["rows"]
     assert len(rows) == 4
@@ -563,7 +619,8 @@ def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> Non
 
 
 def test_the_precision_that_runs_is_the_engines(
-        fake_trt: tuple[Any, FakeCudart, types.ModuleType]) -> None:
+    fake_trt: tuple[Any, FakeCudart, types.ModuleType],
+) -> None:
     artifact, _, _ = fake_trt
     with BudgetRuntime.load(artifact.path) as rt:  # auto: the engines run
         assert (rt.backend.name, rt.precision) == ("tensorrt", "fp16")
@@ -572,9 +629,11 @@ def test_the_precision_that_runs_is_the_engines(
 
     engines = Manifest.load(artifact.path).tensorrt
     quantize_artifact(artifact.path, QuantizeSettings("fp16"))  # unlists the fp16 engines
-    quantize_artifact(artifact.path, QuantizeSettings("int8", calib_images=8, max_rows=8,
-                                                      budgets=[0.5]),
-                      images=np.zeros((8, 8, 8, 3), np.uint8))
+    quantize_artifact(
+        artifact.path,
+        QuantizeSettings("int8", calib_images=8, max_rows=8, budgets=[0.5]),
+        images=np.zeros((8, 8, 8, 3), np.uint8),
+    )
     m = Manifest.load(artifact.path)
     m.tensorrt = engines  # as build-engines --precision fp16 would list them again
     write_manifest(artifact.path, m)

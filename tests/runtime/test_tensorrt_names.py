@@ -20,11 +20,27 @@ import budget_edge
 NAMES = Path(__file__).parent / "tensorrt_names"
 VERSIONS = ("10.3.0", "11.4.0.106")
 PACKAGE = Path(budget_edge.__file__).parent
-TENSORRT_MODULES = [PACKAGE / "export" / "trt_engine.py",
-                    PACKAGE / "runtime" / "backends" / "tensorrt_backend.py"]
+TENSORRT_MODULES = [
+    PACKAGE / "export" / "trt_engine.py",
+    PACKAGE / "runtime" / "backends" / "tensorrt_backend.py",
+]
 # Variables and attributes that hold TensorRT objects in those modules.
-TRT_OBJECTS = {"trt", "builder", "_builder", "config", "network", "parser", "profile", "engine",
-               "context", "_runtime", "tensor", "_cache", "_logger", "Logger"}
+TRT_OBJECTS = {
+    "trt",
+    "builder",
+    "_builder",
+    "config",
+    "network",
+    "parser",
+    "profile",
+    "engine",
+    "context",
+    "_runtime",
+    "tensor",
+    "_cache",
+    "_logger",
+    "Logger",
+}
 
 
 def _load(version: str) -> list[str]:
@@ -67,10 +83,15 @@ def used_names(path: Path) -> tuple[set[str], set[str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _rooted_in_tensorrt(node.value):
             required.add(node.attr)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id == "getattr" and len(node.args) >= 2
-              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-              and _rooted_in_tensorrt(node.args[0])):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _rooted_in_tensorrt(node.args[0])
+        ):
             (optional if len(node.args) == 3 else required).add(node.args[1].value)
     # Names that are ours, not TensorRT's (attributes of our own objects named alike).
     return required - {"__version__"}, optional
@@ -78,27 +99,46 @@ def used_names(path: Path) -> tuple[set[str], set[str]]:
 
 def test_the_lists_tell_the_versions_apart(names: dict[str, list[str]]) -> None:
     """The check can fail: what TensorRT 11 removed is in 10.3's list only."""
-    for removed in ("IInt8EntropyCalibrator2", "platform_has_fast_fp16",
-                    "set_calibration_profile", "int8_calibrator"):
+    for removed in (
+        "IInt8EntropyCalibrator2",
+        "platform_has_fast_fp16",
+        "set_calibration_profile",
+        "int8_calibrator",
+    ):
         assert present(removed, names["10.3.0"]), removed
         assert not present(removed, names["11.4.0.106"]), removed
-    for kept in ("build_serialized_network", "execute_async_v3", "set_tensor_address",
-                 "STRONGLY_TYPED"):
+    for kept in (
+        "build_serialized_network",
+        "execute_async_v3",
+        "set_tensor_address",
+        "STRONGLY_TYPED",
+    ):
         assert all(present(kept, listed) for listed in names.values()), kept
 
 
 def test_the_scanner_finds_the_calls() -> None:
     required, optional = used_names(TENSORRT_MODULES[0])
-    assert {"create_network", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED",
-            "build_serialized_network", "set_memory_pool_limit"} <= required
+    assert {
+        "create_network",
+        "NetworkDefinitionCreationFlag",
+        "STRONGLY_TYPED",
+        "build_serialized_network",
+        "set_memory_pool_limit",
+    } <= required
     required, _ = used_names(TENSORRT_MODULES[1])
-    assert {"execute_async_v3", "set_tensor_address", "set_input_shape",
-            "deserialize_cuda_engine", "get_tensor_profile_shape"} <= required
+    assert {
+        "execute_async_v3",
+        "set_tensor_address",
+        "set_input_shape",
+        "deserialize_cuda_engine",
+        "get_tensor_profile_shape",
+    } <= required
 
 
 @pytest.mark.parametrize("module", TENSORRT_MODULES, ids=lambda p: p.name)
-def test_every_name_exists_in_every_supported_tensorrt(module: Path,
-                                                       names: dict[str, list[str]]) -> None:
+def test_every_name_exists_in_every_supported_tensorrt(
+    module: Path, names: dict[str, list[str]]
+) -> None:
     required, optional = used_names(module)
     for version, listed in names.items():
         missing = sorted(n for n in required if not present(n, listed))
@@ -129,4 +169,5 @@ def test_the_builder_stand_in_has_each_versions_flags(names: dict[str, list[str]
         for flag in trt.BuilderFlag.__members__:
             assert present(flag, listed), (version, flag)
         assert hasattr(trt.Builder, "platform_has_fast_fp16") == present(
-            "platform_has_fast_fp16", listed)
+            "platform_has_fast_fp16", listed
+        )

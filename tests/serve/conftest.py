@@ -68,8 +68,7 @@ class ManualClock(Clock):
         if until <= self._now:
             return
         alarm = asyncio.get_running_loop().create_future()
-        timer = self.call_later(until - self._now,
-                                lambda: alarm.done() or alarm.set_result(None))
+        timer = self.call_later(until - self._now, lambda: alarm.done() or alarm.set_result(None))
         try:
             await asyncio.wait({*futures, alarm}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -143,17 +142,27 @@ class GatedRuntime:
 
 
 @contextmanager
-def serving(model: ServedModel, max_body_bytes: int = 16 << 20,
-            max_connections: int = 128, token: str | None = None,
-            admission: Admission | None = None, head_timeout_s: float = 10.0,
-            keep_alive_s: float = 5.0) -> Iterator[str]:
+def serving(
+    model: ServedModel,
+    max_body_bytes: int = 16 << 20,
+    max_connections: int = 128,
+    token: str | None = None,
+    admission: Admission | None = None,
+    head_timeout_s: float = 10.0,
+    keep_alive_s: float = 5.0,
+) -> Iterator[str]:
     """Run `model` on 127.0.0.1 (a free port) in a thread; yield its http://host:port.
     The server's clock is the admission's (pass Admission(clock=ManualClock()))."""
     admission = admission or Admission()
     app = create_app(model, max_body_bytes, token=token, admission=admission)
-    server = make_server(app, log_level="warning", max_connections=max_connections,
-                         admission=admission, head_timeout_s=head_timeout_s,
-                         keep_alive_s=keep_alive_s)
+    server = make_server(
+        app,
+        log_level="warning",
+        max_connections=max_connections,
+        admission=admission,
+        head_timeout_s=head_timeout_s,
+        keep_alive_s=keep_alive_s,
+    )
     sock = bind_tcp("127.0.0.1", 0)
     url = address_of(sock)
     thread = threading.Thread(target=run, args=(server, sock), daemon=True)
@@ -179,16 +188,22 @@ class Response:
         return json.loads(self.body)
 
 
-def request(url: str, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> Response:
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """One raw HTTP request (a fresh connection, 30 s timeout)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         answer = conn.getresponse()
-        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()},
-                        answer.read())
+        return Response(
+            answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+        )
     finally:
         conn.close()
 
@@ -205,14 +220,19 @@ def read_head(sock: socket.socket) -> bytes:
 
 def infer_json(url: str, model: str, header: dict[str, Any]) -> Response:
     body = json.dumps(header).encode()
-    return request(url, "POST", f"/v2/models/{model}/infer", body,
-                   {"Content-Type": "application/json"})
+    return request(
+        url, "POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"}
+    )
 
 
 def image_input(images: np.ndarray) -> dict[str, Any]:
     """A JSON IMAGE tensor of uint8 NHWC pixels."""
-    return {"name": "IMAGE", "datatype": "UINT8", "shape": list(images.shape),
-            "data": images.ravel().tolist()}
+    return {
+        "name": "IMAGE",
+        "datatype": "UINT8",
+        "shape": list(images.shape),
+        "data": images.ravel().tolist(),
+    }
 
 
 def random_images(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -240,8 +260,9 @@ class Served:
         return (c, h, w)
 
 
-def load_model(path: Path, controller: BudgetController | None = None,
-               name: str | None = None) -> ServedModel:
+def load_model(
+    path: Path, controller: BudgetController | None = None, name: str | None = None
+) -> ServedModel:
     runtime = BudgetRuntime.load(path, backend="onnxruntime", threads=1)
     return ServedModel(runtime, controller or FixedBudget(SERVER_BUDGET), name=name)
 
@@ -268,5 +289,3 @@ def served(tiny_artifact: Path) -> Iterator[Served]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-

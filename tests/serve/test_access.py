@@ -16,8 +16,9 @@ from .conftest import load_model, request
 TOKEN = "s3cret-token-0123456789"
 
 
-def test_token_from_a_file_or_the_environment(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "token").write_text(TOKEN + "\n")
     assert read_token(str(tmp_path / "token")) == TOKEN
     monkeypatch.delenv("BUDGET_EDGE_TOKEN", raising=False)
@@ -31,14 +32,18 @@ def test_token_from_a_file_or_the_environment(tmp_path: Path,
         read_token(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    ("first-half-of-it\nsecond-half-of-it\n", "'\\n'"),
-    ("a token with spaces inside it", "' '"),
-    ("t\u00f6ken-with-an-umlaut-0123", "'\u00f6'"),
-    ("tab\tseparated-token-0123456", "'\\t'"),
-])
-def test_a_token_no_header_can_carry_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                text: str, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("first-half-of-it\nsecond-half-of-it\n", "'\\n'"),
+        ("a token with spaces inside it", "' '"),
+        ("t\u00f6ken-with-an-umlaut-0123", "'\u00f6'"),
+        ("tab\tseparated-token-0123456", "'\\t'"),
+    ],
+)
+def test_a_token_no_header_can_carry_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, shown: str
+) -> None:
     """A newline inside the token was accepted, and then every request got 401."""
     (tmp_path / "token").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="Authorization header cannot carry") as info:
@@ -63,9 +68,17 @@ def test_a_token_file_is_read_bounded_and_only_if_regular(tmp_path: Path) -> Non
         read_token(str(tmp_path))
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True),
-                                            ("localhost", True), ("0.0.0.0", False),
-                                            ("192.168.1.5", False), ("jetson.lan", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("jetson.lan", False),
+    ],
+)
 def test_only_loopback_hosts_may_go_without_a_token(host: str, loopback: bool) -> None:
     assert is_loopback(host) == loopback
     check_exposure(host, TOKEN, insecure=False)
@@ -85,18 +98,24 @@ def test_every_route_but_health_needs_the_token(tiny_artifact: Path) -> None:
         assert request(url, "GET", "/v2/health/live").status == 200
         denied = request(url, "GET", f"/v2/models/{model.name}")
         assert denied.status == 401 and b"access token" in denied.body
-        wrong = request(url, "GET", f"/v2/models/{model.name}", None,
-                        {"Authorization": "Bearer " + "x" * len(TOKEN)})
+        wrong = request(
+            url,
+            "GET",
+            f"/v2/models/{model.name}",
+            None,
+            {"Authorization": "Bearer " + "x" * len(TOKEN)},
+        )
         assert wrong.status == 401
-        ok = request(url, "GET", f"/v2/models/{model.name}", None,
-                     {"Authorization": f"Bearer {TOKEN}"})
+        ok = request(
+            url, "GET", f"/v2/models/{model.name}", None, {"Authorization": f"Bearer {TOKEN}"}
+        )
         assert ok.status == 200
     model.runtime.close()
 
 
 def test_serve_refuses_a_public_host_without_a_token(
-        tiny_artifact: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_artifact: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from budget_edge.cli import main
 
     monkeypatch.delenv("BUDGET_EDGE_TOKEN", raising=False)

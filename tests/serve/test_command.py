@@ -33,7 +33,10 @@ class Process:
     def __init__(self, args: list[str]) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "budget_edge.cli", "serve", *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -57,8 +60,7 @@ class Process:
             match = re.search(pattern, line)
             if match:
                 return match
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n"
-                             + "".join(self.seen))
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n" + "".join(self.seen))
 
 
 @contextmanager
@@ -73,8 +75,9 @@ def serve_process(args: list[str]) -> Iterator[Process]:
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path) -> None:
-    with serve_process([str(tiny_artifact), "--port", "0", "--budget", "fixed:0.5",
-                        "--model-name", "tiny"]) as process:
+    with serve_process(
+        [str(tiny_artifact), "--port", "0", "--budget", "fixed:0.5", "--model-name", "tiny"]
+    ) as process:
         url = process.wait_for(r"serving model 'tiny' .* on (http://\S+) with budget").group(1)
         host, port = url.removeprefix("http://").rsplit(":", 1)
         images = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
@@ -82,9 +85,10 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path)
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             # With Expect: 100-continue the server says "100 Continue" once the handler
             # reads the body: from then on the request is surely in flight.
-            sock.sendall(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {host}\r\n"
-                         f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
-                         .encode())
+            sock.sendall(
+                f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
             assert read_head(sock).startswith(b"HTTP/1.1 100")
             sock.sendall(body[:100])
             process.popen.send_signal(signal.SIGTERM)
@@ -100,8 +104,9 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tiny_artifact: Path)
     with BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1) as rt:
         want = rt.infer(images, budget=0.5)
     assert outputs["CLASS"]["data"] == want.classes.tolist()
-    np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits, rtol=1e-6, atol=1e-6
+    )
 
 
 def _loop_requests(host: str, port: int, stop: threading.Event, statuses: list[object]) -> None:
@@ -134,8 +139,10 @@ def test_sighup_reloads_under_load_and_sigusr_is_ignored(tmp_path: Path) -> None
         process.wait_for("SIGHUP reloads the artifact")  # the server handles them now
         host, port = url.removeprefix("http://").rsplit(":", 1)
         stop, statuses = threading.Event(), []  # type: ignore[var-annotated]
-        clients = [threading.Thread(target=_loop_requests, args=(host, int(port), stop, statuses))
-                   for _ in range(6)]
+        clients = [
+            threading.Thread(target=_loop_requests, args=(host, int(port), stop, statuses))
+            for _ in range(6)
+        ]
         for client in clients:
             client.start()
         try:
@@ -155,8 +162,11 @@ def test_sighup_reloads_under_load_and_sigusr_is_ignored(tmp_path: Path) -> None
         assert process.popen.poll() is None  # still running
         images = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        conn.request("POST", "/v2/models/tiny/infer", body=json.dumps(
-            {"inputs": [image_input(images)], "parameters": {"budget": 0.5}}))
+        conn.request(
+            "POST",
+            "/v2/models/tiny/infer",
+            body=json.dumps({"inputs": [image_input(images)], "parameters": {"budget": 0.5}}),
+        )
         outputs = {o["name"]: o for o in json.loads(conn.getresponse().read())["outputs"]}
         conn.close()
         process.popen.send_signal(signal.SIGTERM)
@@ -164,8 +174,9 @@ def test_sighup_reloads_under_load_and_sigusr_is_ignored(tmp_path: Path) -> None
     assert statuses and set(statuses) == {200}, [s for s in statuses if s != 200][:3]
     with BudgetRuntime.load(r2, backend="onnxruntime", threads=1) as rt:
         want = rt.infer(images, budget=0.5)
-    np.testing.assert_allclose(np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.reshape(outputs["LOGITS"]["data"], (2, -1)), want.logits, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_unix_socket_process_serves_and_cleans_up(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -269,8 +280,12 @@ print("budget_edge.serve.app" in sys.modules, "budget_edge.serve.model" in sys.m
 
 def test_serve_runs_without_torch(tiny_artifact: Path) -> None:
     # The bad budget stops the command after the runtime and server modules are loaded.
-    done = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tiny_artifact)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE, str(tiny_artifact)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["exit 2", "['torch']", "True True"]
     assert "must be a number in [0, 1]" in done.stderr

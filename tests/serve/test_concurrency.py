@@ -50,7 +50,7 @@ def decode(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
         if size is None:
             data = np.asarray(out["data"], dtype)
         else:
-            data = np.frombuffer(body[offset:offset + size], dtype)
+            data = np.frombuffer(body[offset : offset + size], dtype)
             offset += size
         arrays[out["name"]] = data.reshape(out["shape"])
     return arrays
@@ -82,8 +82,10 @@ def client(served: Served, seed: int, sent: list[Sent], errors: list[str]) -> No
 def test_concurrent_clients_each_get_their_own_correct_answer(served: Served) -> None:
     sent: list[list[Sent]] = [[] for _ in range(CLIENTS)]
     errors: list[str] = []
-    threads = [threading.Thread(target=client, args=(served, seed, sent[seed], errors))
-               for seed in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=client, args=(served, seed, sent[seed], errors))
+        for seed in range(CLIENTS)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -52,9 +52,7 @@ def test_latency_spec_starts_from_a_table_timed_on_this_machine(runtime: BudgetR
     assert impossible.budget() == CALIBRATION.budgets[0]  # none does: the least it timed
 
 
-def test_latency_spec_can_start_from_a_bench_report(
-    runtime: BudgetRuntime, tmp_path: Path
-) -> None:
+def test_latency_spec_can_start_from_a_bench_report(runtime: BudgetRuntime, tmp_path: Path) -> None:
     settings = BenchSettings(budgets=[0.2, 0.9], batches=[1, 2], warmup=1, iterations=3, rounds=1)
     report = run_bench(runtime, load_bench_data("random", runtime, eval_images=4), settings)
     path = tmp_path / "bench.json"
@@ -107,8 +105,10 @@ def test_bad_specs_are_config_errors(runtime: BudgetRuntime, spec: str, message:
 
 def test_latency_spec_without_a_policy_is_refused(tmp_path: Path) -> None:
     artifacts.write_artifact(artifacts.make_net("resnet"), tmp_path, policy=False)
-    with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt, \
-            pytest.raises(ConfigError, match="has no policy"):
+    with (
+        BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt,
+        pytest.raises(ConfigError, match="has no policy"),
+    ):
         parse_budget_spec("latency:20", rt)
 
 
@@ -117,9 +117,10 @@ def test_a_bench_report_gives_the_rows_of_the_served_precision(
 ) -> None:
     from budget_edge.runtime import read_latency_table
 
-    rows = [{"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 2.0}},
-            {"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 1.0},
-             "precision": "int8"}]
+    rows = [
+        {"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 2.0}},
+        {"kind": "budget", "batch": 1, "budget": 0.5, "latency": {"p95": 1.0}, "precision": "int8"},
+    ]
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"rows": rows}))
     assert read_latency_table(str(path)) == [(0.5, 2.0)]  # older reports: fp32

@@ -62,7 +62,7 @@ def answer(model: ServedModel, header: dict[str, Any], *sections: bytes) -> dict
     for out in result["outputs"]:
         size = out.get("parameters", {}).get("binary_data_size")
         if size is not None:
-            raw = body[offset:offset + size]
+            raw = body[offset : offset + size]
             offset += size
             out["data"] = np.frombuffer(raw, DATATYPES[out["datatype"]]).tolist()
     assert offset == len(body)
@@ -141,8 +141,9 @@ def test_static_masks_serve_budgets_without_an_agent(tmp_path: Path) -> None:
     assert "PROBS" not in [t["name"] for t in model.metadata()["outputs"]]
     one = images[:1]
     for budget, count in ((0.34, 1), (0.7, 2)):
-        result = outputs(answer(model, {"inputs": [image_input(one)],
-                                        "parameters": {"budget": budget}}))
+        result = outputs(
+            answer(model, {"inputs": [image_input(one)], "parameters": {"budget": budget}})
+        )
         assert result["MASK"].astype(int).tolist() == [by_count[count]]
     # The server's controller (0.5 -> round(1.5) = 1, a tie rounds down) without a budget.
     result = outputs(answer(model, {"inputs": [image_input(one)]}))
@@ -150,8 +151,14 @@ def test_static_masks_serve_budgets_without_an_agent(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="policy 'oracle'"):
         answer(model, {"inputs": [image_input(one)], "parameters": {"policy": "oracle"}})
     with pytest.raises(RequestError, match="unknown output 'PROBS'"):
-        answer(model, {"inputs": [image_input(one)], "outputs": [{"name": "PROBS"}],
-                       "parameters": {"budget": 0.5}})
+        answer(
+            model,
+            {
+                "inputs": [image_input(one)],
+                "outputs": [{"name": "PROBS"}],
+                "parameters": {"budget": 0.5},
+            },
+        )
     model.runtime.close()
 
 
@@ -196,8 +203,12 @@ def test_preprocessed_input_matches_pixels_normalised_by_the_runtime(
     pre = model.runtime.manifest.preprocessing
     x = (images / 255.0 - np.asarray(pre.mean)) / np.asarray(pre.std)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
-    spec = {"name": "INPUT", "datatype": "FP32", "shape": list(x.shape),
-            "parameters": {"binary_data_size": x.nbytes}}
+    spec = {
+        "name": "INPUT",
+        "datatype": "FP32",
+        "shape": list(x.shape),
+        "parameters": {"binary_data_size": x.nbytes},
+    }
     result = answer(model, {"inputs": [spec], "parameters": {"budget": 0.7}}, x.tobytes())
     check_same(outputs(result), reference.infer(x, budget=0.7))
 
@@ -206,15 +217,18 @@ def test_binary_outputs_follow_the_json_in_order(
     model: ServedModel, reference: BudgetRuntime, rng: np.random.Generator
 ) -> None:
     images = random_images(rng, 2, (3, 8, 8))
-    spec = {"name": "IMAGE", "datatype": "UINT8", "shape": list(images.shape),
-            "parameters": {"binary_data_size": images.nbytes}}
+    spec = {
+        "name": "IMAGE",
+        "datatype": "UINT8",
+        "shape": list(images.shape),
+        "parameters": {"binary_data_size": images.nbytes},
+    }
     header = {"inputs": [spec], "parameters": {"binary_data_output": True, "budget": 0.3}}
     text = json.dumps(header).encode()
     body, length = model.infer_body(text + images.tobytes(), str(len(text)))
     assert length is not None
     head = json.loads(body[:length])
-    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0
-               for o in head["outputs"])
+    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0 for o in head["outputs"])
     result = answer(model, header, images.tobytes())
     check_same(outputs(result), reference.infer(images, budget=0.3))
 
@@ -223,8 +237,10 @@ def test_requested_outputs_come_in_the_asked_order_and_form(
     model: ServedModel, rng: np.random.Generator
 ) -> None:
     images = random_images(rng, 1, (3, 8, 8))
-    header = {"inputs": [image_input(images)], "outputs": [
-        {"name": "FLOPS", "parameters": {"binary_data": True}}, {"name": "CLASS"}]}
+    header = {
+        "inputs": [image_input(images)],
+        "outputs": [{"name": "FLOPS", "parameters": {"binary_data": True}}, {"name": "CLASS"}],
+    }
     text = json.dumps(header).encode()
     body, length = model.infer_body(text, None)
     assert length is not None
@@ -295,28 +311,72 @@ def image(n: int = 1, **changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        ({"inputs": [image(), {"name": "EXTRA", "datatype": "FP32", "shape": [1], "data": [1]}]},
-         "unknown input 'EXTRA'"),
+        (
+            {"inputs": [image(), {"name": "EXTRA", "datatype": "FP32", "shape": [1], "data": [1]}]},
+            "unknown input 'EXTRA'",
+        ),
         ({"inputs": [image(datatype="FP32")]}, "IMAGE must be UINT8, got FP32"),
         ({"inputs": [image(shape=[1, 8, 24], data=[0] * 192)]}, "has shape [1, 8, 24] but"),
         ({"inputs": [image(shape=[1, 4, 16, 3])]}, "has shape [1, 4, 16, 3] but"),
-        ({"inputs": [image(), {"name": "INPUT", "datatype": "FP32", "shape": [1, 3, 8, 8],
-                               "data": [0.0] * 192}]}, "exactly one image input"),
-        ({"inputs": [{"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [1]}]},
-         "exactly one image input"),
-        ({"inputs": [image(2), {"name": "BUDGET", "datatype": "FP32", "shape": [1],
-                                "data": [0.5]}]}, "BUDGET has 1 rows for 2 image(s)"),
-        ({"inputs": [image(), {"name": "BUDGET", "datatype": "FP64", "shape": [1],
-                               "data": [0.5]}]}, "BUDGET must be FP32"),
-        ({"inputs": [image(), {"name": "BUDGET", "datatype": "FP32", "shape": [1],
-                               "data": [0.5]}], "parameters": {"budget": 0.5}},
-         "send the budget once"),
+        (
+            {
+                "inputs": [
+                    image(),
+                    {
+                        "name": "INPUT",
+                        "datatype": "FP32",
+                        "shape": [1, 3, 8, 8],
+                        "data": [0.0] * 192,
+                    },
+                ]
+            },
+            "exactly one image input",
+        ),
+        (
+            {"inputs": [{"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [1]}]},
+            "exactly one image input",
+        ),
+        (
+            {
+                "inputs": [
+                    image(2),
+                    {"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [0.5]},
+                ]
+            },
+            "BUDGET has 1 rows for 2 image(s)",
+        ),
+        (
+            {
+                "inputs": [
+                    image(),
+                    {"name": "BUDGET", "datatype": "FP64", "shape": [1], "data": [0.5]},
+                ]
+            },
+            "BUDGET must be FP32",
+        ),
+        (
+            {
+                "inputs": [
+                    image(),
+                    {"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [0.5]},
+                ],
+                "parameters": {"budget": 0.5},
+            },
+            "send the budget once",
+        ),
         ({"inputs": [image()], "parameters": {"budget": "high"}}, "must be a number in [0, 1]"),
         ({"inputs": [image()], "parameters": {"budget": True}}, "must be a number in [0, 1]"),
         ({"inputs": [image()], "parameters": {"budget": 1.5}}, "budget 1.5 is outside [0, 1]"),
         ({"inputs": [image()], "parameters": {"budget": -0.1}}, "outside [0, 1]"),
-        ({"inputs": [image(), {"name": "BUDGET", "datatype": "FP32", "shape": [1],
-                               "data": [2.0]}]}, "outside [0, 1]"),
+        (
+            {
+                "inputs": [
+                    image(),
+                    {"name": "BUDGET", "datatype": "FP32", "shape": [1], "data": [2.0]},
+                ]
+            },
+            "outside [0, 1]",
+        ),
         ({"inputs": [image()], "parameters": {"budgett": 0.5}}, "unknown parameter 'budgett'"),
         ({"inputs": [image()], "parameters": {"mode": "best"}}, "mode 'best' is not one of"),
         ({"inputs": [image()], "parameters": {"mode": 1}}, "mode must be a non-empty string"),
@@ -324,8 +384,15 @@ def image(n: int = 1, **changes: Any) -> dict[str, Any]:
         ({"inputs": [image()], "parameters": {"seed": -1}}, "seed must be an integer in"),
         ({"inputs": [image()], "parameters": {"seed": 1.5}}, "seed must be an integer in"),
         ({"inputs": [image(0, shape=[0, 8, 8, 3], data=[])]}, "the batch is empty"),
-        ({"inputs": [image(), {"name": "MASK", "datatype": "BOOL", "shape": [1, 2],
-                               "data": [True, True]}]}, "MASK has shape [1, 2] but"),
+        (
+            {
+                "inputs": [
+                    image(),
+                    {"name": "MASK", "datatype": "BOOL", "shape": [1, 2], "data": [True, True]},
+                ]
+            },
+            "MASK has shape [1, 2] but",
+        ),
         ({"inputs": [image()], "outputs": [{"name": "SCORES"}]}, "unknown output 'SCORES'"),
     ],
 )
@@ -340,16 +407,23 @@ def test_bad_requests_are_refused_before_or_by_the_runtime(
 def test_nan_and_inf_in_binary_images_are_refused(model: ServedModel) -> None:
     x = np.zeros((1, 3, 8, 8), np.float32)
     x[0, 1, 2, 3] = np.nan
-    spec = {"name": "INPUT", "datatype": "FP32", "shape": [1, 3, 8, 8],
-            "parameters": {"binary_data_size": x.nbytes}}
+    spec = {
+        "name": "INPUT",
+        "datatype": "FP32",
+        "shape": [1, 3, 8, 8],
+        "parameters": {"binary_data_size": x.nbytes},
+    }
     with pytest.raises(InputError, match="NaN or inf"):
         answer(model, {"inputs": [spec]}, x.tobytes())
     budget = np.array([np.nan], np.float32)
-    bspec = {"name": "BUDGET", "datatype": "FP32", "shape": [1],
-             "parameters": {"binary_data_size": 4}}
+    bspec = {
+        "name": "BUDGET",
+        "datatype": "FP32",
+        "shape": [1],
+        "parameters": {"binary_data_size": 4},
+    }
     with pytest.raises(InputError, match="NaN"):
         answer(model, {"inputs": [image(), bspec]}, budget.tobytes())
-
 
 
 def test_a_quantized_set_is_named_in_the_platform(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ DOC_BUDGET = 0.5  # the doc starts the server with --budget fixed:0.5
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 # What the tests put on PATH when curl is missing: the few curl options the doc uses.
-CURL_SHIM = '''
+CURL_SHIM = """
 import sys, urllib.error, urllib.request
 args, headers, body, url = sys.argv[1:], {}, None, None
 while args:
@@ -55,7 +55,7 @@ try:
 except urllib.error.HTTPError as error:
     answer = error
 sys.stdout.buffer.write(answer.read())
-'''
+"""
 
 
 def doc_blocks() -> list[tuple[str, str, str | None]]:
@@ -83,12 +83,16 @@ def doc_shaped_artifact(path: Path) -> None:
         size = block.out_hw
     rng = np.random.default_rng(3)
     net.num_classes = 10
-    net.head = {"w": (rng.standard_normal((10, last.cout)) * 0.3).astype(np.float32),
-                "b": (rng.standard_normal(10) * 0.3).astype(np.float32)}
-    net.policy = {"w": (rng.standard_normal((9, 2)) * 4).astype(np.float32),
-                  "b": (rng.standard_normal(9) * 0.5).astype(np.float32),
-                  "wv": (rng.standard_normal((1, 2)) * 0.3).astype(np.float32),
-                  "bv": (rng.standard_normal(1) * 0.3).astype(np.float32)}
+    net.head = {
+        "w": (rng.standard_normal((10, last.cout)) * 0.3).astype(np.float32),
+        "b": (rng.standard_normal(10) * 0.3).astype(np.float32),
+    }
+    net.policy = {
+        "w": (rng.standard_normal((9, 2)) * 4).astype(np.float32),
+        "b": (rng.standard_normal(9) * 0.5).astype(np.float32),
+        "wv": (rng.standard_normal((1, 2)) * 0.3).astype(np.float32),
+        "bv": (rng.standard_normal(1) * 0.3).astype(np.float32),
+    }
     artifacts.write_artifact(net, path)
 
 
@@ -148,8 +152,11 @@ def test_doc_examples_run_and_answer_as_documented(doc_server: str, tmp_path: Pa
     for language, code, answer in blocks:
         first_line = code.splitlines()[0]
         code = code.replace(DOC_ADDRESS, doc_server)
-        command = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else \
-            [sys.executable, "-c", code]
+        command = (
+            ["bash", "-euo", "pipefail", "-c", code]
+            if language == "bash"
+            else [sys.executable, "-c", code]
+        )
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120)
         assert done.returncode == 0, f"{first_line}\n{done.stderr.decode()}"
         if language == "bash":

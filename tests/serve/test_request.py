@@ -23,13 +23,19 @@ def _body(header: dict, *sections: bytes) -> tuple[bytes, str | None]:
 
 
 def test_json_request_is_parsed_with_its_id_parameters_and_outputs() -> None:
-    body, length = _body({
-        "id": "r1",
-        "parameters": {"budget": 0.5, "binary_data_output": True, "priority": 3,
-                       "triton_enable_empty_final_response": False},
-        "inputs": [{"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}],
-        "outputs": [{"name": "A"}, {"name": "B", "parameters": {"binary_data": False}}],
-    })
+    body, length = _body(
+        {
+            "id": "r1",
+            "parameters": {
+                "budget": 0.5,
+                "binary_data_output": True,
+                "priority": 3,
+                "triton_enable_empty_final_response": False,
+            },
+            "inputs": [{"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}],
+            "outputs": [{"name": "A"}, {"name": "B", "parameters": {"binary_data": False}}],
+        }
+    )
     request = parse_request(body, length)
     assert request.id == "r1"
     # Protocol bookkeeping (binary_data_output, Triton's reserved names) is not the model's.
@@ -40,19 +46,25 @@ def test_json_request_is_parsed_with_its_id_parameters_and_outputs() -> None:
 
 
 @pytest.mark.parametrize("timeout, seconds", [(None, None), (0, None), (250_000, 0.25)])
-def test_the_triton_timeout_parameter_is_the_requests_deadline(timeout: int | None,
-                                                                seconds: float | None) -> None:
+def test_the_triton_timeout_parameter_is_the_requests_deadline(
+    timeout: int | None, seconds: float | None
+) -> None:
     parameters = {} if timeout is None else {"timeout": timeout}
-    body, length = _body({"parameters": parameters, "inputs": [
-        {"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}]})
+    body, length = _body(
+        {
+            "parameters": parameters,
+            "inputs": [{"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}],
+        }
+    )
     request = parse_request(body, length)
     assert request.timeout_s == seconds
     assert "timeout" not in request.parameters  # the server's, not the model's
 
 
 def test_without_outputs_every_output_is_wanted_in_the_default_form() -> None:
-    body, length = _body({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1],
-                                      "data": [2.0]}]})
+    body, length = _body(
+        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1], "data": [2.0]}]}
+    )
     request = parse_request(body, length)
     assert request.outputs is None
     assert request.binary_output is False
@@ -62,12 +74,26 @@ def test_without_outputs_every_output_is_wanted_in_the_default_form() -> None:
 def test_binary_request_is_split_at_the_header_length() -> None:
     image = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
     budget = np.array([0.25], dtype=np.float32)
-    body, length = _body({"inputs": [
-        {"name": "IMAGE", "datatype": "UINT8", "shape": [1, 2, 2, 3],
-         "parameters": {"binary_data_size": image.nbytes}},
-        {"name": "BUDGET", "datatype": "FP32", "shape": [1],
-         "parameters": {"binary_data_size": budget.nbytes}},
-    ]}, image.tobytes(), budget.tobytes())
+    body, length = _body(
+        {
+            "inputs": [
+                {
+                    "name": "IMAGE",
+                    "datatype": "UINT8",
+                    "shape": [1, 2, 2, 3],
+                    "parameters": {"binary_data_size": image.nbytes},
+                },
+                {
+                    "name": "BUDGET",
+                    "datatype": "FP32",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": budget.nbytes},
+                },
+            ]
+        },
+        image.tobytes(),
+        budget.tobytes(),
+    )
     request = parse_request(body, length)
     np.testing.assert_array_equal(request.inputs["IMAGE"].array, image)
     np.testing.assert_array_equal(request.inputs["BUDGET"].array, budget)
@@ -80,8 +106,18 @@ def test_bad_header_length_is_refused(length: str) -> None:
 
 
 def test_binary_data_without_header_length_is_refused() -> None:
-    body, _ = _body({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1],
-                                 "parameters": {"binary_data_size": 4}}]})
+    body, _ = _body(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "datatype": "FP32",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 4},
+                }
+            ]
+        }
+    )
     with pytest.raises(RequestError, match="only 0 bytes"):
         parse_request(body, None)
 
@@ -117,28 +153,47 @@ def test_malformed_requests_are_refused(header: dict, message: str) -> None:
 # ---- fuzzing: whatever a client sends, the answer is a 4xx, never a crash -------------
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                               max_size=3),
-    max_leaves=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 _TENSOR = st.fixed_dictionaries(
-    {"name": st.sampled_from(["IMAGE", "INPUT", "BUDGET", "MASK", "OTHER"]),
-     "datatype": st.sampled_from(["UINT8", "FP32", "BOOL", "INT64", "BYTES", "FP16", "X"]),
-     "shape": st.lists(st.integers(-2, 9), max_size=5),
-     "data": _JSON | st.lists(st.integers(0, 255), max_size=200)},
-    optional={"parameters": st.dictionaries(st.sampled_from(["binary_data_size", "x"]),
-                                            _JSON, max_size=2)})
+    {
+        "name": st.sampled_from(["IMAGE", "INPUT", "BUDGET", "MASK", "OTHER"]),
+        "datatype": st.sampled_from(["UINT8", "FP32", "BOOL", "INT64", "BYTES", "FP16", "X"]),
+        "shape": st.lists(st.integers(-2, 9), max_size=5),
+        "data": _JSON | st.lists(st.integers(0, 255), max_size=200),
+    },
+    optional={
+        "parameters": st.dictionaries(st.sampled_from(["binary_data_size", "x"]), _JSON, max_size=2)
+    },
+)
 _REQUEST = st.fixed_dictionaries(
     {"inputs": st.lists(_TENSOR, max_size=3)},
-    optional={"parameters": st.dictionaries(
-                  st.sampled_from(["budget", "mode", "seed", "cap", "policy",
-                                   "binary_data_output", "triton_x", "x"]), _JSON, max_size=3),
-              "outputs": st.lists(st.fixed_dictionaries(
-                  {"name": st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"])},
-                  optional={"parameters": st.dictionaries(st.just("binary_data"), _JSON)}),
-                  max_size=3),
-              "id": _JSON})
+    optional={
+        "parameters": st.dictionaries(
+            st.sampled_from(
+                ["budget", "mode", "seed", "cap", "policy", "binary_data_output", "triton_x", "x"]
+            ),
+            _JSON,
+            max_size=3,
+        ),
+        "outputs": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"])},
+                optional={"parameters": st.dictionaries(st.just("binary_data"), _JSON)},
+            ),
+            max_size=3,
+        ),
+        "id": _JSON,
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +214,15 @@ def _answer(model: Any, body: bytes, header: str | None) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.binary(max_size=400), header=st.none() | st.text(max_size=6))
-def test_random_bytes_are_a_client_error(fuzz_model: Any, body: bytes, header: str | None
-                                         ) -> None:
+def test_random_bytes_are_a_client_error(fuzz_model: Any, body: bytes, header: str | None) -> None:
     _answer(fuzz_model, body, header)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=_REQUEST)
-def test_any_request_structure_is_answered_or_a_client_error(fuzz_model: Any,
-                                                             request: dict[str, Any]) -> None:
+def test_any_request_structure_is_answered_or_a_client_error(
+    fuzz_model: Any, request: dict[str, Any]
+) -> None:
     _answer(fuzz_model, json.dumps(request).encode(), None)
 
 
@@ -176,35 +231,54 @@ def _nearly_valid(draw: Any) -> dict[str, Any]:
     """A good IMAGE request for the tiny model (8x8 RGB), then a few things a client may
     get wrong: parameters, extra inputs, outputs, one corrupted pixel."""
     n = draw(st.integers(1, 3))
-    pixels: list[Any] = draw(st.lists(st.integers(0, 255), min_size=n * 192,
-                                      max_size=n * 192))
+    pixels: list[Any] = draw(st.lists(st.integers(0, 255), min_size=n * 192, max_size=n * 192))
     if draw(st.booleans()):
         pixels[draw(st.integers(0, len(pixels) - 1))] = draw(_JSON)
-    request: dict[str, Any] = {"inputs": [{"name": "IMAGE", "datatype": "UINT8",
-                                           "shape": [n, 8, 8, 3], "data": pixels}]}
-    values = {"budget": st.floats(-0.5, 1.5) | _JSON,
-              "mode": st.sampled_from(["greedy", "sample", "rank", "x"]) | _JSON,
-              "seed": st.integers(-3, 2**64) | _JSON,
-              "cap": st.sampled_from(["components", "flops", None, "x"]) | _JSON,
-              "policy": st.sampled_from(["agent", "static", "x"]) | _JSON}
+    request: dict[str, Any] = {
+        "inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [n, 8, 8, 3], "data": pixels}]
+    }
+    values = {
+        "budget": st.floats(-0.5, 1.5) | _JSON,
+        "mode": st.sampled_from(["greedy", "sample", "rank", "x"]) | _JSON,
+        "seed": st.integers(-3, 2**64) | _JSON,
+        "cap": st.sampled_from(["components", "flops", None, "x"]) | _JSON,
+        "policy": st.sampled_from(["agent", "static", "x"]) | _JSON,
+    }
     chosen = draw(st.lists(st.sampled_from(sorted(values)), max_size=4, unique=True))
     request["parameters"] = {k: draw(values[k]) for k in chosen}
     if draw(st.booleans()):
-        request["inputs"].append({"name": "MASK", "datatype": "BOOL",
-                                  "shape": draw(st.sampled_from([[n, 3], [3], [n, 2]])),
-                                  "data": draw(st.lists(st.booleans() | _JSON, max_size=9))})
+        request["inputs"].append(
+            {
+                "name": "MASK",
+                "datatype": "BOOL",
+                "shape": draw(st.sampled_from([[n, 3], [3], [n, 2]])),
+                "data": draw(st.lists(st.booleans() | _JSON, max_size=9)),
+            }
+        )
     if draw(st.booleans()):
-        request["inputs"].append({"name": "BUDGET", "datatype": "FP32",
-                                  "shape": draw(st.sampled_from([[n], [1], [n, 1]])),
-                                  "data": draw(st.lists(st.floats(-1, 2) | _JSON, max_size=3))})
+        request["inputs"].append(
+            {
+                "name": "BUDGET",
+                "datatype": "FP32",
+                "shape": draw(st.sampled_from([[n], [1], [n, 1]])),
+                "data": draw(st.lists(st.floats(-1, 2) | _JSON, max_size=3)),
+            }
+        )
     if draw(st.booleans()):
-        request["outputs"] = [{"name": name} for name in draw(st.lists(
-            st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"]), max_size=3))]
+        request["outputs"] = [
+            {"name": name}
+            for name in draw(
+                st.lists(
+                    st.sampled_from(["LOGITS", "CLASS", "MASK", "PROBS", "FLOPS", "X"]), max_size=3
+                )
+            )
+        ]
     return request
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=_nearly_valid())
-def test_nearly_valid_requests_are_answered_or_a_client_error(fuzz_model: Any,
-                                                              request: dict[str, Any]) -> None:
+def test_nearly_valid_requests_are_answered_or_a_client_error(
+    fuzz_model: Any, request: dict[str, Any]
+) -> None:
     _answer(fuzz_model, json.dumps(request).encode(), None)

@@ -134,13 +134,16 @@ HIDDEN = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
-        served: Served) -> None:
+    served: Served,
+) -> None:
     """h11 framed it as chunked and kept the connection: the request hidden in the body
     was answered too (400, then 200), a smuggled request behind a proxy that frames by
     Content-Length."""
     body = b"0\r\n\r\n" + HIDDEN
-    raw = (f"POST /v2/models/{served.name}/infer HTTP/1.1\r\nHost: x\r\n"
-           f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + body
+    raw = (
+        f"POST /v2/models/{served.name}/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + body
     answers = _exchange(served.url, raw)
     assert len(answers) == 1  # the hidden request is never answered
     head, body = answers[0]
@@ -149,19 +152,32 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     assert "both Content-Length and Transfer-Encoding" in json.loads(body)["error"]
 
 
-@pytest.mark.parametrize(("head", "status", "fragment"), [
-    (b"GET /v2/health/live HTTP/9.9\r\nHost: x\r\n\r\n", b"505", "HTTP/9.9 is not supported"),
-    (b"GET /v2/health/live HTTP/2.0\r\nHost: x\r\n\r\n", b"505", "HTTP/2.0 is not supported"),
-    (b"GET /v2/health/live HTTP/0.9\r\n\r\n", b"505", "HTTP/0.9 is not supported"),
-    (b"POST /v2/health/live HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-     b"400", "not part of HTTP/1.0"),
-    (b"POST /v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", b"501",
-     "Only Transfer-Encoding: chunked"),
-    (b"POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
-     b"400", "conflicting Content-Length"),
-])
+@pytest.mark.parametrize(
+    ("head", "status", "fragment"),
+    [
+        (b"GET /v2/health/live HTTP/9.9\r\nHost: x\r\n\r\n", b"505", "HTTP/9.9 is not supported"),
+        (b"GET /v2/health/live HTTP/2.0\r\nHost: x\r\n\r\n", b"505", "HTTP/2.0 is not supported"),
+        (b"GET /v2/health/live HTTP/0.9\r\n\r\n", b"505", "HTTP/0.9 is not supported"),
+        (
+            b"POST /v2/health/live HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"400",
+            "not part of HTTP/1.0",
+        ),
+        (
+            b"POST /v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"501",
+            "Only Transfer-Encoding: chunked",
+        ),
+        (
+            b"POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"400",
+            "conflicting Content-Length",
+        ),
+    ],
+)
 def test_heads_with_unknown_versions_or_ambiguous_framing_get_a_json_error_and_close(
-        served: Served, head: bytes, status: bytes, fragment: str) -> None:
+    served: Served, head: bytes, status: bytes, fragment: str
+) -> None:
     answers = _exchange(served.url, head + HIDDEN)
     assert len(answers) == 1
     assert answers[0][0].startswith(b"HTTP/1.1 " + status)

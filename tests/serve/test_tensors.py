@@ -35,11 +35,19 @@ def test_binary_sections_are_taken_in_input_order() -> None:
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([[1, 0, 1]], dtype=np.uint8)
     specs = [
-        {"name": "A", "datatype": "FP32", "shape": [2, 3],
-         "parameters": {"binary_data_size": a.nbytes}},
+        {
+            "name": "A",
+            "datatype": "FP32",
+            "shape": [2, 3],
+            "parameters": {"binary_data_size": a.nbytes},
+        },
         _json_input("J", "INT64", [2], [7, -8]),
-        {"name": "B", "datatype": "UINT8", "shape": [1, 3],
-         "parameters": {"binary_data_size": b.nbytes}},
+        {
+            "name": "B",
+            "datatype": "UINT8",
+            "shape": [1, 3],
+            "parameters": {"binary_data_size": b.nbytes},
+        },
     ]
     tensors = decode_inputs(specs, a.tobytes() + b.tobytes())
     np.testing.assert_array_equal(tensors["A"].array, a)
@@ -53,8 +61,12 @@ def test_every_datatype_round_trips_through_binary_and_json(datatype: str) -> No
     array = (np.arange(6) % 2).astype(dtype).reshape(3, 2)
     entry, raw = encode_output("T", array, binary=True)
     assert entry["parameters"]["binary_data_size"] == array.nbytes
-    spec = {"name": "T", "datatype": entry["datatype"], "shape": entry["shape"],
-            "parameters": entry["parameters"]}
+    spec = {
+        "name": "T",
+        "datatype": entry["datatype"],
+        "shape": entry["shape"],
+        "parameters": entry["parameters"],
+    }
     np.testing.assert_array_equal(decode_inputs([spec], raw)["T"].array, array)
     entry, raw = encode_output("T", array, binary=False)
     assert raw == b""
@@ -96,20 +108,57 @@ def test_float32_values_survive_json_exactly() -> None:
         (_json_input("X", "INT32", [2], [1, {}]), b"", "JSON integers, not objects"),
         (_json_input("X", "FP32", [2, 1], [[1], 2]), b"", "not a regular array"),
         ({"name": "X", "datatype": "FP32", "shape": [1]}, b"", '"data" or a binary_data_size'),
-        ({"name": "X", "datatype": "FP32", "shape": [1], "data": [1],
-          "parameters": {"binary_data_size": 4}}, b"abcd", "both data and binary_data_size"),
-        ({"name": "X", "datatype": "FP32", "shape": [2],
-          "parameters": {"binary_data_size": 4}}, b"abcd", "needs 8"),
-        ({"name": "X", "datatype": "FP32", "shape": [2],
-          "parameters": {"binary_data_size": 8}}, b"abcd", "only 4 bytes"),
-        ({"name": "X", "datatype": "FP32", "shape": [1],
-          "parameters": {"binary_data_size": "4"}}, b"abcd", "non-negative integer"),
-        ({"name": "X", "datatype": "FP32", "shape": [1],
-          "parameters": {"binary_data_size": 4}}, b"abcdefgh", "4 bytes of binary data"),
-        ({"name": "X", "datatype": "FP32", "shape": [1],
-          "parameters": {"shared_memory_region": "r"}}, b"", "shared memory"),
-        ({"name": "X", "datatype": "FP32", "shape": [1], "data": [1], "parameters": []},
-         b"", '"parameters" must be a JSON object'),
+        (
+            {
+                "name": "X",
+                "datatype": "FP32",
+                "shape": [1],
+                "data": [1],
+                "parameters": {"binary_data_size": 4},
+            },
+            b"abcd",
+            "both data and binary_data_size",
+        ),
+        (
+            {"name": "X", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 4}},
+            b"abcd",
+            "needs 8",
+        ),
+        (
+            {"name": "X", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}},
+            b"abcd",
+            "only 4 bytes",
+        ),
+        (
+            {
+                "name": "X",
+                "datatype": "FP32",
+                "shape": [1],
+                "parameters": {"binary_data_size": "4"},
+            },
+            b"abcd",
+            "non-negative integer",
+        ),
+        (
+            {"name": "X", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}},
+            b"abcdefgh",
+            "4 bytes of binary data",
+        ),
+        (
+            {
+                "name": "X",
+                "datatype": "FP32",
+                "shape": [1],
+                "parameters": {"shared_memory_region": "r"},
+            },
+            b"",
+            "shared memory",
+        ),
+        (
+            {"name": "X", "datatype": "FP32", "shape": [1], "data": [1], "parameters": []},
+            b"",
+            '"parameters" must be a JSON object',
+        ),
     ],
 )
 def test_malformed_inputs_are_refused_with_a_reason(
@@ -143,8 +192,7 @@ def test_shapes_are_bounded_before_numpy_in_json_form(shape: list, message: str)
 
 @pytest.mark.parametrize(("shape", "message"), BAD_SHAPES)
 def test_shapes_are_bounded_before_numpy_in_binary_form(shape: list, message: str) -> None:
-    spec = {"name": "X", "datatype": "UINT8", "shape": shape,
-            "parameters": {"binary_data_size": 0}}
+    spec = {"name": "X", "datatype": "UINT8", "shape": shape, "parameters": {"binary_data_size": 0}}
     with pytest.raises(RequestError) as info:
         decode_inputs([spec], b"")
     assert message in str(info.value)
@@ -199,8 +247,9 @@ def test_parse_json_refuses_what_is_not_a_finite_json_object(raw: bytes, message
 
 
 def test_json_number_overflowing_to_infinity_is_refused() -> None:
-    header = parse_json(b'{"inputs": [{"name": "X", "datatype": "FP64", "shape": [1], '
-                        b'"data": [1e999]}]}')
+    header = parse_json(
+        b'{"inputs": [{"name": "X", "datatype": "FP64", "shape": [1], "data": [1e999]}]}'
+    )
     with pytest.raises(RequestError, match="finite"):
         decode_inputs(header["inputs"], b"")
 

@@ -16,8 +16,9 @@ from .conftest import SERVER_BUDGET, Served, random_images  # noqa: E402
 
 @pytest.fixture
 def client(served: Served) -> Iterator[Any]:
-    triton = httpclient.InferenceServerClient(url=served.url.removeprefix("http://"),
-                                              network_timeout=30.0)
+    triton = httpclient.InferenceServerClient(
+        url=served.url.removeprefix("http://"), network_timeout=30.0
+    )
     yield triton
     triton.close()
 
@@ -43,8 +44,9 @@ def test_model_discovery_through_the_repository_index(client: Any, served: Serve
     assert [(m["name"], m["state"]) for m in index] == [(served.name, "READY")]
 
 
-def test_the_client_timeout_reaches_the_server(client: Any, served: Served,
-                                               rng: np.random.Generator) -> None:
+def test_the_client_timeout_reaches_the_server(
+    client: Any, served: Served, rng: np.random.Generator
+) -> None:
     """tritonclient sends `timeout` in microseconds as a request parameter; the server
     takes it as the request's deadline (tests/serve/test_limits.py checks the bound)."""
     images = random_images(rng, 1, served.input_size)
@@ -74,10 +76,16 @@ def test_json_tensors_and_requested_outputs(
     client: Any, served: Served, rng: np.random.Generator
 ) -> None:
     images = random_images(rng, 2, served.input_size)
-    outputs = [httpclient.InferRequestedOutput("CLASS", binary_data=False),
-               httpclient.InferRequestedOutput("MASK", binary_data=True)]
-    result = client.infer(served.name, [image_tensor(images, binary=False)], outputs=outputs,
-                          parameters={"budget": 0.8})
+    outputs = [
+        httpclient.InferRequestedOutput("CLASS", binary_data=False),
+        httpclient.InferRequestedOutput("MASK", binary_data=True),
+    ]
+    result = client.infer(
+        served.name,
+        [image_tensor(images, binary=False)],
+        outputs=outputs,
+        parameters={"budget": 0.8},
+    )
     response = result.get_response()
     assert [o["name"] for o in response["outputs"]] == ["CLASS", "MASK"]
     assert "data" in response["outputs"][0]
@@ -103,9 +111,7 @@ def test_preprocessed_input_and_a_mask(
     np.testing.assert_allclose(result.as_numpy("LOGITS"), want.logits, rtol=1e-6, atol=1e-6)
 
 
-def test_server_budget_is_reported(
-    client: Any, served: Served, rng: np.random.Generator
-) -> None:
+def test_server_budget_is_reported(client: Any, served: Served, rng: np.random.Generator) -> None:
     result = client.infer(served.name, [image_tensor(random_images(rng, 1, served.input_size))])
     assert result.get_response()["parameters"]["budget"] == SERVER_BUDGET
 

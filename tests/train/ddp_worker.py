@@ -30,8 +30,13 @@ def main(out: str, data_dir: str, checkpoint: str) -> None:
 
     budgetnet.train_epoch = recording  # type: ignore[assignment]
     config = budgetnet.make_config(
-        data_dir=data_dir, batch_size=16, eval_images=16, extractor="light",
-        curriculum_epochs=1, finetune_epochs=1, eval_budgets=(0.5,),
+        data_dir=data_dir,
+        batch_size=16,
+        eval_images=16,
+        extractor="light",
+        curriculum_epochs=1,
+        finetune_epochs=1,
+        eval_budgets=(0.5,),
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     budgetnet.train_budgetnet(out, checkpoint, config)

@@ -76,11 +76,11 @@ def test_the_table_holds_each_counts_correctness(model, data) -> None:
     np.testing.assert_array_equal(table[:, k], full)
     half = torch.from_numpy(count_masks[k // 2]).bool().expand(len(images), k)
     np.testing.assert_array_equal(
-        table[:, k // 2], correct_under_masks(model.backbone, images, labels, half).numpy())
+        table[:, k // 2], correct_under_masks(model.backbone, images, labels, half).numpy()
+    )
 
 
-def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
-                                                                    tmp_path) -> None:
+def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data, tmp_path) -> None:
     images, labels = data
     out = tmp_path / "allocated.pt"
     train_allocator(model, images, labels, out, QUICK, source="toy train")
@@ -160,11 +160,14 @@ def test_a_checkpoint_without_an_agent_is_refused(model, data, tmp_path) -> None
         train_allocator(bare, images, labels, tmp_path / "a.pt", QUICK, source="toy")
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (AllocatorConfig(calib_images=160), "leaves none"),
-    (AllocatorConfig(epochs=0), ">= 1"),
-    (AllocatorConfig(lr=0.0), "positive"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (AllocatorConfig(calib_images=160), "leaves none"),
+        (AllocatorConfig(epochs=0), ">= 1"),
+        (AllocatorConfig(lr=0.0), "positive"),
+    ],
+)
 def test_bad_settings_are_refused(model, data, tmp_path, cfg, message) -> None:
     images, labels = data
     with pytest.raises(ConfigError, match=message):
@@ -210,7 +213,8 @@ def test_the_saturation_budget_is_where_accuracy_stops_rising() -> None:
     k = chances.shape[1] - 1
     enough = correct.argmax(axis=1).mean() / k  # the mean usage where every image is right
     assert allocator_training.saturation_budget(chances, correct, 0.0) == pytest.approx(
-        enough, abs=0.011)
+        enough, abs=0.011
+    )
     # A slack lets a lower budget count as saturated.
     assert allocator_training.saturation_budget(chances, correct, 0.05) < enough
 
@@ -239,4 +243,5 @@ def test_a_budget_past_the_peak_does_not_spend_more() -> None:
     correct[: n // 2, 2:] = True
     chances = np.tile(0.2 + 0.3 * np.sqrt(np.arange(k + 1)), (n, 1))  # each count adds less
     assert allocator_training.saturation_budget(chances, correct, 0.0) == pytest.approx(
-        1 / k, abs=0.011)
+        1 / k, abs=0.011
+    )

@@ -25,8 +25,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def tiny_config(data_dir: Path, **overrides: object) -> BudgetNetConfig:
     values: dict[str, Any] = {
-        "data_dir": str(data_dir), "batch_size": 32, "eval_images": 16, "extractor": "light",
-        "curriculum_epochs": 2, "finetune_epochs": 1, "eval_budgets": (0.5, 1.0),
+        "data_dir": str(data_dir),
+        "batch_size": 32,
+        "eval_images": 16,
+        "extractor": "light",
+        "curriculum_epochs": 2,
+        "finetune_epochs": 1,
+        "eval_budgets": (0.5, 1.0),
     }
     values.update(overrides)
     return make_config(**values)

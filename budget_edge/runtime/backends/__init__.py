@@ -50,26 +50,19 @@ class Backend(Protocol):
         """Run graph `graph` on backend tensors; its outputs stay backend tensors."""
         ...
 
-    def to_device(self, array: np.ndarray) -> Any:
-        ...
+    def to_device(self, array: np.ndarray) -> Any: ...
 
-    def to_host(self, tensors: Sequence[Any]) -> list[np.ndarray]:
-        ...
+    def to_host(self, tensors: Sequence[Any]) -> list[np.ndarray]: ...
 
-    def take(self, tensor: Any, rows: np.ndarray) -> Any:
-        ...
+    def take(self, tensor: Any, rows: np.ndarray) -> Any: ...
 
-    def put(self, dst: Any, rows: np.ndarray, src: Any) -> Any:
-        ...
+    def put(self, dst: Any, rows: np.ndarray, src: Any) -> Any: ...
 
-    def empty(self, shape: tuple[int, ...]) -> Any:
-        ...
+    def empty(self, shape: tuple[int, ...]) -> Any: ...
 
-    def release(self) -> None:
-        ...
+    def release(self) -> None: ...
 
-    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> Any | None:
-        ...
+    def upload_pixels(self, pixels: np.ndarray, pre: Preprocessing) -> Any | None: ...
 
     def close(self) -> None:
         """Release sessions, engines and device memory."""
@@ -112,14 +105,20 @@ class HostTensors:
         return None  # numpy normalises on the host already: nothing to gain
 
 
-def create_backend(name: str, manifest: Manifest, directory: Path, threads: int | None = None,
-                   providers: Sequence[Any] | None = None) -> Backend:
+def create_backend(
+    name: str,
+    manifest: Manifest,
+    directory: Path,
+    threads: int | None = None,
+    providers: Sequence[Any] | None = None,
+) -> Backend:
     """Build the backend `name`; "auto" picks TensorRT when the manifest has engines
     and TensorRT can run here, else ONNX Runtime."""
     if name not in BACKENDS:
         raise ConfigError(f"backend {name!r} is not one of {BACKENDS}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
     if name == "auto":
         name = "onnxruntime"
@@ -130,14 +129,19 @@ def create_backend(name: str, manifest: Manifest, directory: Path, threads: int 
             if why is None:
                 name = "tensorrt"
             else:  # engines were built for this device: falling back is worth a word
-                warnings.warn(f"the artifact has TensorRT engines but TensorRT cannot run "
-                              f"here ({why}); running the ONNX graphs with ONNX Runtime",
-                              RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"the artifact has TensorRT engines but TensorRT cannot run "
+                    f"here ({why}); running the ONNX graphs with ONNX Runtime",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
     if name == "tensorrt":
         if manifest.tensorrt is None:
-            raise BackendError("this artifact has no TensorRT engines: run `budget-edge "
-                               "build-engines DIR` on the target GPU, or use "
-                               "--backend onnxruntime (backend='onnxruntime' in Python)")
+            raise BackendError(
+                "this artifact has no TensorRT engines: run `budget-edge "
+                "build-engines DIR` on the target GPU, or use "
+                "--backend onnxruntime (backend='onnxruntime' in Python)"
+            )
         from budget_edge.runtime.backends.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(manifest, directory)

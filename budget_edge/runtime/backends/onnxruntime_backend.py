@@ -67,8 +67,12 @@ def provider_options(name: str, directory: Path) -> dict[str, Any]:
         return dict(CUDA_OPTIONS)
     if name == "TensorrtExecutionProvider":
         cache = str(directory / "engines" / "ort-tensorrt")
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+        }
     return {}
 
 
@@ -93,9 +97,11 @@ def choose_providers(available: Sequence[str], requested: Sequence[Any] | None) 
         for p in chosen:
             name = p[0] if isinstance(p, tuple) else p
             if name not in available:
-                raise BackendError(f"execution provider {name!r} is not available in this "
-                                   f"onnxruntime (available: {', '.join(available)}): install "
-                                   "onnxruntime-gpu for CUDA/TensorRT, or leave providers unset")
+                raise BackendError(
+                    f"execution provider {name!r} is not available in this "
+                    f"onnxruntime (available: {', '.join(available)}): install "
+                    "onnxruntime-gpu for CUDA/TensorRT, or leave providers unset"
+                )
     names = [p[0] if isinstance(p, tuple) else p for p in chosen]
     if "CPUExecutionProvider" not in names:
         chosen.append("CPUExecutionProvider")
@@ -122,8 +128,9 @@ def register_shared_arena(ort: Any) -> bool:
             return True
         if not hasattr(ort, "create_and_register_allocator"):
             return False
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                 ort.OrtMemType.DEFAULT)
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
         try:
             ort.create_and_register_allocator(info, None)
         except Exception:  # noqa: BLE001 (already registered by other code in this process)
@@ -168,7 +175,6 @@ def session_options(ort: Any, threads: int | None, shared_arena: bool = False) -
     return so
 
 
-
 class OnnxRuntimeBackend(HostTensors):
     """Runs the artifact's ONNX graphs with ONNX Runtime (CPU, CUDA or TensorRT EP).
 
@@ -181,25 +187,33 @@ class OnnxRuntimeBackend(HostTensors):
 
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, directory: Path, threads: int | None = None,
-                 providers: Sequence[Any] | None = None, device: str | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: Path,
+        threads: int | None = None,
+        providers: Sequence[Any] | None = None,
+        device: str | None = None,
+    ) -> None:
         self._ort = import_onnxruntime()
         self._manifest = manifest
         self._dir = Path(directory)
         self.providers = with_options(
-            choose_providers(self._ort.get_available_providers(), providers), self._dir)
-        first = self.providers[0][0] if isinstance(self.providers[0], tuple) \
-            else self.providers[0]
+            choose_providers(self._ort.get_available_providers(), providers), self._dir
+        )
+        first = self.providers[0][0] if isinstance(self.providers[0], tuple) else self.providers[0]
         self.device = device or ("cuda" if first in GPU_DEVICE_PROVIDERS else None)
         self._rows: Any = None  # the Gather / ScatterND sessions, made on first use
         self._constants: tuple[Any, ...] | None = None  # preprocess scale and shift
         shared = SHARED_ARENA and register_shared_arena(self._ort)
         self._options = session_options(self._ort, threads, shared_arena=shared)
         self._threads, self._shared_arena = threads, shared
-        cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider"
-                       for p in self.providers)
-        self._weights = WeightPool(self._ort) if SHARED_WEIGHTS and cpu_only \
-            and self.device is None else None
+        cpu_only = all(
+            (p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in self.providers
+        )
+        self._weights = (
+            WeightPool(self._ort) if SHARED_WEIGHTS and cpu_only and self.device is None else None
+        )
         self._sessions: dict[str, tuple[Any, list[str], list[str]]] = {}
         self._lock = threading.Lock()  # session.run is thread-safe; creating them is ours
         # Every graph declares what its manifest entry says and holds its own weights: a
@@ -247,11 +261,14 @@ class OnnxRuntimeBackend(HostTensors):
             try:
                 sess = self._shared_session(model)
                 if sess is None:
-                    sess = self._ort.InferenceSession(model, sess_options=self._options,
-                                                      providers=self.providers)
+                    sess = self._ort.InferenceSession(
+                        model, sess_options=self._options, providers=self.providers
+                    )
             except Exception as exc:  # onnxruntime raises its own exception types
-                raise ManifestError(f"ONNX Runtime cannot load graph {graph!r} from {path} "
-                                    f"({exc}): re-export the model") from exc
+                raise ManifestError(
+                    f"ONNX Runtime cannot load graph {graph!r} from {path} "
+                    f"({exc}): re-export the model"
+                ) from exc
             entry = (sess, [t.name for t in spec.inputs], [t.name for t in spec.outputs])
             self._sessions[graph] = entry
         return entry
@@ -299,8 +316,9 @@ class OnnxRuntimeBackend(HostTensors):
         sess, in_names, out_names = self._session(graph)
         return self._bound(sess, in_names, out_names, inputs)
 
-    def _bound(self, sess: Any, in_names: list[str], out_names: list[str],
-               inputs: Sequence[Any]) -> list[Any]:
+    def _bound(
+        self, sess: Any, in_names: list[str], out_names: list[str], inputs: Sequence[Any]
+    ) -> list[Any]:
         binding = sess.io_binding()
         for name, value in zip(in_names, inputs, strict=True):
             binding.bind_ortvalue_input(name, value)
@@ -323,8 +341,7 @@ class OnnxRuntimeBackend(HostTensors):
     def empty(self, shape: tuple[int, ...]) -> Any:
         if self.device is None:
             return super().empty(shape)
-        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32,
-                                                               self.device)
+        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device)
 
     def take(self, tensor: Any, rows: np.ndarray) -> Any:
         if self.device is None:
@@ -355,12 +372,13 @@ class OnnxRuntimeBackend(HostTensors):
         if self._rows is None:
             with self._lock:
                 self._rows = tuple(
-                    self._ort.InferenceSession(model, sess_options=self._options,
-                                               providers=self.providers)
-                    for model in (GATHER_ROWS, SCATTER_ROWS, PREPROCESS))
+                    self._ort.InferenceSession(
+                        model, sess_options=self._options, providers=self.providers
+                    )
+                    for model in (GATHER_ROWS, SCATTER_ROWS, PREPROCESS)
+                )
         return self._rows
 
     def close(self) -> None:
         self._sessions.clear()
         self._rows = None
-

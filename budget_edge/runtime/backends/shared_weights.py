@@ -42,9 +42,20 @@ from budget_edge.runtime.onnx_wire import (
 ALIGNMENT = 64  # bytes, as ONNX Runtime's CPU allocator aligns
 
 # TensorProto.DataType -> numpy dtype, for what ONNX Runtime keeps as raw bytes.
-_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
-          7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32,
-          13: np.uint64}
+_NUMPY = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    4: np.uint16,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    10: np.float16,
+    11: np.float64,
+    12: np.uint32,
+    13: np.uint64,
+}
 
 
 class WeightPool:
@@ -60,8 +71,9 @@ class WeightPool:
         self.total_bytes = 0  # what the sessions would hold each on their own
         self.distinct_bytes = 0
 
-    def session(self, model: bytes, options: Callable[[int | None], Any],
-                providers: list[Any]) -> Any | None:
+    def session(
+        self, model: bytes, options: Callable[[int | None], Any], providers: list[Any]
+    ) -> Any | None:
         """A session of `model` whose raw initializers come from the pool, or None for a
         graph with If, Loop or Scan bodies (the switch graph), which keeps its own
         weights: ONNX Runtime's optimised model of one may define a name in two
@@ -87,8 +99,9 @@ class WeightPool:
         self.total_bytes += held
         return session
 
-    def _optimised(self, model: bytes, options: Callable[[int | None], Any],
-                   providers: list[Any]) -> bytes:
+    def _optimised(
+        self, model: bytes, options: Callable[[int | None], Any], providers: list[Any]
+    ) -> bytes:
         """ONNX Runtime's optimised model of `model`, written to a private folder that is
         gone when this returns."""
         with tempfile.TemporaryDirectory(prefix="budget-edge-ort-") as folder:
@@ -100,8 +113,11 @@ class WeightPool:
 
     def _value(self, init: RawInitializer) -> Any | None:
         dtype = _NUMPY.get(init.data_type)
-        if dtype is None or not init.raw or len(init.raw) != int(
-                np.prod(init.dims, dtype=np.int64)) * np.dtype(dtype).itemsize:
+        if (
+            dtype is None
+            or not init.raw
+            or len(init.raw) != int(np.prod(init.dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+        ):
             return None  # a type or size this pool does not know: the session keeps its own
         key = (init.data_type, init.dims, hashlib.sha256(init.raw).digest())
         value = self._values.get(key)
@@ -118,6 +134,6 @@ def _aligned(values: np.ndarray) -> np.ndarray:
     """A copy of `values` whose first byte is ALIGNMENT-aligned."""
     buffer = np.empty(values.nbytes + ALIGNMENT, np.uint8)
     start = -buffer.ctypes.data % ALIGNMENT
-    out = buffer[start:start + values.nbytes].view(values.dtype).reshape(values.shape)
+    out = buffer[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
     out[...] = values
     return out

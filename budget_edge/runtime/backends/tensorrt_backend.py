@@ -51,8 +51,10 @@ from budget_edge.runtime.manifest import (
 )
 
 # cuda-python 13 needs a CUDA 13 driver; JetPack 6 (and most desktops) have CUDA 12.
-INSTALL_HINT = ("pip install tensorrt 'cuda-python>=12,<13' (on a Jetson, TensorRT comes with "
-                "JetPack: sudo apt install nvidia-jetpack, then pip install 'cuda-python>=12,<13')")
+INSTALL_HINT = (
+    "pip install tensorrt 'cuda-python>=12,<13' (on a Jetson, TensorRT comes with "
+    "JetPack: sudo apt install nvidia-jetpack, then pip install 'cuda-python>=12,<13')"
+)
 
 
 # ---- imports ----------------------------------------------------------------------
@@ -67,8 +69,9 @@ def import_tensorrt() -> ModuleType:
     # Type stubs alone (tensorrt-stubs) make `import tensorrt` succeed as an empty
     # namespace package; the real module has the runtime classes.
     if not hasattr(tensorrt, "Runtime"):
-        raise BackendError(f"the installed `tensorrt` has no Runtime (only type stubs?): "
-                           f"{INSTALL_HINT}")
+        raise BackendError(
+            f"the installed `tensorrt` has no Runtime (only type stubs?): {INSTALL_HINT}"
+        )
     check_tensorrt_version(str(getattr(tensorrt, "__version__", "")))
     return tensorrt
 
@@ -82,14 +85,17 @@ def check_tensorrt_version(version: str) -> None:
     try:
         major, minor = (int(p) for p in version.split(".")[:2])
     except ValueError:
-        raise BackendError(f"cannot read the TensorRT version {version!r}: "
-                           f"{INSTALL_HINT}") from None
+        raise BackendError(
+            f"cannot read the TensorRT version {version!r}: {INSTALL_HINT}"
+        ) from None
     low, high = SUPPORTED_TENSORRT
     if not low <= (major, minor) < high:
-        raise BackendError(f"TensorRT {version} is not supported: budget-edge runs TensorRT "
-                           "10.3 (JetPack 6.1/6.2) to 11.x; on JetPack 5 (TensorRT 8.5) use "
-                           "--backend onnxruntime (backend='onnxruntime' in Python), "
-                           "or upgrade to JetPack 6")
+        raise BackendError(
+            f"TensorRT {version} is not supported: budget-edge runs TensorRT "
+            "10.3 (JetPack 6.1/6.2) to 11.x; on JetPack 5 (TensorRT 8.5) use "
+            "--backend onnxruntime (backend='onnxruntime' in Python), "
+            "or upgrade to JetPack 6"
+        )
 
 
 def import_cudart() -> Any:
@@ -143,15 +149,21 @@ def check_cuda_bindings(cudart: Any, version: str | None, tegra: bool | None = N
             f"cuda-python {version} needs a CUDA {bindings_major} driver, but this driver "
             f"supports CUDA {driver_major}.{driver_minor}: pip install "
             f"'cuda-python>={driver_major}.{min(driver_minor, 6) if driver_major == 12 else 0},"
-            f"<{driver_major + 1}' (or the budget-edge[tensorrt-cu{driver_major}] extra)")
+            f"<{driver_major + 1}' (or the budget-edge[tensorrt-cu{driver_major}] extra)"
+        )
     bindings_minor = _minor(version)
-    if (tegra if tegra is not None else is_tegra()) and bindings_major == driver_major \
-            and bindings_minor is not None and bindings_minor > driver_minor:
+    if (
+        (tegra if tegra is not None else is_tegra())
+        and bindings_major == driver_major
+        and bindings_minor is not None
+        and bindings_minor > driver_minor
+    ):
         raise BackendError(
             f"cuda-python {version} brings a CUDA {bindings_major}.{bindings_minor} runtime, "
             f"newer than this Jetson's CUDA {driver_major}.{driver_minor} driver, which "
             f"Jetson does not allow: pip install 'cuda-python>={driver_major}.{driver_minor},"
-            f"<{driver_major}.{driver_minor + 1}' (JetPack 6: the budget-edge[jetpack6] extra)")
+            f"<{driver_major}.{driver_minor + 1}' (JetPack 6: the budget-edge[jetpack6] extra)"
+        )
 
 
 def _minor(version: str | None) -> int | None:
@@ -190,8 +202,9 @@ def cuda_call(result: Any) -> Any:
     """Unpack a cuda-python result tuple (error, values...); raise on a CUDA error."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise BackendError(f"CUDA call failed with {err!r}: check the GPU and driver "
-                           "(nvidia-smi / tegrastats)")
+        raise BackendError(
+            f"CUDA call failed with {err!r}: check the GPU and driver (nvidia-smi / tegrastats)"
+        )
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -203,23 +216,30 @@ def decode_gpu_name(raw: bytes | str) -> str:
     return text.split("\x00", 1)[0].strip()
 
 
-def check_engine_compat(spec: TensorRTSpec, trt_version: str, gpu: str,
-                        compute_capability: str | None) -> None:
+def check_engine_compat(
+    spec: TensorRTSpec, trt_version: str, gpu: str, compute_capability: str | None
+) -> None:
     """Engines run only on the TensorRT version and GPU that built them."""
     if spec.version != trt_version:
         raise BackendError(
             f"the engines were built with TensorRT {spec.version} but TensorRT {trt_version} "
             "is installed: run `budget-edge build-engines` again on this device, or install "
-            f"TensorRT {spec.version}")
+            f"TensorRT {spec.version}"
+        )
     if spec.gpu != gpu:
         raise BackendError(
             f"the engines were built on a {spec.gpu} but this GPU is a {gpu}: engines only "
-            "run on the kind of GPU that built them; run `budget-edge build-engines` here")
-    if (spec.compute_capability is not None and compute_capability is not None
-            and spec.compute_capability != compute_capability):
+            "run on the kind of GPU that built them; run `budget-edge build-engines` here"
+        )
+    if (
+        spec.compute_capability is not None
+        and compute_capability is not None
+        and spec.compute_capability != compute_capability
+    ):
         raise BackendError(
             f"the engines were built for compute capability {spec.compute_capability} but "
-            f"this GPU has {compute_capability}: run `budget-edge build-engines` here")
+            f"this GPU has {compute_capability}: run `budget-edge build-engines` here"
+        )
 
 
 def graphs_to_run(manifest: Manifest) -> list[str]:
@@ -242,8 +262,10 @@ def check_engine_coverage(manifest: Manifest) -> None:
     missing = [g for g in graphs_to_run(manifest) if g not in manifest.tensorrt.engines]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise BackendError(f"no TensorRT engine for graph(s) {shown}: run `budget-edge "
-                           "build-engines` again for this artifact")
+        raise BackendError(
+            f"no TensorRT engine for graph(s) {shown}: run `budget-edge "
+            "build-engines` again for this artifact"
+        )
 
 
 def check_io(spec: GraphSpec, inputs: Sequence[str], outputs: Sequence[str]) -> None:
@@ -254,7 +276,8 @@ def check_io(spec: GraphSpec, inputs: Sequence[str], outputs: Sequence[str]) -> 
         raise BackendError(
             f"the engine of graph {spec.name!r} has inputs {list(inputs)} and outputs "
             f"{list(outputs)}, but the manifest says {want_in} -> {want_out}: rebuild the "
-            "engines from this artifact")
+            "engines from this artifact"
+        )
 
 
 TENSOR_ALIGNMENT = 256  # bytes: TensorRT's requirement for every tensor address
@@ -288,8 +311,10 @@ def row_runs(rows: Sequence[int]) -> list[tuple[int, int, int]]:
 def profile_max_batch(profile: Sequence[Any]) -> int:
     """Largest batch of an input's optimisation profile [min, opt, max] (of trt.Dims)."""
     if len(profile) != 3 or len(profile[2]) == 0:
-        raise BackendError("the engine has no optimisation profile for its batch axis: "
-                           "rebuild the engines with `budget-edge build-engines`")
+        raise BackendError(
+            "the engine has no optimisation profile for its batch axis: "
+            "rebuild the engines with `budget-edge build-engines`"
+        )
     return int(profile[2][0])
 
 
@@ -383,22 +408,27 @@ class TensorRTBackend:
 
     def __init__(self, manifest: Manifest, directory: Path) -> None:
         if manifest.tensorrt is None:
-            raise BackendError("this artifact has no TensorRT engines: run `budget-edge "
-                               "build-engines DIR` on the target GPU")
+            raise BackendError(
+                "this artifact has no TensorRT engines: run `budget-edge "
+                "build-engines DIR` on the target GPU"
+            )
         import_tensorrt()  # a clear error when missing; then the typed import below
         import tensorrt as trt
 
         self._cudart = cudart = import_cudart()
         check_cuda_bindings(cudart, bindings_version())
         if not cuda_call(cudart.cudaGetDeviceCount()):
-            raise BackendError("no CUDA GPU is visible: use --backend onnxruntime "
-                               "(backend='onnxruntime' in Python)")
+            raise BackendError(
+                "no CUDA GPU is visible: use --backend onnxruntime "
+                "(backend='onnxruntime' in Python)"
+            )
         device = cuda_call(cudart.cudaGetDevice())
         props = cuda_call(cudart.cudaGetDeviceProperties(device))
         self.gpu = decode_gpu_name(props.name)
         self.compute_capability = f"{props.major}.{props.minor}"
-        check_engine_compat(manifest.tensorrt, str(trt.__version__), self.gpu,
-                            self.compute_capability)
+        check_engine_compat(
+            manifest.tensorrt, str(trt.__version__), self.gpu, self.compute_capability
+        )
         check_engine_coverage(manifest)
         self._manifest = manifest
         self._dir = Path(directory)
@@ -436,27 +466,32 @@ class TensorRTBackend:
         file = self._manifest.tensorrt.engines[graph]
         path = self._dir / file
         engine = self._runtime.deserialize_cuda_engine(
-            read_checked(self._dir, self._manifest, file))
+            read_checked(self._dir, self._manifest, file)
+        )
         if engine is None:
-            raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the engines "
-                                "on this device with `budget-edge build-engines`")
+            raise ManifestError(
+                f"TensorRT could not deserialise {path}: rebuild the engines "
+                "on this device with `budget-edge build-engines`"
+            )
         context = self._context(engine)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         check_io(spec, ins, outs)
         max_batch = profile_max_batch(engine.get_tensor_profile_shape(ins[0], 0))
-        shapes = {t.name: tuple(int(v) for v in t.shape[1:]) for t in [*spec.inputs,
-                                                                        *spec.outputs]}
+        shapes = {t.name: tuple(int(v) for v in t.shape[1:]) for t in [*spec.inputs, *spec.outputs]}
 
         def tensor(name: str) -> _Tensor:
-            return _Tensor(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
-                           shapes[name])
+            return _Tensor(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), shapes[name])
 
         order = {t.name: i for i, t in enumerate(spec.outputs)}
-        return _Engine(engine, context, [tensor(n) for n in ins],
-                       sorted((tensor(n) for n in outs), key=lambda t: order[t.name]),
-                       max_batch)
+        return _Engine(
+            engine,
+            context,
+            [tensor(n) for n in ins],
+            sorted((tensor(n) for n in outs), key=lambda t: order[t.name]),
+            max_batch,
+        )
 
     def _context(self, engine: Any) -> Any:
         """An execution context on the backend's one activation scratch.
@@ -469,8 +504,7 @@ class TensorRTBackend:
         """
         import tensorrt as trt
 
-        new = engine.create_execution_context(
-            trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        new = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         need = int(engine.device_memory_size_v2)
         if need > self._scratch_size:
             if self._scratch:
@@ -578,8 +612,10 @@ class TensorRTBackend:
         out = self.empty((n, c, h, w))
         for start, stop in batch_chunks(n, e.max_batch):
             if not e.context.set_input_shape("pixels", (stop - start, h, w, c)):
-                raise BackendError(f"the preprocess engine rejects {(stop - start, h, w, c)} "
-                                   "pixels: rebuild the engines for this input size")
+                raise BackendError(
+                    f"the preprocess engine rejects {(stop - start, h, w, c)} "
+                    "pixels: rebuild the engines for this input size"
+                )
             self._set_address(e, "pixels", self._chunk(src, start, stop, copy_in=True))
             for name, ptr in (("scale", scale), ("shift", shift)):
                 e.context.set_input_shape(name, (1, c, 1, 1))
@@ -597,10 +633,13 @@ class TensorRTBackend:
         if self._prep is None:
             path = self._dir / file
             engine = self._runtime.deserialize_cuda_engine(
-                read_checked(self._dir, self._manifest, file))
+                read_checked(self._dir, self._manifest, file)
+            )
             if engine is None:
-                raise ManifestError(f"TensorRT could not deserialise {path}: rebuild the "
-                                    "engines on this device with `budget-edge build-engines`")
+                raise ManifestError(
+                    f"TensorRT could not deserialise {path}: rebuild the "
+                    "engines on this device with `budget-edge build-engines`"
+                )
             max_batch = profile_max_batch(engine.get_tensor_profile_shape("pixels", 0))
             loaded = _Engine(engine, self._context(engine), [], [], max_batch)
             # The constants live as long as the backend: their own buffers, copied once.
@@ -608,8 +647,7 @@ class TensorRTBackend:
             for value in scale_and_shift(pre):
                 ptr = int(cuda_call(self._cudart.cudaMalloc(value.nbytes)))
                 self._const.append(ptr)
-                cuda_call(self._cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes,
-                                                  self._h2d))
+                cuda_call(self._cudart.cudaMemcpy(ptr, value.ctypes.data, value.nbytes, self._h2d))
                 consts.append(ptr)
             self._prep = (loaded, consts[0], consts[1])
         return self._prep
@@ -626,12 +664,16 @@ class TensorRTBackend:
             copy_back: list[tuple[int, DeviceTensor]] = []
             for t, x in zip(e.inputs, inputs, strict=True):
                 if x.dtype != t.dtype:
-                    raise BackendError(f"engine of {graph} takes {t.dtype} for {t.name!r}, "
-                                       f"given {x.dtype}: rebuild the engines")
+                    raise BackendError(
+                        f"engine of {graph} takes {t.dtype} for {t.name!r}, "
+                        f"given {x.dtype}: rebuild the engines"
+                    )
                 if not e.context.set_input_shape(t.name, (stop - start, *x.shape[1:])):
-                    raise BackendError(f"engine of {graph} rejects input shape "
-                                       f"{(stop - start, *x.shape[1:])}: rebuild the engines "
-                                       "for this input size")
+                    raise BackendError(
+                        f"engine of {graph} rejects input shape "
+                        f"{(stop - start, *x.shape[1:])}: rebuild the engines "
+                        "for this input size"
+                    )
                 self._set_address(e, t.name, self._chunk(x, start, stop, copy_in=True))
             for t, o in zip(e.outputs, outs, strict=True):
                 address = self._chunk(o, start, stop, copy_in=False)
@@ -673,8 +715,10 @@ class TensorRTBackend:
         with self._lock:
             try:
                 expected = [t.dtype for t in self._engine(graph).inputs]
-                staged = [self.to_device(np.asarray(a, dt))
-                          for a, dt in zip(inputs, expected, strict=True)]
+                staged = [
+                    self.to_device(np.asarray(a, dt))
+                    for a, dt in zip(inputs, expected, strict=True)
+                ]
                 return self.to_host(self.run_device(graph, staged))
             finally:
                 self.release()

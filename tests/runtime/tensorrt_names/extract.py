@@ -42,16 +42,27 @@ def names_of(so_bytes: bytes, python: list[str]) -> list[str]:
 
 def extract(version: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
-                        f"tensorrt-cu12-bindings=={version}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                tmp,
+                f"tensorrt-cu12-bindings=={version}",
+            ],
+            check=True,
+        )
         (wheel,) = Path(tmp).glob("*.whl")
         with zipfile.ZipFile(wheel) as z:
             (so,) = [n for n in z.namelist() if re.search(r"tensorrt[^/]*\.so$", n)]
             data = z.read(so)
             python = [z.read(n).decode() for n in z.namelist() if n.endswith(".py")]
     out = HERE / f"{version}.txt.gz"
-    out.write_bytes(gzip.compress("\n".join(names_of(data, python)).encode() + b"\n", 9,
-                                  mtime=0))
+    out.write_bytes(gzip.compress("\n".join(names_of(data, python)).encode() + b"\n", 9, mtime=0))
     return out
 
 
