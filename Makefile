@@ -41,6 +41,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check budget_edge tests benchmarks tools
+	$(VENV)/bin/ruff format --check budget_edge tests benchmarks tools
 	$(VENV)/bin/mypy budget_edge
 	# tensorrt-stubs ship no py.typed: this test checks the TensorRT modules against a
 	# repaired copy of them (and that a removed TensorRT call is caught).
