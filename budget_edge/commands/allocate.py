@@ -28,9 +28,9 @@ from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
 @click.option(
     "--calib-images",
     type=BoundedInt(),
-    default=5000,
-    show_default=True,
-    help="The training split's last N images: calibration only, never fitted on.",
+    help="The training split's last N images: calibration only, never fitted on [5000]. "
+    "A checkpoint with a validation split calibrates on that split, or only on its "
+    "last N when N is smaller (the rest of it then left out).",
 )
 @click.option("--epochs", type=BoundedInt(), default=8, show_default=True)
 @click.option("--batch-size", type=BoundedInt(), default=256, show_default=True)
@@ -57,7 +57,7 @@ def command(
     data: str | None,
     data_dir: Path | None,
     limit_train: int | None,
-    calib_images: int,
+    calib_images: int | None,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -81,9 +81,11 @@ def command(
     """
     import dataclasses
 
+    import numpy as np
     import torch
     from rich.console import Console
 
+    from budget_edge.data.arrays import ImageArrays
     from budget_edge.data.registry import load_arrays
     from budget_edge.data.split import arranged_for_choices
     from budget_edge.data.torch_dataset import as_tensors, check_data_fits, preprocessing_of
@@ -95,7 +97,7 @@ def command(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        calib_images=calib_images,
+        calib_images=5000 if calib_images is None else calib_images,
         seed=seed,
         accuracy_slack=None if no_saturation else accuracy_slack,
     )
@@ -113,6 +115,13 @@ def command(
     train, val_count = arranged_for_choices(
         load_arrays(name, data_dir, "train"), loaded.meta, str(checkpoint), limit_train
     )
+    if val_count and calib_images is not None and calib_images < val_count:
+        # A quick run: the split's last N images calibrate, and the rest of the split
+        # is left out, so the fit still never sees a validation image.
+        end = len(train.images)
+        keep = np.r_[0 : end - val_count, end - calib_images : end]
+        train = ImageArrays(train.images[keep], train.labels[keep], train.info)
+        val_count = calib_images
     check_data_fits(train.info, loaded.backbone)
     images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
     console = Console(soft_wrap=True)  # a log keeps each line whole

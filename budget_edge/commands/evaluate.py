@@ -34,10 +34,9 @@ from budget_edge.commands.options import BUDGETS, SEED, BoundedInt
 @click.option(
     "--val-size",
     type=BoundedInt(),
-    default=5000,
-    show_default=True,
-    help="Last N training images: the split that ranks the static drop order. A checkpoint "
-    "with a validation split (pretrain --val-size) uses that split instead.",
+    help="Last N training images: the split that ranks the static drop order and searches "
+    "the static masks [5000]. A checkpoint with a validation split (pretrain --val-size) "
+    "uses that split instead, or only its last N when N is smaller.",
 )
 @click.option("--batch-size", type=BoundedInt(), default=500, show_default=True)
 @click.option(
@@ -70,7 +69,7 @@ def command(
     budgets: list[float],
     out: Path,
     limit: int | None,
-    val_size: int,
+    val_size: int | None,
     batch_size: int,
     latency_images: int,
     seed: int,
@@ -101,7 +100,7 @@ def command(
     from budget_edge.models.checkpoint import load_checkpoint
     from budget_edge.runtime.machine import machine_info
 
-    if val_size < 1 or batch_size < 1 or latency_images < 0:
+    if (val_size is not None and val_size < 1) or batch_size < 1 or latency_images < 0:
         raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the reports")
@@ -127,7 +126,11 @@ def command(
         load_arrays(name, data_dir, "train"), loaded.meta, str(checkpoint)
     )
     if val_count:
-        val_size = val_count  # the backbone's own validation split, which it never trained on
+        # The backbone's own validation split, which it never trained on; a smaller
+        # --val-size (a quick run) takes part of it, never training images.
+        val_size = val_count if val_size is None else min(val_size, val_count)
+    elif val_size is None:
+        val_size = 5000
     if val_size >= len(train.images):
         raise ConfigError(
             f"--val-size {val_size} is not smaller than the {len(train.images)} "

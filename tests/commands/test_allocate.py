@@ -181,12 +181,25 @@ def test_a_checkpoint_with_a_validation_split_calibrates_on_it(
     meta = {**plain.meta, "validation_split": split.as_meta()}
     save_checkpoint(checkpoint, plain.backbone, plain.agent, meta=meta)
     out = tmp_path / "allocated.pt"
+    quick = ["--epochs", "2", "--batch-size", "16"]
     code, stdout, err = run(
-        ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *QUICK], capsys
+        ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *quick], capsys
     )
     assert code == 0, err
     assert "validation split: 24 images" in stdout
     info = load_checkpoint(out).meta["allocator"]
-    assert info["calib_images"] == 24  # the split, not --calib-images 20
+    assert info["calib_images"] == 24  # the split, not the default 5000
+    assert info["fit_images"] == 60 - 24
     assert "validation split" in load_checkpoint(out).allocator.config["calibration"]["source"]
     assert load_checkpoint(out).meta["validation_split"] == split.as_meta()  # travels on
+
+    # A quick run asks for fewer: the split's last 20 calibrate, and the fit still gets
+    # no validation image (the split's other 4 are left out).
+    out = tmp_path / "quick.pt"
+    code, stdout, err = run(
+        ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *QUICK], capsys
+    )
+    assert code == 0, err
+    assert "validation split: 20 images" in stdout
+    info = load_checkpoint(out).meta["allocator"]
+    assert (info["calib_images"], info["fit_images"]) == (20, 60 - 24)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from budget_edge.cli import main
+from budget_edge.cli import cli, main
 from budget_edge.commands import demo
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -15,54 +16,124 @@ needs_fmnist = pytest.mark.skipif(
     not (FMNIST / "train-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
 )
+needs_committed = pytest.mark.skipif(
+    not (demo.COMMITTED.is_file() and demo.COMMITTED_ZOO.is_file()),
+    reason="the committed checkpoints are not here (an install without the repository)",
+)
+AFTER_PRETRAINING = [
+    "train",
+    "allocate",
+    "evaluate",
+    "export",
+    "quantize",
+    "export-zoo",
+    "bench",
+    "serve",
+]
 
 
-def test_plan_names_each_stage_output_in_order(tmp_path: Path) -> None:
-    stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], "resnet20")
-    assert [s.name for s in stages] == [
-        "pretrain",
-        "train",
-        "allocate",
-        "evaluate",
-        "export",
-        "quantize",
-        "bench",
-    ]
+def test_plan_starts_from_the_checkpoint_and_benches_against_the_zoo(tmp_path: Path) -> None:
+    ckpt, zoo = tmp_path / "r20.pt", tmp_path / "r8.pt"
+    stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], checkpoint=ckpt, zoo=zoo)
+    assert [s.name for s in stages] == AFTER_PRETRAINING
+    by_name = {s.name: s for s in stages}
     # Each stage reads what the one before it wrote.
-    assert str(tmp_path / "pretrain" / "best.pt") in stages[1].args
-    assert str(tmp_path / "budgetnet" / "budgetnet.pt") in stages[2].args
+    assert str(ckpt) in by_name["train"].args
+    assert str(tmp_path / "budgetnet" / "budgetnet.pt") in by_name["allocate"].args
     allocated = str(tmp_path / "budgetnet" / "allocated.pt")
-    assert allocated in stages[3].args and allocated in stages[4].args
-    assert str(tmp_path / "artifact") in stages[5].args
-    assert str(tmp_path / "artifact") in stages[6].args
+    assert allocated in by_name["evaluate"].args and allocated in by_name["export"].args
+    artifact = str(tmp_path / "artifact")
+    assert artifact in by_name["quantize"].args and artifact in by_name["serve"].args
+    assert str(zoo) in by_name["export-zoo"].args
+    bench = by_name["bench"].args
+    assert bench[bench.index("--zoo") + 1] == str(tmp_path / "zoo-artifact")
+    assert bench[bench.index("--data") + 1] == "fashion-mnist"  # so the table has accuracy
     # The evaluation, the export and the bench show the per-image allocation by default,
     # as a user's own commands would: no --mode, no --fuse-top.
     for stage in stages:
         assert "--mode" not in stage.args and "--fuse-top" not in stage.args
 
 
+def test_plan_from_scratch_pretrains_the_backbone_and_the_zoo_member(tmp_path: Path) -> None:
+    stages = demo.plan(tmp_path, None, demo.PRESETS["demo"], "resnet20")
+    assert [s.name for s in stages] == ["pretrain", "pretrain-zoo", *AFTER_PRETRAINING]
+    by_name = {s.name: s for s in stages}
+    assert str(tmp_path / "pretrain" / "best.pt") in by_name["train"].args
+    assert str(tmp_path / "pretrain-zoo" / "best.pt") in by_name["export-zoo"].args
+    zoo_args = by_name["pretrain-zoo"].args
+    assert zoo_args[zoo_args.index("--backbone") + 1] == demo.ZOO_BACKBONE
+
+
+def test_help_names_every_stage() -> None:
+    text = CliRunner().invoke(cli, ["demo", "--help"], terminal_width=200).output
+    for name in ["pretrain", "pretrain-zoo", *AFTER_PRETRAINING]:
+        assert name in text, name
+
+
+def test_without_the_committed_checkpoint_it_says_what_to_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")  # as from a wheel
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(tmp_path / "demo")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--checkpoint PATH" in err and "--from-scratch" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_folder_of_another_start_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "demo.json").write_text('{"preset": "smoke", "source": "from scratch (x)"}\n')
+    ckpt = tmp_path / "mine.pt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--checkpoint", str(ckpt), "--preset", "smoke", "--out", str(tmp_path)])
+    assert info.value.code == 2
+
+
+def _check_outputs(out: Path, zoo: str) -> None:
+    report = json.loads((out / "bench" / "bench.json").read_text())
+    assert {r["precision"] for r in report["rows"]} == {"fp32", "int8"}
+    assert report["settings"]["mode"] == "allocate"
+    zoo_rows = [r for r in report["rows"] if r["kind"] == "zoo"]
+    assert [r["name"] for r in zoo_rows] == [zoo] and zoo_rows[0]["accuracy"] is not None
+    assert (out / "bench" / "bench.png").stat().st_size > 0
+    sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
+    assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
+    answer = json.loads((out / "serve" / "answer.json").read_text())["answer"]
+    assert {o["name"] for o in answer["outputs"]} == {"CLASS", "MASK", "FLOPS"}
+
+
 @needs_fmnist
+@needs_committed
 @pytest.mark.slow
-def test_smoke_demo_runs_every_stage_then_skips_them(
+def test_smoke_demo_from_the_committed_model_then_skips_every_stage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
     main(["demo", "--preset", "smoke", "--out", str(out)])
-    report = json.loads((out / "bench" / "bench.json").read_text())
-    assert report["rows"], "bench wrote no rows"
-    assert {r["precision"] for r in report["rows"]} == {"fp32", "int8"}
-    assert report["settings"]["mode"] == "allocate"
-    assert (out / "bench" / "bench.png").stat().st_size > 0
-    assert (out / "artifact" / "manifest.json").exists()
-    sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
-    assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
-    assert (out / "evaluate" / "sweep.md").exists()
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "pretrain" not in printed
+    assert f"--checkpoint {demo.COMMITTED}" in printed
+    assert "server stopped (exit 0)" in printed
+    _check_outputs(out, "resnet8")
 
     # A second run finds every stage done and does nothing again.
     main(["demo", "--preset", "smoke", "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert printed.count("done already") == 7
+    assert capsys.readouterr().out.count("done already") == len(AFTER_PRETRAINING)
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_smoke_demo_from_scratch_needs_nothing_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")
+    monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
+    out = tmp_path / "demo"
+    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out)])
+    assert (out / "pretrain" / "best.pt").exists() and (out / "pretrain-zoo" / "best.pt").exists()
+    _check_outputs(out, "resnet8")
 
 
 def test_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:

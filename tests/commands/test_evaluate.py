@@ -92,6 +92,27 @@ def test_rank_mode_is_recorded(
     assert abs(result["rows"][0]["usage_mean"] - round(0.5 * k - 1e-9) / k) < 1e-9
 
 
+def test_a_validation_split_ranks_the_static_masks_or_its_last_n(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+    from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
+
+    plain = load_checkpoint(write_backbone_checkpoint(tmp_path / "bn.pt", with_agent=True))
+    _, _, split = split_validation(load_arrays("fashion-mnist", data, "train"), 24)
+    checkpoint = tmp_path / "split.pt"
+    meta = {**plain.meta, "validation_split": split.as_meta()}
+    save_checkpoint(checkpoint, plain.backbone, plain.agent, meta=meta)
+    quick = ["--data-dir", str(data), "--budgets", "0.5", "--latency-images", "0"]
+    for val_size, used in ([], 24), (["--val-size", "10"], 10), (["--val-size", "30"], 24):
+        out = tmp_path / f"eval{used}"
+        code, _, err = cli([str(checkpoint), *quick, *val_size, "--out", str(out)], capsys)
+        assert code == 0, err
+        result = json.loads((out / "sweep.json").read_text())
+        assert result["validation"] == f"last {used} training images"
+
+
 def test_checkpoint_without_agent(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
