@@ -73,6 +73,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+# click 8.2+ raises this for a group called without arguments; older click has none.
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; --debug shows tracebacks."""
     args = sys.argv[1:] if argv is None else argv
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except NO_ARGS_IS_HELP as exc:  # bare `budget-edge`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         # One line like every other user error, and where the options are listed.
         where = exc.ctx.command_path if exc.ctx is not None else "budget-edge"
@@ -103,9 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         # A file the system refused (permissions, a full disk, a read-only artifact) that
         # no command turned into its own message: still one line naming the file.
-        if debug or exc.filename is None:
+        if debug:
             raise
-        click.echo(f"error: {os_error_message(exc, exc.filename, 'use')}", err=True)
+        where = exc.filename if exc.filename is not None else "a file"
+        click.echo(f"error: {os_error_message(exc, where, 'use')}", err=True)
         sys.exit(2)
 
 

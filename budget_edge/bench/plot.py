@@ -23,7 +23,8 @@ from typing import Any
 from budget_edge.bench.measure import BenchResult, BenchRow
 from budget_edge.figures import new_figure, save_png
 
-BUDGETNET, STATIC_MASK, STATIC = "C0", "C2", "k"
+BUDGETNET, STATIC_MASK = "C0", "C2"
+STATIC_COLOURS = ("k", "C7", "0.6")  # the full graph of each precision, the main one black
 ZOO_COLOURS = ("C3", "C4", "C5", "C6", "C8", "C9")
 BATCH_STYLES = ("-", "--", ":", "-.")  # batch sizes, in increasing order
 PRECISION_MARKERS = ("o", "^", "v", "D")  # graph sets, the main one first
@@ -86,14 +87,15 @@ def _latency_panel(ax: Any, result: BenchResult, batches: list[int]) -> None:
                 label=f"BudgetNet{_tag(result, p)}",
             )
         masks = _rows(result, "static-mask", n)
-        ax.plot(
-            [r.budget for r in masks],
-            [r.latency.median for r in masks],
-            marker="s",
-            linestyle=style,
-            color=STATIC_MASK,
-            label="static mask per budget",
-        )
+        if masks:
+            ax.plot(
+                [r.budget for r in masks],
+                [r.latency.median for r in masks],
+                marker="s",
+                linestyle=style,
+                color=STATIC_MASK,
+                label="static mask per budget",
+            )
         for row, colour, label in _fixed_methods(result, n):
             ax.axhline(row.latency.median, color=colour, linestyle=style, label=label)
     ax.set_xlabel("budget c")
@@ -118,14 +120,15 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
             label=f"BudgetNet{_tag(result, p)}",
         )
     masks = _rows(result, "static-mask", batch)
-    ax.plot(
-        [r.budget for r in masks],
-        [value(r) for r in masks],
-        marker="s",
-        linestyle="--",
-        color=STATIC_MASK,
-        label="static mask per budget",
-    )
+    if masks:
+        ax.plot(
+            [r.budget for r in masks],
+            [value(r) for r in masks],
+            marker="s",
+            linestyle="--",
+            color=STATIC_MASK,
+            label="static mask per budget",
+        )
     for row, colour, label in _fixed_methods(result, batch):
         if value(row) is not None:
             ax.axhline(value(row), color=colour, linestyle="--", label=label)
@@ -195,7 +198,8 @@ def _fixed_methods(result: BenchResult, batch: int) -> Iterator[tuple[BenchRow, 
     (the main one black), then each zoo model in its own colour."""
     for j, p in enumerate(_precisions(result)):
         for row in _rows(result, "static", batch, p):
-            yield row, STATIC if j == 0 else f"C{7 + j}", f"static full graph{_tag(result, p)}"
+            colour = STATIC_COLOURS[j % len(STATIC_COLOURS)]
+            yield row, colour, f"static full graph{_tag(result, p)}"
     zoo = sorted({r.name for r in result.rows if r.kind == "zoo" and r.name})
     for i, name in enumerate(zoo):
         for row in _rows(result, "zoo", batch):

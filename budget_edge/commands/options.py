@@ -63,7 +63,8 @@ def parse_budgets(text: str) -> list[float]:
                 raise ValueError
             if not step > 0 or not start <= stop:
                 raise ValueError
-            count = int(math.floor((stop - start) / step + 1e-6)) + 1
+            span = (stop - start) / step  # inf for a step of 5e-324: more than any limit
+            count = MAX_BUDGETS + 1 if span > MAX_BUDGETS else int(math.floor(span + 1e-6)) + 1
             budgets = [round(start + i * step, 10) for i in range(min(count, MAX_BUDGETS + 1))]
         else:
             budgets = [float(p) for p in text.split(",")]

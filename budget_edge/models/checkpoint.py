@@ -156,7 +156,7 @@ def _check_sizes(file: Path, archive: zipfile.ZipFile) -> None:
     A member that claims more is a compressed one (a 7 MiB file once held a 4 GiB member
     that took 18 s to check and would have taken 4 GiB to load): refuse it unread."""
     declared = sum(member.file_size for member in archive.infolist())
-    on_disk = file.stat().st_size
+    on_disk = os.fstat(archive.fp.fileno()).st_size if archive.fp else file.stat().st_size
     if declared > on_disk:
         raise CheckpointError(
             f"{file} is a {on_disk / 2**20:.1f} MiB archive whose members claim "
@@ -404,4 +404,30 @@ def atomic_torch_save(obj: Any, target: Path) -> None:
     except OSError as exc:
         raise CheckpointError(os_error_message(exc, target.parent, "create")) from exc
     with atomic_writer(target, error=CheckpointError) as handle:
-        torch.save(obj, handle)
+        recording = _WriteErrors(handle)
+        try:
+            torch.save(obj, recording)  # type: ignore[arg-type]  # a write()-only file
+        except RuntimeError:
+            # torch reports a failed write (a full disk) as its own RuntimeError; the
+            # OSError behind it becomes atomic_writer's one line naming the file.
+            if recording.error is None:
+                raise
+            raise recording.error from None
+
+
+class _WriteErrors:
+    """A binary file for torch.save that remembers the OSError a write raised."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()

@@ -42,6 +42,10 @@ def test_every_method_appears_once_in_one_legend_under_the_panels() -> None:
     assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
 
 
+def test_a_method_without_rows_is_not_in_the_legend() -> None:
+    assert "static mask per budget" not in _legend(plot.figure(_result()))
+
+
 def test_a_method_keeps_its_colour_in_every_panel() -> None:
     fig = plot.figure(_with_zoo_and_masks())
     colours: dict[str, set[str]] = {}

@@ -388,3 +388,28 @@ def test_a_compressed_member_claiming_more_than_the_file_is_refused_unread(
         r"claim 64.0 MiB: torch.save does not compress",
     ):
         load_checkpoint(path)
+
+
+def test_a_full_disk_while_torch_writes_is_one_line_and_keeps_the_old_file(
+    tmp_path: Path, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save turns a failed write into its own RuntimeError (inline_container):
+    the OSError behind it must still reach the user as one line naming the file."""
+    import errno
+
+    import budget_edge.models.checkpoint as checkpoint
+
+    backbone, _ = pair
+    target = save_checkpoint(tmp_path / "m.pt", backbone)
+    before = target.read_bytes()
+
+    class FullDisk(checkpoint._WriteErrors):
+        def write(self, data: bytes) -> int:
+            self.error = OSError(errno.ENOSPC, "No space left on device")
+            raise self.error
+
+    monkeypatch.setattr(checkpoint, "_WriteErrors", FullDisk)
+    with pytest.raises(CheckpointError, match=r"cannot write .*m.pt: the disk is full"):
+        save_checkpoint(target, backbone)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

@@ -611,8 +611,17 @@ def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> Non
     assert big in live  # what a call used is kept: the next such call allocates nothing
     assert pool.get(1 << 20) == big
     pool.release()
-    pool.get(700)  # a normal call again
-    pool.release()
+    # Two kinds of call alternating, each above keep_bytes: neither frees the other's.
+    allocated = len(live)
+    for _ in range(3):
+        pool.get(1 << 20)
+        pool.release()
+        smalls = [pool.get(1 << 17) for _ in range(8)]
+        pool.release()
+    assert len(live) == allocated + 8 and big in live and all(p in live for p in smalls)
+    for _ in range(tb.RECENT_CALLS):  # normal calls only, for a while
+        pool.get(700)
+        pool.release()
     assert big not in live and a in live  # idle memory trimmed to keep_bytes, largest first
     pool.close()
     assert not live

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +342,9 @@ class DeviceTensor:
         return self.ptr + row * self.row_nbytes
 
 
+RECENT_CALLS = 8  # calls whose buffers the pool keeps
+
+
 class _Pool:
     """Buffers in power-of-two size classes, handed out during a call and all returned
     by `release`; the idle ones serve the next calls. Idle memory above `keep_bytes`
@@ -352,6 +356,7 @@ class _Pool:
         self.keep_bytes = keep_bytes
         self._idle: dict[int, list[int]] = {}
         self._busy: list[tuple[int, int]] = []
+        self._recent: deque[set[int]] = deque(maxlen=RECENT_CALLS)
 
     def get(self, nbytes: int) -> int:
         size = 1 << max(8, (max(nbytes, 1) - 1).bit_length())  # 256 B, 512 B, ... classes
@@ -361,16 +366,22 @@ class _Pool:
         return ptr
 
     def release(self) -> None:
-        # Keep at least what this call used: a model whose calls need more than
-        # keep_bytes would otherwise free and allocate it again on every call.
-        keep = max(self.keep_bytes, sum(size for size, _ in self._busy))
+        # Buffers used by the last RECENT_CALLS calls stay, whatever keep_bytes says: a
+        # model whose calls need more would otherwise free and allocate on every call
+        # (and two kinds of call, alternating, would free each other's). Idle memory
+        # above keep_bytes that no recent call used is freed, largest first.
+        self._recent.append({ptr for _, ptr in self._busy})
+        recent = set().union(*self._recent)
         for size, ptr in self._busy:
             self._idle.setdefault(size, []).append(ptr)
         self._busy.clear()
         idle = sum(size * len(ptrs) for size, ptrs in self._idle.items())
         for size in sorted(self._idle, reverse=True):
-            while self._idle[size] and idle > keep:
-                cuda_call(self._free(self._idle[size].pop()))
+            for ptr in [p for p in self._idle[size] if p not in recent]:
+                if idle <= self.keep_bytes:
+                    return
+                self._idle[size].remove(ptr)
+                cuda_call(self._free(ptr))
                 idle -= size
 
     def close(self) -> None:
@@ -507,10 +518,12 @@ class TensorRTBackend:
         new = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         need = int(engine.device_memory_size_v2)
         if need > self._scratch_size:
-            if self._scratch:
+            if self._scratch and self._queued:
                 # Engines queued on the stream may still use it: freed at `release`,
                 # which waits for the stream, rather than waiting here.
                 self._retired.append(self._scratch)
+            elif self._scratch:
+                cuda_call(self._cudart.cudaFree(self._scratch))  # nothing queued uses it
             self._scratch = int(cuda_call(self._cudart.cudaMalloc(need)))
             self._scratch_size = need
             for context in self._contexts():
