@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engines": ("build_engines", "Build one TensorRT engine per exported graph, on the GPU."),
     "bench": ("bench", "Measure latency, accuracy and compute per budget with the runtime."),
     "serve": ("serve", "Serve an artifact dir over the Open Inference Protocol (v2)."),
-    "demo": ("demo", "Run the whole pipeline on Fashion-MNIST: pretrain, train, export, bench."),
+    "demo": ("demo", "The whole pipeline on Fashion-MNIST, from the committed model to a request."),
 }
 
 
