@@ -86,8 +86,8 @@ PRESETS = {
             "--finetune-epochs",
             "2",
         ),
-        allocate_extra=("--limit-train", "5000", "--calib-images", "2000", "--epochs", "4"),
-        evaluate_extra=("--limit", "2000", "--val-size", "1000", "--latency-images", "0"),
+        allocate_extra=("--limit-train", "4000", "--calib-images", "2000", "--epochs", "4"),
+        evaluate_extra=("--limit", "1000", "--val-size", "1000", "--latency-images", "0"),
         # The defaults make the artifact run mode allocate with the allocator's count
         # masks as whole graphs: one image is two graph calls (runtime/count_plan.py).
         export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "1000"),
