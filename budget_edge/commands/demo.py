@@ -63,8 +63,9 @@ class Preset:
 
 
 PRESETS = {
-    # Sized for about 4.5 minutes of stages on a quiet 2-core CPU from the committed
-    # model (benchmarks/results/demo.md); --from-scratch adds the pretraining.
+    # Sized for at most 4.5 minutes of stages on a quiet 2-core CPU from the committed
+    # model: 222 s with one thread on a free core (benchmarks/results/demo.md);
+    # --from-scratch adds the pretraining.
     # The light extractor: resnet8 costs 30% of ResNet-20 and made the runtime slower
     # than the static graph at c >= 0.5 (benchmarks/results/bench-resnet20-light/).
     "demo": Preset(
@@ -480,7 +481,7 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
     type=click.Choice(sorted(PRESETS)),
     default="demo",
     show_default=True,
-    help="demo: about 5 minutes on 2 cores (plus pretraining with --from-scratch); "
+    help="demo: about 4 minutes of stages on 2 cores (plus pretraining with --from-scratch); "
     "paper: the full schedule; smoke: seconds per stage, to check the wiring.",
 )
 @click.option(
