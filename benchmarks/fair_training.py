@@ -13,16 +13,21 @@ queue can be killed at any time and started again (across sessions too):
     python benchmarks/fair_training.py --queue zoo        # one core
     python benchmarks/fair_training.py --queue sandwich   # the other core
 
-A run that has finished all its epochs is skipped. `--list` shows how far
-each run is.
+A run that has finished all its epochs is skipped, and so is a run another
+worker is training (each run holds a lock on RESULTS/<name>/.train.lock while it
+trains), so a second `--queue zoo` on a free core takes the next run. `--list`
+shows how far each run is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "fair-fmnist"
@@ -50,6 +55,8 @@ QUEUES: dict[str, dict[str, list[str]]] = {
         "resnet20-s0-60ep": ["--backbone", "resnet20", "--seed", "0", "--epochs", "60"],
         "resnet20-s1": ["--backbone", "resnet20", "--seed", "1"],
         "resnet20-s2": ["--backbone", "resnet20", "--seed", "2"],
+        # Trained alone: the sandwich ResNet-56's full network against the same depth.
+        "resnet56-s0": ["--backbone", "resnet56", "--seed", "0"],
     },
     "sandwich": {
         "sandwich-resnet56-s0": ["--backbone", "resnet56", "--seed", "0", "--sandwich"],
@@ -104,6 +111,19 @@ def command(name: str, options: list[str], executable: str) -> list[str]:
     return words
 
 
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[bool]:
+    """Hold the run's lock while training it; yields False when another worker holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".train.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queue", choices=sorted(QUEUES), help="the queue to train")
@@ -128,8 +148,12 @@ def main() -> int:
     for name, options in QUEUES[args.queue].items():
         if progress(RESULTS / name) >= epochs_of(options):
             continue
-        print(" ".join(command(name, options, args.budget_edge)), flush=True)
-        subprocess.run(command(name, options, args.budget_edge), check=True)
+        with run_lock(RESULTS / name) as mine:
+            if not mine:
+                print(f"{name}: another worker is training it, next run", flush=True)
+                continue
+            print(" ".join(command(name, options, args.budget_edge)), flush=True)
+            subprocess.run(command(name, options, args.budget_edge), check=True)
     return 0
 
 
