@@ -122,7 +122,7 @@ def stages() -> list[Stage]:
                 "--zoo",
                 ",".join(str(z) for z in zoo_artifacts),
                 "--count-table",
-                "--static-search",
+                "--static-search-images",
                 "5000",
                 "--iterations",
                 "200",

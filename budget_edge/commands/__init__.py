@@ -1,4 +1,12 @@
-"""The subcommands of `budget-edge`, one module each (imported lazily by cli.py)."""
+"""The subcommands of `budget-edge`, one module each (imported lazily by cli.py).
+
+A command whose options have rules click cannot state (one option needs another, two
+exclude each other, a value is refused only beside another, a spec with a syntax of
+its own) states them in `check_options(params, environ)`: by the options' text alone,
+no file read and nothing loaded, raising a ConfigError. The command calls it first,
+with its own parsed parameters; the docs test calls it on every documented command
+line, so a line the docs show is a line the command accepts.
+"""
 
 from __future__ import annotations
 

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from budget_edge.commands import command_line
 from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
+
+if TYPE_CHECKING:
+    from budget_edge.train.allocator import AllocatorConfig
+
+
+def config_of(params: Mapping[str, Any]) -> AllocatorConfig:
+    from budget_edge.train.allocator import AllocatorConfig
+
+    calib_images = params["calib_images"]
+    return AllocatorConfig(
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        calib_images=5000 if calib_images is None else calib_images,
+        seed=params["seed"],
+        accuracy_slack=None if params["no_saturation"] else params["accuracy_slack"],
+    )
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The settings' ranges, by the options' text alone (nothing loaded): the command
+    calls it first, and the docs test calls it on every documented `budget-edge
+    allocate` line."""
+    from budget_edge.errors import ConfigError
+
+    config_of(params).check()
+    if params["threads"] is not None and params["threads"] < 1:
+        raise ConfigError("--threads must be >= 1")
 
 
 @click.command("allocate")
@@ -91,20 +122,12 @@ def command(
     from budget_edge.data.torch_dataset import as_tensors, check_data_fits, preprocessing_of
     from budget_edge.errors import ConfigError
     from budget_edge.models.checkpoint import load_checkpoint
-    from budget_edge.train.allocator import AllocatorConfig, train_allocator
+    from budget_edge.train.allocator import train_allocator
 
-    cfg = AllocatorConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        calib_images=5000 if calib_images is None else calib_images,
-        seed=seed,
-        accuracy_slack=None if no_saturation else accuracy_slack,
-    )
-    cfg.check()  # before anything is loaded
+    params = click.get_current_context().params
+    check_options(params, os.environ)  # before anything is loaded
+    cfg = config_of(params)
     if threads is not None:
-        if threads < 1:
-            raise ConfigError("--threads must be >= 1")
         torch.set_num_threads(threads)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give the checkpoint file to write")

@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from budget_edge.commands import command_line
-from budget_edge.commands.options import BATCHES, BUDGETS, SEED, BoundedInt
+from budget_edge.commands.options import BATCHES, BUDGETS, SEED, BoundedInt, Renamed
+
+if TYPE_CHECKING:
+    from budget_edge.bench.measure import BenchSettings
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The rules between bench's options that click cannot state, by their text alone
+    (nothing loaded): the command calls it first, and the docs test calls it on every
+    documented `budget-edge bench` line."""
+    from budget_edge.bench.measure import check_search_spec, parse_precisions
+    from budget_edge.errors import ConfigError
+
+    settings_of(params).check()
+    parse_precisions(params["precision_text"])
+    if params["static_search"]:
+        check_search_spec(params["data_spec"], params["static_search"])
+        if params["count_table"]:
+            raise ConfigError(
+                "--count-table compares with the allocator's count masks, "
+                "--static-search-images with searched ones: give one of them"
+            )
+
+
+def settings_of(params: Mapping[str, Any]) -> BenchSettings:
+    """The BenchSettings of the command's options."""
+    from budget_edge.bench.measure import BenchSettings
+
+    return BenchSettings(
+        budgets=params["budgets"],
+        batches=params["batches"],
+        warmup=params["warmup"],
+        iterations=params["iterations"],
+        mode=params["mode"],
+        cap=None if params["cap"] == "none" else params["cap"],
+        seed=params["seed"],
+    )
 
 
 @click.command("bench")
@@ -104,13 +143,17 @@ from budget_edge.commands.options import BATCHES, BUDGETS, SEED, BoundedInt
     "what the per-image decision is worth, in paired tests.",
 )
 @click.option(
-    "--static-search",
+    "--static-search-images",
+    "--static-search",  # the older name, kept for a release
+    "static_search",
+    cls=Renamed,
+    old=["--static-search"],
     type=BoundedInt(0),
     default=0,
     show_default=True,
-    help="Search the best static mask per budget on the last N training images "
-    "and time it next to the policy (0: use the artifact's own, if exported "
-    "with --static-masks).",
+    help="Search the best static mask per budget on N images of the validation split "
+    "(or the training set's last N) and time it next to the policy (0: use the "
+    "artifact's own, if exported with --static-masks; as export calls it).",
 )
 @click.option(
     "--precision",
@@ -159,7 +202,7 @@ def command(
     \b
     Example:
       budget-edge bench artifacts/r20 --data fashion-mnist --budgets 0.25,0.5,0.75,1.0 \\
-          --batch 1,8 --static-search 5000 --zoo artifacts/r8,artifacts/r14 \\
+          --batch 1,8 --static-search-images 5000 --zoo artifacts/r8,artifacts/r14 \\
           --precision fp32,int8 \\
           --json bench.json --md bench.md --plot bench.png
     """
@@ -168,7 +211,6 @@ def command(
     from budget_edge.bench import plot, report
     from budget_edge.bench.measure import (
         Baselines,
-        BenchSettings,
         load_bench_data,
         load_search_data,
         parse_precisions,
@@ -184,16 +226,9 @@ def command(
     )
 
     # Every option is checked before the artifact loads: a typo fails in a second.
-    settings = BenchSettings(
-        budgets=budgets,
-        batches=batches,
-        warmup=warmup,
-        iterations=iterations,
-        mode=mode,
-        cap=None if cap == "none" else cap,
-        seed=seed,
-    )
-    settings.check()
+    ctx = click.get_current_context()
+    check_options(ctx.params, os.environ)
+    bench_settings = settings_of(ctx.params)
     precisions = parse_precisions(precision_text)
     outputs = (
         (json_path, report.write_json),
@@ -240,7 +275,7 @@ def command(
             result = run_bench(
                 rt,
                 data,
-                settings,
+                bench_settings,
                 threads=threads,
                 progress=lambda msg: status.update(msg),
                 baselines=baselines,
@@ -249,7 +284,7 @@ def command(
         rt.close()
         for other in [*zoo.values(), *others.values()]:
             other.close()
-    result.settings["command"] = command_line(click.get_current_context())
+    result.settings["command"] = command_line(ctx)
     out = Console()
     if not out.is_terminal:  # piped to a file: no terminal width to respect
         out = Console(width=160)

@@ -88,7 +88,7 @@ PRESETS = {
             "2",
         ),
         allocate_extra=("--limit-train", "4000", "--calib-images", "2000", "--epochs", "4"),
-        evaluate_extra=("--limit", "1000", "--val-size", "1000", "--latency-images", "0"),
+        evaluate_extra=("--eval-images", "1000", "--val-size", "1000", "--latency-images", "0"),
         # The defaults make the artifact run mode allocate with the allocator's count
         # masks as whole graphs: one image is two graph calls (runtime/count_plan.py).
         export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "1000"),
@@ -112,7 +112,7 @@ PRESETS = {
         drop_prob=0.1,
         train_preset="demo",
         bench_iterations=3,
-        pretrain_extra=("--limit-test", "128"),
+        pretrain_extra=("--eval-images", "128"),
         train_extra=(
             "--limit-train",
             "256",
@@ -128,7 +128,7 @@ PRESETS = {
         allocate_extra=("--limit-train", "256", "--calib-images", "64", "--epochs", "1"),
         export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "64"),
         quantize_extra=("--calib-images", "64"),
-        evaluate_extra=("--limit", "64", "--val-size", "64", "--latency-images", "2"),
+        evaluate_extra=("--eval-images", "64", "--val-size", "64", "--latency-images", "2"),
         bench_extra=("--eval-images", "128", "--warmup", "1"),
     ),
 }

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from budget_edge.commands.options import BUDGETS, SEED, BoundedInt
+from budget_edge.commands.options import BUDGETS, SEED, BoundedInt, Renamed
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The ranges click's types leave open, by the options' text alone (nothing loaded):
+    the command calls it first, and the docs test calls it on every documented
+    `budget-edge evaluate` line."""
+    from budget_edge.errors import ConfigError
+
+    val_size = params["val_size"]
+    too_small = (val_size is not None and val_size < 1) or params["batch_size"] < 1
+    if too_small or params["latency_images"] < 0:
+        raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
 
 
 @click.command("evaluate")
@@ -30,7 +45,15 @@ from budget_edge.commands.options import BUDGETS, SEED, BoundedInt
     required=True,
     help="Folder for sweep.json, sweep.csv, sweep.md and the PNG plots.",
 )
-@click.option("--limit", type=BoundedInt(), help="Evaluate only the first N test images.")
+@click.option(
+    "--eval-images",
+    "--limit",  # the older name, kept for a release
+    "limit",
+    cls=Renamed,
+    old=["--limit"],
+    type=BoundedInt(),
+    help="Evaluate only the first N test images (as pretrain, train and bench call it).",
+)
 @click.option(
     "--val-size",
     type=BoundedInt(),
@@ -100,8 +123,7 @@ def command(
     from budget_edge.models.checkpoint import load_checkpoint
     from budget_edge.runtime.machine import machine_info
 
-    if (val_size is not None and val_size < 1) or batch_size < 1 or latency_images < 0:
-        raise ConfigError("--val-size and --batch-size must be >= 1, --latency-images >= 0")
+    check_options(click.get_current_context().params, os.environ)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the reports")
     loaded = load_checkpoint(checkpoint)

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from budget_edge.commands.options import CALIBRATION_IMAGES, BoundedInt
+from budget_edge.commands.options import CALIBRATION_IMAGES, BoundedInt, Renamed
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The rules between export's options that click cannot state, by their text alone
+    (nothing loaded): the command calls it first, and the docs test calls it on every
+    documented `budget-edge export` line."""
+    if params["static_data"] is not None:
+        from budget_edge.bench.measure import check_search_spec
+
+        check_search_spec(
+            params["static_data"], params["static_search_images"], data_option="--static-masks"
+        )
 
 
 @click.command("export")
@@ -64,6 +79,8 @@ from budget_edge.commands.options import CALIBRATION_IMAGES, BoundedInt
     "--calib-images",
     "--calib-count",  # the older name, kept for a release
     "calib_count",
+    cls=Renamed,
+    old=["--calib-count"],
     type=CALIBRATION_IMAGES,
     default=512,
     show_default=True,
@@ -118,10 +135,7 @@ def command(
     from budget_edge.export.exporter import export_checkpoint
     from budget_edge.models.checkpoint import load_checkpoint
 
-    if static_data is not None:
-        from budget_edge.bench.measure import check_search_spec
-
-        check_search_spec(static_data, static_search_images)
+    check_options(click.get_current_context().params, os.environ)
     console = Console(stderr=True)
     start = time.perf_counter()
     loaded = load_checkpoint(checkpoint, format=fmt)

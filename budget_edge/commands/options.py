@@ -9,7 +9,8 @@ finite and inside the range the option can mean.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -124,3 +125,33 @@ class ListOf(click.ParamType):
 
 BUDGETS = ListOf("budgets", parse_budgets)
 BATCHES = ListOf("batches", parse_batches)
+
+
+class Renamed(click.Option):
+    """An option whose older spellings (`old`) still parse but no longer show in --help
+    or in error hints: a rename keeps yesterday's scripts working for a release while
+    the help teaches one vocabulary."""
+
+    def __init__(self, *args: Any, old: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.old_names = tuple(old)
+        missing = [name for name in self.old_names if name not in self.opts]
+        if missing or len(self.old_names) >= len(self.opts):
+            raise TypeError(f"{self.opts}: old names {self.old_names} must be among them")
+
+    @contextmanager
+    def _current_names(self) -> Iterator[None]:
+        every = self.opts
+        self.opts = [name for name in every if name not in self.old_names]
+        try:
+            yield
+        finally:
+            self.opts = every
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        with self._current_names():
+            return super().get_help_record(ctx)
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        with self._current_names():
+            return super().get_error_hint(ctx)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
+from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat, Renamed
 
 # The defaults train ResNet-20 on Fashion-MNIST past 92% test accuracy in well
 # under an hour on 2 CPU cores (see docs/pretrain.md for the measurements).
@@ -53,6 +55,25 @@ def command_line(options: list[tuple[str, Any]]) -> str:
             continue
         words += [flag] if value is True else [flag, str(value)]
     return shlex.join(words)
+
+
+# Parameters of the command that are not PretrainConfig fields.
+NOT_SETTINGS = ("data_dir", "out", "resume", "workers", "device", "threads", "quiet")
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The settings' ranges and rules that click cannot state, by the options' text
+    alone (nothing loaded): the command calls it first, and the docs test calls it on
+    every documented `budget-edge pretrain` line."""
+    from budget_edge.errors import ConfigError
+    from budget_edge.train.pretrain import PretrainConfig
+
+    if params["workers"] < 0:
+        raise ConfigError(f"--workers must be >= 0, got {params['workers']}")
+    if params["threads"] < 0:
+        raise ConfigError(f"--threads must be >= 0, got {params['threads']}")
+    settings = {k: v for k, v in params.items() if k not in NOT_SETTINGS}
+    PretrainConfig(**{**settings, "val_size": settings["val_size"] or 0}).check()
 
 
 @click.command("pretrain")
@@ -156,7 +177,16 @@ def command_line(options: list[tuple[str, Any]]) -> str:
     help="Continue the run in --out from last.pt, exactly where it stopped.",
 )
 @click.option("--limit-train", type=BoundedInt(), help="Use only the first N training images.")
-@click.option("--limit-test", type=BoundedInt(), help="Use only the first N test images.")
+@click.option(
+    "--eval-images",
+    "--limit-test",  # the older name, kept for a release
+    "limit_test",
+    cls=Renamed,
+    old=["--limit-test"],
+    type=BoundedInt(),
+    help="Score only the first N test images after each epoch (as train, evaluate and "
+    "bench call it).",
+)
 @click.option(
     "--workers",
     type=BoundedInt(),
@@ -205,13 +235,9 @@ def command(
     from budget_edge.errors import ConfigError
     from budget_edge.train.pretrain import PretrainConfig, RunOptions, pretrain
 
-    if workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {workers}")
-    if threads < 0:
-        raise ConfigError(f"--threads must be >= 0, got {threads}")
+    check_options(click.get_current_context().params, os.environ)  # typos first
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
-    PretrainConfig(**{**settings, "val_size": settings["val_size"] or 0}).check()  # typos first
     train = load_arrays(settings["dataset"], data_dir, "train")
     if settings["val_size"] is None:
         settings["val_size"] = resumed_val_size(out) if resume else default_val_size(len(train))

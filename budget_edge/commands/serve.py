@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +19,27 @@ MIN_BODY_MB, MAX_BODY_MB = 0.01, 1024.0  # 10 KiB holds one small JSON image
 MAX_BATCH = 4096
 MAX_QUEUE = 10_000
 MAX_TIMEOUT_S = 3600.0
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The rules between serve's options that click cannot state, by their text alone
+    (no file read, nothing loaded): the command calls it first, and the docs test calls
+    it on every documented `budget-edge serve` line."""
+    from budget_edge.errors import ConfigError
+    from budget_edge.serve.access import TOKEN_ENV, check_exposure
+    from budget_edge.serve.controller import check_budget_spec
+
+    if params["model_name"] is not None:
+        from budget_edge.serve.model import check_model_name
+
+        check_model_name(params["model_name"])
+    if params["uds"] is None:
+        # Whether a token is given; read_token checks the token itself.
+        given = params["token_file"] is not None or bool(environ.get(TOKEN_ENV, "").strip())
+        check_exposure(params["host"], given, params["insecure"])
+    if (params["tls_cert"] is None) != (params["tls_key"] is None):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    check_budget_spec(params["budget_spec"])
 
 
 @click.command("serve")
@@ -179,17 +203,10 @@ def command(
             f"serving needs Starlette and uvicorn ({exc}): pip install 'budget-edge[serve]'"
         ) from exc
 
-    from budget_edge.errors import ConfigError
-    from budget_edge.serve.access import check_exposure, read_token
-    from budget_edge.serve.model import check_model_name
+    from budget_edge.serve.access import read_token
 
-    if model_name is not None:
-        check_model_name(model_name)  # before anything loads
+    check_options(click.get_current_context().params, os.environ)  # before anything loads
     token = read_token(token_file)
-    if uds is None:
-        check_exposure(host, token, insecure)  # before anything loads
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError("TLS needs both --tls-cert and --tls-key")
 
     def load() -> BudgetRuntime:
         """The artifact, checked and with every session made: at startup and at SIGHUP."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,32 @@ from budget_edge.commands.options import SEED, THREADS, BoundedInt, FiniteFloat
 
 USAGE_CHOICES = ("components", "flops")
 EXTRACTOR_CHOICES = ("auto", "resnet8", "light")
+
+
+# Parameters of the command that are not training settings.
+NOT_SETTINGS = ("checkpoint", "out", "resume", "preset")
+
+
+def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """The rules between train's options that click cannot state, by their text alone
+    (--resume takes no settings, a new run needs --checkpoint, the settings' ranges):
+    the command calls it first, and the docs test calls it on every documented
+    `budget-edge train` line."""
+    from budget_edge.errors import ConfigError
+    from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config
+
+    options = {k: v for k, v in params.items() if k not in NOT_SETTINGS}
+    if params["resume"]:
+        given = [k for k, v in options.items() if v is not None and k not in RESUME_OVERRIDES]
+        if params["checkpoint"] is not None or params["preset"] is not None or given:
+            raise ConfigError(
+                "--resume continues the run in --out with its own settings; drop the other "
+                f"options (only --{', --'.join(RESUME_OVERRIDES)} may change)"
+            )
+    else:
+        if params["checkpoint"] is None:
+            raise ConfigError("give the pretrained backbone with --checkpoint PATH")
+        make_config(params["preset"], **options)  # each setting in its range
 
 
 @click.command("train")
@@ -44,7 +72,10 @@ EXTRACTOR_CHOICES = ("auto", "resnet8", "light")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the dataset lives.")
 @click.option("--limit-train", type=BoundedInt(), help="Use only the first N training images.")
 @click.option(
-    "--eval-images", type=BoundedInt(), help="Test images for the check after each epoch."
+    "--eval-images",
+    type=BoundedInt(),
+    help="Images for the check after each epoch: the validation split's first N (test "
+    "images without a split).",
 )
 @click.option(
     "--curriculum-epochs", type=BoundedInt(), help="Stage 1: agent only, backbone frozen."
@@ -137,22 +168,11 @@ def command(
     from budget_edge.errors import ConfigError
     from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config, train_budgetnet
 
+    check_options(click.get_current_context().params, os.environ)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
     config = None
     overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
-    if resume:
-        if (
-            checkpoint is not None
-            or preset is not None
-            or any(v is not None for v in options.values())
-        ):
-            raise ConfigError(
-                "--resume continues the run in --out with its own settings; drop the other "
-                f"options (only --{', --'.join(RESUME_OVERRIDES)} may change)"
-            )
-    else:
-        if checkpoint is None:
-            raise ConfigError("give the pretrained backbone with --checkpoint PATH")
+    if not resume:
         config = make_config(preset, **options, **overrides)
     train_budgetnet(out, checkpoint, config, resume=resume, resume_overrides=overrides)

@@ -151,7 +151,7 @@ def from_count_table(rt: BudgetRuntime) -> list[StaticMask]:
     if allocation is None or allocation.count_masks is None:
         raise InputError(
             "this artifact has no table of count masks: export a checkpoint made by "
-            "`budget-edge allocate` (or compare with --static-search)"
+            "`budget-edge allocate` (or compare with --static-search-images)"
         )
     rows = [np.asarray(row, np.uint8) for row in allocation.count_masks]
     return [_entry(rt, row, None) for row in rows if row.any()]

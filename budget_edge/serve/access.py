@@ -70,9 +70,9 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+def check_exposure(host: str, has_token: bool, insecure: bool) -> None:
     """Serving beyond this machine without a token serves anyone on the network."""
-    if not is_loopback(host) and token is None and not insecure:
+    if not is_loopback(host) and not has_token and not insecure:
         raise ConfigError(
             f"--host {host} serves other machines, and there is no access "
             f"token: give --token-file (or {TOKEN_ENV}), or --insecure if the "

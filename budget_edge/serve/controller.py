@@ -41,10 +41,9 @@ def parse_budget_spec(
 ) -> BudgetController:
     """The controller a `--budget` value names; `mode` is the decision mode served
     (None: the artifact's), which a latency table must have been measured in."""
+    check_budget_spec(spec)
     mode = mode or runtime.default_mode
-    kind, sep, argument = spec.partition(":")
-    if not sep or not argument:
-        raise ConfigError(f"--budget {spec!r} is not understood: use {SPEC_HELP}")
+    kind, _, argument = spec.partition(":")
     if kind == "fixed":
         return FixedBudget(_number(argument, spec))
     if kind == "battery":
@@ -54,23 +53,34 @@ def parse_budget_spec(
                 "such as /sys/class/power_supply/BAT0/capacity"
             )
         return BatteryBudget(BATTERY_SCHEDULE, path=argument, safe_budget=BATTERY_SAFE_BUDGET)
-    if kind == "latency":
-        deadline_text, _, bench_json = argument.partition(":")
-        deadline = _number(deadline_text, spec)
-        if deadline <= 0:
-            raise ConfigError(f"--budget {spec!r}: the deadline must be a positive number of ms")
-        if not runtime.has_policy:
-            raise ConfigError(
-                f"--budget {spec!r}: this artifact has no policy, so requests must send MASK "
-                "and no budget is ever chosen: leave --budget out"
-            )
-        table = (
-            read_latency_table(bench_json, runtime.precision, mode)
-            if bench_json
-            else calibrate(runtime, mode)
+    # latency: the only kind left
+    deadline_text, _, bench_json = argument.partition(":")
+    if not runtime.has_policy:
+        raise ConfigError(
+            f"--budget {spec!r}: this artifact has no policy, so requests must send MASK "
+            "and no budget is ever chosen: leave --budget out"
         )
-        return LatencyBudget(deadline_ms=deadline, table=table)
-    raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
+    table = (
+        read_latency_table(bench_json, runtime.precision, mode)
+        if bench_json
+        else calibrate(runtime, mode)
+    )
+    return LatencyBudget(deadline_ms=_number(deadline_text, spec), table=table)
+
+
+def check_budget_spec(spec: str) -> None:
+    """Refuse a `--budget` value by its text alone (kind, numbers), before anything
+    loads; what needs the artifact or a file is checked by parse_budget_spec."""
+    kind, sep, argument = spec.partition(":")
+    if not sep or not argument:
+        raise ConfigError(f"--budget {spec!r} is not understood: use {SPEC_HELP}")
+    if kind == "fixed":
+        FixedBudget(_number(argument, spec))  # in [0, 1]
+    elif kind == "latency":
+        if _number(argument.partition(":")[0], spec) <= 0:
+            raise ConfigError(f"--budget {spec!r}: the deadline must be a positive number of ms")
+    elif kind != "battery":
+        raise ConfigError(f"--budget {spec!r} has unknown kind {kind!r}: use {SPEC_HELP}")
 
 
 def _number(text: str, spec: str) -> float:

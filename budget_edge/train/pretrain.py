@@ -128,10 +128,10 @@ class PretrainConfig:
             problems.append(f"--val-size must be >= 0, got {self.val_size}")
         if self.sandwich_random < 0:
             problems.append(f"--sandwich-random must be >= 0, got {self.sandwich_random}")
-        for name in ("limit_train", "limit_test"):
+        for name, option in (("limit_train", "--limit-train"), ("limit_test", "--eval-images")):
             value = getattr(self, name)
             if value is not None and value < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                problems.append(f"{option} must be at least 1, got {value}")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -182,8 +182,11 @@ def test_zoo_and_static_search_errors(
 ) -> None:
     err = _fail(["bench", str(artifact), "--zoo", str(tmp_path / "none"), *QUICK], capsys)
     assert err.startswith("error: --zoo:") and "not an artifact directory" in err
-    err = _fail(["bench", str(artifact), "--static-search", "100", *QUICK], capsys)
-    assert err.startswith("error: --static-search needs labelled data")
+    err = _fail(["bench", str(artifact), "--static-search-images", "100", *QUICK], capsys)
+    assert err.startswith("error: the static-mask search needs labelled data, not --data random")
+    # the older name parses as the new one, and the refusal comes before loading
+    err = _fail(["bench", str(artifact) + "-missing", "--static-search", "100"], capsys)
+    assert "--data fashion-mnist" in err and "does not exist" not in err
 
 
 def test_bench_with_a_zoo_row(artifact: Path, tmp_path: Path) -> None:

@@ -142,3 +142,30 @@ def test_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:
         main(["demo", "--fresh", "--out", str(tmp_path)])
     assert info.value.code == 2
     assert (tmp_path / "precious.txt").exists()
+
+
+@pytest.mark.parametrize("preset", sorted(demo.PRESETS))
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_every_stage_parses_and_passes_its_command_s_checks(
+    tmp_path: Path, preset: str, from_scratch: bool
+) -> None:
+    """Each stage's arguments as its command parses them, then its check_options: a
+    renamed or refused option fails here, not minutes into a demo."""
+    import importlib
+    import os
+
+    import click
+
+    from budget_edge.cli import COMMANDS
+
+    extra = {} if from_scratch else {"checkpoint": tmp_path / "r20.pt", "zoo": tmp_path / "r8.pt"}
+    parent = click.Context(cli, info_name="budget-edge")
+    for stage in demo.plan(tmp_path, None, demo.PRESETS[preset], **extra):
+        name, *args = stage.args
+        command = cli.get_command(parent, name)
+        assert command is not None, stage.name
+        params = command.make_context(name, list(args), parent=parent).params
+        module = importlib.import_module(f"budget_edge.commands.{COMMANDS[name][0]}")
+        check = getattr(module, "check_options", None)
+        if check is not None:
+            check(params, os.environ)

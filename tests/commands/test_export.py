@@ -77,7 +77,9 @@ def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
     ckpt = save_checkpoint(tmp_path / "r8.pt", net, meta=meta)
     art = tmp_path / "art"
     code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"], capsys)
-    assert code == 2 and err.startswith("error: --static-search needs labelled data")
+    assert code == 2 and err.startswith(
+        "error: the static-mask search needs labelled data, not --static-masks random"
+    )
     assert not art.exists()  # refused before the export
     code, out, err = cli(
         [

@@ -8,6 +8,7 @@ from budget_edge.commands.options import (
     SEED,
     BoundedInt,
     FiniteFloat,
+    Renamed,
     parse_batches,
     parse_budgets,
 )
@@ -96,3 +97,63 @@ def test_every_command_reads_budgets_the_same_way() -> None:
         command = cli.get_command(click.Context(cli), name)
         option = next(p for p in command.params if p.name == "budgets")
         assert option.type.convert("0.5,0.5,0.25", option, None) == [0.5, 0.25]
+
+
+# ---- one vocabulary: renamed options, the old spelling hidden but parsed ---------------
+
+RENAMED = [
+    # (command, current name, older name kept for a release, value)
+    ("export", "--calib-images", "--calib-count", "64"),
+    ("bench", "--static-search-images", "--static-search", "100"),
+    ("evaluate", "--eval-images", "--limit", "100"),
+    ("pretrain", "--eval-images", "--limit-test", "100"),
+]
+REQUIRED = {
+    "export": ["m.pt", "--out", "a"],
+    "bench": ["a"],
+    "evaluate": ["m.pt", "--out", "e"],
+    "pretrain": ["--out", "r"],
+}
+
+
+@pytest.mark.parametrize(("name", "new", "old", "value"), RENAMED)
+def test_a_renamed_option_shows_its_new_name_and_parses_its_old_one(name, new, old, value):
+    from budget_edge.cli import cli
+
+    parent = click.Context(cli, info_name="budget-edge")
+    command = cli.get_command(parent, name)
+    help_text = command.get_help(click.Context(command, info_name=name, parent=parent))
+    assert new in help_text
+    assert old not in help_text.replace(new, "")  # hidden ('--limit' is in '--limit-train')
+    params = [
+        command.make_context(name, [*REQUIRED[name], flag, value], parent=parent).params
+        for flag in (new, old)
+    ]
+    assert params[0] == params[1]
+    assert str(value) in {str(v) for v in params[0].values()}
+
+
+def test_every_eval_image_limit_is_called_eval_images():
+    """pretrain, train, evaluate and bench limit the test images by one name."""
+    from budget_edge.cli import cli
+
+    parent = click.Context(cli, info_name="budget-edge")
+    for name in ("pretrain", "train", "evaluate", "bench"):
+        command = cli.get_command(parent, name)
+        opts = {o for p in command.params for o in getattr(p, "opts", [])}
+        assert "--eval-images" in opts, name
+
+
+@click.command()
+@click.option("--new-name", "--old-name", "value", cls=Renamed, old=["--old-name"], type=int)
+def renamed_command(value):
+    click.echo(f"value {value}")
+
+
+def test_an_error_about_a_renamed_option_names_the_new_spelling():
+    result = CliRunner().invoke(renamed_command, ["--old-name", "x"])
+    assert result.exit_code == 2
+    assert "'--new-name'" in result.output and "--old-name'" not in result.output
+    assert CliRunner().invoke(renamed_command, ["--old-name", "3"]).output == "value 3\n"
+    with pytest.raises(TypeError, match="must be among them"):
+        Renamed(["--a", "v"], old=["--b"])

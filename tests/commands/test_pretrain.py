@@ -46,7 +46,7 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def tiny(fmnist: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--data-dir", str(fmnist), "--out", str(out), "--epochs", "1", "--batch-size", "8",
-        "--limit-train", "16", "--limit-test", "8", "--threads", "1", "--val-size", "4", *extra,
+        "--limit-train", "16", "--eval-images", "8", "--threads", "1", "--val-size", "4", *extra,
     ]  # fmt: skip
 
 

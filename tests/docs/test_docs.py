@@ -1,10 +1,15 @@
 """The user docs stay true: their command lines exist, their examples run.
 
-- Every `budget-edge ...` line in a fenced shell block of README.md,
-  docs/jetson.md, docs/checkpoints.md and docs/quantize.md is parsed by the real click command
-  (subcommand, option names, choices, number types, required options). A line
-  with a placeholder (`<NAME>` or `...`) is only checked for its subcommand
-  and option names, like every inline `budget-edge ...` code span.
+- Every `budget-edge ...` command in a fenced shell block of README.md and every
+  docs/*.md (also after `&&`, `|`, `;`, behind `VAR=value` or a path such as
+  `.venv/bin/budget-edge`, and `-m budget_edge.cli`) is parsed by the real click
+  command as the shell would pass it (subcommand, option names, choices, number
+  types, required options), then given to the command's own `check_options`, the
+  function each command calls before any work for what click cannot state alone (a
+  non-loopback `serve --host` without a token, TLS halves, a budget spec, `--resume`
+  with settings, int8 without calibration data, mutually exclusive options). A line
+  with a placeholder (`<NAME>` or `...`) is only checked for its subcommand and
+  option names, like every inline `budget-edge ...` code span.
 - Extras in `pip install` lines exist in pyproject.toml, and a wheel file name
   carries the package's version.
 - The `pycon` blocks of docs/checkpoints.md run as doctests: against the real
@@ -17,6 +22,8 @@
 from __future__ import annotations
 
 import doctest
+import importlib
+import inspect
 import io
 import json
 import os
@@ -33,19 +40,16 @@ from runtime_artifacts import load_artifact_builder
 
 import budget_edge
 from budget_edge.cli import COMMANDS, cli
+from budget_edge.errors import BudgetEdgeError
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [
-    ROOT / "README.md",
-    ROOT / "docs" / "jetson.md",
-    ROOT / "docs" / "checkpoints.md",
-    ROOT / "docs" / "quantize.md",
-]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console", ""}
 INLINE = re.compile(r"`(budget-edge(?:\s[^`]*)?)`")
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\s]*>|\.\.\.")
-SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "(", ")"}
+OPERATOR_CHARS = set("();<>|&")
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 HELP = {"-h", "--help"}
 AKAMASTER = "resnet20-12fca82f.th"
 
@@ -68,15 +72,69 @@ def shell_lines(code: str) -> list[str]:
     return code.replace("\\\n", " ").splitlines()
 
 
+def shell_commands(line: str) -> list[tuple[dict[str, str], list[str]]]:
+    """(environment assignments, words) of each simple command of a shell line: split
+    at | || & && ; ( ) and $( ..., redirections and their targets dropped, comments
+    dropped, quotes removed as the shell removes them."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[tuple[dict[str, str], list[str]]] = []
+    env: dict[str, str] = {}
+    words: list[str] = []
+    tokens = list(lexer)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token and set(token) <= OPERATOR_CHARS:
+            if "<" in token or ">" in token:  # a redirection: `2>&1`, `> log`
+                if words and words[-1].isdigit():
+                    words.pop()  # the file descriptor before it
+                i += 2  # its target
+                continue
+            commands.append((env, words))
+            env, words = {}, []
+        elif token == "$":  # the `$` of `$(`: the `(` ends the command before it
+            pass
+        elif not words and ASSIGNMENT.match(token):
+            name, value = token.split("=", 1)
+            env[name] = value
+        else:
+            words.append(token)
+        i += 1
+    commands.append((env, words))
+    return [(env, words) for env, words in commands if words]
+
+
+def budget_edge_words(words: list[str]) -> list[str] | None:
+    """['budget-edge', args...] when the command runs budget-edge (under any path,
+    or as `python -m budget_edge.cli` / `torchrun ... -m budget_edge.cli`), else None."""
+    if words[0].rsplit("/", 1)[-1] == "budget-edge":
+        return ["budget-edge", *words[1:]]
+    for i in range(len(words) - 1):
+        if words[i] == "-m" and words[i + 1] == "budget_edge.cli":
+            return ["budget-edge", *words[i + 2 :]]
+    return None
+
+
+def runs_budget_edge(line: str) -> bool:
+    if "budget-edge" not in line and "budget_edge.cli" not in line:
+        return False
+    try:
+        cleaned = PLACEHOLDER.sub(" ", line)
+        return any(budget_edge_words(words) for _, words in shell_commands(cleaned))
+    except ValueError:  # not shell (an unbalanced quote in prose)
+        return False
+
+
 def fenced_commands(text: str) -> list[str]:
-    """`budget-edge ...` lines of the shell blocks."""
+    """Lines of the shell blocks that run budget-edge."""
     lines = [
         line.strip()
         for lang, code in fenced_blocks(text)
         if lang in SHELL_LANGUAGES
         for line in shell_lines(code)
     ]
-    return [line for line in lines if line.split(maxsplit=1)[:1] == ["budget-edge"]]
+    return [line for line in lines if runs_budget_edge(line)]
 
 
 def inline_commands(text: str) -> list[str]:
@@ -87,22 +145,24 @@ def inline_commands(text: str) -> list[str]:
 def doc_cases(kind: str) -> list[tuple[str, str]]:
     """(doc name, line) pairs for pytest ids."""
     find = fenced_commands if kind == "fenced" else inline_commands
-    return [(doc.name, line) for doc in DOCS for line in find(doc.read_text())]
+    return [(doc_name(doc), line) for doc in DOCS for line in find(doc.read_text())]
+
+
+def doc_name(doc: Path) -> str:
+    return str(doc.relative_to(ROOT))
 
 
 # ---- checking them against the click commands -------------------------------------
 
 
 def command_tokens(line: str) -> list[str]:
-    """shlex words up to the first shell operator, comments dropped."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    words = []
-    for word in lexer:
-        if word in SHELL_OPERATORS:
-            break
-        words.append(word)
-    return words
+    """The words of the line's first budget-edge command (shell operators, redirections
+    and comments dropped)."""
+    for _, words in shell_commands(line):
+        found = budget_edge_words(words)
+        if found:
+            return found
+    raise AssertionError(f"{line!r} runs no budget-edge command")
 
 
 def option_names(command: click.Command) -> set[str]:
@@ -130,15 +190,25 @@ def split_subcommand(words: list[str]) -> tuple[list[str], str | None, list[str]
 
 
 def check_command_line(line: str, full_parse: bool) -> None:
-    """Raise AssertionError when the line names what the CLI does not have.
+    """Raise AssertionError when a budget-edge command of the line would be refused.
 
     full_parse: let click parse the arguments as on the command line (types,
-    choices, required options); otherwise only the names are looked up.
+    choices, required options), then run the command's check_options on what it
+    parsed; otherwise only the subcommand and option names are looked up.
     """
     if full_parse:
-        words = command_tokens(line)
+        commands = shell_commands(line)
     else:  # names only: placeholders dropped, [optional] brackets are not shell syntax here
-        words = [w.strip("[]") for w in PLACEHOLDER.sub(" ", line).split()]
+        cleaned = PLACEHOLDER.sub(" ", line)
+        commands = [(env, [w.strip("[]") for w in words]) for env, words in shell_commands(cleaned)]
+    found = [(env, budget_edge_words(words)) for env, words in commands]
+    runs = [(env, words) for env, words in found if words]
+    assert runs, f"{line!r} runs no budget-edge command"
+    for env, words in runs:
+        check_words(line, env, words, full_parse)
+
+
+def check_words(line: str, env: dict[str, str], words: list[str], full_parse: bool) -> None:
     group_options, name, args = split_subcommand(words)
     bad = unknown_options(group_options, cli)
     assert not bad, f"{line!r}: budget-edge has no option {bad}"
@@ -151,18 +221,34 @@ def check_command_line(line: str, full_parse: bool) -> None:
     bad = unknown_options(args, command)
     assert not bad, f"{line!r}: `budget-edge {name}` has no option {bad}"
     if full_parse:
-        parse_like_the_shell(command, name, args, group_ctx, line)
+        parse_like_the_shell(command, name, args, group_ctx, line, env)
+
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"budget_edge.commands.{COMMANDS[name][0]}")
 
 
 def parse_like_the_shell(
-    command: click.Command, name: str, args: list[str], parent: click.Context, line: str
+    command: click.Command,
+    name: str,
+    args: list[str],
+    parent: click.Context,
+    line: str,
+    env: dict[str, str],
 ) -> None:
     try:
-        command.make_context(name, list(args), parent=parent)
+        ctx = command.make_context(name, list(args), parent=parent)
     except click.exceptions.Exit:
-        pass  # --help
+        return  # --help
     except click.UsageError as exc:
         raise AssertionError(f"{line!r}: {exc.format_message()}") from exc
+    check = getattr(command_module(name), "check_options", None)
+    if check is None:
+        return
+    try:
+        check(ctx.params, env)  # the environment the line itself sets, nothing else
+    except BudgetEdgeError as exc:
+        raise AssertionError(f"{line!r}: refused before any work: {exc}") from exc
 
 
 @pytest.mark.parametrize(("doc", "line"), doc_cases("fenced"))
@@ -177,10 +263,14 @@ def test_inline_commands_name_real_options(doc: str, line: str) -> None:
 
 def test_the_docs_are_scanned() -> None:
     """Guard against a parser that silently finds nothing."""
-    found = {doc.name: len(fenced_commands(doc.read_text())) for doc in DOCS}
-    assert found["jetson.md"] >= 8 and found["checkpoints.md"] >= 5, found
+    found = {doc_name(doc): len(fenced_commands(doc.read_text())) for doc in DOCS}
+    assert found["docs/jetson.md"] >= 8 and found["docs/checkpoints.md"] >= 5, found
+    for doc in ("protocol", "security", "quantize", "pretrain", "budgetnet"):
+        assert found[f"docs/{doc}.md"] >= 1, found
+    assert found["README.md"] >= 1, found
     names = {split_subcommand(command_tokens(line))[1] for _, line in doc_cases("fenced")}
     assert {"export", "train", "evaluate", "build-engines", "bench", "serve", "quantize"} <= names
+    assert {"sign", "pretrain"} <= names
 
 
 @pytest.mark.parametrize(
@@ -192,11 +282,61 @@ def test_the_docs_are_scanned() -> None:
         ("budget-edge build-engines a --max-batch eight", "eight"),
         ("budget-edge export model.pt", "--out"),
         ("budget-edge --verbose bench a", "budget-edge has no option ['--verbose']"),
+        # found behind a path, an assignment, `cd ... &&`, `-m budget_edge.cli`
+        ("cd repo && .venv/bin/budget-edge exprt m.pt", "no subcommand 'exprt'"),
+        ("OMP_NUM_THREADS=1 budget-edge bench a --batch 0", "at least 1"),
+        ("torchrun --nproc_per_node 2 -m budget_edge.cli train --bogus", "['--bogus']"),
+        ("make demo; budget-edge export m.pt", "--out"),
+        # refused by the command's own check_options, before any work
+        ("budget-edge serve a --host 0.0.0.0 --port 8000", "no access token"),
+        ("budget-edge serve a --tls-cert c.pem", "both --tls-cert and --tls-key"),
+        ("budget-edge serve a --budget fixed:2", "[0, 1]"),
+        ("budget-edge serve a --budget watts:2", "unknown kind"),
+        ("budget-edge serve a --model-name a/b", "cannot be part of a URL"),
+        ("budget-edge train --out r --data fashion-mnist", "--checkpoint"),
+        ("budget-edge train --out r --resume --preset paper", "--resume continues"),
+        ("budget-edge quantize a --precision int8", "--calib-data"),
+        ("budget-edge bench a --static-search-images 100", "labelled data"),
+        (
+            "budget-edge bench a --data fashion-mnist --count-table --static-search-images 9",
+            "give one of them",
+        ),
+        ("budget-edge export m.pt --out a --static-masks random", "labelled data"),
+        ("budget-edge pretrain --out r --epochs 5 --warmup-epochs 5", "--warmup-epochs"),
+        ("budget-edge pretrain --out r --eval-images 0", "--eval-images must be at least 1"),
     ],
 )
 def test_the_checker_rejects_what_the_cli_rejects(line: str, message: str) -> None:
     with pytest.raises(AssertionError, match=re.escape(message)):
         check_command_line(line, full_parse=True)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "budget-edge serve a --host 0.0.0.0 --token-file token.txt",
+        "BUDGET_EDGE_TOKEN=0123456789abcdef0123 budget-edge serve a --host 0.0.0.0",
+        "budget-edge serve a --host 0.0.0.0 --insecure",
+        "budget-edge serve a --host 0.0.0.0 --uds /tmp/s.sock",
+        "budget-edge train --out r --resume --threads 2",
+        "budget-edge export m.pt --out a --calib-count 8",  # an older name still parses
+    ],
+)
+def test_the_checker_passes_what_the_cli_runs(line: str) -> None:
+    check_command_line(line, full_parse=True)
+
+
+def test_every_check_options_is_what_its_command_calls_first() -> None:
+    """The docs test runs check_options; the command must run the same function before
+    its work, or a documented line could pass here and be refused there."""
+    checked = []
+    for name in COMMANDS:
+        module = command_module(name)
+        if hasattr(module, "check_options"):
+            source = inspect.getsource(module.command.callback)
+            assert "check_options(" in source, f"`budget-edge {name}` never calls check_options"
+            checked.append(name)
+    assert {"serve", "bench", "export", "quantize", "train", "pretrain"} <= set(checked)
 
 
 def test_placeholder_lines_still_check_names() -> None:
@@ -208,6 +348,13 @@ def test_placeholder_lines_still_check_names() -> None:
 def test_shell_operators_end_the_command() -> None:
     words = command_tokens("budget-edge bench a --json b.json > log.txt 2>&1  # note")
     assert words == ["budget-edge", "bench", "a", "--json", "b.json"]
+    line = 'X=1 budget-edge bench a 2>&1 | tee log && kill $(pgrep -f "budget-edge serve a")'
+    assert shell_commands(line) == [
+        ({"X": "1"}, ["budget-edge", "bench", "a"]),
+        ({}, ["tee", "log"]),
+        ({}, ["kill"]),
+        ({}, ["pgrep", "-f", "budget-edge serve a"]),
+    ]
 
 
 # ---- pip extras and wheel names ---------------------------------------------------

@@ -81,13 +81,13 @@ def test_a_token_file_is_read_bounded_and_only_if_regular(tmp_path: Path) -> Non
 )
 def test_only_loopback_hosts_may_go_without_a_token(host: str, loopback: bool) -> None:
     assert is_loopback(host) == loopback
-    check_exposure(host, TOKEN, insecure=False)
-    check_exposure(host, None, insecure=True)
+    check_exposure(host, True, insecure=False)
+    check_exposure(host, False, insecure=True)
     if loopback:
-        check_exposure(host, None, insecure=False)
+        check_exposure(host, False, insecure=False)
     else:
         with pytest.raises(ConfigError, match="serves other machines, and there is no access"):
-            check_exposure(host, None, insecure=False)
+            check_exposure(host, False, insecure=False)
 
 
 def test_every_route_but_health_needs_the_token(tiny_artifact: Path) -> None:

@@ -246,6 +246,12 @@ def test_bad_budget_exits_2(
         (["--model-name", ".."], "cannot be part of a URL"),
         (["--model-name", "x" * 65], "cannot be part of a URL"),
         (["--model-name", "tiny\n"], "cannot be part of a URL"),
+        # rules between options (serve's check_options), also before loading
+        (["--host", "0.0.0.0"], "serves other machines, and there is no access token"),
+        (["--tls-key", "k.pem"], "TLS needs both --tls-cert and --tls-key"),
+        (["--budget", "fixed:2"], "must be a number in [0, 1]"),
+        (["--budget", "latency:-5:b.json"], "the deadline must be a positive number"),
+        (["--budget", "watts:5"], "unknown kind 'watts'"),
     ],
 )
 def test_server_options_that_cannot_be_right_exit_2_before_loading(
