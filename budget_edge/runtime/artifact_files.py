@@ -3,7 +3,8 @@
 Every file the manifest names (graphs, other precisions, engines) is listed in its
 ``files`` with a SHA-256. ``write_manifest`` hashes them and writes ``manifest.json``
 atomically; ``verify_files`` checks them; ``read_checked`` returns the bytes that were
-checked, so the bytes that run are the bytes that were verified. Torch-free.
+checked, so the bytes that run are the bytes that were verified; ``read_manifest_json``
+reads ``manifest.json`` itself, bounded in size. Torch-free.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from budget_edge.errors import ManifestError
+from budget_edge.files import MiB, read_user_file
 from budget_edge.files import atomic_write_text as atomic_write_text  # re-exported
 
 if TYPE_CHECKING:
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"  # held by commands that rewrite an artifact (artifact_lock)
+MAX_MANIFEST_BYTES = 16 * MiB  # a real manifest is under 1 MiB; 2 GiB was once read whole
 
 
 # A listed path stays inside the artifact: relative, no ".." part, no backslash.
@@ -90,6 +95,29 @@ def read_checked(root: Path, manifest: Manifest, name: str) -> bytes:
             "re-export, then load again"
         )
     return data
+
+
+def read_manifest_json(directory: str | os.PathLike[str]) -> Any:
+    """``DIR/manifest.json`` parsed, not yet decoded (``Manifest.load`` does both)."""
+    path = Path(directory) / MANIFEST_NAME
+    if not Path(directory).is_dir():
+        raise ManifestError(
+            f"artifact directory {directory} does not exist: "
+            "pass the --out directory of `budget-edge export`"
+        )
+    if not path.exists():  # anything else there is refused as it is read
+        raise ManifestError(
+            f"{path} is missing: this is not an artifact directory written by `budget-edge export`"
+        )
+    text = read_user_file(path, what="manifest", limit=MAX_MANIFEST_BYTES, error=ManifestError)
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.MsgspecError as exc:  # bad JSON, or a number past float range
+        raise ManifestError(f"{path} is not valid JSON ({exc}): re-export the model") from exc
+    except RecursionError as exc:  # "[[[[..." 100,000 deep
+        raise ManifestError(
+            f"{path} nests JSON too deeply to be a manifest: re-export the model"
+        ) from exc
 
 
 def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Manifest:

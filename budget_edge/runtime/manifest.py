@@ -2,12 +2,12 @@
 
 An artifact directory holds ``manifest.json`` and the files it names (ONNX graphs,
 TensorRT engines). The structures below declare the format once: msgspec decodes a
-manifest into them strictly (every field typed, no unknown field, every count bounded
-before anything is built from it), and ``docs/manifest.schema.json`` is generated from
-them (``python tools/manifest_schema.py``) for loaders written in other languages.
+manifest into them strictly (every field typed, no unknown field, every count and value
+bounded before anything is built from it), and ``docs/manifest.schema.json`` is generated
+from them (``python tools/manifest_schema.py``) for loaders written in other languages.
 What a schema cannot say (shapes chain from the stem to the head, masks have K entries,
 every file is hashed) is checked by the plain functions of runtime/manifest_rules.py;
-files, hashes, locks and writing are in runtime/artifact_files.py.
+files, hashes, locks, reading and writing are in runtime/artifact_files.py.
 
 The exporter builds a :class:`Manifest` and writes it with ``write_manifest``; the runtime
 reads it with :meth:`Manifest.load` and checks the files with ``verify_files``. Both
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args, get_origin
 
@@ -28,15 +27,13 @@ import msgspec
 from msgspec import Meta
 
 from budget_edge.errors import ConfigError, ManifestError
-from budget_edge.files import MiB, read_user_file
 
-# Files, hashes, locks and writing live in artifact_files.py; importers find them here too.
-from budget_edge.runtime.artifact_files import INSIDE
+# Files, hashes, locks, reading and writing live in artifact_files.py; importers find
+# them here too.
+from budget_edge.runtime.artifact_files import INSIDE, read_manifest_json
 from budget_edge.runtime.artifact_files import LOCK_NAME as LOCK_NAME
 from budget_edge.runtime.artifact_files import MANIFEST_NAME as MANIFEST_NAME
-from budget_edge.runtime.artifact_files import artifact_file as artifact_file
 from budget_edge.runtime.artifact_files import artifact_lock as artifact_lock
-from budget_edge.runtime.artifact_files import atomic_write_text as atomic_write_text
 from budget_edge.runtime.artifact_files import read_checked as read_checked
 from budget_edge.runtime.artifact_files import sha256_file as sha256_file
 from budget_edge.runtime.artifact_files import verify_files as verify_files
@@ -44,7 +41,6 @@ from budget_edge.runtime.artifact_files import write_manifest as write_manifest
 
 SCHEMA_VERSION: Final = 1
 BATCH_AXIS = "batch"
-ROLES = ("stem", "head", "policy", "full", "switch", "allocator")
 CONTROL_DTYPE = "int64"  # the switch graph's per-block codes: one fixed size, no batch axis
 # The enumerations: Literal types for the decoder and the schema, plain str for mypy
 # (exporters build specs from strings they read; decoding checks the values).
@@ -52,19 +48,21 @@ if TYPE_CHECKING:
     DType = str
     Layout = str
     VariantScheme = str
+    Role = str
     Precision = str
+    Quantized = str
     DecisionMode = str
 else:
     DType = Literal["float32", "float16", "int64"]
     Layout = Literal["NCHW"]
     VariantScheme = Literal["single", "all", "prefix"]
+    Role = Literal["stem", "head", "policy", "full", "switch", "allocator"]
     Precision = Literal["fp32", "fp16", "int8"]
+    # Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
+    Quantized = Literal["fp16", "int8"]
     DecisionMode = Literal["greedy", "sample", "rank", "allocate"]
-VARIANT_SCHEMES: tuple[str, ...] = get_args(VariantScheme)
-# Graph sets: "fp32" is `graphs` itself; the others are written by `budget-edge quantize`.
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-TRT_PRECISIONS = PRECISIONS
-QUANTIZED_PRECISIONS = ("fp16", "int8")
+QUANTIZED_PRECISIONS: tuple[str, ...] = get_args(Quantized)
 # How a budget becomes masks (runtime/masks.py); an artifact names the one it is made for.
 DECISION_MODES: tuple[str, ...] = get_args(DecisionMode)
 
@@ -79,14 +77,13 @@ MAX_BATCH = 1 << 16
 # FLOPs are summed in int64 per image: keep totals far from its 9.2e18 limit (a real
 # model is under 1e13; 4.15e19 once wrapped round to 4.6e18 without a word).
 MAX_FLOPS = 1 << 53
-MAX_MANIFEST_BYTES = 16 * MiB  # a real manifest is under 1 MiB; 2 GiB was once read whole
 
 Count = Annotated[int, Meta(ge=0)]
 Flops = Annotated[int, Meta(ge=0, lt=MAX_FLOPS)]
 Name = Annotated[str, Meta(min_length=1)]
 Size = Annotated[int, Meta(ge=1, le=MAX_ROW)]
 PathIndex = Annotated[int, Meta(ge=0, lt=MAX_PATHS)]
-Mask = Annotated[list[int], Meta(max_length=MAX_COMPONENTS)]
+Mask = Annotated[list[Annotated[int, Meta(ge=0, le=1)]], Meta(max_length=MAX_COMPONENTS)]
 RelPath = Annotated[str, Meta(pattern=INSIDE, description="a path inside the artifact")]
 Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="a lowercase hex SHA-256")]
 
@@ -109,15 +106,15 @@ class GraphSpec(Spec):
 
     name: Name
     file: RelPath
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: Annotated[list[TensorSpec], Meta(min_length=1)]
+    outputs: Annotated[list[TensorSpec], Meta(min_length=1)]
 
 
 class Preprocessing(Spec):
     """How uint8 pixels become the float input: (pixel / 255 - mean) / std per channel."""
 
-    mean: list[float]
-    std: list[float]
+    mean: list[Annotated[float, Meta(ge=-1e6, le=1e6)]]
+    std: list[Annotated[float, Meta(ge=1e-6, le=1e6)]]  # std 1e-300 made every pixel inf
     input_size: Annotated[list[Size], Meta(min_length=3, max_length=3)]  # (C, H, W)
     layout: Layout = "NCHW"
     channels: Count = 0  # 0: taken from input_size[0]
@@ -169,7 +166,7 @@ class StaticMaskSpec(Spec):
     """A searched static mask (runtime/static_masks.py) and its accuracy where searched."""
 
     mask: Mask
-    accuracy: float
+    accuracy: Annotated[float, Meta(ge=0, le=1)]
 
 
 class StaticMasksSpec(Spec):
@@ -184,8 +181,8 @@ class AllocationSpec(Spec):
     row k is the mask run with k components (null: rank with the agent per image)."""
 
     source: str
-    budgets: list[float]
-    prices: list[float]
+    budgets: Annotated[list[Annotated[float, Meta(ge=0, le=1)]], Meta(min_length=1)]
+    prices: list[Annotated[float, Meta(ge=0)]]
     count_masks: Annotated[list[Mask], Meta(max_length=MAX_COMPONENTS + 1)] | None = None
 
 
@@ -242,7 +239,7 @@ class Manifest(Spec, kw_only=True):
     components: Annotated[list[ComponentSpec], Meta(min_length=1, max_length=MAX_COMPONENTS)]
     blocks: Annotated[list[BlockSpec], Meta(min_length=1, max_length=MAX_BLOCKS)]
     graphs: list[GraphSpec]
-    roles: dict[str, str | None]
+    roles: dict[Role, str | None]
     flops: FlopsSpec
     hot_policies: list[HotPolicySpec] = []
     static_masks: StaticMasksSpec | None = None
@@ -250,7 +247,7 @@ class Manifest(Spec, kw_only=True):
     decision_mode: DecisionMode | None = None  # null: "greedy", what artifacts before it ran
     # the training images the backbone never trained on (data/split.py): size, seed, sha256
     validation_split: dict[str, Any] | None = None
-    precisions: dict[str, PrecisionSpec] = {}
+    precisions: dict[Quantized, PrecisionSpec] = {}
     versions: dict[str, Any]
     files: dict[RelPath, Sha256] = {}  # every file the manifest names -> its SHA-256
     tensorrt: TensorRTSpec | None = None
@@ -354,27 +351,7 @@ class Manifest(Spec, kw_only=True):
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Manifest:
         """Read and validate ``DIR/manifest.json`` (file hashes: see ``verify_files``)."""
-        path = Path(directory) / MANIFEST_NAME
-        if not Path(directory).is_dir():
-            raise ManifestError(
-                f"artifact directory {directory} does not exist: "
-                "pass the --out directory of `budget-edge export`"
-            )
-        if not path.exists():  # anything else there is refused as it is read
-            raise ManifestError(
-                f"{path} is missing: this is not an artifact directory "
-                "written by `budget-edge export`"
-            )
-        text = read_user_file(path, what="manifest", limit=MAX_MANIFEST_BYTES, error=ManifestError)
-        try:
-            data = msgspec.json.decode(text)
-        except msgspec.MsgspecError as exc:  # bad JSON, or a number past float range
-            raise ManifestError(f"{path} is not valid JSON ({exc}): re-export the model") from exc
-        except RecursionError as exc:  # "[[[[..." 100,000 deep
-            raise ManifestError(
-                f"{path} nests JSON too deeply to be a manifest: re-export the model"
-            ) from exc
-        manifest = cls.from_dict(data)
+        manifest = cls.from_dict(read_manifest_json(directory))
         manifest.validate()
         return manifest
 
@@ -389,12 +366,11 @@ class Manifest(Spec, kw_only=True):
         check_rules(Manifest.from_dict(data))
         try:
             json.dumps(data, allow_nan=False)
-            ok = not foreign
         except ValueError:
-            ok = False
-        if not ok:
+            foreign.append("NaN or infinity")
+        if foreign:
             raise ManifestError(
-                f"manifest is not plain JSON ({', '.join(foreign) or 'NaN or infinity'}): "
+                f"manifest is not plain JSON ({', '.join(foreign)}): "
                 "backbone.config and versions must hold only str, int, float, bool, list, dict"
             )
 
@@ -443,13 +419,12 @@ def manifest_schema() -> dict[str, Any]:
 # ---- decoding, with errors that name the field -------------------------------------
 
 _STEP = re.compile(r"\.(\w+)|\[(\d+)\]|\[\.\.\.\]")
-_BOUND = re.compile(r"Expected `\w+`( of length)? (>=|<=|>|<) (\S+)$")
-_WORDS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
 
 
 def decode(data: Any, kind: Any, where: str = "") -> Any:
-    """``data`` (parsed JSON, found at field ``where``) as ``kind``, strictly; an error
-    names the field."""
+    """``data`` (parsed JSON, found at field ``where``) as ``kind``, strictly. An error
+    is msgspec's, at the field's path with the dict keys that msgspec leaves out, e.g.
+    "manifest field blocks[0].num_paths: expected `int` <= 63, got 1000000000"."""
     try:
         return msgspec.convert(data, kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -457,43 +432,20 @@ def decode(data: Any, kind: Any, where: str = "") -> Any:
         where, value, kind = _locate(at.rstrip("`").removeprefix("key` in `"), data, kind, where)
         if at.startswith("key`"):  # a dict key, not its value
             kind = get_args(_bare(kind))[0]
-            value = next((k for k in value if not _decodes(k, kind)), "...")
+            value = next(k for k in value if not _decodes(k, kind))
             where += f"[{value!r}]"
-        raise ManifestError(f"manifest field {_describe(problem, where, value, kind)}") from None
-
-
-def _describe(problem: str, where: str, value: Any, kind: Any) -> str:
-    """msgspec's problem in words, e.g. "blocks[0].num_paths must be at most 63, got 10**9"."""
-    field = re.match(r"Object (missing required|contains unknown) field `(\w+)`", problem)
-    bound = _BOUND.match(problem)
-    got = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    if field:
-        where = f"{where}.{field[2]}".lstrip(".")
-        what = "is missing" if field[1] == "missing required" else "is not a manifest field"
-    elif problem.startswith("Invalid enum value"):
-        what = f"is {got}, expected one of {get_args(_bare(kind))}"
-    elif _description(kind):  # a pattern, in words
-        what = f"must be {_description(kind)}, got {got}"
-    elif bound:
-        length, op, limit = bound.groups()
-        if length:
-            what = "must not be empty" if limit == "1" else f"needs {_WORDS[op]} {limit} items"
-        else:
-            what = "must not be negative" if limit == "0" else f"must be {_WORDS[op]} {limit}"
-        what += f", got {got}"
-    else:  # "Expected `int`, got `str`" and the like
-        wanted = problem.removeprefix("Expected ").split(", got")[0]
-        wanted = wanted.replace("`object`", "an object").replace("`array`", "a list")
-        what = f"must be {wanted.replace('`', '')}, got {got}"
-    return f"{where or 'top level'} {what}: re-export the model (or fix the exporter that wrote it)"
-
-
-def _description(kind: Any) -> str | None:
-    """The description of an Annotated type (under an optional), if it has one."""
-    if get_origin(kind) in (Union, UnionType):
-        kind = get_args(kind)[0]
-    metas = get_args(kind)[1:] if get_origin(kind) is Annotated else ()
-    return next((m.description for m in metas if isinstance(m, Meta) and m.description), None)
+        for pattern in (RelPath, Sha256):  # a pattern in words
+            meta = get_args(pattern)[1]
+            problem = problem.replace(f"`str` matching regex {meta.pattern!r}", meta.description)
+        if problem.startswith("Invalid enum"):
+            problem += f", expected one of {get_args(_bare(kind))}"
+        elif problem.startswith("Expected"):  # with the value found, not only its type
+            got = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            problem = f"{problem.split(', got')[0]}, got {got}"
+        raise ManifestError(
+            f"manifest{' field ' + where if where else ''}: {problem[0].lower()}{problem[1:]}: "
+            "re-export the model (or fix the exporter that wrote it)"
+        ) from None
 
 
 def _locate(at: str, data: Any, kind: Any, where: str) -> tuple[str, Any, Any]:
@@ -503,32 +455,22 @@ def _locate(at: str, data: Any, kind: Any, where: str) -> tuple[str, Any, Any]:
         kind = _bare(kind)
         if step[1] is not None:  # a field
             kind = next(f.type for f in msgspec.structs.fields(kind) if f.encode_name == step[1])
-            data, where = _get(data, step[1]), f"{where}.{step[1]}"
+            key: Any = step[1]
         elif step[2] is not None:  # a list item
-            kind, data, where = get_args(kind)[0], _get(data, int(step[2])), f"{where}[{step[2]}]"
+            kind, key = get_args(kind)[0], int(step[2])
         else:  # a dict entry: the first whose value does not decode
             kind = get_args(kind)[1]
-            key = next((k for k, v in data.items() if not _decodes(v, kind)), "...")
-            data, where = data.get(key), f"{where}[{key!r}]"
+            key = next(k for k, v in data.items() if not _decodes(v, kind))
+        data = data[key]
+        where += f".{key}" if step[1] is not None else f"[{key!r}]"
     return where.lstrip("."), data, kind
 
 
 def _bare(kind: Any) -> Any:
     """The type under Annotated[...] and Optional[...]."""
-    while True:
-        if get_origin(kind) is Annotated:
-            kind = get_args(kind)[0]
-        elif get_origin(kind) in (Union, UnionType) and get_args(kind)[-1] is type(None):
-            kind = get_args(kind)[0]  # X | None: every optional field here has one X
-        else:
-            return kind
-
-
-def _get(data: Any, key: Any) -> Any:
-    try:
-        return data[key]
-    except (KeyError, IndexError, TypeError):
-        return None
+    while get_origin(kind) in (Annotated, Union, UnionType):
+        kind = get_args(kind)[0]  # X | None: every optional field here has one X
+    return kind
 
 
 def _decodes(value: Any, kind: Any) -> bool:
