@@ -215,6 +215,14 @@ class TensorRTSpec(Spec):
     preprocess: RelPath | None = None
 
 
+class ValidationSplit(msgspec.Struct):
+    """What `validation_split` records at least (data/split.py); it may hold more."""
+
+    size: Annotated[int, Meta(ge=1)]
+    seed: int
+    indices_sha256: Sha256
+
+
 class BackboneSpec(Spec):
     """The network exported: its name and the keyword arguments that build it."""
 
@@ -245,7 +253,7 @@ class Manifest(Spec, kw_only=True):
     static_masks: StaticMasksSpec | None = None
     allocation: AllocationSpec | None = None
     decision_mode: DecisionMode | None = None  # null: "greedy", what artifacts before it ran
-    # the training images the backbone never trained on (data/split.py): size, seed, sha256
+    # the training images the backbone never trained on: a ValidationSplit and more
     validation_split: dict[str, Any] | None = None
     precisions: dict[Quantized, PrecisionSpec] = {}
     versions: dict[str, Any]

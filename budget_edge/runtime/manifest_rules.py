@@ -22,6 +22,8 @@ from budget_edge.runtime.manifest import (
     Manifest,
     Preprocessing,
     TensorSpec,
+    ValidationSplit,
+    decode,
 )
 
 Shape = Sequence[int | str]
@@ -253,14 +255,8 @@ def static_masks_are_one_per_count(m: Manifest) -> None:
 
 
 def validation_split_is_recorded(m: Manifest) -> None:
-    split, w = m.validation_split, "validation_split"
-    if split is None:
-        return
-    size, seed, digest = split.get("size"), split.get("seed"), split.get("indices_sha256")
-    _check(type(size) is int and size >= 1, f"{w}.size", "must be an int >= 1")
-    _check(type(seed) is int, f"{w}.seed", "must be an int")
-    ok = isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
-    _check(ok, f"{w}.indices_sha256", "must be 64 lowercase hex digits")
+    if m.validation_split is not None:
+        decode(m.validation_split, ValidationSplit, "validation_split")
 
 
 def allocation_comes_with_its_graph(m: Manifest) -> None:
