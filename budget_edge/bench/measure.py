@@ -227,7 +227,8 @@ class BenchRow:
     """One measured configuration: a budget (or a baseline) at one batch size.
 
     kind: "budget" (the runtime under budget c), "static" (the `full` graph),
-    "policy" (the policy graph alone), "static-mask" (the best static mask with
+    "policy" (the decision alone: the policy graph, or the allocator graph in mode
+    allocate, `name` "allocator" then), "static-mask" (the best static mask with
     round(c K) components, no policy), "zoo" (another artifact's static graph,
     `name` says which). usage, flops_share, accuracy and distinct_masks (how
     many different masks ran: 1 for a static mask) are over
@@ -270,6 +271,8 @@ class BenchRow:
             text = f"static mask c={self.budget:g}"
         elif self.kind == "zoo":
             text = f"zoo {self.name}"
+        elif self.kind == "policy":
+            text = self.name or "policy"  # "allocator" where the allocator decides
         else:
             text = self.kind
         return text if self.precision == "fp32" else f"{self.precision} {text}"
@@ -436,7 +439,11 @@ def _jobs(
             calls, p = _calls(prt, s), prt.precision
             if prt.manifest.roles.get("full") is not None:
                 jobs.append(TimedJob("static", n, None, calls["static"], pool, precision=p))
-            jobs.append(TimedJob("policy", n, None, calls["policy"], pool, precision=p))
+            # In mode allocate the allocator decides (its row says so), else the policy.
+            decider = "allocator" if s.mode == "allocate" else None
+            jobs.append(
+                TimedJob("policy", n, None, calls["policy"], pool, precision=p, name=decider)
+            )
             jobs += [
                 TimedJob("budget", n, c, functools.partial(calls["budget"], c=c), pool, precision=p)
                 for c in s.budgets
@@ -466,13 +473,26 @@ def _zoo_call(zoo_rt: BudgetRuntime) -> Callable[[np.ndarray], None]:
     return call
 
 
-def time_jobs(jobs: list[TimedJob], warmup: int, iterations: int, rounds: int) -> None:
-    """Prime and warm every job, then time `iterations` calls each, interleaved in rounds."""
+def time_jobs(
+    jobs: list[TimedJob],
+    warmup: int,
+    iterations: int,
+    rounds: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Prime and warm every job, then time `iterations` calls each, interleaved in rounds.
+    `progress(calls_done, calls_total)` is called between jobs, never between the timed
+    calls of one."""
+    tell = progress or (lambda _done, _total: None)
+    total = sum(len(job.pool) + warmup + iterations for job in jobs)
+    done = 0
     for job in jobs:
         for i in range(len(job.pool)):
             job.run(i, timed=False)
         for i in range(warmup):
             job.run(i, timed=False)
+        done += len(job.pool) + warmup
+        tell(done, total)
     rounds = min(rounds, iterations)
     for r in range(rounds):
         # Split the iterations as evenly as rounds allow: the first rounds take the rest.
@@ -480,6 +500,35 @@ def time_jobs(jobs: list[TimedJob], warmup: int, iterations: int, rounds: int) -
         for job in jobs:
             for _ in range(count):
                 job.run(job.calls, timed=True)
+            done += count
+            tell(done, total)
+
+
+class Countdown:
+    """Progress messages with a count and the time left, estimated from the pace so far:
+    'evaluating 3/8: budget 0.5 (fp32), 10000 images; about 1 min 05 s left'."""
+
+    def __init__(self, say: Progress, clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.clock = say, clock
+        self.start = clock()
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        """`message` with `done` of `total` units of work finished."""
+        left = ""
+        if 0 < done < total:
+            pace = (self.clock() - self.start) / done
+            left = f"; about {duration_text(pace * (total - done))} left"
+        self.say(message + left)
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '2 h 07 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -595,27 +644,40 @@ def run_bench(
     )
     say = progress or (lambda _msg: None)
     load_before = load_average()
+    # Every evaluation over the images, counted, then the timing, counted in calls.
     quality: dict[tuple[str, float | None], _Quality] = {}
+    other: dict[tuple[str, float | None, str | None], _Quality] = {}
+    steps: list[tuple[str, dict[Any, _Quality], Any, Callable[[], _Quality]]] = []
+    run: Callable[[], _Quality]
     for prt in _runtimes(rt, baselines):
         p = prt.precision
         if prt.manifest.roles.get("full") is not None:
-            say(f"evaluating the static model ({p})")
-            quality[p, None] = measure_quality(prt, data, None, s)
+            run = functools.partial(measure_quality, prt, data, None, s)
+            steps.append((f"the static model ({p})", quality, (p, None), run))
         for c in s.budgets:
-            say(f"evaluating budget {c:g} ({p})")
-            quality[p, c] = measure_quality(prt, data, c, s)
-    other: dict[tuple[str, float | None, str | None], _Quality] = {}
+            run = functools.partial(measure_quality, prt, data, c, s)
+            steps.append((f"budget {c:g} ({p})", quality, (p, c), run))
     if baselines.static_masks:
         for c in s.budgets:
-            say(f"evaluating the best static mask for budget {c:g}")
             mask = _static_mask(rt, baselines, c)
-            other["static-mask", c, None] = static_mask_quality(rt, data, mask, s)
+            run = functools.partial(static_mask_quality, rt, data, mask, s)
+            steps.append((f"static mask c={c:g}", other, ("static-mask", c, None), run))
     for name, zoo_rt in baselines.zoo.items():
-        say(f"evaluating zoo model {name}")
-        other["zoo", None, name] = zoo_quality(zoo_rt, rt, data, s)
+        run = functools.partial(zoo_quality, zoo_rt, rt, data, s)
+        steps.append((f"zoo model {name}", other, ("zoo", None, name), run))
+    evaluated = Countdown(say)
+    for i, (what, into, key, run) in enumerate(steps):
+        n = len(steps)
+        evaluated(i, n, f"evaluating {i + 1}/{n}: {what}, {len(data.images)} images")
+        into[key] = run()
     jobs = _jobs(rt, data, s, baselines)
     say(f"timing {len(jobs)} rows x {s.iterations} calls")
-    time_jobs(jobs, s.warmup, s.iterations, s.rounds)
+    timed = Countdown(say)
+
+    def timing(done: int, total: int) -> None:
+        timed(done, total, f"timing {len(jobs)} rows: {done}/{total} calls")
+
+    time_jobs(jobs, s.warmup, s.iterations, s.rounds, progress=timing)
     rows = [_row(rt, job, quality, other, s.mode or rt.default_mode) for job in jobs]
     pair_with_nearest(rows, {id(r): _correct_of(r, quality, other) for r in rows})
     return BenchResult(

@@ -85,13 +85,17 @@ def _paired(paired: dict[str, Any] | None) -> str:
     )
 
 
-# Latency columns are ms per batch (the titles say so): short headers keep the table narrow.
-# "x static": median latency over the static graph's median at the same batch size and
-# precision.
-# "95% CI": the accuracy's Wilson interval. "paired": accuracy points over the row of
-# another method with the nearest median latency at the same batch size, and the exact
-# McNemar test's p-value on the same images (bench/significance.py).
-# "masks": distinct masks over the evaluation images (per-image decisions, or one per budget).
+# Latency columns are ms per batch (the titles say so): short headers keep the table
+# narrow, and LEGEND, printed under every table, says what the others mean.
+# "paired" is bench/significance.py's exact McNemar test.
+LEGEND = (
+    "latency columns: ms per batch; x static: median latency over the static graph's at "
+    "the same batch and precision (below 1: faster); usage: share of the components run; "
+    "FLOPs: share of the static graph's; 95% CI: Wilson interval of the accuracy; paired: "
+    "accuracy points over the nearest-latency row of another method, exact McNemar p-value "
+    "on the same images; masks: distinct masks over the images; policy (allocator in mode "
+    "allocate): the decision alone, the part of every c= row that chooses the mask"
+)
 HEADERS = [
     "row",
     "batch",
@@ -151,7 +155,6 @@ def rich_table(result: BenchResult) -> Any:
         title=f"{result.model['backbone']} · mode {result.settings['mode']}, "
         f"{result.model.get('precision', 'fp32')} · on {env['cpu']} · {env['backend']}, "
         f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
-        caption="latency in ms per batch",
         box=box.SIMPLE_HEAD,
     )
     for i, h in enumerate(HEADERS):
@@ -159,6 +162,16 @@ def rich_table(result: BenchResult) -> Any:
     for cells in table_rows(result):
         table.add_row(*cells)
     return table
+
+
+def full_width(table: Any) -> int:
+    """The characters `table` needs so that no cell is cut or wrapped (a log has no
+    terminal width to respect)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=100_000, file=io.StringIO())
+    return max(Measurement.get(console, console.options, table).maximum, 80)
 
 
 def markdown(result: BenchResult) -> str:
@@ -178,9 +191,7 @@ def markdown(result: BenchResult) -> str:
         f"- timing: {result.settings['iterations']} calls per row after "
         f"{result.settings['warmup']} warm-up calls, interleaved in "
         f"{result.settings['rounds']} rounds; latency columns in ms per batch",
-        "- x static: median latency over the static graph's at the same batch; 95% CI: "
-        "Wilson interval of the accuracy; paired: accuracy points over the nearest-latency "
-        "row of another method, exact McNemar p-value on the same images",
+        f"- {LEGEND}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
         *([f"- command: `{result.settings['command']}`"] if result.settings.get("command") else []),
         "",

@@ -285,10 +285,12 @@ def command(
         for other in [*zoo.values(), *others.values()]:
             other.close()
     result.settings["command"] = command_line(ctx)
+    table = report.rich_table(result)
     out = Console()
-    if not out.is_terminal:  # piped to a file: no terminal width to respect
-        out = Console(width=160)
-    out.print(report.rich_table(result))
+    if not out.is_terminal:  # piped to a file: the whole table, however wide
+        out = Console(width=report.full_width(table))
+    out.print(table)
+    out.print(report.LEGEND, soft_wrap=True, highlight=False)
     decided = report.verdict(result)
     if decided is not None:
         out.print(decided, soft_wrap=True, highlight=False)

@@ -450,6 +450,16 @@ class EpochStats:
         }
 
 
+# What the abbreviations of the progress and epoch lines mean, printed once per run.
+LOG_LEGEND = (
+    "fields: R mean reward (Eq. 4); acc training accuracy under the sampled masks; "
+    "usage/c mean share of the model run (--usage) / mean budget drawn; pol distinct "
+    "masks sampled; img/s training images per second; forced leading components the "
+    "curriculum keeps on; c_min lowest budget drawn; validation|test c=C: accuracy and "
+    "usage u of the agent's own masks (p >= 0.5) at budget C"
+)
+
+
 def stats_text(s: dict[str, float]) -> str:
     return (
         f"R {s['reward']:+.3f} acc {100 * s['accuracy']:.1f}% "
@@ -631,6 +641,7 @@ def _run(
     flops = backbone.flops()
     weights = usage_weights(cfg.usage, flops.components).to(ctx.device)
     display.log(_describe(state, flops.total, ctx))
+    display.log(LOG_LEGEND)
     if state.epoch == 0 and cfg.prior != "none":
         backbone.eval()
         held_out = data.held_out_images.to(ctx.device), data.held_out_labels.to(ctx.device)

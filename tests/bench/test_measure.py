@@ -12,9 +12,13 @@ from runtime.conftest import make_net, write_artifact
 from budget_edge.bench.measure import (
     Baselines,
     BenchData,
+    BenchRow,
     BenchSettings,
+    Countdown,
     LatencyStats,
     TimedJob,
+    _jobs,
+    duration_text,
     load_bench_data,
     load_search_data,
     run_bench,
@@ -100,6 +104,64 @@ def test_time_jobs_times_exactly_the_iterations_in_rounds() -> None:
     # Priming (3 pool batches) and warmup (2) first, then rounds of 3, 2, 2 calls.
     assert order[:10] == ["a"] * 5 + ["b"] * 5
     assert order[10:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
+
+
+def test_time_jobs_tells_its_progress_between_jobs_never_within_one() -> None:
+    events: list[Any] = []
+    pool = [np.zeros(1)] * 2
+    jobs = [TimedJob("static", 1, None, lambda x: events.append("call"), pool) for _ in range(3)]
+    time_jobs(jobs, warmup=1, iterations=5, rounds=2, progress=lambda d, t: events.append((d, t)))
+    told = [e for e in events if e != "call"]
+    total = 3 * (2 + 1 + 5)
+    assert all(t == total for _, t in told) and told[-1] == (total, total)
+    assert [d for d, _ in told] == sorted({d for d, _ in told})  # rising
+    # Each report comes after whole jobs: the calls before it add up to what it says.
+    calls = 0
+    for event in events:
+        if event == "call":
+            calls += 1
+        else:
+            assert event[0] == calls
+
+
+def test_countdown_says_the_count_and_the_time_left() -> None:
+    said: list[str] = []
+    now = [100.0]
+    countdown = Countdown(said.append, clock=lambda: now[0])
+    countdown(0, 4, "step 1/4")  # no pace yet
+    now[0] += 30.0
+    countdown(1, 4, "step 2/4")  # 30 s a step, 3 to go
+    now[0] += 60.0
+    countdown(3, 4, "step 4/4")
+    countdown(4, 4, "done")
+    assert said == [
+        "step 1/4",
+        "step 2/4; about 1 min 30 s left",
+        "step 4/4; about 30 s left",
+        "done",
+    ]
+    assert [duration_text(s) for s in (0.4, 59.6, 61, 3599, 7322)] == [
+        "0 s",
+        "1 min 00 s",
+        "1 min 01 s",
+        "59 min 59 s",
+        "2 h 02 min",
+    ]
+
+
+def test_the_decision_row_is_named_for_what_decides() -> None:
+    """In mode allocate the allocator decides, and its row says so (not 'policy')."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(manifest=SimpleNamespace(roles={"full": "full"}), precision="fp32")
+    data = BenchData("pixels", np.zeros((2, 4, 4, 1), np.uint8), None)
+    stats = LatencyStats(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    for mode, label in (("allocate", "allocator"), ("greedy", "policy"), (None, "policy")):
+        jobs = _jobs(cast(BudgetRuntime, fake), data, _settings(mode=mode), Baselines())
+        deciding = [j for j in jobs if j.kind == "policy"]
+        assert len(deciding) == 2  # one per batch size
+        row = BenchRow("policy", 1, None, stats, 1.0, name=deciding[0].name)
+        assert row.label == label, mode
 
 
 # ---- data ---------------------------------------------------------------------------
@@ -227,6 +289,25 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
         (0.3, result.row("budget", 3, 0.3).latency.p95),
         (1.0, result.row("budget", 3, 1.0).latency.p95),
     ]
+
+
+def test_run_bench_counts_what_it_evaluates_and_times(rt: BudgetRuntime) -> None:
+    said: list[str] = []
+    data = BenchData("pixels", _pixels(rt, 6), None)
+    run_bench(rt, data, _settings(), threads=1, progress=said.append)
+    evaluating = [m for m in said if m.startswith("evaluating ")]
+    assert [m.split(":")[0] for m in evaluating] == [
+        "evaluating 1/3",
+        "evaluating 2/3",
+        "evaluating 3/3",
+    ]
+    assert evaluating[0] == "evaluating 1/3: the static model (fp32), 6 images"
+    assert evaluating[1].startswith("evaluating 2/3: budget 0.3 (fp32), 6 images; about ")
+    timing = [m for m in said if m.startswith("timing 8 rows: ")]
+    # four rows per batch size, each primed on its pool, warmed once and timed 4 times
+    total = sum(4 * (len(timing_pool(data.images, n, 4)) + 1 + 4) for n in (1, 3))
+    assert timing[-1] == f"timing 8 rows: {total}/{total} calls"
+    assert all(" left" in m for m in timing[:-1])
 
 
 def test_run_bench_without_labels_has_no_accuracy(rt: BudgetRuntime) -> None:

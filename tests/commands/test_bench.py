@@ -210,3 +210,21 @@ def test_bench_with_a_zoo_row(artifact: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(path.read_text())["rows"]
     assert [r["label"] for r in rows] == ["static", "policy", "c=0.5", "zoo tiny-resnet"]
+
+
+def test_in_a_log_the_table_is_whole_and_its_columns_explained(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """Piped to a file there is no terminal width: no cell may be cut to '…', however
+    wide the table (two zoo models of one backbone are labelled by their paths)."""
+    zoo = [tmp_path / ("a-long-folder-name-for-the-first-zoo-model" * 2), tmp_path / "z2"]
+    for path in zoo:
+        write_artifact(make_net("resnet", seed=4), path)
+    args = ["bench", str(artifact), "--budgets", "0.5", "--batch", "1", *QUICK]
+    result = CliRunner().invoke(cli_module.cli, [*args, "--zoo", ",".join(map(str, zoo))])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert f"zoo {zoo[1]}" in result.output  # the second of the same name: its whole path
+    assert max(len(line) for line in result.output.splitlines()) > 160
+    legend = next(line for line in result.output.splitlines() if "x static:" in line)
+    assert "paired:" in legend and "95% CI:" in legend and "masks:" in legend

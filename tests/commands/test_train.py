@@ -49,6 +49,27 @@ def test_trains_and_reports_each_epoch(
     assert code == 0, err
     assert "epoch 1 curriculum" in out and "epoch 2 finetune" in out
     assert "img/s" in out and "usage" in out
+    # Once, before the first epoch: what each abbreviation of the epoch lines means.
+    lines = out.splitlines()
+    legend = [i for i, line in enumerate(lines) if line.startswith("fields: ")]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1 "))
+    assert len(legend) == 1 and legend[0] < first_epoch, out
+    epoch_lines = " ".join(line for line in lines if line.startswith("epoch "))
+    explained = lines[legend[0]]
+    # (as an epoch line writes it, as the legend names it)
+    for used, named in [
+        ("R ", "R mean reward"),
+        ("acc ", "acc training accuracy"),
+        ("usage ", "usage/c mean share"),
+        ("/c ", "usage/c mean share"),
+        ("pol ", "pol distinct masks"),
+        ("img/s", "img/s training images per second"),
+        ("forced ", "forced leading components"),
+        ("c_min ", "c_min lowest budget"),
+        (" u=", "usage u"),
+        (" c=", "c=C"),
+    ]:
+        assert used in epoch_lines and named in explained, (used, named)
     loaded = load_checkpoint(tmp_path / "run" / "budgetnet.pt")
     assert loaded.agent is not None
 
