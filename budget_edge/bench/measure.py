@@ -39,6 +39,7 @@ from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 from budget_edge.errors import ConfigError, DataError
 from budget_edge.runtime import masks as masklib
 from budget_edge.runtime.machine import load_average, machine_info, peak_rss_mib, usable_cores
+from budget_edge.runtime.request import Agent, InferenceRequest, Mask
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime
 from budget_edge.runtime.static_masks import StaticMask, for_budget, mask_correct
 
@@ -80,6 +81,11 @@ class BenchSettings:
     cap: str | None = None
     seed: int = 0
     eval_batch: int = 64
+
+    @property
+    def agent(self) -> Agent:
+        """The decision every budget row runs."""
+        return Agent(self.mode, self.seed, self.cap)
 
     def check(self) -> None:
         if not self.budgets:
@@ -418,8 +424,10 @@ def _calls(
         else:
             rt.run_policy(x, POLICY_BUDGET)
 
+    agent = s.agent
+
     def budget(x: np.ndarray, c: float) -> dict[str, float]:
-        return rt.infer(x, budget=c, mode=s.mode, seed=s.seed, cap=s.cap).latency_ms
+        return rt.run(InferenceRequest(x, c, agent)).latency_ms
 
     return {"static": static, "policy": policy, "budget": budget}
 
@@ -463,7 +471,7 @@ def _static_mask(rt: BudgetRuntime, baselines: Baselines, c: float) -> StaticMas
 
 
 def _run_static_mask(rt: BudgetRuntime, mask: np.ndarray, x: np.ndarray) -> dict[str, float]:
-    return rt.infer(x, mask=mask).latency_ms
+    return rt.run(InferenceRequest(x, decision=Mask(mask))).latency_ms
 
 
 def _zoo_call(zoo_rt: BudgetRuntime) -> Callable[[np.ndarray], None]:
@@ -584,12 +592,13 @@ def measure_quality(
     correct = []
     usage = flops = 0.0
     seen: set[bytes] = set()  # distinct masks: is the policy per image, or per budget?
+    agent = s.agent
     for sl in _chunks(len(data.images), s.eval_batch):
         x = data.images[sl]
         if budget is None:
             classes = rt.run_full(x).argmax(axis=1)
         else:
-            out = rt.infer(x, budget=budget, mode=s.mode, seed=s.seed, cap=s.cap)
+            out = rt.run(InferenceRequest(x, budget, agent))
             classes = out.classes
             seen.update(row.tobytes() for row in out.mask)
             usage += float(out.usage.sum())

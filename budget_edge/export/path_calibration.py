@@ -26,6 +26,7 @@ from budget_edge.errors import DataError
 from budget_edge.runtime.backends import Backend, HostTensors, create_backend
 from budget_edge.runtime.inputs import prepare_images
 from budget_edge.runtime.manifest import Manifest
+from budget_edge.runtime.request import Agent, Decision, InferenceRequest, Mask, Static
 from budget_edge.runtime.runtime import BudgetRuntime
 
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
@@ -112,24 +113,25 @@ def record_graph_inputs(
     )
     rt = BudgetRuntime(manifest, directory, recorder, dispatch="chain")
     x = prepare_images(images, manifest.preprocessing)
-    passes: list[tuple[str, dict[str, object]]] = [
-        ("all kept", {"mask": np.ones(rt.num_components, np.uint8)})
+    # (label, budget, decision) of every pass
+    passes: list[tuple[str, float | None, Decision]] = [
+        ("all kept", None, Mask(np.ones(rt.num_components, np.uint8)))
     ]
     if rt.has_policy:
-        passes += [(f"agent c={c:g}", {"budget": c, "mode": "greedy"}) for c in budgets]
+        passes += [(f"agent c={c:g}", c, Agent("greedy")) for c in budgets]
     if rt.has_allocator:  # the paths of mode 'allocate': fewer components for easy images
-        passes += [(f"allocate c={c:g}", {"budget": c, "mode": "allocate"}) for c in budgets]
+        passes += [(f"allocate c={c:g}", c, Agent("allocate")) for c in budgets]
     if rt.has_static_masks:
-        passes += [(f"static mask c={c:g}", {"budget": c, "policy": "static"}) for c in budgets]
-    for label, kwargs in passes:
+        passes += [(f"static mask c={c:g}", c, Static()) for c in budgets]
+    for label, budget, decision in passes:
         say(f"recording graph inputs: {label}")
         for start in range(0, len(x), CHUNK):
-            rt.infer(x[start : start + CHUNK], **kwargs)  # type: ignore[arg-type]
+            rt.run(InferenceRequest(x[start : start + CHUNK], budget, decision))
     rt.close()
     feeds = {g: s.stacked() for g, s in recorder.samples.items()}
     _fill_unreached(manifest, feeds, x[:max_rows])
     return GraphFeeds(
-        feeds, [label for label, _ in passes], {g: int(f[0].shape[0]) for g, f in feeds.items()}
+        feeds, [label for label, _, _ in passes], {g: int(f[0].shape[0]) for g, f in feeds.items()}
     )
 
 

@@ -36,11 +36,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from budget_edge.errors import ConfigError, InputError
 from budget_edge.runtime import allocation
@@ -54,9 +55,16 @@ from budget_edge.runtime.inputs import (
     prepare_mask,
 )
 from budget_edge.runtime.manifest import Manifest, verify_files
+from budget_edge.runtime.request import (
+    Agent,
+    Decision,
+    InferenceRequest,
+    Mask,
+    Static,
+    decision_from_options,
+)
 
 LATENCY_KEYS = ("policy", "stem", "blocks", "head", "hot", "total")
-POLICIES = ("agent", "static")
 # "auto": whole-mask graphs and the switch graph where they pay; "chain": a graph
 # call per block always (what TensorRT runs; calibration records every block's inputs).
 DISPATCHES = ("auto", "chain")
@@ -87,6 +95,30 @@ class InferResult:
         """Executed FLOPs as a share of the full model, per image."""
         return self.flops / self.full_flops
 
+    @classmethod
+    def concat(cls, results: Sequence[InferResult]) -> InferResult:
+        """One result from consecutive parts of a batch, rows in order; latencies add up."""
+        if not results:
+            raise ValueError("no results to concatenate")
+        if len(results) == 1:
+            return results[0]
+        first = results[0]
+        latency: dict[str, float] = {}
+        for result in results:
+            for key, value in result.latency_ms.items():
+                latency[key] = latency.get(key, 0.0) + value
+        probs = [r.probs for r in results if r.probs is not None]
+        return replace(
+            first,
+            logits=np.concatenate([r.logits for r in results]),
+            classes=np.concatenate([r.classes for r in results]),
+            mask=np.concatenate([r.mask for r in results]),
+            # Every part ran the same decision, so probabilities are all there or none.
+            probs=np.concatenate(probs) if len(probs) == len(results) else None,
+            flops=np.concatenate([r.flops for r in results]),
+            latency_ms=latency,
+        )
+
 
 @dataclass(frozen=True)
 class _BlockPlan:
@@ -101,21 +133,6 @@ class _BlockPlan:
     graphs: dict[int, str | None]
     out_shape: tuple[int, ...]  # without the batch axis
     same_shape: bool
-
-
-def _refuse_decision_options_with_a_mask(
-    mode: str | None, seed: int | None, cap: str | None, policy: str
-) -> None:
-    """A mask runs exactly its components: options that shape a decision would be
-    ignored, and a caller who passed one expected it to matter."""
-    given = [
-        name for name, value in (("mode", mode), ("seed", seed), ("cap", cap)) if value is not None
-    ] + (["policy"] if policy != "agent" else [])
-    if given:
-        raise InputError(
-            f"a mask runs exactly its components, so {', '.join(given)} would be "
-            "ignored: pass either a mask, or a budget with these options"
-        )
 
 
 class BudgetRuntime:
@@ -332,9 +349,9 @@ class BudgetRuntime:
 
     def infer(
         self,
-        images: Any,
-        budget: Any = None,
-        mask: Any = None,
+        images: ArrayLike,
+        budget: ArrayLike | None = None,
+        mask: ArrayLike | None = None,
         mode: str | None = None,
         seed: int | None = None,
         cap: str | None = None,
@@ -358,58 +375,59 @@ class BudgetRuntime:
         policy: "agent" (the policy graph decides per image) or "static" (the
         artifact's searched static mask with round(c K) components, the same for
         every image; no policy graph needed: `budget-edge export --static-masks`).
+
+        The keyword form of `run(InferenceRequest(images, budget, decision))`.
         """
+        decision = decision_from_options(mask, mode, seed, cap, policy)
+        return self.run(InferenceRequest(images, budget, decision))
+
+    def run(self, request: InferenceRequest) -> InferResult:
+        """Run one inference request (runtime/request.py)."""
         t_start = time.perf_counter()
-        latency = dict.fromkeys(LATENCY_KEYS, 0.0)
-        if mask is not None:
-            _refuse_decision_options_with_a_mask(mode, seed, cap, policy)
-        if mode is None:  # the artifact's mode where its policy decides; none matters else
-            mode = self.default_mode if policy == "agent" and mask is None else "greedy"
-        if mode not in masklib.MODES:
-            raise InputError(f"mode {mode!r} is not one of {masklib.MODES}")
-        if policy not in POLICIES:
-            raise InputError(f"policy {policy!r} is not one of {POLICIES}")
-        if cap is not None and cap not in masklib.CAPS:
-            raise InputError(f"cap {cap!r} is not one of {masklib.CAPS} (or None)")
-        if mask is not None and budget is not None:
-            raise InputError(
-                "give a budget or a mask, not both: a mask runs exactly its "
-                "components, so the budget would be ignored"
-            )
-        if seed is not None and (
-            isinstance(seed, (bool, np.bool_))
-            or not isinstance(seed, (int, np.integer))
-            or seed < 0
-        ):
-            raise InputError(f"seed must be a non-negative integer (or None), got {seed!r}")
+        decision = request.decision
+        if isinstance(decision, Agent) and decision.mode is None:
+            decision = replace(decision, mode=self.default_mode)
+        images = request.images
         pixels = pixels_nhwc(images, self.manifest.preprocessing)
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
         n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]
-        if (
+        # One image in mode 'allocate' has a cheaper path: the count plan.
+        strategy = self._run_one_count if self._takes_count_plan(decision, n) else self._run_batch
+        return strategy(images, pixels, x, n, request.budget, decision, t_start)
+
+    def _takes_count_plan(self, decision: Decision, n: int) -> bool:
+        return (
             n == 1
             and self._count_plan is not None
-            and mode == "allocate"
-            and mask is None
-            and cap is None
-            and policy == "agent"
+            and isinstance(decision, Agent)
+            and decision.mode == "allocate"
+            and decision.cap is None
             and self.has_policy
-            and type(budget) in (float, int)
-            and 0 <= budget <= 1
-        ):
-            return self._infer_one_count(images, pixels, x, budget, latency, t_start)
-        probs: np.ndarray | None = None
+        )
+
+    def _run_batch(
+        self,
+        images: ArrayLike,
+        pixels: np.ndarray | None,
+        x: np.ndarray | None,
+        n: int,
+        budget: ArrayLike | None,
+        decision: Decision,
+        t_start: float,
+    ) -> InferResult:
+        """Any request: decide the masks, then run the blocks each image keeps."""
+        latency = dict.fromkeys(LATENCY_KEYS, 0.0)
         with self._lock:
             try:
                 xd = self._upload(images, pixels, x)
-                probs, run_mask = self._decide(
-                    xd, n, budget, mask, mode, seed, cap, policy, latency
-                )
+                probs, run_mask = self._decide(xd, n, budget, decision, latency)
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
         _check_finite(logits)
         latency["total"] = _ms(t_start)
         flops = self._base_flops + run_mask @ self._comp_flops  # uint8 @ int64: int64
+        mode = decision.mode if isinstance(decision, Agent) else None
         return InferResult(
             logits=logits,
             classes=logits.argmax(axis=1).astype(np.int64, copy=False),
@@ -417,23 +435,26 @@ class BudgetRuntime:
             probs=probs,
             flops=flops,
             latency_ms=latency,
-            policy_flops=self.decision_flops(mode) if probs is not None else 0,
+            policy_flops=self.decision_flops(mode) if probs is not None and mode else 0,
             full_flops=self.full_flops,
         )
 
-    def _infer_one_count(
+    def _run_one_count(
         self,
-        images: Any,
+        images: ArrayLike,
         pixels: np.ndarray | None,
         x: np.ndarray | None,
-        budget: float,
-        latency: dict[str, float],
+        n: int,
+        budget: ArrayLike | None,
+        decision: Decision,
         t_start: float,
     ) -> InferResult:
         """Mode 'allocate' on one image through the count plan (runtime/count_plan.py):
-        the same result as the general path, with a fraction of its host work."""
+        the same result as `_run_batch`, with a fraction of its host work."""
         plan = self._count_plan
         assert plan is not None
+        b = float(prepare_budget(budget, 1)[0])
+        latency = dict.fromkeys(LATENCY_KEYS, 0.0)
         be = self.backend
         with self._lock:
             try:
@@ -445,7 +466,7 @@ class BudgetRuntime:
                         f"allocator outputs do not fit: chances {chances.shape}, "
                         f"count masks {plan.masks.shape}"
                     )
-                count = plan.count(chances, budget)
+                count = plan.count(chances, b)
                 latency["policy"] = _ms(t)
                 graph = plan.graphs[count]
                 if graph is None:  # no whole-mask graph for this count: the general dispatch
@@ -487,56 +508,34 @@ class BudgetRuntime:
         self,
         xd: Any,
         n: int,
-        budget: Any,
-        mask: Any,
-        mode: str,
-        seed: int | None,
-        cap: str | None,
-        policy: str,
+        budget: ArrayLike | None,
+        decision: Decision,
         latency: dict[str, float],
     ) -> tuple[np.ndarray | None, np.ndarray]:
         """The policy's probabilities (None when it does not run) and the mask to run."""
-        probs: np.ndarray | None = None
-        if mask is not None:
-            if budget is not None:
-                prepare_budget(budget, n)  # still a mistake worth reporting
-            if cap is not None:
-                raise InputError(
-                    "cap needs the policy's probabilities: pass a budget "
-                    "without a mask, or drop cap"
-                )
-            run_mask = prepare_mask(mask, n, self.num_components)
+        if isinstance(decision, Mask):
+            run_mask = prepare_mask(decision.components, n, self.num_components)
             masklib.check_variants(run_mask, self.manifest, self._prefix_blocks)
-        elif policy == "static":
-            if cap is not None:
-                raise InputError(
-                    "cap needs the agent's probabilities: drop cap with "
-                    "policy='static' (its masks already fit round(c K))"
-                )
-            if mode == "allocate":
-                raise InputError(
-                    "mode 'allocate' ranks the agent's components: use it with "
-                    "policy='agent', or drop it with policy='static'"
-                )
-            run_mask = self._static_masks(prepare_budget(budget, n))
+            return None, run_mask
+        if isinstance(decision, Static):
+            return None, self._static_masks(prepare_budget(budget, n))
+        if not self.has_policy:
+            raise InputError(
+                "this artifact has no policy graph (it was exported without "
+                "an agent): pass mask= with the components to run"
+            )
+        b = prepare_budget(budget, n)
+        t = time.perf_counter()
+        mode = decision.mode or self.default_mode
+        if mode == "allocate":
+            run_mask, probs = self._allocate(xd, b)
         else:
-            if not self.has_policy:
-                raise InputError(
-                    "this artifact has no policy graph (it was exported without "
-                    "an agent): pass mask= with the components to run"
-                )
-            b = prepare_budget(budget, n)
-            t = time.perf_counter()
-            if mode == "allocate":
-                run_mask, probs = self._allocate(xd, b)
-            else:
-                probs = self._policy(xd, b)
-                run_mask = masklib.choose(probs, mode, seed, b)
-            latency["policy"] = _ms(t)
-            if cap is not None:
-                run_mask = masklib.cap(run_mask, probs, b, self._cost_models[cap])
-            run_mask = masklib.project_to_variants(run_mask, self._prefix_blocks)
-        return probs, run_mask
+            probs = self._policy(xd, b)
+            run_mask = masklib.choose(probs, mode, decision.seed, b)
+        latency["policy"] = _ms(t)
+        if decision.cap is not None:
+            run_mask = masklib.cap(run_mask, probs, b, self._cost_models[decision.cap])
+        return probs, masklib.project_to_variants(run_mask, self._prefix_blocks)
 
     @property
     def has_static_masks(self) -> bool:
@@ -554,7 +553,7 @@ class BudgetRuntime:
         want = masklib.rank_counts(budget, self.num_components)
         return self._static_table[np.minimum(want, self.num_components)]
 
-    def run_policy(self, images: Any, budget: Any) -> np.ndarray:
+    def run_policy(self, images: ArrayLike, budget: ArrayLike) -> np.ndarray:
         """The policy's probabilities (N, K) alone (a benchmark baseline)."""
         if not self.has_policy:
             raise InputError("this artifact has no policy graph (exported without an agent)")
@@ -566,7 +565,7 @@ class BudgetRuntime:
             finally:
                 self.backend.release()
 
-    def run_allocator(self, images: Any) -> np.ndarray:
+    def run_allocator(self, images: ArrayLike) -> np.ndarray:
         """The allocator graph alone: its chances (N, K + 1) (a benchmark baseline)."""
         if not self.has_allocator:
             raise InputError("this artifact has no allocator graph (`budget-edge allocate`)")
@@ -580,7 +579,7 @@ class BudgetRuntime:
             finally:
                 self.backend.release()
 
-    def run_full(self, images: Any) -> np.ndarray:
+    def run_full(self, images: ArrayLike) -> np.ndarray:
         """Logits of the static, unmasked `full` graph (the baseline to compare with)."""
         name = self.manifest.roles.get("full")
         if name is None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +23,8 @@ from starlette.routing import Route
 
 from budget_edge import __version__
 from budget_edge.errors import BudgetEdgeError, InputError
+from budget_edge.runtime.request import InferenceRequest, Mask
+from budget_edge.runtime.runtime import InferResult
 from budget_edge.serve.access import BearerToken
 from budget_edge.serve.admission import Admission
 from budget_edge.serve.clock import Clock
@@ -35,7 +36,7 @@ from budget_edge.serve.errors import (
     UnavailableError,
 )
 from budget_edge.serve.metrics import ServerMetrics
-from budget_edge.serve.model import RuntimeCall, ServedModel, merge_results, split_call, with_budget
+from budget_edge.serve.model import ServedModel
 from budget_edge.serve.request import HEADER_LENGTH
 from budget_edge.serve.stats import ModelStats
 
@@ -122,33 +123,23 @@ def create_app(
                 f"Content-Encoding {request.headers['content-encoding']!r} is not supported: "
                 "send the body uncompressed"
             )
-        body = await _read_body(request, max_body_bytes, clock)
         header_length = request.headers.get(HEADER_LENGTH)
-        with model.pinned() as runtime:  # the whole request on one model, across reloads
-            prepared = await run_in_threadpool(model.prepare, body, header_length)
-            del body  # the parsed arrays are all that is needed from here
-            deadline = admission.deadline(prepared.request.timeout_s)
-            results = []
-            chosen = None
-            for index, part in enumerate(split_call(prepared.call, model.chunk)):
-                if chosen is not None:
-                    part = with_budget(part, chosen)
-                waiting = time.perf_counter()
-                async with admission.turn(deadline, started=index > 0):
-                    start = time.perf_counter()
-                    result, budget = await run_in_threadpool(model.run, part, runtime)
-                    ran = time.perf_counter() - start
-                    metrics.observe_run(result, _budget_of(part, budget), ran)
-                    stats.run(start - waiting, ran)
-                chosen = budget if chosen is None else chosen
-                results.append(result)
-        content, json_length = await run_in_threadpool(
-            model.answer, prepared, merge_results(results), chosen
+        result = await model.respond(
+            await _read_body(request, max_body_bytes, clock),  # held by no frame here
+            header_length,
+            admission,
+            observe_run,
         )
-        headers = {} if json_length is None else {HEADER_LENGTH: str(json_length)}
-        media_type = "application/json" if json_length is None else "application/octet-stream"
-        images = sum(len(r.classes) for r in results)
-        return Response(content, media_type=media_type, headers=headers), images
+        headers = {} if result.json_length is None else {HEADER_LENGTH: str(result.json_length)}
+        binary = result.json_length is not None
+        media_type = "application/octet-stream" if binary else "application/json"
+        return Response(result.content, media_type=media_type, headers=headers), result.images
+
+    def observe_run(
+        part: InferenceRequest, result: InferResult, budget: float | None, waited: float, ran: float
+    ) -> None:
+        metrics.observe_run(result, _budget_of(part, budget), ran)
+        stats.run(waited, ran)
 
     routes = [
         Route("/v2/health/live", live, methods=["GET"]),
@@ -178,13 +169,13 @@ def create_app(
     return metrics.middleware(app)
 
 
-def _budget_of(call: RuntimeCall, chosen: float | None) -> float | None:
+def _budget_of(part: InferenceRequest, chosen: float | None) -> float | None:
     """The budget a run used, for the metrics: the server's choice or the request's."""
     if chosen is not None:
         return chosen
-    if call.mask is not None or call.budget is None:
+    if isinstance(part.decision, Mask) or part.budget is None:
         return None
-    return float(np.mean(call.budget))
+    return float(np.mean(np.asarray(part.budget, np.float64)))
 
 
 def _check_model(model: ServedModel, request: Request) -> None:

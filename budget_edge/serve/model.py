@@ -22,20 +22,25 @@ Without BUDGET, `budget` or MASK the server's budget controller decides.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from budget_edge.errors import ConfigError
 from budget_edge.runtime.budget import BudgetController
 from budget_edge.runtime.manifest import DECISION_MODES
+from budget_edge.runtime.request import Agent, InferenceRequest, Mask, decision_from_options
 from budget_edge.runtime.runtime import LATENCY_KEYS, BudgetRuntime, InferResult
+from budget_edge.serve.admission import Admission
 from budget_edge.serve.errors import PayloadTooLargeError, RequestError
 from budget_edge.serve.request import InferRequest, RequestedOutput, parse_request
 from budget_edge.serve.tensors import Tensor, encode_body, encode_output
@@ -61,16 +66,18 @@ class TensorMeta:
 
 
 @dataclass(frozen=True)
-class RuntimeCall:
-    """The arguments of one `BudgetRuntime.infer` call, taken from a request."""
+class Answer:
+    """The response to one request: its body, the JSON header length if the body is
+    binary (None: plain JSON), and the number of images answered."""
 
-    images: np.ndarray
-    budget: float | np.ndarray | None  # None: the policy needs the server's budget
-    mask: np.ndarray | None
-    mode: str | None  # None with a mask: nothing is decided
-    seed: int | None
-    cap: str | None
-    policy: str = "agent"
+    content: bytes
+    json_length: int | None
+    images: int
+
+
+# Sees each chunk a request runs: the part, its result, the budget the server chose
+# (None: the request gave one), seconds waited for the model and seconds it ran.
+RunObserver = Callable[[InferenceRequest, InferResult, "float | None", float, float], None]
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class PreparedRequest:
 
     request: InferRequest
     wanted: list[RequestedOutput]
-    call: RuntimeCall
+    inference: InferenceRequest  # budget None: the server's controller gives it
 
 
 # Images per request: a 21,399-image request once held the model for 45 s while a
@@ -89,53 +96,6 @@ DEFAULT_MAX_BATCH = 64
 # its own in the server's queue, so a one-image request waits for at most one chunk of
 # a large batch, and the memory a run takes is bounded by the chunk, not the request.
 DEFAULT_CHUNK = 16
-
-
-def split_call(call: RuntimeCall, chunk: int) -> list[RuntimeCall]:
-    """The call as consecutive calls of at most `chunk` images (per-image inputs split too).
-
-    `sample` requests run whole (at most --max-batch images): their random draws
-    depend on each image's row in the batch, so chunks would change the answer.
-    """
-    n = call.images.shape[0]
-    if n <= chunk or call.mode == "sample":
-        return [call]
-    parts = []
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        budget = call.budget[rows] if isinstance(call.budget, np.ndarray) else call.budget
-        mask = None if call.mask is None else call.mask[rows]
-        parts.append(replace(call, images=call.images[rows], budget=budget, mask=mask))
-    return parts
-
-
-def with_budget(call: RuntimeCall, budget: float) -> RuntimeCall:
-    """The later chunks of a request run at the budget the controller chose for its first."""
-    return (
-        call if call.budget is not None or call.mask is not None else replace(call, budget=budget)
-    )
-
-
-def merge_results(results: list[InferResult]) -> InferResult:
-    """One result from the results of a request's chunks, rows in order."""
-    if len(results) == 1:
-        return results[0]
-    first = results[0]
-    latency: dict[str, float] = {}
-    for result in results:
-        for key, value in result.latency_ms.items():
-            latency[key] = latency.get(key, 0.0) + value
-    return replace(
-        first,
-        logits=np.concatenate([r.logits for r in results]),
-        classes=np.concatenate([r.classes for r in results]),
-        mask=np.concatenate([r.mask for r in results]),
-        probs=None
-        if first.probs is None
-        else np.concatenate([r.probs for r in results if r.probs is not None]),
-        flops=np.concatenate([r.flops for r in results]),
-        latency_ms=latency,
-    )
 
 
 class ServedModel:
@@ -262,41 +222,65 @@ class ServedModel:
             "parameters": {"mode": self.mode},
         }
 
-    def infer_body(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
-        """Answer one request body: the response body and its JSON header length, if binary.
-
-        The server runs the same steps (`prepare`, `run` per chunk, `answer`) with its
-        queue between them; this is the whole request in one call.
+    async def respond(
+        self,
+        body: bytes,
+        header_length: str | None,
+        admission: Admission | None = None,
+        observe: RunObserver | None = None,
+    ) -> Answer:
+        """The serving loop for one request body: parse and check it, run it in chunks of
+        `chunk` images, each a turn of its own in `admission`'s queue (None: no queue),
+        carry the budget the controller chose for the first chunk to the rest, merge,
+        encode. The whole request runs on the runtime serving when it began, across
+        reloads. `observe(part, result, budget, waited_s, ran_s)` sees every chunk run.
         """
         with self.pinned() as runtime:
-            prepared = self.prepare(body, header_length)
+            prepared = await run_in_threadpool(self.prepare, body, header_length)
+            del body  # the parsed arrays are all that is needed from here
+            deadline = None if admission is None else admission.deadline(prepared.request.timeout_s)
             results: list[InferResult] = []
-            chosen = None
-            for part in split_call(prepared.call, self.chunk):
-                part = part if chosen is None else with_budget(part, chosen)
-                result, budget = self.run(part, runtime)
+            chosen: float | None = None
+            for index, part in enumerate(prepared.inference.split(self.chunk)):
+                if chosen is not None:
+                    part = part.with_budget(chosen)
+                waiting = time.perf_counter()
+                async with _turn(admission, deadline, started=index > 0):
+                    start = time.perf_counter()
+                    result, budget = await run_in_threadpool(self.run, part, runtime)
+                    if observe is not None:
+                        ran = time.perf_counter() - start
+                        observe(part, result, budget, start - waiting, ran)
                 chosen = budget if chosen is None else chosen
                 results.append(result)
-        return self.answer(prepared, merge_results(results), chosen)
+        merged = InferResult.concat(results)
+        content, json_length = await run_in_threadpool(self.answer, prepared, merged, chosen)
+        return Answer(content, json_length, len(merged.classes))
+
+    def infer_body(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        """`respond` without a queue, from synchronous code: the response body and its
+        JSON header length, if binary."""
+        answer = asyncio.run(self.respond(body, header_length))
+        return answer.content, answer.json_length
 
     def prepare(self, body: bytes, header_length: str | None) -> PreparedRequest:
         """Parse and check a request body (no model run)."""
         request = parse_request(body, header_length)
         wanted = self._wanted_outputs(request)
-        call = self._runtime_call(request)
-        n = call.images.shape[0]
+        inference = self._inference_request(request)
+        n = np.shape(inference.images)[0]
         if n > self.max_batch:  # one request must not hold the model for everyone else
             raise PayloadTooLargeError(
                 f"the request holds {n} images; this server takes at most {self.max_batch} "
                 "per request (serve --max-batch): split it"
             )
         asks_probs = any(out.name == "PROBS" for out in request.outputs or [])
-        if asks_probs and (call.mask is not None or call.policy == "static"):
+        if asks_probs and not isinstance(inference.decision, Agent):
             raise RequestError(
                 "output PROBS exists only when the agent runs: drop the MASK "
                 "input or the policy 'static' parameter"
             )
-        return PreparedRequest(request, wanted, call)
+        return PreparedRequest(request, wanted, inference)
 
     def answer(
         self, prepared: PreparedRequest, result: InferResult, budget: float | None
@@ -318,27 +302,19 @@ class ServedModel:
         return encode_body(header, [section for _, section in encoded])
 
     def run(
-        self, call: RuntimeCall, runtime: BudgetRuntime | None = None
+        self, inference: InferenceRequest, runtime: BudgetRuntime | None = None
     ) -> tuple[InferResult, float | None]:
         """Run the model (`runtime`: the one the request is pinned to; default the one
         serving now); also return the budget the server chose (None: the request gave one)."""
         with self._lock:
             chosen = None
-            budget = call.budget
-            if budget is None and call.mask is None:
-                chosen = budget = self.controller.budget()
-            result = (runtime or self.runtime).infer(
-                call.images,
-                budget=budget,
-                mask=call.mask,
-                mode=call.mode,
-                seed=call.seed,
-                cap=call.cap,
-                policy=call.policy,
-            )
+            if inference.budget is None and not isinstance(inference.decision, Mask):
+                chosen = self.controller.budget()
+                inference = inference.with_budget(chosen)
+            result = (runtime or self.runtime).run(inference)
             observe = getattr(self.controller, "observe", None)
             # Latency tables are per image: only single-image calls steer a controller.
-            if chosen is not None and observe is not None and call.images.shape[0] == 1:
+            if chosen is not None and observe is not None and len(result.classes) == 1:
                 observe(result.latency_ms["total"], chosen)
         return result, chosen
 
@@ -355,7 +331,7 @@ class ServedModel:
                 )
         return request.outputs
 
-    def _runtime_call(self, request: InferRequest) -> RuntimeCall:
+    def _inference_request(self, request: InferRequest) -> InferenceRequest:
         for tensor in request.inputs.values():
             self._check_tensor(tensor)
         images_given = [name for name in IMAGE_INPUTS if name in request.inputs]
@@ -380,18 +356,18 @@ class ServedModel:
                 )
         budget = _budget(request)
         mask = request.inputs["MASK"].array if "MASK" in request.inputs else None
-        return RuntimeCall(
-            images=images,
-            budget=budget,
-            mask=mask,
-            # With a MASK nothing is decided: only what the request itself gave goes to
-            # the runtime, which refuses decision options beside a mask.
-            mode=_string_parameter(parameters, "mode") or (None if mask is not None else self.mode),
+        given_mode = _string_parameter(parameters, "mode")
+        given_policy = _string_parameter(parameters, "policy")
+        # With a MASK nothing is decided: only what the request itself gave counts, and
+        # decision options beside a mask are refused.
+        decision = decision_from_options(
+            mask,
+            mode=given_mode or (None if mask is not None else self.mode),
             seed=_seed(parameters),
             cap=_string_parameter(parameters, "cap"),
-            policy=_string_parameter(parameters, "policy")
-            or ("agent" if mask is not None else self._default_policy),
+            policy=given_policy or ("agent" if mask is not None else self._default_policy),
         )
+        return InferenceRequest(images, budget, decision)
 
     def _check_tensor(self, tensor: Tensor) -> None:
         meta = self.inputs.get(tensor.name)
@@ -413,6 +389,18 @@ class ServedModel:
                 f"input {tensor.name} has shape {list(shape)} but the model takes "
                 f"{list(meta.shape)} (-1: any batch size)"
             )
+
+
+@contextlib.asynccontextmanager
+async def _turn(
+    admission: Admission | None, deadline: float | None, started: bool
+) -> AsyncIterator[None]:
+    """A turn in the server's queue for one chunk, or none when serving without one."""
+    if admission is None or deadline is None:
+        yield
+        return
+    async with admission.turn(deadline, started=started):
+        yield
 
 
 def check_model_name(name: str) -> str:

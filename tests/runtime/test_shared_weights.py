@@ -105,13 +105,24 @@ def test_without_optimised_models_every_session_keeps_its_own(
     backend.close()
 
 
-def test_gpu_providers_keep_their_own_weights(resnet_artifact: Any) -> None:
-    """The pool is for the CPU provider's blocked layouts; a device path keeps ORT's own."""
-    backend = OnnxRuntimeBackend(
-        resnet_artifact.manifest, resnet_artifact.path, threads=1, device="cpu"
-    )
-    assert backend._weights is None
-    backend.close()
+def test_the_device_path_keeps_each_sessions_own_weights(resnet_artifact: Any) -> None:
+    """The pool is for the CPU provider's blocked layouts; the device path (a GPU
+    provider's, forced onto the CPU here) keeps ORT's own weights and the same outputs."""
+    manifest, path = resnet_artifact.manifest, resnet_artifact.path
+    host = OnnxRuntimeBackend(manifest, path, threads=1)
+    device = OnnxRuntimeBackend(manifest, path, threads=1, device="cpu")
+    graphs = ["stem", "full"]
+    host.load(graphs)
+    device.load(graphs)
+    held, distinct = host.weight_bytes
+    assert held > 0
+    assert distinct > 0
+    assert device.weight_bytes == (0, 0)
+    c, h, w = resnet_artifact.net.input_size
+    x = np.random.default_rng(0).standard_normal((2, c, h, w)).astype(np.float32)
+    np.testing.assert_array_equal(device.run("full", [x])[0], host.run("full", [x])[0])
+    host.close()
+    device.close()
 
 
 def test_graphs_with_if_bodies_keep_their_own_weights(tmp_path: Any) -> None:

@@ -25,6 +25,7 @@ from runtime_artifacts import load_artifact_builder
 
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.budget import BudgetController, FixedBudget
+from budget_edge.runtime.request import InferenceRequest
 from budget_edge.serve.admission import Admission
 from budget_edge.serve.app import create_app
 from budget_edge.serve.clock import Clock
@@ -127,10 +128,10 @@ class GatedRuntime:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runtime, name)
 
-    def infer(self, images: Any, **kwargs: Any) -> Any:
-        self.calls.append(len(images))
+    def run(self, request: InferenceRequest) -> Any:
+        self.calls.append(len(np.asarray(request.images)))
         assert self._permits.acquire(timeout=HANG_S), "the test never let the call run"
-        return self._runtime.infer(images, **kwargs)
+        return self._runtime.run(request)
 
     def allow(self, calls: int = 1) -> None:
         """Let `calls` more calls run (those waiting first)."""

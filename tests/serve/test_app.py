@@ -512,7 +512,7 @@ def test_internal_failures_get_500_as_json_and_the_server_keeps_serving(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("backend exploded")
 
-    monkeypatch.setattr(model.runtime, "infer", broken)
+    monkeypatch.setattr(model.runtime, "run", broken)
     images = np.zeros((1, 8, 8, 3), np.uint8)
     with serving(model) as url:
         response = infer_json(url, model.name, {"inputs": [image_input(images)]})
