@@ -17,7 +17,8 @@ BUILDER = Path(__file__).resolve().parent / "runtime" / "conftest.py"
 def load_artifact_builder(module_name: str) -> ModuleType:
     """tests/runtime/conftest.py as a module named `module_name`."""
     spec = importlib.util.spec_from_file_location(module_name, BUILDER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

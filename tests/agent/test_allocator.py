@@ -29,7 +29,8 @@ def test_level_probabilities_are_the_agents_at_each_count() -> None:
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         chances, level_probs = AllocatorGraph(allocator, agent)(x)
-        assert chances.shape == (3, 6) and level_probs.shape == (3, 6, 5)
+        assert chances.shape == (3, 6)
+        assert level_probs.shape == (3, 6, 5)
         assert ((chances > 0) & (chances < 1)).all()
         for count in range(6):
             probs, _ = agent(x, count / 5)
@@ -90,7 +91,8 @@ def test_with_count_masks_the_decision_is_the_allocator_alone() -> None:
     agent = build_agent(3, "light", 1, (1, 28, 28)).eval()
     allocator = build_allocator(3, "light", 1, (1, 28, 28), CALIBRATION, NESTED).eval()
     graph = decision_graph(allocator, agent)
-    assert isinstance(graph, ChancesGraph) and graph.flops() == allocator.flops()
+    assert isinstance(graph, ChancesGraph)
+    assert graph.flops() == allocator.flops()
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(graph(x), torch.sigmoid(allocator(x)))

@@ -70,7 +70,9 @@ def test_settings_check(change: dict[str, Any], match: str) -> None:
 
 def test_latency_stats_follow_trtexec_fields() -> None:
     stats = LatencyStats.of([float(v) for v in range(100, 0, -1)])  # order must not matter
-    assert stats.min == 1.0 and stats.mean == 50.5 and stats.median == 50.5
+    assert stats.min == 1.0
+    assert stats.mean == 50.5
+    assert stats.median == 50.5
     assert stats.p90 == pytest.approx(90.1)
     assert stats.p95 == pytest.approx(95.05)
     assert stats.p99 == pytest.approx(99.01)
@@ -113,7 +115,8 @@ def test_time_jobs_tells_its_progress_between_jobs_never_within_one() -> None:
     time_jobs(jobs, warmup=1, iterations=5, rounds=2, progress=lambda d, t: events.append((d, t)))
     told = [e for e in events if e != "call"]
     total = 3 * (2 + 1 + 5)
-    assert all(t == total for _, t in told) and told[-1] == (total, total)
+    assert all(t == total for _, t in told)
+    assert told[-1] == (total, total)
     assert [d for d, _ in told] == sorted({d for d, _ in told})  # rising
     # Each report comes after whole jobs: the calls before it add up to what it says.
     calls = 0
@@ -170,7 +173,8 @@ def test_the_decision_row_is_named_for_what_decides() -> None:
 def test_random_data_has_the_model_shape_and_no_labels(rt: BudgetRuntime) -> None:
     data = load_bench_data("random", rt, eval_images=12, seed=3)
     c, h, w = rt.manifest.preprocessing.input_size
-    assert data.images.shape == (12, h, w, c) and data.images.dtype == np.uint8
+    assert data.images.shape == (12, h, w, c)
+    assert data.images.dtype == np.uint8
     assert data.labels is None
     again = load_bench_data("random", rt, eval_images=12, seed=3)
     np.testing.assert_array_equal(data.images, again.images)
@@ -224,7 +228,8 @@ def test_folder_dataset_with_the_wrong_class_count_is_refused(
 def test_folder_dataset_is_loaded_with_labels(rt: BudgetRuntime, tmp_path: Path) -> None:
     root = _folder_dataset(tmp_path / "imgs", rt, per_class=2, classes=5)
     data = load_bench_data("folder", rt, data_dir=str(root), eval_images=7)
-    assert data.images.shape[0] == 7 and data.labels is not None
+    assert data.images.shape[0] == 7
+    assert data.labels is not None
     assert data.labels.tolist() == [0, 0, 1, 1, 2, 2, 3]
 
 
@@ -262,7 +267,9 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
         ("budget", 3, 1.0),
     ]
     static = result.row("static", 3)
-    assert static.accuracy == 1.0 and static.usage == 1.0 and static.flops_share == 1.0
+    assert static.accuracy == 1.0
+    assert static.usage == 1.0
+    assert static.flops_share == 1.0
     for c in (0.3, 1.0):
         direct = rt.infer(images, budget=c)
         row = result.row("budget", 1, c)
@@ -273,16 +280,20 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
         assert set(row.breakdown_ms) == {"policy", "stem", "blocks", "head", "hot", "total"}
         assert row.breakdown_ms["policy"] > 0
     policy = result.row("policy", 1)
-    assert policy.accuracy is None and policy.usage is None
+    assert policy.accuracy is None
+    assert policy.usage is None
     assert policy.flops_share == pytest.approx((rt.manifest.flops.policy or 0) / rt.full_flops)
     for r in result.rows:
         lat = r.latency
         assert 0 < lat.min <= lat.median <= lat.p90 <= lat.p95 <= lat.p99
         assert r.throughput == pytest.approx(r.batch / (lat.mean / 1e3))
-        assert r.cpu_ms is not None and r.cpu_ms >= 0
+        assert r.cpu_ms is not None
+        assert r.cpu_ms >= 0
     env = result.environment
-    assert env["backend"] == "onnxruntime" and env["threads_effective"] == 1
-    assert env["cpu"] and env["versions"]["onnxruntime"]
+    assert env["backend"] == "onnxruntime"
+    assert env["threads_effective"] == 1
+    assert env["cpu"]
+    assert env["versions"]["onnxruntime"]
     assert result.data == {"name": "synthetic", "eval_images": 11, "labelled": True}
     assert result.model["num_components"] == rt.num_components
     assert result.latency_table(3) == [
@@ -316,7 +327,8 @@ def test_run_bench_without_labels_has_no_accuracy(rt: BudgetRuntime) -> None:
     assert all(r.accuracy is None for r in result.rows)
     # The component cap makes the budget a ceiling.
     usage = result.row("budget", 2, 0.5).usage
-    assert usage is not None and usage <= 0.5
+    assert usage is not None
+    assert usage <= 0.5
 
 
 def test_run_bench_needs_a_policy(tmp_path: Path) -> None:
@@ -361,14 +373,16 @@ def test_run_bench_times_static_masks_and_zoo_in_the_same_run(
     ]
     one = result.row("static-mask", 2, 0.34)
     chosen = next(m for m in masks if m.kept == 1)  # round(0.34 * 3)
-    assert one.usage == pytest.approx(1 / 3) and one.flops_share == chosen.flops_share
+    assert one.usage == pytest.approx(1 / 3)
+    assert one.flops_share == chosen.flops_share
     assert one.accuracy == pytest.approx(
         mask_accuracy(rt, images, labels, np.array(chosen.mask, np.uint8))
     )
     assert result.row("static-mask", 2, 1.0).accuracy == 1.0
     assert one.distinct_masks == 1
     zoo = result.row("zoo", 2, name="small")
-    assert zoo.accuracy == pytest.approx(zoo_acc) and zoo.usage is None
+    assert zoo.accuracy == pytest.approx(zoo_acc)
+    assert zoo.usage is None
     assert result.to_dict()["static_masks"][0]["kept"] == rt.num_components
 
 
@@ -426,8 +440,11 @@ def test_each_row_is_paired_with_the_nearest_latency_row_of_another_method() -> 
     correct.update({id(static): right, id(far): wrong_five, id(policy): None})
     pair_with_nearest(rows, correct)
     # Not the other budget (same method), not the batch-8 row: the zoo model.
-    assert budget.paired is not None and budget.paired["against"] == "zoo small"
+    assert budget.paired is not None
+    assert budget.paired["against"] == "zoo small"
     assert budget.paired["accuracy_delta"] == pytest.approx(0.05)
     assert budget.paired["p_value"] == pytest.approx(2 / 2**5)
-    assert zoo.paired is not None and zoo.paired["against"] == "c=0.5"
-    assert policy.paired is None and far.paired is None  # alone at its batch size
+    assert zoo.paired is not None
+    assert zoo.paired["against"] == "c=0.5"
+    assert policy.paired is None
+    assert far.paired is None

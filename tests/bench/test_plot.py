@@ -54,7 +54,8 @@ def test_a_method_keeps_its_colour_in_every_panel() -> None:
             if not line.get_label().startswith("_"):
                 colours.setdefault(line.get_label(), set()).add(line.get_color())
     zoo = colours["zoo: resnet8"]
-    assert len(zoo) == 1 and zoo != colours["static full graph"]
+    assert len(zoo) == 1
+    assert zoo != colours["static full graph"]
     assert all(len(c) == 1 for c in colours.values()), colours
 
 
@@ -65,7 +66,8 @@ def test_accuracy_is_in_percent_and_every_point_is_inside_the_front() -> None:
     low, high = front.get_ylim()
     points = [y for line in front.get_lines() for y in line.get_ydata()]
     assert min(points) == pytest.approx(35.0)  # static mask at c = 0.5: 0.7 * 0.5
-    assert low < min(points) and high > max(points)
+    assert low < min(points)
+    assert high > max(points)
 
 
 def test_the_title_says_what_was_measured_where() -> None:

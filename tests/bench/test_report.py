@@ -79,7 +79,8 @@ def test_json_round_trips_every_row(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert [r["label"] for r in data["rows"]] == ["static", "policy", "c=0.5", "c=1"] * 2
     first = data["rows"][2]
-    assert first["latency"]["p99"] == pytest.approx(1.3) and first["budget"] == 0.5
+    assert first["latency"]["p99"] == pytest.approx(1.3)
+    assert first["budget"] == 0.5
     assert data["environment"]["cpu"] == "Test CPU"
     assert not list(tmp_path.glob(".bench.json.*"))  # no temporary file left behind
 
@@ -103,13 +104,16 @@ def test_csv_has_one_line_per_row_with_trtexec_fields(tmp_path: Path) -> None:
         "p99_ms",
     ]
     assert {r["precision"] for r in rows} == {"fp32"}
-    assert rows[3]["label"] == "c=1" and float(rows[3]["blocks_ms"]) == 1.0
-    assert rows[1]["accuracy"] == "" and rows[1]["blocks_ms"] == ""
+    assert rows[3]["label"] == "c=1"
+    assert float(rows[3]["blocks_ms"]) == 1.0
+    assert rows[1]["accuracy"] == ""
+    assert rows[1]["blocks_ms"] == ""
 
 
 def test_markdown_names_the_machine_and_has_the_table(tmp_path: Path) -> None:
     text = report.write_markdown(_result(labelled=False), tmp_path / "bench.md").read_text()
-    assert "Test CPU" in text and "onnxruntime, threads 2" in text
+    assert "Test CPU" in text
+    assert "onnxruntime, threads 2" in text
     assert "no labels" in text
     assert text.startswith("# budget-edge bench: resnet56, mode allocate")
     table = [line for line in text.splitlines() if line.startswith("|")]
@@ -147,7 +151,8 @@ def test_the_verdict_is_the_fastest_row_as_accurate_as_the_best() -> None:
     ]
     result = BenchResult(rows, {}, {"labelled": True}, {}, {})
     line = report.verdict(result)
-    assert line is not None and line.startswith("batch 1: deploy c=0.5 (92.8%, 1.00 ms, 0.50x")
+    assert line is not None
+    assert line.startswith("batch 1: deploy c=0.5 (92.8%, 1.00 ms, 0.50x")
     assert "as accurate as the best row, static (93.0%" in line
     unlabelled = BenchResult([row("static", 2.0, 0.9, (0.8, 1.0))], {}, {}, {}, {})
     unlabelled.rows[0].accuracy = None

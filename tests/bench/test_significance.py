@@ -9,7 +9,8 @@ from budget_edge.bench.significance import mcnemar_exact, wilson_interval
 def test_wilson_interval_matches_the_textbook_values():
     # Newcombe (1998), table I: 81 of 263 -> 0.2553 to 0.3662.
     low, high = wilson_interval(81, 263)
-    assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
+    assert low == pytest.approx(0.2553, abs=1e-4)
+    assert high == pytest.approx(0.3662, abs=1e-4)
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
     assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
     low, high = wilson_interval(9300, 10000)  # a Fashion-MNIST accuracy: about +-0.5 points

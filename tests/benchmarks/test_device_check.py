@@ -37,5 +37,6 @@ def test_the_device_check_runs_dry_and_says_what_it_skipped(tmp_path: Path) -> N
     assert (per_image["budget 0.4"], per_image["budget 0.7"], per_image["budget 1"]) == (1, 2, 3)
     assert {r["distinct_masks"] for r in rows if r["case"] == "masks" and r["batch"] > 1} == {2}
     assert stages["export"]["mode"] == "allocate"  # so budgets at batch 1 take the count plan
-    assert stages["torch"]["ok"] and stages["gpu-data-path"]["ok"]
+    assert stages["torch"]["ok"]
+    assert stages["gpu-data-path"]["ok"]
     assert "| tensorrt | skipped |" in out.with_suffix(".md").read_text()

@@ -34,7 +34,8 @@ def test_a_stage_waits_for_its_training_run(monkeypatch) -> None:
     """best.pt exists from the first epoch on: the stage must also wait for the last."""
     zoo8 = next(s for s in fair_front.stages() if s.name == "zoo resnet8-s0")
     best = Path(zoo8.needs[0])
-    assert best.name == "best.pt" and "resnet8-s0" in best.parts
+    assert best.name == "best.pt"
+    assert "resnet8-s0" in best.parts
     assert best.exists()  # committed, mid-training
     monkeypatch.setattr(fair_front, "finished", lambda run: run != "resnet8-s0")
     assert not fair_front.ready(zoo8)

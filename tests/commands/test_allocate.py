@@ -40,11 +40,13 @@ def test_allocate_then_evaluate(
         ["allocate", str(checkpoint), "--data-dir", str(data), "--out", str(out), *QUICK], capsys
     )
     assert code == 0, err
-    assert "epoch 2/2" in stdout and f"wrote {out}" in stdout
+    assert "epoch 2/2" in stdout
+    assert f"wrote {out}" in stdout
     loaded = load_checkpoint(out)
     assert loaded.allocator is not None
     table = loaded.allocator.count_masks  # row k: the agent's top-k mask
-    assert table is not None and [sum(row) for row in table] == list(range(len(table)))
+    assert table is not None
+    assert [sum(row) for row in table] == list(range(len(table)))
     assert loaded.meta["allocate_command"].startswith("budget-edge allocate ")
     assert 0.0 <= loaded.meta["allocator"]["saturation_budget"] <= 1.0
     assert "saturation" not in loaded.meta["allocate_command"]
@@ -103,7 +105,9 @@ def test_bad_options_fail_in_one_line(
         ],
         capsys,
     )
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.pt").exists()
 
 
@@ -141,11 +145,13 @@ def test_a_backbone_alone_or_a_folder_is_refused(
         ["allocate", str(bare), "--data-dir", str(data), "--out", str(tmp_path / "a.pt"), *QUICK],
         capsys,
     )
-    assert code == 2 and "no agent" in err
+    assert code == 2
+    assert "no agent" in err
     code, _, err = run(
         ["allocate", str(bare), "--data-dir", str(data), "--out", str(tmp_path), *QUICK], capsys
     )
-    assert code == 2 and "is a folder" in err
+    assert code == 2
+    assert "is a folder" in err
 
 
 def test_evaluate_allocate_needs_an_allocator(
@@ -165,7 +171,8 @@ def test_evaluate_allocate_needs_an_allocator(
         ],
         capsys,
     )
-    assert code == 2 and "budget-edge allocate" in err
+    assert code == 2
+    assert "budget-edge allocate" in err
 
 
 def test_a_checkpoint_with_a_validation_split_calibrates_on_it(

@@ -44,7 +44,8 @@ def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
     ]
     result = CliRunner().invoke(cli_module.cli, args)
     assert result.exit_code == 0, result.output
-    assert "static" in result.output and "c=0.5" in result.output
+    assert "static" in result.output
+    assert "c=0.5" in result.output
     data = json.loads(out["json"].read_text())
     assert [(r["kind"], r["batch"]) for r in data["rows"]] == [
         ("static", 1),
@@ -56,7 +57,8 @@ def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
         ("budget", 2),
         ("budget", 2),
     ]
-    assert data["settings"]["iterations"] == 3 and data["environment"]["threads"] == 1
+    assert data["settings"]["iterations"] == 3
+    assert data["environment"]["threads"] == 1
     assert data["settings"]["command"].startswith(
         f"budget-edge bench {artifact} --budgets 0.5:1.0:0.5 --batch 1,2 --data random"
     )
@@ -88,7 +90,8 @@ def test_bench_with_a_capped_budget_and_sampled_masks(artifact: Path, tmp_path: 
     result = CliRunner().invoke(cli_module.cli, args)
     assert result.exit_code == 0, result.output
     data = json.loads(path.read_text())
-    assert data["settings"]["cap"] == "components" and data["settings"]["mode"] == "sample"
+    assert data["settings"]["cap"] == "components"
+    assert data["settings"]["mode"] == "sample"
     budget_row = next(r for r in data["rows"] if r["kind"] == "budget")
     assert budget_row["usage"] <= 0.34
 
@@ -105,7 +108,8 @@ def _fail(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_missing_artifact_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail(["bench", str(tmp_path / "nope")], capsys)
-    assert err.startswith("error: artifact directory") and "does not exist" in err
+    assert err.startswith("error: artifact directory")
+    assert "does not exist" in err
 
 
 @pytest.mark.parametrize(
@@ -134,7 +138,8 @@ def test_missing_data(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         ["bench", str(artifact), "--data", "cifar10", "--data-dir", str(tmp_path / "none"), *QUICK],
         capsys,
     )
-    assert err.startswith("error: ") and "cifar" in err.lower()
+    assert err.startswith("error: ")
+    assert "cifar" in err.lower()
 
 
 def test_report_folder_missing_fails_before_timing(
@@ -153,7 +158,8 @@ def test_a_report_path_that_is_no_writable_file_fails_before_timing(
 
 def test_a_negative_seed_is_a_usage_error(artifact: Path) -> None:
     result = CliRunner().invoke(cli_module.cli, ["bench", str(artifact), "--seed", "-1"])
-    assert result.exit_code == 2 and "--seed" in result.output
+    assert result.exit_code == 2
+    assert "--seed" in result.output
 
 
 def test_unknown_cap_is_a_usage_error(artifact: Path) -> None:
@@ -181,12 +187,14 @@ def test_zoo_and_static_search_errors(
     artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     err = _fail(["bench", str(artifact), "--zoo", str(tmp_path / "none"), *QUICK], capsys)
-    assert err.startswith("error: --zoo:") and "not an artifact directory" in err
+    assert err.startswith("error: --zoo:")
+    assert "not an artifact directory" in err
     err = _fail(["bench", str(artifact), "--static-search-images", "100", *QUICK], capsys)
     assert err.startswith("error: the static-mask search needs labelled data, not --data random")
     # the older name parses as the new one, and the refusal comes before loading
     err = _fail(["bench", str(artifact) + "-missing", "--static-search", "100"], capsys)
-    assert "--data fashion-mnist" in err and "does not exist" not in err
+    assert "--data fashion-mnist" in err
+    assert "does not exist" not in err
 
 
 def test_bench_with_a_zoo_row(artifact: Path, tmp_path: Path) -> None:
@@ -227,4 +235,6 @@ def test_in_a_log_the_table_is_whole_and_its_columns_explained(
     assert f"zoo {zoo[1]}" in result.output  # the second of the same name: its whole path
     assert max(len(line) for line in result.output.splitlines()) > 160
     legend = next(line for line in result.output.splitlines() if "x static:" in line)
-    assert "paired:" in legend and "95% CI:" in legend and "masks:" in legend
+    assert "paired:" in legend
+    assert "95% CI:" in legend
+    assert "masks:" in legend

@@ -22,6 +22,9 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_build_engines_errors_are_one_line(tmp_path: Path, capsys) -> None:
     code, _, err = cli(["build-engines", str(tmp_path / "nothing")], capsys)
-    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    assert code == 2
+    assert "does not exist" in err
+    assert err.count("\n") == 1
     code, _, err = cli(["build-engines", str(tmp_path), "--precision", "int4"], capsys)
-    assert code == 2 and "int4" in err
+    assert code == 2
+    assert "int4" in err

@@ -41,9 +41,11 @@ def test_plan_starts_from_the_checkpoint_and_benches_against_the_zoo(tmp_path: P
     assert str(ckpt) in by_name["train"].args
     assert str(tmp_path / "budgetnet" / "budgetnet.pt") in by_name["allocate"].args
     allocated = str(tmp_path / "budgetnet" / "allocated.pt")
-    assert allocated in by_name["evaluate"].args and allocated in by_name["export"].args
+    assert allocated in by_name["evaluate"].args
+    assert allocated in by_name["export"].args
     artifact = str(tmp_path / "artifact")
-    assert artifact in by_name["quantize"].args and artifact in by_name["serve"].args
+    assert artifact in by_name["quantize"].args
+    assert artifact in by_name["serve"].args
     assert str(zoo) in by_name["export-zoo"].args
     bench = by_name["bench"].args
     assert bench[bench.index("--zoo") + 1] == str(tmp_path / "zoo-artifact")
@@ -51,7 +53,8 @@ def test_plan_starts_from_the_checkpoint_and_benches_against_the_zoo(tmp_path: P
     # The evaluation, the export and the bench show the per-image allocation by default,
     # as a user's own commands would: no --mode, no --fuse-top.
     for stage in stages:
-        assert "--mode" not in stage.args and "--fuse-top" not in stage.args
+        assert "--mode" not in stage.args
+        assert "--fuse-top" not in stage.args
 
 
 def test_plan_from_scratch_pretrains_the_backbone_and_the_zoo_member(tmp_path: Path) -> None:
@@ -78,7 +81,9 @@ def test_without_the_committed_checkpoint_it_says_what_to_pass(
         main(["demo", "--out", str(tmp_path / "demo")])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--checkpoint PATH" in err and "--from-scratch" in err
+    assert err.count("\n") == 1
+    assert "--checkpoint PATH" in err
+    assert "--from-scratch" in err
     assert not (tmp_path / "demo").exists()
 
 
@@ -96,7 +101,8 @@ def _check_outputs(out: Path, zoo: str) -> None:
     assert {r["precision"] for r in report["rows"]} == {"fp32", "int8"}
     assert report["settings"]["mode"] == "allocate"
     zoo_rows = [r for r in report["rows"] if r["kind"] == "zoo"]
-    assert [r["name"] for r in zoo_rows] == [zoo] and zoo_rows[0]["accuracy"] is not None
+    assert [r["name"] for r in zoo_rows] == [zoo]
+    assert zoo_rows[0]["accuracy"] is not None
     assert (out / "bench" / "bench.png").stat().st_size > 0
     sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
     assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
@@ -132,7 +138,8 @@ def test_smoke_demo_from_scratch_needs_nothing_committed(
     monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
     out = tmp_path / "demo"
     main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out)])
-    assert (out / "pretrain" / "best.pt").exists() and (out / "pretrain-zoo" / "best.pt").exists()
+    assert (out / "pretrain" / "best.pt").exists()
+    assert (out / "pretrain-zoo" / "best.pt").exists()
     _check_outputs(out, "resnet8")
 
 

@@ -46,10 +46,12 @@ def test_writes_json_csv_markdown_and_plots(
     ]
     code, stdout, err = cli(args, capsys)
     assert code == 0, err
-    assert "| 0.25 |" in stdout and "| 1.00 |" in stdout
+    assert "| 0.25 |" in stdout
+    assert "| 1.00 |" in stdout
     result = json.loads((out / "sweep.json").read_text())
     assert [row["budget"] for row in result["rows"]] == [0.25, 0.5, 1.0]
-    assert result["dataset"] == "fashion-mnist" and result["num_images"] == 20
+    assert result["dataset"] == "fashion-mnist"
+    assert result["num_images"] == 20
     assert result["validation"] == "last 20 training images"
     assert "cpu_count" in result["machine"]
     for name in (
@@ -87,7 +89,8 @@ def test_rank_mode_is_recorded(
     )
     assert code == 0, err
     result = json.loads((out / "sweep.json").read_text())
-    assert result["mask_mode"] == "rank" and "masks: rank" in stdout
+    assert result["mask_mode"] == "rank"
+    assert "masks: rank" in stdout
     k = result["num_components"]
     assert abs(result["rows"][0]["usage_mean"] - round(0.5 * k - 1e-9) / k) < 1e-9
 
@@ -121,12 +124,14 @@ def test_checkpoint_without_agent(
         [str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "e")], capsys
     )
     assert code == 2
-    assert "without an agent" in err and "budget-edge train" in err
+    assert "without an agent" in err
+    assert "budget-edge train" in err
 
 
 def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "e")], capsys)
-    assert code == 2 and "not found" in err
+    assert code == 2
+    assert "not found" in err
 
 
 @pytest.mark.parametrize("budgets", ["0.1:1.0", "a,b", "0.5:0.1:0.1", "2"])
@@ -134,7 +139,8 @@ def test_bad_budgets(budgets: str, tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = cli(
         [str(tmp_path / "nope.pt"), "--budgets", budgets, "--out", str(tmp_path)], capsys
     )
-    assert code == 2 and "budgets" in err
+    assert code == 2
+    assert "budgets" in err
 
 
 def test_zoo_models_are_points_of_the_sweep(
@@ -164,10 +170,13 @@ def test_zoo_models_are_points_of_the_sweep(
     assert code == 0, err
     result = json.loads((out / "sweep.json").read_text())
     (zoo,) = result["zoo"]
-    assert zoo["name"] == str(small) and 0.0 <= zoo["accuracy"] <= 1.0 and zoo["flops"] > 0
+    assert zoo["name"] == str(small)
+    assert 0.0 <= zoo["accuracy"] <= 1.0
+    assert zoo["flops"] > 0
     assert "Zoo (trained on their own)" in stdout
     row = result["rows"][0]
-    assert 0.0 <= row["best_static_accuracy"] <= 1.0 and row["mask_class_mi"] >= 0.0
+    assert 0.0 <= row["best_static_accuracy"] <= 1.0
+    assert row["mask_class_mi"] >= 0.0
     code, _, err = cli(
         [
             str(checkpoint),
@@ -180,7 +189,8 @@ def test_zoo_models_are_points_of_the_sweep(
         ],
         capsys,
     )
-    assert code == 2 and err.startswith("error: ")
+    assert code == 2
+    assert err.startswith("error: ")
 
 
 def test_out_and_val_size_are_checked_before_the_sweep(
@@ -191,10 +201,8 @@ def test_out_and_val_size_are_checked_before_the_sweep(
     code, _, err = cli(
         [str(checkpoint), "--data-dir", str(data), "--out", str(tmp_path / "taken")], capsys
     )
-    assert (
-        code == 2
-        and err == f"error: --out {tmp_path / 'taken'} is a file: give a folder for the reports\n"
-    )
+    assert code == 2
+    assert err == f"error: --out {tmp_path / 'taken'} is a file: give a folder for the reports\n"
     code, _, err = cli(
         [
             str(checkpoint),
@@ -207,5 +215,6 @@ def test_out_and_val_size_are_checked_before_the_sweep(
         ],
         capsys,
     )
-    assert code == 2 and "--val-size 1000000000 is not smaller than the 40 training" in err
+    assert code == 2
+    assert "--val-size 1000000000 is not smaller than the 40 training" in err
     assert err.count("\n") == 1

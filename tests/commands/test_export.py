@@ -34,20 +34,26 @@ def test_export_then_build_engines_without_tensorrt(tmp_path: Path, capsys) -> N
     ckpt = save_checkpoint(tmp_path / "r20.pt", build_backbone("resnet20"), meta=META)
     code, out, err = cli(["export", str(ckpt), "--out", str(tmp_path / "art")], capsys)
     assert code == 0, err
-    assert "exported resnet20 (budget-edge)" in out and "policy no" in out
+    assert "exported resnet20 (budget-edge)" in out
+    assert "policy no" in out
     manifest = verify_files(tmp_path / "art")
-    assert manifest.roles["policy"] is None and manifest.roles["full"] == "full"
+    assert manifest.roles["policy"] is None
+    assert manifest.roles["full"] == "full"
     # This machine has TensorRT's type stubs but not TensorRT: one line saying what to install.
     code, _, err = cli(["build-engines", str(tmp_path / "art"), "--precision", "fp32"], capsys)
     assert code == 2
-    assert err.startswith("error: ") and "pip install tensorrt" in err and "\n" == err[-1]
+    assert err.startswith("error: ")
+    assert "pip install tensorrt" in err
+    assert "\n" == err[-1]
 
 
 def test_export_errors_are_one_line(tmp_path: Path, capsys) -> None:
     code, _, err = cli(
         ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")], capsys
     )
-    assert code == 2 and "checkpoint file not found" in err and err.count("\n") == 1
+    assert code == 2
+    assert "checkpoint file not found" in err
+    assert err.count("\n") == 1
 
 
 def test_an_opset_below_18_is_refused_up_front(tmp_path: Path, capsys) -> None:
@@ -56,7 +62,9 @@ def test_an_opset_below_18_is_refused_up_front(tmp_path: Path, capsys) -> None:
         ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"), "--opset", "17"],
         capsys,
     )
-    assert code == 2 and "--opset" in err and "18" in err
+    assert code == 2
+    assert "--opset" in err
+    assert "18" in err
 
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -77,7 +85,8 @@ def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
     ckpt = save_checkpoint(tmp_path / "r8.pt", net, meta=meta)
     art = tmp_path / "art"
     code, _, err = cli(["export", str(ckpt), "--out", str(art), "--static-masks", "random"], capsys)
-    assert code == 2 and err.startswith(
+    assert code == 2
+    assert err.startswith(
         "error: the static-mask search needs labelled data, not --static-masks random"
     )
     assert not art.exists()  # refused before the export

@@ -153,7 +153,8 @@ def renamed_command(value):
 def test_an_error_about_a_renamed_option_names_the_new_spelling():
     result = CliRunner().invoke(renamed_command, ["--old-name", "x"])
     assert result.exit_code == 2
-    assert "'--new-name'" in result.output and "--old-name'" not in result.output
+    assert "'--new-name'" in result.output
+    assert "--old-name'" not in result.output
     assert CliRunner().invoke(renamed_command, ["--old-name", "3"]).output == "value 3\n"
     with pytest.raises(TypeError, match="must be among them"):
         Renamed(["--a", "v"], old=["--b"])

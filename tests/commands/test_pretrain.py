@@ -70,7 +70,8 @@ def test_trains_and_prints_the_final_accuracy(fmnist: Path, tmp_path: Path, caps
 
 def test_quiet_prints_nothing(fmnist: Path, tmp_path: Path, capsys):
     code, stdout, _ = cli(tiny(fmnist, tmp_path / "run", "--quiet"), capsys)
-    assert code == 0 and stdout == ""
+    assert code == 0
+    assert stdout == ""
 
 
 def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
@@ -179,7 +180,8 @@ def test_the_default_split_is_a_tenth_and_a_resume_keeps_the_runs(
 ) -> None:
     from budget_edge.commands.pretrain import default_val_size
 
-    assert default_val_size(60000) == 5000 and default_val_size(24) == 2
+    assert default_val_size(60000) == 5000
+    assert default_val_size(24) == 2
     assert default_val_size(9) == 0  # too few to hold any out
     args = [a for a in tiny(fmnist, tmp_path) if a not in ("--val-size", "4")]
     code, _, err = cli([*args, "--epochs", "2"], capsys)

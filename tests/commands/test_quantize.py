@@ -61,7 +61,8 @@ def test_quantize_then_bench_both_precisions(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "added int8 graphs" in result.output and "smaller than fp32" in result.output
+    assert "added int8 graphs" in result.output
+    assert "smaller than fp32" in result.output
     recipe = json.loads((art / "manifest.json").read_text())["precisions"]["int8"]["recipe"]
     assert recipe["calibration"]["data"].startswith(f"folder:{image_folder} training split, 20")
     assert recipe["calibration"]["passes"] == ["all kept", "agent c=0.5", "agent c=1"]
@@ -166,7 +167,8 @@ def test_bench_a_precision_the_artifact_lacks(
     artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     err = _fail(["bench", str(artifact), "--precision", "fp32,int8", *QUICK], capsys)
-    assert "no int8 graphs" in err and "budget-edge quantize" in err
+    assert "no int8 graphs" in err
+    assert "budget-edge quantize" in err
 
 
 def test_bench_an_unknown_precision(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,5 +200,6 @@ def test_quantizing_a_signed_artifact_says_to_sign_again_or_signs(
         BudgetRuntime.load(stale, trusted_keys=[pub])
     done = runner.invoke(cli_module.cli, ["quantize", str(resigned), *quantize, "--sign", str(key)])
     assert done.exit_code == 0, done.output
-    assert f"signed {resigned} again" in done.stdout and "warning" not in done.stderr
+    assert f"signed {resigned} again" in done.stdout
+    assert "warning" not in done.stderr
     BudgetRuntime.load(resigned, trusted_keys=[pub], precision="fp16").close()

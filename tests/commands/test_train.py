@@ -47,13 +47,16 @@ def test_trains_and_reports_each_epoch(
 ) -> None:
     code, out, err = cli(tiny(*inputs, tmp_path / "run"), capsys)
     assert code == 0, err
-    assert "epoch 1 curriculum" in out and "epoch 2 finetune" in out
-    assert "img/s" in out and "usage" in out
+    assert "epoch 1 curriculum" in out
+    assert "epoch 2 finetune" in out
+    assert "img/s" in out
+    assert "usage" in out
     # Once, before the first epoch: what each abbreviation of the epoch lines means.
     lines = out.splitlines()
     legend = [i for i, line in enumerate(lines) if line.startswith("fields: ")]
     first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1 "))
-    assert len(legend) == 1 and legend[0] < first_epoch, out
+    assert len(legend) == 1, out
+    assert legend[0] < first_epoch, out
     epoch_lines = " ".join(line for line in lines if line.startswith("epoch "))
     explained = lines[legend[0]]
     # (as an epoch line writes it, as the legend names it)
@@ -69,33 +72,38 @@ def test_trains_and_reports_each_epoch(
         (" u=", "usage u"),
         (" c=", "c=C"),
     ]:
-        assert used in epoch_lines and named in explained, (used, named)
+        assert used in epoch_lines, (used, named)
+        assert named in explained, (used, named)
     loaded = load_checkpoint(tmp_path / "run" / "budgetnet.pt")
     assert loaded.agent is not None
 
 
 def test_needs_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(["--out", str(tmp_path / "run")], capsys)
-    assert code == 2 and "--checkpoint" in err
+    assert code == 2
+    assert "--checkpoint" in err
 
 
 def test_resume_takes_no_other_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(["--out", str(tmp_path), "--resume", "--lr", "0.1"], capsys)
-    assert code == 2 and "drop the other options" in err
+    assert code == 2
+    assert "drop the other options" in err
 
 
 def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(
         ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")], capsys
     )
-    assert code == 2 and "not found" in err
+    assert code == 2
+    assert "not found" in err
 
 
 def test_bad_hyperparameter(
     inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = cli([*tiny(*inputs, tmp_path / "run"), "--alpha", "0.2"], capsys)
-    assert code == 2 and "alpha" in err
+    assert code == 2
+    assert "alpha" in err
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
@@ -110,7 +118,8 @@ def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     loaded = load_checkpoint(path)
-    assert loaded.agent is not None and loaded.train_state is not None
+    assert loaded.agent is not None
+    assert loaded.train_state is not None
     out = {f"b.{k}": v for k, v in loaded.backbone.state_dict().items()}
     out.update({f"a.{k}": v for k, v in loaded.agent.state_dict().items()})
     for key, state in loaded.train_state["optimizer"]["state"].items():

@@ -17,7 +17,8 @@ def test_generated_idx_files_load(fmnist_dir: Path):
     test = load_fashion_mnist(fmnist_dir, "test")
     assert train.images.shape == (20, 28, 28, 1)
     assert test.images.shape == (10, 28, 28, 1)
-    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
+    assert train.images.dtype == np.uint8
+    assert train.labels.dtype == np.int64
     assert train.labels.tolist() == [i % 10 for i in range(20)]
     assert train.info.input_size == (1, 28, 28)
     assert train.info.class_names[0] == "T-shirt/top"
@@ -97,7 +98,8 @@ class TestRealFashionMnist:
         test = load_fashion_mnist(split="test")
         assert train.images.shape == (60000, 28, 28, 1)
         assert test.images.shape == (10000, 28, 28, 1)
-        assert train.labels.min() == 0 and train.labels.max() == 9
+        assert train.labels.min() == 0
+        assert train.labels.max() == 9
         # Fashion-MNIST is exactly balanced: 6000 and 1000 per class.
         assert np.bincount(train.labels).tolist() == [6000] * 10
         assert np.bincount(test.labels).tolist() == [1000] * 10

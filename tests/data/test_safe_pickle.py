@@ -25,7 +25,8 @@ def test_plain_cifar_structures_round_trip():
     obj = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"labels": [1, 2], b"n": 3}
     loaded = safe_loads(py2_style_pickle(obj), "test")
     np.testing.assert_array_equal(loaded[b"data"], obj[b"data"])
-    assert loaded[b"labels"] == [1, 2] and loaded[b"n"] == 3
+    assert loaded[b"labels"] == [1, 2]
+    assert loaded[b"n"] == 3
 
 
 def test_numpy2_module_name_is_accepted_too():

@@ -18,7 +18,9 @@ def arrays(n: int, seed: int = 0) -> ImageArrays:
 def test_the_split_is_disjoint_complete_and_stratified():
     data = arrays(300)
     rest, val, split = split_validation(data, 30)
-    assert len(rest) == 270 and len(val) == 30 and split.size == 30
+    assert len(rest) == 270
+    assert len(val) == 30
+    assert split.size == 30
     assert np.bincount(val.labels, minlength=3).tolist() == [10, 10, 10]
 
     def rows(*parts: ImageArrays) -> list[bytes]:
@@ -38,7 +40,8 @@ def test_the_split_ignores_everything_but_the_data_and_its_size():
     assert np.array_equal(first, validation_indices(data.labels, 30))
     assert not np.array_equal(first, validation_indices(data.labels, 30, seed=1))
     quota = validation_indices(data.labels, 31)
-    assert len(quota) == 31 and len(np.unique(quota)) == 31
+    assert len(quota) == 31
+    assert len(np.unique(quota)) == 31
 
 
 @pytest.mark.parametrize("size", [0, 300, -5])

@@ -31,7 +31,8 @@ def test_normalisation_without_augmentation():
     data = toy()
     dataset = ImageDataset(data, train=False)
     x, y = dataset.__getitems__([3, 1])
-    assert x.dtype == torch.float32 and x.shape == (2, 3, 8, 8)
+    assert x.dtype == torch.float32
+    assert x.shape == (2, 3, 8, 8)
     expected = (data.images[[3, 1]].transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.25
     np.testing.assert_allclose(x.numpy(), expected, rtol=1e-5, atol=1e-5)
     assert y.tolist() == [3, 1]
@@ -43,7 +44,8 @@ def test_normalisation_without_augmentation():
 def test_explicit_mean_std_override_the_info():
     dataset = ImageDataset(toy(), mean=[0.0] * 3, std=[1.0] * 3)
     x, _ = dataset.__getitems__([0])
-    assert float(x.max()) <= 1.0 and float(x.min()) > 0.0
+    assert float(x.max()) <= 1.0
+    assert float(x.min()) > 0.0
 
 
 def test_padding_follows_the_image_size():
@@ -74,7 +76,8 @@ def test_every_augmented_image_is_a_padded_crop_possibly_mirrored():
         assert matches, f"image {n} is not a crop of its padded original"
         seen_flip |= any(flip for _, _, flip in matches)
         seen_shift |= any((dy, dx) != (2, 2) for dy, dx, _ in matches)
-    assert seen_flip and seen_shift
+    assert seen_flip
+    assert seen_shift
 
 
 def test_augmentation_is_reproducible_from_the_torch_rng_state():

@@ -264,7 +264,8 @@ def test_inline_commands_name_real_options(doc: str, line: str) -> None:
 def test_the_docs_are_scanned() -> None:
     """Guard against a parser that silently finds nothing."""
     found = {doc_name(doc): len(fenced_commands(doc.read_text())) for doc in DOCS}
-    assert found["docs/jetson.md"] >= 8 and found["docs/checkpoints.md"] >= 5, found
+    assert found["docs/jetson.md"] >= 8, found
+    assert found["docs/checkpoints.md"] >= 5, found
     for doc in ("protocol", "security", "quantize", "pretrain", "budgetnet"):
         assert found[f"docs/{doc}.md"] >= 1, found
     assert found["README.md"] >= 1, found
@@ -539,7 +540,8 @@ def test_jetson_device_loop_runs_without_torch(tmp_path: Path) -> None:
     printed = [
         re.fullmatch(r"class\d budget=([\d.]+) latency_ms=[\d.]+", line) for line in lines[:-1]
     ]
-    assert len(printed) == STEPS and all(printed), done.stdout[-2000:]
+    assert len(printed) == STEPS, done.stdout[-2000:]
+    assert all(printed), done.stdout[-2000:]
     # The battery file was read (a failed read would give the safe budget 0.3) ...
     assert report["battery"] == 0.6
     # ... and no call got more than the battery allows.

@@ -57,7 +57,8 @@ def test_the_manifest_records_the_allocator(allocated) -> None:
     assert m.allocation.prices == CALIBRATION["prices"]
     graph = next(g for g in m.graphs if g.name == "allocator")
     if allocated["allocator"].count_masks is None:  # the agent's features run too
-        assert m.allocation.count_masks is None and len(graph.outputs) == 2
+        assert m.allocation.count_masks is None
+        assert len(graph.outputs) == 2
         assert m.flops.allocator > m.flops.policy
     else:  # the allocator alone
         assert m.allocation.count_masks == allocated["allocator"].count_masks
@@ -75,7 +76,8 @@ def test_with_count_masks_each_image_runs_the_row_of_its_count(allocated) -> Non
             out = rt.infer(x, budget=budget, mode="allocate")
             counts = out.mask.sum(axis=1)
             np.testing.assert_array_equal(out.mask, np.asarray(table, np.uint8)[counts])
-            assert out.probs is not None and (out.probs[out.mask == 0] == 0).all()
+            assert out.probs is not None
+            assert (out.probs[out.mask == 0] == 0).all()
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -418,7 +420,8 @@ def test_the_artifact_runs_its_own_mode_by_default(allocated, tmp_path, exporter
         allocated["net"], allocated["agent"], META, "budget-edge", allocator=allocated["allocator"]
     )
     greedy = export_checkpoint(loaded, tmp_path / "greedy", exporter=exporter, mode="greedy")
-    assert greedy.decision_mode == "greedy" and greedy.hot_policies == []
+    assert greedy.decision_mode == "greedy"
+    assert greedy.hot_policies == []
     rt_greedy = BudgetRuntime.load(tmp_path / "greedy", backend="onnxruntime", threads=1)
     assert np.array_equal(
         rt_greedy.infer(images, budget=0.4).mask, rt.infer(images, budget=0.4, mode="greedy").mask
@@ -466,7 +469,8 @@ def test_the_count_table_is_the_uniform_baseline_of_the_same_graphs(allocated) -
     low, high = row.accuracy_ci
     assert low <= row.accuracy <= high
     budget = result.row("budget", 1, 0.5)
-    assert budget.paired is not None and row.paired is not None
+    assert budget.paired is not None
+    assert row.paired is not None
 
 
 def test_warm_up_makes_every_session_the_default_path_needs(allocated) -> None:
@@ -474,7 +478,8 @@ def test_warm_up_makes_every_session_the_default_path_needs(allocated) -> None:
     with BudgetRuntime.load(allocated["dir"], threads=1, warm_up=True) as rt:
         made = set(rt.backend._sessions)
         assert {h.graph for h in rt.manifest.hot_policies} <= made
-        assert rt.manifest.roles["full"] in made and rt.manifest.roles["allocator"] in made
+        assert rt.manifest.roles["full"] in made
+        assert rt.manifest.roles["allocator"] in made
         for budget in (0.1, 0.5, 0.9):
             rt.infer(x, budget=budget)
         assert set(rt.backend._sessions) == made  # no call after it makes a session

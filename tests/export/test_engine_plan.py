@@ -35,9 +35,11 @@ def test_bad_settings_are_config_errors(kwargs, words):
 def test_flags_per_precision():
     """Strongly typed networks: types come from the graphs, no weakly typed flags (which
     TensorRT 11 removed); fp32 clears TF32 to match ONNX Runtime."""
-    assert builder_flags("fp32").set == () and builder_flags("fp32").clear == ("TF32",)
+    assert builder_flags("fp32").set == ()
+    assert builder_flags("fp32").clear == ("TF32",)
     assert builder_flags("fp16") == builder_flags("int8")
-    assert builder_flags("int8").set == () and builder_flags("int8").clear == ()
+    assert builder_flags("int8").set == ()
+    assert builder_flags("int8").clear == ()
     with pytest.raises(ConfigError):
         builder_flags("fp8")
 

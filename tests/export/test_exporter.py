@@ -32,7 +32,8 @@ def test_export_leaves_the_model_unchanged(art):
 def test_export_keeps_the_callers_training_mode(tmp_path, exporter):
     net = realistic(build_backbone("resnet20"), seed=3).train()
     export_checkpoint(LoadedCheckpoint(net, None, META, "budget-edge"), tmp_path, exporter=exporter)
-    assert net.training and all(m.training for m in net.modules())
+    assert net.training
+    assert all(m.training for m in net.modules())
 
 
 def inputs(seed: int) -> list[np.ndarray]:
@@ -85,7 +86,8 @@ def test_graphs_are_clean_with_a_dynamic_batch(art):
         model = onnx.load(root / spec.file)
         onnx.checker.check_model(model, full_check=True)
         assert "BatchNormalization" not in {n.op_type for n in model.graph.node}, spec.name
-        assert spec.inputs[0].shape[0] == "batch" and spec.outputs[0].shape[0] == "batch"
+        assert spec.inputs[0].shape[0] == "batch"
+        assert spec.outputs[0].shape[0] == "batch"
     for n in (1, 7):
         images = np.random.default_rng(n).standard_normal((n, 3, 32, 32)).astype(np.float32)
         assert run_graph(root / m.graph("full").file, images)[0].shape == (n, 10)
@@ -94,14 +96,18 @@ def test_graphs_are_clean_with_a_dynamic_batch(art):
 def test_manifest_records_flops_shapes_preprocessing_and_versions(art):
     net, agent, m = art["net"], art["agent"], Manifest.load(art["dir"])
     table = net.flops()
-    assert m.backbone == "resnet20" and m.backbone_config == net.config
-    assert m.flops.stem == table.stem and m.flops.head == table.head
+    assert m.backbone == "resnet20"
+    assert m.backbone_config == net.config
+    assert m.flops.stem == table.stem
+    assert m.flops.head == table.head
     assert m.flops.policy == agent.flops((3, 32, 32))
     assert [c.flops for c in m.components] == list(table.components)
     assert m.full_flops == table.total
     assert m.class_names == META["class_names"]
-    assert m.preprocessing.mean == [0.5, 0.4, 0.3] and m.preprocessing.channels == 3
-    assert m.versions["torch"] == torch.__version__ and m.versions["onnx"] == onnx.__version__
+    assert m.preprocessing.mean == [0.5, 0.4, 0.3]
+    assert m.preprocessing.channels == 3
+    assert m.versions["torch"] == torch.__version__
+    assert m.versions["onnx"] == onnx.__version__
     assert m.versions["opset"] == 18
     # Only the two blocks whose option-A shortcut changes the shape need a skip graph.
     assert [b.skip for b in m.blocks if b.skip] == ["block003_skip", "block006_skip"]

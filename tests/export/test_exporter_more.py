@@ -201,7 +201,8 @@ def test_export_replaces_the_previous_one_whole(tmp_path):
     (out / "quantized" / "old.onnx").write_bytes(b"old")
     (out / "manifest.sig").write_bytes(b"old signature")
     export_checkpoint(loaded(), out)
-    assert not (out / "quantized").exists() and not (out / "manifest.sig").exists()
+    assert not (out / "quantized").exists()
+    assert not (out / "manifest.sig").exists()
     BudgetRuntime.load(out).close()
 
 

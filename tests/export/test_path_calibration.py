@@ -23,10 +23,13 @@ def test_the_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:
     for start in range(0, 2000, 50):
         r.add([np.arange(start, start + 50, dtype=np.float32)[:, None]])
     kept = r.stacked()[0].ravel()
-    assert kept.shape == (100,) and r.seen == 2000
+    assert kept.shape == (100,)
+    assert r.seen == 2000
     assert len(set(kept.tolist())) == 100
     # every part of the stream is represented, not only the first rows
-    assert kept.min() < 400 and kept.max() > 1600 and 700 < kept.mean() < 1300
+    assert kept.min() < 400
+    assert kept.max() > 1600
+    assert 700 < kept.mean() < 1300
 
 
 def test_the_recorder_passes_calls_through_and_keeps_the_inputs(tmp_path: Path) -> None:
@@ -58,7 +61,8 @@ def test_every_graph_gets_inputs_from_every_pass(tmp_path: Path) -> None:
     assert np.unique(budgets).tolist() == pytest.approx([0.2, 0.6])
     # block 0 ran with every block kept and again under the agent's masks; block 1's
     # skip graph ran where the agent dropped block 1 (the chain with all kept never does)
-    assert got.rows["block0_p0"] > 40 and got.rows["block1_skip"] > 0
+    assert got.rows["block0_p0"] > 40
+    assert got.rows["block1_skip"] > 0
     assert got.rows["head"] == 3 * 40
     assert got.rows["full"] == 40  # the whole-image graphs take the images
 

@@ -57,14 +57,16 @@ def test_every_graph_gets_a_file_in_each_precision(quantized: dict[str, Any]) ->
     assert [g.file for g in m.graphs] == [g.file for g in quantized["manifest"].graphs]
     sizes = set_sizes(m, quantized["dir"])
     assert sizes["fp32"] == quantized["fp32_bytes"]
-    assert sizes["int8"] < sizes["fp32"] / 2.5 and sizes["fp16"] < sizes["fp32"] * 0.6
+    assert sizes["int8"] < sizes["fp32"] / 2.5
+    assert sizes["fp16"] < sizes["fp32"] * 0.6
 
 
 def test_int8_graphs_are_qdq_with_int8_weights(quantized: dict[str, Any]) -> None:
     m = Manifest.load(quantized["dir"])
     block = onnx.load(str(quantized["dir"] / m.precisions["int8"].files["block000"]))
     ops = [n.op_type for n in block.graph.node]
-    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "QuantizeLinear" in ops
+    assert "DequantizeLinear" in ops
     int8_weights = [
         t
         for t in block.graph.initializer
@@ -72,7 +74,8 @@ def test_int8_graphs_are_qdq_with_int8_weights(quantized: dict[str, Any]) -> Non
     ]
     assert len(int8_weights) == 2  # both 3x3 convolutions of the block
     recipe = m.precisions["int8"].recipe
-    assert recipe["format"] == "QDQ" and recipe["activations"] == "uint8 asymmetric"
+    assert recipe["format"] == "QDQ"
+    assert recipe["activations"] == "uint8 asymmetric"
     assert recipe["calibration"]["passes"][0] == "all kept"
     assert any(p.startswith("agent c=") for p in recipe["calibration"]["passes"])
     rows = recipe["calibration"]["rows"]
@@ -111,7 +114,8 @@ def test_int8_switch_graph_equals_the_int8_chain(quantized: dict[str, Any]) -> N
     mask[::2] = 1
     switch = _logits(quantized["dir"], "int8", x, mask=mask)
     chain = _logits(quantized["dir"], "int8", x, mask=mask, dispatch="chain")
-    assert switch.latency_ms["hot"] > 0 and chain.latency_ms["blocks"] > 0
+    assert switch.latency_ms["hot"] > 0
+    assert chain.latency_ms["blocks"] > 0
     np.testing.assert_allclose(switch.logits, chain.logits, rtol=1e-5, atol=1e-5)
 
 
@@ -130,7 +134,8 @@ def test_requantizing_replaces_the_old_set(art: dict[str, Any], tmp_path: Path) 
     m = Manifest.load(out)
     second = m.precisions["fp16"].files["stem"]
     assert second != first
-    assert not (out / first).exists() and (out / second).is_file()
+    assert not (out / first).exists()
+    assert (out / second).is_file()
     assert len(list((out / "quantized").iterdir())) == 1
     assert all((out / f).is_file() for f in m.files)
     BudgetRuntime.load(out, precision="fp16").close()
@@ -288,7 +293,8 @@ def test_requantizing_unlists_the_engines_built_from_the_old_set(
     m.tensorrt = TensorRTSpec("10.3.0", "Orin", "fp16", 8, {"stem": "engines/stem.engine"})
     write_manifest(out, m)
     m = quantize_artifact(out, QuantizeSettings("fp16"))
-    assert m.tensorrt is None and "engines/stem.engine" not in m.files
+    assert m.tensorrt is None
+    assert "engines/stem.engine" not in m.files
     BudgetRuntime.load(out).close()
 
 

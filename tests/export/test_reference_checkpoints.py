@@ -111,7 +111,8 @@ def test_budgetnet_resnext_chain_equals_masked_forward(budgetnet):
 
 def test_blockdrop_graphs_equal_pytorch(blockdrop):
     loaded, root, manifest = blockdrop
-    assert loaded.format == "blockdrop" and loaded.backbone.config["shortcut"] == "B"
+    assert loaded.format == "blockdrop"
+    assert loaded.backbone.config["shortcut"] == "B"
     check_graphs(loaded, root, manifest, images(2))
 
 

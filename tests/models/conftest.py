@@ -18,7 +18,8 @@ def randomize_batchnorm(net: nn.Module, seed: int = 0) -> None:
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
-                assert m.running_mean is not None and m.running_var is not None
+                assert m.running_mean is not None
+                assert m.running_var is not None
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)

@@ -58,10 +58,13 @@ def test_round_trip_gives_identical_outputs_meta_and_train_state(
     assert loaded.meta["class_names"] == META["class_names"]
     assert loaded.meta["extra"]["tuple"] == (1, 2.5, None)
     assert torch.equal(loaded.meta["extra"]["tensor"], torch.arange(3))
-    assert loaded.train_state is not None and loaded.train_state["epoch"] == 3
+    assert loaded.train_state is not None
+    assert loaded.train_state["epoch"] == 3
     assert loaded.backbone.config == backbone.config
-    assert loaded.agent is not None and loaded.agent.config == agent.config
-    assert not loaded.backbone.training and not loaded.agent.training
+    assert loaded.agent is not None
+    assert loaded.agent.config == agent.config
+    assert not loaded.backbone.training
+    assert not loaded.agent.training
 
     x = torch.randn(6, 3, 32, 32)
     mask = make_mask(6, backbone.num_components)
@@ -76,7 +79,9 @@ def test_round_trip_gives_identical_outputs_meta_and_train_state(
 def test_round_trip_without_agent_and_meta(tmp_path: Path, pair: Pair) -> None:
     backbone, _ = pair
     loaded = load_checkpoint(save_checkpoint(tmp_path / "b.pt", backbone))
-    assert loaded.agent is None and loaded.meta == {} and loaded.train_state is None
+    assert loaded.agent is None
+    assert loaded.meta == {}
+    assert loaded.train_state is None
 
 
 def test_saving_twice_replaces_the_file_and_leaves_no_temporaries(
@@ -215,7 +220,8 @@ def test_unknown_layout_lists_the_known_formats(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert "cannot tell the format of" in message and "'encoder.weight'" in message
+    assert "cannot tell the format of" in message
+    assert "'encoder.weight'" in message
     for name in ("budget-edge", "budgetnet", "blockdrop", "akamaster", "torchvision"):
         assert name in message
 

@@ -71,7 +71,8 @@ def test_blockdrop_meta_and_agent_padding() -> None:
     assert converted.meta["preprocessing"]["mean"] == [0.0, 0.0, 0.0]
     assert BLOCKDROP_AGENT_NOTE in converted.meta["warnings"]
     assert converted.meta["source"]["acc"] == pytest.approx(0.93)
-    assert converted.agent_state is not None and converted.agent_config is not None
+    assert converted.agent_state is not None
+    assert converted.agent_config is not None
     assert converted.agent_state["logit.weight"].shape == (54, 65)
     assert bool((converted.agent_state["logit.weight"][:, 64] == 0).all())
     assert converted.agent_config["num_components"] == 54

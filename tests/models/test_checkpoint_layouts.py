@@ -54,7 +54,9 @@ def test_flat_resnet_round_trip_of_key_names() -> None:
     assert not layouts.flat_resnet_is_imagenet(flat)
     assert layouts.flat_resnet_to_ours(flat).keys() == ours.keys()
     arch = layouts.flat_resnet_arch(flat)
-    assert arch["name"] == "resnet32" and arch["in_channels"] == 1 and arch["shortcut"] == "B"
+    assert arch["name"] == "resnet32"
+    assert arch["in_channels"] == 1
+    assert arch["shortcut"] == "B"
 
 
 def test_uneven_stages_are_reported() -> None:

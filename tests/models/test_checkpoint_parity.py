@@ -411,7 +411,8 @@ def test_blockdrop_resnet32_and_agent_match_the_reference(
     resaved = load_checkpoint(
         save_checkpoint(tmp_path / "ours.pt", loaded.backbone, loaded.agent, loaded.meta)
     )
-    assert resaved.format == "budget-edge" and resaved.meta == loaded.meta
+    assert resaved.format == "budget-edge"
+    assert resaved.meta == loaded.meta
     assert resaved.agent is not None
     with torch.no_grad():
         assert torch.equal(resaved.backbone(x, mask), ours)
@@ -535,7 +536,8 @@ def test_real_akamaster_weights(depth: int, file: str) -> None:
     reference = RefAkamasterResNet(depth).eval()
     state = {k.removeprefix("module."): v for k, v in raw["state_dict"].items()}
     missing, unexpected = reference.load_state_dict(state, strict=False)
-    assert unexpected == [] and all(k.endswith("num_batches_tracked") for k in missing)
+    assert unexpected == []
+    assert all(k.endswith("num_batches_tracked") for k in missing)
 
     torch.manual_seed(0)
     x = torch.randn(16, 3, 32, 32)

@@ -44,7 +44,8 @@ def test_calibrated_usage_is_at_most_the_budget_and_close_to_it(budget: float) -
 def test_prices_never_rise_with_the_budget() -> None:
     budgets = np.linspace(0, 1, 21)
     prices = allocation.calibrate_prices(_chances(seed=3), budgets)
-    assert (np.diff(prices) <= 0).all() and (prices >= 0).all()
+    assert (np.diff(prices) <= 0).all()
+    assert (prices >= 0).all()
     assert prices[-1] == 0.0  # at c = 1 nothing needs pricing
 
 

@@ -140,7 +140,8 @@ def test_latency_starts_from_the_table() -> None:
     assert LatencyBudget(1.0, TABLE).budget() == 0.25
     assert LatencyBudget(1.0, TABLE, min_budget=0.0).budget() == 0.0
     c = LatencyBudget(10.0, TABLE)
-    assert c.table_p95(0.1) == 4.0 and c.table_p95(0.625) == pytest.approx(8.5)
+    assert c.table_p95(0.1) == 4.0
+    assert c.table_p95(0.625) == pytest.approx(8.5)
 
 
 def _simulate(control: LatencyBudget, latency_of: object, steps: int, seed: int = 0) -> list[float]:
@@ -190,7 +191,8 @@ def test_latency_ignores_broken_readings() -> None:
     start = control.budget()
     control.observe(float("nan"))
     control.observe(-1.0)
-    assert control.budget() == start and control.p95() is None
+    assert control.budget() == start
+    assert control.p95() is None
 
 
 def test_latency_config_errors() -> None:

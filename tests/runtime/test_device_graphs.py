@@ -18,7 +18,8 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "device_graphs.py"
 
 def _tool():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("device_graphs_tool", TOOL)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -18,7 +18,9 @@ GRAY = Preprocessing(mean=[0.5], std=[0.25], input_size=[1, 8, 6])
 def test_uint8_nhwc_is_normalised_per_channel() -> None:
     px = np.random.default_rng(0).integers(0, 256, (2, 8, 6, 3), dtype=np.uint8)
     x = prepare_images(px, RGB)
-    assert x.dtype == np.float32 and x.shape == (2, 3, 8, 6) and x.flags.c_contiguous
+    assert x.dtype == np.float32
+    assert x.shape == (2, 3, 8, 6)
+    assert x.flags.c_contiguous
     expected = (px / 255.0 - np.array(RGB.mean)) / np.array(RGB.std)
     np.testing.assert_allclose(x, expected.transpose(0, 3, 1, 2), atol=1e-5)
 
@@ -116,9 +118,11 @@ def test_mask_forms() -> None:
         prepare_mask(np.array([[True, False, True]] * 2), 2, 3), [[1, 0, 1]] * 2
     )
     m = prepare_mask(np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), 2, 3)
-    assert m.dtype == np.uint8 and m.tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert m.dtype == np.uint8
+    assert m.tolist() == [[1, 0, 1], [0, 0, 0]]
     one = prepare_mask(np.array([0, 1, 1], np.uint8), 1, 3)  # one image: a (1, K) row
-    assert one.shape == (1, 3) and one.tolist() == [[0, 1, 1]]
+    assert one.shape == (1, 3)
+    assert one.tolist() == [[0, 1, 1]]
 
 
 MASK_ERRORS: list[tuple[str, Any, str]] = [

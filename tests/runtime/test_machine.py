@@ -22,8 +22,10 @@ def test_cpu_model_falls_back_when_cpuinfo_is_missing(tmp_path: Path) -> None:
 
 def test_machine_info_records_cores_os_load_and_versions() -> None:
     info = machine.machine_info()
-    assert info["cpu"] and info["os"]
+    assert info["cpu"]
+    assert info["os"]
     assert 1 <= info["usable_cores"] <= info["cpu_count"]
     assert info["load_average"] is None or len(info["load_average"]) == 3
-    assert info["versions"]["numpy"] and info["versions"]["budget_edge"]
+    assert info["versions"]["numpy"]
+    assert info["versions"]["budget_edge"]
     assert machine.peak_rss_mib() > 10  # a Python process with numpy loaded

@@ -39,7 +39,8 @@ def test_round_trip(resnet_artifact: Any) -> None:
     assert loaded.block_components(1) == [1]
     assert loaded.full_flops == loaded.base_flops + sum(c.flops for c in loaded.components)
     assert loaded.blocks[1].fixed_flops > 0  # the 1x1 shortcut conv
-    assert loaded.blocks[0].skip is None and loaded.blocks[1].skip == "block1_skip"
+    assert loaded.blocks[0].skip is None
+    assert loaded.blocks[1].skip == "block1_skip"
 
 
 def test_resnext_variants(resnext_artifact: Any) -> None:

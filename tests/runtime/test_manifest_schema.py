@@ -25,7 +25,8 @@ TOOL = ROOT / "tools" / "manifest_schema.py"
 
 def _tool() -> Any:
     spec = importlib.util.spec_from_file_location("manifest_schema_tool", TOOL)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -110,7 +110,8 @@ def test_cost_model_errors(resnet_artifact: Any) -> None:
     m = resnet_artifact.manifest
     assert CostModel.for_cap("components", m).total == 3
     fm = CostModel.for_cap("flops", m)
-    assert fm.total == m.full_flops and fm.base == m.base_flops
+    assert fm.total == m.full_flops
+    assert fm.base == m.base_flops
     with pytest.raises(InputError, match="cap 'joules'"):
         CostModel.for_cap("joules", m)
 

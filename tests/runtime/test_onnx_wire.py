@@ -73,7 +73,8 @@ def test_raw_initializers_are_read_with_their_type_shape_and_bytes() -> None:
         TensorProto.INT64,
         steps.tobytes(),
     )
-    assert found["scalar"].dims == () and bytes(found["scalar"].raw) == scalar.raw_data
+    assert found["scalar"].dims == ()
+    assert bytes(found["scalar"].raw) == scalar.raw_data
 
 
 def test_initializers_inside_if_branches_are_not_listed() -> None:

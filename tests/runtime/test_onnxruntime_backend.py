@@ -40,7 +40,8 @@ def test_unknown_provider_is_refused() -> None:
 
 def test_session_options() -> None:
     so = session_options(ort, 3)
-    assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
+    assert so.intra_op_num_threads == 3
+    assert so.inter_op_num_threads == 1
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session_options(ort, None).intra_op_num_threads >= 1
@@ -50,7 +51,8 @@ def test_sessions_share_one_arena(resnet_artifact: Any) -> None:
     plain = session_options(ort, 1)
     with pytest.raises(RuntimeError, match="does not have configuration"):
         plain.get_session_config_entry("session.use_env_allocators")
-    assert register_shared_arena(ort) and register_shared_arena(ort)  # the second is a no-op
+    assert register_shared_arena(ort)
+    assert register_shared_arena(ort)
     backend = OnnxRuntimeBackend(resnet_artifact.manifest, resnet_artifact.path, threads=1)
     assert backend._options.get_session_config_entry("session.use_env_allocators") == "1"
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
@@ -112,7 +114,8 @@ def test_gpu_providers_get_budget_edges_options(tmp_path: Any) -> None:
         tmp_path,
     )
     trt, cuda, given, cpu = got
-    assert trt[1]["trt_engine_cache_enable"] and trt[1]["trt_timing_cache_enable"]
+    assert trt[1]["trt_engine_cache_enable"]
+    assert trt[1]["trt_timing_cache_enable"]
     assert trt[1]["trt_engine_cache_path"] == str(tmp_path / "engines" / "ort-tensorrt")
     assert cuda == (
         "CUDAExecutionProvider",
@@ -206,7 +209,8 @@ def test_onnxruntime_telemetry_is_switched_off(monkeypatch: pytest.MonkeyPatch) 
     fake = types.ModuleType("onnxruntime")
     fake.disable_telemetry_events = lambda: calls.append("off")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
-    assert import_onnxruntime() is fake and calls == ["off"]
+    assert import_onnxruntime() is fake
+    assert calls == ["off"]
 
 
 def test_a_listed_cuda_provider_that_does_not_load_is_caught_at_load(
@@ -221,7 +225,8 @@ def test_a_listed_cuda_provider_that_does_not_load_is_caught_at_load(
     monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
     with pytest.warns(RuntimeWarning, match="lists CUDAExecutionProvider but its session runs"):
         rt = BudgetRuntime.load(resnet_artifact.path, backend="onnxruntime", threads=1)
-    assert rt.backend.device is None and rt.backend.providers == [CPU]
+    assert rt.backend.device is None
+    assert rt.backend.providers == [CPU]
     assert rt.backend._weights is not None  # CPU sessions share their weights again
     c, h, w = rt.manifest.preprocessing.input_size
     x = np.zeros((2, h, w, c), np.uint8)

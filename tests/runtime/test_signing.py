@@ -130,5 +130,6 @@ def test_sign_and_serve_commands(
         main(["serve", str(root), "--port", "0", "--trusted-key", str(other)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "not by a trusted key" in err and err.count("\n") == 1
+    assert "not by a trusted key" in err
+    assert err.count("\n") == 1
     assert json.loads((root / "manifest.json").read_text())["files"]  # untouched

@@ -44,11 +44,13 @@ def test_search_is_greedy_backward_elimination(rt: BudgetRuntime) -> None:
     found = search_static_masks(rt, images, labels, batch=16)
     k = rt.num_components
     assert [m.kept for m in found] == list(range(k, -1, -1))
-    assert found[0].mask == (1,) * k and found[0].flops_share == pytest.approx(1.0)
+    assert found[0].mask == (1,) * k
+    assert found[0].flops_share == pytest.approx(1.0)
     for bigger, smaller in itertools.pairwise(found):
         # Each step drops exactly one component of the previous mask.
         diff = np.array(bigger.mask) - np.array(smaller.mask)
-        assert diff.min() == 0 and diff.sum() == 1
+        assert diff.min() == 0
+        assert diff.sum() == 1
         assert smaller.flops_share < bigger.flops_share
     # With two components the labelling mask [1, 0, 1] scores 100%: the search must
     # reach it (dropping component 1 first is the only step that keeps 100%).
@@ -98,7 +100,8 @@ def test_attached_masks_run_with_policy_static(tmp_path: Any) -> None:
     assert manifest.static_masks.source == "synthetic, greedy backward elimination"
     assert [sum(s.mask) for s in manifest.static_masks.masks] == [3, 2, 1, 0]
     with BudgetRuntime.load(tmp_path, backend="onnxruntime", threads=1) as rt:
-        assert rt.has_static_masks and not rt.has_policy
+        assert rt.has_static_masks
+        assert not rt.has_policy
         budgets = np.array([0.0, 0.3, 0.5, 0.7, 1.0], np.float32)
         x = images[:5]
         result = rt.infer(x, budget=budgets, policy="static")

@@ -224,7 +224,9 @@ def test_runtime_on_tensorrt_protocol(fake_trt: tuple[Any, FakeCudart, types.Mod
     buffers = set(cudart.buffers)
     assert buffers
     rt.close()
-    assert not cudart.buffers and set(cudart.freed) >= buffers and cudart.streams == 0
+    assert not cudart.buffers
+    assert set(cudart.freed) >= buffers
+    assert cudart.streams == 0
 
 
 def test_load_sessions_deserialises_every_engine_and_the_preprocess_engine(
@@ -288,7 +290,8 @@ def test_every_context_shares_one_activation_scratch(
     assert len(scratches) == 1  # one buffer, every context pointed at it
     ((address, size),) = scratches
     need = max(e.device_memory_size_v2 for e in trt.engines)  # type: ignore[attr-defined]
-    assert size == need and cudart.size_of(address) >= need
+    assert size == need
+    assert cudart.size_of(address) >= need
     rt.close()
     assert address not in cudart.buffers
 
@@ -306,7 +309,8 @@ def test_uint8_pixels_are_normalised_on_the_gpu(
     before = dict(cudart.counts)
     got = rt.infer(pixels, mask=mask)
     np.testing.assert_allclose(got.logits, host.logits, atol=1e-4, rtol=1e-4)
-    assert cudart.counts["h2d"] - before["h2d"] == 1 and cudart.counts["sync"] - before["sync"] == 1
+    assert cudart.counts["h2d"] - before["h2d"] == 1
+    assert cudart.counts["sync"] - before["sync"] == 1
     prep = next(e for e in trt.engines if e.onnx == "engines/preprocess.onnx")  # type: ignore[attr-defined]
     assert prep.contexts[0].runs == 2  # 6 images: chunks of 4 and 2
     rt.close()
@@ -576,7 +580,8 @@ def test_the_gpu_data_path_script_runs_dry(tmp_path: Path) -> None:
     for row in rows:
         assert row["max_abs_error"] < 1e-4, row
         syncs = 1 if row["mode"] == "mask" else 2
-        assert row["per_infer"]["sync"] == syncs and row["per_infer"]["d2h"] == syncs
+        assert row["per_infer"]["sync"] == syncs
+        assert row["per_infer"]["d2h"] == syncs
         if row["batch"] == 1:
             assert row["per_infer"]["d2d"] == 0  # one image: no gather or scatter
         elif row["mode"] == "mask":
@@ -618,11 +623,14 @@ def test_the_pool_reuses_size_classes_and_frees_what_it_should_not_keep() -> Non
         pool.release()
         smalls = [pool.get(1 << 17) for _ in range(8)]
         pool.release()
-    assert len(live) == allocated + 8 and big in live and all(p in live for p in smalls)
+    assert len(live) == allocated + 8
+    assert big in live
+    assert all(p in live for p in smalls)
     for _ in range(tb.RECENT_CALLS):  # normal calls only, for a while
         pool.get(700)
         pool.release()
-    assert big not in live and a in live  # idle memory trimmed to keep_bytes, largest first
+    assert big not in live
+    assert a in live
     pool.close()
     assert not live
 
@@ -663,7 +671,8 @@ def test_release_after_a_failed_call_waits_for_the_stream(
     assert cudart.queue  # the upload is queued, as when a later step raised
     syncs = cudart.counts["sync"]
     rt.backend.release()
-    assert cudart.counts["sync"] == syncs + 1 and not cudart.queue
+    assert cudart.counts["sync"] == syncs + 1
+    assert not cudart.queue
     rt.backend.release()  # nothing queued since: no extra synchronisation
     assert cudart.counts["sync"] == syncs + 1
     assert staged.nbytes > 0
@@ -692,7 +701,8 @@ def test_no_driver_is_a_reason_to_fall_back_never_a_traceback(
     else:
         cudart.driver, cudart.devices = 0, 0
     why = tb.tensorrt_unavailable()
-    assert why is not None and re.search(words, why), why
+    assert why is not None
+    assert re.search(words, why), why
     assert "0.0" not in why
     with pytest.warns(RuntimeWarning, match="TensorRT cannot run here"):
         rt = BudgetRuntime.load(artifact.path, backend="auto")

@@ -253,7 +253,8 @@ def test_a_malformed_content_length_gets_a_json_400(served: Served, length: str)
         reply = http.client.HTTPResponse(sock)
         reply.begin()
         body = reply.read()
-    assert reply.status == 400 and reply.getheader("content-type") == "application/json"
+    assert reply.status == 400
+    assert reply.getheader("content-type") == "application/json"
     assert "malformed HTTP" in json.loads(body)["error"]
     assert request(served.url, "GET", "/v2/health/live").status == 200
 

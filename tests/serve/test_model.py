@@ -298,7 +298,8 @@ def test_only_single_image_calls_at_the_servers_budget_steer_the_controller(
     assert controller.calls == 2
     assert len(controller.observed) == 1
     latency, budget = controller.observed[0]
-    assert latency > 0 and budget == 0.75
+    assert latency > 0
+    assert budget == 0.75
     model.runtime.close()
 
 

@@ -121,7 +121,8 @@ def shell_env(folder: Path) -> dict[str, str]:
 def same_form(doc: Any, got: Any, where: str = "answer") -> None:
     """The answer has the doc's form: keys, names, strings, shapes; numbers may differ."""
     if isinstance(doc, dict):
-        assert isinstance(got, dict) and set(got) == set(doc), f"{where}: {got}"
+        assert isinstance(got, dict), f"{where}: {got}"
+        assert set(got) == set(doc), f"{where}: {got}"
         for key in doc:
             if key == "version":  # the server's version moves with releases
                 continue
@@ -134,13 +135,15 @@ def same_form(doc: Any, got: Any, where: str = "answer") -> None:
                 continue
             same_form(doc[key], got[key], f"{where}.{key}")
     elif isinstance(doc, list):
-        assert isinstance(got, list) and len(got) == len(doc), f"{where}: {got}"
+        assert isinstance(got, list), f"{where}: {got}"
+        assert len(got) == len(doc), f"{where}: {got}"
         for i, (d, g) in enumerate(zip(doc, got, strict=True)):
             same_form(d, g, f"{where}[{i}]")
     elif isinstance(doc, bool) or isinstance(doc, str) or doc is None:
         assert got == doc, f"{where}: {got!r} != {doc!r}"
     else:
-        assert isinstance(got, (int, float)) and not isinstance(got, bool), f"{where}: {got!r}"
+        assert isinstance(got, (int, float)), f"{where}: {got!r}"
+        assert not isinstance(got, bool), f"{where}: {got!r}"
 
 
 def test_doc_examples_run_and_answer_as_documented(doc_server: str, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from .conftest import Served
 def test_port_zero_binds_a_free_loopback_port() -> None:
     with bind_tcp("127.0.0.1", 0) as sock:
         host, port = sock.getsockname()
-        assert host == "127.0.0.1" and port > 0
+        assert host == "127.0.0.1"
+        assert port > 0
         assert address_of(sock) == f"http://127.0.0.1:{port}"
 
 

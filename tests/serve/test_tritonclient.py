@@ -149,10 +149,12 @@ def test_model_config_and_inference_statistics(
 ) -> None:
     """tritonclient users call both; they answer in Triton's shapes."""
     config = client.get_model_config(served.name)
-    assert config["name"] == served.name and config["max_batch_size"] >= 1
+    assert config["name"] == served.name
+    assert config["max_batch_size"] >= 1
     image = next(t for t in config["input"] if t["name"] == "IMAGE")
     c, h, w = served.input_size
-    assert image["data_type"] == "TYPE_UINT8" and image["dims"] == [h, w, c]  # NHWC pixels
+    assert image["data_type"] == "TYPE_UINT8"
+    assert image["dims"] == [h, w, c]
     assert [t["name"] for t in config["output"]][:2] == ["LOGITS", "CLASS"]
     before = client.get_inference_statistics(served.name)["model_stats"][0]
     images = random_images(rng, 3, served.input_size)
@@ -160,7 +162,8 @@ def test_model_config_and_inference_statistics(
     with pytest.raises(InferenceServerException):
         client.infer(served.name, [httpclient.InferInput("NOPE", [1], "FP32")])
     after = client.get_inference_statistics(served.name)["model_stats"][0]
-    assert after["name"] == served.name and after["version"] == "1"
+    assert after["name"] == served.name
+    assert after["version"] == "1"
     assert after["inference_count"] - before["inference_count"] == 3
     assert after["execution_count"] > before["execution_count"]
     stats, was = after["inference_stats"], before["inference_stats"]

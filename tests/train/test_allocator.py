@@ -45,7 +45,8 @@ def test_the_count_masks_are_the_agents_most_common_top_k(model, data) -> None:
     images, _ = data
     table = count_masks_of(model.agent, images, batch_size=64)
     k = model.agent.num_components
-    assert table.shape == (k + 1, k) and table.dtype == np.uint8
+    assert table.shape == (k + 1, k)
+    assert table.dtype == np.uint8
     assert table.sum(axis=1).tolist() == list(range(k + 1))
     for count in range(k + 1):
         masks = policy_masks(model.agent, images, count / k, 64, mode="rank").numpy()
@@ -71,7 +72,8 @@ def test_the_table_holds_each_counts_correctness(model, data) -> None:
     count_masks = count_masks_of(model.agent, images)
     table = level_correctness(model.backbone, count_masks, images, labels, batch_size=64)
     k = model.backbone.num_components
-    assert table.shape == (len(images), k + 1) and table.dtype == bool
+    assert table.shape == (len(images), k + 1)
+    assert table.dtype == bool
     full = correct_under_masks(model.backbone, images, labels, None).numpy()
     np.testing.assert_array_equal(table[:, k], full)
     half = torch.from_numpy(count_masks[k // 2]).bool().expand(len(images), k)
@@ -85,7 +87,8 @@ def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
     out = tmp_path / "allocated.pt"
     train_allocator(model, images, labels, out, QUICK, source="toy train")
     loaded = load_checkpoint(out)
-    assert loaded.allocator is not None and loaded.agent is not None
+    assert loaded.allocator is not None
+    assert loaded.agent is not None
     calibration = loaded.allocator.calibration
     assert calibration["source"] == "toy train: last 40 images"
     assert (np.diff(calibration["prices"]) <= 0).all()
@@ -93,9 +96,12 @@ def test_training_writes_a_calibrated_allocator_and_keeps_the_model(model, data,
         before, after = getattr(model, name).state_dict(), getattr(loaded, name).state_dict()
         assert all(torch.equal(before[key], after[key]) for key in before)
     info = loaded.meta["allocator"]
-    assert info["fit_images"] == 120 and info["calib_images"] == 40 and len(info["losses"]) == 2
+    assert info["fit_images"] == 120
+    assert info["calib_images"] == 40
+    assert len(info["losses"]) == 2
     curve = info["held_out_accuracy"]  # every 0.05, the accuracy the saturation came from
-    assert len(curve) == 21 and all(0.0 <= a <= 1.0 for a in curve.values())
+    assert len(curve) == 21
+    assert all(0.0 <= a <= 1.0 for a in curve.values())
     # The calibration holds on the images it was made on: mean usage at most c.
     tail = images[-40:]
     with torch.no_grad():
@@ -150,7 +156,8 @@ def test_the_fit_learns_which_images_are_easy(data) -> None:
     losses = allocator_training.fit_allocator(allocator, images, table, cfg)
     assert losses[-1] < losses[0] * 0.5
     chances = allocator_training.chances(allocator, images)
-    assert chances[easy, 1].mean() > 0.8 and chances[~easy, 1].mean() < 0.2
+    assert chances[easy, 1].mean() > 0.8
+    assert chances[~easy, 1].mean() < 0.2
 
 
 def test_a_checkpoint_without_an_agent_is_refused(model, data, tmp_path) -> None:
@@ -223,9 +230,11 @@ def test_no_budget_spends_beyond_the_saturation_budget() -> None:
     chances, correct = _plateau()
     prices, saturation = allocator_training.saturated_prices(chances, correct, 0.0)
     top = allocation.usage(chances, prices[-1])  # budget 1.0
-    assert top <= saturation + 1e-9 and top < 0.9
+    assert top <= saturation + 1e-9
+    assert top < 0.9
     free, one = allocator_training.saturated_prices(chances, correct, None)
-    assert one == 1.0 and allocation.usage(chances, free[-1]) == pytest.approx(1.0)
+    assert one == 1.0
+    assert allocation.usage(chances, free[-1]) == pytest.approx(1.0)
     assert all(p >= q for p, q in zip(prices, free, strict=True))
 
 

@@ -73,10 +73,12 @@ def split(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
 def test_run_writes_agent_checkpoint_and_history(straight: Path) -> None:
     assert straight.name == "budgetnet.pt"
     loaded = load_checkpoint(straight)
-    assert loaded.agent is not None and loaded.agent.config["extractor"] == "light"
+    assert loaded.agent is not None
+    assert loaded.agent.config["extractor"] == "light"
     assert loaded.meta["dataset"] == "fashion-mnist"  # taken from the backbone checkpoint
     assert loaded.meta["preprocessing"] == FMNIST_META["preprocessing"]
-    assert loaded.train_state is not None and loaded.train_state["epoch"] == 3
+    assert loaded.train_state is not None
+    assert loaded.train_state["epoch"] == 3
     history = loaded.train_state["history"]
     assert [h["stage"] for h in history] == ["curriculum", "curriculum", "finetune"]
     assert set(history[-1]["test"]) == {"0.5", "1"}
@@ -168,7 +170,8 @@ def test_dataset_that_does_not_fit_the_backbone(setup: tuple[Path, Path], tmp_pa
 def test_presets_and_overrides() -> None:
     assert make_config("paper").curriculum_epochs == PRESETS["paper"]["curriculum_epochs"]
     demo = make_config("demo", batch_size=64, gamma=None)
-    assert demo.limit_train == PRESETS["demo"]["limit_train"] and demo.batch_size == 64
+    assert demo.limit_train == PRESETS["demo"]["limit_train"]
+    assert demo.batch_size == 64
     assert demo.gamma == 1.0  # None means "not given": the default stays
     # Eq. 11 exploration ends with the run: 8 curriculum + 5 fine-tuning epochs.
     assert make_config(curriculum_epochs=8).exploration_decay == pytest.approx(1 / 13)
@@ -215,9 +218,8 @@ def test_with_a_validation_split_the_agent_trains_on_the_rest_and_checks_on_it(
     backbone = load_checkpoint(backbone_path).backbone
     cfg = tiny_config(data, prior_images=8, data="fashion-mnist")
     run = load_run_data(cfg, backbone, meta)
-    assert len(run.train) == 48 and torch.equal(
-        run.train.images, torch.from_numpy(rest.images).permute(0, 3, 1, 2)
-    )
+    assert len(run.train) == 48
+    assert torch.equal(run.train.images, torch.from_numpy(rest.images).permute(0, 3, 1, 2))
     assert run.checked_on == "validation"
     assert torch.equal(run.eval_labels, torch.from_numpy(val.labels))
     assert torch.equal(run.held_out_labels, torch.from_numpy(val.labels[-8:]))

@@ -51,6 +51,7 @@ def test_two_processes_keep_identical_models(tmp_path: Path) -> None:
     assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("backbone"))
 
     final = load_checkpoint(out / "budgetnet.pt")
-    assert final.agent is not None and final.train_state is not None
+    assert final.agent is not None
+    assert final.train_state is not None
     history = final.train_state["history"]
     assert [h["stage"] for h in history] == ["curriculum", "finetune"]

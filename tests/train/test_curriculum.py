@@ -36,7 +36,8 @@ def test_budgets_are_uniform_in_range() -> None:
     gen = torch.Generator().manual_seed(0)
     assert torch.equal(cur.sample_budgets(5, 0, gen), torch.ones(5))
     budgets = cur.sample_budgets(20000, 2, gen)
-    assert budgets.min() >= 0.55 and budgets.max() <= 1.0
+    assert budgets.min() >= 0.55
+    assert budgets.max() <= 1.0
     assert budgets.mean().item() == pytest.approx(0.775, abs=0.01)
 
 

@@ -63,14 +63,16 @@ def test_writes_checkpoints_meta_and_history(tmp_path: Path):
     assert meta["dataset"] == "toy"
     assert meta["epoch"] == 2
     assert meta["test_accuracy"] == result.history[-1].test_accuracy
-    assert meta["validation_split"] is None and meta["best_val_score"] is None
+    assert meta["validation_split"] is None
+    assert meta["best_val_score"] is None
     assert result.best_epoch == 2  # without a split the last epoch, never the test set's pick
     assert meta["train_wall_s"] > 0
     assert loaded.backbone.config["name"] == "resnet20"
     assert loaded.backbone.num_classes == 4
     for key, value in result.backbone.state_dict().items():
         torch.testing.assert_close(loaded.backbone.state_dict()[key], value, rtol=0, atol=0)
-    assert loaded.train_state is not None and loaded.train_state["epoch"] == 2
+    assert loaded.train_state is not None
+    assert loaded.train_state["epoch"] == 2
     history = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert history["config"]["backbone"] == "resnet20"
@@ -204,7 +206,8 @@ def test_drop_probabilities_of_resnext_paths_follow_their_block():
 def test_sample_mask_keeps_with_one_minus_p():
     torch.manual_seed(0)
     mask = sample_mask(torch.tensor([0.0, 0.5, 0.9]), 20000)
-    assert mask.dtype == torch.bool and mask.shape == (20000, 3)
+    assert mask.dtype == torch.bool
+    assert mask.shape == (20000, 3)
     assert mask.float().mean(0).tolist() == pytest.approx([1.0, 0.5, 0.1], abs=0.02)
 
 
@@ -218,7 +221,8 @@ def test_rng_round_trip():
     restore_rng(state)
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0])
-    assert (first[1] == second[1]).all() and first[2] == second[2]
+    assert (first[1] == second[1]).all()
+    assert first[2] == second[2]
 
 
 def test_the_validation_split_picks_best_pt_and_travels_in_the_meta(tmp_path: Path):

@@ -42,7 +42,8 @@ def test_sandwich_masks_start_with_the_smallest_and_keep_a_block():
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
         masks = sandwich_masks(model, 3, generator)
-        assert len(masks) == 4 and masks[0].tolist() == smallest_mask(model).tolist()
+        assert len(masks) == 4
+        assert masks[0].tolist() == smallest_mask(model).tolist()
         assert all(bool(m.any()) for m in masks)
 
 
