@@ -31,6 +31,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,30 +232,43 @@ def sweep(
     progress: Any = None,
     mode: str = "greedy",
     allocator: Allocator | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Sweep:
     """Evaluate every budget; the static drop order is ranked once on the validation split.
 
-    `progress(i, n)` is called after each budget when given; `mode` turns the
-    agent's probabilities into masks (`masks_from_probs`).
+    `progress(i, n)` is called after each budget when given; `say(message)` before
+    each step, the minutes of static baselines before the first budget included;
+    `mode` turns the agent's probabilities into masks (`masks_from_probs`).
     """
+    tell = say or (lambda _message: None)
+    k, n_val, n_test = backbone.num_components, len(val_images), len(images)
     if mode not in MASK_MODES:
         raise ConfigError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")
     backbone.eval()
     agent.eval()
     generator = torch.Generator().manual_seed(seed)
+    tell(f"static drop order: dropping each of {k} components on {n_val} validation images")
     order = static_drop_order(backbone, val_images, val_labels, batch_size)
-    best_masks = best_static_masks(backbone, val_images, val_labels, batch_size)
-    full = correct_under_masks(backbone, images, labels, None, batch_size)
-    static_accuracy = torch.stack(
-        [
-            correct_under_masks(backbone, images, labels, m.expand(len(images), -1), batch_size)
-            .double()
-            .mean()
-            for m in best_masks
-        ]
+    best_masks = best_static_masks(
+        backbone,
+        val_images,
+        val_labels,
+        batch_size,
+        progress=lambda done, trials: tell(
+            f"best static masks: {done}/{trials} trials on {n_val} validation images"
+        ),
     )
+    tell(f"the full model on {n_test} test images")
+    full = correct_under_masks(backbone, images, labels, None, batch_size)
+    scores = []
+    for m, mask in enumerate(best_masks):
+        tell(f"best static masks: {m}/{k + 1} scored on {n_test} test images")
+        correct = correct_under_masks(backbone, images, labels, mask.expand(n_test, -1), batch_size)
+        scores.append(correct.double().mean())
+    static_accuracy = torch.stack(scores)
     rows = []
     for i, budget in enumerate(budgets):
+        tell(f"budget {budget:g} ({i + 1}/{len(budgets)}) on {n_test} test images")
         rows.append(
             evaluate_budget(
                 backbone,

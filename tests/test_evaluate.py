@@ -156,10 +156,32 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     backbone = tiny_backbone()
     agent = build_agent(backbone.num_components, "light", 1, (1, 28, 28))
     images, labels = torch.randn(12, 1, 28, 28), torch.arange(12) % 10
+    said: list[str] = []
     result = sweep(
-        backbone, agent, images, labels, images[:6], labels[:6], [0.2, 1.0], latency_images=1
+        backbone,
+        agent,
+        images,
+        labels,
+        images[:6],
+        labels[:6],
+        [0.2, 1.0],
+        latency_images=1,
+        say=said.append,
     )
     assert [r.budget for r in result.rows] == [0.2, 1.0]
+    # Every step says what it does, the static baselines before the first budget too.
+    k = backbone.num_components
+    trials = k * (k + 1) // 2
+    assert said[0] == f"static drop order: dropping each of {k} components on 6 validation images"
+    searched = [m for m in said if m.startswith("best static masks: ") and "trials" in m]
+    assert len(searched) == k
+    scored = [m for m in said if m.startswith("best static masks: ") and "scored" in m]
+    assert scored[-1] == f"best static masks: {k}/{k + 1} scored on 12 test images"
+    assert searched[-1] == f"best static masks: {trials}/{trials} trials on 6 validation images"
+    assert said[-2:] == [
+        "budget 0.2 (1/2) on 12 test images",
+        "budget 1 (2/2) on 12 test images",
+    ]
     assert sorted(result.drop_order) == list(range(backbone.num_components))
     assert result.full_flops == backbone.flops().total
     for row in result.rows:
@@ -180,7 +202,6 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     )
     data = json.loads((tmp_path / "eval" / "sweep.json").read_text())
     assert len(data["rows"]) == 2 and data["full_model"]["flops"] == result.full_flops
-    k = backbone.num_components
     assert [sum(m) for m in data["best_static_masks"]] == list(range(k + 1))
     with (tmp_path / "eval" / "sweep.csv").open() as f:
         assert [float(r["budget"]) for r in csv.DictReader(f)] == [0.2, 1.0]

@@ -10,7 +10,7 @@ a given mask. One answer for each lives here; the runtime's numpy versions
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -133,16 +133,22 @@ def static_drop_order(
 
 
 def best_static_masks(
-    backbone: Backbone, images: Tensor, labels: Tensor, batch_size: int = 500
+    backbone: Backbone,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 500,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """(K+1, K) bool: row m is the best fixed mask with m components found by greedy
     backward elimination on these (validation) images: from all kept, drop at each step
     the component whose removal costs the least accuracy. The runtime's
-    `static_masks.search_static_masks` does the same through ONNX Runtime."""
+    `static_masks.search_static_masks` does the same through ONNX Runtime.
+    `progress(trials_done, trials)` is called after each step (K (K+1) / 2 trials)."""
     k = backbone.num_components
     table = torch.zeros(k + 1, k, dtype=torch.bool)
     kept = torch.ones(k, dtype=torch.bool)
     table[k] = kept
+    trials, done = k * (k + 1) // 2, 0
     for m in range(k - 1, -1, -1):
         best_acc, best = -1.0, kept
         for component in torch.nonzero(kept).flatten().tolist():
@@ -154,6 +160,9 @@ def best_static_masks(
                 best_acc, best = acc.float().mean().item(), trial
         kept = best
         table[m] = kept
+        done += m + 1
+        if progress is not None:
+            progress(done, trials)
     return table
 
 

@@ -189,6 +189,7 @@ def command(
             progress=lambda done, total: status.update(f"evaluated {done}/{total} budgets"),
             mode=mode,
             allocator=loaded.allocator,
+            say=status.update,
         )
     for path, zoo in zoo_models:
         zoo_images, _ = as_tensors(test, *preprocessing_of(zoo.meta, test.info))

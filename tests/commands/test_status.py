@@ -1,8 +1,9 @@
 import io
+import threading
 
 from rich.console import Console
 
-from budget_edge.commands.status import status_line
+from budget_edge.commands.status import LogStatus, status_line
 
 
 def test_in_a_log_updates_are_timed_lines_at_most_one_per_interval() -> None:
@@ -27,3 +28,32 @@ def test_on_a_terminal_it_is_rich_s_spinner() -> None:
     with status_line(console, "exporting") as status:
         status.update("exported stem")
         assert type(status).__name__ == "Status"
+
+
+def test_in_a_log_a_heartbeat_repeats_a_long_step_at_the_interval() -> None:
+    """One step that runs on without an update still shows up every interval."""
+    out = io.StringIO()
+    now = [0.0]
+    status = LogStatus(Console(file=out, force_terminal=False), every_s=20, clock=lambda: now[0])
+    status.tick()  # nothing said yet: nothing to repeat
+    status.update("scoring 10 masks")
+    for t in (10.0, 25.0, 30.0, 44.0, 46.0):
+        now[0] = t
+        status.tick()
+    status.update("scoring done")  # right after the last line: waits for the interval
+    now[0] = 66.0
+    status.tick()
+    assert out.getvalue().splitlines() == [
+        "[   25 s] scoring 10 masks",
+        "[   46 s] scoring 10 masks",
+        "[   66 s] scoring done",
+    ]
+
+
+def test_the_heartbeat_thread_runs_only_inside_the_status_line() -> None:
+    console = Console(file=io.StringIO(), force_terminal=False)
+    before = {t.name for t in threading.enumerate()}
+    with status_line(console, "bench", every_s=3600) as status:
+        assert "status-heartbeat" in {t.name for t in threading.enumerate()} - before
+        status.update("timing")
+    assert "status-heartbeat" not in {t.name for t in threading.enumerate()} - before
