@@ -581,3 +581,15 @@ def test_the_docs_index_lists_every_document() -> None:
     present = {p.name for p in (ROOT / "docs").iterdir() if p.name != "README.md"}
     assert present <= linked, f"not in docs/README.md: {sorted(present - linked)}"
     assert linked <= present, f"dead links in docs/README.md: {sorted(linked - present)}"
+
+
+def test_the_protocol_doc_lists_every_serve_option() -> None:
+    """docs/protocol.md's option table: every option of `budget-edge serve`, none it lacks."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    first_cells = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `--")]
+    documented = {name for cell in first_cells for name in re.findall(r"--[a-z][a-z-]*", cell)}
+    serve = cli.get_command(click.Context(cli, info_name="budget-edge"), "serve")
+    assert serve is not None
+    options = {param.opts[0] for param in serve.params if isinstance(param, click.Option)}
+    assert options - documented == set(), "not in docs/protocol.md's table"
+    assert documented - options == set(), "in docs/protocol.md's table, not in serve"
