@@ -20,7 +20,7 @@ from budget_edge.agent.masks import (
     static_masks,
 )
 from budget_edge.errors import ConfigError
-from budget_edge.evaluate import evaluate_budget, sweep, write_reports
+from budget_edge.evaluate import accuracy_figure, evaluate_budget, sweep, write_reports
 
 
 def test_random_masks_keep_the_requested_count() -> None:
@@ -187,6 +187,24 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     for row in result.rows:
         assert row.flops_mean <= result.full_flops + result.agent_flops
         assert 1 <= row.unique_policies <= 12
+
+    # The accuracy figure decides: a cue, what was measured, the legend under the data.
+    result.info.update(backbone="tiny", dataset="fashion-mnist", split="test")
+    fig = accuracy_figure(result)
+    assert fig.axes[0].get_title() == "accuracy against FLOPs: up and left is better"
+    assert fig._suptitle.get_text() == "tiny · fashion-mnist test, 12 images · mode greedy"
+    legend = fig.axes[0].get_legend()
+    assert legend.get_texts()[0].get_text() == "BudgetNet, mode greedy (decision included)"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.tight_layout()
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    data_box = fig.axes[0].get_window_extent(renderer)
+    legend_box = legend.get_window_extent(renderer)
+    assert legend_box.y1 < data_box.y0  # entirely under the plotting area
+    assert legend_box.y0 >= 0  # and inside the image
 
     paths = write_reports(result, tmp_path / "eval")
     names = sorted(p.name for p in paths)
