@@ -143,42 +143,58 @@ class BudgetNetConfig:
         problems = not_finite(self) + seed_problem(self.seed)
         if problems:
             raise ConfigError("; ".join(problems))
+        # Each setting spelled as the option that sets it (`--lr`), as a CLI user reads
+        # it; the few with no option (weight_decay, c_min_end, prior_images,
+        # eval_budgets) by their Python names.
         if self.curriculum_epochs < 0 or self.finetune_epochs < 0 or self.total_epochs < 1:
-            raise ConfigError("stage epochs must be >= 0 and at least one stage must run")
+            raise ConfigError(
+                "--curriculum-epochs and --finetune-epochs must be >= 0, and at least one "
+                "stage must run"
+            )
         if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("lr", "finetune_lr", "backbone_lr"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{_option(name)} must be > 0, got {getattr(self, name)}")
         if not 0.5 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must lie in [0.5, 1] (Eq. 11 bound), got {self.alpha}")
+            raise ConfigError(f"--alpha must lie in [0.5, 1] (Eq. 11 bound), got {self.alpha}")
         if self.gamma < 0 or self.omega < 0:
-            raise ConfigError("gamma and omega must be >= 0")
-        for name in ("value_coef", "entropy_coef", "weight_decay"):
+            raise ConfigError("--gamma and --omega must be >= 0")
+        for name in ("value_coef", "entropy_coef"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{_option(name)} must be >= 0, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("beta", "prior_sharpness"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0 (or left out), got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{_option(name)} must be > 0 (or left out), got {getattr(self, name)}"
+                )
         for name in ("forced_epochs", "budget_epochs"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (or left out), got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{_option(name)} must be >= 0 (or left out), got {getattr(self, name)}"
+                )
         if not 0.0 <= self.c_min_end <= 1.0:
             raise ConfigError(f"c_min_end is a budget in [0, 1], got {self.c_min_end}")
-        if self.prior_images < 1 or (self.eval_images is not None and self.eval_images < 1):
-            raise ConfigError("prior_images and eval_images must be at least 1")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ConfigError(f"--eval-images must be at least 1, got {self.eval_images}")
+        if self.prior_images < 1:
+            raise ConfigError(f"prior_images must be at least 1, got {self.prior_images}")
         if self.usage not in USAGE_KINDS:
-            raise ConfigError(f"usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}")
+            raise ConfigError(
+                f"--usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}"
+            )
         if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+            raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.prior not in PRIORS:
-            raise ConfigError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+            raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.curriculum_unit not in ("batch", "epoch"):
             raise ConfigError(
-                f"curriculum_unit must be 'batch' or 'epoch', got {self.curriculum_unit!r}"
+                f"--curriculum-unit must be 'batch' or 'epoch', got {self.curriculum_unit!r}"
             )
         if any(not 0.0 <= b <= 1.0 for b in self.eval_budgets):
-            raise ConfigError("eval budgets must lie in [0, 1]")
+            raise ConfigError("eval_budgets must lie in [0, 1]")
 
     def curriculum(self, num_components: int) -> Curriculum:
         half = self.curriculum_epochs / 2
@@ -207,6 +223,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_epochs": 40,
     },
 }
+
+
+def _option(name: str) -> str:
+    """The `budget-edge train` option that sets the field `name`."""
+    return "--" + name.replace("_", "-")
 
 
 def make_config(preset: str | None = None, **overrides: Any) -> BudgetNetConfig:

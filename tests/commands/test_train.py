@@ -98,12 +98,28 @@ def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "not found" in err
 
 
-def test_bad_hyperparameter(
-    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--alpha", "0.2", "error: --alpha must lie in [0.5, 1]"),
+        ("--eval-images", "0", "error: --eval-images must be at least 1, got 0"),
+        ("--lr", "0", "error: --lr must be > 0"),
+        ("--finetune-lr", "0", "error: --finetune-lr must be > 0"),
+        ("--forced-epochs", "-1", "error: --forced-epochs must be >= 0"),
+        ("--gamma", "-1", "error: --gamma and --omega must be >= 0"),
+    ],
+)
+def test_a_bad_hyperparameter_is_named_as_the_option_that_set_it(
+    inputs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    message: str,
 ) -> None:
-    code, _, err = cli([*tiny(*inputs, tmp_path / "run"), "--alpha", "0.2"], capsys)
+    code, _, err = cli([*tiny(*inputs, tmp_path / "run"), option, value], capsys)
     assert code == 2
-    assert "alpha" in err
+    assert err.startswith(message), err
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
