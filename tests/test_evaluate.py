@@ -111,14 +111,18 @@ def test_evaluate_budget_by_hand() -> None:
     )
     # The agent keeps components 0 and 1: the key component 3 is dropped, every answer wrong.
     assert row.accuracy == 0.0
-    assert row.usage_mean == 0.5 and row.usage_std == 0.0 and row.usage_abs_error == 0.0
+    assert row.usage_mean == 0.5
+    assert row.usage_std == 0.0
+    assert row.usage_abs_error == 0.0
     assert row.flops_mean == 5 + 20 + 3  # base + two components + agent
     assert row.unique_policies == 1
     # Static order drops 0 and 1, keeps 2 and 3: all right, at the same usage.
-    assert row.static_accuracy == 1.0 and row.static_flops_mean == 25
+    assert row.static_accuracy == 1.0
+    assert row.static_flops_mean == 25
     assert row.random_flops_mean == 25
     # The best static mask with two components keeps the key component: all right.
-    assert row.best_static_accuracy == 1.0 and row.best_static_flops_mean == 25
+    assert row.best_static_accuracy == 1.0
+    assert row.best_static_flops_mean == 25
     assert 0.0 <= row.random_accuracy <= 1.0
     assert row.latency_ms > 0
 
@@ -147,7 +151,8 @@ def test_evaluate_budget_rank_mode_keeps_round_c_k() -> None:
         latency_images=0,
         mode="rank",
     )
-    assert row.usage_mean == 0.75 and row.usage_abs_error == 0.0
+    assert row.usage_mean == 0.75
+    assert row.usage_abs_error == 0.0
 
 
 def test_sweep_and_reports(tmp_path: Path) -> None:
@@ -219,12 +224,14 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
         ]
     )
     data = json.loads((tmp_path / "eval" / "sweep.json").read_text())
-    assert len(data["rows"]) == 2 and data["full_model"]["flops"] == result.full_flops
+    assert len(data["rows"]) == 2
+    assert data["full_model"]["flops"] == result.full_flops
     assert [sum(m) for m in data["best_static_masks"]] == list(range(k + 1))
     with (tmp_path / "eval" / "sweep.csv").open() as f:
         assert [float(r["budget"]) for r in csv.DictReader(f)] == [0.2, 1.0]
     table = (tmp_path / "eval" / "sweep.md").read_text()
-    assert "| 0.20 |" in table and "| 1.00 |" in table
+    assert "| 0.20 |" in table
+    assert "| 1.00 |" in table
     for png in tmp_path.glob("eval/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

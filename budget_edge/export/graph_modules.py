@@ -76,7 +76,8 @@ class BlockGraph(nn.Module):
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """BN(x) = scale * x + shift in eval mode."""
-    assert bn.running_mean is not None and bn.running_var is not None
+    assert bn.running_mean is not None
+    assert bn.running_var is not None
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return scale, bn.bias - bn.running_mean * scale
 
