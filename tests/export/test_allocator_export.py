@@ -214,7 +214,7 @@ def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
     settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2, mode="allocate")
     with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
         result = run_bench(rt, BenchData("random", x, None), settings)
-        policy_row = result.row("policy", 1)
+        policy_row = result.row("policy", 1, name="allocator")  # the row says what decides
         assert policy_row.flops_share == pytest.approx(
             allocated["manifest"].flops.allocator / rt.full_flops
         )

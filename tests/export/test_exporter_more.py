@@ -63,6 +63,8 @@ def test_real_akamaster_weights(tmp_path, exporter):
     close(result.logits, want)
 
 
+# The tests of how an export replaces the previous one pass the suite's exporter, which
+# traces ResNet-20's graphs once: each export after the first takes under a second.
 def loaded(meta=None, agent=None) -> LoadedCheckpoint:
     net = build_backbone("resnet20").eval()
     return LoadedCheckpoint(net, agent, META if meta is None else meta, "budget-edge")
@@ -116,12 +118,14 @@ def test_out_dir_with_other_files_is_refused(tmp_path):
         export_checkpoint(loaded(), file)
 
 
-def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path, monkeypatch):
+def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(
+    tmp_path, monkeypatch, exporter
+):
     """export with NaN preprocessing once left 14 graphs and no manifest behind."""
     from budget_edge.export import exporter as exporter_module
 
     out = tmp_path / "art"
-    first = export_checkpoint(loaded(), out)
+    first = export_checkpoint(loaded(), out, exporter=exporter)
     before = sorted(p.name for p in (out / "graphs").iterdir())
 
     def broken(*args, **kwargs):
@@ -129,7 +133,7 @@ def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path
 
     monkeypatch.setattr(exporter_module, "switch_graph", broken)
     with pytest.raises(RuntimeError, match="switch graph failed"):
-        export_checkpoint(loaded(), out)
+        export_checkpoint(loaded(), out, exporter=exporter)
     assert sorted(p.name for p in (out / "graphs").iterdir()) == before
     assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]  # no staging
     with BudgetRuntime.load(out) as rt:  # the previous artifact, whole
@@ -139,21 +143,21 @@ def test_a_failed_export_keeps_the_previous_artifact_and_leaves_nothing(tmp_path
 DEAD_PID = 2**22 + 12345  # above Linux's default pid_max: no such process
 
 
-def test_leftovers_of_a_crashed_export_are_removed_by_the_next(tmp_path):
+def test_leftovers_of_a_crashed_export_are_removed_by_the_next(tmp_path, exporter):
     out = tmp_path / "art"
     crashed = out / f".partial-{DEAD_PID}"
     (crashed / "graphs").mkdir(parents=True)
     (crashed / "graphs" / "stem.onnx").write_bytes(b"half")
-    export_checkpoint(loaded(), out)
+    export_checkpoint(loaded(), out, exporter=exporter)
     assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]
     BudgetRuntime.load(out).close()
 
 
-def test_a_crash_in_the_middle_of_the_swap_gets_the_previous_artifact_back(tmp_path):
+def test_a_crash_in_the_middle_of_the_swap_gets_the_previous_artifact_back(tmp_path, exporter):
     from budget_edge.export.exporter import _recover
 
     out = tmp_path / "art"
-    first = export_checkpoint(loaded(), out)
+    first = export_checkpoint(loaded(), out, exporter=exporter)
     aside = out / f".old-{DEAD_PID}"  # the swap had moved the old artifact aside, then died
     aside.mkdir()
     for name in ("manifest.json", "graphs"):
@@ -164,11 +168,11 @@ def test_a_crash_in_the_middle_of_the_swap_gets_the_previous_artifact_back(tmp_p
     assert not aside.exists()
 
 
-def test_a_swap_that_fails_puts_the_previous_artifact_back(tmp_path, monkeypatch):
+def test_a_swap_that_fails_puts_the_previous_artifact_back(tmp_path, monkeypatch, exporter):
     from budget_edge.export import exporter as exporter_module
 
     out = tmp_path / "art"
-    first = export_checkpoint(loaded(), out)
+    first = export_checkpoint(loaded(), out, exporter=exporter)
     real = exporter_module._move_entries
 
     def half(source, target):  # moves the graphs, then the disk fails
@@ -177,30 +181,30 @@ def test_a_swap_that_fails_puts_the_previous_artifact_back(tmp_path, monkeypatch
 
     monkeypatch.setattr(exporter_module, "_move_entries", half)
     with pytest.raises(OSError, match="No space"):
-        export_checkpoint(loaded(), out)
+        export_checkpoint(loaded(), out, exporter=exporter)
     monkeypatch.setattr(exporter_module, "_move_entries", real)
     with BudgetRuntime.load(out) as rt:
         assert rt.manifest.files == first.files
     assert sorted(p.name for p in out.iterdir()) == ["graphs", "manifest.json"]
 
 
-def test_export_into_the_working_directory(tmp_path, monkeypatch):
+def test_export_into_the_working_directory(tmp_path, monkeypatch, exporter):
     """`--out .` cannot be renamed: the swap moves entries inside it instead."""
     monkeypatch.chdir(tmp_path)
-    export_checkpoint(loaded(), ".")
-    export_checkpoint(loaded(), ".")  # and over a previous export there
+    export_checkpoint(loaded(), ".", exporter=exporter)
+    export_checkpoint(loaded(), ".", exporter=exporter)  # and over a previous export there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graphs", "manifest.json"]
     BudgetRuntime.load(tmp_path).close()
 
 
-def test_export_replaces_the_previous_one_whole(tmp_path):
+def test_export_replaces_the_previous_one_whole(tmp_path, exporter):
     """Engines, quantized sets and signatures belonged to the old graphs: they go with them."""
     out = tmp_path / "art"
-    export_checkpoint(loaded(), out)
+    export_checkpoint(loaded(), out, exporter=exporter)
     (out / "quantized").mkdir()
     (out / "quantized" / "old.onnx").write_bytes(b"old")
     (out / "manifest.sig").write_bytes(b"old signature")
-    export_checkpoint(loaded(), out)
+    export_checkpoint(loaded(), out, exporter=exporter)
     assert not (out / "quantized").exists()
     assert not (out / "manifest.sig").exists()
     BudgetRuntime.load(out).close()
