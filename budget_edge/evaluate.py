@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -349,9 +350,14 @@ def markdown_table(result: Sweep) -> str:
             f"| {r.mask_class_mi:.3f} "
             f"| {100 * r.random_accuracy:.2f} | {100 * r.static_accuracy:.2f} "
             f"| {100 * r.best_static_accuracy:.2f} | {100 * r.static_front_accuracy:.2f} "
-            f"| {r.latency_ms:.2f} |"
+            f"| {_ms_cell(r.latency_ms)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ms_cell(ms: float) -> str:
+    """A latency for the table; '-' when it was not measured (no latency images)."""
+    return "-" if math.isnan(ms) else f"{ms:.2f}"
 
 
 def write_reports(result: Sweep, out_dir: Path) -> list[Path]:

@@ -256,3 +256,11 @@ def test_static_front_reads_the_best_mask_at_a_cost() -> None:
     # A cheaper mask that is better counts: 40 FLOPs buys the 30-FLOPs mask's 0.9.
     assert static_front(flops, accuracy, 40.0) == pytest.approx(0.9)
     assert static_front(flops, accuracy, 5.0) == pytest.approx(0.5)
+
+
+def test_an_unmeasured_latency_is_a_dash_in_the_table() -> None:
+    """`--latency-images 0` measures nothing: the table says so rather than printing nan."""
+    from budget_edge.evaluate import _ms_cell
+
+    assert _ms_cell(float("nan")) == "-"
+    assert _ms_cell(1.234) == "1.23"
