@@ -121,9 +121,9 @@ def stages() -> list[Stage]:
                 "1,8",
                 "--zoo",
                 ",".join(str(z) for z in zoo_artifacts),
+                # The same weights' uniform masks: the allocator's count masks, fitted
+                # on the validation split (bench takes them or searched ones, not both).
                 "--count-table",
-                "--static-search-images",
-                "5000",
                 "--iterations",
                 "200",
                 "--json",

@@ -8,7 +8,9 @@ imported only when it runs, so `budget-edge --help` and the runtime commands
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -71,6 +73,23 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+def check_command(args: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
+    """Parse `budget-edge ARGS` as the command line would, then run the command's own
+    `check_options`, and nothing else: click.UsageError or a BudgetEdgeError where the
+    command would refuse before any work. Scripts and the docs' command lines are held
+    to it, so a refused line fails a test, not a run hours later."""
+    name, *rest = args
+    parent = click.Context(cli, info_name="budget-edge")
+    command = cli.get_command(parent, name)
+    if command is None:
+        raise click.UsageError(f"no subcommand {name!r} (have {', '.join(COMMANDS)})")
+    params = command.make_context(name, list(rest), parent=parent).params
+    module = importlib.import_module(f"budget_edge.commands.{COMMANDS[name][0]}")
+    check = getattr(module, "check_options", None)
+    if check is not None:
+        check(params, os.environ if environ is None else environ)
 
 
 # click 8.2+ raises this for a group called without arguments; older click has none.

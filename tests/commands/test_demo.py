@@ -158,21 +158,8 @@ def test_every_stage_parses_and_passes_its_command_s_checks(
 ) -> None:
     """Each stage's arguments as its command parses them, then its check_options: a
     renamed or refused option fails here, not minutes into a demo."""
-    import importlib
-    import os
-
-    import click
-
-    from budget_edge.cli import COMMANDS
+    from budget_edge.cli import check_command
 
     extra = {} if from_scratch else {"checkpoint": tmp_path / "r20.pt", "zoo": tmp_path / "r8.pt"}
-    parent = click.Context(cli, info_name="budget-edge")
     for stage in demo.plan(tmp_path, None, demo.PRESETS[preset], **extra):
-        name, *args = stage.args
-        command = cli.get_command(parent, name)
-        assert command is not None, stage.name
-        params = command.make_context(name, list(args), parent=parent).params
-        module = importlib.import_module(f"budget_edge.commands.{COMMANDS[name][0]}")
-        check = getattr(module, "check_options", None)
-        if check is not None:
-            check(params, os.environ)
+        check_command(stage.args)

@@ -39,7 +39,7 @@ import pytest
 from runtime_artifacts import load_artifact_builder
 
 import budget_edge
-from budget_edge.cli import COMMANDS, cli
+from budget_edge.cli import COMMANDS, check_command, cli
 from budget_edge.errors import BudgetEdgeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,32 +221,20 @@ def check_words(line: str, env: dict[str, str], words: list[str], full_parse: bo
     bad = unknown_options(args, command)
     assert not bad, f"{line!r}: `budget-edge {name}` has no option {bad}"
     if full_parse:
-        parse_like_the_shell(command, name, args, group_ctx, line, env)
+        parse_like_the_shell(name, args, line, env)
 
 
 def command_module(name: str) -> ModuleType:
     return importlib.import_module(f"budget_edge.commands.{COMMANDS[name][0]}")
 
 
-def parse_like_the_shell(
-    command: click.Command,
-    name: str,
-    args: list[str],
-    parent: click.Context,
-    line: str,
-    env: dict[str, str],
-) -> None:
+def parse_like_the_shell(name: str, args: list[str], line: str, env: dict[str, str]) -> None:
     try:
-        ctx = command.make_context(name, list(args), parent=parent)
+        check_command([name, *args], env)  # the environment the line itself sets, nothing else
     except click.exceptions.Exit:
         return  # --help
     except click.UsageError as exc:
         raise AssertionError(f"{line!r}: {exc.format_message()}") from exc
-    check = getattr(command_module(name), "check_options", None)
-    if check is None:
-        return
-    try:
-        check(ctx.params, env)  # the environment the line itself sets, nothing else
     except BudgetEdgeError as exc:
         raise AssertionError(f"{line!r}: refused before any work: {exc}") from exc
 
