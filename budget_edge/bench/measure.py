@@ -25,11 +25,13 @@ spreads over every row instead of landing on one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -633,8 +635,10 @@ def run_bench(
     threads: int | None = None,
     progress: Progress | None = None,
     baselines: Baselines | None = None,
+    quiet: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> BenchResult:
-    """Measure every budget and baseline at every batch size; see the module docstring."""
+    """Measure every budget and baseline at every batch size; see the module docstring.
+    `quiet()` is held around the timed calls: no other thread of ours prints there."""
     settings.check()
     baselines = baselines or Baselines()
     check_zoo(rt, baselines.zoo)
@@ -686,7 +690,8 @@ def run_bench(
     def timing(done: int, total: int) -> None:
         timed(done, total, f"timing {len(jobs)} rows: {done}/{total} calls")
 
-    time_jobs(jobs, s.warmup, s.iterations, s.rounds, progress=timing)
+    with quiet():
+        time_jobs(jobs, s.warmup, s.iterations, s.rounds, progress=timing)
     rows = [_row(rt, job, quality, other, s.mode or rt.default_mode) for job in jobs]
     pair_with_nearest(rows, {id(r): _correct_of(r, quality, other) for r in rows})
     return BenchResult(

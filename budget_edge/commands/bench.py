@@ -216,7 +216,7 @@ def command(
         parse_precisions,
         run_bench,
     )
-    from budget_edge.commands.status import status_line
+    from budget_edge.commands.status import no_output_threads, status_line
     from budget_edge.errors import ConfigError
     from budget_edge.runtime import BudgetRuntime
     from budget_edge.runtime.static_masks import (
@@ -279,6 +279,7 @@ def command(
                 threads=threads,
                 progress=lambda msg: status.update(msg),
                 baselines=baselines,
+                quiet=lambda: no_output_threads(status),
             )
     finally:
         rt.close()

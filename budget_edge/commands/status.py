@@ -34,6 +34,7 @@ class LogStatus:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._held = False  # no heartbeat lines while a measurement runs
 
     def update(self, message: str) -> None:
         with self._lock:
@@ -43,10 +44,19 @@ class LogStatus:
     def tick(self) -> None:
         """The heartbeat: the latest update again if no line came for `every_s` (with no
         interval every update is a line already)."""
-        if self.every_s <= 0:
+        if self.every_s <= 0 or self._held:
             return
         with self._lock:
             self._line_if_due()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No heartbeat inside: updates still print, from the caller's thread."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
 
     def _line_if_due(self) -> None:
         now = self.clock()
@@ -83,3 +93,19 @@ def status_line(console: Console, text: str, every_s: float = 20.0) -> Iterator[
         yield status
     finally:
         status.stop()
+
+
+@contextmanager
+def no_output_threads(status: Any) -> Iterator[None]:
+    """Nothing printed from another thread inside (timed calls share the CPU with
+    whatever prints): a log's heartbeat holds, a terminal's spinner stops. Updates
+    from the caller, between timed jobs, still reach a log."""
+    if isinstance(status, LogStatus):
+        with status.held():
+            yield
+        return
+    status.stop()  # rich's Status: its refresh thread ends
+    try:
+        yield
+    finally:
+        status.start()

@@ -448,3 +448,42 @@ def test_each_row_is_paired_with_the_nearest_latency_row_of_another_method() -> 
     assert zoo.paired["against"] == "c=0.5"
     assert policy.paired is None
     assert far.paired is None
+
+
+def test_the_timed_calls_run_inside_quiet_and_nothing_else_does(
+    rt: BudgetRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench holds its status line's threads quiet around the timing, not the evaluation."""
+    import contextlib
+
+    from budget_edge.bench import measure
+
+    inside: list[bool] = [False]
+    seen: list[tuple[str, bool]] = []
+
+    @contextlib.contextmanager
+    def quiet() -> Any:
+        inside[0] = True
+        yield
+        inside[0] = False
+
+    real_time_jobs = measure.time_jobs
+
+    def recording_time_jobs(*args: Any, **kwargs: Any) -> None:
+        seen.append(("timing", inside[0]))
+        real_time_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "time_jobs", recording_time_jobs)
+    data = BenchData("pixels", _pixels(rt, 4), None)
+    run_bench(
+        rt,
+        data,
+        _settings(),
+        threads=1,
+        progress=lambda _m: seen.append(("say", inside[0])),
+        quiet=quiet,
+    )
+    assert ("timing", True) in seen
+    evaluation = [held for what, held in seen if what == "say"][:3]  # "evaluating 1/3" ...
+    assert evaluation == [False, False, False]
+    assert inside[0] is False

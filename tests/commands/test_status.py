@@ -3,7 +3,7 @@ import threading
 
 from rich.console import Console
 
-from budget_edge.commands.status import LogStatus, status_line
+from budget_edge.commands.status import LogStatus, no_output_threads, status_line
 
 
 def test_in_a_log_updates_are_timed_lines_at_most_one_per_interval() -> None:
@@ -57,3 +57,25 @@ def test_the_heartbeat_thread_runs_only_inside_the_status_line() -> None:
         assert "status-heartbeat" in {t.name for t in threading.enumerate()} - before
         status.update("timing")
     assert "status-heartbeat" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_while_a_measurement_runs_the_heartbeat_holds_and_updates_still_print() -> None:
+    """Timed calls share the CPU with whatever prints: no line from the heartbeat thread
+    then, while the caller's own updates (between timed jobs) still reach the log."""
+    out = io.StringIO()
+    now = [0.0]
+    status = LogStatus(Console(file=out, force_terminal=False), every_s=20, clock=lambda: now[0])
+    status.update("timing 8 rows: 0/80 calls")
+    with no_output_threads(status):
+        now[0] = 25.0
+        status.tick()  # due, but held
+        now[0] = 30.0
+        status.update("timing 8 rows: 40/80 calls")  # the caller's: printed
+        now[0] = 55.0
+        status.tick()  # due again, still held
+    now[0] = 75.0
+    status.tick()  # released: the heartbeat is back
+    assert out.getvalue().splitlines() == [
+        "[   30 s] timing 8 rows: 40/80 calls",
+        "[   75 s] timing 8 rows: 40/80 calls",
+    ]
