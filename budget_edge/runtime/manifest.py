@@ -182,7 +182,8 @@ class AllocationSpec(Spec):
 
     source: str
     budgets: Annotated[list[Annotated[float, Meta(ge=0, le=1)]], Meta(min_length=1)]
-    prices: list[Annotated[float, Meta(ge=0)]]
+    # Finite (JSON has none other, but a Python caller of from_dict could pass inf).
+    prices: list[Annotated[float, Meta(ge=0, le=1e30)]]
     count_masks: Annotated[list[Mask], Meta(max_length=MAX_COMPONENTS + 1)] | None = None
 
 

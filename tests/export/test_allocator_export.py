@@ -228,6 +228,11 @@ def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
         (lambda d: d["allocation"].update(prices=[1, 2, 3, 4, 5]), "never rise"),
         (lambda d: d["allocation"].update(budgets=[0.0, 0.5]), "equally long"),
         (lambda d: d["allocation"].update(prices=["a"] * 5), r"prices\[0\]: expected `float`"),
+        # JSON cannot hold inf, a Python caller can: named at its field, not as "not JSON"
+        (
+            lambda d: d["allocation"].update(prices=[float("inf"), 0.6, 0.3, 0.1, 0.0]),
+            r"allocation\.prices\[0\]: expected `float` <= 1e\+30",
+        ),
         (lambda d: d["flops"].pop("allocator"), "flops.allocator"),
         (lambda d: d["roles"].pop("allocator"), "allocation"),
         (
