@@ -197,7 +197,7 @@ def test_sweep_and_reports(tmp_path: Path) -> None:
     result.info.update(backbone="tiny", dataset="fashion-mnist", split="test")
     fig = accuracy_figure(result)
     assert fig.axes[0].get_title() == "accuracy against FLOPs: up and left is better"
-    assert fig._suptitle.get_text() == "tiny · fashion-mnist test, 12 images · mode greedy"
+    assert fig.get_suptitle() == "tiny · fashion-mnist test, 12 images · mode greedy"
     legend = fig.axes[0].get_legend()
     assert legend.get_texts()[0].get_text() == "BudgetNet, mode greedy (decision included)"
     from matplotlib.backends.backend_agg import FigureCanvasAgg

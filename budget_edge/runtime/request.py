@@ -114,6 +114,10 @@ class InferenceRequest:
     decision: Decision = Agent()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.decision, (Agent, Static, Mask)):
+            raise InputError(
+                f"decision must be Agent(...), Static() or Mask(components), got {self.decision!r}"
+            )
         if isinstance(self.decision, Mask) and self.budget is not None:
             raise InputError(
                 "give a budget or a mask, not both: a mask runs exactly its "
@@ -129,15 +133,28 @@ class InferenceRequest:
     def split(self, chunk: int) -> list[InferenceRequest]:
         """Consecutive requests of at most `chunk` images (per-image inputs split too).
 
-        Mode "sample" runs whole: its random draws depend on each image's row in the
-        batch, so chunks would change the answer.
+        Only a batch with its batch axis (NHWC pixels or NCHW inputs, 4 axes) is split:
+        a single image (HW, HWC) runs whole. So does sampling (mode "sample", or the
+        artifact's own mode when none is named): its random draws depend on each
+        image's row in the batch, so chunks would change the answer.
         """
         images = np.asarray(self.images)
-        n = images.shape[0]
-        sampled = isinstance(self.decision, Agent) and self.decision.mode == "sample"
-        if n <= chunk or sampled:
+        decision = self.decision
+        sampled = isinstance(decision, Agent) and decision.mode in ("sample", None)
+        if images.ndim != 4 or images.shape[0] <= chunk or sampled or self._misfit(images):
             return [self]
+        n = images.shape[0]
         return [self._rows(images, slice(i, i + chunk)) for i in range(0, n, chunk)]
+
+    def _misfit(self, images: np.ndarray) -> bool:
+        """Per-image budgets or masks of another count: left whole, so the runtime's
+        error names the request's image count, not a chunk's."""
+        n = images.shape[0]
+        budget, decision = self.budget, self.decision
+        if budget is not None and np.ndim(budget) == 1 and np.shape(budget)[0] != n:
+            return True
+        masks = decision.components if isinstance(decision, Mask) else None
+        return masks is not None and np.ndim(masks) == 2 and np.shape(masks)[0] != n
 
     def _rows(self, images: np.ndarray, rows: slice) -> InferenceRequest:
         budget = self.budget

@@ -59,9 +59,9 @@ def test_a_budget_is_given_only_where_one_is_needed() -> None:
 
 
 def test_chunks_keep_each_images_budget_and_mask() -> None:
-    images = np.arange(5)[:, None, None] * np.ones((5, 4, 4), np.uint8)
+    images = np.arange(5)[:, None, None, None] * np.ones((5, 4, 4, 1), np.uint8)
     budgets = np.linspace(0, 1, 5)
-    parts = InferenceRequest(images, budgets).split(2)
+    parts = InferenceRequest(images, budgets, Agent("greedy")).split(2)
     assert [len(p.images) for p in parts] == [2, 2, 1]  # type: ignore[arg-type]
     np.testing.assert_array_equal(np.concatenate([p.budget for p in parts]), budgets)  # type: ignore[misc]
     np.testing.assert_array_equal(np.concatenate([p.images for p in parts]), images)  # type: ignore[misc]
@@ -71,14 +71,30 @@ def test_chunks_keep_each_images_budget_and_mask() -> None:
     np.testing.assert_array_equal(np.concatenate(rows), masks)
     one_mask = InferenceRequest(images, decision=Mask([1, 1, 0])).split(2)
     assert all(list(p.decision.components) == [1, 1, 0] for p in one_mask)  # type: ignore[union-attr]
-    assert InferenceRequest(images, 0.5).split(2)[1].budget == 0.5
+    assert InferenceRequest(images, 0.5, Agent("greedy")).split(2)[1].budget == 0.5
 
 
-def test_sampling_runs_whole() -> None:
-    """Its draws depend on each image's row in the batch: chunks would change them."""
-    images = np.zeros((5, 4, 4), np.uint8)
-    assert len(InferenceRequest(images, 0.5, Agent("sample", seed=1)).split(2)) == 1
-    assert len(InferenceRequest(images, 0.5, Agent("greedy")).split(2)) == 3
+@pytest.mark.parametrize(
+    "request_",
+    [
+        # Its draws depend on each image's row in the batch: chunks would change them.
+        InferenceRequest(np.zeros((5, 4, 4, 1), np.uint8), 0.5, Agent("sample", seed=1)),
+        # The artifact's own mode might be "sample".
+        InferenceRequest(np.zeros((5, 4, 4, 1), np.uint8), 0.5, Agent()),
+        # One HW frame: its first axis is a row of pixels, not a batch.
+        InferenceRequest(np.zeros((28, 28), np.uint8), 0.5, Agent("greedy")),
+        # Budgets of another count: the runtime reports it against all 5 images.
+        InferenceRequest(np.zeros((5, 4, 4, 1), np.uint8), np.ones(4) / 2, Agent("greedy")),
+        InferenceRequest(np.zeros((5, 4, 4, 1), np.uint8), decision=Mask(np.ones((3, 2)))),
+    ],
+)
+def test_what_chunks_would_change_runs_whole(request_: InferenceRequest) -> None:
+    assert request_.split(2) == [request_]
+
+
+def test_a_decision_of_another_kind_is_refused() -> None:
+    with pytest.raises(InputError, match=r"decision must be Agent\(...\), Static\(\) or Mask"):
+        InferenceRequest(np.zeros((1, 4, 4, 1), np.uint8), 0.5, "greedy")  # type: ignore[arg-type]
 
 
 def _result(rows: int, start: int, probs: bool) -> InferResult:
@@ -106,21 +122,21 @@ def test_results_concatenate_in_order_and_latencies_add_up() -> None:
         InferResult.concat([])
 
 
-def test_a_request_runs_as_the_keywords_do(resnet_artifact) -> None:
+def test_a_request_in_chunks_answers_as_the_whole_request(resnet_artifact) -> None:
+    """What the server does with a large request: chunks, then InferResult.concat."""
     rng = np.random.default_rng(0)
     c, h, w = resnet_artifact.net.input_size
-    x = rng.integers(0, 256, (6, h, w, c), np.uint8)
-    budgets = rng.uniform(size=6).astype(np.float32)
+    x = rng.integers(0, 256, (7, h, w, c), np.uint8)
+    budgets = rng.uniform(size=7).astype(np.float32)
     with BudgetRuntime.load(resnet_artifact.path, threads=1) as rt:
-        for decision, keywords in [
-            (Agent("greedy"), {"mode": "greedy"}),
-            (Agent("rank", cap="flops"), {"mode": "rank", "cap": "flops"}),
+        for request in [
+            InferenceRequest(x, budgets, Agent("greedy")),
+            InferenceRequest(x, budgets, Agent("rank", cap="flops")),
+            InferenceRequest(x, decision=Mask(rng.integers(0, 2, (7, rt.num_components)))),
         ]:
-            got = rt.run(InferenceRequest(x, budgets, decision))
-            want = rt.infer(x, budget=budgets, **keywords)
-            np.testing.assert_array_equal(got.mask, want.mask)
-            np.testing.assert_array_equal(got.logits, want.logits)
-        mask = np.ones(rt.num_components, np.uint8)
-        got = rt.run(InferenceRequest(x, decision=Mask(mask)))
-        np.testing.assert_array_equal(got.logits, rt.infer(x, mask=mask).logits)
-        assert got.probs is None
+            whole = rt.run(request)
+            parts = request.split(3)
+            assert len(parts) == 3
+            merged = InferResult.concat([rt.run(part) for part in parts])
+            for field in ("logits", "classes", "mask", "flops", "probs"):
+                np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))

@@ -438,3 +438,27 @@ def test_a_quantized_set_is_named_in_the_platform(tmp_path: Path) -> None:
     with BudgetRuntime.load(tmp_path, precision="fp16", threads=1) as rt:
         served = ServedModel(rt, FixedBudget(0.5))
         assert served.metadata()["platform"] == "budget-edge_onnxruntime_fp16"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"mode": "fast"}, "mode 'fast' is not one of"),
+        ({"policy": "oracle"}, "policy 'oracle' is not one of"),
+        ({"policy": "static", "cap": "flops"}, "cap needs the agent's probabilities"),
+    ],
+)
+def test_options_that_cannot_run_are_refused_before_the_request_queues(
+    tiny_artifact: Path, rng: np.random.Generator, parameters: dict[str, Any], message: str
+) -> None:
+    """Checked when the request is parsed: it never takes a turn of the model."""
+    from .conftest import GatedRuntime
+
+    runtime = GatedRuntime(BudgetRuntime.load(tiny_artifact, backend="onnxruntime", threads=1))
+    runtime.open()  # a call would run, and be counted
+    served = ServedModel(runtime, FixedBudget(0.5))  # type: ignore[arg-type]
+    header = {"inputs": [image_input(random_images(rng, 2, (3, 8, 8)))], "parameters": parameters}
+    with pytest.raises(InputError, match=message):
+        served.infer_body(json.dumps(header).encode(), None)
+    runtime.close()
+    assert runtime.calls == []
