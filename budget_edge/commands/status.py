@@ -68,7 +68,9 @@ class LogStatus:
         """Tick from a daemon thread until `stop`."""
 
         def beat() -> None:
-            while not self._stopped.wait(max(self.every_s / 4, 0.01)):
+            # A quarter of the interval: a line at most that late (never a busy loop).
+            # A closed pipe ends this thread quietly: rich raises SystemExit for it.
+            while not self._stopped.wait(max(self.every_s / 4, 0.5)):
                 self.tick()
 
         self._heartbeat = threading.Thread(target=beat, name="status-heartbeat", daemon=True)
