@@ -62,6 +62,7 @@ class Mask:
 
 
 Decision = Agent | Static | Mask
+DEFAULT_AGENT = Agent()  # the artifact's own mode, no seed, no cap
 
 
 def decision_from_options(
@@ -81,6 +82,8 @@ def decision_from_options(
                 "ignored: pass either a mask, or a budget with these options"
             )
         return Mask(mask)
+    if policy == "agent" and mode is None and seed is None and cap is None:
+        return DEFAULT_AGENT  # infer(images, budget=c): nothing to check, nothing to make
     if policy not in POLICIES:
         raise InputError(f"policy {policy!r} is not one of {POLICIES}")
     agent = Agent(mode, seed, cap)  # checks the options' values either way

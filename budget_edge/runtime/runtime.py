@@ -152,6 +152,7 @@ class BudgetRuntime:
         self.directory = Path(directory)
         self.backend = backend
         self.precision = precision
+        self._resolved_agents: dict[Agent, Agent] = {}  # mode None -> the default mode
         # One call at a time on a backend with one stream and pooled device memory;
         # ONNX Runtime sessions run concurrently.
         self._lock: Any = (
@@ -386,7 +387,7 @@ class BudgetRuntime:
         t_start = time.perf_counter()
         decision = request.decision
         if isinstance(decision, Agent) and decision.mode is None:
-            decision = replace(decision, mode=self.default_mode)
+            decision = self._own_mode(decision)
         images = request.images
         pixels = pixels_nhwc(images, self.manifest.preprocessing)
         x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
@@ -394,6 +395,14 @@ class BudgetRuntime:
         # One image in mode 'allocate' has a cheaper path: the count plan.
         strategy = self._run_one_count if self._takes_count_plan(decision, n) else self._run_batch
         return strategy(images, pixels, x, n, request.budget, decision, t_start)
+
+    def _own_mode(self, agent: Agent) -> Agent:
+        """`agent` with the artifact's default mode, made once per distinct agent (a
+        frozen dataclass re-checked on every call cost microseconds on the hot path)."""
+        resolved = self._resolved_agents.get(agent)
+        if resolved is None:
+            resolved = self._resolved_agents[agent] = replace(agent, mode=self.default_mode)
+        return resolved
 
     def _takes_count_plan(self, decision: Decision, n: int) -> bool:
         return (
