@@ -1,0 +1,296 @@
+"""The device-side command chains of docs/jetson.md, docs/quantize.md and docs/security.md
+run, in the docs' order, through the CLI, on a small trained BudgetNet (issue 23).
+
+test_docs.py parses every documented `budget-edge` line and runs its check_options; here
+the lines below actually run, as a user would type them, with only these changes:
+
+- documented paths (runs/.../budgetnet.pt, artifacts/..., key.pem, data/fashion-mnist,
+  bench JSON files) become tmp paths;
+- `serve` gets `--port` of a free loopback port (the documented default, 8000, may be
+  taken) and runs in a subprocess, answers one request and is stopped with SIGTERM;
+- where a command would go through a whole dataset, the smallest option that limits it
+  is added, each with a comment saying why.
+
+Everything else in the docs' blocks (the TensorRT engines, `bench --backend tensorrt`
+with its data, `serve --backend tensorrt`, `--uds`, `--token-file`, `latency:` budgets,
+protocol.md's reload chain) stays parse-only in test_docs.py: this machine has no
+TensorRT, and the serving options have their own process tests in tests/serve.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from budgetnet_helpers import FMNIST_META, write_tiny_fashion_mnist
+from commands.test_bench import _fail  # run through cli.main: one line, exit 2
+from runtime.test_signing import _keys  # an Ed25519 key pair, as `openssl genpkey` makes
+from train.test_budgetnet import tiny_config
+
+from budget_edge.cli import main
+from budget_edge.commands.demo import _free_port, _post_json, _stop, _wait_ready
+from budget_edge.export import exporter
+from budget_edge.export.onnx_export import GraphExporter
+from budget_edge.models import build_backbone
+from budget_edge.models.checkpoint import save_checkpoint
+from budget_edge.runtime import BudgetRuntime
+from budget_edge.runtime.manifest import verify_files
+from budget_edge.train.budgetnet import train_budgetnet
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+# The outputs docs/protocol.md documents for a request that names none and sends no MASK.
+OUTPUTS = {"LOGITS", "CLASS", "MASK", "PROBS", "FLOPS"}
+# `export --fuse-top --calib-data` and `quantize int8 --calib-data` would otherwise draw
+# their default thousands of Fashion-MNIST training images through the model.
+FEW_CALIB = ["--calib-images", "16"]
+# `bench --data fashion-mnist` would otherwise run all 10,000 test images per row and
+# time its default number of calls.
+FEW_BENCH = ["--eval-images", "16", "--iterations", "2", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/.../budgetnet.pt: a `budget-edge train` output, made by the tiny run of
+    tests/train/test_budgetnet.py (its tiny_config and generated Fashion-MNIST-format
+    data, light extractor) cut to one epoch, on a ResNet-8 for 1x28x28 images: ResNet-20
+    trained three times longer here for nothing the commands below look at."""
+    if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed in {FMNIST}")
+    root = tmp_path_factory.mktemp("walkthrough-run")
+    data = write_tiny_fashion_mnist(root / "data", n_train=32, n_test=16)
+    torch.manual_seed(0)
+    net = build_backbone("resnet8", num_classes=10, in_channels=1, input_size=(1, 28, 28))
+    backbone = save_checkpoint(root / "backbone.pt", net, meta=dict(FMNIST_META))
+    config = tiny_config(data, curriculum_epochs=1, finetune_epochs=0, eval_budgets=(0.5,))
+    return train_budgetnet(root / "r8-budgetnet", backbone, config)
+
+
+@pytest.fixture(scope="module")
+def traces() -> GraphExporter:
+    """One GraphExporter for every `export` below, as tests/export/conftest.py shares
+    one: each structure is traced by torch once (about 3 s a graph here) and later
+    exports of the same checkpoint fill the same graphs with its weights."""
+    return GraphExporter()
+
+
+@pytest.fixture(autouse=True)
+def shared_traces(traces: GraphExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    export = exporter.export_checkpoint
+    monkeypatch.setattr(
+        exporter, "export_checkpoint", lambda *a, **k: export(*a, exporter=traces, **k)
+    )
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """A documented line through cli.main; exit 0 (a SystemExit fails the test); stdout."""
+    main(args)
+    return capsys.readouterr().out
+
+
+def serve_answers(args: list[str], tmp_path: Path, precision: str = "fp32") -> dict[str, object]:
+    """`budget-edge serve ARGS --port P` in the background: ready, one Fashion-MNIST test
+    image answered (checked against the runtime), stopped by SIGTERM with exit 0."""
+    from budget_edge.data.registry import load_arrays
+
+    artifact = Path(args[0])
+    image = load_arrays("fashion-mnist", str(FMNIST), "test").images[:1]
+    # --port: a free loopback port, not the default 8000 that something may hold.
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / f"serve-{port}.log"
+    command = [sys.executable, "-m", "budget_edge.cli", "serve", *args, "--port", str(port)]
+    with open(log, "w") as handle:
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(server, base, log)
+        with BudgetRuntime.load(artifact, backend="onnxruntime", precision=precision) as rt:
+            name = rt.manifest.backbone
+            want = rt.infer(image, budget=0.5)
+        request = {
+            "parameters": {"budget": 0.5},
+            "inputs": [
+                {
+                    "name": "IMAGE",
+                    "datatype": "UINT8",
+                    "shape": list(image.shape),
+                    "data": image.ravel().tolist(),
+                }
+            ],
+        }
+        answer = _post_json(f"{base}/v2/models/{name}/infer", request)
+    finally:
+        _stop(server)
+    assert server.returncode == 0, log.read_text()
+    outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+    assert set(outputs) == OUTPUTS
+    assert outputs["CLASS"] == want.classes.tolist()
+    np.testing.assert_allclose(np.reshape(outputs["LOGITS"], (1, -1)), want.logits, atol=1e-4)
+    return outputs
+
+
+def test_jetson_md_workstation_then_device(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = str(tmp_path / "artifacts" / "fmnist-r20")
+    ckpt = str(checkpoint)
+    # 2. Export on the workstation: both export lines (the second replaces the first).
+    run(["export", ckpt, "--out", art], capsys)
+    assert verify_files(art).roles["policy"] is not None
+    run(
+        [
+            "export",
+            ckpt,
+            "--out",
+            art,
+            "--fuse-top",
+            "4",
+            "--calib-data",
+            "fashion-mnist",
+            *FEW_CALIB,
+        ],
+        capsys,
+    )
+    assert verify_files(art).hot_policies
+    run(["quantize", art, "--precision", "fp16"], capsys)
+    run(
+        [
+            "quantize",
+            art,
+            "--precision",
+            "int8",
+            "--target",
+            "tensorrt",
+            "--calib-data",
+            "fashion-mnist",
+            *FEW_CALIB,
+        ],
+        capsys,
+    )
+    assert set(verify_files(art).precisions) >= {"fp16", "int8"}
+    # Sign last, serve only what the key signed.
+    key, pub = _keys(tmp_path, "key")
+    run(["sign", art, "--key", str(key)], capsys)
+    serve_answers([art, "--trusted-key", str(pub)], tmp_path)
+    # 3. Build the TensorRT engines: without TensorRT, one line naming it, exit 2.
+    for precision in ("fp16", "int8"):
+        err = _fail(
+            [
+                "build-engines",
+                art,
+                "--precision",
+                precision,
+                "--max-batch",
+                "8",
+                "--workspace",
+                "1024",
+            ],
+            capsys,
+        )
+        assert err.startswith("error: ")
+        assert "pip install tensorrt" in err, err
+    # 4. Measure: ONNX Runtime on the test set; TensorRT refused in one line.
+    report = tmp_path / "bench-ort.json"
+    run(
+        [
+            "bench",
+            art,
+            "--backend",
+            "onnxruntime",
+            "--data",
+            "fashion-mnist",
+            "--data-dir",
+            str(FMNIST),
+            "--json",
+            str(report),
+            *FEW_BENCH,
+        ],
+        capsys,
+    )
+    rows = json.loads(report.read_text())["rows"]
+    assert {r["kind"] for r in rows} >= {"static", "policy", "budget"}
+    assert all(r["accuracy"] is not None for r in rows if r["kind"] != "policy")
+    for line in (
+        [
+            "--backend",
+            "tensorrt",
+            "--data",
+            "fashion-mnist",
+            "--data-dir",
+            str(FMNIST),
+            "--budgets",
+            "0.25,0.5,0.75,1.0",
+            "--batch",
+            "1,8",
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--md",
+            str(tmp_path / "bench.md"),
+        ],
+        ["--backend", "tensorrt", "--batch", "1", "--json", str(tmp_path / "bench-b1.json")],
+    ):
+        err = _fail(["bench", art, *line], capsys)
+        assert err.startswith("error: this artifact has no TensorRT engines: run "), err
+        assert "budget-edge build-engines" in err
+
+
+def test_quantize_md_chain(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = str(tmp_path / "artifacts" / "r20")
+    # --static-search-images: the search would otherwise run thousands of training images
+    # under every candidate mask.
+    run(
+        [
+            "export",
+            str(checkpoint),
+            "--out",
+            art,
+            "--static-masks",
+            "fashion-mnist",
+            "--static-search-images",
+            "16",
+        ],
+        capsys,
+    )
+    run(
+        ["quantize", art, "--precision", "int8", "--calib-data", "fashion-mnist", *FEW_CALIB],
+        capsys,
+    )
+    run(["quantize", art, "--precision", "fp16"], capsys)
+    assert set(verify_files(art).precisions) >= {"fp16", "int8"}
+    out = run(
+        [
+            "bench",
+            art,
+            "--data",
+            "fashion-mnist",
+            "--precision",
+            "fp32,fp16,int8",
+            "--batch",
+            "1,8",
+            *FEW_BENCH,
+        ],
+        capsys,
+    )
+    for precision in ("", "fp16 ", "int8 "):  # a row per graph set and batch size
+        for batch in (1, 8):
+            assert re.search(rf"^\s*{precision}c=0\.5\s+{batch}\s", out, re.M), out
+    serve_answers([art, "--precision", "int8", "--budget", "fixed:0.5"], tmp_path, "int8")
+
+
+def test_security_md_signed_export_and_serve(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, pub = _keys(tmp_path, "key")
+    art = str(tmp_path / "artifacts" / "r20")
+    run(["export", str(checkpoint), "--out", art, "--sign", str(key)], capsys)
+    serve_answers([art, "--trusted-key", str(pub)], tmp_path)
+    # The same line's Python alternative, `BudgetRuntime.load(..., trusted_keys=[...])`.
+    with BudgetRuntime.load(art, backend="onnxruntime", trusted_keys=[pub]) as rt:
+        assert rt.infer(np.zeros((1, 28, 28, 1), np.uint8), budget=0.5).classes.shape == (1,)
