@@ -129,20 +129,6 @@ def test_smoke_demo_from_the_committed_model_then_skips_every_stage(
     assert capsys.readouterr().out.count("done already") == len(AFTER_PRETRAINING)
 
 
-@needs_fmnist
-@pytest.mark.slow
-def test_smoke_demo_from_scratch_needs_nothing_committed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")
-    monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
-    out = tmp_path / "demo"
-    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out)])
-    assert (out / "pretrain" / "best.pt").exists()
-    assert (out / "pretrain-zoo" / "best.pt").exists()
-    _check_outputs(out, "resnet8")
-
-
 def test_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(SystemExit) as info:
