@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -118,6 +118,16 @@ class InferResult:
             flops=np.concatenate([r.flops for r in results]),
             latency_ms=latency,
         )
+
+
+class _Batch(NamedTuple):
+    """One call's images: uint8 NHWC `pixels` (normalised on the backend where it can)
+    or preprocessed float32 `x`, and their count."""
+
+    images: ArrayLike  # as the caller gave them
+    pixels: np.ndarray | None
+    x: np.ndarray | None
+    n: int
 
 
 @dataclass(frozen=True)
@@ -388,13 +398,19 @@ class BudgetRuntime:
         decision = request.decision
         if isinstance(decision, Agent) and decision.mode is None:
             decision = self._own_mode(decision)
-        images = request.images
-        pixels = pixels_nhwc(images, self.manifest.preprocessing)
-        x = None if pixels is not None else prepare_images(images, self.manifest.preprocessing)
-        n = pixels.shape[0] if pixels is not None else x.shape[0]  # type: ignore[union-attr]
+        batch = self._batch(request.images)
         # One image in mode 'allocate' has a cheaper path: the count plan.
-        strategy = self._run_one_count if self._takes_count_plan(decision, n) else self._run_batch
-        return strategy(images, pixels, x, n, request.budget, decision, t_start)
+        one_count = self._takes_count_plan(decision, batch.n)
+        strategy = self._run_one_count if one_count else self._run_batch
+        return strategy(batch, request.budget, decision, t_start)
+
+    def _batch(self, images: ArrayLike) -> _Batch:
+        """The images as uint8 NHWC pixels where they are pixels, else preprocessed."""
+        pixels = pixels_nhwc(images, self.manifest.preprocessing)
+        if pixels is not None:
+            return _Batch(images, pixels, None, pixels.shape[0])
+        x = prepare_images(images, self.manifest.preprocessing)
+        return _Batch(images, None, x, x.shape[0])
 
     def _own_mode(self, agent: Agent) -> Agent:
         """`agent` with the artifact's default mode, made once per distinct agent (a
@@ -415,21 +431,14 @@ class BudgetRuntime:
         )
 
     def _run_batch(
-        self,
-        images: ArrayLike,
-        pixels: np.ndarray | None,
-        x: np.ndarray | None,
-        n: int,
-        budget: ArrayLike | None,
-        decision: Decision,
-        t_start: float,
+        self, batch: _Batch, budget: ArrayLike | None, decision: Decision, t_start: float
     ) -> InferResult:
         """Any request: decide the masks, then run the blocks each image keeps."""
         latency = dict.fromkeys(LATENCY_KEYS, 0.0)
         with self._lock:
             try:
-                xd = self._upload(images, pixels, x)
-                probs, run_mask = self._decide(xd, n, budget, decision, latency)
+                xd = self._upload(batch)
+                probs, run_mask = self._decide(xd, batch.n, budget, decision, latency)
                 logits = self.backend.to_host([self._backbone(xd, run_mask, latency)])[0]
             finally:
                 self.backend.release()
@@ -449,14 +458,7 @@ class BudgetRuntime:
         )
 
     def _run_one_count(
-        self,
-        images: ArrayLike,
-        pixels: np.ndarray | None,
-        x: np.ndarray | None,
-        n: int,
-        budget: ArrayLike | None,
-        decision: Decision,
-        t_start: float,
+        self, batch: _Batch, budget: ArrayLike | None, decision: Decision, t_start: float
     ) -> InferResult:
         """Mode 'allocate' on one image through the count plan (runtime/count_plan.py):
         the same result as `_run_batch`, with a fraction of its host work."""
@@ -467,7 +469,7 @@ class BudgetRuntime:
         be = self.backend
         with self._lock:
             try:
-                xd = self._upload(images, pixels, x)
+                xd = self._upload(batch)
                 t = time.perf_counter()
                 chances = np.asarray(be.to_host(be.run_device(plan.allocator, [xd])[:1])[0])
                 if chances.size != len(plan.levels):
@@ -502,14 +504,15 @@ class BudgetRuntime:
             full_flops=self.full_flops,
         )
 
-    def _upload(self, images: Any, pixels: np.ndarray | None, x: np.ndarray | None) -> Any:
+    def _upload(self, batch: _Batch) -> Any:
         """The images on the backend: uint8 pixels normalised there when it can (a quarter
         of the bytes to move), else normalised here and uploaded."""
-        if pixels is not None:
-            on_device = self.backend.upload_pixels(pixels, self.manifest.preprocessing)
+        x = batch.x
+        if batch.pixels is not None:
+            on_device = self.backend.upload_pixels(batch.pixels, self.manifest.preprocessing)
             if on_device is not None:
                 return on_device
-            x = prepare_images(images, self.manifest.preprocessing)
+            x = prepare_images(batch.images, self.manifest.preprocessing)
         assert x is not None
         return self.backend.to_device(x)
 
