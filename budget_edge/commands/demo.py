@@ -124,6 +124,8 @@ PRESETS = {
             "1",
             "--extractor",
             "light",
+            "--prior-images",
+            "128",
         ),
         allocate_extra=("--limit-train", "256", "--calib-images", "64", "--epochs", "1"),
         export_extra=("--static-masks", "fashion-mnist", "--static-search-images", "64"),

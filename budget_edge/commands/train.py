@@ -129,6 +129,12 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     help="Slope in c of the starting policy's logits [4 K].",
 )
 @click.option(
+    "--prior-images",
+    type=BoundedInt(),
+    help="Validation images that rank the static drop order of the starting policy "
+    "(the last training images without a split) [2000].",
+)
+@click.option(
     "--extractor",
     type=click.Choice(EXTRACTOR_CHOICES),
     help="Agent feature extractor: resnet8 (reference), light (about 10x cheaper) or "

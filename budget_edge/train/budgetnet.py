@@ -144,8 +144,8 @@ class BudgetNetConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         # Each setting spelled as the option that sets it (`--lr`), as a CLI user reads
-        # it; the few with no option (weight_decay, c_min_end, prior_images,
-        # eval_budgets) by their Python names.
+        # it; the few with no option (weight_decay, c_min_end, eval_budgets) by their
+        # Python names.
         if self.curriculum_epochs < 0 or self.finetune_epochs < 0 or self.total_epochs < 1:
             raise ConfigError(
                 "--curriculum-epochs and --finetune-epochs must be >= 0, and at least one "
@@ -180,7 +180,7 @@ class BudgetNetConfig:
         if self.eval_images is not None and self.eval_images < 1:
             raise ConfigError(f"--eval-images must be at least 1, got {self.eval_images}")
         if self.prior_images < 1:
-            raise ConfigError(f"prior_images must be at least 1, got {self.prior_images}")
+            raise ConfigError(f"--prior-images must be at least 1, got {self.prior_images}")
         if self.usage not in USAGE_KINDS:
             raise ConfigError(
                 f"--usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}"

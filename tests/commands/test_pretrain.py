@@ -2,12 +2,11 @@
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from two_ranks import failure_report, run_two_ranks
 
 from budget_edge.cli import main
 from budget_edge.commands.pretrain import command_line
@@ -164,12 +163,10 @@ def test_command_line_spells_out_every_option():
 @pytest.mark.slow
 def test_torchrun_two_processes(fmnist: Path, tmp_path: Path):
     out = tmp_path / "run"
-    args = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "budget_edge.cli", "pretrain", *tiny(fmnist, out, "--device", "cpu"),
-    ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_two_ranks(
+        ["-m", "budget_edge.cli", "pretrain", *tiny(fmnist, out, "--device", "cpu")], out
+    )
+    assert proc.returncode == 0, failure_report(proc)
     assert proc.stdout.count("final test accuracy") == 1  # rank 0 alone prints
     assert "2 process(es)" in proc.stdout
     assert load_checkpoint(out / "last.pt").meta["world_size"] == 2

@@ -17,6 +17,7 @@ from budget_edge.export.onnx_export import (
     check_graph,
     structure_key,
     tensor_specs,
+    trace_to_onnx,
 )
 
 from .conftest import close
@@ -58,6 +59,27 @@ def test_one_trace_serves_every_module_of_that_structure():
         close(run(second, x5.numpy()), b(x5))
     check_graph(second, "tiny")
     assert [t.shape for t in tensor_specs(second.graph.input)] == [["batch", 4, 5, 5]]
+
+
+class Unexportable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this module cannot run")
+
+
+def test_torchs_own_registry_builder_is_back_after_an_export_and_a_failed_one():
+    """The exporter shares torch's ATen-to-ONNX table across graphs by swapping a
+    private builder; a user's own torch.onnx.export later must get torch's again."""
+    from torch.onnx._internal.exporter import _registration
+
+    builder = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    a = run(
+        trace_to_onnx(Tiny(), [torch.zeros(1, 4, 5, 5)], ["x"], ["y"]),
+        np.ones((2, 4, 5, 5), np.float32),
+    )
+    assert a.shape == (2, 3)
+    with pytest.raises(ConfigError, match="torch.onnx cannot export Unexportable"):
+        trace_to_onnx(Unexportable(), [torch.zeros(1, 4)], ["x"], ["y"])
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is builder
 
 
 def test_structure_key_tells_input_shapes_and_layers_apart():

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from budgetnet_helpers import write_backbone_checkpoint, write_tiny_fashion_mnist
+from two_ranks import failure_report, run_two_ranks
 
 from budget_edge.models.checkpoint import load_checkpoint
 
@@ -19,26 +17,8 @@ def test_two_processes_keep_identical_models(tmp_path: Path) -> None:
     data = write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
     checkpoint = write_backbone_checkpoint(tmp_path / "backbone.pt")
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(WORKER),
-            str(out),
-            str(data),
-            str(checkpoint),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_two_ranks([str(WORKER), str(out), str(data), str(checkpoint)], out)
+    assert proc.returncode == 0, failure_report(proc)
 
     for epoch, stage in ((0, "curriculum"), (1, "finetune")):
         rank0 = torch.load(out / f"rank0_epoch{epoch}.pt", weights_only=True)

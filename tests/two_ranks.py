@@ -1,0 +1,46 @@
+"""Run a command under torchrun with two CPU processes (gloo), as the training tests do.
+
+A plain module (not a fixture) so that tests in several folders share it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def run_two_ranks(command: Sequence[str], out: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 *command`.
+
+    gloo's TCP transport can abort a rank natively (SIGABRT from a C++ exception in
+    its connection thread, pytorch/pytorch#188266) on a loaded machine; one CI run
+    of this suite saw it. That abort, and only it, is retried once with `out`
+    emptied; the first attempt's report is kept as a warning. Any other failure
+    (a Python error exits 1) is returned as it is. Python's fault handler is on, so
+    an abort prints the Python stack it happened under.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args += ["--nproc_per_node", "2", *command]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode == 0 or "(SIGABRT)" not in proc.stderr:
+        return proc
+    warnings.warn(f"a rank aborted natively; retrying once:\n{failure_report(proc)}", stacklevel=2)
+    shutil.rmtree(out, ignore_errors=True)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+
+
+FATAL = re.compile(r"Fatal Python error|terminate called|what\(\)|Traceback|Error|^\s+File ")
+
+
+def failure_report(proc: subprocess.CompletedProcess[str]) -> str:
+    """The lines that say why a rank died (errors, fault-handler stacks), then the tail."""
+    lines = proc.stderr.splitlines()
+    fatal = [line for line in lines if FATAL.search(line)][:60]
+    return "\n".join([*fatal, "-- last lines --", *lines[-30:], proc.stdout[-1000:]])
