@@ -41,6 +41,19 @@ COMMITTED = REPO / "benchmarks/results/fair-fmnist/resnet20-s0/best.pt"
 # The zoo member the bench compares with (ResNet-8 under the same recipe and split).
 COMMITTED_ZOO = REPO / "benchmarks/results/fair-fmnist/resnet8-s0/best.pt"
 ZOO_BACKBONE = "resnet8"
+# Every stage in run order; the first two only with --from-scratch.
+STAGES = (
+    "pretrain",
+    "pretrain-zoo",
+    "train",
+    "allocate",
+    "evaluate",
+    "export",
+    "quantize",
+    "export-zoo",
+    "bench",
+    "serve",
+)
 
 
 @dataclass(frozen=True)
@@ -337,6 +350,17 @@ def _still_done(stage: Stage) -> bool:
         return False
 
 
+def _stop_after(stages: list[Stage], until: str | None) -> list[Stage]:
+    """The stages up to and including `until` (all of them without it)."""
+    if until is None:
+        return stages
+    names = [stage.name for stage in stages]
+    if until not in names:
+        # Pretraining runs only with --from-scratch; export-zoo only with a zoo member.
+        raise ConfigError(f"--until {until}: this demo's stages are {', '.join(names)}")
+    return stages[: names.index(until) + 1]
+
+
 def run_stage(stage: Stage, data_dir: str | None) -> None:
     """Run one stage; user errors propagate to the CLI's handler."""
     from budget_edge.cli import cli
@@ -495,6 +519,11 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 @click.option(
     "--data-dir", help="Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)."
 )
+@click.option(
+    "--until",
+    type=click.Choice(STAGES),
+    help="Stop after this stage; a later run without it goes on from there.",
+)
 @click.option("--fresh", is_flag=True, help="Start over: ignore what earlier runs left in --out.")
 def command(
     out: Path,
@@ -503,6 +532,7 @@ def command(
     preset: str,
     backbone: str,
     data_dir: str | None,
+    until: str | None,
     fresh: bool,
 ) -> None:
     """The whole pipeline on Fashion-MNIST with no network, from the committed
@@ -549,6 +579,7 @@ def command(
             click.echo(f"no zoo member at {COMMITTED_ZOO}: the bench runs without a zoo")
         stages = plan(out, data_dir, PRESETS[preset], checkpoint=checkpoint, zoo=zoo)
         source = str(checkpoint.resolve())
+    stages = _stop_after(stages, until)
     record = {"preset": preset, "source": source}
     if fresh and out.exists():
         if not (out / "demo.json").exists() and any(out.iterdir()):
@@ -574,6 +605,12 @@ def command(
         run_stage(stage, data_dir)
         if stage.name.startswith("pretrain") or stage.name == "quantize":
             stage.done_marker.write_text('{"done": true}\n')  # their outputs do not say "done"
+    if until is not None:
+        click.echo(
+            f"\ndemo stopped after {until} (--until) in {time.perf_counter() - start:.0f} s; "
+            "run it again without --until to go on"
+        )
+        return
     click.echo(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s; "
         f"plot: {out / 'bench' / 'bench.png'}, table: {out / 'bench' / 'bench.md'}, "

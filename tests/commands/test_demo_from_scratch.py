@@ -1,7 +1,10 @@
 """`budget-edge demo --from-scratch`: the pipeline with nothing committed (smoke preset).
 
-A file of its own so that the test runner's workers, which take a file each, run the
-two smoke demos side by side (each is about a minute on two cores)."""
+The stages after `train` run the same commands as from the committed model
+(tests/commands/test_demo.py runs them all), so this runs the stages that differ:
+pretraining the backbone and the zoo member, and training the agent on that
+backbone. A file of its own, so that the test runner's two workers run the two
+smoke demos side by side."""
 
 from __future__ import annotations
 
@@ -11,19 +14,39 @@ import pytest
 
 from budget_edge.cli import main
 from budget_edge.commands import demo
+from budget_edge.models.checkpoint import load_checkpoint
 
-from .test_demo import _check_outputs, needs_fmnist
+from .test_demo import needs_fmnist
 
 
 @needs_fmnist
 @pytest.mark.slow
-def test_smoke_demo_from_scratch_needs_nothing_committed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_smoke_demo_from_scratch_pretrains_what_the_agent_trains_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")
     monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
     out = tmp_path / "demo"
-    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out)])
-    assert (out / "pretrain" / "best.pt").exists()
-    assert (out / "pretrain-zoo" / "best.pt").exists()
-    _check_outputs(out, "resnet8")
+    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out), "--until", "train"])
+    printed = capsys.readouterr().out
+    assert "demo stopped after train (--until)" in printed
+    assert load_checkpoint(out / "pretrain-zoo" / "best.pt").backbone.num_components == 3
+    trained = load_checkpoint(out / "budgetnet" / "budgetnet.pt")
+    assert trained.agent is not None
+    assert trained.backbone.num_components == 9  # the ResNet-20 pretrained just before
+    assert not (out / "allocate").exists()
+    assert not (out / "artifact").exists()
+
+
+def test_until_a_stage_the_demo_does_not_have_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "mine.pt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main(
+            ["demo", "--checkpoint", str(ckpt), "--out", str(tmp_path / "d"), "--until", "pretrain"]
+        )
+    assert info.value.code == 2
+    assert "--until pretrain: this demo's stages are train, allocate" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
