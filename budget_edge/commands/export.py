@@ -181,3 +181,19 @@ def command(
         + (f", {len(manifest.static_masks.masks)} static masks" if manifest.static_masks else "")
         + f") in {seconds:.1f} s; decision mode: {manifest.decision_mode or 'none (no agent)'}"
     )
+    advice = greedy_advice(manifest.decision_mode, mode, checkpoint)
+    if advice is not None:
+        click.echo(advice)
+
+
+def greedy_advice(decision_mode: str | None, asked: str | None, checkpoint: Path) -> str | None:
+    """One line when the artifact runs the paper's agent only because the checkpoint has
+    no allocator: the depth router measured better on the committed checkpoints."""
+    if decision_mode != "greedy" or asked is not None:
+        return None
+    return (
+        "note: no allocator in this checkpoint, so the artifact runs the paper's agent "
+        "(mode greedy). On the committed ResNet-20 and ResNet-56 the allocator was more "
+        "accurate at equal or lower latency (benchmarks/results/default-path): run "
+        f"`budget-edge allocate {checkpoint} --data DATA --out CKPT2`, then export CKPT2."
+    )

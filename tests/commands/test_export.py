@@ -109,3 +109,15 @@ def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
     assert manifest.static_masks is not None
     assert manifest.static_masks.source.startswith("fashion-mnist train[59968:]")
     assert [sum(s.mask) for s in manifest.static_masks.masks] == [3, 2, 1, 0]
+
+
+def test_a_greedy_default_says_how_to_get_the_allocator() -> None:
+    from budget_edge.commands.export import greedy_advice
+
+    advice = greedy_advice("greedy", None, Path("runs/r20/budgetnet.pt"))
+    assert advice is not None
+    assert "`budget-edge allocate runs/r20/budgetnet.pt --data DATA --out CKPT2`" in advice
+    # Asked for greedy, already allocating, or no agent at all: nothing to say.
+    assert greedy_advice("greedy", "greedy", Path("a.pt")) is None
+    assert greedy_advice("allocate", None, Path("a.pt")) is None
+    assert greedy_advice(None, None, Path("a.pt")) is None
