@@ -1,5 +1,7 @@
 """The device-side command chains of docs/jetson.md, docs/quantize.md and docs/security.md
-run, in the docs' order, through the CLI, on a small trained BudgetNet (issue 23).
+run, in the docs' order, through the CLI, on a small trained BudgetNet (issue 23); so do
+the training chain of docs/pretrain.md and docs/budgetnet.md (pretrain, train, evaluate),
+read from the docs themselves.
 
 test_docs.py parses every documented `budget-edge` line and runs its check_options; here
 the lines below actually run, as a user would type them, with only these changes:
@@ -294,3 +296,49 @@ def test_security_md_signed_export_and_serve(
     # The same line's Python alternative, `BudgetRuntime.load(..., trusted_keys=[...])`.
     with BudgetRuntime.load(art, backend="onnxruntime", trusted_keys=[pub]) as rt:
         assert rt.infer(np.zeros((1, 28, 28, 1), np.uint8), budget=0.5).classes.shape == (1,)
+
+
+def documented(doc: str, subcommand: str) -> list[str]:
+    """The first fenced `budget-edge SUBCOMMAND ...` line of docs/DOC, as the words after
+    `budget-edge`, so that the test runs what the doc says today."""
+    from .test_docs import fenced_commands, shell_commands
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / doc).read_text()
+    for line in fenced_commands(text):
+        for _, words in shell_commands(line):
+            if words[:2] == ["budget-edge", subcommand]:
+                return words[1:]
+    raise AssertionError(f"docs/{doc} has no `budget-edge {subcommand}` line")
+
+
+def in_tmp(words: list[str], tmp_path: Path) -> list[str]:
+    """The docs' runs/... paths, under tmp_path."""
+    return [str(tmp_path / word) if word.startswith("runs/") else word for word in words]
+
+
+def test_pretrain_md_then_budgetnet_md_train_and_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed in {FMNIST}")
+    pretrain = in_tmp(documented("pretrain.md", "pretrain"), tmp_path)
+    # The documented run takes every training image through 15 epochs: one epoch of 64,
+    # with 32 held out for validation and 32 test images for its report.
+    few = ["--epochs", "1", "--limit-train", "64", "--val-size", "32", "--eval-images", "32"]
+    assert "final test accuracy" in run([*pretrain, *few], capsys)
+
+    train = in_tmp(documented("budgetnet.md", "train"), tmp_path)
+    assert train[train.index("--checkpoint") + 1] == str(tmp_path / "runs/r20/best.pt")
+    # The paper preset's 20 + 40 epochs over the training set: one of each stage on 64
+    # images, its check and its starting policy on 16 validation images.
+    few = ["--limit-train", "64", "--curriculum-epochs", "1", "--finetune-epochs", "1"]
+    few += ["--eval-images", "16", "--prior-images", "16"]
+    assert "epoch 2 finetune" in run([*train, *few], capsys)
+
+    evaluate = in_tmp(documented("budgetnet.md", "evaluate"), tmp_path)
+    # All 10,000 test images and a static-mask search on 5,000: 16 of each, no timing.
+    run([*evaluate, "--eval-images", "16", "--val-size", "16", "--latency-images", "0"], capsys)
+    sweep = json.loads((tmp_path / "runs/r20-bn/eval/sweep.json").read_text())
+    assert [round(row["budget"], 2) for row in sweep["rows"]] == [
+        round(0.1 + 0.05 * i, 2) for i in range(19)
+    ]
