@@ -66,6 +66,10 @@ def stages() -> list[Stage]:
                 "--checkpoint",
                 str(SANDWICH / "best.pt"),
                 *DATA,
+                # As the backbones trained (fair_training.py): autocast, which this
+                # CPU runs about twice as fast.
+                "--precision",
+                "bf16",
                 "--out",
                 str(agent),
                 *(["--resume"] if (agent / "last.pt").exists() else []),
