@@ -311,9 +311,18 @@ def documented(doc: str, subcommand: str) -> list[str]:
     raise AssertionError(f"docs/{doc} has no `budget-edge {subcommand}` line")
 
 
-def in_tmp(words: list[str], tmp_path: Path) -> list[str]:
-    """The docs' runs/... paths, under tmp_path."""
-    return [str(tmp_path / word) if word.startswith("runs/") else word for word in words]
+def in_tmp(words: list[str], tmp_path: Path, moved: dict[str, Path] | None = None) -> list[str]:
+    """The docs' runs/... and artifacts/... paths under tmp_path; `moved`: other paths
+    the test puts elsewhere (a downloaded checkpoint, a dataset archive)."""
+    moved = moved or {}
+    return [
+        str(moved[word])
+        if word in moved
+        else str(tmp_path / word)
+        if word.startswith(("runs/", "artifacts/"))
+        else word
+        for word in words
+    ]
 
 
 def test_pretrain_md_then_budgetnet_md_train_and_evaluate(
@@ -342,3 +351,36 @@ def test_pretrain_md_then_budgetnet_md_train_and_evaluate(
     assert [round(row["budget"], 2) for row in sweep["rows"]] == [
         round(0.1 + 0.05 * i, 2) for i in range(19)
     ]
+
+
+def test_checkpoints_md_akamaster_export_train_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/checkpoints.md's first block on the real akamaster ResNet-20 and a generated
+    archive in the official CIFAR-10 python format (tests/data/formats.py)."""
+    from data.formats import cifar_files, write_cifar_tar
+
+    from .test_docs import shared_dir
+
+    weights = shared_dir() / "pretrained" / "akamaster-cifar10" / "resnet20-12fca82f.th"
+    if not weights.is_file():
+        pytest.skip(f"the akamaster weights are not at {weights}")
+    archive = write_cifar_tar(tmp_path / "cifar-10-python.tar.gz", cifar_files("cifar10"))
+    moved = {
+        "checkpoints/resnet20-12fca82f.th": weights,
+        "data/cifar-10-python.tar.gz": archive,
+    }
+    export = in_tmp(documented("checkpoints.md", "export"), tmp_path, moved)
+    run(export, capsys)
+    assert verify_files(tmp_path / "artifacts/akamaster-r20").backbone == "resnet20"
+
+    train = in_tmp(documented("checkpoints.md", "train"), tmp_path, moved)
+    # The archive holds 20 training and 6 test images; the paper preset's 20 + 40 epochs
+    # become one of each stage.
+    few = ["--curriculum-epochs", "1", "--finetune-epochs", "1", "--prior-images", "8"]
+    assert "epoch 2 finetune" in run([*train, *few], capsys)
+
+    evaluate = in_tmp(documented("checkpoints.md", "evaluate"), tmp_path, moved)
+    run([*evaluate, "--val-size", "8", "--latency-images", "0"], capsys)
+    sweep = json.loads((tmp_path / "runs/akamaster-r20/eval/sweep.json").read_text())
+    assert len(sweep["rows"]) == 19  # the default budgets, 0.1:1.0:0.05
