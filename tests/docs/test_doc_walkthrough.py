@@ -1,7 +1,8 @@
 """The device-side command chains of docs/jetson.md, docs/quantize.md and docs/security.md
 run, in the docs' order, through the CLI, on a small trained BudgetNet (issue 23); so do
-the training chain of docs/pretrain.md and docs/budgetnet.md (pretrain, train, evaluate),
-read from the docs themselves.
+the training chain of docs/pretrain.md and docs/budgetnet.md (pretrain, train, evaluate)
+and docs/checkpoints.md's first block (the real akamaster ResNet-20 exported, trained on
+a generated CIFAR-10 archive and evaluated), read from the docs themselves.
 
 test_docs.py parses every documented `budget-edge` line and runs its check_options; here
 the lines below actually run, as a user would type them, with only these changes:
