@@ -35,9 +35,10 @@ demo: setup
 	$(VENV)/bin/budget-edge demo
 
 # One worker per core; a test file stays on one worker, so its module fixtures (exported
-# artifacts, trained checkpoints) are built once.
+# artifacts, trained checkpoints) are built once. Files go out in the order
+# tests/conftest.py sets (slow ones first), not xdist's (most tests first).
 test: setup
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check budget_edge tests benchmarks tools

@@ -42,8 +42,8 @@ def manifests_match_the_published_schema() -> Iterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with a slow test run first. `make test` hands whole files to its two
-    workers in collection order; a minute-long file handed out last would leave one
-    worker idle for that minute (longest first balances the two)."""
+    """Files with a slow test first. `make test` hands whole files to its workers (one
+    per core) in this order (--no-loadscope-reorder); a minute-long file handed out
+    last would leave the other workers idle for that minute."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within

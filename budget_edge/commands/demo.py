@@ -605,7 +605,7 @@ def command(
         run_stage(stage, data_dir)
         if stage.name.startswith("pretrain") or stage.name == "quantize":
             stage.done_marker.write_text('{"done": true}\n')  # their outputs do not say "done"
-    if until is not None:
+    if until is not None and until != STAGES[-1]:
         click.echo(
             f"\ndemo stopped after {until} (--until) in {time.perf_counter() - start:.0f} s; "
             "run it again without --until to go on"

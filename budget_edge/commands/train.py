@@ -131,7 +131,7 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
 @click.option(
     "--prior-images",
     type=BoundedInt(),
-    help="Validation images that rank the static drop order of the starting policy "
+    help="With --prior static: validation images that rank the components' drop order "
     "(the last training images without a split) [2000].",
 )
 @click.option(

@@ -17,6 +17,7 @@ import copy
 import functools
 import io
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import redirect_stdout
@@ -106,8 +107,23 @@ def check_opset(opset: int) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _torchlib_registry(build: Callable[..., Any], opset_version: int) -> Any:
-    return build(opset_version=opset_version)
+def _torchlib_registry(build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return build(*args, **kwargs)
+
+
+def _copy_of_registry(build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A copy of the cached table (milliseconds), so that a caller who registers its own
+    functions in it (torch.onnx.export's custom_translation_table) changes only its copy."""
+    try:
+        registry = copy.copy(_torchlib_registry(build, *args, **kwargs))
+        registry.functions = {op: list(metas) for op, metas in registry.functions.items()}
+    except Exception:  # noqa: BLE001 (torch's private layout moved: build as torch does)
+        return build(*args, **kwargs)
+    return registry
+
+
+# One patched export at a time: two overlapping ones would restore each other's patch.
+_REGISTRY_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -115,30 +131,30 @@ def _one_torchlib_registry() -> Iterator[None]:
     """Build torch's table of ATen-to-ONNX functions once per opset, not once per graph.
 
     torch.onnx.export rebuilds it on every call by reading the source of about 6,000
-    onnxscript functions: 0.65 s of each graph's 1.7 s here. Our calls pass no custom
-    translation table, so nothing adds to the shared table. The table's builder is
-    private to torch: where it has moved, every export builds its own, as before.
+    onnxscript functions: 0.65 s of each graph's 1.7 s here. Each export gets its own
+    copy of the cached table. The table's builder is private to torch: where it has
+    moved, every export builds its own, as before.
     """
     try:
-        from torch.onnx._internal.exporter import _registration
+        from torch.onnx._internal.exporter._registration import ONNXRegistry
     except ImportError:
         yield
         return
-    registry_class = _registration.ONNXRegistry
-    original = registry_class.__dict__.get("from_torchlib")
+    original = ONNXRegistry.__dict__.get("from_torchlib")
     if not isinstance(original, classmethod):
         yield
         return
-    build = original.__get__(None, registry_class)
+    build = original.__get__(None, ONNXRegistry)
 
-    def shared(cls: type, opset_version: int = _registration._constants.TORCHLIB_OPSET) -> Any:
-        return _torchlib_registry(build, opset_version)
+    def shared(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return _copy_of_registry(build, *args, **kwargs)
 
-    registry_class.from_torchlib = classmethod(shared)  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        registry_class.from_torchlib = original  # type: ignore[method-assign,assignment]
+    with _REGISTRY_LOCK:
+        ONNXRegistry.from_torchlib = classmethod(shared)  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            ONNXRegistry.from_torchlib = original  # type: ignore[method-assign,assignment]
 
 
 @contextlib.contextmanager

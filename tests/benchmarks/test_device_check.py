@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_check.py"
 
 
+@pytest.mark.slow
 def test_the_device_check_runs_dry_and_says_what_it_skipped(tmp_path: Path) -> None:
     out = tmp_path / "dry"
     done = subprocess.run(

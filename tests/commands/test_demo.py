@@ -67,6 +67,10 @@ def test_plan_from_scratch_pretrains_the_backbone_and_the_zoo_member(tmp_path: P
     assert zoo_args[zoo_args.index("--backbone") + 1] == demo.ZOO_BACKBONE
 
 
+def test_until_knows_every_stage_the_plans_make(tmp_path: Path) -> None:
+    assert demo.STAGES == ("pretrain", "pretrain-zoo", *AFTER_PRETRAINING)
+
+
 def test_help_names_every_stage() -> None:
     text = CliRunner().invoke(cli, ["demo", "--help"], terminal_width=200).output
     for name in ["pretrain", "pretrain-zoo", *AFTER_PRETRAINING]:

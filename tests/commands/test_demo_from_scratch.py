@@ -1,13 +1,15 @@
 """`budget-edge demo --from-scratch`: the pipeline with nothing committed (smoke preset).
 
-The stages after `train` run the same commands as from the committed model
-(tests/commands/test_demo.py runs them all), so this runs the stages that differ:
-pretraining the backbone and the zoo member, and training the agent on that
-backbone. A file of its own, so that the test runner's two workers run the two
-smoke demos side by side."""
+This runs the stages up to `evaluate`: pretraining the backbone and the zoo member, then
+the agent, the allocator and the evaluation on that backbone and its small validation
+split (128 images). export, quantize, export-zoo, bench and serve run the same commands
+from the committed model (tests/commands/test_demo.py), whose checkpoints `pretrain`
+made too. A file of its own, so that the test runner's workers run the two smoke demos
+side by side."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,20 +23,22 @@ from .test_demo import needs_fmnist
 
 @needs_fmnist
 @pytest.mark.slow
-def test_smoke_demo_from_scratch_pretrains_what_the_agent_trains_on(
+def test_smoke_demo_from_scratch_pretrains_what_the_agent_and_allocator_train_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")
     monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
     out = tmp_path / "demo"
-    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out), "--until", "train"])
+    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out), "--until", "evaluate"])
     printed = capsys.readouterr().out
-    assert "demo stopped after train (--until)" in printed
+    assert "demo stopped after evaluate (--until)" in printed
     assert load_checkpoint(out / "pretrain-zoo" / "best.pt").backbone.num_components == 3
     trained = load_checkpoint(out / "budgetnet" / "budgetnet.pt")
     assert trained.agent is not None
     assert trained.backbone.num_components == 9  # the ResNet-20 pretrained just before
-    assert not (out / "allocate").exists()
+    assert load_checkpoint(out / "budgetnet" / "allocated.pt").allocator is not None
+    sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
+    assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
     assert not (out / "artifact").exists()
 
 

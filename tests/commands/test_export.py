@@ -114,9 +114,9 @@ def test_export_with_static_masks(tmp_path: Path, capsys) -> None:
 def test_a_greedy_default_says_how_to_get_the_allocator() -> None:
     from budget_edge.commands.export import greedy_advice
 
-    advice = greedy_advice("greedy", None, Path("runs/r20/budgetnet.pt"))
+    advice = greedy_advice("greedy", None, Path("runs/my r20/budgetnet.pt"))
     assert advice is not None
-    assert "`budget-edge allocate runs/r20/budgetnet.pt --data DATA --out CKPT2`" in advice
+    assert "`budget-edge allocate 'runs/my r20/budgetnet.pt' --out CKPT2`" in advice
     # Asked for greedy, already allocating, or no agent at all: nothing to say.
     assert greedy_advice("greedy", "greedy", Path("a.pt")) is None
     assert greedy_advice("allocate", None, Path("a.pt")) is None

@@ -137,14 +137,18 @@ def serve_answers(args: list[str], tmp_path: Path, precision: str = "fp32") -> d
     return outputs
 
 
+@pytest.mark.slow
 def test_jetson_md_workstation_then_device(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     art = str(tmp_path / "artifacts" / "fmnist-r20")
     ckpt = str(checkpoint)
     # 2. Export on the workstation: both export lines (the second replaces the first).
-    run(["export", ckpt, "--out", art], capsys)
+    out = run(["export", ckpt, "--out", art], capsys)
     assert verify_files(art).roles["policy"] is not None
+    # An agent and no allocator: export says how to get the allocator.
+    assert "note: no allocator in this checkpoint" in out
+    assert f"`budget-edge allocate {ckpt} --out CKPT2`" in out
     run(
         [
             "export",
@@ -242,6 +246,7 @@ def test_jetson_md_workstation_then_device(
         assert "budget-edge build-engines" in err
 
 
+@pytest.mark.slow
 def test_quantize_md_chain(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -287,6 +292,7 @@ def test_quantize_md_chain(
     serve_answers([art, "--precision", "int8", "--budget", "fixed:0.5"], tmp_path, "int8")
 
 
+@pytest.mark.slow
 def test_security_md_signed_export_and_serve(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -316,7 +322,7 @@ def in_tmp(words: list[str], tmp_path: Path, moved: dict[str, Path] | None = Non
     """The docs' runs/... and artifacts/... paths under tmp_path; `moved`: other paths
     the test puts elsewhere (a downloaded checkpoint, a dataset archive)."""
     moved = moved or {}
-    return [
+    local = [
         str(moved[word])
         if word in moved
         else str(tmp_path / word)
@@ -324,8 +330,13 @@ def in_tmp(words: list[str], tmp_path: Path, moved: dict[str, Path] | None = Non
         else word
         for word in words
     ]
+    # A doc spelling this misses (`--out=runs/x`, `./runs/x`) must not write into the repo.
+    stray = [w for w in local if ("runs/" in w or "artifacts/" in w) and str(tmp_path) not in w]
+    assert not stray, f"paths the test would not move: {stray}"
+    return local
 
 
+@pytest.mark.slow
 def test_pretrain_md_then_budgetnet_md_train_and_evaluate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -354,6 +365,7 @@ def test_pretrain_md_then_budgetnet_md_train_and_evaluate(
     ]
 
 
+@pytest.mark.slow
 def test_checkpoints_md_akamaster_export_train_evaluate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -66,17 +66,22 @@ class Unexportable(nn.Module):
         raise RuntimeError("this module cannot run")
 
 
-def test_torchs_own_registry_builder_is_back_after_an_export_and_a_failed_one():
-    """The exporter shares torch's ATen-to-ONNX table across graphs by swapping a
-    private builder; a user's own torch.onnx.export later must get torch's again."""
+def test_exports_share_torchs_registry_and_give_torch_its_builder_back():
+    """The exporter caches torch's ATen-to-ONNX table across graphs by swapping a
+    private builder: a second export must hit the cache (a torch upgrade that moves the
+    builder shows here), and a user's own torch.onnx.export later, even after a failed
+    export, must get torch's builder again."""
     from torch.onnx._internal.exporter import _registration
 
+    from budget_edge.export import onnx_export
+
     builder = _registration.ONNXRegistry.__dict__["from_torchlib"]
-    a = run(
-        trace_to_onnx(Tiny(), [torch.zeros(1, 4, 5, 5)], ["x"], ["y"]),
-        np.ones((2, 4, 5, 5), np.float32),
-    )
-    assert a.shape == (2, 3)
+    assert builder.__func__.__module__ == _registration.__name__  # torch's own, to start
+    x = np.ones((2, 4, 5, 5), np.float32)
+    trace_to_onnx(Tiny(), [torch.zeros(1, 4, 5, 5)], ["x"], ["y"])
+    hits = onnx_export._torchlib_registry.cache_info().hits
+    assert run(trace_to_onnx(Tiny(), [torch.zeros(1, 4, 5, 5)], ["x"], ["y"]), x).shape == (2, 3)
+    assert onnx_export._torchlib_registry.cache_info().hits == hits + 1
     with pytest.raises(ConfigError, match="torch.onnx cannot export Unexportable"):
         trace_to_onnx(Unexportable(), [torch.zeros(1, 4)], ["x"], ["y"])
     assert _registration.ONNXRegistry.__dict__["from_torchlib"] is builder
