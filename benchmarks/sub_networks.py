@@ -70,6 +70,16 @@ def maximal_depths(net: Backbone, flops_limit: int) -> list[tuple[int, ...]]:
     )
 
 
+def finished_training(best: Path) -> bool:
+    """Whether the run that wrote `best` has trained all its epochs: a zoo member
+    still training would make the zoo look worse than it is."""
+    last = best.with_name("last.pt")
+    if not last.exists():
+        return True  # a checkpoint on its own: nothing says it is unfinished
+    meta = load_checkpoint(last).meta
+    return bool(meta.get("epoch", 0) >= meta.get("epochs", 0))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="the sandwich-trained backbone")
@@ -98,6 +108,9 @@ def main() -> int:
 
     zoo: dict[str, list[Any]] = {}
     for path in sorted(glob.glob(args.zoo)):
+        if not finished_training(Path(path)):
+            print(f"{path}: its run has not finished (last.pt beside it): left out")
+            continue
         member = load_checkpoint(path)
         zoo.setdefault(member.backbone.config["name"], []).append((path, member.backbone))
     full_flops = net.flops().total
