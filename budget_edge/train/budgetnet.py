@@ -78,6 +78,9 @@ from budget_edge.train.progress import TrainDisplay
 
 LAST = "last.pt"
 FINAL = "budgetnet.pt"
+# The agent at the end of the curriculum, on the backbone as it came: the model without
+# joint fine-tuning, for allocate/export/evaluate next to budgetnet.pt.
+CURRICULUM = "curriculum.pt"
 HISTORY = "history.json"
 
 
@@ -729,6 +732,8 @@ def _run(
         state.epoch = epoch + 1
         if ctx.is_main:
             save_run(state, optimizer.state_dict(), out / LAST)
+            if state.epoch == cfg.curriculum_epochs and cfg.finetune_epochs > 0:
+                save_run(state, optimizer.state_dict(), out / CURRICULUM)
             _write_json(out / HISTORY, state.history)
         display.log(_epoch_line(summary))
         barrier(ctx)

@@ -96,6 +96,21 @@ def test_curriculum_freezes_backbone_and_finetuning_changes_it(
     assert any(not torch.equal(before[k], after_finetuning[k]) for k in before)
 
 
+def test_the_agent_before_fine_tuning_is_kept_beside_the_final_one(
+    setup: tuple[Path, Path], straight: Path
+) -> None:
+    """curriculum.pt: stage 1's agent on the backbone as it came, the model without
+    joint fine-tuning that the fair comparison measures next to budgetnet.pt."""
+    curriculum, final = _states(straight.with_name("curriculum.pt")), _states(straight)
+    given = load_checkpoint(setup[1]).backbone.state_dict()
+    assert all(torch.equal(given[k], curriculum[f"backbone.{k}"]) for k in given)
+    assert load_checkpoint(straight.with_name("curriculum.pt")).train_state["epoch"] == 2
+    backbone = [k for k in final if k.startswith("backbone.")]
+    assert any(not torch.equal(curriculum[k], final[k]) for k in backbone)
+    agent = [k for k in final if k.startswith("agent.")]
+    assert any(not torch.equal(curriculum[k], final[k]) for k in agent)
+
+
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(
     straight: Path, split: tuple[Path, Path]
 ) -> None:
