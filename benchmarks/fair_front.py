@@ -14,6 +14,9 @@ script can be stopped and started again, across sessions too):
     bench      the sandwich artifact with --zoo, --count-table and the static masks, at
                batch 1 and 8, on the test set (reported, never chosen on): accuracy with
                95% intervals, McNemar tests against the nearest row, latency ratios
+    ... (no fine-tuning)
+               allocate, export and bench again from curriculum.pt: the agent before
+               joint fine-tuning, on the sandwich backbone as it came
     subnets    the sandwich network's best depth sub-network at each zoo member's FLOPs,
                chosen on validation, against the zoo's seeds (sub_networks.py)
 
@@ -52,8 +55,7 @@ def finished(run: str) -> bool:
 
 
 def stages() -> list[Stage]:
-    agent, allocated = FRONT / "agent", FRONT / "agent" / "allocated.pt"
-    artifact = FRONT / "artifacts" / "sandwich-resnet56"
+    agent = FRONT / "agent"
     zoo_artifacts = [FRONT / "artifacts" / name for name in ZOO]
     plan = [
         Stage(
@@ -75,14 +77,43 @@ def stages() -> list[Stage]:
                 *(["--resume"] if (agent / "last.pt").exists() else []),
             ],
         ),
+    ]
+    # The model after joint fine-tuning (budgetnet.pt), then without it (curriculum.pt:
+    # the agent on the sandwich backbone as it came), each allocated, exported and benched
+    # against the same zoo.
+    finetuned = FRONT / "artifacts" / "sandwich-resnet56"
+    frozen = FRONT / "artifacts" / "sandwich-resnet56-curriculum"
+    plan += variant_stages("", agent / "budgetnet.pt", agent / "allocated.pt", finetuned)
+    plan += zoo_stages(zoo_artifacts)
+    plan.append(bench_stage("bench", finetuned, zoo_artifacts, FRONT / "bench"))
+    plan += variant_stages(
+        " (no fine-tuning)",
+        agent / "curriculum.pt",
+        agent / "curriculum-allocated.pt",
+        frozen,
+        needs=agent / "budgetnet.pt",  # curriculum.pt exists before the run has finished
+    )
+    plan.append(
+        bench_stage("bench (no fine-tuning)", frozen, zoo_artifacts, FRONT / "bench-curriculum")
+    )
+    plan.append(subnets_stage())
+    return plan
+
+
+def variant_stages(
+    suffix: str, checkpoint: Path, allocated: Path, artifact: Path, needs: Path | None = None
+) -> list[Stage]:
+    """allocate, then export in the artifact's own mode (allocate) with the static masks
+    searched on the validation split."""
+    return [
         Stage(
-            "allocate",
+            "allocate" + suffix,
             allocated,
-            [agent / "budgetnet.pt"],
-            [*CLI, "allocate", str(agent / "budgetnet.pt"), *DATA, "--out", str(allocated)],
+            [needs or checkpoint],
+            [*CLI, "allocate", str(checkpoint), *DATA, "--out", str(allocated)],
         ),
         Stage(
-            "export",
+            "export" + suffix,
             artifact / "manifest.json",
             [allocated],
             [
@@ -98,64 +129,71 @@ def stages() -> list[Stage]:
             ],
         ),
     ]
-    for name, out in zip(ZOO, zoo_artifacts, strict=True):
-        best = RESULTS / name / "best.pt"
-        plan.append(
-            Stage(
-                f"zoo {name}",
-                out / "manifest.json",
-                [best],
-                [*CLI, "export", str(best), "--out", str(out)],
-            )
-        )
-    bench = FRONT / "bench"
-    plan.append(
+
+
+def zoo_stages(zoo_artifacts: list[Path]) -> list[Stage]:
+    """Each zoo member's best.pt (chosen on validation) as an artifact."""
+    return [
         Stage(
+            f"zoo {name}",
+            out / "manifest.json",
+            [RESULTS / name / "best.pt"],
+            [*CLI, "export", str(RESULTS / name / "best.pt"), "--out", str(out)],
+        )
+        for name, out in zip(ZOO, zoo_artifacts, strict=True)
+    ]
+
+
+def bench_stage(name: str, artifact: Path, zoo_artifacts: list[Path], out: Path) -> Stage:
+    """The artifact, its static graph and masks, its count table and the zoo, at batch 1
+    and 8, in one run on the test set (reported, never chosen on)."""
+    return Stage(
+        name,
+        out / "front.json",
+        [artifact / "manifest.json", *(z / "manifest.json" for z in zoo_artifacts)],
+        [
+            *CLI,
             "bench",
-            bench / "front.json",
-            [artifact / "manifest.json", *(z / "manifest.json" for z in zoo_artifacts)],
-            [
-                *CLI,
-                "bench",
-                str(artifact),
-                *DATA,
-                "--budgets",
-                "0.1:1.0:0.1",
-                "--batch",
-                "1,8",
-                "--zoo",
-                ",".join(str(z) for z in zoo_artifacts),
-                # The same weights' uniform masks: the allocator's count masks, fitted
-                # on the validation split (bench takes them or searched ones, not both).
-                "--count-table",
-                "--iterations",
-                "200",
-                "--json",
-                str(bench / "front.json"),
-                "--md",
-                str(bench / "front.md"),
-                "--plot",
-                str(bench / "front.png"),
-            ],
-        )
+            str(artifact),
+            *DATA,
+            "--budgets",
+            "0.1:1.0:0.1",
+            "--batch",
+            "1,8",
+            "--zoo",
+            ",".join(str(z) for z in zoo_artifacts),
+            # The same weights' uniform masks: the allocator's count masks, fitted
+            # on the validation split (bench takes them or searched ones, not both).
+            "--count-table",
+            "--iterations",
+            "200",
+            "--json",
+            str(out / "front.json"),
+            "--md",
+            str(out / "front.md"),
+            "--plot",
+            str(out / "front.png"),
+        ],
     )
-    plan.append(
-        Stage(
-            "subnets",
-            FRONT / "sub-networks" / "sub_networks.json",
-            [SANDWICH / "best.pt"],
-            [
-                sys.executable,
-                str(Path(__file__).parent / "sub_networks.py"),
-                str(SANDWICH / "best.pt"),
-                "--zoo",
-                str(RESULTS / "resnet*-s*" / "best.pt"),
-                "--out",
-                str(FRONT / "sub-networks"),
-            ],
-        )
+
+
+def subnets_stage() -> Stage:
+    """The sandwich network's best depth sub-network at each zoo member's FLOPs, chosen on
+    validation, against the zoo's seeds (sub_networks.py)."""
+    return Stage(
+        "subnets",
+        FRONT / "sub-networks" / "sub_networks.json",
+        [SANDWICH / "best.pt"],
+        [
+            sys.executable,
+            str(Path(__file__).parent / "sub_networks.py"),
+            str(SANDWICH / "best.pt"),
+            "--zoo",
+            str(RESULTS / "resnet*-s*" / "best.pt"),
+            "--out",
+            str(FRONT / "sub-networks"),
+        ],
     )
-    return plan
 
 
 def ready(stage: Stage) -> bool:
@@ -172,9 +210,9 @@ def main() -> None:
     for stage in stages():
         state = "done" if stage.done.exists() else "ready" if ready(stage) else "waiting"
         if args.list or state != "ready":
-            print(f"{stage.name:20s} {state}")
+            print(f"{stage.name:28s} {state}")
             continue
-        print(f"{stage.name:20s} running: {' '.join(stage.command)}", flush=True)
+        print(f"{stage.name:28s} running: {' '.join(stage.command)}", flush=True)
         stage.done.parent.mkdir(parents=True, exist_ok=True)
         if subprocess.run(stage.command).returncode != 0:
             sys.exit(f"stage {stage.name} failed; fix it and run again (done stages are kept)")

@@ -42,3 +42,14 @@ def test_a_stage_waits_for_its_training_run(monkeypatch) -> None:
     assert not fair_front.ready(zoo8)
     monkeypatch.setattr(fair_front, "finished", lambda run: True)
     assert fair_front.ready(zoo8)
+
+
+def test_the_model_is_measured_with_and_without_fine_tuning_against_one_zoo() -> None:
+    plan = {s.name: s for s in fair_front.stages()}
+    assert len(plan) == len(fair_front.stages())  # names are unique: --list shows each
+    assert "curriculum.pt" in plan["allocate (no fine-tuning)"].command[4]
+    assert "budgetnet.pt" in plan["allocate"].command[4]
+    zoo = [s.command[s.command.index("--zoo") + 1] for s in plan.values() if "--zoo" in s.command]
+    bench_zoos = [z for z in zoo if "artifacts" in z]
+    assert len(bench_zoos) == 2
+    assert bench_zoos[0] == bench_zoos[1]
