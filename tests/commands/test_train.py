@@ -107,6 +107,7 @@ def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
         ("--finetune-lr", "0", "error: --finetune-lr must be > 0"),
         ("--forced-epochs", "-1", "error: --forced-epochs must be >= 0"),
         ("--gamma", "-1", "error: --gamma and --omega must be >= 0"),
+        ("--prior-images", "0", "error: --prior-images must be at least 1, got 0"),
     ],
 )
 def test_a_bad_hyperparameter_is_named_as_the_option_that_set_it(
