@@ -147,13 +147,13 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_kill_matches_an_uninterrupted_run(
     inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The kill lands after epoch 1's checkpoint: the resumed run then trains a
-    # curriculum epoch and the fine-tuning epoch, crossing the stage boundary.
+    # The kill lands after the first checkpoint (epoch 1, or 2 on a slow poll): the
+    # resumed run then goes on into the fine-tuning epoch, crossing the stage boundary.
     killed_out = tmp_path / "killed"
     killed = _run_cli(tiny(*inputs, killed_out, epochs=(2, 1)))
     deadline = time.monotonic() + 300
     while not (killed_out / "last.pt").exists() and killed.poll() is None:
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline  # turns a hang into a failure; no speed claim
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
