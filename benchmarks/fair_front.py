@@ -27,6 +27,7 @@ script can be stopped and started again, across sessions too):
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from fair_training import EPOCHS, QUEUES, RESULTS, epochs_of, progress
 FRONT = RESULTS / "front"
 SANDWICH = RESULTS / "sandwich-resnet56-s0"
 ZOO = ["resnet8-s0", "resnet14-s0", "resnet20-s0", "resnet32-s0"]
+# Every seed of the zoo's depths under the 30-epoch recipe: not the 60-epoch ResNet-20
+# (the convergence check) nor the plain ResNet-56 (the full network's own comparison).
+ZOO_SEEDS = [name for name in QUEUES["zoo"] if re.fullmatch(r"resnet(8|14|20|32)-s\d", name)]
 CLI = [sys.executable, "-m", "budget_edge.cli"]
 DATA = ["--data", "fashion-mnist"]
 
@@ -180,16 +184,17 @@ def bench_stage(name: str, artifact: Path, zoo_artifacts: list[Path], out: Path)
 def subnets_stage() -> Stage:
     """The sandwich network's best depth sub-network at each zoo member's FLOPs, chosen on
     validation, against the zoo's seeds (sub_networks.py)."""
+    seeds = [RESULTS / name / "best.pt" for name in ZOO_SEEDS]
     return Stage(
         "subnets",
         FRONT / "sub-networks" / "sub_networks.json",
-        [SANDWICH / "best.pt"],
+        [SANDWICH / "best.pt", *seeds],
         [
             sys.executable,
             str(Path(__file__).parent / "sub_networks.py"),
             str(SANDWICH / "best.pt"),
             "--zoo",
-            str(RESULTS / "resnet*-s*" / "best.pt"),
+            ",".join(str(seed) for seed in seeds),
             "--out",
             str(FRONT / "sub-networks"),
         ],
@@ -198,8 +203,8 @@ def subnets_stage() -> Stage:
 
 def ready(stage: Stage) -> bool:
     """Its inputs exist, and the training runs they come from have finished."""
-    runs = [SANDWICH.name] if any(SANDWICH in p.parents for p in stage.needs) else []
-    runs += [z for z in ZOO if any((RESULTS / z) in p.parents for p in stage.needs)]
+    every_run = [*QUEUES["zoo"], *QUEUES["sandwich"]]
+    runs = [r for r in every_run if any((RESULTS / r) in p.parents for p in stage.needs)]
     return all(p.exists() for p in stage.needs) and all(finished(r) for r in runs)
 
 

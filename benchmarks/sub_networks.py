@@ -9,10 +9,12 @@ best there is then measured on the test set, next to Z's test accuracy (mean
 and spread over Z's seeds) with 95% Wilson intervals and an exact McNemar test
 against each seed. The test set chooses nothing.
 
-    python benchmarks/sub_networks.py benchmarks/results/fair-fmnist/sandwich-resnet56-s0/best.pt \\
-        --zoo 'benchmarks/results/fair-fmnist/resnet*-s*/best.pt' \\
-        --out benchmarks/results/fair-fmnist/sub-networks
+    cd benchmarks/results/fair-fmnist
+    python ../../sub_networks.py sandwich-resnet56-s0/best.pt \\
+        --zoo 'resnet8-s?/best.pt,resnet14-s?/best.pt' --out sub-networks
 
+(`s?`: one character, so not the 60-epoch `resnet20-s0-60ep`, another recipe.)
+`fair_front.py` runs it with every seed of the zoo once all have finished.
 Writes OUT/sub_networks.json and OUT/README.md. Minutes per zoo member on a
 2-core CPU (each candidate: 2,000 images to recompute statistics, 5,000 to
 validate).
@@ -83,7 +85,9 @@ def finished_training(best: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="the sandwich-trained backbone")
-    parser.add_argument("--zoo", required=True, help="glob of zoo checkpoints (best.pt)")
+    parser.add_argument(
+        "--zoo", required=True, help="zoo checkpoints (best.pt): paths or globs, comma-separated"
+    )
     parser.add_argument("--data-dir", help="Fashion-MNIST folder (default: Debian's)")
     parser.add_argument("--calibration-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
@@ -107,7 +111,7 @@ def main() -> int:
     batches = list(calib_x.split(200))
 
     zoo: dict[str, list[Any]] = {}
-    for path in sorted(glob.glob(args.zoo)):
+    for path in sorted(p for pattern in args.zoo.split(",") for p in glob.glob(pattern)):
         if not finished_training(Path(path)):
             print(f"{path}: its run has not finished (last.pt beside it): left out")
             continue

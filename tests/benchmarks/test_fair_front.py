@@ -53,3 +53,13 @@ def test_the_model_is_measured_with_and_without_fine_tuning_against_one_zoo() ->
     bench_zoos = [z for z in zoo if "artifacts" in z]
     assert len(bench_zoos) == 2
     assert bench_zoos[0] == bench_zoos[1]
+
+
+def test_the_sub_networks_wait_for_every_seed_of_the_zoo_and_only_the_zoo() -> None:
+    assert set(fair_front.ZOO) < set(fair_front.ZOO_SEEDS)  # the s0 runs and more seeds
+    assert "resnet20-s0-60ep" not in fair_front.ZOO_SEEDS  # another recipe
+    assert "resnet56-s0" not in fair_front.ZOO_SEEDS  # the full network's comparison
+    subnets = next(s for s in fair_front.stages() if s.name == "subnets")
+    zoo = subnets.command[subnets.command.index("--zoo") + 1].split(",")
+    assert [Path(z).parent.name for z in zoo] == fair_front.ZOO_SEEDS
+    assert all(Path(z) in subnets.needs for z in zoo)
