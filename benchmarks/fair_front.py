@@ -76,6 +76,9 @@ def stages() -> list[Stage]:
                 # CPU runs about twice as fast.
                 "--precision",
                 "bf16",
+                # One core, as each training queue: the zoo trains on the others.
+                "--threads",
+                "1",
                 "--out",
                 str(agent),
                 *(["--resume"] if (agent / "last.pt").exists() else []),
