@@ -14,19 +14,29 @@ the lines below actually run, as a user would type them, with only these changes
 - where a command would go through a whole dataset, the smallest option that limits it
   is added, each with a comment saying why.
 
+README.md's serve walk-through and docs/protocol.md's reload chain run as shell blocks
+(bash, curl, pgrep), each server in the background as the docs start it.
+
 Everything else in the docs' blocks (the TensorRT engines, `bench --backend tensorrt`
-with its data, `serve --backend tensorrt`, `--uds`, `--token-file`, `latency:` budgets,
-protocol.md's reload chain) stays parse-only in test_docs.py: this machine has no
-TensorRT, and the serving options have their own process tests in tests/serve.
+with its data, `serve --backend tensorrt`, `--uds`, `--token-file`, `latency:` budgets)
+stays parse-only in test_docs.py: this machine has no TensorRT, and the serving options
+have their own process tests in tests/serve.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -397,3 +407,188 @@ def test_checkpoints_md_akamaster_export_train_evaluate(
     run([*evaluate, "--val-size", "8", "--latency-images", "0"], capsys)
     sweep = json.loads((tmp_path / "runs/akamaster-r20/eval/sweep.json").read_text())
     assert len(sweep["rows"]) == 19  # the default budgets, 0.1:1.0:0.05
+
+
+# ---- shell blocks that start a server: README.md's walk-through, protocol.md's reload ----
+
+
+def sh_block(doc: str, needle: str) -> list[str]:
+    """The lines of the first fenced sh block of DOC (README.md, docs/...) holding `needle`."""
+    from .test_docs import ROOT, fenced_blocks, shell_lines
+
+    for lang, code in fenced_blocks((ROOT / doc).read_text()):
+        if lang == "sh" and needle in code:
+            return shell_lines(code.strip())
+    raise AssertionError(f"{doc} has no sh block with {needle!r}")
+
+
+def needs(*tools: str) -> None:
+    """Skip where the machine lacks a tool the block calls (a bare container, say)."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+
+
+def on_port(lines: list[str], port: int) -> list[str]:
+    """The documented port 8000, which something here may hold, as a free one."""
+    moved = [
+        line.replace("--port 8000", f"--port {port}").replace("localhost:8000", f"localhost:{port}")
+        for line in lines
+    ]
+    assert moved != lines, "the block no longer names port 8000: update this test"
+    return moved
+
+
+def start_bash(lines: list[str], script: Path, log: Path) -> subprocess.Popen[bytes]:
+    """LINES as the bash SCRIPT, run in its folder, its output appended to LOG, with
+    `budget-edge` on PATH. The script ends with `wait`, so bash outlives a server it
+    starts in the background and reaps it; it leads its own process group, which
+    `stop_bash` ends. (A script file, not `bash -c TEXT`: the docs' `pgrep -f` would find
+    the text in bash's own command line.)"""
+    script.write_text("\n".join([*lines, "wait", ""]))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            ["bash", str(script)],
+            cwd=script.parent,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_bash(shell: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the script's process group: the server stops cleanly, bash ends."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(shell.pid, signal.SIGTERM)
+    try:
+        shell.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
+def wait_for(log: Path, text: str, shell: subprocess.Popen[bytes], timeout: float = 120) -> str:
+    """The log once it holds `text`; fails if the script ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = log.read_text(errors="replace")
+        if text in content:
+            return content
+        assert shell.poll() is None, f"the script ended before {text!r}:\n{content[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {text!r} after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def json_answers(text: str) -> list[dict[str, Any]]:
+    """The JSON objects that curl printed one after another (with no newline)."""
+    decoder, answers, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        answer, at = decoder.raw_decode(text, at)
+        answers.append(answer)
+    return answers
+
+
+def wait_for_answers(
+    log: Path, count: int, shell: subprocess.Popen[bytes], timeout: float = 120
+) -> list[dict[str, Any]]:
+    """The first COUNT JSON answers in the log, once curl has printed them whole."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(json.JSONDecodeError):  # an answer still arriving
+            answers = json_answers(log.read_text())
+            if len(answers) >= count:
+                return answers[:count]
+        assert shell.poll() is None, f"the script ended first:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"not {count} answers after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_readme_serve_walkthrough(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README.md's "From a fresh clone to a served model", pasted as one block: serve in
+    the background, curl waits while it loads, one request answered."""
+    needs("bash", "curl")
+    lines = sh_block("README.md", "budget-edge serve")
+    # `make demo` has its own test (tests/commands/test_demo.py); its artifact here is
+    # the walk-through checkpoint's, a ResNet-8 where the demo's is a ResNet-20.
+    assert lines[0].startswith("make demo")
+    run(["export", str(checkpoint), "--out", str(tmp_path / "runs/demo/artifact")], capsys)
+    name = verify_files(tmp_path / "runs/demo/artifact").backbone
+    # .venv/bin/budget-edge, as a fresh clone has it after `make setup`.
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
+    block = [
+        line.replace("/models/resnet20/", f"/models/{name}/")
+        # The request file in this test's folder, not the machine's /tmp.
+        .replace("/tmp/request.json", str(tmp_path / "request.json"))
+        for line in on_port(lines[1:], _free_port())
+    ]
+    # The server's log apart from the curl answers, which the test reads.
+    block = [
+        line.replace(" &", " > serve.log 2>&1 &") if "budget-edge serve" in line else line
+        for line in block
+    ]
+    shell = start_bash(block, tmp_path / "readme.sh", tmp_path / "readme.log")
+    try:
+        ready, answer = wait_for_answers(tmp_path / "readme.log", 2, shell)
+    finally:
+        stop_bash(shell)
+    assert ready == {"name": name, "ready": True}
+    outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+    assert set(outputs) == OUTPUTS
+    with BudgetRuntime.load(tmp_path / "runs/demo/artifact", backend="onnxruntime") as rt:
+        want = rt.infer(np.zeros((1, 28, 28, 1), np.uint8), budget=0.5)  # --budget fixed:0.5
+    assert outputs["CLASS"] == want.classes.tolist()
+
+
+@pytest.mark.slow
+def test_protocol_md_reload_chain_swaps_the_model(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/protocol.md's redeploy block as written, in one folder: its exports in this
+    process (the shared traces: each in a process of its own would trace every graph
+    again), every other line in bash (ln, serve in the background, the wait, mv -T,
+    kill -HUP $(pgrep ...)); the server then says it serves v2, and answers as v2 does
+    after v1 is deleted."""
+    needs("bash", "curl", "pgrep")
+    port = _free_port()
+    lines = on_port(sh_block("docs/protocol.md", "kill -HUP"), port)
+    for version in ("v1", "v2"):  # runs/v1/budgetnet.pt, runs/v2/budgetnet.pt
+        (tmp_path / "runs" / version).mkdir(parents=True)
+        shutil.copy(checkpoint, tmp_path / "runs" / version / "budgetnet.pt")
+    exports = [i for i, line in enumerate(lines) if line.startswith("budget-edge export")]
+    assert len(exports) == 2, lines
+    assert exports[0] == 0, lines
+    log = tmp_path / "reload.log"
+    shells = []
+    try:
+        for start, end in ((0, exports[1]), (exports[1], len(lines))):
+            words = in_tmp(shlex.split(lines[start])[1:], tmp_path)
+            run(words, capsys)
+            script = tmp_path / f"reload-{len(shells)}.sh"
+            shells.append(start_bash(lines[start + 1 : end], script, log))
+            if len(shells) == 1:  # served, and curl has seen it ready
+                wait_for(log, '"ready":true', shells[0])
+        v2 = (tmp_path / "artifacts" / "r20-v2").resolve()
+        wait_for(log, f"reloaded: now serving {v2}", shells[0])
+        shutil.rmtree(tmp_path / "artifacts" / "r20-v1")  # "then v1 may be deleted"
+        image = np.zeros((1, 28, 28, 1), np.uint8)
+        with BudgetRuntime.load(v2, backend="onnxruntime") as rt:
+            name, want = rt.manifest.backbone, rt.infer(image, budget=0.5)
+        request = {
+            "parameters": {"budget": 0.5},
+            "inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": [1, 28, 28, 1]}],
+        }
+        request["inputs"][0]["data"] = image.ravel().tolist()  # type: ignore[index]
+        answer = _post_json(f"http://127.0.0.1:{port}/v2/models/{name}/infer", request)
+    finally:
+        for shell in shells:
+            stop_bash(shell)
+    outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+    assert outputs["CLASS"] == want.classes.tolist()
+    np.testing.assert_allclose(np.reshape(outputs["LOGITS"], (1, -1)), want.logits, atol=1e-4)
