@@ -34,7 +34,7 @@ RESULTS = Path(__file__).parent / "results" / "fair-fmnist"
 
 RECIPE = [
     "--data", "fashion-mnist", "--batch-size", "128", "--lr", "0.1", "--momentum", "0.9",
-    "--weight-decay", "5e-4", "--precision", "bf16", "--val-size", "5000", "--threads", "1",
+    "--weight-decay", "5e-4", "--precision", "auto", "--val-size", "5000", "--threads", "1",
     "--warmup-epochs", "1", "--zero-init-residual",
 ]  # fmt: skip
 

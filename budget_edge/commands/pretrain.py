@@ -73,7 +73,11 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     if params["threads"] < 0:
         raise ConfigError(f"--threads must be >= 0, got {params['threads']}")
     settings = {k: v for k, v in params.items() if k not in NOT_SETTINGS}
-    PretrainConfig(**{**settings, "val_size": settings["val_size"] or 0}).check()
+    # "auto" is fp32 or bf16 by the machine; either passes the same checks.
+    precision = "fp32" if settings["precision"] == "auto" else settings["precision"]
+    PretrainConfig(
+        **{**settings, "val_size": settings["val_size"] or 0, "precision": precision}
+    ).check()
 
 
 @click.command("pretrain")
@@ -130,10 +134,11 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(["fp32", "bf16", "auto"]),
     default=DEFAULTS["precision"],
     show_default=True,
-    help="bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs).",
+    help="bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs, slow "
+    "elsewhere); auto: bf16 where the device has it, else fp32. A resumed run may change it.",
 )
 @click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
 @click.option(
@@ -233,6 +238,7 @@ def command(
     """
     from budget_edge.data import load_arrays
     from budget_edge.errors import ConfigError
+    from budget_edge.train.precision import resolve_precision
     from budget_edge.train.pretrain import PretrainConfig, RunOptions, pretrain
 
     check_options(click.get_current_context().params, os.environ)  # typos first
@@ -241,6 +247,7 @@ def command(
     train = load_arrays(settings["dataset"], data_dir, "train")
     if settings["val_size"] is None:
         settings["val_size"] = resumed_val_size(out) if resume else default_val_size(len(train))
+    settings["precision"] = resolve_precision(settings["precision"], device)
     config = PretrainConfig(**settings)
     config.check()
     ctx = click.get_current_context()

@@ -38,6 +38,8 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     else:
         if params["checkpoint"] is None:
             raise ConfigError("give the pretrained backbone with --checkpoint PATH")
+        if options.get("precision") == "auto":  # fp32 or bf16 by the machine: both pass
+            options["precision"] = None
         make_config(params["preset"], **options)  # each setting in its range
 
 
@@ -142,8 +144,10 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX [fp32].",
+    type=click.Choice(["fp32", "bf16", "auto"]),
+    help="bf16: autocast the forward passes, about 2x faster on CPUs with AMX or "
+    "AVX512-BF16, slow elsewhere; auto: bf16 where the device has it [fp32]. A resumed "
+    "run may change it.",
 )
 @click.option("--workers", type=BoundedInt(), help="DataLoader worker processes [0].")
 @click.option(
@@ -173,12 +177,17 @@ def command(
     """
     from budget_edge.errors import ConfigError
     from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config, train_budgetnet
+    from budget_edge.train.precision import resolve_precision
 
     check_options(click.get_current_context().params, os.environ)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
     config = None
     overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
+    if overrides["precision"] is not None:
+        overrides["precision"] = resolve_precision(
+            overrides["precision"], overrides["device"] or "auto"
+        )
     if not resume:
         config = make_config(preset, **options, **overrides)
     train_budgetnet(out, checkpoint, config, resume=resume, resume_overrides=overrides)

@@ -35,6 +35,26 @@ def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo (x86 "flags", ARM
+    "Features"); empty where there is no such file."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_bf16(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 in hardware: AVX512-BF16 or AMX on x86, BF16 on Arm
+    (without them, PyTorch's bf16 autocast is emulated and slow)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask), not the machine's count."""
     try:
@@ -73,6 +93,7 @@ def machine_info() -> dict[str, Any]:
     """The facts a bench result records about where it ran."""
     return {
         "cpu": cpu_model(),
+        "cpu_bf16": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         "os": platform.platform(),

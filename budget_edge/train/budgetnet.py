@@ -73,6 +73,7 @@ from budget_edge.train.distributed import (
     sync_buffers,
 )
 from budget_edge.train.divergence import stop_if_diverged
+from budget_edge.train.precision import TRAIN_PRECISIONS
 from budget_edge.train.prior import PRIORS, apply_budget_prior, prior_order
 from budget_edge.train.progress import TrainDisplay
 
@@ -188,7 +189,7 @@ class BudgetNetConfig:
             raise ConfigError(
                 f"--usage must be one of {', '.join(USAGE_KINDS)}, got {self.usage!r}"
             )
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in TRAIN_PRECISIONS:
             raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.prior not in PRIORS:
             raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
@@ -592,8 +593,9 @@ def check_budgets(
 # -- the run ------------------------------------------------------------------------------
 
 
-# Settings a resumed run may change: they decide where and how fast it runs, not what it learns.
-RESUME_OVERRIDES = ("device", "threads", "workers")
+# Settings a resumed run may change: they decide where and how fast it runs, not what it
+# learns (precision: bf16 is slow where the CPU lacks it, train/precision.py).
+RESUME_OVERRIDES = ("device", "threads", "workers", "precision")
 
 
 def train_budgetnet(
@@ -718,7 +720,7 @@ def _run(
 
         sync_buffers(backbone, ctx)  # every rank saves / evaluates the same model
         sync_buffers(agent, ctx)
-        summary: dict[str, Any] = {"epoch": epoch + 1, "stage": stage}
+        summary: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "precision": cfg.precision}
         summary.update(_mean_over_ranks(stats.summary(), ctx))
         forced = curriculum.forced_components(epoch + 1) if stage == "curriculum" else 0
         if stage == "curriculum":

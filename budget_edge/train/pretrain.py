@@ -71,6 +71,7 @@ from budget_edge.train.distributed import (
     sync_buffers,
 )
 from budget_edge.train.divergence import stop_if_diverged
+from budget_edge.train.precision import TRAIN_PRECISIONS
 from budget_edge.train.progress import TrainDisplay
 from budget_edge.train.sandwich import (
     distillation_loss,
@@ -79,12 +80,15 @@ from budget_edge.train.sandwich import (
     smallest_mask,
 )
 
-PRECISIONS = ("fp32", "bf16")
+# Settings a resumed run may change: how fast it computes, not the recipe
+# (train/precision.py). --device, --threads and --workers are run options, not settings.
+RESUME_MAY_CHANGE = ("precision",)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Everything that decides the trained weights. A resumed run must match it."""
+    """Everything that decides the trained weights. A resumed run must match it, but for
+    RESUME_MAY_CHANGE."""
 
     backbone: str = "resnet20"
     dataset: str = "fashion-mnist"
@@ -120,8 +124,8 @@ class PretrainConfig:
             problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.drop_prob < 1:
             problems.append(f"--drop-prob must be in [0, 1), got {self.drop_prob}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            problems.append(f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}")
         if not 0 <= self.warmup_epochs < self.epochs:
             problems.append(f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}")
         if self.val_size < 0:
@@ -163,6 +167,8 @@ class EpochStats:
     val_accuracy: float | None = None
     # Sandwich runs: the smallest sub-network with its own BatchNorm statistics.
     val_accuracy_smallest: float | None = None
+    # fp32 or bf16; a resumed run may change it (None: an epoch from before it was kept).
+    precision: str | None = None
 
     @property
     def score(self) -> float | None:
@@ -579,7 +585,7 @@ def resume_from(
     differences = [
         f"{name}: checkpoint {value!r}, now {getattr(config, name)!r}"
         for name, value in was.items()
-        if value != getattr(config, name)
+        if value != getattr(config, name) and name not in RESUME_MAY_CHANGE
     ]
     if differences:
         raise ConfigError(
@@ -599,8 +605,14 @@ def resume_from(
             f"warning: {path} was saved by {len(rng)} process(es), this run has "
             f"{ctx.world_size}; continuing with fresh random streams"
         )
-    history = [EpochStats(**h) for h in saved["history"]]
+    # Epochs from before precisions were recorded ran in the checkpoint's.
+    history = [EpochStats(**{"precision": was["precision"], **h}) for h in saved["history"]]
     display.log(f"resuming {path} after epoch {saved['epoch']}/{config.epochs}")
+    if was["precision"] != config.precision:
+        display.log(
+            f"precision: {was['precision']} until epoch {saved['epoch']}, {config.precision} "
+            "from now on (each epoch's is in history.json)"
+        )
     return RunState(
         epoch=int(saved["epoch"]),
         history=history,
@@ -761,6 +773,7 @@ def run(
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             val_accuracy_smallest=smallest,
+            precision=config.precision,
         )
         state.record(stats)
         display.log(epoch_line(stats, config.epochs))
@@ -799,7 +812,7 @@ def epoch_line(stats: EpochStats, epochs: int) -> str:
         parts.append(f"val acc of the smallest {stats.val_accuracy_smallest:.2%}")
     parts += [
         f"test acc {stats.test_accuracy:.2%} (reported, never chosen on)",
-        f"{stats.images_per_s:.0f} img/s",
+        f"{stats.images_per_s:.0f} img/s" + (f" in {stats.precision}" if stats.precision else ""),
         f"{stats.train_s:.0f}s train + {stats.eval_s:.0f}s eval",
     ]
     return "  ".join(parts)

@@ -73,6 +73,21 @@ def test_quiet_prints_nothing(fmnist: Path, tmp_path: Path, capsys):
     assert stdout == ""
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_precision_auto_follows_the_cpu(
+    fmnist: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, has_bf16: bool
+):
+    from budget_edge.runtime import machine
+
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: has_bf16)
+    out = tmp_path / "run"
+    code, stdout, stderr = cli(tiny(fmnist, out, "--precision", "auto", "--device", "cpu"), capsys)
+    assert code == 0, stderr
+    want = "bf16" if has_bf16 else "fp32"
+    assert f"img/s in {want}" in stdout
+    assert json.loads((out / "history.json").read_text())["epochs"][0]["precision"] == want
+
+
 def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert cli(tiny(fmnist, out), capsys)[0] == 0

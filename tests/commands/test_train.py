@@ -90,6 +90,26 @@ def test_resume_takes_no_other_options(tmp_path: Path, capsys: pytest.CaptureFix
     assert "drop the other options" in err
 
 
+def test_precision_auto_is_resolved_by_the_machine(
+    inputs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """auto: fp32 on a CPU without bf16 instructions; a resumed run may change it."""
+    from budget_edge.runtime import machine
+
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: False)
+    run = tiny(*inputs, tmp_path / "run", epochs=(1, 0))
+    code, _, err = cli([*run, "--precision", "auto"], capsys)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "run" / "last.pt").train_state["config"]["precision"] == (
+        "fp32"
+    )
+    code, _, err = cli(["--out", str(tmp_path / "run"), "--resume", "--precision", "bf16"], capsys)
+    assert code == 0, err  # accepted (a finished run trains nothing more)
+
+
 def test_missing_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(
         ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")], capsys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,22 @@ def test_resume_of_a_foreign_checkpoint(setup: tuple[Path, Path], tmp_path: Path
 
 
 def test_resume_may_change_only_where_it_runs(split: tuple[Path, Path]) -> None:
-    with pytest.raises(ConfigError, match="only device, threads, workers may change, not lr"):
+    with pytest.raises(
+        ConfigError, match="only device, threads, workers, precision may change, not lr"
+    ):
         train_budgetnet(split[0].parent, resume=True, resume_overrides={"lr": 0.1})
+
+
+def test_resume_may_change_precision_and_history_says_which(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A run begun in bf16 goes on in fp32 on a CPU without bf16 (emulated there, slow)."""
+    data, backbone = setup
+    cfg = tiny_config(data, precision="bf16", curriculum_epochs=2, finetune_epochs=0)
+    train_budgetnet(tmp_path, backbone, cfg, stop_after=1)
+    train_budgetnet(tmp_path, resume=True, resume_overrides={"precision": "fp32"})
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [epoch["precision"] for epoch in history] == ["bf16", "fp32"]
 
 
 def test_refuses_to_overwrite_a_run(setup: tuple[Path, Path], split: tuple[Path, Path]) -> None:

@@ -139,6 +139,33 @@ def test_resume_with_other_settings(tmp_path: Path):
         run(tmp_path, config(epochs=1, lr=0.1), resume=True)
 
 
+def test_resume_may_change_precision_and_history_says_which_epoch_ran_in_which(
+    tmp_path: Path,
+):
+    """A run started on a CPU with bf16 goes on in fp32 on one without it (bf16 is
+    emulated there, about 9x slower); each epoch records its precision."""
+    with pytest.raises(Killed):
+        run(tmp_path, config(precision="bf16"), on_epoch_end=kill_after_epoch(1))
+    resumed = run(tmp_path, config(precision="fp32"), resume=True)
+    assert [h.precision for h in resumed.history] == ["bf16", "fp32"]
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert [e["precision"] for e in saved["epochs"]] == ["bf16", "fp32"]
+    assert saved["config"]["precision"] == "fp32"
+
+
+def test_resume_fills_in_the_precision_of_epochs_from_before_it_was_kept(tmp_path: Path):
+    with pytest.raises(Killed):
+        run(tmp_path, config(precision="bf16"), on_epoch_end=kill_after_epoch(1))
+    last = load_checkpoint(tmp_path / "last.pt", format="budget-edge")
+    state = last.train_state
+    assert state is not None
+    for epoch in state["history"]:  # as a run from before precisions were recorded
+        del epoch["precision"]
+    save_checkpoint(tmp_path / "last.pt", last.backbone, meta=last.meta, train_state=state)
+    resumed = run(tmp_path, config(precision="fp32"), resume=True)
+    assert [h.precision for h in resumed.history] == ["bf16", "fp32"]
+
+
 def test_resume_from_a_checkpoint_without_train_state(tmp_path: Path):
     net = build_backbone("resnet20", num_classes=4, in_channels=1, input_size=(1, 8, 8))
     save_checkpoint(tmp_path / "last.pt", net, meta={})
