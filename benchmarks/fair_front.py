@@ -58,33 +58,22 @@ def finished(run: str) -> bool:
     return progress(RESULTS / run) >= epochs_of(options)
 
 
+def agent_command(agent: Path) -> list[str]:
+    """Train the agent on the sandwich backbone; once it has a last.pt, resume it (which
+    takes the run's own settings: only where and how fast it runs may change)."""
+    # bf16 autocast where the CPU has it (about twice as fast), else fp32 (emulated bf16
+    # is far slower); one core, as each training queue: the zoo trains on the others.
+    speed = ["--precision", "auto", "--threads", "1"]
+    if (agent / "last.pt").exists():
+        return [*CLI, "train", "--out", str(agent), "--resume", *speed]
+    backbone = ["--checkpoint", str(SANDWICH / "best.pt"), *DATA]
+    return [*CLI, "train", *backbone, *speed, "--out", str(agent)]
+
+
 def stages() -> list[Stage]:
     agent = FRONT / "agent"
     zoo_artifacts = [FRONT / "artifacts" / name for name in ZOO]
-    plan = [
-        Stage(
-            "agent",
-            agent / "budgetnet.pt",
-            [SANDWICH / "best.pt"],
-            [
-                *CLI,
-                "train",
-                "--checkpoint",
-                str(SANDWICH / "best.pt"),
-                *DATA,
-                # As the backbones trained (fair_training.py): bf16 autocast where the
-                # CPU has it (about twice as fast), else fp32 (bf16 is emulated there).
-                "--precision",
-                "auto",
-                # One core, as each training queue: the zoo trains on the others.
-                "--threads",
-                "1",
-                "--out",
-                str(agent),
-                *(["--resume"] if (agent / "last.pt").exists() else []),
-            ],
-        ),
-    ]
+    plan = [Stage("agent", agent / "budgetnet.pt", [SANDWICH / "best.pt"], agent_command(agent))]
     # The model after joint fine-tuning (budgetnet.pt), then without it (curriculum.pt:
     # the agent on the sandwich backbone as it came), each allocated, exported and benched
     # against the same zoo.

@@ -2,8 +2,9 @@
 
 Every network gets the same recipe (SGD 0.1, momentum 0.9, weight decay 5e-4,
 batch 128, one epoch of linear warmup then a cosine per step, zero-initialised
-residual branches, crop and flip, bf16 autocast, the same 5,000-image
-validation split); the sandwich run adds sandwich training and nothing else.
+residual branches, crop and flip, bf16 autocast where the CPU has it and fp32
+where it does not (`--precision auto`; history.json says which epoch ran in which),
+the same 5,000-image validation split); the sandwich run adds sandwich training and nothing else.
 (Without zero-initialised residuals the sandwich ResNet-56 stayed near chance
 for its first 160 steps: its full network was at 17% where plain ResNet-56
 was at 32%.)
@@ -28,7 +29,9 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "fair-fmnist"
 
@@ -80,18 +83,25 @@ def progress(out: Path) -> int:
     return len(json.loads(history.read_text())["epochs"])
 
 
+def precisions(history: dict[str, Any]) -> str:
+    """Which precision a run's epochs ran in, in turn: "bf16 x9 + fp32 x21". Epochs from
+    before precisions were recorded ran in the run's (a resume fills them in)."""
+    ran = (e.get("precision") or history["config"]["precision"] for e in history["epochs"])
+    return " + ".join(f"{p} x{len(list(group))}" for p, group in groupby(ran))
+
+
 def progress_table() -> str:
     """Epochs done and validation numbers of every run (the test set is only reported)."""
     lines = [
         "| run | epochs | best epoch (val) | val acc | val acc, smallest | test acc (reported) "
-        "| train min |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| train min | precision |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for runs in QUEUES.values():
         for name, options in runs.items():
             history = RESULTS / name / "history.json"
             if not history.is_file():
-                lines.append(f"| {name} | 0/{epochs_of(options)} | - | - | - | - | - |")
+                lines.append(f"| {name} | 0/{epochs_of(options)} | - | - | - | - | - | - |")
                 continue
             data = json.loads(history.read_text())
             last, meta = data["epochs"][-1], data["meta"]
@@ -99,7 +109,8 @@ def progress_table() -> str:
             lines.append(
                 f"| {name} | {len(data['epochs'])}/{epochs_of(options)} | {meta['best_epoch']} | "
                 f"{last['val_accuracy']:.2%} | {'-' if smallest is None else f'{smallest:.2%}'} | "
-                f"{last['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} |"
+                f"{last['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} | "
+                f"{precisions(data)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -32,15 +32,16 @@ def default_val_size(train_images: int) -> int:
     return min(5000, train_images // 10)
 
 
-def resumed_val_size(out: Path) -> int:
-    """The split the run in `out` was started with (0 for runs from before splits)."""
+def resumed_setting(out: Path, name: str, before: Any) -> Any:
+    """A setting of the run in `out` as last saved (`before`: for runs from before the
+    setting existed, and where there is no run)."""
     from budget_edge.models.checkpoint import load_checkpoint
 
     last = out / "last.pt"
     if not last.is_file():
-        return 0  # pretrain itself says there is nothing to resume
+        return before  # pretrain itself says there is nothing to resume
     state = load_checkpoint(last, format="budget-edge").train_state or {}
-    return int(state.get("config", {}).get("val_size", 0))
+    return state.get("config", {}).get(name, before)
 
 
 def command_line(options: list[tuple[str, Any]]) -> str:
@@ -73,8 +74,8 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     if params["threads"] < 0:
         raise ConfigError(f"--threads must be >= 0, got {params['threads']}")
     settings = {k: v for k, v in params.items() if k not in NOT_SETTINGS}
-    # "auto" is fp32 or bf16 by the machine; either passes the same checks.
-    precision = "fp32" if settings["precision"] == "auto" else settings["precision"]
+    # "auto" (and the default, None) is fp32 or bf16; either passes the same checks.
+    precision = "fp32" if settings["precision"] in ("auto", None) else settings["precision"]
     PretrainConfig(
         **{**settings, "val_size": settings["val_size"] or 0, "precision": precision}
     ).check()
@@ -135,10 +136,9 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16", "auto"]),
-    default=DEFAULTS["precision"],
-    show_default=True,
     help="bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs, slow "
-    "elsewhere); auto: bf16 where the device has it, else fp32. A resumed run may change it.",
+    "elsewhere); auto: bf16 where the device has it, else fp32. [default: fp32; with "
+    "--resume, the run's own, which this may change]",
 )
 @click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
 @click.option(
@@ -246,7 +246,12 @@ def command(
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
     train = load_arrays(settings["dataset"], data_dir, "train")
     if settings["val_size"] is None:
-        settings["val_size"] = resumed_val_size(out) if resume else default_val_size(len(train))
+        settings["val_size"] = (
+            resumed_setting(out, "val_size", 0) if resume else default_val_size(len(train))
+        )
+    if settings["precision"] is None:  # a resumed run keeps its own unless told otherwise
+        fp32 = DEFAULTS["precision"]
+        settings["precision"] = resumed_setting(out, "precision", fp32) if resume else fp32
     settings["precision"] = resolve_precision(settings["precision"], device)
     config = PretrainConfig(**settings)
     config.check()

@@ -38,8 +38,6 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     else:
         if params["checkpoint"] is None:
             raise ConfigError("give the pretrained backbone with --checkpoint PATH")
-        if options.get("precision") == "auto":  # fp32 or bf16 by the machine: both pass
-            options["precision"] = None
         make_config(params["preset"], **options)  # each setting in its range
 
 
@@ -177,17 +175,12 @@ def command(
     """
     from budget_edge.errors import ConfigError
     from budget_edge.train.budgetnet import RESUME_OVERRIDES, make_config, train_budgetnet
-    from budget_edge.train.precision import resolve_precision
 
     check_options(click.get_current_context().params, os.environ)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder for the run")
     config = None
     overrides = {key: options.pop(key) for key in RESUME_OVERRIDES}
-    if overrides["precision"] is not None:
-        overrides["precision"] = resolve_precision(
-            overrides["precision"], overrides["device"] or "auto"
-        )
     if not resume:
         config = make_config(preset, **options, **overrides)
     train_budgetnet(out, checkpoint, config, resume=resume, resume_overrides=overrides)

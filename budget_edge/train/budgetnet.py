@@ -73,7 +73,7 @@ from budget_edge.train.distributed import (
     sync_buffers,
 )
 from budget_edge.train.divergence import stop_if_diverged
-from budget_edge.train.precision import TRAIN_PRECISIONS
+from budget_edge.train.precision import TRAIN_PRECISIONS, resolve_precision
 from budget_edge.train.prior import PRIORS, apply_budget_prior, prior_order
 from budget_edge.train.progress import TrainDisplay
 
@@ -249,6 +249,8 @@ def make_config(preset: str | None = None, **overrides: Any) -> BudgetNetConfig:
             values[key] = value
     if values.get("data_dir") is not None:
         values["data_dir"] = os.fspath(values["data_dir"])  # plain str: checkpoints hold no Paths
+    if values.get("precision") == "auto":
+        values["precision"] = resolve_precision("auto", values.get("device", "auto"))
     config = BudgetNetConfig(**values)
     config.eval_budgets = tuple(config.eval_budgets)
     config.check()
@@ -411,6 +413,8 @@ def resume_state(path: Path) -> RunState:
         )
     values = dict(ts["config"])
     values["eval_budgets"] = tuple(values["eval_budgets"])
+    # Epochs from before precisions were recorded ran in the run's.
+    history = [{"precision": values.get("precision", "fp32"), **h} for h in ts.get("history", [])]
     return RunState(
         loaded.backbone,
         loaded.agent,
@@ -418,7 +422,7 @@ def resume_state(path: Path) -> RunState:
         make_config(**values),
         epoch=int(ts["epoch"]),
         optimizer_state=ts.get("optimizer"),
-        history=list(ts.get("history", [])),
+        history=history,
     )
 
 
@@ -645,6 +649,8 @@ def _load_state(
                 )
             if value is not None:
                 setattr(state.config, key, value)
+        state.config.precision = resolve_precision(state.config.precision, state.config.device)
+        state.config.check()
         return state
     if checkpoint is None:
         raise ConfigError("give a pretrained backbone checkpoint (--checkpoint)")

@@ -19,11 +19,13 @@ def native_bf16(device: str) -> bool:
     in hardware."""
     import torch
 
-    from budget_edge.runtime.machine import cpu_has_bf16
+    from budget_edge.runtime import machine
 
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        return bool(torch.cuda.is_bf16_supported())
-    return cpu_has_bf16()
+        # Ampere (compute capability 8) and later; torch.cuda.is_bf16_supported() also
+        # says yes where bf16 is emulated (V100, T4).
+        return bool(torch.version.hip) or torch.cuda.get_device_capability()[0] >= 8
+    return machine.cpu_has_bf16()
 
 
 def resolve_precision(precision: str, device: str) -> str:

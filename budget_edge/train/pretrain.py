@@ -610,8 +610,8 @@ def resume_from(
     display.log(f"resuming {path} after epoch {saved['epoch']}/{config.epochs}")
     if was["precision"] != config.precision:
         display.log(
-            f"precision: {was['precision']} until epoch {saved['epoch']}, {config.precision} "
-            "from now on (each epoch's is in history.json)"
+            f"precision: {config.precision} from epoch {saved['epoch'] + 1} on (the run's was "
+            f"{was['precision']}; each epoch's is in history.json)"
         )
     return RunState(
         epoch=int(saved["epoch"]),

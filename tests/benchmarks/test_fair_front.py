@@ -63,3 +63,16 @@ def test_the_sub_networks_wait_for_every_seed_of_the_zoo_and_only_the_zoo() -> N
     zoo = subnets.command[subnets.command.index("--zoo") + 1].split(",")
     assert [Path(z).parent.name for z in zoo] == fair_front.ZOO_SEEDS
     assert all(Path(z) in subnets.needs for z in zoo)
+
+
+def test_the_agent_stage_resumes_with_only_what_resume_accepts(tmp_path, monkeypatch) -> None:
+    """A session ends mid-run: the next one must resume the agent, not be refused for
+    giving --checkpoint and --data with --resume."""
+    monkeypatch.setattr(fair_front, "FRONT", tmp_path)
+    for started in (False, True):
+        if started:
+            (tmp_path / "agent").mkdir()
+            (tmp_path / "agent" / "last.pt").write_bytes(b"")
+        command = next(s for s in fair_front.stages() if s.name == "agent").command
+        assert ("--resume" in command) is started
+        check_command(command[3:], environ={})  # the CLI's own rules, nothing runs

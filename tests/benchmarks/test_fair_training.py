@@ -26,3 +26,14 @@ def test_every_run_is_a_command_pretrain_accepts(tmp_path: Path) -> None:
         for name, options in runs.items():
             words = fair_training.command(name, options, "budget-edge")
             check_command(words[1:], environ={})
+
+
+def test_the_progress_table_says_which_precision_each_epoch_ran_in() -> None:
+    """A run resumed on a CPU without bf16 goes on in fp32: the table must show the mix."""
+    history = {
+        "config": {"precision": "fp32"},  # what the run was saved with last
+        "epochs": [{"precision": "bf16"}] * 9 + [{"precision": "fp32"}] * 2,
+    }
+    assert fair_training.precisions(history) == "bf16 x9 + fp32 x2"
+    older = {"config": {"precision": "bf16"}, "epochs": [{}] * 30}  # before it was kept
+    assert fair_training.precisions(older) == "bf16 x30"

@@ -88,6 +88,20 @@ def test_precision_auto_follows_the_cpu(
     assert json.loads((out / "history.json").read_text())["epochs"][0]["precision"] == want
 
 
+def test_resume_keeps_the_runs_precision_unless_told(fmnist: Path, tmp_path: Path, capsys):
+    """Leaving out --precision on resume keeps bf16, as leaving out --lr keeps the lr."""
+    out = tmp_path / "run"
+    assert cli(tiny(fmnist, out, "--precision", "bf16", "--device", "cpu"), capsys)[0] == 0
+    code, stdout, stderr = cli(tiny(fmnist, out, "--resume", "--device", "cpu"), capsys)
+    assert code == 0, stderr
+    assert "precision:" not in stdout  # no change announced
+    code, stdout, stderr = cli(
+        tiny(fmnist, out, "--resume", "--precision", "fp32", "--device", "cpu"), capsys
+    )
+    assert code == 0, stderr
+    assert "precision: fp32 from epoch 2 on (the run's was bf16" in stdout
+
+
 def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert cli(tiny(fmnist, out), capsys)[0] == 0

@@ -51,7 +51,7 @@ from budget_edge.commands.demo import _free_port, _post_json, _stop, _wait_ready
 from budget_edge.export import exporter
 from budget_edge.export.onnx_export import GraphExporter
 from budget_edge.models import build_backbone
-from budget_edge.models.checkpoint import save_checkpoint
+from budget_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from budget_edge.runtime import BudgetRuntime
 from budget_edge.runtime.manifest import verify_files
 from budget_edge.train.budgetnet import train_budgetnet
@@ -439,34 +439,41 @@ def on_port(lines: list[str], port: int) -> list[str]:
     return moved
 
 
-def start_bash(lines: list[str], script: Path, log: Path) -> subprocess.Popen[bytes]:
-    """LINES as the bash SCRIPT, run in its folder, its output appended to LOG, with
-    `budget-edge` on PATH. The script ends with `wait`, so bash outlives a server it
-    starts in the background and reaps it; it leads its own process group, which
-    `stop_bash` ends. (A script file, not `bash -c TEXT`: the docs' `pgrep -f` would find
-    the text in bash's own command line.)"""
-    script.write_text("\n".join([*lines, "wait", ""]))
+def start_bash(
+    lines: list[str], script: Path, log: Path, errors: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """LINES as the bash SCRIPT, run in its folder, its output appended to LOG (its
+    errors too, or to ERRORS: curl -sS reports each failed try), with
+    `budget-edge` on PATH. The script ends with `wait`, and on SIGTERM passes it on to
+    the server it started in the background and waits for it, so that `stop_bash` ends
+    both. (A script file, not `bash -c TEXT`: the docs' `pgrep -f` would find the text
+    in bash's own command line.)"""
+    forward = "trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' TERM"
+    script.write_text("\n".join([forward, *lines, "wait", ""]))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    with open(log, "ab") as output:
+    with open(log, "ab") as output, open(errors or os.devnull, "ab") as error_output:
         return subprocess.Popen(
             ["bash", str(script)],
             cwd=script.parent,
             env=env,
             stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            stderr=subprocess.STDOUT if errors is None else error_output,
+            start_new_session=True,  # its own process group, which stop_bash can kill
         )
 
 
 def stop_bash(shell: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the script's process group: the server stops cleanly, bash ends."""
+    """SIGTERM to bash, which stops its server cleanly and waits for it; whatever of the
+    script's process group is left after 30 s (a curl still retrying) is killed."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(shell.pid, signal.SIGTERM)
+        shell.terminate()
     try:
         shell.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(shell.pid, signal.SIGKILL)
-        shell.wait()
+    shell.wait()
 
 
 def wait_for(log: Path, text: str, shell: subprocess.Popen[bytes], timeout: float = 120) -> str:
@@ -533,9 +540,13 @@ def test_readme_serve_walkthrough(
         line.replace(" &", " > serve.log 2>&1 &") if "budget-edge serve" in line else line
         for line in block
     ]
-    shell = start_bash(block, tmp_path / "readme.sh", tmp_path / "readme.log")
+    errors = tmp_path / "readme.errors"
+    shell = start_bash(block, tmp_path / "readme.sh", tmp_path / "readme.log", errors)
     try:
         ready, answer = wait_for_answers(tmp_path / "readme.log", 2, shell)
+    except AssertionError as failed:
+        logs = [f"{p.name}:\n{p.read_text()[-2000:]}" for p in (errors, tmp_path / "serve.log")]
+        raise AssertionError("\n".join([str(failed), *logs])) from None
     finally:
         stop_bash(shell)
     assert ready == {"name": name, "ready": True}
@@ -558,9 +569,15 @@ def test_protocol_md_reload_chain_swaps_the_model(
     needs("bash", "curl", "pgrep")
     port = _free_port()
     lines = on_port(sh_block("docs/protocol.md", "kill -HUP"), port)
-    for version in ("v1", "v2"):  # runs/v1/budgetnet.pt, runs/v2/budgetnet.pt
+    # runs/v1/budgetnet.pt, and runs/v2/budgetnet.pt with other logits (its classifier's
+    # bias moved), so that an answer tells the two apart.
+    for version in ("v1", "v2"):
         (tmp_path / "runs" / version).mkdir(parents=True)
-        shutil.copy(checkpoint, tmp_path / "runs" / version / "budgetnet.pt")
+    shutil.copy(checkpoint, tmp_path / "runs" / "v1" / "budgetnet.pt")
+    v2 = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        [m for m in v2.backbone.modules() if isinstance(m, torch.nn.Linear)][-1].bias += 1.0
+    save_checkpoint(tmp_path / "runs" / "v2" / "budgetnet.pt", v2.backbone, v2.agent, meta=v2.meta)
     exports = [i for i, line in enumerate(lines) if line.startswith("budget-edge export")]
     assert len(exports) == 2, lines
     assert exports[0] == 0, lines
@@ -574,11 +591,13 @@ def test_protocol_md_reload_chain_swaps_the_model(
             shells.append(start_bash(lines[start + 1 : end], script, log))
             if len(shells) == 1:  # served, and curl has seen it ready
                 wait_for(log, '"ready":true', shells[0])
-        v2 = (tmp_path / "artifacts" / "r20-v2").resolve()
-        wait_for(log, f"reloaded: now serving {v2}", shells[0])
-        shutil.rmtree(tmp_path / "artifacts" / "r20-v1")  # "then v1 may be deleted"
+        served = (tmp_path / "artifacts" / "r20-v2").resolve()
+        wait_for(log, f"reloaded: now serving {served}", shells[0])
         image = np.zeros((1, 28, 28, 1), np.uint8)
-        with BudgetRuntime.load(v2, backend="onnxruntime") as rt:
+        with BudgetRuntime.load(tmp_path / "artifacts" / "r20-v1", backend="onnxruntime") as rt:
+            before = rt.infer(image, budget=0.5).logits
+        shutil.rmtree(tmp_path / "artifacts" / "r20-v1")  # "then v1 may be deleted"
+        with BudgetRuntime.load(served, backend="onnxruntime") as rt:
             name, want = rt.manifest.backbone, rt.infer(image, budget=0.5)
         request = {
             "parameters": {"budget": 0.5},
@@ -592,3 +611,4 @@ def test_protocol_md_reload_chain_swaps_the_model(
     outputs = {o["name"]: o["data"] for o in answer["outputs"]}
     assert outputs["CLASS"] == want.classes.tolist()
     np.testing.assert_allclose(np.reshape(outputs["LOGITS"], (1, -1)), want.logits, atol=1e-4)
+    assert not np.allclose(want.logits, before, atol=1e-2)  # v2's answer is not v1's

@@ -177,6 +177,25 @@ def test_resume_may_change_precision_and_history_says_which(
     assert [epoch["precision"] for epoch in history] == ["bf16", "fp32"]
 
 
+def test_resume_with_precision_auto_records_what_ran(
+    setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto becomes fp32 or bf16 by the run's device, and history says which; epochs
+    saved before precisions were recorded get the run's."""
+    from budget_edge.runtime import machine
+
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: False)
+    data, backbone = setup
+    cfg = tiny_config(data, precision="bf16", curriculum_epochs=2, finetune_epochs=0)
+    last = train_budgetnet(tmp_path, backbone, cfg, stop_after=1)
+    saved = torch.load(last, weights_only=False)
+    del saved["train_state"]["history"][0]["precision"]  # as a run from before
+    torch.save(saved, last)
+    train_budgetnet(tmp_path, resume=True, resume_overrides={"precision": "auto", "device": "cpu"})
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [epoch["precision"] for epoch in history] == ["bf16", "fp32"]
+
+
 def test_refuses_to_overwrite_a_run(setup: tuple[Path, Path], split: tuple[Path, Path]) -> None:
     data, backbone = setup
     with pytest.raises(ConfigError, match="--resume"):

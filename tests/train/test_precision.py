@@ -20,10 +20,16 @@ def test_auto_on_the_cpu_follows_its_flags(monkeypatch: pytest.MonkeyPatch, has_
     assert resolve_precision("auto", "cpu") == ("bf16" if has_bf16 else "fp32")
 
 
-def test_auto_on_a_gpu_asks_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: True)
+@pytest.mark.parametrize(("capability", "native"), [((7, 0), False), ((8, 0), True)])
+def test_auto_on_a_gpu_asks_its_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], native: bool
+) -> None:
+    """A V100 (7.0) only emulates bf16, though torch.cuda.is_bf16_supported() says yes;
+    an A100 (8.0) and later compute it."""
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: not native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a pre-Ampere GPU
-    assert not native_bf16("auto")
-    assert not native_bf16("cuda")
-    assert native_bf16("cpu")  # --device cpu on a machine with a GPU: the CPU's flags
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert native_bf16("auto") is native
+    assert native_bf16("cuda") is native
+    assert native_bf16("cpu") is not native  # --device cpu with a GPU: the CPU's flags
