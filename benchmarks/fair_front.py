@@ -161,6 +161,9 @@ def bench_stage(name: str, artifact: Path, zoo_artifacts: list[Path], out: Path)
             # The same weights' uniform masks: the allocator's count masks, fitted
             # on the validation split (bench takes them or searched ones, not both).
             "--count-table",
+            # One ONNX Runtime thread per session, for every method alike.
+            "--threads",
+            "1",
             "--iterations",
             "200",
             "--json",

@@ -276,7 +276,7 @@ class BenchRow:
         if self.kind == "budget":
             text = f"c={self.budget:g}"
         elif self.kind == "static-mask":
-            text = f"static mask c={self.budget:g}"
+            text = f"{self.name or 'static'} mask c={self.budget:g}"
         elif self.kind == "zoo":
             text = f"zoo {self.name}"
         elif self.kind == "policy":
@@ -366,6 +366,9 @@ class Baselines:
     """
 
     static_masks: list[StaticMask] = field(default_factory=list)
+    # "count": the static masks are the allocator's count table (`from_count_table`),
+    # which the rows and plots then call count masks; None: searched masks.
+    static_masks_name: str | None = None
     zoo: dict[str, BudgetRuntime] = field(default_factory=dict)
     precisions: dict[str, BudgetRuntime] = field(default_factory=dict)
 
@@ -462,7 +465,9 @@ def _jobs(
             for c in s.budgets:
                 mask = np.asarray(_static_mask(rt, baselines, c).mask, np.uint8)
                 call = functools.partial(_run_static_mask, rt, np.tile(mask, (n, 1)))
-                jobs.append(TimedJob("static-mask", n, c, call, pool, precision=rt.precision))
+                job = TimedJob("static-mask", n, c, call, pool, precision=rt.precision)
+                job.name = baselines.static_masks_name
+                jobs.append(job)
         for name, zoo_rt in baselines.zoo.items():
             jobs.append(TimedJob("zoo", n, None, _zoo_call(zoo_rt), pool, name=name))
     return jobs
@@ -674,7 +679,8 @@ def run_bench(
         for c in s.budgets:
             mask = _static_mask(rt, baselines, c)
             run = functools.partial(static_mask_quality, rt, data, mask, s)
-            steps.append((f"static mask c={c:g}", other, ("static-mask", c, None), run))
+            key = ("static-mask", c, baselines.static_masks_name)
+            steps.append((f"{key[2] or 'static'} mask c={c:g}", other, key, run))
     for name, zoo_rt in baselines.zoo.items():
         run = functools.partial(zoo_quality, zoo_rt, rt, data, s)
         steps.append((f"zoo model {name}", other, ("zoo", None, name), run))

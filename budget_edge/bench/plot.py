@@ -94,7 +94,7 @@ def _latency_panel(ax: Any, result: BenchResult, batches: list[int]) -> None:
                 marker="s",
                 linestyle=style,
                 color=STATIC_MASK,
-                label="static mask per budget",
+                label=_masks_label(masks),
             )
         for row, colour, label in _fixed_methods(result, n):
             ax.axhline(row.latency.median, color=colour, linestyle=style, label=label)
@@ -127,7 +127,7 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
             marker="s",
             linestyle="--",
             color=STATIC_MASK,
-            label="static mask per budget",
+            label=_masks_label(masks),
         )
     for row, colour, label in _fixed_methods(result, batch):
         if value(row) is not None:
@@ -138,6 +138,13 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     ax.set_ylabel(name)
     ax.set_title(f"{name}, batch {batch}", fontsize=9)
     ax.grid(alpha=0.3)
+
+
+def _masks_label(masks: list[BenchRow]) -> str:
+    """The one-mask-for-every-image method: searched static masks, or the allocator's
+    count table (bench --count-table)."""
+    kind = masks[0].name if masks and masks[0].name else "static"
+    return f"{kind} mask per budget"
 
 
 def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
@@ -152,7 +159,7 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
             f"BudgetNet{_tag(result, p)}",
         )
     masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.latency.median)
-    _line_with_budgets(ax, masks, "s--", STATIC_MASK, "static mask per budget")
+    _line_with_budgets(ax, masks, "s--", STATIC_MASK, _masks_label(masks))
     for row, colour, label in _fixed_methods(result, batch):
         ax.plot(
             [row.latency.median],
@@ -213,7 +220,7 @@ def _legend_below(fig: Any, axes: Any) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
-    order = ("BudgetNet", "static mask", "static full graph", "zoo", "share")
+    order = ("BudgetNet", "static mask", "count mask", "static full graph", "zoo", "share")
 
     def rank(label: str) -> int:  # methods in a fixed order; stable within one
         return next((i for i, o in enumerate(order) if label.startswith(o)), len(order))

@@ -266,6 +266,7 @@ def command(
             baselines = Baselines(static_masks=from_manifest(rt), zoo=zoo, precisions=others)
             if count_table:
                 baselines.static_masks = from_count_table(rt)
+                baselines.static_masks_name = "count"
             elif search is not None:
                 assert search.labels is not None
                 status.update(f"searching static masks on {search.name}")

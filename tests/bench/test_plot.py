@@ -42,6 +42,17 @@ def test_every_method_appears_once_in_one_legend_under_the_panels() -> None:
     assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
 
 
+def test_the_count_table_is_named_as_such() -> None:
+    """bench --count-table: the allocator's count masks, not searched static masks."""
+    result = _with_zoo_and_masks()
+    for row in result.rows:
+        if row.kind == "static-mask":
+            row.name = "count"
+    legend = _legend(plot.figure(result))
+    assert "count mask per budget" in legend
+    assert "static mask per budget" not in legend
+
+
 def test_a_method_without_rows_is_not_in_the_legend() -> None:
     assert "static mask per budget" not in _legend(plot.figure(_result()))
 

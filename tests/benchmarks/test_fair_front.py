@@ -76,3 +76,9 @@ def test_the_agent_stage_resumes_with_only_what_resume_accepts(tmp_path, monkeyp
         command = next(s for s in fair_front.stages() if s.name == "agent").command
         assert ("--resume" in command) is started
         check_command(command[3:], environ={})  # the CLI's own rules, nothing runs
+
+
+def test_every_method_is_benched_on_one_thread() -> None:
+    for stage in fair_front.stages():
+        if "bench" in stage.command:
+            assert stage.command[stage.command.index("--threads") + 1] == "1", stage.name

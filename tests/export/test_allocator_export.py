@@ -465,10 +465,10 @@ def test_the_count_table_is_the_uniform_baseline_of_the_same_graphs(allocated) -
         assert [m.mask for m in masks] == [tuple(r) for r in table if any(r)]
         assert [m.kept for m in masks] == list(range(1, len(table)))
         settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2)
-        result = run_bench(
-            rt, BenchData("test", x, labels), settings, baselines=Baselines(static_masks=masks)
-        )
-    row = result.row("static-mask", 1, 0.5)
+        baselines = Baselines(static_masks=masks, static_masks_name="count")  # as bench does
+        result = run_bench(rt, BenchData("test", x, labels), settings, baselines=baselines)
+    row = result.row("static-mask", 1, 0.5, name="count")
+    assert row.label == "count mask c=0.5"  # named for what it is, not a searched mask
     k = round(0.5 * len(masks))
     assert row.usage == pytest.approx(k / len(masks))  # row k of the table, for every image
     low, high = row.accuracy_ci
