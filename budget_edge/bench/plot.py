@@ -179,7 +179,9 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
 
 def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, label: str) -> None:
     """A method's points joined, each marked with its budget; the labels alternate above
-    and below the line, so neighbouring points do not write over each other."""
+    and below the line, so neighbouring points do not write over each other, and
+    points on top of each other (budgets that ran the same decisions) share one label,
+    e.g. "0.4-1"."""
     if not rows:
         return
     ax.plot(
@@ -189,15 +191,34 @@ def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, l
         color=colour,
         label=label,
     )
-    for k, r in enumerate(rows):
+    for k, group in enumerate(_coinciding(rows)):
+        budgets = sorted(r.budget for r in group if r.budget is not None)
+        text = f"{budgets[0]:g}" if len(budgets) == 1 else f"{budgets[0]:g}-{budgets[-1]:g}"
         ax.annotate(
-            f"{r.budget:g}",
-            (r.latency.median, _percent(r) or 0.0),
+            text,
+            (group[0].latency.median, _percent(group[0]) or 0.0),
             fontsize=7,
             color=colour,
             textcoords="offset points",
             xytext=(3, 5 if k % 2 else -10),
         )
+
+
+def _coinciding(rows: list[BenchRow]) -> list[list[BenchRow]]:
+    """Neighbouring points (in latency order) closer than 3% of the method's spread on
+    both axes, grouped."""
+    xs = [r.latency.median for r in rows]
+    ys = [_percent(r) or 0.0 for r in rows]
+    near_x = 0.03 * ((max(xs) - min(xs)) or 1.0)
+    near_y = 0.03 * ((max(ys) - min(ys)) or 1.0)
+    groups = [[0]]
+    for i in range(1, len(rows)):
+        j = groups[-1][-1]
+        if abs(xs[i] - xs[j]) <= near_x and abs(ys[i] - ys[j]) <= near_y:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [[rows[i] for i in group] for group in groups]
 
 
 def _fixed_methods(result: BenchResult, batch: int) -> Iterator[tuple[BenchRow, str, str]]:

@@ -53,6 +53,23 @@ def test_the_count_table_is_named_as_such() -> None:
     assert "static mask per budget" not in legend
 
 
+def test_budgets_that_ran_the_same_decisions_share_one_label() -> None:
+    """A saturated allocator runs c = 0.4 to 1 alike: one "0.4-1", not four labels
+    written over each other."""
+    result = _with_zoo_and_masks()
+    for row in result.rows:
+        if row.kind == "budget" and row.batch == 1:
+            row.latency, row.accuracy = result.rows[0].latency, 0.9  # on one point
+    result.rows.append(
+        BenchRow(
+            "budget", 1, 0.25, LatencyStats(0.2, 0.3, 0.3, 0.4, 0.4, 0.4), 1e3, 0.25, 0.25, 0.6
+        )
+    )
+    front = plot.figure(result).axes[2]
+    labels = [t.get_text() for t in front.texts if t.get_color() == plot.BUDGETNET]
+    assert sorted(labels) == ["0.25", "0.5-1"]
+
+
 def test_a_method_without_rows_is_not_in_the_legend() -> None:
     assert "static mask per budget" not in _legend(plot.figure(_result()))
 
