@@ -11,9 +11,11 @@ script can be stopped and started again, across sessions too):
     export     the sandwich artifact in its own mode (allocate), static masks searched
                on the validation split, each whole-mask graph with its own BatchNorm
     zoo        each zoo member's best.pt (chosen on validation) as an artifact
-    bench      the sandwich artifact with --zoo, --count-table and the static masks, at
-               batch 1 and 8, on the test set (reported, never chosen on): accuracy with
-               95% intervals, McNemar tests against the nearest row, latency ratios
+    bench      the sandwich artifact in its own mode (allocate: the depth router) and in
+               greedy (the paper's agent), with --zoo and --count-table (the same
+               weights' uniform masks), at batch 1 and 8, one thread, on the test set
+               (reported, never chosen on): accuracy with 95% intervals, McNemar tests
+               against the nearest row, latency ratios
     ... (no fine-tuning)
                allocate, export and bench again from curriculum.pt: the agent before
                joint fine-tuning, on the sandwich backbone as it came
@@ -161,6 +163,9 @@ def bench_stage(name: str, artifact: Path, zoo_artifacts: list[Path], out: Path)
             # The same weights' uniform masks: the allocator's count masks, fitted
             # on the validation split (bench takes them or searched ones, not both).
             "--count-table",
+            # The paper's agent on the same artifact, beside the router (its own mode).
+            "--also-mode",
+            "greedy",
             # One ONNX Runtime thread per session, for every method alike.
             "--threads",
             "1",

@@ -80,6 +80,9 @@ class BenchSettings:
     iterations: int = 100
     rounds: int = 5
     mode: str | None = None  # None: the artifact's decision mode
+    # Other decision modes measured at every budget in the same run, each its own method
+    # (rows of kind "mode"): the paper's agent (greedy) next to the depth router.
+    also_modes: list[str] = field(default_factory=list)
     cap: str | None = None
     seed: int = 0
     eval_batch: int = 64
@@ -88,6 +91,10 @@ class BenchSettings:
     def agent(self) -> Agent:
         """The decision every budget row runs."""
         return Agent(self.mode, self.seed, self.cap)
+
+    def in_mode(self, mode: str) -> BenchSettings:
+        """These settings deciding in `mode` (the rows of an also-measured mode)."""
+        return dataclasses.replace(self, mode=mode, also_modes=[])
 
     def check(self) -> None:
         if not self.budgets:
@@ -103,8 +110,9 @@ class BenchSettings:
             raise ConfigError(
                 f"rounds and eval_batch must be at least 1 (got {self.rounds}, {self.eval_batch})"
             )
-        if self.mode is not None and self.mode not in masklib.MODES:
-            raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(masklib.MODES)}")
+        for mode in [self.mode, *self.also_modes]:
+            if mode is not None and mode not in masklib.MODES:
+                raise ConfigError(f"--mode {mode!r} is not one of {', '.join(masklib.MODES)}")
         if self.cap is not None and self.cap not in masklib.CAPS:
             raise ConfigError(f"--cap {self.cap!r} is not one of none, {', '.join(masklib.CAPS)}")
 
@@ -237,10 +245,11 @@ class BenchRow:
     kind: "budget" (the runtime under budget c), "static" (the `full` graph),
     "policy" (the decision alone: the policy graph, or the allocator graph in mode
     allocate, `name` "allocator" then), "static-mask" (the best static mask with
-    round(c K) components, no policy), "zoo" (another artifact's static graph,
-    `name` says which). usage, flops_share, accuracy and distinct_masks (how
-    many different masks ran: 1 for a static mask) are over
-    the evaluation images (None where they do not apply); breakdown_ms is the
+    round(c K) components, no policy; `name` "count" for the allocator's count
+    table), "zoo" (another artifact's static graph, `name` says which), "mode"
+    (budget c decided in another mode, `name` says which). usage, flops_share,
+    accuracy and distinct_masks (how many different masks ran: 1 for a static mask)
+    are over the evaluation images (None where they do not apply); breakdown_ms is the
     runtime's mean per-part latency (policy, stem, blocks, head, hot, total).
     cpu_ms is the median CPU time of this process per call (all its threads):
     on a machine shared with other work it moves far less than the wall clock.
@@ -279,6 +288,8 @@ class BenchRow:
             text = f"{self.name or 'static'} mask c={self.budget:g}"
         elif self.kind == "zoo":
             text = f"zoo {self.name}"
+        elif self.kind == "mode":
+            text = f"{self.name} c={self.budget:g}"
         elif self.kind == "policy":
             text = self.name or "policy"  # "allocator" where the allocator decides
         else:
@@ -296,6 +307,14 @@ class BenchResult:
     settings: dict[str, Any]
     environment: dict[str, Any]
     static_masks: list[StaticMask] = field(default_factory=list)
+
+    @property
+    def modes_text(self) -> str:
+        """The decision mode of the budget rows, and any measured beside it:
+        "mode allocate (and greedy)"."""
+        mode = self.settings.get("mode") or self.model.get("decision_mode") or "greedy"
+        also = self.settings.get("also_modes") or []
+        return f"mode {mode}" + (f" (and {', '.join(also)})" if also else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -468,13 +487,26 @@ def _jobs(
                 job = TimedJob("static-mask", n, c, call, pool, precision=rt.precision)
                 job.name = baselines.static_masks_name
                 jobs.append(job)
+        for mode in s.also_modes:
+            agent = s.in_mode(mode).agent
+            for c in s.budgets:
+                call = functools.partial(_run_agent, rt, agent, c)
+                jobs.append(TimedJob("mode", n, c, call, pool, precision=rt.precision, name=mode))
         for name, zoo_rt in baselines.zoo.items():
             jobs.append(TimedJob("zoo", n, None, _zoo_call(zoo_rt), pool, name=name))
     return jobs
 
 
+# Rows whose quality is keyed by (kind, budget, name): not the main mode's budgets.
+OTHER_KINDS = ("static-mask", "zoo", "mode")
+
+
 def _static_mask(rt: BudgetRuntime, baselines: Baselines, c: float) -> StaticMask:
     return for_budget(baselines.static_masks, c, rt.num_components)
+
+
+def _run_agent(rt: BudgetRuntime, agent: Agent, c: float, x: np.ndarray) -> dict[str, float]:
+    return rt.run(InferenceRequest(x, c, agent)).latency_ms
 
 
 def _run_static_mask(rt: BudgetRuntime, mask: np.ndarray, x: np.ndarray) -> dict[str, float]:
@@ -652,13 +684,16 @@ def run_bench(
             "this artifact has no policy graph (it was exported without an "
             "agent), so no budget can choose masks: export a trained checkpoint"
         )
-    if (settings.mode or rt.default_mode) == "allocate" and not rt.has_allocator:
+    mode = settings.mode or rt.default_mode
+    if "allocate" in (mode, *settings.also_modes) and not rt.has_allocator:
         raise ConfigError(
             "--mode allocate needs an artifact with an allocator: run "
             "`budget-edge allocate CKPT --out CKPT2` and export CKPT2"
         )
+    # The main mode's rows are measured anyway; each other mode once.
+    also = [m for m in dict.fromkeys(settings.also_modes) if m != mode]
     s = dataclasses.replace(
-        settings, eval_batch=_eval_batch(rt, settings), mode=settings.mode or rt.default_mode
+        settings, eval_batch=_eval_batch(rt, settings), mode=mode, also_modes=also
     )
     say = progress or (lambda _msg: None)
     load_before = load_average()
@@ -681,6 +716,10 @@ def run_bench(
             run = functools.partial(static_mask_quality, rt, data, mask, s)
             key = ("static-mask", c, baselines.static_masks_name)
             steps.append((f"{key[2] or 'static'} mask c={c:g}", other, key, run))
+    for mode in s.also_modes:
+        for c in s.budgets:
+            run = functools.partial(measure_quality, rt, data, c, s.in_mode(mode))
+            steps.append((f"budget {c:g} in mode {mode}", other, ("mode", c, mode), run))
     for name, zoo_rt in baselines.zoo.items():
         run = functools.partial(zoo_quality, zoo_rt, rt, data, s)
         steps.append((f"zoo model {name}", other, ("zoo", None, name), run))
@@ -746,14 +785,14 @@ def _row(
         return row
     q = (
         other[job.kind, job.budget, job.name]
-        if job.kind in ("static-mask", "zoo")
+        if job.kind in OTHER_KINDS
         else quality[job.precision, job.budget]
     )
     row.usage, row.flops_share, row.accuracy = q.usage, q.flops_share, q.accuracy
     row.distinct_masks = q.distinct_masks
     if q.correct is not None and q.correct.size:
         row.accuracy_ci = wilson_interval(int(q.correct.sum()), q.correct.size)
-    if job.kind in ("budget", "static-mask"):
+    if job.kind in ("budget", "static-mask", "mode"):
         row.breakdown_ms = {k: job.parts.get(k, 0.0) / job.calls for k in LATENCY_KEYS}
     return row
 
@@ -765,7 +804,7 @@ def _correct_of(
 ) -> np.ndarray | None:
     if row.kind == "policy":
         return None
-    if row.kind in ("static-mask", "zoo"):
+    if row.kind in OTHER_KINDS:
         return other[row.kind, row.budget, row.name].correct
     return quality[row.precision, row.budget].correct
 

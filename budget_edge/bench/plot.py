@@ -24,6 +24,7 @@ from budget_edge.bench.measure import BenchResult, BenchRow
 from budget_edge.figures import new_figure, save_png
 
 BUDGETNET, STATIC_MASK = "C0", "C2"
+MODE_COLOURS = ("C1", "teal", "navy")  # decision modes measured beside the main one
 STATIC_COLOURS = ("k", "C7", "0.6")  # the full graph of each precision, the main one black
 ZOO_COLOURS = ("C3", "C4", "C5", "C6", "C8", "C9")
 BATCH_STYLES = ("-", "--", ":", "-.")  # batch sizes, in increasing order
@@ -61,10 +62,9 @@ def check_plotting() -> None:
 def title(result: BenchResult) -> str:
     """What was measured, where: model, mode, precisions, data, machine."""
     env, data = result.environment, result.data
-    mode = result.settings.get("mode") or result.model.get("decision_mode") or "greedy"
     precisions = ", ".join(_precisions(result))
     return (
-        f"{result.model['backbone']} · mode {mode} · {precisions} · {data['name']} "
+        f"{result.model['backbone']} · {result.modes_text} · {precisions} · {data['name']} "
         f"({data['eval_images']} images) · {env['cpu']}, {env['backend']}, "
         f"{env['threads_effective']} thread(s)"
     )
@@ -84,7 +84,16 @@ def _latency_panel(ax: Any, result: BenchResult, batches: list[int]) -> None:
                 color=BUDGETNET,
                 capsize=3,
                 alpha=1.0 if j == 0 else 0.6,
-                label=f"BudgetNet{_tag(result, p)}",
+                label=_budgetnet_label(result, p),
+            )
+        for rows, colour, label in _other_modes(result, n):
+            ax.plot(
+                [r.budget for r in rows],
+                [r.latency.median for r in rows],
+                marker="o",
+                linestyle=style,
+                color=colour,
+                label=label,
             )
         masks = _rows(result, "static-mask", n)
         if masks:
@@ -117,8 +126,10 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
             marker=PRECISION_MARKERS[j % len(PRECISION_MARKERS)],
             color=BUDGETNET,
             alpha=1.0 if j == 0 else 0.6,
-            label=f"BudgetNet{_tag(result, p)}",
+            label=_budgetnet_label(result, p),
         )
+    for rows, colour, label in _other_modes(result, batch):
+        ax.plot([r.budget for r in rows], [value(r) for r in rows], "o-", color=colour, label=label)
     masks = _rows(result, "static-mask", batch)
     if masks:
         ax.plot(
@@ -140,6 +151,21 @@ def _quality_panel(ax: Any, result: BenchResult, batch: int) -> None:
     ax.grid(alpha=0.3)
 
 
+def _budgetnet_label(result: BenchResult, precision: str) -> str:
+    """ "BudgetNet", with its mode when other modes are drawn beside it."""
+    mode = f", {result.settings.get('mode')}" if result.settings.get("also_modes") else ""
+    return f"BudgetNet{mode}{_tag(result, precision)}"
+
+
+def _other_modes(result: BenchResult, batch: int) -> Iterator[tuple[list[BenchRow], str, str]]:
+    """The rows of each mode measured beside the main one (bench --also-mode), with its
+    colour and label, e.g. "BudgetNet, greedy"."""
+    modes = sorted({r.name for r in result.rows if r.kind == "mode" and r.name})
+    for i, mode in enumerate(modes):
+        rows = [r for r in _rows(result, "mode", batch) if r.name == mode]
+        yield rows, MODE_COLOURS[i % len(MODE_COLOURS)], f"BudgetNet, {mode}"
+
+
 def _masks_label(masks: list[BenchRow]) -> str:
     """The one-mask-for-every-image method: searched static masks, or the allocator's
     count table (bench --count-table)."""
@@ -156,8 +182,10 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
             rows,
             f"{PRECISION_MARKERS[j % len(PRECISION_MARKERS)]}-",
             BUDGETNET,
-            f"BudgetNet{_tag(result, p)}",
+            _budgetnet_label(result, p),
         )
+    for rows, colour, label in _other_modes(result, batch):
+        _line_with_budgets(ax, sorted(rows, key=lambda r: r.latency.median), "o-", colour, label)
     masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.latency.median)
     _line_with_budgets(ax, masks, "s--", STATIC_MASK, _masks_label(masks))
     for row, colour, label in _fixed_methods(result, batch):
@@ -238,7 +266,9 @@ def _fixed_methods(result: BenchResult, batch: int) -> Iterator[tuple[BenchRow, 
 def _legend_below(fig: Any, axes: Any) -> None:
     """One legend for the figure, each method once, under the panels."""
     seen: dict[str, Any] = {}
-    for ax in axes:
+    # The latency panel (first) draws BudgetNet as an errorbar container, which matplotlib
+    # lists after every line: the other panels give the order methods were drawn in.
+    for ax in [*axes[1:], *axes[:1]]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
     order = ("BudgetNet", "static mask", "count mask", "static full graph", "zoo", "share")

@@ -152,7 +152,7 @@ def rich_table(result: BenchResult) -> Any:
 
     env = result.environment
     table = Table(
-        title=f"{result.model['backbone']} · mode {result.settings['mode']}, "
+        title=f"{result.model['backbone']} · {result.modes_text}, "
         f"{result.model.get('precision', 'fp32')} · on {env['cpu']} · {env['backend']}, "
         f"{env['threads_effective']} thread(s) · data: {result.data['name']}",
         box=box.SIMPLE_HEAD,
@@ -177,7 +177,7 @@ def full_width(table: Any) -> int:
 def markdown(result: BenchResult) -> str:
     env, model, data = result.environment, result.model, result.data
     lines = [
-        f"# budget-edge bench: {model['backbone']}, mode {result.settings['mode']}",
+        f"# budget-edge bench: {model['backbone']}, {result.modes_text}",
         "",
         f"- artifact: `{model['directory']}` ({model['num_components']} components, "
         f"{model['full_flops'] / 1e6:.1f} MFLOPs full model, policy "

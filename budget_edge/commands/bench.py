@@ -44,6 +44,7 @@ def settings_of(params: Mapping[str, Any]) -> BenchSettings:
         warmup=params["warmup"],
         iterations=params["iterations"],
         mode=params["mode"],
+        also_modes=list(params["also_modes"]),
         cap=None if params["cap"] == "none" else params["cap"],
         seed=params["seed"],
     )
@@ -111,6 +112,15 @@ def settings_of(params: Mapping[str, Any]) -> BenchSettings:
     help="Mask from the probabilities: p >= 0.5, sampled, the round(c K) most "
     "probable components, or allocate (counts per image from the allocator, "
     "c as the mean). Default: the mode the artifact was exported for.",
+)
+@click.option(
+    "--also-mode",
+    "also_modes",
+    type=click.Choice(["greedy", "sample", "rank", "allocate"]),
+    multiple=True,
+    help="Also measure this decision mode at every budget, as its own method in the "
+    "same run: e.g. the paper's agent (greedy) next to the depth router (allocate). "
+    "Repeatable.",
 )
 @click.option(
     "--cap",
@@ -182,6 +192,7 @@ def command(
     threads: int | None,
     backend: str,
     mode: str | None,
+    also_modes: tuple[str, ...],
     cap: str,
     seed: int,
     json_path: Path | None,

@@ -70,6 +70,22 @@ def test_budgets_that_ran_the_same_decisions_share_one_label() -> None:
     assert sorted(labels) == ["0.25", "0.5-1"]
 
 
+def test_a_mode_measured_beside_the_main_one_is_its_own_series() -> None:
+    """bench --also-mode greedy on an allocate artifact: both named, in every panel."""
+    result = _with_zoo_and_masks()
+    result.settings.update(mode="allocate", also_modes=["greedy"])
+    stats = LatencyStats(0.7, 0.8, 0.8, 0.9, 1.0, 1.1)
+    for n in (1, 8):
+        for c in (0.5, 1.0):
+            result.rows.append(BenchRow("mode", n, c, stats, 1e3, c, c, 0.6, name="greedy"))
+    fig = plot.figure(result)
+    legend = _legend(fig)
+    assert legend[:2] == ["BudgetNet, allocate", "BudgetNet, greedy"]
+    for ax in fig.axes:
+        assert "BudgetNet, greedy" in [line.get_label() for line in ax.get_lines()]
+    assert "mode allocate (and greedy)" in fig._suptitle.get_text()
+
+
 def test_a_method_without_rows_is_not_in_the_legend() -> None:
     assert "static mask per budget" not in _legend(plot.figure(_result()))
 

@@ -68,6 +68,20 @@ def test_bench_writes_every_report(artifact: Path, tmp_path: Path) -> None:
     assert out["png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_also_mode_adds_a_method_to_the_same_run(artifact: Path, tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    args = ["bench", str(artifact), "--budgets", "0.5", "--batch", "1", "--also-mode", "rank"]
+    result = CliRunner().invoke(cli_module.cli, [*args, *QUICK, "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "rank c=0.5" in result.output
+    assert "mode greedy (and rank)" in result.output  # the table's title
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["kind"], r["name"]) for r in rows if r["budget"] == 0.5] == [
+        ("budget", None),
+        ("mode", "rank"),
+    ]
+
+
 def test_bench_with_a_capped_budget_and_sampled_masks(artifact: Path, tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     args = [

@@ -209,6 +209,45 @@ def test_an_uncalibrated_allocator_is_not_exported(tmp_path, exporter) -> None:
         )
 
 
+def test_bench_measures_the_papers_agent_beside_the_router_in_one_run(allocated) -> None:
+    """--also-mode greedy: every budget again in mode greedy, its own method, paired
+    with its nearest competitor; the main mode listed again is measured once."""
+    x = np.random.default_rng(7).integers(0, 255, (16, 32, 32, 3)).astype(np.uint8)
+    labels = np.random.default_rng(8).integers(0, 10, 16)
+    data = BenchData("test", x, labels)
+    both = BenchSettings(
+        budgets=[0.25, 0.75], batches=[1], warmup=0, iterations=2, also_modes=["greedy", "allocate"]
+    )
+    alone = BenchSettings(budgets=[0.25, 0.75], batches=[1], warmup=0, iterations=2, mode="greedy")
+    with BudgetRuntime.load(allocated["dir"], threads=1) as rt:
+        result = run_bench(rt, data, both)
+        greedy = run_bench(rt, data, alone)
+    assert result.settings["mode"] == "allocate"  # the artifact's own
+    assert result.settings["also_modes"] == ["greedy"]
+    assert [r.label for r in result.rows if r.kind == "mode"] == ["greedy c=0.25", "greedy c=0.75"]
+    for c in (0.25, 0.75):
+        row = result.row("mode", 1, c, name="greedy")
+        same = greedy.row("budget", 1, c)
+        assert (row.accuracy, row.usage) == (same.accuracy, same.usage)  # greedy really ran
+        assert row.paired is not None
+    assert "mode allocate (and greedy)" in result.modes_text
+
+
+def test_bench_also_mode_allocate_needs_an_allocator(tmp_path, exporter) -> None:
+    net = realistic(build_backbone("resnet20", shortcut="A"), seed=4)
+    agent = realistic(build_agent(net.num_components, "light"), seed=5, agent=True)
+    export_checkpoint(
+        LoadedCheckpoint(net, agent, META, "budget-edge"), tmp_path, exporter=exporter
+    )
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    settings = BenchSettings(budgets=[0.5], batches=[1], iterations=1, also_modes=["allocate"])
+    with (
+        BudgetRuntime.load(tmp_path, threads=1) as rt,
+        pytest.raises(ConfigError, match="allocator"),
+    ):
+        run_bench(rt, BenchData("random", x, None), settings)
+
+
 def test_bench_times_the_allocator_as_the_decision(allocated) -> None:
     x = np.random.default_rng(3).integers(0, 255, (8, 32, 32, 3)).astype(np.uint8)
     settings = BenchSettings(budgets=[0.5], batches=[1], warmup=0, iterations=2, mode="allocate")
