@@ -175,6 +175,7 @@ def _masks_label(masks: list[BenchRow]) -> str:
 
 def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     """Accuracy against measured latency: up and to the left is better."""
+    near = _near(result, batch)
     for j, p in enumerate(_precisions(result)):
         rows = sorted(_rows(result, "budget", batch, p), key=lambda r: r.latency.median)
         _line_with_budgets(
@@ -183,11 +184,13 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
             f"{PRECISION_MARKERS[j % len(PRECISION_MARKERS)]}-",
             BUDGETNET,
             _budgetnet_label(result, p),
+            near,
         )
     for rows, colour, label in _other_modes(result, batch):
-        _line_with_budgets(ax, sorted(rows, key=lambda r: r.latency.median), "o-", colour, label)
+        rows = sorted(rows, key=lambda r: r.latency.median)
+        _line_with_budgets(ax, rows, "o-", colour, label, near)
     masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.latency.median)
-    _line_with_budgets(ax, masks, "s--", STATIC_MASK, _masks_label(masks))
+    _line_with_budgets(ax, masks, "s--", STATIC_MASK, _masks_label(masks), near)
     for row, colour, label in _fixed_methods(result, batch):
         ax.plot(
             [row.latency.median],
@@ -205,7 +208,14 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
     ax.grid(alpha=0.3)
 
 
-def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, label: str) -> None:
+def _line_with_budgets(
+    ax: Any,
+    rows: list[BenchRow],
+    style: str,
+    colour: str,
+    label: str,
+    near: tuple[float, float],
+) -> None:
     """A method's points joined, each marked with its budget; the labels alternate above
     and below the line, so neighbouring points do not write over each other, and
     points on top of each other (budgets that ran the same decisions) share one label,
@@ -219,7 +229,7 @@ def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, l
         color=colour,
         label=label,
     )
-    for k, group in enumerate(_coinciding(rows)):
+    for k, group in enumerate(_coinciding(rows, near)):
         budgets = sorted(r.budget for r in group if r.budget is not None)
         text = f"{budgets[0]:g}" if len(budgets) == 1 else f"{budgets[0]:g}-{budgets[-1]:g}"
         ax.annotate(
@@ -232,21 +242,27 @@ def _line_with_budgets(ax: Any, rows: list[BenchRow], style: str, colour: str, l
         )
 
 
-def _coinciding(rows: list[BenchRow]) -> list[list[BenchRow]]:
-    """Neighbouring points (in latency order) closer than 3% of the method's spread on
-    both axes, grouped."""
-    xs = [r.latency.median for r in rows]
-    ys = [_percent(r) or 0.0 for r in rows]
-    near_x = 0.03 * ((max(xs) - min(xs)) or 1.0)
-    near_y = 0.03 * ((max(ys) - min(ys)) or 1.0)
-    groups = [[0]]
-    for i in range(1, len(rows)):
-        j = groups[-1][-1]
-        if abs(xs[i] - xs[j]) <= near_x and abs(ys[i] - ys[j]) <= near_y:
-            groups[-1].append(i)
+def _near(result: BenchResult, batch: int) -> tuple[float, float]:
+    """How close two points of the front panel are when their labels would collide:
+    3% of the panel's spread of latency and of accuracy."""
+    rows = [r for r in result.rows if r.batch == batch and r.accuracy is not None]
+    xs = [r.latency.median for r in rows] or [0.0]
+    ys = [_percent(r) or 0.0 for r in rows] or [0.0]
+    return 0.03 * ((max(xs) - min(xs)) or 1.0), 0.03 * ((max(ys) - min(ys)) or 1.0)
+
+
+def _coinciding(rows: list[BenchRow], near: tuple[float, float]) -> list[list[BenchRow]]:
+    """Neighbouring points (in latency order) within `near` on both axes, grouped."""
+    groups = [[rows[0]]]
+    for row in rows[1:]:
+        last = groups[-1][-1]
+        dx = abs(row.latency.median - last.latency.median)
+        dy = abs((_percent(row) or 0.0) - (_percent(last) or 0.0))
+        if dx <= near[0] and dy <= near[1]:
+            groups[-1].append(row)
         else:
-            groups.append([i])
-    return [[rows[i] for i in group] for group in groups]
+            groups.append([row])
+    return groups
 
 
 def _fixed_methods(result: BenchResult, batch: int) -> Iterator[tuple[BenchRow, str, str]]:
