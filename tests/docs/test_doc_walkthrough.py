@@ -15,7 +15,8 @@ the lines below actually run, as a user would type them, with only these changes
   is added, each with a comment saying why.
 
 README.md's serve walk-through and docs/protocol.md's reload chain run as shell blocks
-(bash, curl, pgrep), each server in the background as the docs start it.
+(bash, curl, pgrep), each server in the background as the docs start it; so does
+protocol.md's plain `serve` line.
 
 Everything else in the docs' blocks (the TensorRT engines, `bench --backend tensorrt`
 with its data, `serve --backend tensorrt`, `--uds`, `--token-file`, `latency:` budgets)
@@ -313,6 +314,16 @@ def test_security_md_signed_export_and_serve(
     # The same line's Python alternative, `BudgetRuntime.load(..., trusted_keys=[...])`.
     with BudgetRuntime.load(art, backend="onnxruntime", trusted_keys=[pub]) as rt:
         assert rt.infer(np.zeros((1, 28, 28, 1), np.uint8), budget=0.5).classes.shape == (1,)
+
+
+@pytest.mark.slow
+def test_protocol_md_serve_line_answers(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/protocol.md's first `serve` line, on the walk-through checkpoint's export."""
+    serve = in_tmp(documented("protocol.md", "serve"), tmp_path)
+    run(["export", str(checkpoint), "--out", serve[1]], capsys)
+    serve_answers(serve[1:], tmp_path)  # its --port 8000 overridden by a free port
 
 
 def documented(doc: str, subcommand: str) -> list[str]:
