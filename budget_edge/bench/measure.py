@@ -274,6 +274,10 @@ class BenchRow:
     # The exact McNemar test against the nearest-latency row of another method
     # (same batch and images): {"against", "accuracy_delta", "p_value"}.
     paired: dict[str, Any] | None = None
+    # A decided row (budget, mode) against the uniform mask of the same budget (a static
+    # or count mask: one mask for every image, about the same components): what the
+    # per-image decision is worth. Same keys as `paired`.
+    paired_uniform: dict[str, Any] | None = None
 
     @property
     def method(self) -> tuple[str, str | None]:
@@ -738,7 +742,9 @@ def run_bench(
     with quiet():
         time_jobs(jobs, s.warmup, s.iterations, s.rounds, progress=timing)
     rows = [_row(rt, job, quality, other, s.mode or rt.default_mode) for job in jobs]
-    pair_with_nearest(rows, {id(r): _correct_of(r, quality, other) for r in rows})
+    correct = {id(r): _correct_of(r, quality, other) for r in rows}
+    pair_with_nearest(rows, correct)
+    pair_with_uniform(rows, correct)
     return BenchResult(
         static_masks=list(baselines.static_masks),
         rows=rows,
@@ -828,6 +834,23 @@ def pair_with_nearest(rows: list[BenchRow], correct: dict[int, np.ndarray | None
         test = mcnemar_exact(mine, correct[id(rival)])  # type: ignore[arg-type]
         row.paired = {
             "against": rival.label,
+            "accuracy_delta": test.accuracy_delta,
+            "p_value": test.p_value,
+        }
+
+
+def pair_with_uniform(rows: list[BenchRow], correct: dict[int, np.ndarray | None]) -> None:
+    """Give every decided row (budget, mode) the paired test against the static or count
+    mask of its budget at its batch size, where the bench measured one."""
+    uniform = {(r.batch, r.budget): r for r in rows if r.kind == "static-mask"}
+    for row in rows:
+        mask_row = uniform.get((row.batch, row.budget))
+        mine = correct.get(id(row))
+        if row.kind not in ("budget", "mode") or mask_row is None or mine is None:
+            continue
+        test = mcnemar_exact(mine, correct[id(mask_row)])  # type: ignore[arg-type]
+        row.paired_uniform = {
+            "against": mask_row.label,
             "accuracy_delta": test.accuracy_delta,
             "p_value": test.p_value,
         }

@@ -199,6 +199,22 @@ def markdown(result: BenchResult) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    uniform = [r for r in result.rows if r.paired_uniform is not None]
+    if uniform:
+        lines += [
+            "",
+            "**The per-image decision against one mask for every image** (the static or "
+            "count mask of the same budget; exact McNemar test on the same images):",
+            "",
+            "| row | batch | against | accuracy difference | p |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for r in uniform:
+            u = r.paired_uniform or {}
+            lines.append(
+                f"| {r.label} | {r.batch} | {u['against']} | "
+                f"{100 * u['accuracy_delta']:+.2f} | {u['p_value']:.2g} |"
+            )
     decided = verdict(result)
     if decided is not None:
         lines += ["", "**Verdict** (the fastest row as accurate as the best, on these images):", ""]

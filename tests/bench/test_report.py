@@ -121,6 +121,21 @@ def test_markdown_names_the_machine_and_has_the_table(tmp_path: Path) -> None:
     assert table[3].startswith("| policy | 1 | 0.09 | 0.10 |")
 
 
+def test_markdown_says_what_the_per_image_decision_adds_over_one_mask(tmp_path: Path) -> None:
+    result = _result()
+    budget = next(r for r in result.rows if r.kind == "budget" and r.budget == 0.5)
+    budget.paired_uniform = {
+        "against": "count mask c=0.5",
+        "accuracy_delta": 0.012,
+        "p_value": 3e-4,
+    }
+    text = report.write_markdown(result, tmp_path / "bench.md").read_text()
+    assert "**The per-image decision against one mask for every image**" in text
+    assert "| c=0.5 | 1 | count mask c=0.5 | +1.20 | 0.0003 |" in text
+    plain = report.write_markdown(_result(), tmp_path / "plain.md").read_text()
+    assert "per-image decision against" not in plain  # nothing to say without mask rows
+
+
 def test_rich_table_has_every_row() -> None:
     console = Console(width=200, record=True)
     console.print(report.rich_table(_result()))
