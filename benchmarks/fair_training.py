@@ -91,10 +91,11 @@ def precisions(history: dict[str, Any]) -> str:
 
 
 def progress_table() -> str:
-    """Epochs done and validation numbers of every run (the test set is only reported)."""
+    """Epochs done, and the numbers of each run's best epoch on validation (what best.pt
+    holds; the test set is only reported)."""
     lines = [
-        "| run | epochs | best epoch (val) | val acc | val acc, smallest | test acc (reported) "
-        "| train min | precision |",
+        "| run | epochs | best epoch (val) | its val acc | its val acc, smallest "
+        "| its test acc (reported) | train min | precision |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for runs in QUEUES.values():
@@ -104,12 +105,13 @@ def progress_table() -> str:
                 lines.append(f"| {name} | 0/{epochs_of(options)} | - | - | - | - | - | - |")
                 continue
             data = json.loads(history.read_text())
-            last, meta = data["epochs"][-1], data["meta"]
-            smallest = last.get("val_accuracy_smallest")
+            meta = data["meta"]
+            best = data["epochs"][meta["best_epoch"] - 1]  # what best.pt holds
+            smallest = best.get("val_accuracy_smallest")
             lines.append(
                 f"| {name} | {len(data['epochs'])}/{epochs_of(options)} | {meta['best_epoch']} | "
-                f"{last['val_accuracy']:.2%} | {'-' if smallest is None else f'{smallest:.2%}'} | "
-                f"{last['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} | "
+                f"{best['val_accuracy']:.2%} | {'-' if smallest is None else f'{smallest:.2%}'} | "
+                f"{best['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} | "
                 f"{precisions(data)} |"
             )
     return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""The fair comparison's targets, judged from the files the runs write."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import fair_targets  # noqa: E402
+
+
+def history(folder: Path, val: list[float], test: list[float], epochs: int = 3) -> None:
+    """A run's history.json whose best epoch on validation is the highest val."""
+    folder.mkdir(parents=True)
+    best = max(range(len(val)), key=val.__getitem__) + 1
+    data = {
+        "config": {"epochs": epochs, "precision": "fp32"},
+        "meta": {"best_epoch": best},
+        "epochs": [{"val_accuracy": v, "test_accuracy": t} for v, t in zip(val, test, strict=True)],
+    }
+    (folder / "history.json").write_text(json.dumps(data))
+
+
+def row(kind: str, batch: int, accuracy: float, ms: float, **more: object) -> dict:
+    return {"kind": kind, "batch": batch, "accuracy": accuracy, "latency": {"median": ms}, **more}
+
+
+@pytest.fixture
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(fair_targets, "RESULTS", tmp_path / "fair")
+    monkeypatch.setattr(fair_targets, "FRONT", tmp_path / "fair" / "front")
+    return tmp_path / "fair"
+
+
+def states(text: str) -> dict[str, str]:
+    return {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in text.splitlines()[2:]}
+
+
+def test_every_target_is_pending_before_the_runs(results: Path) -> None:
+    assert set(states(fair_targets.table()).values()) == {"pending"}
+
+
+def test_an_unfinished_run_is_pending_and_the_best_epoch_on_validation_counts(
+    results: Path,
+) -> None:
+    history(results / "resnet20-s0", [0.90, 0.95, 0.94], [0.90, 0.93, 0.96])  # best: epoch 2
+    history(results / "sandwich-resnet56-s0", [0.90, 0.95, 0.94], [0.90, 0.932, 0.99])
+    history(results / "resnet56-s0", [0.5], [0.5])  # 1 of 3 epochs
+    text = fair_targets.table()
+    # 93.2 < 93.0 + 0.3 at the epochs chosen on validation (the last ones would pass)
+    assert states(text)["ResNet-56 unmasked above ResNet-20"] == "**missed**"
+    assert "ResNet-20 93.00% (mean of 1 seed(s))" in text  # epoch 2, not the last one
+    assert "plain ResNet-56 pending (waits for resnet56-s0 (1/3 epochs))" in text
+    history(results / "resnet20-s1", [0.9, 0.9, 0.9], [0.9, 0.9, 0.9])
+    assert "ResNet-20 91.50% (mean of 2 seed(s))" in fair_targets.table()
+
+
+def test_the_front_and_the_per_image_decision(results: Path) -> None:
+    (results / "front" / "bench").mkdir(parents=True)
+    uniform = {"accuracy_delta": 0.006, "p_value": 0.01}
+    rows = [
+        row("zoo", 1, 0.92, 1.0, name="resnet8"),
+        row("zoo", 1, 0.95, 2.0, name="resnet14"),
+        row("budget", 1, 0.93, 0.9, budget=0.3, label="c=0.3", paired_uniform=uniform),
+        row("budget", 1, 0.94, 1.9, budget=0.6, label="c=0.6", paired_uniform=None),
+        row("budget", 8, 0.99, 0.1, budget=0.3, label="c=0.3"),  # batch 8 is not judged
+    ]
+    front = results / "front" / "bench" / "front.json"
+    front.write_text(json.dumps({"rows": rows}))
+    got = states(fair_targets.table())
+    assert got["BudgetNet on or above the zoo's front"] == "**missed**"  # resnet14 unbeaten
+    assert got["the per-image decision pays at c <= 0.3"] == "met"
+    rows[1]["accuracy"] = 0.94
+    rows[2]["paired_uniform"] = {"accuracy_delta": 0.004, "p_value": 0.01}  # under +0.5
+    front.write_text(json.dumps({"rows": rows}))
+    got = states(fair_targets.table())
+    assert got["BudgetNet on or above the zoo's front"] == "met"
+    assert got["the per-image decision pays at c <= 0.3"] == "**missed**"
+
+
+def test_sub_networks_within_two_tenths_of_the_zoo(results: Path) -> None:
+    folder = results / "front" / "sub-networks"
+    folder.mkdir(parents=True)
+    rows = [
+        {"zoo": "resnet8", "sub_network_test_accuracy": 0.9185, "zoo_mean": 0.9200},
+        {"zoo": "resnet14", "sub_network_test_accuracy": 0.9400, "zoo_mean": 0.9380},
+    ]
+    (folder / "sub_networks.json").write_text(json.dumps({"rows": rows}))
+    text = fair_targets.table()
+    assert states(text)["sub-networks as good as the zoo"] == "met"
+    assert "resnet8 -0.15, resnet14 +0.20" in text
+    rows[0]["zoo_mean"] = 0.9210
+    (folder / "sub_networks.json").write_text(json.dumps({"rows": rows}))
+    assert states(fair_targets.table())["sub-networks as good as the zoo"] == "**missed**"
