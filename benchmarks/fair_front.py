@@ -164,6 +164,9 @@ def bench_stage(name: str, artifact: Path, zoo_artifacts: list[Path], out: Path)
             # on the validation split (bench takes them or searched ones, not both).
             "--count-table",
             # The paper's agent on the same artifact, beside the router (its own mode).
+            # An image whose greedy mask is a count mask runs that mask's fused graph
+            # (with BatchNorm statistics of its own); any other runs block by block with
+            # the full network's statistics: what this artifact gives greedy, no more.
             "--also-mode",
             "greedy",
             # One ONNX Runtime thread per session, for every method alike.

@@ -274,9 +274,9 @@ class BenchRow:
     # The exact McNemar test against the nearest-latency row of another method
     # (same batch and images): {"against", "accuracy_delta", "p_value"}.
     paired: dict[str, Any] | None = None
-    # A decided row (budget, mode) against the uniform mask of the same budget (a static
-    # or count mask: one mask for every image, about the same components): what the
-    # per-image decision is worth. Same keys as `paired`.
+    # A decided row (budget, mode) against the uniform mask (a static or count mask: one
+    # mask for every image) of the nearest usage: what the per-image decision is worth.
+    # The keys of `paired`, and both rows' usage.
     paired_uniform: dict[str, Any] | None = None
 
     @property
@@ -841,16 +841,21 @@ def pair_with_nearest(rows: list[BenchRow], correct: dict[int, np.ndarray | None
 
 def pair_with_uniform(rows: list[BenchRow], correct: dict[int, np.ndarray | None]) -> None:
     """Give every decided row (budget, mode) the paired test against the static or count
-    mask of its budget at its batch size, where the bench measured one."""
-    uniform = {(r.batch, r.budget): r for r in rows if r.kind == "static-mask"}
+    mask that runs as many components as it does on average (the nearest usage; in
+    mode greedy usage can be far from the budget), at the same batch size and precision,
+    where the bench measured one: what the per-image decision adds at that compute."""
+    masks = [r for r in rows if r.kind == "static-mask" and correct.get(id(r)) is not None]
     for row in rows:
-        mask_row = uniform.get((row.batch, row.budget))
         mine = correct.get(id(row))
-        if row.kind not in ("budget", "mode") or mask_row is None or mine is None:
+        same = [m for m in masks if (m.batch, m.precision) == (row.batch, row.precision)]
+        if row.kind not in ("budget", "mode") or mine is None or row.usage is None or not same:
             continue
+        mask_row = min(same, key=lambda m: abs((m.usage or 0.0) - (row.usage or 0.0)))
         test = mcnemar_exact(mine, correct[id(mask_row)])  # type: ignore[arg-type]
         row.paired_uniform = {
             "against": mask_row.label,
+            "usage": row.usage,
+            "against_usage": mask_row.usage,
             "accuracy_delta": test.accuracy_delta,
             "p_value": test.p_value,
         }

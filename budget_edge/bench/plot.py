@@ -163,7 +163,8 @@ def _other_modes(result: BenchResult, batch: int) -> Iterator[tuple[list[BenchRo
     modes = sorted({r.name for r in result.rows if r.kind == "mode" and r.name})
     for i, mode in enumerate(modes):
         rows = [r for r in _rows(result, "mode", batch) if r.name == mode]
-        yield rows, MODE_COLOURS[i % len(MODE_COLOURS)], f"BudgetNet, {mode}"
+        tag = _tag(result, _precisions(result)[0])  # another mode runs the main precision
+        yield rows, MODE_COLOURS[i % len(MODE_COLOURS)], f"BudgetNet, {mode}{tag}"
 
 
 def _masks_label(masks: list[BenchRow]) -> str:
@@ -229,11 +230,10 @@ def _line_with_budgets(
         color=colour,
         label=label,
     )
+    every = sorted(r.budget for r in rows if r.budget is not None)
     for k, group in enumerate(_coinciding(rows, near)):
-        budgets = sorted(r.budget for r in group if r.budget is not None)
-        text = f"{budgets[0]:g}" if len(budgets) == 1 else f"{budgets[0]:g}-{budgets[-1]:g}"
         ax.annotate(
-            text,
+            _budgets_text(sorted(r.budget for r in group if r.budget is not None), every),
             (group[0].latency.median, _percent(group[0]) or 0.0),
             fontsize=7,
             color=colour,
@@ -251,11 +251,20 @@ def _near(result: BenchResult, batch: int) -> tuple[float, float]:
     return 0.03 * ((max(xs) - min(xs)) or 1.0), 0.03 * ((max(ys) - min(ys)) or 1.0)
 
 
+def _budgets_text(budgets: list[float], every: list[float]) -> str:
+    """ "0.4-1" for budgets that follow each other in the method's list, else "0.4, 1"."""
+    at = [every.index(b) for b in budgets]
+    if len(budgets) > 2 and at == list(range(at[0], at[0] + len(at))):
+        return f"{budgets[0]:g}-{budgets[-1]:g}"
+    return ", ".join(f"{b:g}" for b in budgets)
+
+
 def _coinciding(rows: list[BenchRow], near: tuple[float, float]) -> list[list[BenchRow]]:
-    """Neighbouring points (in latency order) within `near` on both axes, grouped."""
+    """Neighbouring points (in latency order) within `near` of their group's first point
+    on both axes, grouped."""
     groups = [[rows[0]]]
     for row in rows[1:]:
-        last = groups[-1][-1]
+        last = groups[-1][0]
         dx = abs(row.latency.median - last.latency.median)
         dy = abs((_percent(row) or 0.0) - (_percent(last) or 0.0))
         if dx <= near[0] and dy <= near[1]:

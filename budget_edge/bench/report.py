@@ -25,6 +25,7 @@ CSV_FIELDS = (
     + [f"{k}_ms" for k in LATENCY_KEYS]
     # Added later: at the end, so readers that go by position keep working.
     + ["accuracy_low", "accuracy_high", "paired_against", "paired_delta", "paired_p"]
+    + ["uniform_against", "uniform_delta", "uniform_p"]
 )
 
 
@@ -199,21 +200,23 @@ def markdown(result: BenchResult) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
-    uniform = [r for r in result.rows if r.paired_uniform is not None]
+    # Accuracy does not depend on the timing batch: the smallest batch's pairs say it all.
+    first = min((r.batch for r in result.rows), default=1)
+    uniform = [r for r in result.rows if r.paired_uniform is not None and r.batch == first]
     if uniform:
         lines += [
             "",
             "**The per-image decision against one mask for every image** (the static or "
-            "count mask of the same budget; exact McNemar test on the same images):",
+            "count mask of the nearest usage; exact McNemar test on the same images):",
             "",
-            "| row | batch | against | accuracy difference | p |",
-            "|---|---:|---|---:|---:|",
+            "| row | usage | against | its usage | accuracy difference | p |",
+            "|---|---:|---|---:|---:|---:|",
         ]
         for r in uniform:
             u = r.paired_uniform or {}
             lines.append(
-                f"| {r.label} | {r.batch} | {u['against']} | "
-                f"{100 * u['accuracy_delta']:+.2f} | {u['p_value']:.2g} |"
+                f"| {r.label} | {u['usage']:.3f} | {u['against']} | {u['against_usage']:.3f} "
+                f"| {100 * u['accuracy_delta']:+.2f} | {u['p_value']:.2g} |"
             )
     decided = verdict(result)
     if decided is not None:
@@ -240,6 +243,11 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
             "paired_against": None if r.paired is None else r.paired["against"],
             "paired_delta": None if r.paired is None else r.paired["accuracy_delta"],
             "paired_p": None if r.paired is None else r.paired["p_value"],
+            "uniform_against": None if r.paired_uniform is None else r.paired_uniform["against"],
+            "uniform_delta": None
+            if r.paired_uniform is None
+            else r.paired_uniform["accuracy_delta"],
+            "uniform_p": None if r.paired_uniform is None else r.paired_uniform["p_value"],
             "cpu_ms": r.cpu_ms,
             "distinct_masks": r.distinct_masks,
         }

@@ -53,21 +53,26 @@ def test_the_count_table_is_named_as_such() -> None:
     assert "static mask per budget" not in legend
 
 
-def test_budgets_that_ran_the_same_decisions_share_one_label() -> None:
-    """A saturated allocator runs c = 0.4 to 1 alike: one "0.4-1", not four labels
-    written over each other."""
+def test_points_on_top_of_each_other_share_one_label() -> None:
+    """A saturated allocator runs c = 0.5 to 1 alike: one "0.5-1", not labels written
+    over each other; budgets that do not follow each other are listed."""
     result = _with_zoo_and_masks()
+    one_point = result.rows[0].latency
+    away = LatencyStats(0.2, 0.3, 0.3, 0.4, 0.4, 0.4)
     for row in result.rows:
         if row.kind == "budget" and row.batch == 1:
-            row.latency, row.accuracy = result.rows[0].latency, 0.9  # on one point
-    result.rows.append(
-        BenchRow(
-            "budget", 1, 0.25, LatencyStats(0.2, 0.3, 0.3, 0.4, 0.4, 0.4), 1e3, 0.25, 0.25, 0.6
-        )
-    )
-    front = plot.figure(result).axes[2]
-    labels = [t.get_text() for t in front.texts if t.get_color() == plot.BUDGETNET]
-    assert sorted(labels) == ["0.25", "0.5-1"]
+            row.latency, row.accuracy = one_point, 0.9
+    for c, latency in ((0.75, one_point), (0.25, away)):
+        result.rows.append(BenchRow("budget", 1, c, latency, 1e3, c, c, 0.9 if c > 0.5 else 0.6))
+
+    def labels() -> list[str]:
+        front = plot.figure(result).axes[2]
+        return sorted(t.get_text() for t in front.texts if t.get_color() == plot.BUDGETNET)
+
+    assert labels() == ["0.25", "0.5-1"]
+    moved = next(r for r in result.rows if r.budget == 0.75 and r.kind == "budget")
+    moved.latency, moved.accuracy = away, 0.6  # onto the point of 0.25
+    assert labels() == ["0.25, 0.75", "0.5, 1"]  # not "0.5-1": 0.75 lies elsewhere
 
 
 def test_a_mode_measured_beside_the_main_one_is_its_own_series() -> None:

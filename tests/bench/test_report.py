@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -126,14 +127,36 @@ def test_markdown_says_what_the_per_image_decision_adds_over_one_mask(tmp_path: 
     budget = next(r for r in result.rows if r.kind == "budget" and r.budget == 0.5)
     budget.paired_uniform = {
         "against": "count mask c=0.5",
+        "usage": 0.5,
+        "against_usage": 0.519,
         "accuracy_delta": 0.012,
         "p_value": 3e-4,
     }
     text = report.write_markdown(result, tmp_path / "bench.md").read_text()
     assert "**The per-image decision against one mask for every image**" in text
-    assert "| c=0.5 | 1 | count mask c=0.5 | +1.20 | 0.0003 |" in text
+    assert "| c=0.5 | 0.500 | count mask c=0.5 | 0.519 | +1.20 | 0.0003 |" in text
     plain = report.write_markdown(_result(), tmp_path / "plain.md").read_text()
     assert "per-image decision against" not in plain  # nothing to say without mask rows
+
+
+def test_a_decided_row_is_paired_with_the_mask_of_its_usage_and_precision() -> None:
+    """Greedy at c = 0.1 that ran a third of the components is compared with the mask of
+    a third, not with the mask of c = 0.1; an int8 row with an int8 mask."""
+    from budget_edge.bench.measure import pair_with_uniform
+
+    stats = LatencyStats(1, 1, 1, 1, 1, 1)
+    greedy = BenchRow("mode", 1, 0.1, stats, 1.0, usage=0.33, accuracy=0.9, name="greedy")
+    int8 = BenchRow("budget", 1, 0.1, stats, 1.0, usage=0.11, accuracy=0.9, precision="int8")
+    masks = [BenchRow("static-mask", 1, c, stats, 1.0, usage=c, accuracy=0.8) for c in (0.11, 0.33)]
+    int8_mask = BenchRow("static-mask", 1, 0.1, stats, 1.0, usage=0.5, precision="int8")
+    rows = [greedy, int8, *masks, int8_mask]
+    right = np.array([True, True, False, True])
+    pair_with_uniform(rows, {id(r): right for r in rows})
+    assert greedy.paired_uniform is not None
+    assert greedy.paired_uniform["against"] == "static mask c=0.33"
+    assert greedy.paired_uniform["against_usage"] == 0.33
+    assert int8.paired_uniform is not None
+    assert int8.paired_uniform["against"] == "int8 static mask c=0.1"  # its own precision
 
 
 def test_rich_table_has_every_row() -> None:
