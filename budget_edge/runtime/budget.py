@@ -316,16 +316,19 @@ def read_latency_table(
 ) -> list[tuple[float, float]]:
     """(budget, p95 ms) of the batch-1 budget rows of a `budget-edge bench --json` file, for
     the graph set being served (reports older than `--precision` are fp32). With `mode`,
-    the report must have been measured in that decision mode: the same budget costs
-    another time in another mode."""
+    the rows must have been measured in that decision mode: the report's own, or one it
+    measured beside it (`bench --also-mode`); the same budget costs another time in
+    another mode."""
     try:
         with open(path, encoding="utf-8") as file:
             report: Any = json.load(file)
         measured = report.get("settings", {}).get("mode")
+        # Rows of another mode than the report's are kind "mode", named by the mode.
+        beside = mode is not None and measured is not None and mode != measured
         table = [
             (float(row["budget"]), float(row["latency"]["p95"]))
             for row in report["rows"]
-            if row["kind"] == "budget"
+            if (row["kind"], row.get("name")) == (("mode", mode) if beside else ("budget", None))
             and row["batch"] == 1
             and row.get("precision", "fp32") == precision
         ]
@@ -335,14 +338,15 @@ def read_latency_table(
         raise ConfigError(
             f"{path} is not a `budget-edge bench --json` report ({type(exc).__name__}: {exc})"
         ) from exc
+    if not table and beside:
+        raise ConfigError(
+            f"{path} was measured in mode {measured}, but mode {mode} is served: rerun "
+            f"`budget-edge bench DIR --batch 1 --mode {mode} --json {path}` (or add "
+            f"--also-mode {mode})"
+        )
     if not table:
         raise ConfigError(
             f"{path} has no {precision} budget rows at batch 1: run `budget-edge bench DIR "
             f"--batch 1 --precision {precision} --json {path}` on this device"
-        )
-    if mode is not None and measured is not None and measured != mode:
-        raise ConfigError(
-            f"{path} was measured in mode {measured}, but mode {mode} is served: rerun "
-            f"`budget-edge bench DIR --batch 1 --mode {mode} --json {path}`"
         )
     return table

@@ -138,6 +138,14 @@ def test_a_bench_report_of_another_decision_mode_is_refused(tmp_path: Path) -> N
     assert read_latency_table(str(path), mode="greedy") == [(0.5, 2.0)]
     with pytest.raises(ConfigError, match="measured in mode greedy, but mode allocate"):
         read_latency_table(str(path), mode="allocate")
+    # bench --also-mode allocate: the other mode's rows serve it.
+    rows.append(
+        {"kind": "mode", "name": "allocate", "batch": 1, "budget": 0.5, "latency": {"p95": 0.7}}
+    )
+    path.write_text(json.dumps({"rows": rows, "settings": {"mode": "greedy"}}))
+    assert read_latency_table(str(path), mode="allocate") == [(0.5, 0.7)]
+    assert read_latency_table(str(path), mode="greedy") == [(0.5, 2.0)]
+    assert read_latency_table(str(path)) == [(0.5, 2.0)]  # no mode: the report's own
     path.write_text(json.dumps(["not", "a", "report"]))
     with pytest.raises(ConfigError, match="is not a `budget-edge bench --json` report"):
         read_latency_table(str(path))
