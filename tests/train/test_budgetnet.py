@@ -24,6 +24,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, write_backbone_checkpoint(root / "backbone.pt")
 
 
+# bf16 runs: one training batch, and few images for the starting policy and the check.
+FEW_BF16_IMAGES = {"limit_train": 32, "prior_images": 8, "eval_images": 8}
+
+
 def tiny_config(data_dir: Path, **overrides: object) -> BudgetNetConfig:
     values: dict[str, Any] = {
         "data_dir": str(data_dir),
@@ -127,7 +131,10 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(
 def test_bf16_autocast_trains(setup: tuple[Path, Path], tmp_path: Path) -> None:
     """The convolutions really run in bf16 (autocast on), and the weights stay fp32."""
     data, backbone = setup
-    cfg = tiny_config(data, precision="bf16", curriculum_epochs=1, eval_budgets=(0.5,))
+    # Few images: on a CPU without bf16 instructions every bf16 convolution is emulated.
+    cfg = tiny_config(
+        data, precision="bf16", curriculum_epochs=1, eval_budgets=(0.5,), **FEW_BF16_IMAGES
+    )
     seen: set[torch.dtype] = set()
 
     def record(module: torch.nn.Module, args: object, output: object) -> None:
@@ -176,7 +183,9 @@ def test_resume_may_change_precision_and_history_says_which(
 
     monkeypatch.setattr(machine, "cpu_has_bf16", lambda: False)
     data, backbone = setup
-    cfg = tiny_config(data, precision="bf16", curriculum_epochs=2, finetune_epochs=0)
+    cfg = tiny_config(
+        data, precision="bf16", curriculum_epochs=2, finetune_epochs=0, **FEW_BF16_IMAGES
+    )
     last = train_budgetnet(tmp_path, backbone, cfg, stop_after=1)
     saved = torch.load(last, weights_only=False)
     del saved["train_state"]["history"][0]["precision"]  # as a run from before
