@@ -86,24 +86,18 @@ def _latency_panel(ax: Any, result: BenchResult, batches: list[int]) -> None:
                 alpha=1.0 if j == 0 else 0.6,
                 label=_budgetnet_label(result, p),
             )
-        for rows, colour, label in _other_modes(result, n):
+        series = [(rows, "o", colour, label) for rows, colour, label in _other_modes(result, n)]
+        masks = _rows(result, "static-mask", n)
+        if masks:
+            series.append((masks, "s", STATIC_MASK, _masks_label(masks)))
+        for rows, marker, colour, label in series:
             ax.plot(
                 [r.budget for r in rows],
                 [r.latency.median for r in rows],
-                marker="o",
+                marker=marker,
                 linestyle=style,
                 color=colour,
                 label=label,
-            )
-        masks = _rows(result, "static-mask", n)
-        if masks:
-            ax.plot(
-                [r.budget for r in masks],
-                [r.latency.median for r in masks],
-                marker="s",
-                linestyle=style,
-                color=STATIC_MASK,
-                label=_masks_label(masks),
             )
         for row, colour, label in _fixed_methods(result, n):
             ax.axhline(row.latency.median, color=colour, linestyle=style, label=label)
