@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from budget_edge.data import load_arrays
 from budget_edge.data.torch_dataset import build_loaders
 from budget_edge.models import build_backbone
+from budget_edge.runtime.machine import machine_info
 
 
 def time_training(
@@ -82,6 +81,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    # On a CPU without bf16 instructions bf16 is emulated: minutes per setting.
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"]
+    )
+    parser.add_argument("--channels-last", nargs="+", choices=["no", "yes"], default=["no", "yes"])
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
 
@@ -90,7 +94,7 @@ def main() -> None:
         f"{args.backbone} on Fashion-MNIST 28x28, batch {args.batch_size}, best of {args.repeats}"
     )
     for threads, precision, channels_last in itertools.product(
-        args.threads, ("fp32", "bf16"), (False, True)
+        args.threads, args.precisions, [c == "yes" for c in args.channels_last]
     ):
         torch.set_num_threads(threads)
         runs = [
@@ -115,12 +119,7 @@ def main() -> None:
             "batch_size": args.batch_size,
             "steps": args.steps,
             "repeats": args.repeats,
-            "machine": {
-                "cpu": platform.processor() or platform.machine(),
-                "cores": os.cpu_count(),
-                "torch": torch.__version__,
-                "load_average": os.getloadavg(),
-            },
+            "machine": machine_info(),  # CPU, cores, load, versions (torch among them)
             "results": results,
         }
         args.json.write_text(json.dumps(record, indent=2) + "\n")

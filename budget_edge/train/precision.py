@@ -3,7 +3,8 @@ hardware computes it natively, fp32 elsewhere.
 
 bf16 autocast trains about twice as fast as fp32 on CPUs with AVX512-BF16 or AMX and on
 recent GPUs, and far slower on a CPU without them, where PyTorch emulates it: a 2-core
-AMD EPYC with AVX2 only trained a ResNet-20 at 22 images/s in bf16 against 200 in fp32.
+AMD EPYC with AVX2 only trained a ResNet-20 at 24 images/s in bf16 against 184 in fp32
+(benchmarks/results/pretrain-throughput-avx2/).
 A run resumed on another machine may change precision (the recipe stays the same); each
 epoch's precision is in its history.
 """
