@@ -140,7 +140,12 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     "elsewhere); auto: bf16 where the device has it, else fp32. [default: fp32; with "
     "--resume, the run's own, which this may change]",
 )
-@click.option("--channels-last", is_flag=True, help="Use the channels-last memory format.")
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="The channels-last memory format (faster fp32 training on some CPUs: "
+    "docs/pretrain.md). [default: off; with --resume, the run's own, which this may change]",
+)
 @click.option(
     "--warmup-epochs",
     type=FiniteFloat(),
@@ -253,6 +258,9 @@ def command(
         fp32 = DEFAULTS["precision"]
         settings["precision"] = resumed_setting(out, "precision", fp32) if resume else fp32
     settings["precision"] = resolve_precision(settings["precision"], device)
+    if settings["channels_last"] is None:
+        keep = resumed_setting(out, "channels_last", False) if resume else False
+        settings["channels_last"] = bool(keep)
     config = PretrainConfig(**settings)
     config.check()
     ctx = click.get_current_context()

@@ -81,8 +81,9 @@ from budget_edge.train.sandwich import (
 )
 
 # Settings a resumed run may change: how fast it computes, not the recipe
-# (train/precision.py). --device, --threads and --workers are run options, not settings.
-RESUME_MAY_CHANGE = ("precision",)
+# (train/precision.py; channels-last is a memory layout, the same arithmetic). --device,
+# --threads and --workers are run options, not settings.
+RESUME_MAY_CHANGE = ("precision", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -613,6 +614,9 @@ def resume_from(
             f"precision: {config.precision} from epoch {saved['epoch'] + 1} on (the run's was "
             f"{was['precision']}; each epoch's is in history.json)"
         )
+    if was["channels_last"] != config.channels_last:
+        layout = "channels-last" if config.channels_last else "NCHW"
+        display.log(f"memory format: {layout} from epoch {saved['epoch'] + 1} on")
     return RunState(
         epoch=int(saved["epoch"]),
         history=history,

@@ -24,8 +24,9 @@ def test_every_run_is_a_command_pretrain_accepts(tmp_path: Path) -> None:
     """A typo in a queued run would surface only when the runs before it finish."""
     for runs in fair_training.QUEUES.values():
         for name, options in runs.items():
-            words = fair_training.command(name, options, "budget-edge")
-            check_command(words[1:], environ={})
+            for channels_last in (False, True):
+                words = fair_training.command(name, options, "budget-edge", channels_last)
+                check_command(words[1:], environ={})
 
 
 def test_the_progress_table_says_which_precision_each_epoch_ran_in() -> None:

@@ -102,6 +102,20 @@ def test_resume_keeps_the_runs_precision_unless_told(fmnist: Path, tmp_path: Pat
     assert "precision: fp32 from epoch 2 on (the run's was bf16" in stdout
 
 
+def test_resume_keeps_the_runs_memory_format_unless_told(fmnist: Path, tmp_path: Path, capsys):
+    """Channels-last is a layout, not the recipe: a resumed run keeps it or may drop it."""
+    out = tmp_path / "run"
+    assert cli(tiny(fmnist, out, "--channels-last", "--device", "cpu"), capsys)[0] == 0
+    code, stdout, stderr = cli(tiny(fmnist, out, "--resume", "--device", "cpu"), capsys)
+    assert code == 0, stderr
+    assert "memory format:" not in stdout
+    code, stdout, stderr = cli(
+        tiny(fmnist, out, "--resume", "--no-channels-last", "--device", "cpu"), capsys
+    )
+    assert code == 0, stderr
+    assert "memory format: NCHW from epoch 2 on" in stdout
+
+
 def test_resume_continues_the_run(fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert cli(tiny(fmnist, out), capsys)[0] == 0

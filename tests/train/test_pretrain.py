@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,18 @@ def test_resume_may_change_precision_and_history_says_which_epoch_ran_in_which(
     saved = json.loads((tmp_path / "history.json").read_text())
     assert [e["precision"] for e in saved["epochs"]] == ["bf16", "fp32"]
     assert saved["config"]["precision"] == "fp32"
+
+
+def test_resume_may_change_the_memory_format(tmp_path: Path):
+    """Channels-last trains fp32 faster on some CPUs; switching it on mid-run is allowed
+    and the resumed epochs train on from the same weights."""
+    with pytest.raises(Killed):
+        run(tmp_path, config(), on_epoch_end=kill_after_epoch(1))
+    resumed = run(tmp_path, config(channels_last=True), resume=True)
+    assert len(resumed.history) == 2
+    assert math.isfinite(resumed.history[-1].train_loss)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["config"]["channels_last"] is True
 
 
 def test_resume_fills_in_the_precision_of_epochs_from_before_it_was_kept(tmp_path: Path):
