@@ -29,7 +29,6 @@ script can be stopped and started again, across sessions too):
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,9 +39,10 @@ from fair_training import EPOCHS, QUEUES, RESULTS, epochs_of, progress
 FRONT = RESULTS / "front"
 SANDWICH = RESULTS / "sandwich-resnet56-s0"
 ZOO = ["resnet8-s0", "resnet14-s0", "resnet20-s0", "resnet32-s0"]
-# Every seed of the zoo's depths under the 30-epoch recipe: not the 60-epoch ResNet-20
-# (the convergence check) nor the plain ResNet-56 (the full network's own comparison).
-ZOO_SEEDS = [name for name in QUEUES["zoo"] if re.fullmatch(r"resnet(8|14|20|32)-s\d", name)]
+# The zoo's seeds the issue asks for: three of the cheap depths (8, 14), one of the others.
+# ResNet-20's seeds 1 and 2 ("if time allows") come last in the queue; add them here once
+# trained. Not the 60-epoch ResNet-20 (the convergence check) nor the plain ResNet-56.
+ZOO_SEEDS = [f"resnet{d}-s{s}" for d in (8, 14) for s in range(3)] + ZOO[2:]
 CLI = [sys.executable, "-m", "budget_edge.cli"]
 DATA = ["--data", "fashion-mnist"]
 
