@@ -119,12 +119,14 @@ def progress_table() -> str:
 
 
 def command(
-    name: str, options: list[str], executable: str, channels_last: bool = False
+    name: str, options: list[str], executable: str, channels_last: bool = False, threads: int = 1
 ) -> list[str]:
     out = RESULTS / name
     words = [executable, "pretrain", *RECIPE, "--out", str(out)]
     if channels_last:  # a memory layout, not the recipe: the same arithmetic, faster or not
         words.append("--channels-last")
+    if threads != 1:  # a run option: a queue alone on the machine may take both cores
+        words[words.index("--threads") + 1] = str(threads)
     if "--epochs" not in options:
         words += ["--epochs", str(EPOCHS)]
     words += options
@@ -164,6 +166,9 @@ def main() -> int:
         help="train in the channels-last layout (fp32 ResNet-32 trained faster in it on an "
         "AVX2-only EPYC, ResNet-20 not: benchmarks/results/pretrain-throughput-avx2/)",
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (default 1: one core)"
+    )
     args = parser.parse_args()
     if args.progress_md:
         args.progress_md.write_text(progress_table())
@@ -180,7 +185,7 @@ def main() -> int:
             if not mine:
                 print(f"{name}: another worker is training it, next run", flush=True)
                 continue
-            words = command(name, options, args.budget_edge, args.channels_last)
+            words = command(name, options, args.budget_edge, args.channels_last, args.threads)
             print(" ".join(words), flush=True)
             subprocess.run(words, check=True)
     return 0

@@ -24,9 +24,10 @@ def test_every_run_is_a_command_pretrain_accepts(tmp_path: Path) -> None:
     """A typo in a queued run would surface only when the runs before it finish."""
     for runs in fair_training.QUEUES.values():
         for name, options in runs.items():
-            for channels_last in (False, True):
-                words = fair_training.command(name, options, "budget-edge", channels_last)
+            for channels_last, threads in ((False, 1), (True, 2)):
+                words = fair_training.command(name, options, "budget-edge", channels_last, threads)
                 check_command(words[1:], environ={})
+                assert words[words.index("--threads") + 1] == str(threads)
 
 
 def test_the_progress_table_says_which_precision_each_epoch_ran_in() -> None:
