@@ -90,16 +90,17 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
 @click.option(
     "--static-masks",
     "static_data",
-    help="Also search the best static mask per kept count on the end of this "
-    "dataset's training split (fashion-mnist, cifar10:PATH, ...), so the "
-    "runtime can run policy='static' (no agent needed).",
+    help="Also search the best static mask per kept count on the model's validation "
+    "split of this dataset (fashion-mnist, cifar10:PATH, ...; the end of the training "
+    "split for a model trained without one), so the runtime can run policy='static'.",
 )
 @click.option(
     "--static-search-images",
     type=BoundedInt(1),
     default=5000,
     show_default=True,
-    help="Training images (the split's last N) for the search.",
+    help="Validation images for the search (the split's first N; without a "
+    "split, the training split's last N).",
 )
 @click.option(
     "--sign",

@@ -3,7 +3,8 @@
 A static mask runs the same components for every image. The fair static
 baseline for a budget is not the drop order of the blocks but the best fixed
 mask of that size, found on labelled images the policy is not judged on (the
-end of the training split, never the test set). Greedy backward elimination:
+model's validation split; the end of the training split for a model trained
+without one; never the test set). Greedy backward elimination:
 start with every component; at each step drop the component whose removal
 costs the least accuracy on the search images; the mask after each step is the
 best-known mask with one component fewer. K(K+1)/2 evaluations instead of 2^K,

@@ -96,7 +96,7 @@ class BudgetNetConfig:
     data: str | None = None  # None: the dataset the checkpoint names
     data_dir: str | None = None
     limit_train: int | None = None  # first N training images (None: all)
-    eval_images: int = 2000  # test images for the per-epoch check (None: all)
+    eval_images: int = 2000  # validation images for the per-epoch check (None: all)
     # stages (epochs)
     curriculum_epochs: int = 10
     finetune_epochs: int = 5
@@ -574,7 +574,8 @@ def check_budgets(
     weights: Tensor,
     forced: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Test accuracy and usage of the deterministic policy at a few budgets.
+    """Accuracy and usage of the deterministic policy at a few budgets, on the images
+    given (the validation split; test images only for checkpoints without one).
 
     As in the reference's curriculum test, the first `forced` components stay on:
     the actor has not learnt them yet.
