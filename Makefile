@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 EXTRAS := ort,export,plot,serve,sign,dev
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ demo: setup
 # tests/conftest.py sets (slow ones first), not xdist's (most tests first).
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
+
+# The docs' command lines too slow for every run (tests/docs/test_doc_slow.py: the
+# reference checkpoints of docs/checkpoints.md, the 15-epoch reference run, torchrun).
+test-slow: setup
+	BUDGET_EDGE_SLOW_TESTS=1 $(PY) -m pytest -q -m docs_slow
 
 lint: setup
 	$(VENV)/bin/ruff check budget_edge tests benchmarks tools

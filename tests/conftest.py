@@ -9,6 +9,7 @@ artifact that the schema refuses fails the test that exported it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,14 @@ def manifests_match_the_published_schema() -> Iterator[None]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with a slow test first. `make test` hands whole files to its workers (one
     per core) in this order (--no-loadscope-reorder); a minute-long file handed out
-    last would leave the other workers idle for that minute."""
+    last would leave the other workers idle for that minute.
+
+    Tests marked docs_slow (the docs' slowest lines, tests/docs/test_doc_slow.py) run
+    only in `make test-slow`, which sets BUDGET_EDGE_SLOW_TESTS=1."""
+    if os.environ.get("BUDGET_EDGE_SLOW_TESTS") != "1":
+        skip = pytest.mark.skip(reason="a slow docs job: make test-slow")
+        for item in items:
+            if item.get_closest_marker("docs_slow"):
+                item.add_marker(skip)
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
