@@ -111,7 +111,8 @@ def variant_stages(
             "allocate" + suffix,
             allocated,
             [needs or checkpoint],
-            [*CLI, "allocate", str(checkpoint), *DATA, "--out", str(allocated)],
+            # One core, as the training queues: two threads on a busy machine spin.
+            [*CLI, "allocate", str(checkpoint), *DATA, "--threads", "1", "--out", str(allocated)],
         ),
         Stage(
             "export" + suffix,
