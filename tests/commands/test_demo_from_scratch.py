@@ -1,11 +1,10 @@
 """`budget-edge demo --from-scratch`: the pipeline with nothing committed (smoke preset).
 
-This runs the stages up to `evaluate`: pretraining the backbone and the zoo member, then
-the agent, the allocator and the evaluation on that backbone and its small validation
-split (128 images). export, quantize, export-zoo, bench and serve run the same commands
-from the committed model (tests/commands/test_demo.py), whose checkpoints `pretrain`
-made too. A file of its own, so that the test runner's workers run the two smoke demos
-side by side."""
+This runs the stages up to `train`: pretraining the backbone and the zoo member, then the
+agent on that backbone and its small validation split (128 images). allocate, evaluate,
+export, quantize, export-zoo, bench and serve run the same commands from the committed
+model (tests/commands/test_demo.py), whose checkpoints `pretrain` made too. A file of its
+own, so that the test runner's workers run the two smoke demos side by side."""
 
 from __future__ import annotations
 
@@ -29,17 +28,17 @@ def test_smoke_demo_from_scratch_pretrains_what_the_agent_and_allocator_train_on
     monkeypatch.setattr(demo, "COMMITTED", tmp_path / "absent.pt")
     monkeypatch.setattr(demo, "COMMITTED_ZOO", tmp_path / "absent-zoo.pt")
     out = tmp_path / "demo"
-    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out), "--until", "evaluate"])
+    main(["demo", "--from-scratch", "--preset", "smoke", "--out", str(out), "--until", "train"])
     printed = capsys.readouterr().out
-    assert "demo stopped after evaluate (--until)" in printed
+    assert "demo stopped after train (--until)" in printed
     assert load_checkpoint(out / "pretrain-zoo" / "best.pt").backbone.num_components == 3
+    pretrained = load_checkpoint(out / "pretrain" / "best.pt")
     trained = load_checkpoint(out / "budgetnet" / "budgetnet.pt")
     assert trained.agent is not None
     assert trained.backbone.num_components == 9  # the ResNet-20 pretrained just before
-    assert load_checkpoint(out / "budgetnet" / "allocated.pt").allocator is not None
-    sweep = json.loads((out / "evaluate" / "sweep.json").read_text())
-    assert len(sweep["rows"]) == 4, "one evaluate row per demo budget"
-    assert not (out / "artifact").exists()
+    # The agent trained on that backbone's own validation split.
+    assert trained.meta["validation_split"] == pretrained.meta["validation_split"]
+    assert not (out / "budgetnet" / "allocated.pt").exists()
 
 
 def test_until_a_stage_the_demo_does_not_have_is_refused(

@@ -29,6 +29,10 @@ CALIBRATION = {
 }
 
 
+# Two ResNet-20 artifacts built here make this one of the suite's longest files: it goes
+# out first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 # "table": the allocator's count masks give the components (what `budget-edge allocate`
 # makes); "ranking": an allocator from before the table, the agent ranks per image.
 @pytest.fixture(scope="module", params=["table", "ranking"])

@@ -212,13 +212,13 @@ def _answer(model: Any, body: bytes, header: str | None) -> None:
         pass
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.binary(max_size=400), header=st.none() | st.text(max_size=6))
 def test_random_bytes_are_a_client_error(fuzz_model: Any, body: bytes, header: str | None) -> None:
     _answer(fuzz_model, body, header)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=_REQUEST)
 def test_any_request_structure_is_answered_or_a_client_error(
     fuzz_model: Any, request: dict[str, Any]
@@ -276,7 +276,8 @@ def _nearly_valid(draw: Any) -> dict[str, Any]:
     return request
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow  # the file goes out first: its fuzzing is about 15 s
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=_nearly_valid())
 def test_nearly_valid_requests_are_answered_or_a_client_error(
     fuzz_model: Any, request: dict[str, Any]
