@@ -8,7 +8,6 @@ own, so that the test runner's workers run the two smoke demos side by side."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
