@@ -26,9 +26,11 @@ import argparse
 import contextlib
 import fcntl
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,7 @@ def precisions(history: dict[str, Any]) -> str:
     return " + ".join(f"{p} x{len(list(group))}" for p, group in groupby(ran))
 
 
-def progress_table() -> str:
+def progress_table(results: Path = RESULTS) -> str:
     """Epochs done, and the numbers of each run's best epoch on validation (what best.pt
     holds; the test set is only reported)."""
     lines = [
@@ -101,7 +103,7 @@ def progress_table() -> str:
     ]
     for runs in QUEUES.values():
         for name, options in runs.items():
-            history = RESULTS / name / "history.json"
+            history = results / name / "history.json"
             if not history.is_file():
                 lines.append(f"| {name} | 0/{epochs_of(options)} | - | - | - | - | - | - |")
                 continue
@@ -118,18 +120,26 @@ def progress_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def command(
-    name: str, options: list[str], executable: str, channels_last: bool = False, threads: int = 1
-) -> list[str]:
-    out = RESULTS / name
-    words = [executable, "pretrain", *RECIPE, "--out", str(out)]
-    if channels_last:  # a memory layout, not the recipe: the same arithmetic, faster or not
+@dataclass(frozen=True)
+class Launch:
+    """How and where a worker runs `pretrain`: run options only, never the recipe."""
+
+    executable: tuple[str, ...] = ("budget-edge",)
+    results: Path = RESULTS
+    channels_last: bool = False  # a memory layout: the same arithmetic, faster or not
+    threads: int = 1  # a queue alone on the machine may take both cores
+    extra: tuple[str, ...] = ()  # --device cuda, --data-dir PATH, --workers N
+
+
+def command(name: str, options: list[str], launch: Launch = Launch()) -> list[str]:
+    out = launch.results / name
+    words = [*launch.executable, "pretrain", *RECIPE, "--out", str(out)]
+    if launch.channels_last:
         words.append("--channels-last")
-    if threads != 1:  # a run option: a queue alone on the machine may take both cores
-        words[words.index("--threads") + 1] = str(threads)
+    words[words.index("--threads") + 1] = str(launch.threads)
     if "--epochs" not in options:
         words += ["--epochs", str(EPOCHS)]
-    words += options
+    words += [*options, *launch.extra]
     if (out / "last.pt").is_file():
         words.append("--resume")
     return words
@@ -158,7 +168,11 @@ def main() -> int:
     parser.add_argument(
         "--budget-edge",
         default=str(Path(sys.executable).parent / "budget-edge"),
-        help="the budget-edge executable (default: the one beside this Python)",
+        help="the budget-edge command, split as the shell would (default: the executable "
+        "beside this Python; on a machine without it: 'python -m budget_edge.cli')",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help=f"where the runs live (default {RESULTS})"
     )
     parser.add_argument(
         "--channels-last",
@@ -169,23 +183,47 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (default 1: one core)"
     )
+    parser.add_argument("--device", help="pretrain's --device (default: pretrain's own)")
+    parser.add_argument("--data-dir", help="where Fashion-MNIST's four files are")
+    parser.add_argument("--workers", type=int, help="pretrain's data-loading --workers")
     args = parser.parse_args()
     if args.progress_md:
-        args.progress_md.write_text(progress_table())
+        args.progress_md.write_text(progress_table(args.results))
         return 0
     if args.list or not args.queue:
         for queue, runs in QUEUES.items():
             for name, options in runs.items():
-                print(f"{queue:9s} {name:22s} {progress(RESULTS / name)}/{epochs_of(options)}")
+                done = progress(args.results / name)
+                print(f"{queue:9s} {name:22s} {done}/{epochs_of(options)}")
         return 0
-    for name, options in QUEUES[args.queue].items():
-        if progress(RESULTS / name) >= epochs_of(options):
+    extra = [
+        word
+        for flag, value in (("--device", args.device), ("--data-dir", args.data_dir))
+        if value is not None
+        for word in (flag, value)
+    ]
+    if args.workers is not None:
+        extra += ["--workers", str(args.workers)]
+    launch = Launch(
+        tuple(shlex.split(args.budget_edge)),
+        args.results,
+        args.channels_last,
+        args.threads,
+        tuple(extra),
+    )
+    return train_queue(args.queue, launch)
+
+
+def train_queue(queue: str, launch: Launch) -> int:
+    """Train every unfinished run of the queue that no other worker holds, in order."""
+    for name, options in QUEUES[queue].items():
+        if progress(launch.results / name) >= epochs_of(options):
             continue
-        with run_lock(RESULTS / name) as mine:
+        with run_lock(launch.results / name) as mine:
             if not mine:
                 print(f"{name}: another worker is training it, next run", flush=True)
                 continue
-            words = command(name, options, args.budget_edge, args.channels_last, args.threads)
+            words = command(name, options, launch)
             print(" ".join(words), flush=True)
             subprocess.run(words, check=True)
     return 0

@@ -25,9 +25,19 @@ def test_every_run_is_a_command_pretrain_accepts(tmp_path: Path) -> None:
     for runs in fair_training.QUEUES.values():
         for name, options in runs.items():
             for channels_last, threads in ((False, 1), (True, 2)):
-                words = fair_training.command(name, options, "budget-edge", channels_last, threads)
+                launch = fair_training.Launch(channels_last=channels_last, threads=threads)
+                words = fair_training.command(name, options, launch)
                 check_command(words[1:], environ={})
                 assert words[words.index("--threads") + 1] == str(threads)
+            # On a lent GPU: another results folder, the device, data carried along.
+            launch = fair_training.Launch(
+                ("python", "-m", "budget_edge.cli"),
+                tmp_path,
+                extra=("--device", "cuda", "--data-dir", "runs/fashion-mnist"),
+            )
+            words = fair_training.command(name, options, launch)
+            check_command(words[3:], environ={})
+            assert words[words.index("--out") + 1] == str(tmp_path / name)
 
 
 def test_the_progress_table_says_which_precision_each_epoch_ran_in() -> None:
