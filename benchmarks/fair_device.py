@@ -5,7 +5,9 @@ Once on this machine, put Fashion-MNIST where the call can carry it (runs/ is ig
     mkdir -p runs/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz runs/fashion-mnist/
 
 Then one `run` call of the device tool, with carry ["runs/fashion-mnist"] and a
-timeout_s a minute above --minutes:
+timeout_s a minute above --minutes (checked here with `--device cpu --minutes 0.5
+--gpu-workers 1 --loader-workers 0 --out /tmp/x`: it resumed ResNet-32 from the
+committed state and stopped it on time; CUDA itself has not run it yet):
 
     PYTHONPATH=. python benchmarks/fair_device.py --out $OUT/fair-fmnist --minutes 8
 
@@ -40,11 +42,12 @@ STATE = ("history.json", "last.pt", "best.pt")
 
 
 def stage_runs(source: Path, out: Path) -> list[str]:
-    """Copy the zoo runs' state from `source` into `out`; return the unfinished runs."""
+    """Copy the runs' state from `source` into `out` (only the history of a finished run
+    or of another queue's: progress.md shows them all); return the unfinished zoo runs."""
     unfinished = []
-    for name, options in QUEUES["zoo"].items():
+    for name, options in {**QUEUES["zoo"], **QUEUES["sandwich"]}.items():
         (out / name).mkdir(parents=True, exist_ok=True)
-        done = progress(source / name) >= epochs_of(options)
+        done = progress(source / name) >= epochs_of(options) or name not in QUEUES["zoo"]
         for file in STATE[:1] if done else STATE:
             if (source / name / file).is_file():
                 shutil.copy2(source / name / file, out / name / file)
@@ -53,10 +56,13 @@ def stage_runs(source: Path, out: Path) -> list[str]:
     return unfinished
 
 
-def worker_command(out: Path, device: str, data_dir: str | None) -> list[str]:
-    """One `fair_training.py --queue zoo` worker on `device`, its runs in `out`."""
+def worker_command(
+    out: Path, device: str, data_dir: str | None, loader_workers: int = 2
+) -> list[str]:
+    """One `fair_training.py --queue zoo` worker on `device`, its runs in `out`; data
+    loading in `loader_workers` processes (one thread decodes too slowly for a GPU)."""
     words = [sys.executable, str(Path(__file__).with_name("fair_training.py")), "--queue", "zoo"]
-    words += ["--results", str(out), "--device", device]
+    words += ["--results", str(out), "--device", device, "--workers", str(loader_workers)]
     words += ["--budget-edge", shlex.join([sys.executable, "-m", "budget_edge.cli"])]
     return words + (["--data-dir", data_dir] if data_dir else [])
 
@@ -83,10 +89,11 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data-dir", default="runs/fashion-mnist")
     parser.add_argument("--source", type=Path, default=RESULTS, help="the committed runs")
+    parser.add_argument("--loader-workers", type=int, default=2, help="pretrain's --workers")
     args = parser.parse_args()
     unfinished = stage_runs(args.source, args.out)
     print(f"unfinished: {', '.join(unfinished) or 'none'}", flush=True)
-    command = worker_command(args.out, args.device, args.data_dir)
+    command = worker_command(args.out, args.device, args.data_dir, args.loader_workers)
     deadline = time.monotonic() + 60 * args.minutes
     with contextlib.ExitStack() as logs:
         workers = []
