@@ -5,7 +5,8 @@
    row k for an image given k components, so it needs no agent features.
    Correctness table: for every training image and every count k, is the
    backbone right with row k? (K + 1 masked passes over the images; saved next
-   to the output, so a crash during the fit does not repeat it.)
+   to the output after every count, so a rerun after a crash goes on from the
+   next count, and one during the fit does not repeat the table.)
 2. Fit the allocator on the table (binary cross-entropy per count), on every
    training image except the split's tail.
 3. Calibrate: on the tail, which the fit never saw, find for each budget the
@@ -116,34 +117,55 @@ def level_correctness(
     labels: Tensor,
     batch_size: int = 500,
     progress: Progress | None = None,
+    table: np.ndarray | None = None,
+    start: int = 0,
+    save: Callable[[np.ndarray, int], None] | None = None,
 ) -> np.ndarray:
-    """(N, K + 1) bool: right with row k of `count_masks`, for every count k."""
+    """(N, K + 1) bool: right with row k of `count_masks`, for every count k.
+
+    Counts before `start` are taken from `table` (a run stopped part way); `save(table,
+    counts_done)` is called after each count."""
     from budget_edge.agent.masks import correct_under_masks
 
     k = backbone.num_components
-    table = np.zeros((len(images), k + 1), bool)
-    for count in range(k + 1):
+    if table is None:
+        table = np.zeros((len(images), k + 1), bool)
+    for count in range(start, k + 1):
         masks = torch.from_numpy(count_masks[count]).bool().expand(len(images), k)
         table[:, count] = correct_under_masks(backbone, images, labels, masks, batch_size).numpy()
+        if save is not None:
+            save(table, count + 1)
         if progress is not None:
             progress(f"{count} of {k} components: {100 * table[:, count].mean():.1f}% right")
     return table
 
 
-def cached_correctness(path: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+TableCompute = Callable[[np.ndarray | None, int, Callable[[np.ndarray, int], None]], np.ndarray]
+
+
+def cached_correctness(path: Path, key: str, compute: TableCompute) -> np.ndarray:
     """The table from `path` when it was made for `key` (same weights, same images),
-    else computed and saved there atomically."""
+    else `compute(table, counts_done, save)`: from scratch (None, 0), or from the count
+    after the last one a stopped run saved. The file is rewritten atomically after every
+    count, so a crash or a kill loses at most one count's pass over the images."""
+    table, done = None, 0
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as saved:
                 if str(saved["key"]) == key:
-                    return np.asarray(saved["table"], bool)
+                    table = np.array(saved["table"], bool)
+                    # Files from before counts were saved one by one hold whole tables.
+                    done = int(saved["done"]) if "done" in saved.files else table.shape[1]
         except (OSError, ValueError, KeyError):
-            pass  # damaged or foreign: compute it again
-    table = compute()
-    with atomic_writer(path, error=CheckpointError) as handle:
-        np.savez(handle, key=np.array(key), table=table)
-    return table
+            table, done = None, 0  # damaged or foreign: compute it again
+    if table is not None and done >= table.shape[1]:
+        return table
+
+    def save(partial: np.ndarray, counts_done: int) -> None:
+        with atomic_writer(path, error=CheckpointError) as handle:
+            np.savez(handle, key=np.array(key), table=partial, done=np.array(counts_done))
+
+    return compute(table, done, save)
 
 
 def fit_allocator(
@@ -274,11 +296,25 @@ def train_allocator(
             state_digest({"x": images, "y": labels, "count_masks": torch.from_numpy(count_masks)}),
         ]
     )
-    table = cached_correctness(
-        out.with_name(out.name + ".levels.npz"),
-        key,
-        lambda: level_correctness(backbone, count_masks, images, labels, progress=progress),
-    )
+    levels = out.with_name(out.name + ".levels.npz")
+
+    def compute(
+        table: np.ndarray | None, done: int, save: Callable[[np.ndarray, int], None]
+    ) -> np.ndarray:
+        if done and progress is not None:
+            progress(f"{levels}: counts 0-{done - 1} done by an earlier run; going on at {done}")
+        return level_correctness(
+            backbone,
+            count_masks,
+            images,
+            labels,
+            progress=progress,
+            table=table,
+            start=done,
+            save=save,
+        )
+
+    table = cached_correctness(levels, key, compute)
     allocator = build_allocator(
         agent.num_components,
         cfg.extractor,
