@@ -169,10 +169,11 @@ def _masks_label(masks: list[BenchRow]) -> str:
 
 
 def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
-    """Accuracy against measured latency: up and to the left is better."""
+    """Accuracy against measured latency: up and to the left is better. Budgets that ran
+    the same decisions sit at the median of their latencies (BenchRow.reported_ms)."""
     near = _near(result, batch)
     for j, p in enumerate(_precisions(result)):
-        rows = sorted(_rows(result, "budget", batch, p), key=lambda r: r.latency.median)
+        rows = sorted(_rows(result, "budget", batch, p), key=lambda r: r.reported_ms)
         _line_with_budgets(
             ax,
             rows,
@@ -182,13 +183,13 @@ def _front_panel(ax: Any, result: BenchResult, batch: int) -> None:
             near,
         )
     for rows, colour, label in _other_modes(result, batch):
-        rows = sorted(rows, key=lambda r: r.latency.median)
+        rows = sorted(rows, key=lambda r: r.reported_ms)
         _line_with_budgets(ax, rows, "o-", colour, label, near)
-    masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.latency.median)
+    masks = sorted(_rows(result, "static-mask", batch), key=lambda r: r.reported_ms)
     _line_with_budgets(ax, masks, "s--", STATIC_MASK, _masks_label(masks), near)
     for row, colour, label in _fixed_methods(result, batch):
         ax.plot(
-            [row.latency.median],
+            [row.reported_ms],
             [_percent(row)],
             "*" if row.kind == "static" else "D",
             color=colour,
@@ -218,7 +219,7 @@ def _line_with_budgets(
     if not rows:
         return
     ax.plot(
-        [r.latency.median for r in rows],
+        [r.reported_ms for r in rows],
         [_percent(r) for r in rows],
         style,
         color=colour,
@@ -228,7 +229,7 @@ def _line_with_budgets(
     for k, group in enumerate(_coinciding(rows, near)):
         ax.annotate(
             _budgets_text(sorted(r.budget for r in group if r.budget is not None), every),
-            (group[0].latency.median, _percent(group[0]) or 0.0),
+            (group[0].reported_ms, _percent(group[0]) or 0.0),
             fontsize=7,
             color=colour,
             textcoords="offset points",
@@ -240,7 +241,7 @@ def _near(result: BenchResult, batch: int) -> tuple[float, float]:
     """How close two points of the front panel are when their labels would collide:
     3% of the panel's spread of latency and of accuracy."""
     rows = [r for r in result.rows if r.batch == batch and r.accuracy is not None]
-    xs = [r.latency.median for r in rows] or [0.0]
+    xs = [r.reported_ms for r in rows] or [0.0]
     ys = [_percent(r) or 0.0 for r in rows] or [0.0]
     return 0.03 * ((max(xs) - min(xs)) or 1.0), 0.03 * ((max(ys) - min(ys)) or 1.0)
 
@@ -259,7 +260,7 @@ def _coinciding(rows: list[BenchRow], near: tuple[float, float]) -> list[list[Be
     groups = [[rows[0]]]
     for row in rows[1:]:
         last = groups[-1][0]
-        dx = abs(row.latency.median - last.latency.median)
+        dx = abs(row.reported_ms - last.reported_ms)
         dy = abs((_percent(row) or 0.0) - (_percent(last) or 0.0))
         if dx <= near[0] and dy <= near[1]:
             groups[-1].append(row)

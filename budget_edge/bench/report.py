@@ -26,6 +26,7 @@ CSV_FIELDS = (
     # Added later: at the end, so readers that go by position keep working.
     + ["accuracy_low", "accuracy_high", "paired_against", "paired_delta", "paired_p"]
     + ["uniform_against", "uniform_delta", "uniform_p"]
+    + ["reported_ms", "same_decisions"]
 )
 
 
@@ -55,12 +56,14 @@ def table_rows(result: BenchResult) -> list[list[str]]:
     for r in result.rows:
         lat = r.latency
         static = _find(result.rows, "static", r.batch, r.precision)
-        ratio = None if static is None else lat.median / static.latency.median
+        ratio = None if static is None else r.reported_ms / static.latency.median
+        # *: the median over the budgets that ran the same decisions (same_decisions_text)
+        mark = "*" if r.same_decisions else ""
         out.append(
             [r.label, str(r.batch)]
             + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
             + [
-                _fmt(ratio, ".2f"),
+                _fmt(ratio, ".2f") + mark,
                 f"{r.throughput:.1f}",
                 _pct(r.usage),
                 _pct(r.flops_share),
@@ -91,7 +94,8 @@ def _paired(paired: dict[str, Any] | None) -> str:
 # "paired" is bench/significance.py's exact McNemar test.
 LEGEND = (
     "latency columns: ms per batch; x static: median latency over the static graph's at "
-    "the same batch and precision (below 1: faster); usage: share of the components run; "
+    "the same batch and precision (below 1: faster; with *, the median over the budgets "
+    "that ran the very same masks, listed under the table); usage: share of the components run; "
     "FLOPs: share of the static graph's; 95% CI: Wilson interval of the accuracy; paired: "
     "accuracy points over the nearest-latency row of another method, exact McNemar p-value "
     "on the same images; masks: distinct masks over the images; policy (allocator in mode "
@@ -122,25 +126,23 @@ def verdict(result: BenchResult, batch: int | None = None) -> str | None:
         rows = [r for r in result.rows if r.batch == n and r.accuracy is not None]
         if not rows:
             return None
-        best = max(rows, key=lambda r: (r.accuracy or 0.0, -r.latency.median))
+        best = max(rows, key=lambda r: (r.accuracy or 0.0, -r.reported_ms))
         tied = [
             r for r in rows if r.accuracy_ci is None or r.accuracy_ci[1] >= (best.accuracy or 0)
         ]
-        fastest = min(tied, key=lambda r: r.latency.median)
+        fastest = min(tied, key=lambda r: r.reported_ms)
         static = _find(result.rows, "static", n, "fp32")
         ratio = (
-            ""
-            if static is None
-            else f", {fastest.latency.median / static.latency.median:.2f}x static"
+            "" if static is None else f", {fastest.reported_ms / static.latency.median:.2f}x static"
         )
         line = (
             f"batch {n}: deploy {fastest.label} ({_pct(fastest.accuracy)}, "
-            f"{fastest.latency.median:.2f} ms{ratio})"
+            f"{fastest.reported_ms:.2f} ms{ratio})"
         )
         if fastest is not best:
             line += (
                 f": as accurate as the best row, {best.label} ({_pct(best.accuracy)}, "
-                f"{best.latency.median:.2f} ms), within its 95% interval"
+                f"{best.reported_ms:.2f} ms), within its 95% interval"
             )
         lines.append(line)
     return "\n".join(lines)
@@ -175,6 +177,36 @@ def full_width(table: Any) -> int:
     return max(Measurement.get(console, console.options, table).maximum, 80)
 
 
+def same_decisions_text(result: BenchResult) -> list[str]:
+    """One line per group of rows that ran the very same masks: one measurement repeated,
+    so the table reports their median latency, not the fastest of them."""
+    lines, seen = [], set()
+    for r in result.rows:
+        if not r.same_decisions or r.group_median_ms is None:
+            continue
+        key = (r.method, r.batch, r.precision, tuple(r.same_decisions))
+        if key in seen:
+            continue
+        seen.add(key)
+        members = [
+            m
+            for m in result.rows
+            if (m.method, m.batch, m.precision) == key[:3] and m.same_decisions == r.same_decisions
+        ]
+        fastest = min(m.latency.median for m in members)
+        slowest = max(m.latency.median for m in members)
+        budgets = ", ".join(f"{c:g}" for c in r.same_decisions)
+        # As the rows are labelled: "c=..." for the artifact's mode, "greedy c=..." else.
+        prefix = (f"{r.precision} " if r.precision != "fp32" else "") + (
+            f"{r.name} " if r.kind == "mode" else ""
+        )
+        lines.append(
+            f"{prefix}c = {budgets}, batch {r.batch}: median {r.group_median_ms:.2f} ms "
+            f"(their medians {fastest:.2f}-{slowest:.2f} ms)"
+        )
+    return lines
+
+
 def markdown(result: BenchResult) -> str:
     env, model, data = result.environment, result.model, result.data
     lines = [
@@ -200,6 +232,14 @@ def markdown(result: BenchResult) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    groups = same_decisions_text(result)
+    if groups:
+        lines += [
+            "",
+            "**Budgets that ran the same decisions** (the same mask for every image):",
+            "",
+        ]
+        lines += [f"- {line}" for line in groups]
     # Accuracy does not depend on the timing batch: the smallest batch's pairs say it all.
     first = min((r.batch for r in result.rows), default=1)
     uniform = [r for r in result.rows if r.paired_uniform is not None and r.batch == first]
@@ -250,6 +290,10 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
             "uniform_p": None if r.paired_uniform is None else r.paired_uniform["p_value"],
             "cpu_ms": r.cpu_ms,
             "distinct_masks": r.distinct_masks,
+            "reported_ms": r.reported_ms,
+            "same_decisions": None
+            if r.same_decisions is None
+            else " ".join(f"{c:g}" for c in r.same_decisions),
         }
         rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
         rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})

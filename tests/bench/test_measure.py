@@ -302,6 +302,22 @@ def test_run_bench_rows_and_what_they_measure(rt: BudgetRuntime) -> None:
     ]
 
 
+def test_a_budget_row_records_the_masks_it_ran(rt: BudgetRuntime) -> None:
+    """The digest of every image's mask is what tells budgets that decided alike apart
+    from those that did not (group_identical_decisions)."""
+    from budget_edge.bench.measure import measure_quality
+
+    data = BenchData("pixels", _pixels(rt, 12), None)
+    s = _settings().in_mode("rank")  # round(c K) components: other budgets, other masks
+    again = measure_quality(rt, data, 0.3, s)
+    low, full = (measure_quality(rt, data, c, s) for c in (0.3, 1.0))
+    assert low.decisions is not None
+    assert low.decisions == again.decisions
+    assert low.usage != full.usage  # other masks ran...
+    assert low.decisions != full.decisions  # ...and the digest says so
+    assert measure_quality(rt, data, None, _settings()).decisions is None  # the static graph
+
+
 def test_run_bench_counts_what_it_evaluates_and_times(rt: BudgetRuntime) -> None:
     said: list[str] = []
     data = BenchData("pixels", _pixels(rt, 6), None)

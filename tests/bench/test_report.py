@@ -159,6 +159,45 @@ def test_a_decided_row_is_paired_with_the_mask_of_its_usage_and_precision() -> N
     assert int8.paired_uniform["against"] == "int8 static mask c=0.1"  # its own precision
 
 
+def test_budgets_that_ran_the_same_masks_report_their_median_latency(tmp_path: Path) -> None:
+    """Past saturation several budgets run one decision: each row reports the median of
+    their latencies, not its own luck (issue 22: the README once quoted the fastest)."""
+    from budget_edge.bench.measure import _Quality, group_identical_decisions
+
+    def row(kind: str, c: float, ms: float, batch: int = 1, name: str | None = None) -> BenchRow:
+        stats = LatencyStats(ms, ms, ms, ms, ms, ms)
+        return BenchRow(kind, batch, c, stats, 1.0, usage=0.4, accuracy=0.9, name=name)
+
+    static = BenchRow("static", 1, None, LatencyStats(2, 2, 2, 2, 2, 2), 1.0, accuracy=0.9)
+    saturated = [row("budget", c, ms) for c, ms in ((0.4, 0.94), (0.7, 1.04), (1.0, 1.00))]
+    low = row("budget", 0.2, 0.5)
+    greedy = row("mode", 0.4, 0.8, name="greedy")  # the same masks, another method
+    batch8 = row("budget", 0.4, 3.0, batch=8)  # the same masks, another batch size
+    rows = [static, low, *saturated, greedy, batch8]
+
+    def quality(digest: str) -> _Quality:
+        return _Quality(0.4, 0.4, None, 1, digest)
+
+    qualities = {id(r): quality("same") for r in [*saturated, greedy, batch8]}
+    qualities[id(low)] = quality("other")
+    group_identical_decisions(rows, qualities)
+    for r in saturated:
+        assert r.same_decisions == [0.4, 0.7, 1.0]
+        assert r.reported_ms == pytest.approx(1.00)  # the median, not the fastest 0.94
+    assert low.same_decisions is None
+    assert low.reported_ms == 0.5
+    assert greedy.same_decisions is None
+    assert batch8.same_decisions is None
+
+    result = _result()
+    result.rows = rows
+    text = report.write_markdown(result, tmp_path / "bench.md").read_text()
+    assert "| c=0.4 | 1 | 0.94 | 0.94 | 0.94 | 0.94 | 0.94 | 0.94 | 0.50* |" in text
+    assert "- c = 0.4, 0.7, 1, batch 1: median 1.00 ms (their medians 0.94-1.04 ms)" in text
+    csv_row = next(r for r in report.csv_records(result) if r["label"] == "c=0.4")
+    assert (csv_row["reported_ms"], csv_row["same_decisions"]) == (1.0, "0.4 0.7 1")
+
+
 def test_rich_table_has_every_row() -> None:
     console = Console(width=200, record=True)
     console.print(report.rich_table(_result()))
