@@ -106,21 +106,28 @@ def sub_networks() -> tuple[bool, str]:
     return ok, "sub-network minus the zoo's mean (target >= -0.2): " + ", ".join(parts)
 
 
+def reported_ms(row: dict[str, Any]) -> float:
+    """A bench row's latency as the bench reports it: where other budgets ran the very
+    same masks, the median of their medians (BenchRow.reported_ms)."""
+    group = row.get("group_median_ms")
+    return float(row["latency"]["median"] if group is None else group)
+
+
 def on_the_front() -> tuple[bool, str]:
     rows = [r for r in read_json(FRONT / "bench" / "front.json")["rows"] if r["batch"] == 1]
     budgets = [r for r in rows if r["kind"] == "budget"]
     every_zoo_member([r["name"] for r in rows if r["kind"] == "zoo"], "front.json")
     parts, ok = [], True
     for zoo in (r for r in rows if r["kind"] == "zoo"):
-        latency = zoo["latency"]["median"]
+        latency = reported_ms(zoo)
         beating = [
             b
             for b in budgets
-            if b["accuracy"] >= zoo["accuracy"] and b["latency"]["median"] <= latency
+            if b["accuracy"] >= zoo["accuracy"] and reported_ms(b) <= latency
         ]
         ok &= bool(beating)
         best = max(
-            (b for b in budgets if b["latency"]["median"] <= latency),
+            (b for b in budgets if reported_ms(b) <= latency),
             key=lambda b: b["accuracy"],
             default=None,
         )
