@@ -63,7 +63,7 @@ def table_rows(result: BenchResult) -> list[list[str]]:
             [r.label, str(r.batch)]
             + [f"{getattr(lat, f):.2f}" for f in STAT_FIELDS]
             + [
-                _fmt(ratio, ".2f") + mark,
+                _fmt(ratio, ".2f") + (mark if ratio is not None else ""),
                 f"{r.throughput:.1f}",
                 _pct(r.usage),
                 _pct(r.flops_share),

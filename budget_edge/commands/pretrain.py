@@ -44,6 +44,14 @@ def resumed_setting(out: Path, name: str, before: Any) -> Any:
     return state.get("config", {}).get(name, before)
 
 
+def given_option(param: click.Parameter, value: Any) -> tuple[str, Any]:
+    """(flag, value) as typed: an on/off pair's off spelling where it was given
+    (`--no-channels-last` on resume changes the run), else the option's first name."""
+    if value is False and param.secondary_opts:
+        return param.secondary_opts[0], True
+    return param.opts[0], value
+
+
 def command_line(options: list[tuple[str, Any]]) -> str:
     """The full command, every option spelled out, for the checkpoint's meta.
 
@@ -265,7 +273,7 @@ def command(
     config.check()
     ctx = click.get_current_context()
     # Declaration order and the flags as typed (--data, not the parameter name).
-    given = [(p.opts[0], ctx.params.get(p.name or "")) for p in ctx.command.params if p.opts]
+    given = [given_option(p, ctx.params.get(p.name or "")) for p in ctx.command.params if p.opts]
     options = RunOptions(
         device=device,
         workers=workers,

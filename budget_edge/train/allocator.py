@@ -24,6 +24,7 @@ many of the agent's components each image runs.
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,7 @@ def cached_correctness(path: Path, key: str, compute: TableCompute) -> np.ndarra
                     table = np.array(saved["table"], bool)
                     # Files from before counts were saved one by one hold whole tables.
                     done = int(saved["done"]) if "done" in saved.files else table.shape[1]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             table, done = None, 0  # damaged or foreign: compute it again
     if table is not None and done >= table.shape[1]:
         return table
@@ -301,6 +302,8 @@ def train_allocator(
     def compute(
         table: np.ndarray | None, done: int, save: Callable[[np.ndarray, int], None]
     ) -> np.ndarray:
+        if table is not None and table.shape != (len(images), count_masks.shape[0]):
+            table, done = None, 0  # not this table after all (an edited file): start again
         if done and progress is not None:
             progress(f"{levels}: counts 0-{done - 1} done by an earlier run; going on at {done}")
         return level_correctness(

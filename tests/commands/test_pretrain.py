@@ -203,6 +203,17 @@ def test_command_line_spells_out_every_option():
     assert line == "budget-edge pretrain --backbone resnet20 --resume --lr 0.1 --out 'runs/a b'"
 
 
+def test_an_off_switch_given_is_recorded_as_typed():
+    """`--no-channels-last` on resume changes the run: the recorded command must say so
+    (left out, it would replay as the run's own layout)."""
+    from budget_edge.commands.pretrain import command, given_option
+
+    param = next(p for p in command.params if p.name == "channels_last")
+    assert given_option(param, False) == ("--no-channels-last", True)
+    assert given_option(param, True) == ("--channels-last", True)
+    assert given_option(param, None) == ("--channels-last", None)  # not given: left out
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes(fmnist: Path, tmp_path: Path):
     out = tmp_path / "run"

@@ -163,10 +163,16 @@ def test_a_table_stopped_part_way_goes_on_from_the_next_count(model, data, tmp_p
         assert int(saved["done"]) == whole.shape[1]
 
 
-def test_a_damaged_table_is_computed_again(model, data, tmp_path) -> None:
+@pytest.mark.parametrize("damage", ["text", "empty", "truncated"])
+def test_a_damaged_table_is_computed_again(model, data, tmp_path, damage) -> None:
     images, labels = data
     out = tmp_path / "allocated.pt"
-    (tmp_path / "allocated.pt.levels.npz").write_bytes(b"not a table")
+    levels = tmp_path / "allocated.pt.levels.npz"
+    if damage == "truncated":  # a real table cut short: a bad zip, not a missing key
+        train_allocator(model, images, labels, out, QUICK, source="toy")
+        levels.write_bytes(levels.read_bytes()[:200])
+    else:
+        levels.write_bytes(b"not a table" if damage == "text" else b"")
     train_allocator(model, images, labels, out, QUICK, source="toy")
     assert load_checkpoint(out).allocator is not None
 
