@@ -40,10 +40,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
-# The docs' command lines too slow for every run (tests/docs/test_doc_slow.py: the
-# reference checkpoints of docs/checkpoints.md, the 15-epoch reference run, torchrun).
+# Tests too slow for every run: the docs' slowest lines (tests/docs/test_doc_slow.py: the
+# reference checkpoints of docs/checkpoints.md, the 15-epoch reference run, torchrun) and
+# the device check's dry run (run it before a lent GPU's device check).
 test-slow: setup
-	BUDGET_EDGE_SLOW_TESTS=1 $(PY) -m pytest -q -m docs_slow
+	BUDGET_EDGE_SLOW_TESTS=1 $(PY) -m pytest -q -m slow_job
 
 lint: setup
 	$(VENV)/bin/ruff check budget_edge tests benchmarks tools

@@ -25,7 +25,7 @@ On a machine with a CUDA GPU, in one command and a few minutes:
 Writes OUT.json and OUT.md and prints the table; exits 1 if any stage that ran
 disagrees with the CPU. --dry-run runs stages 1, 2 (export and CPU reference
 only), 4 on the CPU and 5 with its own --dry-run: it checks the script, not a
-GPU (`make test` runs it).
+GPU (`make test-slow` runs it).
 """
 
 from __future__ import annotations

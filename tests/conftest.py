@@ -47,12 +47,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     per core) in this order (--no-loadscope-reorder); a minute-long file handed out
     last would leave the other workers idle for that minute.
 
-    Tests marked docs_slow (the docs' slowest lines, tests/docs/test_doc_slow.py) run
-    only in `make test-slow`, which sets BUDGET_EDGE_SLOW_TESTS=1."""
+    Tests marked slow_job (the docs' slowest lines, tests/docs/test_doc_slow.py; the
+    device check's dry run) run only in `make test-slow`, which sets
+    BUDGET_EDGE_SLOW_TESTS=1."""
     if os.environ.get("BUDGET_EDGE_SLOW_TESTS") != "1":
-        skip = pytest.mark.skip(reason="a slow docs job: make test-slow")
+        skip = pytest.mark.skip(reason="a slow job: make test-slow")
         for item in items:
-            if item.get_closest_marker("docs_slow"):
+            if item.get_closest_marker("slow_job"):
                 item.add_marker(skip)
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within

@@ -12,7 +12,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_check.py"
 
 
-@pytest.mark.slow
+# About 30 s of export and checks in a subprocess: `make test-slow`, run before a lent
+# GPU's device check, not every `make test`.
+@pytest.mark.slow_job
 def test_the_device_check_runs_dry_and_says_what_it_skipped(tmp_path: Path) -> None:
     out = tmp_path / "dry"
     done = subprocess.run(

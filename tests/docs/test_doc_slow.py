@@ -1,6 +1,6 @@
 """The docs' command lines too slow for `make test`, run by `make test-slow` (issue 23).
 
-Marked `docs_slow`: tests/conftest.py skips them unless BUDGET_EDGE_SLOW_TESTS=1, which
+Marked `slow_job`: tests/conftest.py skips them unless BUDGET_EDGE_SLOW_TESTS=1, which
 `make test-slow` sets. Each runs what the doc says today, read from the doc, with the
 changes test_doc_walkthrough.py allows (tmp paths, files generated in the documented
 formats, the smallest option that limits a pass over a whole dataset):
@@ -35,7 +35,7 @@ from budget_edge.runtime.manifest import verify_files
 from .test_doc_walkthrough import FMNIST, in_tmp, run, sh_block
 from .test_docs import ROOT, fenced_blocks, shell_commands, shell_lines
 
-pytestmark = pytest.mark.docs_slow
+pytestmark = pytest.mark.slow_job
 
 CIFAR_META = {
     "preprocessing": {
