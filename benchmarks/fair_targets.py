@@ -121,9 +121,7 @@ def on_the_front() -> tuple[bool, str]:
     for zoo in (r for r in rows if r["kind"] == "zoo"):
         latency = reported_ms(zoo)
         beating = [
-            b
-            for b in budgets
-            if b["accuracy"] >= zoo["accuracy"] and reported_ms(b) <= latency
+            b for b in budgets if b["accuracy"] >= zoo["accuracy"] and reported_ms(b) <= latency
         ]
         ok &= bool(beating)
         best = max(

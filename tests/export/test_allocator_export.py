@@ -33,6 +33,7 @@ CALIBRATION = {
 # out first (tests/conftest.py).
 pytestmark = pytest.mark.slow
 
+
 # "table": the allocator's count masks give the components (what `budget-edge allocate`
 # makes); "ranking": an allocator from before the table, the agent ranks per image.
 @pytest.fixture(scope="module", params=["table", "ranking"])
