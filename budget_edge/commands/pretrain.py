@@ -67,7 +67,7 @@ def command_line(options: list[tuple[str, Any]]) -> str:
 
 
 # Parameters of the command that are not PretrainConfig fields.
-NOT_SETTINGS = ("data_dir", "out", "resume", "workers", "device", "threads", "quiet")
+NOT_SETTINGS = ("data_dir", "out", "resume", "workers", "device", "threads", "quiet", "init")
 
 
 def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
@@ -188,6 +188,13 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     show_default=True,
     help="Sampled sub-networks per step with --sandwich.",
 )
+@click.option(
+    "--init",
+    type=click.Path(path_type=Path),
+    help="Start from this checkpoint's backbone weights (e.g. the same network trained on "
+    "its own, then made adaptive with --sandwich); it must hold out the same validation "
+    "split. Its SHA-256 is recorded; --resume continues from last.pt.",
+)
 @click.option("--seed", type=SEED, default=DEFAULTS["seed"], show_default=True)
 @click.option(
     "--resume",
@@ -235,6 +242,7 @@ def command(
     device: str,
     threads: int,
     quiet: bool,
+    init: Path | None,
     **settings: Any,
 ) -> None:
     """Train a backbone with SGD, a cosine learning rate and optional stochastic depth.
@@ -247,12 +255,15 @@ def command(
     Example:
       budget-edge pretrain --backbone resnet20 --data fashion-mnist --epochs 15 --out runs/r20
       budget-edge pretrain --backbone resnet56 --sandwich --epochs 30 --out runs/r56-sandwich
+      budget-edge pretrain --backbone resnet56 --sandwich --init runs/r56/best.pt \
+          --epochs 10 --lr 0.01 --out runs/r56-sandwich-from-r56
       torchrun --standalone --nproc_per_node 2 -m budget_edge.cli pretrain --out runs/r20
     """
     from budget_edge.data import load_arrays
     from budget_edge.errors import ConfigError
     from budget_edge.train.precision import resolve_precision
     from budget_edge.train.pretrain import PretrainConfig, RunOptions, pretrain
+    from budget_edge.train.warm_start import init_digest
 
     check_options(click.get_current_context().params, os.environ)  # typos first
     if out.exists() and not out.is_dir():
@@ -266,6 +277,10 @@ def command(
         fp32 = DEFAULTS["precision"]
         settings["precision"] = resumed_setting(out, "precision", fp32) if resume else fp32
     settings["precision"] = resolve_precision(settings["precision"], device)
+    if init is not None:
+        settings["init_sha256"] = init_digest(init)
+    elif resume:  # a resumed run started from what it started from
+        settings["init_sha256"] = resumed_setting(out, "init_sha256", None)
     if settings["channels_last"] is None:
         keep = resumed_setting(out, "channels_last", False) if resume else False
         settings["channels_last"] = bool(keep)
@@ -282,4 +297,4 @@ def command(
         command=command_line(given),
     )
     test = load_arrays(config.dataset, data_dir, "test")
-    pretrain(config, train, test, out, resume=resume, options=options)
+    pretrain(config, train, test, out, resume=resume, options=options, init=init)

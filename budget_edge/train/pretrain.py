@@ -18,6 +18,9 @@ Plain supervised training, read top to bottom:
   sub-network and `sandwich_random` sampled depth masks on the full network's
   soft outputs (`train/sandwich.py`), so that one network's sub-networks
   approach networks of their shape trained alone.
+- Optional starting weights (`init_sha256`, the checkpoint given to `pretrain`
+  as `init`): a network trained on its own, then sandwich-trained from there
+  (`train/warm_start.py`); its checkpoint must hold out the same validation images.
 - A validation split (`val_size` images carved from the training set before
   training, the same images for every model of that dataset) picks the best
   epoch; the test set is evaluated every epoch and only reported.
@@ -79,6 +82,7 @@ from budget_edge.train.sandwich import (
     sandwich_masks,
     smallest_mask,
 )
+from budget_edge.train.warm_start import load_initial_weights
 
 # Settings a resumed run may change: how fast it computes, not the recipe
 # (train/precision.py; channels-last is a memory layout, the same arithmetic). --device,
@@ -109,6 +113,9 @@ class PretrainConfig:
     sandwich_random: int = 2  # sampled sub-networks per step besides the smallest
     warmup_epochs: float = 0.0
     zero_init_residual: bool = False
+    # SHA-256 of the checkpoint whose weights the run starts from (`pretrain --init`,
+    # train/warm_start.py); None: from scratch.
+    init_sha256: str | None = None
 
     def check(self) -> None:
         """Refuse hyperparameters that cannot train, with what to give instead."""
@@ -645,8 +652,12 @@ def pretrain(
     resume: bool = False,
     options: RunOptions | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    init: str | Path | None = None,
 ) -> PretrainResult:
     """Train `config.backbone` on the arrays; checkpoints go to `out_dir`.
+
+    `init`: a checkpoint whose backbone weights a new run starts from; its SHA-256
+    must be `config.init_sha256` (a resumed run takes its weights from last.pt).
 
     Runs in one process or, under torchrun, in each rank (the arrays are read
     by every rank; each trains on its shard). `on_epoch_end` runs on every
@@ -660,9 +671,14 @@ def pretrain(
         )
     out = Path(out_dir)
     check_out_dir(out, resume)
+    if (init is None) != (config.init_sha256 is None) and not resume:
+        raise ConfigError("pass init (the checkpoint) together with config.init_sha256")
     ctx = init_distributed(options.device)
+    start = None if resume or init is None else Path(init)
     try:
-        return run(config, train_arrays, test_arrays, out, resume, options, on_epoch_end, ctx)
+        return run(
+            config, train_arrays, test_arrays, out, resume, options, on_epoch_end, ctx, start
+        )
     finally:
         shutdown(ctx)
 
@@ -676,6 +692,7 @@ def run(
     options: RunOptions,
     on_epoch_end: Callable[[EpochStats], None] | None,
     ctx: DistContext,
+    init: Path | None = None,
 ) -> PretrainResult:
     """The body of `pretrain`, in a process that has joined its process group."""
     torch.set_num_threads(cpu_threads(ctx, options.threads))
@@ -699,6 +716,9 @@ def run(
         val = eval_loader(
             val_arrays, info, config.batch_size, options.workers, ctx.rank, ctx.world_size
         )
+    if init is not None:
+        load_initial_weights(init, backbone, config.dataset, cast(str, config.init_sha256), split)
+        display.log(f"starting from the weights of {init}")
     train_arrays = train_arrays.subset(config.limit_train)
     loaders = build_loaders(
         train_arrays,

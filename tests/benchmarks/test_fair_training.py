@@ -1,5 +1,6 @@
 """The training queue: two workers on one machine never train the same run."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -49,3 +50,22 @@ def test_the_progress_table_says_which_precision_each_epoch_ran_in() -> None:
     assert fair_training.precisions(history) == "bf16 x9 + fp32 x2"
     older = {"config": {"precision": "bf16"}, "epochs": [{}] * 30}  # before it was kept
     assert fair_training.precisions(older) == "bf16 x30"
+
+
+def test_a_run_from_another_runs_weights_waits_for_it(tmp_path: Path, monkeypatch) -> None:
+    launched: list[list[str]] = []
+    monkeypatch.setattr(
+        fair_training.subprocess, "run", lambda words, check: launched.append(words)
+    )
+    launch = fair_training.Launch(results=tmp_path)
+    # The sandwich from scratch has finished; the plain ResNet-56 has not.
+    for name, epochs in (("sandwich-resnet56-s0", 30), ("resnet56-s0", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(json.dumps({"epochs": [{}] * epochs}))
+    fair_training.train_queue("sandwich", launch)
+    assert launched == []
+    (tmp_path / "resnet56-s0" / "history.json").write_text(json.dumps({"epochs": [{}] * 30}))
+    fair_training.train_queue("sandwich", launch)
+    (words,) = launched
+    assert words[words.index("--init") + 1] == str(tmp_path / "resnet56-s0" / "best.pt")
+    assert words[words.index("--out") + 1] == str(tmp_path / "sandwich-resnet56-from-plain")

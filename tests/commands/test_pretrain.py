@@ -249,3 +249,27 @@ def test_the_default_split_is_a_tenth_and_a_resume_keeps_the_runs(
     save_checkpoint(old / "last.pt", state.backbone, meta=state.meta, train_state=state.train_state)
     code, _, err = cli([*args, "--out", str(old), "--epochs", "2", "--resume"], capsys)
     assert code == 0, err
+
+
+def test_init_starts_a_sandwich_run_from_a_trained_network(fmnist: Path, tmp_path: Path, capsys):
+    alone = tmp_path / "alone"
+    assert cli(tiny(fmnist, alone, "--backbone", "resnet8"), capsys)[0] == 0
+    out = tmp_path / "sandwich"
+    extra = ["--backbone", "resnet8", "--sandwich", "--epochs", "2"]
+    code, stdout, stderr = cli(tiny(fmnist, out, *extra, "--init", str(alone / "best.pt")), capsys)
+    assert code == 0, stderr
+    assert f"starting from the weights of {alone / 'best.pt'}" in stdout
+    assert "--init" in load_checkpoint(out / "best.pt").meta["command"]
+    # A resume without --init takes the run's record of its start, not a setting that
+    # differs from it (the weights come from last.pt).
+    code, stdout, stderr = cli(tiny(fmnist, out, *extra, "--resume"), capsys)
+    assert code == 0, stderr
+    assert "resuming" in stdout
+
+
+def test_init_from_a_missing_file_is_one_line(fmnist: Path, tmp_path: Path, capsys):
+    code, _, stderr = cli(tiny(fmnist, tmp_path / "run", "--init", str(tmp_path / "no.pt")), capsys)
+    assert code == 2
+    assert "error: --init" in stderr
+    assert "there is no checkpoint file there" in stderr
+    assert "Traceback" not in stderr
