@@ -1,4 +1,4 @@
-"""Train fair_training.py's unfinished zoo runs on a lent GPU, in one call of the device tool.
+"""Train fair_training.py's unfinished runs on a lent GPU, in one call of the device tool.
 
 Once on this machine, put Fashion-MNIST where the call can carry it (runs/ is ignored):
 
@@ -11,10 +11,12 @@ committed state and stopped it on time; CUDA itself has not run it yet):
 
     PYTHONPATH=. python benchmarks/fair_device.py --out $OUT/fair-fmnist --minutes 8
 
-It copies each unfinished zoo run's committed state (best.pt, last.pt, history.json)
+It copies each unfinished run's committed state (best.pt, last.pt, history.json)
 from benchmarks/results/fair-fmnist/ into OUT (a finished run's history.json only, so
-that the workers skip it), starts --gpu-workers `fair_training.py --queue zoo` workers
-there on CUDA (each takes the next run no other worker holds; `--precision auto` is
+that the workers skip it), starts --gpu-workers `fair_training.py --wait` workers there
+on CUDA, one of them on the sandwich queue while it has a run left (the sandwich from
+the plain ResNet-56 waits for that run), the others on the zoo queue (each takes the
+next run no other worker holds; `--precision auto` is
 bf16 on a GPU of compute capability 8 or later, as the recipe says), and after
 --minutes stops them. Checkpoints are written whole or not at all, so a run stopped
 mid-epoch goes on from its last finished epoch next time. OUT/progress.md says how far
@@ -42,12 +44,12 @@ STATE = ("history.json", "last.pt", "best.pt")
 
 
 def stage_runs(source: Path, out: Path) -> list[str]:
-    """Copy the runs' state from `source` into `out` (only the history of a finished run
-    or of another queue's: progress.md shows them all); return the unfinished zoo runs."""
+    """Copy the runs' state from `source` into `out` (only the history of a finished run:
+    progress.md shows them all); return the unfinished runs, the zoo's first."""
     unfinished = []
     for name, options in {**QUEUES["zoo"], **QUEUES["sandwich"]}.items():
         (out / name).mkdir(parents=True, exist_ok=True)
-        done = progress(source / name) >= epochs_of(options) or name not in QUEUES["zoo"]
+        done = progress(source / name) >= epochs_of(options)
         for file in STATE[:1] if done else STATE:
             if (source / name / file).is_file():
                 shutil.copy2(source / name / file, out / name / file)
@@ -57,14 +59,25 @@ def stage_runs(source: Path, out: Path) -> list[str]:
 
 
 def worker_command(
-    out: Path, device: str, data_dir: str | None, loader_workers: int = 2
+    out: Path, device: str, data_dir: str | None, loader_workers: int = 2, queue: str = "zoo"
 ) -> list[str]:
-    """One `fair_training.py --queue zoo` worker on `device`, its runs in `out`; data
-    loading in `loader_workers` processes (one thread decodes too slowly for a GPU)."""
-    words = [sys.executable, str(Path(__file__).with_name("fair_training.py")), "--queue", "zoo"]
+    """One `fair_training.py --queue QUEUE --wait` worker on `device`, its runs in `out`;
+    data loading in `loader_workers` processes (one thread decodes too slowly for a GPU).
+    It waits for a run whose weights its next run starts from (another worker trains it)."""
+    script = str(Path(__file__).with_name("fair_training.py"))
+    words = [sys.executable, script, "--queue", queue, "--wait"]
     words += ["--results", str(out), "--device", device, "--workers", str(loader_workers)]
     words += ["--budget-edge", shlex.join([sys.executable, "-m", "budget_edge.cli"])]
     return words + (["--data-dir", data_dir] if data_dir else [])
+
+
+def worker_queues(unfinished: list[str], gpu_workers: int) -> list[str]:
+    """The queue of each worker: one per unfinished zoo run up to `gpu_workers`, and one
+    of them for the sandwich queue where it has a run left (it waits for the plain
+    ResNet-56 its run starts from)."""
+    zoo = [name for name in unfinished if name in QUEUES["zoo"]]
+    sandwich = ["sandwich"] if any(n in QUEUES["sandwich"] for n in unfinished) else []
+    return (["zoo"] * min(len(zoo), gpu_workers - len(sandwich)) + sandwich)[:gpu_workers]
 
 
 def stop(workers: list[subprocess.Popen[bytes]], grace_s: float = 20.0) -> None:
@@ -93,11 +106,13 @@ def main() -> int:
     args = parser.parse_args()
     unfinished = stage_runs(args.source, args.out)
     print(f"unfinished: {', '.join(unfinished) or 'none'}", flush=True)
-    command = worker_command(args.out, args.device, args.data_dir, args.loader_workers)
     deadline = time.monotonic() + 60 * args.minutes
     with contextlib.ExitStack() as logs:
         workers = []
-        for i in range(min(args.gpu_workers, len(unfinished))):
+        for i, queue in enumerate(worker_queues(unfinished, args.gpu_workers)):
+            command = worker_command(
+                args.out, args.device, args.data_dir, args.loader_workers, queue
+            )
             log = logs.enter_context(open(args.out / f"worker{i}.log", "ab"))
             workers.append(
                 subprocess.Popen(

@@ -5,6 +5,10 @@ batch 128, one epoch of linear warmup then a cosine per step, zero-initialised
 residual branches, crop and flip, bf16 autocast where the CPU has it and fp32
 where it does not (`--precision auto`; history.json says which epoch ran in which),
 the same 5,000-image validation split); the sandwich run adds sandwich training and nothing else.
+A second sandwich run starts from the plain ResNet-56's weights once that has finished
+(`pretrain --init`) and trains 10 epochs at lr 0.01: Once-for-All's order, the full
+network first and its sub-networks after; a `--queue sandwich` worker skips it until
+then, or with `--wait` waits for it.
 (Without zero-initialised residuals the sandwich ResNet-56 stayed near chance
 for its first 160 steps: its full network was at 17% where plain ResNet-56
 was at 32%.)
@@ -29,6 +33,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -207,6 +212,12 @@ def main() -> int:
     parser.add_argument("--device", help="pretrain's --device (default: pretrain's own)")
     parser.add_argument("--data-dir", help="where Fashion-MNIST's four files are")
     parser.add_argument("--workers", type=int, help="pretrain's data-loading --workers")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="a run that starts from another's weights waits for it to finish (another "
+        "worker trains it) instead of being skipped",
+    )
     args = parser.parse_args()
     if args.progress_md:
         args.progress_md.write_text(progress_table(args.results))
@@ -232,19 +243,24 @@ def main() -> int:
         args.threads,
         tuple(extra),
     )
-    return train_queue(args.queue, launch)
+    return train_queue(args.queue, launch, wait=args.wait)
 
 
-def train_queue(queue: str, launch: Launch) -> int:
-    """Train every unfinished run of the queue that no other worker holds, in order."""
+def train_queue(queue: str, launch: Launch, wait: bool = False, poll_s: float = 30) -> int:
+    """Train every unfinished run of the queue that no other worker holds, in order; a run
+    that needs another's weights is skipped until that one has finished, or with `wait`
+    waited for."""
     every_run = {**QUEUES["zoo"], **QUEUES["sandwich"]}
     for name, options in QUEUES[queue].items():
         if progress(launch.results / name) >= epochs_of(options):
             continue
         needed = NEEDS.get(name)
         if needed and progress(launch.results / needed) < epochs_of(every_run[needed]):
-            print(f"{name}: waits for {needed} to finish, next run", flush=True)
-            continue
+            print(f"{name}: waits for {needed} to finish", flush=True)
+            if not wait:
+                continue
+            while progress(launch.results / needed) < epochs_of(every_run[needed]):
+                time.sleep(poll_s)
         with run_lock(launch.results / name) as mine:
             if not mine:
                 print(f"{name}: another worker is training it, next run", flush=True)

@@ -277,10 +277,15 @@ def command(
         fp32 = DEFAULTS["precision"]
         settings["precision"] = resumed_setting(out, "precision", fp32) if resume else fp32
     settings["precision"] = resolve_precision(settings["precision"], device)
-    if init is not None:
-        settings["init_sha256"] = init_digest(init)
-    elif resume:  # a resumed run started from what it started from
+    if resume:
+        # The weights come from last.pt: the run keeps the start it recorded, and an
+        # --init given again (a queue repeats its command) need not be there any more.
         settings["init_sha256"] = resumed_setting(out, "init_sha256", None)
+        if init is not None and init.is_file() and init_digest(init) != settings["init_sha256"]:
+            raise ConfigError(f"--resume: {out} did not start from --init {init}")
+        init = None
+    elif init is not None:
+        settings["init_sha256"] = init_digest(init)
     if settings["channels_last"] is None:
         keep = resumed_setting(out, "channels_last", False) if resume else False
         settings["channels_last"] = bool(keep)

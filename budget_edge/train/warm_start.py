@@ -26,6 +26,8 @@ from budget_edge.runtime.artifact_files import sha256_file
 
 def init_digest(path: Path) -> str:
     """What identifies the starting weights in the run's settings (a path may move)."""
+    if path.is_dir():
+        raise ConfigError(f"--init {path} is a folder: give the checkpoint in it ({path}/best.pt)")
     if not path.is_file():
         raise ConfigError(f"--init {path}: there is no checkpoint file there; check the path")
     return sha256_file(path)
@@ -43,12 +45,19 @@ def check_same_split(theirs: Any, mine: ValidationSplit | None, path: Path) -> N
             "--val-size 0 (no validation split: the best epoch is then the last)"
         )
     content = theirs.get("content_sha256")
-    if theirs["indices_sha256"] != mine.digest or (content and content != mine.content):
+    if theirs["indices_sha256"] == mine.digest and (not content or content == mine.content):
+        return
+    if theirs.get("size") == mine.size:
         raise ConfigError(
-            f"--init {path} was trained with another validation split ({theirs.get('size')} "
-            f"images) than this run's ({mine.size}): it trained on images this run holds "
-            f"out; start from a checkpoint trained with --val-size {mine.size} on this data"
+            f"--init {path} was trained on another training set: its validation split of "
+            f"{mine.size} images does not match this data's; start from a checkpoint "
+            "trained on this data"
         )
+    raise ConfigError(
+        f"--init {path} was trained with another validation split ({theirs.get('size')} "
+        f"images) than this run's ({mine.size}): it trained on images this run holds out; "
+        f"start from a checkpoint trained with --val-size {mine.size} on this data"
+    )
 
 
 def load_initial_weights(

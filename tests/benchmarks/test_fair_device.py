@@ -53,3 +53,26 @@ def test_the_worker_command_trains_the_queue_on_the_device_in_out(tmp_path: Path
     )
     run = fair_training.command("resnet56-s0", fair_training.QUEUES["zoo"]["resnet56-s0"], launch)
     check_command(run[3:], environ={})
+
+
+def test_one_worker_takes_the_sandwich_queue_while_it_has_a_run_left(tmp_path: Path) -> None:
+    zoo_left = ["resnet56-s0", "resnet20-s0-60ep", "resnet20-s1", "resnet20-s2"]
+    with_sandwich = [*zoo_left, "sandwich-resnet56-from-plain"]
+    assert fair_device.worker_queues(with_sandwich, 4) == ["zoo"] * 3 + ["sandwich"]
+    assert fair_device.worker_queues(zoo_left, 4) == ["zoo"] * 4
+    assert fair_device.worker_queues(["sandwich-resnet56-from-plain"], 4) == ["sandwich"]
+    assert fair_device.worker_queues(["resnet56-s0"], 4) == ["zoo"]
+    # The sandwich worker waits for the plain ResNet-56 another worker trains.
+    words = fair_device.worker_command(tmp_path, "cuda", None, queue="sandwich")
+    assert words[words.index("--queue") + 1] == "sandwich"
+    assert "--wait" in words
+
+
+def test_an_unfinished_sandwich_run_travels_with_its_state(tmp_path: Path) -> None:
+    source, out = tmp_path / "committed", tmp_path / "out"
+    write_run(source / "sandwich-resnet56-s0", fair_training.EPOCHS)
+    write_run(source / "sandwich-resnet56-from-plain", 3)
+    unfinished = fair_device.stage_runs(source, out)
+    assert "sandwich-resnet56-s0" not in unfinished
+    assert unfinished[-1] == "sandwich-resnet56-from-plain"
+    assert (out / "sandwich-resnet56-from-plain" / "last.pt").read_bytes() == b"state"

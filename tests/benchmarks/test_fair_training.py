@@ -69,3 +69,35 @@ def test_a_run_from_another_runs_weights_waits_for_it(tmp_path: Path, monkeypatc
     (words,) = launched
     assert words[words.index("--init") + 1] == str(tmp_path / "resnet56-s0" / "best.pt")
     assert words[words.index("--out") + 1] == str(tmp_path / "sandwich-resnet56-from-plain")
+
+
+def test_the_run_from_the_plain_network_trains_at_its_own_rate(tmp_path: Path) -> None:
+    """The recipe's --lr 0.1 comes first; pretrain (click) keeps the last one given."""
+    options = fair_training.QUEUES["sandwich"]["sandwich-resnet56-from-plain"]
+    words = fair_training.command("sandwich-resnet56-from-plain", options, fair_training.Launch())
+    rates = [words[i + 1] for i, word in enumerate(words) if word == "--lr"]
+    assert rates[-1] == "0.01"
+    assert words.count("--epochs") == 1
+    assert words[words.index("--epochs") + 1] == "10"
+
+
+def test_a_waiting_worker_starts_once_the_run_it_needs_has_finished(
+    tmp_path: Path, monkeypatch
+) -> None:
+    launched: list[list[str]] = []
+    monkeypatch.setattr(
+        fair_training.subprocess, "run", lambda words, check: launched.append(words)
+    )
+    for name, epochs in (("sandwich-resnet56-s0", 30), ("resnet56-s0", 29)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(json.dumps({"epochs": [{}] * epochs}))
+
+    def another_worker_finishes_it(seconds: float) -> None:
+        history = tmp_path / "resnet56-s0" / "history.json"
+        history.write_text(json.dumps({"epochs": [{}] * 30}))
+
+    monkeypatch.setattr(fair_training.time, "sleep", another_worker_finishes_it)
+    fair_training.train_queue("sandwich", fair_training.Launch(results=tmp_path), wait=True)
+    assert [w[w.index("--out") + 1] for w in launched] == [
+        str(tmp_path / "sandwich-resnet56-from-plain")
+    ]

@@ -260,11 +260,23 @@ def test_init_starts_a_sandwich_run_from_a_trained_network(fmnist: Path, tmp_pat
     assert code == 0, stderr
     assert f"starting from the weights of {alone / 'best.pt'}" in stdout
     assert "--init" in load_checkpoint(out / "best.pt").meta["command"]
-    # A resume without --init takes the run's record of its start, not a setting that
-    # differs from it (the weights come from last.pt).
+    # The run is complete; resuming checks the settings. Without --init the run keeps
+    # the start it recorded (the weights come from last.pt).
     code, stdout, stderr = cli(tiny(fmnist, out, *extra, "--resume"), capsys)
     assert code == 0, stderr
     assert "resuming" in stdout
+    # A queue repeats its whole command: --init again, even where the file has gone.
+    moved = tmp_path / "moved.pt"
+    (alone / "best.pt").rename(moved)
+    again = tiny(fmnist, out, *extra, "--resume", "--init", str(alone / "best.pt"))
+    assert cli(again, capsys)[0] == 0
+    # Another start than the run's is refused.
+    other = tmp_path / "other"
+    assert cli(tiny(fmnist, other, "--backbone", "resnet8", "--seed", "3"), capsys)[0] == 0
+    wrong = tiny(fmnist, out, *extra, "--resume", "--init", str(other / "best.pt"))
+    code, _, stderr = cli(wrong, capsys)
+    assert code == 2
+    assert "did not start from --init" in stderr
 
 
 def test_init_from_a_missing_file_is_one_line(fmnist: Path, tmp_path: Path, capsys):

@@ -109,3 +109,23 @@ def test_weights_of_another_shape_are_a_clear_error(tmp_path: Path):
 def test_a_missing_file_says_so(tmp_path: Path):
     with pytest.raises(ConfigError, match="there is no checkpoint file there"):
         init_digest(tmp_path / "nope.pt")
+
+
+def test_the_same_split_size_on_other_data_names_the_data(trained: Path, tmp_path: Path):
+    cfg = config(backbone="resnet8", val_size=16, init_sha256=init_digest(trained))
+    other = toy_arrays(64, 7)  # another training set, the same number of images
+    with pytest.raises(ConfigError, match="trained on another training set"):
+        pretrain(cfg, other, toy_arrays(32, 1), tmp_path, options=QUIET, init=trained)
+
+
+def test_weights_from_another_dataset_are_refused(trained: Path, tmp_path: Path):
+    loaded = load_checkpoint(trained)
+    path = tmp_path / "other-data.pt"
+    save_checkpoint(path, loaded.backbone, meta={**loaded.meta, "dataset": "cifar10"})
+    with pytest.raises(ConfigError, match="was trained on cifar10, this run is on toy"):
+        run(tmp_path / "run", config(backbone="resnet8", val_size=16), init=path)
+
+
+def test_a_folder_points_to_the_checkpoint_in_it(trained: Path):
+    with pytest.raises(ConfigError, match="is a folder: give the checkpoint in it"):
+        init_digest(trained.parent)
