@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "fair-fmnist"
 
@@ -144,7 +147,35 @@ def progress_table(results: Path = RESULTS) -> str:
                 f"{best['test_accuracy']:.2%} | {meta['train_wall_s'] / 60:.0f} | "
                 f"{precisions(data)} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *zoo_summary(results)]) + "\n"
+
+
+SEEDED = re.compile(r"^resnet(\d+)-s\d+$")  # a zoo seed under the recipe (not the 60-epoch run)
+
+
+def zoo_summary(results: Path = RESULTS) -> list[str]:
+    """The zoo by depth over its finished seeds: mean, standard deviation, range (the
+    best epoch on validation of each; the test set reported)."""
+    by_depth: dict[int, list[tuple[float, float]]] = {}
+    for name, options in QUEUES["zoo"].items():
+        depth = SEEDED.match(name)
+        if depth is None or progress(results / name) < epochs_of(options):
+            continue
+        data = json.loads((results / name / "history.json").read_text())
+        best = data["epochs"][data["meta"]["best_epoch"] - 1]
+        by_depth.setdefault(int(depth[1]), []).append((best["val_accuracy"], best["test_accuracy"]))
+    lines = [
+        "| zoo member | finished seeds | val acc, mean (sd) | test acc, mean (sd) | test range |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for depth in sorted(by_depth):
+        val, test = (np.array(column) for column in zip(*by_depth[depth], strict=True))
+        sd = lambda x: f"{x.std(ddof=1):.2%}" if len(x) > 1 else "-"  # noqa: E731
+        lines.append(
+            f"| ResNet-{depth} | {len(val)} | {val.mean():.2%} ({sd(val)}) | "
+            f"{test.mean():.2%} ({sd(test)}) | {test.min():.2%}-{test.max():.2%} |"
+        )
+    return lines
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,21 @@ def test_a_waiting_worker_starts_once_the_run_it_needs_has_finished(
     assert [w[w.index("--out") + 1] for w in launched] == [
         str(tmp_path / "sandwich-resnet56-from-plain")
     ]
+
+
+def test_the_zoo_summary_is_over_finished_seeds_only(tmp_path: Path) -> None:
+    def run(name: str, val: float, test: float, epochs: int = 30) -> None:
+        (tmp_path / name).mkdir()
+        epoch = {"val_accuracy": val, "test_accuracy": test}
+        history = {"meta": {"best_epoch": 1}, "epochs": [epoch] * epochs}
+        (tmp_path / name / "history.json").write_text(json.dumps(history))
+
+    run("resnet8-s0", 0.93, 0.92)
+    run("resnet8-s1", 0.95, 0.94)
+    run("resnet8-s2", 0.10, 0.10, epochs=3)  # unfinished: not in the mean
+    run("resnet20-s0-60ep", 0.99, 0.99, epochs=60)  # another recipe: not a seed
+    run("resnet20-s0", 0.949, 0.942)
+    lines = fair_training.zoo_summary(tmp_path)
+    assert lines[2] == "| ResNet-8 | 2 | 94.00% (1.41%) | 93.00% (1.41%) | 92.00%-94.00% |"
+    assert lines[3] == "| ResNet-20 | 1 | 94.90% (-) | 94.20% (-) | 94.20%-94.20% |"
+    assert len(lines) == 4
