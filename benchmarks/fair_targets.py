@@ -157,7 +157,7 @@ def per_image_decision() -> tuple[bool, str]:
         for r in paired
     ]
     text = (
-        "against the mask of the same budget on every image (target: +0.5, p < 0.05 at "
+        "against the count mask of the nearest usage on every image (target: +0.5, p < 0.05 at "
         f"every c <= 0.3, nowhere significantly worse): {', '.join(parts)}"
         + (f"; significantly worse: {', '.join(worse)}" if worse else "")
     )
