@@ -22,7 +22,8 @@ script can be stopped and started again, across sessions too):
     subnets    the sandwich network's best depth sub-network at each zoo member's FLOPs,
                chosen on validation, against the zoo's seeds (sub_networks.py)
     ... (from plain)
-               the same for the sandwich trained from the plain ResNet-56's weights
+               the sub-networks, then the agent, allocator, export and bench again on the
+               sandwich trained from the plain ResNet-56's weights
 
     python benchmarks/fair_front.py --list      # which stages are done, which can start
     python benchmarks/fair_front.py             # run every stage that can run
@@ -64,7 +65,7 @@ def finished(run: str) -> bool:
     return progress(RESULTS / run) >= epochs_of(options)
 
 
-def agent_command(agent: Path) -> list[str]:
+def agent_command(agent: Path, sandwich: Path = SANDWICH) -> list[str]:
     """Train the agent on the sandwich backbone; once it has a last.pt, resume it (which
     takes the run's own settings: only where and how fast it runs may change)."""
     # bf16 autocast where the CPU has it (about twice as fast), else fp32 (emulated bf16
@@ -72,7 +73,7 @@ def agent_command(agent: Path) -> list[str]:
     speed = ["--precision", "auto", "--threads", "1"]
     if (agent / "last.pt").exists():
         return [*CLI, "train", "--out", str(agent), "--resume", *speed]
-    backbone = ["--checkpoint", str(SANDWICH / "best.pt"), *DATA]
+    backbone = ["--checkpoint", str(sandwich / "best.pt"), *DATA]
     return [*CLI, "train", *backbone, *speed, "--out", str(agent)]
 
 
@@ -102,7 +103,22 @@ def stages() -> list[Stage]:
     plan.append(
         subnets_stage("subnets (from plain)", FROM_PLAIN, FRONT / "sub-networks-from-plain")
     )
+    plan += from_plain_stages(zoo_artifacts)
     return plan
+
+
+def from_plain_stages(zoo_artifacts: list[Path]) -> list[Stage]:
+    """The agent, the allocator, the artifact and the front again on the sandwich trained
+    from the plain ResNet-56's weights, against the same zoo."""
+    agent = FRONT / "agent-from-plain"
+    artifact = FRONT / "artifacts" / "sandwich-resnet56-from-plain"
+    suffix = " (from plain)"
+    train = agent_command(agent, FROM_PLAIN)
+    return [
+        Stage("agent" + suffix, agent / "budgetnet.pt", [FROM_PLAIN / "best.pt"], train),
+        *variant_stages(suffix, agent / "budgetnet.pt", agent / "allocated.pt", artifact),
+        bench_stage("bench" + suffix, artifact, zoo_artifacts, FRONT / "bench-from-plain"),
+    ]
 
 
 def variant_stages(

@@ -51,8 +51,19 @@ def test_the_model_is_measured_with_and_without_fine_tuning_against_one_zoo() ->
     assert "budgetnet.pt" in plan["allocate"].command[4]
     zoo = [s.command[s.command.index("--zoo") + 1] for s in plan.values() if "--zoo" in s.command]
     bench_zoos = [z for z in zoo if "artifacts" in z]
-    assert len(bench_zoos) == 2
-    assert bench_zoos[0] == bench_zoos[1]
+    assert len(bench_zoos) == 3  # fine-tuned, not fine-tuned, from the plain network
+    assert len(set(bench_zoos)) == 1
+
+
+def test_the_sandwich_from_the_plain_network_gets_its_own_agent_and_front() -> None:
+    plan = {s.name: s for s in fair_front.stages()}
+    agent = plan["agent (from plain)"].command
+    assert agent[agent.index("--checkpoint") + 1] == str(fair_front.FROM_PLAIN / "best.pt")
+    allocated = plan["allocate (from plain)"].command[4]
+    assert "agent-from-plain" in allocated
+    bench = plan["bench (from plain)"]
+    assert bench.done.parent.name == "bench-from-plain"
+    assert "sandwich-resnet56-from-plain" in bench.command[4]
 
 
 def test_the_sub_networks_wait_for_every_seed_of_the_zoo_and_only_the_zoo() -> None:
@@ -81,7 +92,7 @@ def test_the_agent_stage_resumes_with_only_what_resume_accepts(tmp_path, monkeyp
 def test_every_method_is_benched_on_one_thread_in_one_run() -> None:
     """The router (the artifact's mode), the paper's agent, the count table and the zoo."""
     benches = [stage for stage in fair_front.stages() if "bench" in stage.command]
-    assert len(benches) == 2  # with and without joint fine-tuning
+    assert len(benches) == 3  # with and without joint fine-tuning, from the plain network
     for stage in benches:
         if "bench" in stage.command:
             assert stage.command[stage.command.index("--threads") + 1] == "1", stage.name
