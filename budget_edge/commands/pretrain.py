@@ -255,7 +255,7 @@ def command(
     Example:
       budget-edge pretrain --backbone resnet20 --data fashion-mnist --epochs 15 --out runs/r20
       budget-edge pretrain --backbone resnet56 --sandwich --epochs 30 --out runs/r56-sandwich
-      budget-edge pretrain --backbone resnet56 --sandwich --init runs/r56/best.pt \
+      budget-edge pretrain --backbone resnet56 --sandwich --init runs/r56/best.pt \\
           --epochs 10 --lr 0.01 --out runs/r56-sandwich-from-r56
       torchrun --standalone --nproc_per_node 2 -m budget_edge.cli pretrain --out runs/r20
     """
