@@ -108,3 +108,29 @@ def test_sub_networks_within_two_tenths_of_the_zoo(results: Path) -> None:
     rows[0]["zoo_mean"] = 0.9210
     (folder / "sub_networks.json").write_text(json.dumps({"rows": rows}))
     assert states(fair_targets.table())["sub-networks as good as the zoo"] == "**missed**"
+
+
+def test_the_sub_networks_stay_pending_until_every_seed_but_the_preview_is_shown(
+    results: Path,
+) -> None:
+    def subnet(zoo: str, seeds: int, sub: float, mean: float) -> dict:
+        return {
+            "zoo": zoo,
+            "zoo_seeds": [f"{zoo}-s{s}/best.pt" for s in range(seeds)],
+            "sub_network_test_accuracy": sub,
+            "zoo_mean": mean,
+        }
+
+    preview = results / "sub-networks-preview"
+    preview.mkdir(parents=True)
+    rows = [subnet("resnet8", 2, 0.9185, 0.9258), subnet("resnet14", 1, 0.93, 0.93)]
+    (preview / "sub_networks.json").write_text(json.dumps({"rows": rows}))
+    text = fair_targets.table()
+    assert states(text)["sub-networks as good as the zoo"] == "pending"
+    assert "the preview (seeds: resnet8 2, resnet14 1)" in text
+    assert "resnet8 -0.73, resnet14 +0.00" in text
+    final = results / "front" / "sub-networks"
+    final.mkdir(parents=True)
+    rows = [subnet(z, 3, 0.93, 0.93) for z in ("resnet8", "resnet14", "resnet20", "resnet32")]
+    (final / "sub_networks.json").write_text(json.dumps({"rows": rows}))
+    assert states(fair_targets.table())["sub-networks as good as the zoo"] == "met"
