@@ -35,14 +35,19 @@ from budget_edge.models.checkpoint import load_checkpoint
 from budget_edge.runtime.machine import machine_info
 
 
+def finished(history: list[dict[str, Any]], meta: dict[str, Any]) -> bool:
+    """Whether the run has trained all its epochs: a run still training would make its
+    depth look worse than it is."""
+    return len(history) >= meta["epochs"]
+
+
 @torch.no_grad()
 def score_run(run: Path, data_dir: str | None) -> dict[str, Any]:
     """The run's best epoch, image by image on its validation split and the test set."""
     loaded = load_checkpoint(run / "best.pt")
     net, meta = loaded.backbone.eval(), loaded.meta
     history = json.loads((run / "history.json").read_text())["epochs"]
-    if len(history) < meta["epochs"]:
-        # A run still training would make its depth look worse than it is.
+    if not finished(history, meta):
         raise SystemExit(f"{run}: {len(history)} of {meta['epochs']} epochs; wait for the run")
     _, val, _ = split_from_meta(
         load_arrays(meta["dataset"], data_dir, "train"), meta.get("validation_split"), str(run)
@@ -52,6 +57,7 @@ def score_run(run: Path, data_dir: str | None) -> dict[str, Any]:
     return {
         "run": run.name,
         "backbone": net.config["name"],
+        "dataset": meta["dataset"],
         "mflops": net.flops().total / 1e6,
         "best_epoch": meta["epoch"],
         "train_accuracy_last_epoch": history[-1]["train_accuracy"],
@@ -65,6 +71,9 @@ def compare(scored: list[dict[str, Any]], against: str) -> list[dict[str, Any]]:
     reference = next((s for s in scored if s["run"] == against), None)
     if reference is None:
         raise SystemExit(f"--against {against}: not among the runs given")
+    datasets = {s["dataset"] for s in scored}
+    if len(datasets) > 1:
+        raise SystemExit(f"the runs were trained on different data ({', '.join(sorted(datasets))})")
     rows = []
     for s in sorted(scored, key=lambda s: s["mflops"]):
         row = {k: v for k, v in s.items() if k not in ("val", "test")}
