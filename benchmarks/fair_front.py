@@ -103,6 +103,14 @@ def stages() -> list[Stage]:
     plan.append(
         subnets_stage("subnets (from plain)", FROM_PLAIN, FRONT / "sub-networks-from-plain")
     )
+    # The adaptive ResNet-20 (depth stops paying there): its sub-networks against the zoo.
+    plan.append(
+        subnets_stage(
+            "subnets (ResNet-20 from plain)",
+            RESULTS / "sandwich-resnet20-from-plain",
+            FRONT / "sub-networks-resnet20-from-plain",
+        )
+    )
     plan += from_plain_stages(zoo_artifacts)
     return plan
 

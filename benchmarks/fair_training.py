@@ -79,6 +79,25 @@ QUEUES: dict[str, dict[str, list[str]]] = {
     },
     "sandwich": {
         "sandwich-resnet56-s0": ["--backbone", "resnet56", "--seed", "0", "--sandwich"],
+        # The plain networks showed depth stops paying at ResNet-20 on Fashion-MNIST
+        # (depth/): an adaptive ResNet-20 whose sub-networks (ResNet-8's and 14's shapes)
+        # matched those networks trained alone would be the zoo in one network. Its
+        # sandwich from the plain ResNet-20's weights, the same way as ResNet-56's below;
+        # compute: 30 plain epochs (3 ResNet-8 epochs each) + 10 sandwich epochs (about
+        # 7.5 each) = 165. First: a quarter of ResNet-56's cost.
+        "sandwich-resnet20-from-plain": [
+            "--backbone",
+            "resnet20",
+            "--seed",
+            "0",
+            "--sandwich",
+            "--init",
+            "{results}/resnet20-s0/best.pt",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.01",
+        ],  # fmt: skip
         # Once-for-All's order: the plain ResNet-56 first, then sandwich training from its
         # weights at a tenth of the learning rate. The sandwich from scratch underfit (94.1%
         # on its training images in its last epoch against ResNet-20's 95.5%); compute:
@@ -101,7 +120,10 @@ QUEUES: dict[str, dict[str, list[str]]] = {
 }
 
 # A run that starts from another's weights waits until that run has finished.
-NEEDS = {"sandwich-resnet56-from-plain": "resnet56-s0"}
+NEEDS = {
+    "sandwich-resnet20-from-plain": "resnet20-s0",
+    "sandwich-resnet56-from-plain": "resnet56-s0",
+}
 
 
 def epochs_of(options: list[str]) -> int:

@@ -88,7 +88,8 @@ def test_a_waiting_worker_starts_once_the_run_it_needs_has_finished(
     monkeypatch.setattr(
         fair_training.subprocess, "run", lambda words, check: launched.append(words)
     )
-    for name, epochs in (("sandwich-resnet56-s0", 30), ("resnet56-s0", 29)):
+    runs = (("sandwich-resnet56-s0", 30), ("resnet20-s0", 30), ("resnet56-s0", 29))
+    for name, epochs in runs:
         (tmp_path / name).mkdir()
         (tmp_path / name / "history.json").write_text(json.dumps({"epochs": [{}] * epochs}))
 
@@ -99,7 +100,8 @@ def test_a_waiting_worker_starts_once_the_run_it_needs_has_finished(
     monkeypatch.setattr(fair_training.time, "sleep", another_worker_finishes_it)
     fair_training.train_queue("sandwich", fair_training.Launch(results=tmp_path), wait=True)
     assert [w[w.index("--out") + 1] for w in launched] == [
-        str(tmp_path / "sandwich-resnet56-from-plain")
+        str(tmp_path / "sandwich-resnet20-from-plain"),
+        str(tmp_path / "sandwich-resnet56-from-plain"),
     ]
 
 
