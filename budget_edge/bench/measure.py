@@ -279,6 +279,12 @@ class BenchRow:
     # mask for every image) of the nearest usage: what the per-image decision is worth.
     # The keys of `paired`, and both rows' usage.
     paired_uniform: dict[str, Any] | None = None
+    # The same against the uniform mask of the nearest latency (same batch and precision),
+    # what the decision adds once its own cost is paid: {"median": ..., "mean": ...}, each
+    # the keys of `paired` and both rows' ms. Both, since a router's latency is skewed
+    # (easy images cheap, hard ones dear): its median hides what the mean, which time
+    # and energy over a stream of images follow, shows.
+    paired_uniform_latency: dict[str, dict[str, Any]] | None = None
     # Budgets of this method, batch size and precision that ran the very same mask on
     # every evaluation image (this row's included; None when no other did): one
     # measurement repeated, so each reports the median of their medians (reported_ms).
@@ -885,25 +891,50 @@ def pair_with_nearest(rows: list[BenchRow], correct: dict[int, np.ndarray | None
 
 
 def pair_with_uniform(rows: list[BenchRow], correct: dict[int, np.ndarray | None]) -> None:
-    """Give every decided row (budget, mode) the paired test against the static or count
-    mask that runs as many components as it does on average (the nearest usage; in
-    mode greedy usage can be far from the budget), at the same batch size and precision,
-    where the bench measured one: what the per-image decision adds at that compute."""
+    """Give every decided row (budget, mode) two paired tests against the static or count
+    masks measured at the same batch size and precision: against the mask that runs as
+    many components as it does on average (the nearest usage; in mode greedy usage can
+    be far from the budget), what the per-image decision adds at that compute; and
+    against the mask of the nearest reported latency, what it adds once the decision's
+    own cost is paid (a router's decision and graph switches make it slower than a
+    uniform mask of its usage)."""
     masks = [r for r in rows if r.kind == "static-mask" and correct.get(id(r)) is not None]
     for row in rows:
         mine = correct.get(id(row))
         same = [m for m in masks if (m.batch, m.precision) == (row.batch, row.precision)]
         if row.kind not in ("budget", "mode") or mine is None or row.usage is None or not same:
             continue
-        mask_row = min(same, key=lambda m: abs((m.usage or 0.0) - (row.usage or 0.0)))
-        test = mcnemar_exact(mine, correct[id(mask_row)])  # type: ignore[arg-type]
+        by_usage = min(same, key=lambda m: abs((m.usage or 0.0) - (row.usage or 0.0)))
+        test = mcnemar_exact(mine, correct[id(by_usage)])  # type: ignore[arg-type]
         row.paired_uniform = {
-            "against": mask_row.label,
+            "against": by_usage.label,
             "usage": row.usage,
-            "against_usage": mask_row.usage,
+            "against_usage": by_usage.usage,
             "accuracy_delta": test.accuracy_delta,
             "p_value": test.p_value,
         }
+        row.paired_uniform_latency = {
+            "median": _at_latency(row, same, correct, lambda r: r.reported_ms),
+            "mean": _at_latency(row, same, correct, lambda r: r.latency.mean),
+        }
+
+
+def _at_latency(
+    row: BenchRow,
+    masks: list[BenchRow],
+    correct: dict[int, np.ndarray | None],
+    ms: Callable[[BenchRow], float],
+) -> dict[str, Any]:
+    """The paired test of `row` against the mask whose latency `ms` is nearest."""
+    mask = min(masks, key=lambda m: abs(ms(m) - ms(row)))
+    test = mcnemar_exact(correct[id(row)], correct[id(mask)])  # type: ignore[arg-type]
+    return {
+        "against": mask.label,
+        "ms": ms(row),
+        "against_ms": ms(mask),
+        "accuracy_delta": test.accuracy_delta,
+        "p_value": test.p_value,
+    }
 
 
 def _model_facts(rt: BudgetRuntime) -> dict[str, Any]:

@@ -27,6 +27,7 @@ CSV_FIELDS = (
     + ["accuracy_low", "accuracy_high", "paired_against", "paired_delta", "paired_p"]
     + ["uniform_against", "uniform_delta", "uniform_p"]
     + ["reported_ms", "same_decisions"]
+    + [f"uniform_{by}_ms_{k}" for by in ("median", "mean") for k in ("against", "delta", "p")]
 )
 
 
@@ -258,11 +259,41 @@ def markdown(result: BenchResult) -> str:
                 f"| {r.label} | {u['usage']:.3f} | {u['against']} | {u['against_usage']:.3f} "
                 f"| {100 * u['accuracy_delta']:+.2f} | {u['p_value']:.2g} |"
             )
+    lines += _uniform_at_latency(result)
     decided = verdict(result)
     if decided is not None:
         lines += ["", "**Verdict** (the fastest row as accurate as the best, on these images):", ""]
         lines += [f"- {line}" for line in decided.splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _uniform_at_latency(result: BenchResult) -> list[str]:
+    """The decided rows against the uniform mask of the nearest latency, by median and by
+    mean, every batch size (unlike accuracy, the partner depends on the batch)."""
+    rows = [r for r in result.rows if r.paired_uniform_latency is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**The per-image decision against one mask for every image at equal latency** (the "
+        "static or count mask of the nearest median, and of the nearest mean latency, same "
+        "batch size; exact McNemar test on the same images; a router's latency is skewed, "
+        "so its mean, which time and energy over many images follow, can sit far above its "
+        "median):",
+        "",
+        "| row | batch | median ms | against | its median | difference | p "
+        "| mean ms | against | its mean | difference | p |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        pairs = r.paired_uniform_latency or {}
+        cells = [
+            f"{u['ms']:.2f} | {u['against']} | {u['against_ms']:.2f} "
+            f"| {100 * u['accuracy_delta']:+.2f} | {u['p_value']:.2g}"
+            for u in (pairs["median"], pairs["mean"])
+        ]
+        lines.append(f"| {r.label} | {r.batch} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def csv_records(result: BenchResult) -> list[dict[str, Any]]:
@@ -295,6 +326,15 @@ def csv_records(result: BenchResult) -> list[dict[str, Any]]:
             if r.same_decisions is None
             else " ".join(f"{c:g}" for c in r.same_decisions),
         }
+        for by in ("median", "mean"):
+            u = (r.paired_uniform_latency or {}).get(by) or {}
+            rec.update(
+                {
+                    f"uniform_{by}_ms_against": u.get("against"),
+                    f"uniform_{by}_ms_delta": u.get("accuracy_delta"),
+                    f"uniform_{by}_ms_p": u.get("p_value"),
+                }
+            )
         rec.update({f"{f}_ms": getattr(r.latency, f) for f in STAT_FIELDS})
         rec.update({f"{k}_ms": r.breakdown_ms.get(k) for k in LATENCY_KEYS})
         records.append(rec)

@@ -30,6 +30,10 @@ def command_line(ctx: click.Context) -> str:
                 words.append(param.opts[0] if value else param.secondary_opts[0])
             elif value:
                 words.append(param.opts[0])
+        elif isinstance(param, click.Option) and param.multiple:
+            # A repeatable option is given once per value (a tuple; none: left out).
+            for item in value:
+                words += [param.opts[0], str(getattr(item, "text", item))]
         else:
             words += [param.opts[0], str(getattr(value, "text", value))]
     return shlex.join(words)
