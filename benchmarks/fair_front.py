@@ -8,8 +8,9 @@ script can be stopped and started again, across sessions too):
     agent      train the BudgetNet agent on the sandwich backbone (curriculum, joint
                fine-tuning; its per-epoch check on the validation split)
     allocate   the allocator on the agent (calibrated on the validation split)
-    export     the sandwich artifact in its own mode (allocate), static masks searched
-               on the validation split, each whole-mask graph with its own BatchNorm
+    export     the sandwich artifact in its own mode (allocate), its count masks fused,
+               each whole-mask graph with BatchNorm statistics of its own (no static-mask
+               search: the bench's uniform masks are the allocator's count table)
     zoo        each zoo member's best.pt (chosen on validation) as an artifact
     bench      the sandwich artifact in its own mode (allocate: the depth router) and in
                greedy (the paper's agent), with --zoo and --count-table (the same
@@ -27,6 +28,7 @@ script can be stopped and started again, across sessions too):
 
     python benchmarks/fair_front.py --list      # which stages are done, which can start
     python benchmarks/fair_front.py             # run every stage that can run
+    python benchmarks/fair_front.py --stage bench   # one stage again: rebuilds its output
 """
 
 from __future__ import annotations
@@ -236,13 +238,31 @@ def ready(stage: Stage) -> bool:
     return all(p.exists() for p in stage.needs) and all(finished(r) for r in runs)
 
 
+def chosen(plan: list[Stage], names: list[str]) -> list[Stage]:
+    """The stages named, in the plan's order; every stage when none is named."""
+    known = {stage.name for stage in plan}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        sys.exit(f"no stage {', '.join(map(repr, unknown))}; stages: {', '.join(sorted(known))}")
+    return [stage for stage in plan if not names or stage.name in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--list", action="store_true", help="show each stage's state")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this stage (repeatable), again if it is done: rebuilds what its "
+        "numbers came from (e.g. --stage bench)",
+    )
     args = parser.parse_args()
-    for stage in stages():
+    for stage in chosen(stages(), args.stage):
         state = "done" if stage.done.exists() else "ready" if ready(stage) else "waiting"
-        if args.list or state != "ready":
+        again = bool(args.stage) and state == "done" and ready(stage)
+        if args.list or (state != "ready" and not again):
             print(f"{stage.name:28s} {state}")
             continue
         print(f"{stage.name:28s} running: {' '.join(stage.command)}", flush=True)

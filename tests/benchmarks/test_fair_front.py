@@ -98,3 +98,37 @@ def test_every_method_is_benched_on_one_thread_in_one_run() -> None:
             assert stage.command[stage.command.index("--threads") + 1] == "1", stage.name
             assert stage.command[stage.command.index("--also-mode") + 1] == "greedy"
             assert {"--count-table", "--zoo"} <= set(stage.command)
+
+
+def test_a_named_stage_runs_again_to_rebuild_its_output(tmp_path, monkeypatch, capsys) -> None:
+    """A README's numbers come from a done stage: `--stage NAME` reruns just that one."""
+    import subprocess
+
+    import pytest
+
+    done, waiting = tmp_path / "front.json", tmp_path / "never"
+    done.write_text("{}")
+    plan = [
+        fair_front.Stage("bench", done, [], ["bench"]),
+        fair_front.Stage("export", tmp_path / "manifest.json", [], ["export"]),
+        fair_front.Stage("late", tmp_path / "late.json", [waiting], ["late"]),
+    ]
+    monkeypatch.setattr(fair_front, "stages", lambda: plan)
+    ran: list[list[str]] = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
+    monkeypatch.setattr(sys, "argv", ["fair_front.py"])
+    fair_front.main()
+    assert ran == [["export"]]  # a done stage is kept, a waiting one waits
+    ran.clear()
+    monkeypatch.setattr(sys, "argv", ["fair_front.py", "--stage", "bench"])
+    fair_front.main()
+    assert ran == [["bench"]]  # done, named: again; nothing else
+    monkeypatch.setattr(sys, "argv", ["fair_front.py", "--stage", "late"])
+    fair_front.main()
+    assert ran == [["bench"]]  # named but its inputs are missing: still waits
+    assert "late" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["fair_front.py", "--stage", "bnech"])
+    with pytest.raises(SystemExit, match="no stage 'bnech'; stages: bench, export, late"):
+        fair_front.main()
