@@ -43,10 +43,13 @@ from budget_edge.runtime.machine import machine_info
 BUDGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
-def validation_tensors(loaded: LoadedCheckpoint, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_tensors(
+    loaded: LoadedCheckpoint, source: str, data_dir: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The checkpoint's validation split, preprocessed as it was trained."""
     name = loaded.meta.get("dataset")
-    train, val_count = arranged_for_choices(load_arrays(name, None, "train"), loaded.meta, source)
+    arrays = load_arrays(name, data_dir, "train")
+    train, val_count = arranged_for_choices(arrays, loaded.meta, source)
     if not val_count:
         raise ConfigError(f"{source} has no validation split: nothing to choose on")
     images, labels = as_tensors(train, *preprocessing_of(loaded.meta, train.info))
@@ -61,7 +64,9 @@ def both_masks(
     allocator, agent = loaded.allocator, loaded.agent
     if allocator is None or agent is None or allocator.count_masks is None:
         raise ConfigError("needs a checkpoint with an agent and a table allocator")
-    calibration = allocator.calibration or {}
+    calibration = allocator.calibration
+    if calibration is None:
+        raise ConfigError("the allocator was never calibrated: run `budget-edge allocate`")
     prices = np.asarray(calibration["budgets"]), np.asarray(calibration["prices"])
     graph = AllocatorGraph(allocator, agent).eval()
     chances, levels = (o.numpy() for o in graph(images))
@@ -90,6 +95,9 @@ def compare(loaded: LoadedCheckpoint, images: torch.Tensor, labels: torch.Tensor
                 "ranking_accuracy": float(right["ranking"].mean()),
                 "table_minus_ranking": test.accuracy_delta,
                 "p_value": test.p_value,
+                # Images one gets right and the other wrong: 0 and 0 is the same to the image.
+                "only_table": test.only_a,
+                "only_ranking": test.only_b,
                 "table_masks": len(np.unique(table, axis=0)),
                 "ranking_masks": len(np.unique(rank, axis=0)),
             }
@@ -106,19 +114,21 @@ def markdown(rows: list[dict], source: str, images: int, info: dict[str, Any]) -
     lines = [
         "# Count table or per-image ranking, on the validation split",
         "",
-        f"`{source}`, the first {images} images of its validation split (never trained "
-        f"on), the full network's BatchNorm statistics; both run the allocator's counts. "
-        f"Machine: {info['cpu']}.",
+        f"`{source}`, {images} images of its validation split (never trained on), the full "
+        "network's BatchNorm statistics; both run the allocator's counts. The table and the "
+        "allocator's prices were made on these images too (without their labels for the "
+        f"table): in-sample for the table. Machine: {info['cpu']}.",
         "",
-        "| c | usage | count table | agent's ranking | difference | McNemar p "
-        "| masks (table / ranking) |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| c | usage | count table | agent's ranking | difference | right only with the "
+        "table / the ranking | McNemar p | masks (table / ranking) |",
+        "|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['budget']:g} | {r['usage']:.3f} | {100 * r['table_accuracy']:.2f}% "
             f"| {100 * r['ranking_accuracy']:.2f}% | {100 * r['table_minus_ranking']:+.2f} "
-            f"| {r['p_value']:.2g} | {r['table_masks']} / {r['ranking_masks']} |"
+            f"| {r['only_table']} / {r['only_ranking']} | {r['p_value']:.2g} "
+            f"| {r['table_masks']} / {r['ranking_masks']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -129,11 +139,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--images", type=int, default=5000, help="validation images [5000]")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, help="the dataset's folder (default: its own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loaded = load_checkpoint(args.checkpoint)
-    images, labels = validation_tensors(loaded, str(args.checkpoint))
+    images, labels = validation_tensors(loaded, str(args.checkpoint), args.data_dir)
     images, labels = images[: args.images], labels[: args.images]
     rows = compare(loaded, images, labels)
     info = machine_info()

@@ -279,12 +279,14 @@ class BenchRow:
     # mask for every image) of the nearest usage: what the per-image decision is worth.
     # The keys of `paired`, and both rows' usage.
     paired_uniform: dict[str, Any] | None = None
-    # The same against the uniform mask of the nearest latency (same batch and precision),
-    # what the decision adds once its own cost is paid: {"median": ..., "mean": ...}, each
-    # the keys of `paired` and both rows' ms. Both, since a router's latency is skewed
-    # (easy images cheap, hard ones dear): its median hides what the mean, which time
-    # and energy over a stream of images follow, shows.
-    paired_uniform_latency: dict[str, dict[str, Any]] | None = None
+    # The same at equal latency (same batch and precision), what the decision adds once
+    # its own cost is paid: {"median": ..., "mean": ...}, each {"no_slower": the most
+    # accurate uniform mask at no more latency, "no_faster": the fastest at no less}, each
+    # the keys of `paired` and both rows' ms, or None where no mask is that fast (slow).
+    # Both statistics, since a router's latency is skewed (easy images cheap, hard ones
+    # dear): its median hides what the mean, which time and energy over a stream of
+    # images follow, shows.
+    paired_uniform_latency: dict[str, dict[str, dict[str, Any] | None]] | None = None
     # Budgets of this method, batch size and precision that ran the very same mask on
     # every evaluation image (this row's included; None when no other did): one
     # measurement repeated, so each reports the median of their medians (reported_ms).
@@ -891,18 +893,24 @@ def pair_with_nearest(rows: list[BenchRow], correct: dict[int, np.ndarray | None
 
 
 def pair_with_uniform(rows: list[BenchRow], correct: dict[int, np.ndarray | None]) -> None:
-    """Give every decided row (budget, mode) two paired tests against the static or count
+    """Give every decided row (budget, mode) paired tests against the static or count
     masks measured at the same batch size and precision: against the mask that runs as
     many components as it does on average (the nearest usage; in mode greedy usage can
     be far from the budget), what the per-image decision adds at that compute; and
-    against the mask of the nearest reported latency, what it adds once the decision's
-    own cost is paid (a router's decision and graph switches make it slower than a
-    uniform mask of its usage)."""
+    against the masks around its latency, what it adds once the decision's own cost is
+    paid (a router's decision and graph switches make it slower than a uniform mask of
+    its usage)."""
     masks = [r for r in rows if r.kind == "static-mask" and correct.get(id(r)) is not None]
     for row in rows:
         mine = correct.get(id(row))
         same = [m for m in masks if (m.batch, m.precision) == (row.batch, row.precision)]
-        if row.kind not in ("budget", "mode") or mine is None or row.usage is None or not same:
+        if row.kind not in ("budget", "mode") or mine is None or not same:
+            continue
+        row.paired_uniform_latency = {
+            "median": _around_latency(row, same, correct, lambda r: r.reported_ms),
+            "mean": _around_latency(row, same, correct, lambda r: r.latency.mean),
+        }
+        if row.usage is None:
             continue
         by_usage = min(same, key=lambda m: abs((m.usage or 0.0) - (row.usage or 0.0)))
         test = mcnemar_exact(mine, correct[id(by_usage)])  # type: ignore[arg-type]
@@ -913,20 +921,33 @@ def pair_with_uniform(rows: list[BenchRow], correct: dict[int, np.ndarray | None
             "accuracy_delta": test.accuracy_delta,
             "p_value": test.p_value,
         }
-        row.paired_uniform_latency = {
-            "median": _at_latency(row, same, correct, lambda r: r.reported_ms),
-            "mean": _at_latency(row, same, correct, lambda r: r.latency.mean),
-        }
 
 
-def _at_latency(
+def _around_latency(
     row: BenchRow,
     masks: list[BenchRow],
     correct: dict[int, np.ndarray | None],
     ms: Callable[[BenchRow], float],
+) -> dict[str, dict[str, Any] | None]:
+    """The paired tests of `row` against the most accurate mask at no more latency `ms`
+    (what a uniform mask can do in its time: the decision pays if it beats this one) and
+    the fastest at no less (ties: the first measured)."""
+    faster = [m for m in masks if ms(m) <= ms(row)]
+    slower = [m for m in masks if ms(m) >= ms(row)]
+    no_slower = max(faster, key=lambda m: (m.accuracy or 0.0, -ms(m)), default=None)
+    no_faster = min(slower, key=ms, default=None)
+    return {
+        "no_slower": None if no_slower is None else _paired(row, no_slower, correct, ms),
+        "no_faster": None if no_faster is None else _paired(row, no_faster, correct, ms),
+    }
+
+
+def _paired(
+    row: BenchRow,
+    mask: BenchRow,
+    correct: dict[int, np.ndarray | None],
+    ms: Callable[[BenchRow], float],
 ) -> dict[str, Any]:
-    """The paired test of `row` against the mask whose latency `ms` is nearest."""
-    mask = min(masks, key=lambda m: abs(ms(m) - ms(row)))
     test = mcnemar_exact(correct[id(row)], correct[id(mask)])  # type: ignore[arg-type]
     return {
         "against": mask.label,

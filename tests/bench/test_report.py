@@ -137,32 +137,32 @@ def test_markdown_says_what_the_per_image_decision_adds_over_one_mask(tmp_path: 
     assert "| c=0.5 | 0.500 | count mask c=0.5 | 0.519 | +1.20 | 0.0003 |" in text
     plain = report.write_markdown(_result(), tmp_path / "plain.md").read_text()
     assert "per-image decision against" not in plain  # nothing to say without mask rows
+
+    def pair(against: str, ms: float, its: float, delta: float, p: float) -> dict:
+        keys = ("against", "ms", "against_ms", "accuracy_delta", "p_value")
+        return dict(zip(keys, (against, ms, its, delta, p), strict=True))
+
     budget.paired_uniform_latency = {
         "median": {
-            "against": "count mask c=0.7",
-            "ms": 0.61,
-            "against_ms": 0.6,
-            "accuracy_delta": -0.001,
-            "p_value": 0.8,
+            "no_slower": pair("count mask c=0.4", 0.61, 0.6, -0.001, 0.8),
+            "no_faster": None,
         },
         "mean": {
-            "against": "count mask c=0.9",
-            "ms": 0.8,
-            "against_ms": 0.79,
-            "accuracy_delta": -0.02,
-            "p_value": 0.01,
+            "no_slower": pair("count mask c=0.5", 0.8, 0.79, -0.02, 0.01),
+            "no_faster": pair("count mask c=0.6", 0.8, 0.9, -0.03, 0.001),
         },
     }
     text = report.write_markdown(result, tmp_path / "latency.md").read_text()
     assert "**The per-image decision against one mask for every image at equal latency**" in text
+    assert "| c=0.5 | 1 | 0.61 | count mask c=0.4 | 0.60 | -0.10 | 0.8 | none | - | - | - |" in text
     assert (
-        "| c=0.5 | 1 | 0.61 | count mask c=0.7 | 0.60 | -0.10 | 0.8 "
-        "| 0.80 | count mask c=0.9 | 0.79 | -2.00 | 0.01 |" in text
+        "| c=0.5 | 1 | 0.80 | count mask c=0.5 | 0.79 | -2.00 | 0.01 "
+        "| count mask c=0.6 | 0.90 | -3.00 | 0.001 |" in text
     )
     with (report.write_csv(result, tmp_path / "latency.csv")).open() as f:
         record = next(r for r in csv.DictReader(f) if r["label"] == "c=0.5")
-    assert record["uniform_mean_ms_against"] == "count mask c=0.9"
-    assert float(record["uniform_median_ms_delta"]) == -0.001
+    assert record["uniform_no_slower_mean_against"] == "count mask c=0.5"
+    assert float(record["uniform_no_slower_median_accuracy_delta"]) == -0.001
 
 
 def test_a_decided_row_is_paired_with_the_mask_of_its_usage_and_precision() -> None:
@@ -185,21 +185,22 @@ def test_a_decided_row_is_paired_with_the_mask_of_its_usage_and_precision() -> N
     assert int8.paired_uniform["against"] == "int8 static mask c=0.1"  # its own precision
 
 
-def test_a_decided_row_is_also_paired_with_the_mask_of_its_latency() -> None:
-    """A router that spends a third of the components but pays for its decision runs as
-    long as the mask of two thirds: at equal latency that is its partner (issue 22). Its
-    mean, pulled up by the hard images, is that of the full mask."""
+def test_a_decided_row_is_paired_with_the_masks_around_its_latency() -> None:
+    """A router that spends a third of the components but pays for its decision runs
+    between the masks of a third and of two thirds: it must beat the best mask at no more
+    latency (issue 22), the mask just slower is shown too; by its mean, pulled up by the
+    hard images, the full mask is its only slower partner."""
     from budget_edge.bench.measure import pair_with_uniform
 
     def stats(median: float, mean: float | None = None) -> LatencyStats:
         return LatencyStats(median, median if mean is None else mean, median, 9, 9, 9)
 
-    router = BenchRow("budget", 1, 0.33, stats(0.7, mean=0.95), 1.0, usage=0.33, accuracy=0.9)
+    router = BenchRow("budget", 1, 0.33, stats(0.5, mean=0.95), 1.0, usage=0.33, accuracy=0.9)
     masks = [
-        BenchRow("static-mask", 1, c, stats(c), 1.0, usage=c, accuracy=0.8)
-        for c in (0.33, 0.66, 1.0)
+        BenchRow("static-mask", 1, c, stats(ms), 1.0, usage=c, accuracy=acc)
+        for c, ms, acc in ((0.2, 0.2, 0.85), (0.33, 0.33, 0.8), (0.66, 0.66, 0.8), (1.0, 1.0, 0.8))
     ]
-    batch8 = BenchRow("static-mask", 8, 0.66, stats(0.7), 1.0, usage=0.66, accuracy=0.8)
+    batch8 = BenchRow("static-mask", 8, 0.5, stats(0.5), 1.0, usage=0.5, accuracy=0.99)
     rows = [router, *masks, batch8]
     mine = np.array([True, True, True, False])
     theirs = np.array([True, False, False, False])
@@ -209,12 +210,25 @@ def test_a_decided_row_is_also_paired_with_the_mask_of_its_latency() -> None:
     pairs = router.paired_uniform_latency
     assert pairs is not None
     by_median, by_mean = pairs["median"], pairs["mean"]
-    assert by_median["against"] == "static mask c=0.66"  # its own batch size
-    assert (by_median["ms"], by_median["against_ms"]) == (0.7, 0.66)
-    assert by_median["accuracy_delta"] == pytest.approx(0.5)
-    assert by_median["p_value"] == pytest.approx(0.5)  # 2 discordant pairs, both its way
-    assert by_mean["against"] == "static mask c=1"
-    assert (by_mean["ms"], by_mean["against_ms"]) == (0.95, 1.0)
+    no_slower, no_faster = by_median["no_slower"], by_median["no_faster"]
+    assert no_slower is not None
+    assert no_faster is not None
+    assert no_slower["against"] == "static mask c=0.2"  # the most accurate at <= 0.5 ms
+    assert (no_slower["ms"], no_slower["against_ms"]) == (0.5, 0.2)
+    assert no_slower["accuracy_delta"] == pytest.approx(0.5)
+    assert no_slower["p_value"] == pytest.approx(0.5)  # 2 discordant pairs, both its way
+    assert no_faster["against"] == "static mask c=0.66"  # the fastest at >= 0.5 ms, batch 1
+    assert by_mean["no_faster"] is not None
+    assert by_mean["no_faster"]["against"] == "static mask c=1"
+    assert by_mean["no_faster"]["ms"] == 0.95
+    slow = BenchRow("budget", 1, 0.9, stats(2.0), 1.0, usage=0.9, accuracy=0.9)
+    fast = BenchRow("mode", 1, 0.1, stats(0.1), 1.0, usage=None, accuracy=0.9, name="greedy")
+    pair_with_uniform([slow, fast, *masks], {id(r): mine for r in [slow, fast, *masks]})
+    assert slow.paired_uniform_latency is not None
+    assert slow.paired_uniform_latency["median"]["no_faster"] is None  # nothing that slow
+    assert fast.paired_uniform_latency is not None  # no usage: still paired by latency
+    assert fast.paired_uniform_latency["mean"]["no_slower"] is None  # nothing that fast
+    assert fast.paired_uniform is None
 
 
 def test_budgets_that_ran_the_same_masks_report_their_median_latency(tmp_path: Path) -> None:

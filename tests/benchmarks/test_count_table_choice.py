@@ -45,18 +45,63 @@ def test_both_decisions_run_the_allocators_counts(loaded: LoadedCheckpoint) -> N
     assert {tuple(m) for m in table} <= rows  # the table's rows, nothing else
 
 
+def test_the_ranking_follows_the_agent_where_the_table_does_not(loaded) -> None:
+    """A table whose rows are not the agent's choices (the last blocks first): the ranking
+    must still run the agent's own top components, so the two decisions differ."""
+    k = loaded.backbone.num_components
+    last_first = [[int(i >= k - count) for i in range(k)] for count in range(k + 1)]
+    images = torch.randn(40, 1, 28, 28)
+    _, own_rank = count_table_choice.both_masks(loaded, images, 0.5)
+    table_before = loaded.allocator.count_masks
+    try:
+        loaded.allocator.count_masks = last_first
+        table, rank = count_table_choice.both_masks(loaded, images, 0.5)
+    finally:
+        loaded.allocator.count_masks = table_before
+    np.testing.assert_array_equal(rank, own_rank)  # the agent's ranking, whatever the table
+    assert {tuple(m) for m in table} <= {tuple(r) for r in last_first}
+    assert (table != rank).any()
+
+
 def test_the_comparison_is_paired_on_the_same_images(loaded, monkeypatch) -> None:
+    """Discordant images counted per image: a comparison of the two accuracies alone
+    (unpaired) could not tell 0 / 0 (the same to the image) from 3 / 3."""
     monkeypatch.setattr(count_table_choice, "BUDGETS", (0.25, 1.0))
     images, labels = torch.randn(24, 1, 28, 28), torch.randint(0, 10, (24,))
     rows = count_table_choice.compare(loaded, images, labels)
     assert [r["budget"] for r in rows] == [0.25, 1.0]
-    for r in rows:
-        delta = r["table_accuracy"] - r["ranking_accuracy"]
-        assert r["table_minus_ranking"] == pytest.approx(delta)
-        assert 0 < r["p_value"] <= 1
+    for r, c in zip(rows, (0.25, 1.0), strict=True):
+        table, rank = count_table_choice.both_masks(loaded, images, c)
+        right = [
+            count_table_choice.correct_under_masks(
+                loaded.backbone, images, labels, torch.from_numpy(m).bool()
+            ).numpy()
+            for m in (table, rank)
+        ]
+        assert r["only_table"] == int((right[0] & ~right[1]).sum())
+        assert r["only_ranking"] == int((right[1] & ~right[0]).sum())
+        assert r["table_minus_ranking"] == pytest.approx((r["only_table"] - r["only_ranking"]) / 24)
     text = count_table_choice.markdown(rows, "ckpt.pt", 24, {"cpu": "Test CPU"})
-    assert "| 1 | " in text
-    assert "Test CPU" in text
+    assert "in-sample for the table" in text
+    assert f"| {rows[1]['only_table']} / {rows[1]['only_ranking']} |" in text
+
+
+def test_only_validation_images_are_compared(tmp_path, loaded) -> None:
+    from budgetnet_helpers import write_tiny_fashion_mnist
+
+    from budget_edge.data.registry import load_arrays
+    from budget_edge.data.split import split_validation
+
+    data = write_tiny_fashion_mnist(tmp_path, n_train=60, n_test=4)
+    _, val, split = split_validation(load_arrays("fashion-mnist", data, "train"), 12)
+    meta = {**loaded.meta, "validation_split": split.as_meta()}
+    with_split = LoadedCheckpoint(loaded.backbone, loaded.agent, meta, "budget-edge")
+    images, labels = count_table_choice.validation_tensors(with_split, "ckpt.pt", data)
+    assert len(images) == 12
+    np.testing.assert_array_equal(labels.numpy(), val.labels)
+    without = LoadedCheckpoint(loaded.backbone, loaded.agent, loaded.meta, "budget-edge")
+    with pytest.raises(ConfigError, match="no validation split"):
+        count_table_choice.validation_tensors(without, "ckpt.pt", data)
 
 
 def test_a_checkpoint_without_a_table_allocator_is_refused() -> None:
