@@ -51,7 +51,7 @@ def test_the_model_is_measured_with_and_without_fine_tuning_against_one_zoo() ->
     assert "budgetnet.pt" in plan["allocate"].command[4]
     zoo = [s.command[s.command.index("--zoo") + 1] for s in plan.values() if "--zoo" in s.command]
     bench_zoos = [z for z in zoo if "artifacts" in z]
-    assert len(bench_zoos) == 3  # fine-tuned, not fine-tuned, from the plain network
+    assert len(bench_zoos) == 4  # fine-tuned, not, with validation weights, from plain
     assert len(set(bench_zoos)) == 1
 
 
@@ -92,7 +92,7 @@ def test_the_agent_stage_resumes_with_only_what_resume_accepts(tmp_path, monkeyp
 def test_every_method_is_benched_on_one_thread_in_one_run() -> None:
     """The router (the artifact's mode), the paper's agent, the count table and the zoo."""
     benches = [stage for stage in fair_front.stages() if "bench" in stage.command]
-    assert len(benches) == 3  # with and without joint fine-tuning, from the plain network
+    assert len(benches) == 4  # with and without fine-tuning, validation weights, from plain
     for stage in benches:
         if "bench" in stage.command:
             assert stage.command[stage.command.index("--threads") + 1] == "1", stage.name
@@ -132,3 +132,24 @@ def test_a_named_stage_runs_again_to_rebuild_its_output(tmp_path, monkeypatch, c
     monkeypatch.setattr(sys, "argv", ["fair_front.py", "--stage", "bnech"])
     with pytest.raises(SystemExit, match="no stage 'bnech'; stages: bench, export, late"):
         fair_front.main()
+
+
+def test_the_agent_is_trained_again_with_the_weights_chosen_on_validation(
+    tmp_path, monkeypatch
+) -> None:
+    """Target 5: the defaults gamma = omega = 1 were chosen on test images; the front is
+    measured again with the agent trained under reward_weights.py's choice."""
+    import json
+
+    choice = tmp_path / "choice.json"
+    monkeypatch.setattr(fair_front, "REWARD_CHOICE", choice)
+    assert fair_front.reward_options(choice) == []  # not chosen yet: the stage waits
+    plan = {s.name: s for s in fair_front.stages()}
+    assert choice in plan["agent (validation weights)"].needs
+    choice.write_text(json.dumps({"chosen": "1, 0.5"}))
+    command = {s.name: s for s in fair_front.stages()}["agent (validation weights)"].command
+    assert command[command.index("--gamma") + 1] == "1"
+    assert command[command.index("--omega") + 1] == "0.5"
+    check_command(command[3:], environ={})
+    bench = {s.name: s for s in fair_front.stages()}["bench (validation weights)"]
+    assert "sandwich-resnet56-validation-weights" in bench.command[4]

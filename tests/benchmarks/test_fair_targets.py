@@ -187,7 +187,7 @@ def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     counts.write_text(json.dumps({"rows": rows}))
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
-    assert "gamma, omega = 1, 1 (the default 1, 1)" in text
+    assert "gamma, omega = 1, 1 (the default 1, 1: the defaults stand)" in text
     assert "c=0.2 -0.20 (p=0.3)" in text
     rows[1]["p_value"] = 0.01  # the ranking significantly better somewhere
     counts.write_text(json.dumps({"rows": rows}))
@@ -196,7 +196,15 @@ def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     assert "the table significantly worse at 1 budget(s)" in text
     rows[1]["p_value"] = 0.3
     counts.write_text(json.dumps({"rows": rows}))
-    weights.write_text(json.dumps({"chosen": "0.5, 0.5"}))  # validation picks another
-    assert states(fair_targets.table())["no reported choice depends on the test set"] == (
-        "**missed**"
-    )
+    weights.write_text(json.dumps({"chosen": "1, 0.5"}))  # validation picks another
+    text = fair_targets.table()
+    assert states(text)["no reported choice depends on the test set"] == "**missed**"
+    assert "trains it again with these (stage 'agent (validation weights)')" in text
+    # Once the front of the agent trained with them is benched, it is the one judged.
+    again = results / "front" / "bench-validation-weights" / "front.json"
+    again.parent.mkdir(parents=True)
+    again.write_text(json.dumps({"rows": []}))
+    assert fair_targets.front_json() == again
+    text = fair_targets.table()
+    assert states(text)["no reported choice depends on the test set"] == "met"
+    assert "the front judged is the agent trained with them" in text
