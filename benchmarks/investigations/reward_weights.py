@@ -12,7 +12,8 @@ written down: usage at or below every budget (within 0.005), and of those the
 closest to it (the smallest total shortfall); if none stays under, the one
 that overspends least. Like the original, it reads usage only, no labels.
 
-Each candidate trains in its own folder; the script skips a finished one and
+Each candidate trains in its own folder; the script skips a finished one (its
+history.json has every epoch: the committed histories rebuild the choice) and
 resumes a stopped one (`train --resume`), so it can be killed and run again:
 
     python benchmarks/investigations/reward_weights.py \\
@@ -49,6 +50,16 @@ SCHEDULE = [
 # Usage this far over a budget still counts as within it: a 9-block agent's usage
 # moves in steps of 1/9, its mean over 2,000 images by far less.
 OVER = 0.005
+
+
+EPOCHS = 10  # SCHEDULE's curriculum and fine-tuning epochs
+
+
+def finished(run: Path) -> bool:
+    """Its history has every epoch: the committed histories (the weights stay out of the
+    repository) are enough to rebuild the choice without training again."""
+    history = run / "history.json"
+    return history.is_file() and len(json.loads(history.read_text())) >= EPOCHS
 
 
 def folder_of(out: Path, gamma: float, omega: float) -> Path:
@@ -119,7 +130,7 @@ def main() -> None:
     checks = {}
     for gamma, omega in CANDIDATES:
         run = folder_of(args.out, gamma, omega)
-        if not (run / "budgetnet.pt").exists():
+        if not finished(run):
             command = train_command(args.checkpoint, run, gamma, omega)
             print(" ".join(command), flush=True)
             if subprocess.run(command).returncode != 0:

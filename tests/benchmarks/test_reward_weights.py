@@ -74,3 +74,13 @@ def test_the_report_reads_each_agents_last_check_on_validation(tmp_path: Path) -
     text = (tmp_path / "choice.md").read_text()
     assert "| 1, 1 (chosen) | 0.45 / 0.90 | 90.0% / 90.0% |" in text
     assert json.loads((tmp_path / "choice.json").read_text())["chosen"] == "1, 1"
+
+
+def test_a_finished_candidate_is_read_not_trained_again(tmp_path: Path) -> None:
+    run = tmp_path / "gamma1-omega1"
+    assert not reward_weights.finished(run)
+    run.mkdir()
+    (run / "history.json").write_text(json.dumps([{}] * 9))  # stopped after 9 epochs
+    assert not reward_weights.finished(run)
+    (run / "history.json").write_text(json.dumps([{}] * reward_weights.EPOCHS))
+    assert reward_weights.finished(run)  # no weights needed: they are not committed
