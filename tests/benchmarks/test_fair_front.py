@@ -143,6 +143,8 @@ def test_the_agent_is_trained_again_with_the_weights_chosen_on_validation(
 
     choice = tmp_path / "choice.json"
     monkeypatch.setattr(fair_front, "REWARD_CHOICE", choice)
+    # A fresh front: the committed agent there has a last.pt, so its stage would resume.
+    monkeypatch.setattr(fair_front, "FRONT", tmp_path / "front")
     assert fair_front.reward_options(choice) == []  # not chosen yet: the stage waits
     plan = {s.name: s for s in fair_front.stages()}
     assert choice in plan["agent (validation weights)"].needs
@@ -153,3 +155,9 @@ def test_the_agent_is_trained_again_with_the_weights_chosen_on_validation(
     check_command(command[3:], environ={})
     bench = {s.name: s for s in fair_front.stages()}["bench (validation weights)"]
     assert "sandwich-resnet56-validation-weights" in bench.command[4]
+    agent = tmp_path / "front" / "agent-validation-weights"
+    agent.mkdir(parents=True)
+    (agent / "last.pt").write_bytes(b"")
+    resumed = {s.name: s for s in fair_front.stages()}["agent (validation weights)"].command
+    assert "--resume" in resumed  # the run's own gamma and omega, from its last.pt
+    assert "--omega" not in resumed
