@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fair_front import FRONT
+from fair_front import FIRST_AGENT_WEIGHTS, FRONT
 from fair_training import RESULTS
 
 POINTS = 0.01  # one percentage point, as a fraction
@@ -209,7 +209,6 @@ BY_CONSTRUCTION = (
     "best epochs, the allocator's calibration, count masks and sub-networks are chosen on "
     "the 5,000-image validation split, BatchNorm statistics on training images outside it"
 )
-DEFAULT_WEIGHTS = "1, 1"  # Eq. 4's gamma, omega: train's defaults
 
 
 def front_json() -> Path:
@@ -221,34 +220,32 @@ def front_json() -> Path:
 
 
 def no_test_choices() -> tuple[bool, str]:
-    """The defaults gamma = omega = 1 and the count table over the agent's per-image
-    ranking were chosen on test images before checkpoints had a validation split; both
-    choices made again on validation must come out the same (the table: not
-    significantly worse than the ranking at any budget)."""
-    weights = read_json(RESULTS / "reward-weights" / "choice.json")
+    """Eq. 4's gamma and omega and the count table over the agent's per-image ranking
+    were chosen on test images before checkpoints had a validation split; made again on
+    validation, the judged front's agent must have been trained with the weights chosen
+    there, and the table must hold (not significantly worse than the ranking anywhere)."""
+    weights = read_json(RESULTS / "reward-weights" / "choice.json")["chosen"]
     rows = read_json(FRONT / "count-table-choice" / "choice.json")["rows"]
     worse = [r for r in rows if r["table_minus_ranking"] < 0 and r["p_value"] < 0.05]
     table = ", ".join(
         f"c={r['budget']:g} {100 * r['table_minus_ranking']:+.2f} (p={r['p_value']:.2g})"
         for r in rows
     )
-    same = weights["chosen"] == DEFAULT_WEIGHTS
     retrained = front_json().parent.name == "bench-validation-weights"
+    judged = weights if retrained else FIRST_AGENT_WEIGHTS
     agent = (
-        "the defaults stand"
-        if same
-        else "the front judged is the agent trained with them"
-        if retrained
-        else "the front's agent was trained with the defaults; fair_front.py trains it "
-        "again with these (stage 'agent (validation weights)')"
+        f"the front judged has its agent trained with {judged}"
+        if judged == weights
+        else f"the front judged has its agent trained with {judged}; fair_front.py trains "
+        "it again with these (stage 'agent (validation weights)')"
     )
     text = (
-        f"made again on validation: gamma, omega = {weights['chosen']} (the default "
-        f"{DEFAULT_WEIGHTS}: {agent}); the count table minus the per-image ranking: {table}"
+        f"made again on validation: gamma, omega = {weights} ({agent}); the count table "
+        f"minus the per-image ranking: {table}"
         + (f"; the table significantly worse at {len(worse)} budget(s)" if worse else "")
         + f"; by construction: {BY_CONSTRUCTION}"
     )
-    return (same or retrained) and not worse, text
+    return judged == weights and not worse, text
 
 
 TARGETS: list[tuple[str, Callable[[], tuple[bool, str]]]] = [

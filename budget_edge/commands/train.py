@@ -104,7 +104,7 @@ def check_options(params: Mapping[str, Any], environ: Mapping[str, str]) -> None
     "--gamma", type=FiniteFloat(), help="Eq. 4: penalty scale for wrong predictions [1.0]."
 )
 @click.option(
-    "--omega", type=FiniteFloat(), help="Eq. 4: extra penalty for exceeding the budget [1.0]."
+    "--omega", type=FiniteFloat(), help="Eq. 4: extra penalty for exceeding the budget [0.5]."
 )
 @click.option("--alpha", type=FiniteFloat(), help="Eq. 11: exploration bound [0.8].")
 @click.option("--beta", type=FiniteFloat(), help="Eq. 11: bound decay per epoch [1/all epochs].")

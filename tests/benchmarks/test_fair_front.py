@@ -59,6 +59,7 @@ def test_the_sandwich_from_the_plain_network_gets_its_own_agent_and_front() -> N
     plan = {s.name: s for s in fair_front.stages()}
     agent = plan["agent (from plain)"].command
     assert agent[agent.index("--checkpoint") + 1] == str(fair_front.FROM_PLAIN / "best.pt")
+    assert fair_front.REWARD_CHOICE in plan["agent (from plain)"].needs  # validation's weights
     allocated = plan["allocate (from plain)"].command[4]
     assert "agent-from-plain" in allocated
     bench = plan["bench (from plain)"]
@@ -86,6 +87,11 @@ def test_the_agent_stage_resumes_with_only_what_resume_accepts(tmp_path, monkeyp
             (tmp_path / "agent" / "last.pt").write_bytes(b"")
         command = next(s for s in fair_front.stages() if s.name == "agent").command
         assert ("--resume" in command) is started
+        # The first front's agent was trained with the defaults of the time (1, 1, since
+        # moved): its stage names them, so it rebuilds what was measured.
+        assert ("--omega" in command) is not started  # a resume keeps the run's own
+        if not started:
+            assert command[command.index("--omega") + 1] == "1"
         check_command(command[3:], environ={})  # the CLI's own rules, nothing runs
 
 

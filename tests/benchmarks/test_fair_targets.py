@@ -187,7 +187,7 @@ def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     counts.write_text(json.dumps({"rows": rows}))
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
-    assert "gamma, omega = 1, 1 (the default 1, 1: the defaults stand)" in text
+    assert "gamma, omega = 1, 1 (the front judged has its agent trained with 1, 1)" in text
     assert "c=0.2 -0.20 (p=0.3)" in text
     rows[1]["p_value"] = 0.01  # the ranking significantly better somewhere
     counts.write_text(json.dumps({"rows": rows}))
@@ -207,4 +207,4 @@ def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     assert fair_targets.front_json() == again
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
-    assert "the front judged is the agent trained with them" in text
+    assert "gamma, omega = 1, 0.5 (the front judged has its agent trained with 1, 0.5)" in text
