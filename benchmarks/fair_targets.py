@@ -225,13 +225,15 @@ def no_test_choices() -> tuple[bool, str]:
     validation, the judged front's agent must have been trained with the weights chosen
     there, and the table must hold (not significantly worse than the ranking anywhere)."""
     weights = read_json(RESULTS / "reward-weights" / "choice.json")["chosen"]
-    rows = read_json(FRONT / "count-table-choice" / "choice.json")["rows"]
+    retrained = front_json().parent.name == "bench-validation-weights"
+    # The table checked on the judged front's own allocator (count_table_choice.py).
+    table_check = "count-table-choice" + ("-validation-weights" if retrained else "")
+    rows = read_json(FRONT / table_check / "choice.json")["rows"]
     worse = [r for r in rows if r["table_minus_ranking"] < 0 and r["p_value"] < 0.05]
     table = ", ".join(
         f"c={r['budget']:g} {100 * r['table_minus_ranking']:+.2f} (p={r['p_value']:.2g})"
         for r in rows
     )
-    retrained = front_json().parent.name == "bench-validation-weights"
     judged = weights if retrained else FIRST_AGENT_WEIGHTS
     agent = (
         f"the front judged has its agent trained with {judged}"

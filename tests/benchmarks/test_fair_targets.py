@@ -205,6 +205,11 @@ def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     again.parent.mkdir(parents=True)
     again.write_text(json.dumps({"rows": []}))
     assert fair_targets.front_json() == again
+    # Its own allocator's table is checked against its ranking, not the first one's.
+    assert "waits for fair/front/count-table-choice-validation-weights" in fair_targets.table()
+    own = results / "front" / "count-table-choice-validation-weights" / "choice.json"
+    own.parent.mkdir(parents=True)
+    own.write_text(json.dumps({"rows": rows}))
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
     assert "gamma, omega = 1, 0.5 (the front judged has its agent trained with 1, 0.5)" in text
