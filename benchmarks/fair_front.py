@@ -151,39 +151,28 @@ def stages() -> list[Stage]:
             FRONT / "sub-networks-resnet20-from-plain",
         )
     )
-    plan += validation_weights_stages(zoo_artifacts)
-    plan += from_plain_stages(zoo_artifacts)
+    # The same sandwich again, its agent trained with the weights chosen on validation
+    # (the first agent's were chosen on test images before the split: issue 22's target 5).
+    plan += retrained_front_stages("validation weights", SANDWICH, zoo_artifacts)
+    # The sandwich trained from the plain ResNet-56's weights.
+    plan += retrained_front_stages("from plain", FROM_PLAIN, zoo_artifacts)
     return plan
 
 
-def validation_weights_stages(zoo_artifacts: list[Path]) -> list[Stage]:
-    """The agent, the allocator, the artifact and the front again on the same sandwich
-    backbone, the agent trained with the gamma and omega chosen on the validation split
-    (the defaults were chosen on test images before the split: issue 22's target 5)."""
-    agent = FRONT / "agent-validation-weights"
-    artifact = FRONT / "artifacts" / "sandwich-resnet56-validation-weights"
-    suffix = " (validation weights)"
-    train = agent_command(agent, SANDWICH, reward_options(REWARD_CHOICE))
-    needs = [SANDWICH / "best.pt", REWARD_CHOICE]
+def retrained_front_stages(name: str, sandwich: Path, zoo_artifacts: list[Path]) -> list[Stage]:
+    """An agent trained with the gamma and omega chosen on the validation split, its
+    allocator, artifact and front on `sandwich`, against the same zoo. Stage names end in
+    " (name)", folders in "-name"."""
+    slug = name.replace(" ", "-")
+    agent = FRONT / f"agent-{slug}"
+    artifact = FRONT / "artifacts" / f"sandwich-resnet56-{slug}"
+    suffix = f" ({name})"
+    train = agent_command(agent, sandwich, reward_options(REWARD_CHOICE))
+    needs = [sandwich / "best.pt", REWARD_CHOICE]
     return [
         Stage("agent" + suffix, agent / "budgetnet.pt", needs, train),
         *variant_stages(suffix, agent / "budgetnet.pt", agent / "allocated.pt", artifact),
-        bench_stage("bench" + suffix, artifact, zoo_artifacts, FRONT / "bench-validation-weights"),
-    ]
-
-
-def from_plain_stages(zoo_artifacts: list[Path]) -> list[Stage]:
-    """The agent, the allocator, the artifact and the front again on the sandwich trained
-    from the plain ResNet-56's weights, against the same zoo."""
-    agent = FRONT / "agent-from-plain"
-    artifact = FRONT / "artifacts" / "sandwich-resnet56-from-plain"
-    suffix = " (from plain)"
-    train = agent_command(agent, FROM_PLAIN, reward_options(REWARD_CHOICE))
-    needs = [FROM_PLAIN / "best.pt", REWARD_CHOICE]
-    return [
-        Stage("agent" + suffix, agent / "budgetnet.pt", needs, train),
-        *variant_stages(suffix, agent / "budgetnet.pt", agent / "allocated.pt", artifact),
-        bench_stage("bench" + suffix, artifact, zoo_artifacts, FRONT / "bench-from-plain"),
+        bench_stage("bench" + suffix, artifact, zoo_artifacts, FRONT / f"bench-{slug}"),
     ]
 
 
