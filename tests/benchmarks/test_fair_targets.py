@@ -171,45 +171,47 @@ def test_the_sub_networks_stay_pending_until_every_seed_but_the_preview_is_shown
     assert states(fair_targets.table())["sub-networks as good as the zoo"] == "met"
 
 
+def write_json(path: Path, data: object) -> None:
+    """A result file as a run writes it, its folder made where missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
 def test_the_choices_once_made_on_test_images_are_made_again_on_validation(
     results: Path,
 ) -> None:
     weights = results / "reward-weights" / "choice.json"
-    weights.parent.mkdir(parents=True)
-    weights.write_text(json.dumps({"chosen": "1, 1"}))
+    write_json(weights, {"chosen": "1, 1"})
     assert "waits for fair/front/count-table-choice/choice.json" in fair_targets.table()
     rows = [
         {"budget": 0.1, "table_minus_ranking": 0.001, "p_value": 0.6},
         {"budget": 0.2, "table_minus_ranking": -0.002, "p_value": 0.3},  # not significant
     ]
     counts = results / "front" / "count-table-choice" / "choice.json"
-    counts.parent.mkdir(parents=True)
-    counts.write_text(json.dumps({"rows": rows}))
+    write_json(counts, {"rows": rows})
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
     assert "gamma, omega = 1, 1 (the front judged has its agent trained with 1, 1)" in text
     assert "c=0.2 -0.20 (p=0.3)" in text
     rows[1]["p_value"] = 0.01  # the ranking significantly better somewhere
-    counts.write_text(json.dumps({"rows": rows}))
+    write_json(counts, {"rows": rows})
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "**missed**"
     assert "the table significantly worse at 1 budget(s)" in text
     rows[1]["p_value"] = 0.3
-    counts.write_text(json.dumps({"rows": rows}))
-    weights.write_text(json.dumps({"chosen": "1, 0.5"}))  # validation picks another
+    write_json(counts, {"rows": rows})
+    write_json(weights, {"chosen": "1, 0.5"})  # validation picks another
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "**missed**"
     assert "trains it again with these (stage 'agent (validation weights)')" in text
     # Once the front of the agent trained with them is benched, it is the one judged.
     again = results / "front" / "bench-validation-weights" / "front.json"
-    again.parent.mkdir(parents=True)
-    again.write_text(json.dumps({"rows": []}))
+    write_json(again, {"rows": []})
     assert fair_targets.front_json() == again
     # Its own allocator's table is checked against its ranking, not the first one's.
     assert "waits for fair/front/count-table-choice-validation-weights" in fair_targets.table()
     own = results / "front" / "count-table-choice-validation-weights" / "choice.json"
-    own.parent.mkdir(parents=True)
-    own.write_text(json.dumps({"rows": rows}))
+    write_json(own, {"rows": rows})
     text = fair_targets.table()
     assert states(text)["no reported choice depends on the test set"] == "met"
     assert "gamma, omega = 1, 0.5 (the front judged has its agent trained with 1, 0.5)" in text
