@@ -37,12 +37,19 @@ def run_two_ranks(command: Sequence[str], out: Path) -> subprocess.CompletedProc
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=280)
 
 
+# How a native abort shows: the launcher names SIGABRT, or, when Python's fault
+# handler itself crashes while printing the aborting process's threads (one CI run
+# saw "Fatal Python error: Aborted" followed by a SIGSEGV), the abort's own lines.
+ABORT_MARKS = ("(SIGABRT)", "Fatal Python error: Aborted", "terminate called")
+
+
 def native_abort(proc: subprocess.CompletedProcess[str]) -> bool:
-    """A rank died by SIGABRT and no rank raised a Python exception: the only Python
+    """A rank aborted natively and no rank raised a Python exception: the only Python
     tracebacks are the launcher's own ChildFailedError, one per failed launch."""
     tracebacks = proc.stderr.count("Traceback (most recent call last)")
     launcher = len(re.findall(r"errors\.ChildFailedError:", proc.stderr))
-    return proc.returncode != 0 and "(SIGABRT)" in proc.stderr and tracebacks <= launcher
+    aborted = any(mark in proc.stderr for mark in ABORT_MARKS)
+    return proc.returncode != 0 and aborted and tracebacks <= launcher
 
 
 FATAL = re.compile(r"Fatal Python error|terminate called|what\(\)|Traceback|Error|^\s+File ")
