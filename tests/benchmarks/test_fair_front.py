@@ -55,7 +55,10 @@ def test_the_model_is_measured_with_and_without_fine_tuning_against_one_zoo() ->
     assert len(set(bench_zoos)) == 1
 
 
-def test_the_sandwich_from_the_plain_network_gets_its_own_agent_and_front() -> None:
+def test_the_sandwich_from_the_plain_network_gets_its_own_agent_and_front(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(fair_front, "FRONT", tmp_path)  # no agent trained yet: no resume
     plan = {s.name: s for s in fair_front.stages()}
     agent = plan["agent (from plain)"].command
     assert agent[agent.index("--checkpoint") + 1] == str(fair_front.FROM_PLAIN / "best.pt")
